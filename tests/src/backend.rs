@@ -1,0 +1,110 @@
+//! The block and switch backends a test runs against, chosen by one
+//! argument. Today these are the peers; Sfera's own daemons join as further
+//! variants, and the same tests then run against both.
+
+use std::path::Path;
+
+use crate::Result;
+use crate::guest::{Nic, SocketRole};
+use crate::hugepages::Hugepages;
+use crate::peers::ovs::{OvsDpdk, OvsOptions};
+use crate::peers::qsd::{Export, QemuStorageDaemon};
+use crate::testdir::TestDir;
+
+/// Which vhost-user-blk server serves a test's disks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockBackendKind {
+    /// QEMU's `qemu-storage-daemon`.
+    QemuStorageDaemon,
+}
+
+/// A running vhost-user-blk server exporting one image.
+#[derive(Debug)]
+pub enum BlockBackend {
+    QemuStorageDaemon(QemuStorageDaemon),
+}
+
+impl BlockBackend {
+    /// Starts a backend of `kind` exporting `export` under `name`.
+    pub fn start(kind: BlockBackendKind, dir: &TestDir, name: &str, export: &Export) -> Result<Self> {
+        match kind {
+            BlockBackendKind::QemuStorageDaemon => Ok(BlockBackend::QemuStorageDaemon(
+                QemuStorageDaemon::start(dir, name, export)?,
+            )),
+        }
+    }
+
+    /// The socket a guest's disk connects to.
+    pub fn socket(&self) -> &Path {
+        match self {
+            BlockBackend::QemuStorageDaemon(qsd) => qsd.socket(),
+        }
+    }
+
+    /// Fails if the backend has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        match self {
+            BlockBackend::QemuStorageDaemon(qsd) => qsd.ensure_running(),
+        }
+    }
+}
+
+/// Which virtual switch connects a test's NICs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchBackendKind {
+    /// Open vSwitch with DPDK.
+    OvsDpdk,
+}
+
+/// A running virtual switch with one bridge that NICs attach to.
+#[derive(Debug)]
+pub enum SwitchBackend {
+    // Fields drop in order: the switch before the hugepages it uses.
+    OvsDpdk {
+        ovs: OvsDpdk,
+        bridge: String,
+        hugepages: Hugepages,
+    },
+}
+
+impl SwitchBackend {
+    /// Hugepages (2 MiB) an OVS-DPDK switch reserves.
+    const OVS_HUGEPAGES: u64 = 512;
+
+    /// Starts a switch of `kind` with one bridge.
+    pub fn start(kind: SwitchBackendKind, dir: &TestDir) -> Result<Self> {
+        match kind {
+            SwitchBackendKind::OvsDpdk => {
+                let hugepages = Hugepages::reserve(dir, Self::OVS_HUGEPAGES)?;
+                let mut ovs = OvsDpdk::start(dir, &hugepages, &OvsOptions::default())?;
+                let bridge = "br0".to_owned();
+                ovs.add_bridge(&bridge)?;
+                Ok(SwitchBackend::OvsDpdk {
+                    ovs,
+                    bridge,
+                    hugepages,
+                })
+            }
+        }
+    }
+
+    /// Adds a switch port for a guest NIC named `port` and returns the NIC
+    /// to give the guest (socket and which side listens). `id` makes the
+    /// NIC's MAC address.
+    pub fn attach_nic(&mut self, dir: &TestDir, port: &str, id: u8) -> Result<Nic> {
+        match self {
+            SwitchBackend::OvsDpdk { ovs, bridge, .. } => {
+                let socket = dir.join(format!("{port}.vhu.sock"));
+                ovs.add_vhost_user_client_port(bridge, port, &socket)?;
+                Ok(Nic::new(socket, SocketRole::Server, id))
+            }
+        }
+    }
+
+    /// Fails if the switch has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        match self {
+            SwitchBackend::OvsDpdk { ovs, .. } => ovs.ensure_running(),
+        }
+    }
+}

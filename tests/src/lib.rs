@@ -1,0 +1,32 @@
+//! Sfera's test harness: the pieces every cross-component test and benchmark
+//! uses to run real guests and real clients against real daemons.
+//!
+//! - [`guest`]: boots the test guest (Debian's cloud kernel, busybox initramfs)
+//!   under QEMU TCG with guest RAM in a shared memfd, disks as
+//!   `vhost-user-blk-pci` and NICs as vhost-user `virtio-net-pci`.
+//! - [`console`]: drives a serial console or any line-oriented program: wait
+//!   for a line with a deadline, run a command, capture its output and status.
+//! - [`process`]: external processes that are always stopped, on every exit
+//!   path including panics.
+//! - [`testdir`]: a private directory per test, so tests run in parallel.
+//! - [`netns`]: network namespaces, veth pairs and TAP devices, always removed.
+//! - [`hugepages`]: a hugepage reservation and a private hugetlbfs mount for
+//!   DPDK tools; the previous page count is put back.
+//! - [`peers`]: the references Sfera is measured against:
+//!   `qemu-storage-daemon`, `dpdk-testpmd` and Open vSwitch with DPDK.
+//! - [`backend`]: one argument chooses which block or switch backend a test
+//!   runs against.
+
+pub mod backend;
+pub mod console;
+pub mod error;
+pub mod guest;
+pub mod hugepages;
+pub mod netns;
+pub mod peers;
+pub mod process;
+pub mod testdir;
+pub mod tools;
+pub mod wait;
+
+pub use error::{Error, Result};

@@ -9,6 +9,7 @@ use crate::guest::{Nic, SocketRole};
 use crate::hugepages::Hugepages;
 use crate::peers::ovs::{OvsDpdk, OvsOptions};
 use crate::peers::qsd::{Export, QemuStorageDaemon};
+use crate::peers::testpmd::Vdev;
 use crate::testdir::TestDir;
 
 /// Which vhost-user-blk server serves a test's disks.
@@ -97,6 +98,23 @@ impl SwitchBackend {
                 let socket = dir.join(format!("{port}.vhu.sock"));
                 ovs.add_vhost_user_client_port(bridge, port, &socket)?;
                 Ok(Nic::new(socket, SocketRole::Server, id))
+            }
+        }
+    }
+
+    /// Adds a switch port for a `dpdk-testpmd` `net_virtio_user` device
+    /// named `port` and returns that device.
+    pub fn attach_virtio_user(&mut self, dir: &TestDir, port: &str) -> Result<Vdev> {
+        match self {
+            SwitchBackend::OvsDpdk { ovs, bridge, .. } => {
+                let socket = dir.join(format!("{port}.vhu.sock"));
+                ovs.add_vhost_user_client_port(bridge, port, &socket)?;
+                Ok(Vdev::VirtioUser {
+                    socket,
+                    queues: 1,
+                    server: true,
+                    mac: None,
+                })
             }
         }
     }

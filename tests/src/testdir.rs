@@ -12,8 +12,8 @@ use crate::{Error, Result};
 /// socket paths are limited to 107 bytes.
 const DEFAULT_BASE: &str = "/var/tmp";
 
-/// A test's private directory, removed when dropped (kept when the test
-/// panics and `SFERA_KEEP_TMP` is set, to look at its logs).
+/// A test's private directory, removed when dropped (kept when
+/// `SFERA_KEEP_TMP` is set, to look at its logs).
 #[derive(Debug)]
 pub struct TestDir {
     dir: Option<TempDir>,
@@ -65,8 +65,7 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if std::thread::panicking()
-            && std::env::var_os("SFERA_KEEP_TMP").is_some()
+        if std::env::var_os("SFERA_KEEP_TMP").is_some()
             && let Some(dir) = self.dir.take()
         {
             let kept = dir.keep();

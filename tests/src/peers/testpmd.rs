@@ -87,7 +87,10 @@ impl Testpmd {
         cpu: u32,
     ) -> Result<Self> {
         let program = tools::require("dpdk-testpmd", "dpdk-dev")?;
-        let mut command = Command::new(program);
+        // testpmd prints through stdio, which a pipe makes block-buffered;
+        // its prompt bypasses stdio. Unbuffered output keeps the two in order.
+        let mut command = Command::new(tools::require("stdbuf", "coreutils")?);
+        command.arg("--output=0").arg(program);
         command.args(["--lcores", &format!("0@{cpu},1@{cpu}")]);
         command.args(["--no-pci", "--single-file-segments"]);
         command.args(["--file-prefix", &super::dpdk_file_prefix("testpmd")]);
@@ -96,7 +99,9 @@ impl Testpmd {
         for (i, vdev) in vdevs.iter().enumerate() {
             command.args(["--vdev", &vdev.arg(i)]);
         }
-        command.args(["--", "-i", "--no-lsc-interrupt"]);
+        // A small mbuf pool: the default one sizes for physical NICs and
+        // would not fit a test's hugepage reservation.
+        command.args(["--", "-i", "--no-lsc-interrupt", "--total-num-mbufs=16384"]);
         let log = dir.join(format!("{name}.testpmd.log"));
         let (process, pipes) =
             Process::spawn_interactive(&format!("testpmd {name}"), command, &log)?;

@@ -27,7 +27,12 @@ pub enum BlockBackend {
 
 impl BlockBackend {
     /// Starts a backend of `kind` exporting `export` under `name`.
-    pub fn start(kind: BlockBackendKind, dir: &TestDir, name: &str, export: &Export) -> Result<Self> {
+    pub fn start(
+        kind: BlockBackendKind,
+        dir: &TestDir,
+        name: &str,
+        export: &Export,
+    ) -> Result<Self> {
         match kind {
             BlockBackendKind::QemuStorageDaemon => Ok(BlockBackend::QemuStorageDaemon(
                 QemuStorageDaemon::start(dir, name, export)?,

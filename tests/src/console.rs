@@ -73,7 +73,8 @@ impl Console {
         input: impl Write + Send + 'static,
         log: &Path,
     ) -> Result<Self> {
-        let log_file = File::create(log).map_err(|e| Error::io("Cannot create console log", log, e))?;
+        let log_file =
+            File::create(log).map_err(|e| Error::io("Cannot create console log", log, e))?;
         let shared = Arc::new(Shared::default());
         let reader_shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -109,7 +110,13 @@ impl Console {
         self.input
             .write_all(text.as_bytes())
             .and_then(|()| self.input.flush())
-            .map_err(|e| Error::io(format!("Cannot type into the console of {}", self.name), "", e))
+            .map_err(|e| {
+                Error::io(
+                    format!("Cannot type into the console of {}", self.name),
+                    "",
+                    e,
+                )
+            })
     }
 
     /// Types `line` and a newline.
@@ -125,7 +132,10 @@ impl Console {
             let at = find(data, needle_bytes)?;
             let after = at + needle_bytes.len();
             let end = after + find(&data[after..], b"\n")?;
-            let start = data[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            let start = data[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
             Some((end + 1, clean(&data[start..end])))
         })
     }
@@ -195,13 +205,10 @@ impl Console {
         self.wait_for_line(&begin, left())?;
         let output = self.wait_for_text(&end, left())?;
         let status_text = self.wait_for_text("\n", left())?;
-        let status = status_text
-            .trim()
-            .parse()
-            .map_err(|_| Error::Parse {
-                what: format!("exit status of `{command}` on {}", self.name),
-                text: status_text.clone(),
-            })?;
+        let status = status_text.trim().parse().map_err(|_| Error::Parse {
+            what: format!("exit status of `{command}` on {}", self.name),
+            text: status_text.clone(),
+        })?;
         Ok(CommandOutput { output, status })
     }
 
@@ -285,15 +292,40 @@ mod tests {
     fn run_captures_output_and_status() {
         let dir = tempfile::tempdir().unwrap();
         let (mut child, mut console) = shell(dir.path());
-        let out = console.run("echo hello; echo world", Duration::from_secs(10)).unwrap();
-        assert_eq!(out, CommandOutput { output: "hello\nworld\n".into(), status: 0 });
-        let out = console.run("exit_code() { return 7; }; exit_code", Duration::from_secs(10)).unwrap();
+        let out = console
+            .run("echo hello; echo world", Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            out,
+            CommandOutput {
+                output: "hello\nworld\n".into(),
+                status: 0
+            }
+        );
+        let out = console
+            .run(
+                "exit_code() { return 7; }; exit_code",
+                Duration::from_secs(10),
+            )
+            .unwrap();
         assert_eq!(out.status, 7);
-        let err = console.run_ok("false", Duration::from_secs(10)).unwrap_err();
-        assert!(matches!(err, Error::GuestCommand { status: 1, .. }), "{err}");
+        let err = console
+            .run_ok("false", Duration::from_secs(10))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::GuestCommand { status: 1, .. }),
+            "{err}"
+        );
         // State persists between commands, as in an interactive shell.
-        console.run_ok("cd /; X=5", Duration::from_secs(10)).unwrap();
-        assert_eq!(console.run_ok("echo $X $PWD", Duration::from_secs(10)).unwrap(), "5 /\n");
+        console
+            .run_ok("cd /; X=5", Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            console
+                .run_ok("echo $X $PWD", Duration::from_secs(10))
+                .unwrap(),
+            "5 /\n"
+        );
         drop(console);
         child.kill().unwrap();
         child.wait().unwrap();
@@ -313,12 +345,26 @@ mod tests {
             let mut typed = std::io::BufReader::new(typed_reader);
             let mut line = String::new();
             std::io::BufRead::read_line(&mut typed, &mut line).unwrap();
-            writer.write_all(format!("guest# {}\r\n", line.trim_end()).as_bytes()).unwrap();
-            let out = Command::new("sh").arg("-c").arg(line.trim_end()).output().unwrap();
+            writer
+                .write_all(format!("guest# {}\r\n", line.trim_end()).as_bytes())
+                .unwrap();
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(line.trim_end())
+                .output()
+                .unwrap();
             writer.write_all(&out.stdout).unwrap();
         });
-        let out = console.run("echo inner; false", Duration::from_secs(10)).unwrap();
-        assert_eq!(out, CommandOutput { output: "inner\n".into(), status: 1 });
+        let out = console
+            .run("echo inner; false", Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            out,
+            CommandOutput {
+                output: "inner\n".into(),
+                status: 1
+            }
+        );
         tty.join().unwrap();
     }
 
@@ -337,12 +383,25 @@ mod tests {
             &dir.path().join("log"),
         )
         .unwrap();
-        assert_eq!(console.wait_for_line("boot", Duration::from_secs(10)).unwrap(), "booting");
-        let err = console.wait_for_line("READY", Duration::from_millis(100)).unwrap_err();
+        assert_eq!(
+            console
+                .wait_for_line("boot", Duration::from_secs(10))
+                .unwrap(),
+            "booting"
+        );
+        let err = console
+            .wait_for_line("READY", Duration::from_millis(100))
+            .unwrap_err();
         assert!(matches!(err, Error::Timeout { ref context, .. } if context.contains("booting")));
-        let err = console.wait_for_line("READY", Duration::from_secs(10)).unwrap_err();
+        let err = console
+            .wait_for_line("READY", Duration::from_secs(10))
+            .unwrap_err();
         assert!(matches!(err, Error::ConsoleClosed { ref tail, .. } if tail.contains("partial")));
         child.wait().unwrap();
-        assert!(std::fs::read_to_string(dir.path().join("log")).unwrap().contains("partial-line"));
+        assert!(
+            std::fs::read_to_string(dir.path().join("log"))
+                .unwrap()
+                .contains("partial-line")
+        );
     }
 }

@@ -10,7 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A tool the test needs is not installed.
-    #[error("Required tool `{tool}` not found: install Debian package `{package}` (`make test` does)")]
+    #[error(
+        "Required tool `{tool}` not found: install Debian package `{package}` (`make test` does)"
+    )]
     MissingTool { tool: String, package: String },
 
     /// The guest image has not been built.
@@ -51,7 +53,10 @@ pub enum Error {
     },
 
     /// Something awaited did not happen in time.
-    #[error("Timed out after {timeout:?} waiting for {what}{}", context_suffix(context))]
+    #[error(
+        "Timed out after {timeout:?} waiting for {what}{}",
+        context_suffix(context)
+    )]
     Timeout {
         what: String,
         timeout: Duration,

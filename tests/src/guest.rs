@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::console::{CommandOutput, Console};
 use crate::process::Process;
@@ -116,10 +116,21 @@ impl Nic {
     }
 }
 
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleMode {
+    /// QEMU's stdin and stdout, driven by a [`Console`].
+    Piped,
+    /// The terminal QEMU runs in, multiplexed with QEMU's monitor
+    /// (Ctrl-A C switches, Ctrl-A X quits).
+    Terminal,
+}
+
 /// What a guest is made of.
 #[derive(Debug, Clone)]
 pub struct GuestConfig {
     pub name: String,
+    pub console: ConsoleMode,
     pub memory_mib: u32,
     pub vcpus: u8,
     pub disks: Vec<Disk>,
@@ -132,12 +143,19 @@ impl GuestConfig {
     pub fn new(name: &str) -> Self {
         GuestConfig {
             name: name.to_owned(),
+            console: ConsoleMode::Piped,
             memory_mib: 512,
             vcpus: 1,
             disks: Vec::new(),
             nics: Vec::new(),
             extra_cmdline: Vec::new(),
         }
+    }
+
+    #[must_use]
+    pub fn console(mut self, console: ConsoleMode) -> Self {
+        self.console = console;
+        self
     }
 
     #[must_use]
@@ -209,14 +227,27 @@ impl GuestConfig {
             &image.initrd.to_string_lossy(),
             "-append",
             &self.cmdline(),
-            "-chardev",
-            "stdio,id=con,signal=off",
-            "-serial",
-            "chardev:con",
         ]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        let console: &[&str] = match self.console {
+            ConsoleMode::Piped => &[
+                "-chardev",
+                "stdio,id=con,signal=off",
+                "-serial",
+                "chardev:con",
+            ],
+            ConsoleMode::Terminal => &[
+                "-chardev",
+                "stdio,id=con,mux=on,signal=off",
+                "-serial",
+                "chardev:con",
+                "-mon",
+                "chardev=con",
+            ],
+        };
+        args.extend(console.iter().map(|s| (*s).to_owned()));
         for (i, disk) in self.disks.iter().enumerate() {
             args.push("-chardev".into());
             args.push(format!("socket,id=blk{i},path={}", disk.socket.display()));
@@ -232,7 +263,10 @@ impl GuestConfig {
                 SocketRole::Server => ",server=on",
             };
             args.push("-chardev".into());
-            args.push(format!("socket,id=net{i},path={}{server}", nic.socket.display()));
+            args.push(format!(
+                "socket,id=net{i},path={}{server}",
+                nic.socket.display()
+            ));
             args.push("-netdev".into());
             args.push(format!(
                 "vhost-user,id=net{i},chardev=net{i},queues={}",
@@ -259,6 +293,7 @@ pub struct Guest {
     // before the process is stopped.
     console: Console,
     process: Process,
+    started: Instant,
 }
 
 impl Guest {
@@ -268,7 +303,9 @@ impl Guest {
     pub fn start(dir: &TestDir, image: &GuestImage, config: &GuestConfig) -> Result<Self> {
         let qemu = tools::require("qemu-system-x86_64", "qemu-system-x86")?;
         let mut command = Command::new(qemu);
-        command.args(config.qemu_args(image)).current_dir(dir.path());
+        command
+            .args(config.qemu_args(image))
+            .current_dir(dir.path());
         let log = dir.join(format!("{}.qemu.log", config.name));
         let (process, pipes) =
             Process::spawn_interactive(&format!("QEMU guest {}", config.name), command, &log)?;
@@ -282,6 +319,7 @@ impl Guest {
             name: config.name.clone(),
             console,
             process,
+            started: Instant::now(),
         })
     }
 
@@ -292,10 +330,19 @@ impl Guest {
         Ok(guest)
     }
 
-    /// Waits for the readiness line `/init` prints once its devices are up.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    /// Waits for the readiness line `/init` prints once its devices are up;
+    /// returns how long the boot took since QEMU started.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
         match self.console.wait_for_line(READY_LINE, timeout) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                let took = self.started.elapsed();
+                eprintln!(
+                    "guest {} ready {:.1} s after QEMU started",
+                    self.name,
+                    took.as_secs_f64()
+                );
+                Ok(took)
+            }
             Err(e) => {
                 // If QEMU died, its own log says why better than the console.
                 self.process.wait_timeout(Duration::from_millis(200))?;
@@ -354,8 +401,14 @@ mod tests {
     fn memory_is_a_shared_memfd() {
         let args = GuestConfig::new("g").memory_mib(256).qemu_args(&image());
         let joined = args.join(" ");
-        assert!(joined.contains("memory-backend-memfd,id=mem,size=256M,share=on"), "{joined}");
-        assert!(joined.contains("-machine pc,memory-backend=mem"), "{joined}");
+        assert!(
+            joined.contains("memory-backend-memfd,id=mem,size=256M,share=on"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("-machine pc,memory-backend=mem"),
+            "{joined}"
+        );
         assert!(joined.contains("-accel tcg"), "{joined}");
     }
 
@@ -367,9 +420,18 @@ mod tests {
             .nic(Nic::new("/s/n1.sock", SocketRole::Client, 2));
         let joined = config.qemu_args(&image()).join(" ");
         assert!(joined.contains("-chardev socket,id=blk0,path=/s/vda.sock -device vhost-user-blk-pci,chardev=blk0,num-queues=2"), "{joined}");
-        assert!(joined.contains("socket,id=net0,path=/s/n0.sock,server=on"), "{joined}");
-        assert!(joined.contains("socket,id=net1,path=/s/n1.sock -netdev"), "{joined}");
-        assert!(joined.contains("virtio-net-pci,netdev=net0,mac=52:54:00:5f:e4:01,vectors=0"), "{joined}");
+        assert!(
+            joined.contains("socket,id=net0,path=/s/n0.sock,server=on"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("socket,id=net1,path=/s/n1.sock -netdev"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("virtio-net-pci,netdev=net0,mac=52:54:00:5f:e4:01,vectors=0"),
+            "{joined}"
+        );
         assert!(config.cmdline().contains("sfera.net=eth0:10.9.0.1/24"));
         assert!(!config.cmdline().contains("eth1"));
     }

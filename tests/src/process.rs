@@ -50,7 +50,11 @@ impl Process {
 
     /// Starts `command` with piped stdin and stdout (for a console or an
     /// interactive tool) and stderr appended to `log`.
-    pub fn spawn_interactive(name: &str, mut command: Command, log: &Path) -> Result<(Self, Pipes)> {
+    pub fn spawn_interactive(
+        name: &str,
+        mut command: Command,
+        log: &Path,
+    ) -> Result<(Self, Pipes)> {
         let err = open_log(log)?;
         command
             .stdin(Stdio::piped())
@@ -281,11 +285,8 @@ mod tests {
         let log = dir.path().join("sleep.log");
         let mut cmd = Command::new("sh");
         // The grandchild ignores SIGTERM, so only the SIGKILL escalation ends it.
-        cmd.args([
-            "-c",
-            "trap '' TERM; sleep 300 & echo $! > grandchild; wait",
-        ])
-        .current_dir(dir.path());
+        cmd.args(["-c", "trap '' TERM; sleep 300 & echo $! > grandchild; wait"])
+            .current_dir(dir.path());
         let process = Process::spawn("sleeper", cmd, &log).unwrap();
         let pid = process.pid();
         let pidfile = dir.path().join("grandchild");
@@ -313,7 +314,10 @@ mod tests {
         let mut process = Process::spawn("failer", cmd, &log).unwrap();
         process.wait_timeout(Duration::from_secs(5)).unwrap();
         let err = process.ensure_running().unwrap_err().to_string();
-        assert!(err.contains("exit status 3") && err.contains("it broke"), "{err}");
+        assert!(
+            err.contains("exit status 3") && err.contains("it broke"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -321,6 +325,9 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo nope >&2; exit 2"]);
         let err = run(cmd).unwrap_err().to_string();
-        assert!(err.contains("nope") && err.contains("exit status 2"), "{err}");
+        assert!(
+            err.contains("nope") && err.contains("exit status 2"),
+            "{err}"
+        );
     }
 }

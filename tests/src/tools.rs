@@ -56,6 +56,9 @@ mod tests {
     fn names_the_package_of_a_missing_tool() {
         let err = require("sfera-no-such-tool", "sfera-pkg").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("sfera-no-such-tool") && text.contains("sfera-pkg"), "{text}");
+        assert!(
+            text.contains("sfera-no-such-tool") && text.contains("sfera-pkg"),
+            "{text}"
+        );
     }
 }

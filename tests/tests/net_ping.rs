@@ -23,12 +23,21 @@ fn ping_between_guests(kind: SwitchBackendKind) -> Result<()> {
     b.wait_ready(harness::guest::DEFAULT_BOOT_TIMEOUT)?;
 
     let out = a.run_ok("ping -c 5 -w 60 10.77.0.2", Duration::from_secs(90))?;
-    ensure!(out.contains("bytes from 10.77.0.2"), "no reply from vm-b:\n{out}");
+    ensure!(
+        out.contains("bytes from 10.77.0.2"),
+        "no reply from vm-b:\n{out}"
+    );
     let out = b.run_ok("ping -c 5 -w 60 10.77.0.1", Duration::from_secs(90))?;
-    ensure!(out.contains("bytes from 10.77.0.1"), "no reply from vm-a:\n{out}");
+    ensure!(
+        out.contains("bytes from 10.77.0.1"),
+        "no reply from vm-a:\n{out}"
+    );
     // Each guest learned the other's MAC through the switch.
     let neigh = a.run_ok("ip neigh show 10.77.0.2", Duration::from_secs(30))?;
-    ensure!(neigh.contains("52:54:00:5f:e4:02"), "vm-a's neighbour table:\n{neigh}");
+    ensure!(
+        neigh.contains("52:54:00:5f:e4:02"),
+        "vm-a's neighbour table:\n{neigh}"
+    );
 
     switch.ensure_running()?;
     a.poweroff(Duration::from_secs(60))?;

@@ -29,7 +29,10 @@ fn testpmd_loop(kind: SwitchBackendKind) -> Result<()> {
     });
     testpmd.command("stop")?;
     let (p0, p1) = stats?;
-    ensure!(p0.tx_packets > 0 && p1.tx_packets > 0, "no transmit counted: {p0:?} {p1:?}");
+    ensure!(
+        p0.tx_packets > 0 && p1.tx_packets > 0,
+        "no transmit counted: {p0:?} {p1:?}"
+    );
     eprintln!("port 0: {p0:?}\nport 1: {p1:?}");
     switch.ensure_running()?;
     Ok(())

@@ -69,11 +69,8 @@ impl OvsDpdk {
         let mut command = Command::new(ovsdb_server);
         command
             .arg(&db)
-            .arg(format!("--remote=punix:{}", db_socket.display()))
-            .arg(format!("--unixctl={}", run_dir.join("ovsdb-server.ctl").display()))
-            .arg(format!("--pidfile={}", run_dir.join("ovsdb-server.pid").display()))
-            .arg("-vconsole:info");
-        set_ovs_env(&mut command, &run_dir);
+            .arg(format!("--remote=punix:{}", db_socket.display()));
+        daemon_options(&mut command, &run_dir, "ovsdb-server");
         let mut ovsdb = Process::spawn("ovsdb-server", command, &run_dir.join("ovsdb-server.log"))?;
         wait_until("ovsdb-server's socket", Duration::from_secs(30), || {
             ovsdb.ensure_running()?;
@@ -105,13 +102,13 @@ impl OvsDpdk {
         ])?;
 
         let mut command = netns.command(&vswitchd.to_string_lossy())?;
-        command
-            .arg(format!("unix:{}", db_socket.display()))
-            .arg(format!("--unixctl={}", run_dir.join("ovs-vswitchd.ctl").display()))
-            .arg(format!("--pidfile={}", run_dir.join("ovs-vswitchd.pid").display()))
-            .arg("-vconsole:info");
-        set_ovs_env(&mut command, &run_dir);
-        let vswitchd = Process::spawn("ovs-vswitchd-dpdk", command, &run_dir.join("ovs-vswitchd.log"))?;
+        command.arg(format!("unix:{}", db_socket.display()));
+        daemon_options(&mut command, &run_dir, "ovs-vswitchd");
+        let vswitchd = Process::spawn(
+            "ovs-vswitchd-dpdk",
+            command,
+            &run_dir.join("ovs-vswitchd.log"),
+        )?;
         let mut ovs = OvsDpdk {
             run_dir,
             db_socket,
@@ -119,11 +116,17 @@ impl OvsDpdk {
             ovsdb,
             netns,
         };
-        ovs.vsctl(&["--timeout=120", "wait-until", "Open_vSwitch", ".", "dpdk_initialized=true"])
-            .or_else(|e| {
-                ovs.vswitchd.ensure_running()?;
-                Err(e)
-            })?;
+        ovs.vsctl(&[
+            "--timeout=120",
+            "wait-until",
+            "Open_vSwitch",
+            ".",
+            "dpdk_initialized=true",
+        ])
+        .or_else(|e| {
+            ovs.vswitchd.ensure_running()?;
+            Err(e)
+        })?;
         Ok(ovs)
     }
 
@@ -151,13 +154,26 @@ impl OvsDpdk {
     /// Adds a userspace (netdev) bridge; with no flows it is a MAC-learning
     /// switch (the NORMAL action).
     pub fn add_bridge(&mut self, bridge: &str) -> Result<()> {
-        self.vsctl(&["add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev"])?;
+        self.vsctl(&[
+            "add-br",
+            bridge,
+            "--",
+            "set",
+            "bridge",
+            bridge,
+            "datapath_type=netdev",
+        ])?;
         Ok(())
     }
 
     /// Adds a `dpdkvhostuserclient` port that connects to `socket`, where a
     /// VMM (or testpmd with `server=1`) listens.
-    pub fn add_vhost_user_client_port(&mut self, bridge: &str, port: &str, socket: &Path) -> Result<()> {
+    pub fn add_vhost_user_client_port(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        socket: &Path,
+    ) -> Result<()> {
         self.vsctl(&[
             "add-port",
             bridge,
@@ -205,6 +221,22 @@ impl PartialOvs<'_> {
         set_ovs_env(&mut command, self.run_dir);
         run(command)
     }
+}
+
+/// The control socket, pid file, log level and paths of daemon `name`, all in
+/// the private run directory.
+fn daemon_options(command: &mut Command, run_dir: &Path, name: &str) {
+    command
+        .arg(format!(
+            "--unixctl={}",
+            run_dir.join(format!("{name}.ctl")).display()
+        ))
+        .arg(format!(
+            "--pidfile={}",
+            run_dir.join(format!("{name}.pid")).display()
+        ))
+        .arg("-vconsole:info");
+    set_ovs_env(command, run_dir);
 }
 
 /// Points every OVS path default at the private run directory.

@@ -77,10 +77,14 @@ impl QemuStorageDaemon {
             command,
             &dir.join(format!("{name}.qsd.log")),
         )?;
-        wait_until("qemu-storage-daemon's socket", Duration::from_secs(30), || {
-            process.ensure_running()?;
-            Ok(socket.exists().then_some(()))
-        })?;
+        wait_until(
+            "qemu-storage-daemon's socket",
+            Duration::from_secs(30),
+            || {
+                process.ensure_running()?;
+                Ok(socket.exists().then_some(()))
+            },
+        )?;
         Ok(QemuStorageDaemon { socket, process })
     }
 
@@ -105,7 +109,13 @@ mod tests {
         export.num_queues = 2;
         export.writable = false;
         let args = export.args(Path::new("/d/s.sock")).join(" ");
-        assert!(args.contains("filename=/d/disk.img,cache.direct=on,aio=io_uring"), "{args}");
-        assert!(args.contains("addr.path=/d/s.sock,writable=off,num-queues=2"), "{args}");
+        assert!(
+            args.contains("filename=/d/disk.img,cache.direct=on,aio=io_uring"),
+            "{args}"
+        );
+        assert!(
+            args.contains("addr.path=/d/s.sock,writable=off,num-queues=2"),
+            "{args}"
+        );
     }
 }

@@ -112,7 +112,10 @@ impl Testpmd {
             &dir.join(format!("{name}.testpmd.console.log")),
         )?;
         let mut testpmd = Testpmd { console, process };
-        if let Err(e) = testpmd.console.wait_for_text(PROMPT, Duration::from_secs(60)) {
+        if let Err(e) = testpmd
+            .console
+            .wait_for_text(PROMPT, Duration::from_secs(60))
+        {
             testpmd.process.wait_timeout(Duration::from_millis(200))?;
             testpmd.process.ensure_running()?;
             return Err(e);

@@ -1,0 +1,56 @@
+# Sfera's two commands: `make run` and `make test`. Both install what they
+# need from Debian's packages first (only what is missing), so a fresh
+# Debian 12 machine needs nothing else. See README.md.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+GUEST_DIR := target/guest
+DATA_DIR ?= .sfera/data
+
+# What `make run` needs: QEMU (TCG guests and qemu-storage-daemon) and the
+# guest image's ingredients.
+RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3
+# What `make test` needs on top: namespaces, DPDK's testpmd with the virtio
+# and vhost PMDs, and Open vSwitch built with DPDK.
+TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux dpdk dpdk-dev \
+	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
+	openvswitch-switch-dpdk
+
+.PHONY: help run test deps-run deps-test guest-image build build-release lint clean
+
+help:
+	@echo "make run    install what is missing, build, and start Sfera (data in $(DATA_DIR))"
+	@echo "make test   install what is missing, build, and run every test"
+	@echo "make guest-image   build the test guest (kernel + initramfs) into $(GUEST_DIR)"
+	@echo "make lint   rustfmt and clippy"
+
+deps-run:
+	@appliance/host/install-debs.sh $(RUN_DEBS)
+
+deps-test:
+	@appliance/host/install-debs.sh $(TEST_DEBS)
+
+# The builder caches its output and rebuilds only when its inputs change.
+guest-image:
+	@tests/guest/build.sh $(GUEST_DIR)
+
+build-release:
+	$(CARGO) build --release --workspace --locked
+
+run: deps-run
+	@$(MAKE) --no-print-directory guest-image build-release
+	./target/release/sfera-tryout --data-dir $(DATA_DIR)
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+test: deps-test
+	@$(MAKE) --no-print-directory guest-image lint
+	$(CARGO) nextest run --workspace --locked --profile ci
+
+clean:
+	$(CARGO) clean

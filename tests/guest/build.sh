@@ -27,9 +27,16 @@ done
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # The metapackage names the current kernel package; its version is an input.
-kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null \
-    | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-[ -n "$kpkg" ] || die "apt-cache knows no linux-image-cloud-amd64 (run apt-get update)"
+kernel_package() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null \
+        | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
+}
+kpkg=$(kernel_package)
+if [ -z "$kpkg" ] && [ "$(id -u)" -eq 0 ]; then
+    apt-get update -q >/dev/null
+    kpkg=$(kernel_package)
+fi
+[ -n "$kpkg" ] || die "apt-cache knows no linux-image-cloud-amd64 (run apt-get update as root)"
 kpkg_version=$(apt-cache policy "$kpkg" | awk '/Candidate:/ { print $2 }')
 
 key=$(

@@ -1,0 +1,12 @@
+//! Sfera's userspace dataplane library, shared by `sfera-blockd` and
+//! `sfera-vswitchd`.
+//!
+//! - [`uring`]: one io_uring per worker thread, batched submission, an
+//!   eventfd that signals completions to the worker's event loop.
+//! - [`token_bucket`]: rate limits with burst, on an injectable clock.
+//! - [`counters`]: per-thread counters, written by their owner without
+//!   atomic read-modify-write and summed when read.
+
+pub mod counters;
+pub mod token_bucket;
+pub mod uring;

@@ -50,6 +50,7 @@ lint:
 
 test: deps-test
 	@$(MAKE) --no-print-directory guest-image lint
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --profile ci
 
 clean:

@@ -1,1 +1,5 @@
+//! sfera-blockd: datastores and volumes, served to VMs as vhost-user-blk
+//! targets from io_uring.
 
+pub mod backing;
+pub mod vhost_blk;

@@ -58,7 +58,8 @@ impl Ring {
     pub fn new(entries: u32) -> Result<Self, UringError> {
         // Not SINGLE_ISSUER: a worker's ring is also drained from the control
         // thread when its queue stops.
-        let ring = IoUring::new(entries).map_err(|source| UringError::Create { entries, source })?;
+        let ring =
+            IoUring::new(entries).map_err(|source| UringError::Create { entries, source })?;
         let eventfd = EventFd::new(EFD_NONBLOCK).map_err(UringError::EventFd)?;
         ring.submitter()
             .register_eventfd(eventfd.as_raw_fd())

@@ -1,10 +1,10 @@
 //! The block and switch backends a test runs against, chosen by one
-//! argument. Today these are the peers; Sfera's own daemons join as further
-//! variants, and the same tests then run against both.
+//! argument: the peers and Sfera's own daemons run the same tests.
 
 use std::path::Path;
 
 use crate::Result;
+use crate::daemons::blockd::Blockd;
 use crate::guest::{Nic, SocketRole};
 use crate::hugepages::Hugepages;
 use crate::peers::ovs::{OvsDpdk, OvsOptions};
@@ -17,12 +17,15 @@ use crate::testdir::TestDir;
 pub enum BlockBackendKind {
     /// QEMU's `qemu-storage-daemon`.
     QemuStorageDaemon,
+    /// Sfera's `sfera-blockd`.
+    SferaBlockd,
 }
 
 /// A running vhost-user-blk server exporting one image.
 #[derive(Debug)]
 pub enum BlockBackend {
     QemuStorageDaemon(QemuStorageDaemon),
+    SferaBlockd(Blockd),
 }
 
 impl BlockBackend {
@@ -37,6 +40,9 @@ impl BlockBackend {
             BlockBackendKind::QemuStorageDaemon => Ok(BlockBackend::QemuStorageDaemon(
                 QemuStorageDaemon::start(dir, name, export)?,
             )),
+            BlockBackendKind::SferaBlockd => {
+                Ok(BlockBackend::SferaBlockd(Blockd::start(dir, name, export)?))
+            }
         }
     }
 
@@ -44,6 +50,7 @@ impl BlockBackend {
     pub fn socket(&self) -> &Path {
         match self {
             BlockBackend::QemuStorageDaemon(qsd) => qsd.socket(),
+            BlockBackend::SferaBlockd(blockd) => blockd.socket(),
         }
     }
 
@@ -51,6 +58,7 @@ impl BlockBackend {
     pub fn ensure_running(&mut self) -> Result<()> {
         match self {
             BlockBackend::QemuStorageDaemon(qsd) => qsd.ensure_running(),
+            BlockBackend::SferaBlockd(blockd) => blockd.ensure_running(),
         }
     }
 }

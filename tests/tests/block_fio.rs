@@ -76,3 +76,10 @@ fn guest_fio_verify_on_qemu_storage_daemon() {
         .context("fio --verify in a guest with its disk on qemu-storage-daemon")
         .unwrap();
 }
+
+#[test]
+fn guest_fio_verify_on_sfera_blockd() {
+    fio_verify(BlockBackendKind::SferaBlockd)
+        .context("fio --verify in a guest with its disk on sfera-blockd")
+        .unwrap();
+}

@@ -1,0 +1,302 @@
+//! The control object of a vhost-user-blk export: what the device offers,
+//! its guest memory, and its queue workers. `vhost-user-backend` drives it
+//! from the socket's message thread and one epoll thread per queue.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use datapath::uring::{Ring, UringError};
+
+use super::config::{self, BlkGeometry, CONFIG_LEN};
+use super::metrics::{MetricsSnapshot, QueueMetrics};
+use super::worker::QueueWorker;
+use crate::backing::{Backing, BackingError};
+
+type Memory = GuestMemoryMmap<()>;
+
+/// The largest virtqueue a frontend may set up.
+pub const MAX_QUEUE_SIZE: u16 = 1024;
+/// The most queues an export may have.
+pub const MAX_QUEUES: u16 = 16;
+
+/// Errors creating or serving an export.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Backing(#[from] BackingError),
+    #[error("An export needs 1 to {MAX_QUEUES} queues, not {0}")]
+    Queues(u16),
+    #[error("Block size must be 512 or 4096, not {0}")]
+    BlockSize(u32),
+    #[error("Cannot set up io_uring for queue {queue}")]
+    Uring {
+        queue: u16,
+        #[source]
+        source: UringError,
+    },
+    #[error("vhost-user on {}: {message}", socket.display())]
+    VhostUser { socket: PathBuf, message: String },
+    #[error("Cannot register the io_uring eventfd of queue {queue}")]
+    Register {
+        queue: usize,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a volume is exported.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub num_queues: u16,
+    pub read_only: bool,
+    pub blk_size: u32,
+    /// The serial number GET_ID returns (at most 20 bytes are used).
+    pub serial: String,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            num_queues: 1,
+            read_only: false,
+            blk_size: 512,
+            serial: String::new(),
+        }
+    }
+}
+
+struct Inner {
+    geometry: BlkGeometry,
+    config_space: [u8; CONFIG_LEN],
+    event_idx: AtomicBool,
+    mem: RwLock<GuestMemoryAtomic<Memory>>,
+    workers: Vec<Mutex<QueueWorker>>,
+    metrics: Vec<Arc<QueueMetrics>>,
+    backing: Arc<Backing>,
+}
+
+/// A vhost-user-blk device exporting one backing store.
+#[derive(Clone)]
+pub struct BlkDevice {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BlkDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlkDevice")
+            .field("geometry", &self.inner.geometry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlkDevice {
+    /// Opens `path` and prepares one worker (with its io_uring) per queue.
+    pub fn new(path: &Path, options: &ExportOptions) -> Result<Self, DeviceError> {
+        if options.num_queues == 0 || options.num_queues > MAX_QUEUES {
+            return Err(DeviceError::Queues(options.num_queues));
+        }
+        if options.blk_size != 512 && options.blk_size != 4096 {
+            return Err(DeviceError::BlockSize(options.blk_size));
+        }
+        let backing = Arc::new(Backing::open(path, options.read_only)?);
+        let geometry = BlkGeometry {
+            capacity_bytes: backing.capacity(),
+            blk_size: options.blk_size,
+            num_queues: options.num_queues,
+            read_only: options.read_only,
+        };
+        let mut serial = [0u8; 20];
+        let bytes = options.serial.as_bytes();
+        let n = bytes.len().min(serial.len());
+        serial[..n].copy_from_slice(&bytes[..n]);
+        let mut workers = Vec::new();
+        let mut metrics = Vec::new();
+        for queue in 0..options.num_queues {
+            let mut ring = Ring::new(u32::from(MAX_QUEUE_SIZE))
+                .map_err(|source| DeviceError::Uring { queue, source })?;
+            ring.register_files(&backing.fds())
+                .map_err(|source| DeviceError::Uring { queue, source })?;
+            let m = Arc::new(QueueMetrics::default());
+            workers.push(Mutex::new(QueueWorker::new(
+                ring,
+                Arc::clone(&backing),
+                serial,
+                MAX_QUEUE_SIZE,
+                Arc::clone(&m),
+            )));
+            metrics.push(m);
+        }
+        Ok(BlkDevice {
+            inner: Arc::new(Inner {
+                config_space: config::config_space(&geometry),
+                geometry,
+                event_idx: AtomicBool::new(false),
+                mem: RwLock::new(GuestMemoryAtomic::new(GuestMemoryMmap::new())),
+                workers,
+                metrics,
+                backing,
+            }),
+        })
+    }
+
+    /// The exported file or block device.
+    pub fn image(&self) -> &Path {
+        self.inner.backing.path()
+    }
+
+    /// What the guest sees.
+    pub fn geometry(&self) -> BlkGeometry {
+        self.inner.geometry
+    }
+
+    /// The volume's counters, summed over its queues.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        MetricsSnapshot::sum(self.inner.metrics.iter().map(|m| &**m))
+    }
+
+    fn worker(&self, index: usize) -> Option<MutexGuard<'_, QueueWorker>> {
+        self.inner
+            .workers
+            .get(index)
+            .map(|w| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Serves one frontend connection on `socket` (listening there), until
+    /// it disconnects; then drains what is still in flight.
+    pub fn serve_one(&self, socket: &Path) -> Result<(), DeviceError> {
+        let vhost_err = |e: vhost_user_backend::Error| DeviceError::VhostUser {
+            socket: socket.to_owned(),
+            message: e.to_string(),
+        };
+        let mem = self
+            .inner
+            .mem
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut daemon =
+            VhostUserDaemon::new("sfera-blk".to_owned(), self.clone(), mem).map_err(vhost_err)?;
+        let num_queues = self.inner.workers.len();
+        for (thread, handler) in daemon.get_epoll_handlers().iter().enumerate() {
+            let fd = self.worker(thread).map(|w| w.eventfd());
+            if let Some(fd) = fd {
+                handler
+                    .register_listener(fd, EventSet::IN, (num_queues + 1 + thread) as u64)
+                    .map_err(|source| DeviceError::Register {
+                        queue: thread,
+                        source,
+                    })?;
+            }
+        }
+        let result = daemon.serve(socket).map_err(vhost_err);
+        self.drain_all();
+        result
+    }
+
+    /// Completes everything in flight on every queue.
+    fn drain_all(&self) {
+        for index in 0..self.inner.workers.len() {
+            if let Some(mut w) = self.worker(index) {
+                w.drain();
+            }
+        }
+    }
+}
+
+impl VhostUserBackend for BlkDevice {
+    type Bitmap = ();
+    type Vring = VringRwLock<GuestMemoryAtomic<Memory>>;
+
+    fn num_queues(&self) -> usize {
+        self.inner.workers.len()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(MAX_QUEUE_SIZE)
+    }
+
+    fn features(&self) -> u64 {
+        config::features(&self.inner.geometry)
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        config::protocol_features()
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.inner.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let start = offset as usize;
+        let end = start.saturating_add(size as usize);
+        match self.inner.config_space.get(start..end) {
+            Some(bytes) => bytes.to_vec(),
+            // Out-of-range reads get zeroes rather than an error, as QEMU
+            // reads the whole config struct it knows.
+            None => {
+                let mut v = vec![0u8; size as usize];
+                if let Some(part) = self.inner.config_space.get(start.min(CONFIG_LEN)..) {
+                    v[..part.len()].copy_from_slice(part);
+                }
+                v
+            }
+        }
+    }
+
+    fn update_memory(&self, mem: GuestMemoryAtomic<Memory>) -> std::io::Result<()> {
+        *self
+            .inner
+            .mem
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = mem;
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.inner.workers.len()).map(|q| 1u64 << q).collect()
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> std::io::Result<()> {
+        if let Some(mut w) = self.worker(queue_index as usize) {
+            w.drain();
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[Self::Vring],
+        thread_id: usize,
+    ) -> std::io::Result<()> {
+        let num_queues = self.inner.workers.len();
+        let event = usize::from(device_event);
+        let Some(mut worker) = self.worker(thread_id) else {
+            return Ok(());
+        };
+        if event < num_queues {
+            if let Some(vring) = vrings.get(event) {
+                let mem = self
+                    .inner
+                    .mem
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                worker.process_queue(vring, &mem, self.inner.event_idx.load(Ordering::Relaxed));
+            }
+        } else if event == num_queues + 1 + thread_id {
+            worker.process_completions();
+        }
+        // Guest misbehaviour is answered per request; an error here would
+        // stop the queue's thread, so there is none.
+        Ok(())
+    }
+}

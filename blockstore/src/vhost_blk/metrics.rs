@@ -1,0 +1,81 @@
+//! Per-queue counters of a vhost-user-blk export, written by the queue's
+//! worker thread only and summed per volume when read.
+
+use datapath::counters::{Counter, Histogram};
+
+use super::request::Fault;
+
+/// The counters of one queue.
+#[derive(Debug, Default)]
+pub struct QueueMetrics {
+    pub reads: Counter,
+    pub writes: Counter,
+    pub flushes: Counter,
+    pub discards: Counter,
+    pub write_zeroes: Counter,
+    pub get_ids: Counter,
+    pub read_bytes: Counter,
+    pub write_bytes: Counter,
+    /// Requests refused, by [`Fault::index`].
+    pub faults: [Counter; Fault::ALL.len()],
+    /// Requests the backing store failed (negative io_uring result).
+    pub io_errors: Counter,
+    /// Requests handed to the backing store.
+    pub submitted: Counter,
+    /// Of those, completed.
+    pub completed: Counter,
+    /// Completion latency of reads and writes.
+    pub latency: Histogram,
+}
+
+/// A summed view of several queues' counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub reads: u64,
+    pub writes: u64,
+    pub flushes: u64,
+    pub discards: u64,
+    pub write_zeroes: u64,
+    pub get_ids: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub faults: [u64; Fault::ALL.len()],
+    pub io_errors: u64,
+    /// Submitted minus completed, across queues (the queue depth).
+    pub in_flight: u64,
+    pub latency_buckets: [u64; Histogram::BUCKETS],
+    pub latency_sum_us: u64,
+}
+
+impl MetricsSnapshot {
+    /// Sums the counters of `queues`.
+    pub fn sum<'a>(queues: impl IntoIterator<Item = &'a QueueMetrics>) -> Self {
+        let mut s = MetricsSnapshot::default();
+        for q in queues {
+            s.reads += q.reads.get();
+            s.writes += q.writes.get();
+            s.flushes += q.flushes.get();
+            s.discards += q.discards.get();
+            s.write_zeroes += q.write_zeroes.get();
+            s.get_ids += q.get_ids.get();
+            s.read_bytes += q.read_bytes.get();
+            s.write_bytes += q.write_bytes.get();
+            for (total, c) in s.faults.iter_mut().zip(&q.faults) {
+                *total += c.get();
+            }
+            s.io_errors += q.io_errors.get();
+            s.in_flight += q.submitted.get().saturating_sub(q.completed.get());
+            let (buckets, sum) = q.latency.snapshot();
+            for (total, b) in s.latency_buckets.iter_mut().zip(buckets) {
+                *total += b;
+            }
+            s.latency_sum_us += sum;
+        }
+        s
+    }
+
+    /// Requests refused for `fault`.
+    pub fn fault(&self, fault: Fault) -> u64 {
+        self.faults[fault.index()]
+    }
+}

@@ -1,0 +1,10 @@
+//! The vhost-user-blk target: one socket per exported volume, one worker
+//! thread and io_uring per queue.
+
+pub mod config;
+pub mod device;
+pub mod metrics;
+pub mod request;
+mod worker;
+
+pub use device::{BlkDevice, DeviceError, ExportOptions};

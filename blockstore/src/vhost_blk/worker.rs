@@ -1,0 +1,668 @@
+//! The per-queue worker: takes requests off one virtqueue, turns them into
+//! io_uring operations on the backing store, and completes them back into
+//! the guest's used ring, one submission and one notification per batch.
+//!
+//! A worker is owned by one thread (vhost-user-backend runs one thread per
+//! queue here); the control thread only touches it to drain it when the
+//! queue stops.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use io_uring::{opcode, types};
+use vhost_user_backend::{VringRwLock, VringState, VringT};
+use virtio_queue::QueueT;
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+};
+
+use datapath::uring::{Completion, Ring};
+
+use super::metrics::QueueMetrics;
+use super::request::{
+    self, DISCARD_SEGMENT_LEN, DiscardSegment, DiskLimits, Fault, HEADER_LEN, Header, Op, Segment,
+};
+use crate::backing::Backing;
+
+type Memory = GuestMemoryMmap<()>;
+
+/// Most iovecs one request may need: every data segment split at a memory
+/// region boundary at most once more.
+const MAX_IOVECS: usize = 2 * request::SEG_MAX;
+
+/// Fixed-file indices registered with the ring (see [`Backing::fds`]).
+const FD_DIRECT: types::Fixed = types::Fixed(0);
+const FD_BUFFERED: types::Fixed = types::Fixed(1);
+
+/// What an in-flight slot is doing, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+    Discard,
+}
+
+/// iovecs pointing into guest memory.
+struct IoVecs(Vec<libc::iovec>);
+
+// SAFETY: the pointers refer to guest memory kept mapped by the slot's
+// `mem` Arc; they are dereferenced only by the kernel, for an operation the
+// owning worker submitted, and the worker moves between threads only as a
+// whole, behind its mutex.
+unsafe impl Send for IoVecs {}
+
+/// One request in flight, indexed by its descriptor head.
+struct Slot {
+    busy: bool,
+    kind: Kind,
+    status_addr: u64,
+    used_len: u32,
+    bytes: u64,
+    started: Instant,
+    iovecs: IoVecs,
+    /// Keeps the guest memory the iovecs point into mapped until the
+    /// operation completes, even if the frontend replaces the memory table.
+    mem: Option<Arc<Memory>>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            busy: false,
+            kind: Kind::Read,
+            status_addr: 0,
+            used_len: 0,
+            bytes: 0,
+            started: Instant::now(),
+            iovecs: IoVecs(Vec::with_capacity(MAX_IOVECS)),
+            mem: None,
+        }
+    }
+}
+
+/// A request that finished without reaching the backing store.
+struct Immediate {
+    head: u16,
+    used_len: u32,
+}
+
+/// The state of one queue's worker.
+pub(crate) struct QueueWorker {
+    ring: Ring,
+    backing: Arc<Backing>,
+    limits: DiskLimits,
+    serial: [u8; 20],
+    slots: Vec<Slot>,
+    segments: Vec<Segment>,
+    immediate: Vec<Immediate>,
+    metrics: Arc<QueueMetrics>,
+    /// The vring this worker serves, kept to complete requests when the
+    /// queue is drained from the control thread.
+    vring: Option<VringRwLock<GuestMemoryAtomic<Memory>>>,
+    last_fault_log: Option<Instant>,
+}
+
+impl QueueWorker {
+    pub(crate) fn new(
+        ring: Ring,
+        backing: Arc<Backing>,
+        serial: [u8; 20],
+        queue_size: u16,
+        metrics: Arc<QueueMetrics>,
+    ) -> Self {
+        let limits = DiskLimits {
+            capacity_bytes: backing.capacity(),
+            read_only: backing.read_only(),
+        };
+        QueueWorker {
+            ring,
+            backing,
+            limits,
+            serial,
+            slots: (0..queue_size).map(|_| Slot::new()).collect(),
+            segments: Vec::with_capacity(request::SEG_MAX + 2),
+            immediate: Vec::with_capacity(usize::from(queue_size)),
+            metrics,
+            vring: None,
+            last_fault_log: None,
+        }
+    }
+
+    /// The io_uring completion eventfd to watch.
+    pub(crate) fn eventfd(&self) -> std::os::fd::RawFd {
+        self.ring.eventfd()
+    }
+
+    /// Takes every available request off `vring`, submits them in one
+    /// batch and completes those that needed no I/O.
+    pub(crate) fn process_queue(
+        &mut self,
+        vring: &VringRwLock<GuestMemoryAtomic<Memory>>,
+        mem: &GuestMemoryAtomic<Memory>,
+        event_idx: bool,
+    ) {
+        if self.vring.is_none() {
+            self.vring = Some(vring.clone());
+        }
+        let mem = mem.memory().into_inner();
+        let mut state = vring.get_mut();
+        loop {
+            if event_idx && let Err(e) = state.disable_notification() {
+                tracing::warn!("Cannot disable queue notifications: {e}");
+            }
+            while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) {
+                let head = chain.head_index();
+                self.segments.clear();
+                let mut first_writable = None;
+                let mut malformed = false;
+                for desc in chain {
+                    if self.segments.len() > request::SEG_MAX + 2 {
+                        malformed = true;
+                        break;
+                    }
+                    if desc.is_write_only() {
+                        first_writable.get_or_insert(self.segments.len());
+                    } else if first_writable.is_some() {
+                        malformed = true;
+                    }
+                    self.segments.push(Segment {
+                        addr: desc.addr().0,
+                        len: desc.len(),
+                    });
+                }
+                let first_writable = first_writable.unwrap_or(self.segments.len());
+                self.start(head, first_writable, malformed, &mem);
+            }
+            if !event_idx {
+                break;
+            }
+            match state.enable_notification() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!("Cannot enable queue notifications: {e}");
+                    break;
+                }
+            }
+        }
+        if let Err(e) = self.ring.submit() {
+            tracing::error!("io_uring submission failed: {e}");
+        }
+        self.complete_immediate(&mut state);
+    }
+
+    /// Starts one request: parses it, then submits its I/O or queues an
+    /// immediate completion.
+    fn start(&mut self, head: u16, first_writable: usize, malformed: bool, mem: &Arc<Memory>) {
+        match self.prepare(head, first_writable, malformed, mem) {
+            Prepared::Dropped(fault) => {
+                // No place for a status: the buffers go back untouched.
+                self.fault(fault, head);
+                self.immediate.push(Immediate { head, used_len: 0 });
+            }
+            Prepared::Failed { fault, status_addr } => {
+                self.fault(fault, head);
+                self.finish_now(mem, head, status_addr, status_of_fault(fault), 1);
+            }
+            Prepared::Done {
+                status_addr,
+                used_len,
+            } => self.finish_now(mem, head, status_addr, VIRTIO_BLK_S_OK, used_len),
+            Prepared::Io { op, status_addr } => {
+                self.submit_op(head, first_writable, op, status_addr, mem);
+            }
+        }
+    }
+
+    /// Parses a request and does what needs no I/O (GET_ID).
+    fn prepare(&self, head: u16, first_writable: usize, malformed: bool, mem: &Memory) -> Prepared {
+        let layout = match request::layout(&self.segments, first_writable) {
+            Ok(l) => l,
+            Err(fault) => return Prepared::Dropped(fault),
+        };
+        let status_addr = layout.status_addr;
+        if !mem.check_range(GuestAddress(status_addr), 1) {
+            return Prepared::Dropped(Fault::OutsideMemory);
+        }
+        let failed = |fault| Prepared::Failed { fault, status_addr };
+        if malformed {
+            return failed(Fault::MalformedChain);
+        }
+        let readable_len = stream_len(layout.readable);
+        if readable_len < HEADER_LEN as u64 {
+            return failed(Fault::MalformedChain);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        if !read_stream(mem, layout.readable, 0, &mut header) {
+            return failed(Fault::OutsideMemory);
+        }
+        let header = Header::decode(&header);
+        let payload_len = readable_len - HEADER_LEN as u64;
+        let mut discard = None;
+        if payload_len == DISCARD_SEGMENT_LEN as u64 {
+            let mut seg = [0u8; DISCARD_SEGMENT_LEN];
+            if !read_stream(mem, layout.readable, HEADER_LEN as u64, &mut seg) {
+                return failed(Fault::OutsideMemory);
+            }
+            discard = Some(DiscardSegment::decode(&seg));
+        }
+        let writable = layout.writable_data;
+        let op = match request::decide(header, payload_len, writable.len(), discard, &self.limits) {
+            Ok(op) => op,
+            Err(fault) => return failed(fault),
+        };
+        if self.slots.get(usize::from(head)).is_none_or(|s| s.busy) {
+            // The guest resubmitted a head that is still in flight: it does
+            // not own those buffers, so nothing may be written to them.
+            return Prepared::Dropped(Fault::MalformedChain);
+        }
+        match op {
+            Op::GetId => {
+                let mut written = 0usize;
+                for seg in writable.iter() {
+                    let n = (self.serial.len() - written).min(seg.len as usize);
+                    if n == 0 {
+                        break;
+                    }
+                    let bytes = &self.serial[written..written + n];
+                    if mem.write_slice(bytes, GuestAddress(seg.addr)).is_err() {
+                        return failed(Fault::OutsideMemory);
+                    }
+                    written += n;
+                }
+                Prepared::Done {
+                    status_addr,
+                    used_len: u32::try_from(written + 1).unwrap_or(u32::MAX),
+                }
+            }
+            Op::Flush if self.limits.read_only => Prepared::Done {
+                status_addr,
+                used_len: 1,
+            },
+            Op::Read { len: 0, .. } | Op::Write { len: 0, .. } => Prepared::Done {
+                status_addr,
+                used_len: 1,
+            },
+            Op::Discard { len: 0, .. } | Op::WriteZeroes { len: 0, .. } => Prepared::Done {
+                status_addr,
+                used_len: 1,
+            },
+            op => Prepared::Io { op, status_addr },
+        }
+    }
+
+    /// Builds the io_uring operation for `op` in the request's slot and
+    /// queues it.
+    fn submit_op(
+        &mut self,
+        head: u16,
+        first_writable: usize,
+        op: Op,
+        status_addr: u64,
+        mem: &Arc<Memory>,
+    ) {
+        let index = usize::from(head);
+        let (kind, bytes, used_len) = match op {
+            Op::Read { len, .. } => (Kind::Read, len, len as u32 + 1),
+            Op::Write { len, .. } => (Kind::Write, len, 1),
+            Op::Flush => (Kind::Flush, 0, 1),
+            Op::Discard { len, .. } | Op::WriteZeroes { len, .. } => (Kind::Discard, len, 1),
+            Op::GetId => unreachable!("GET_ID completes in prepare()"),
+        };
+        // Data buffers become iovecs into guest memory.
+        let mapped = {
+            let iovecs = &mut self.slots[index].iovecs.0;
+            iovecs.clear();
+            match op {
+                Op::Read { .. } => {
+                    let data =
+                        request::layout(&self.segments, first_writable).map(|l| l.writable_data);
+                    data.is_ok_and(|d| fill_iovecs(mem, d.iter(), 0, iovecs))
+                }
+                Op::Write { .. } => fill_iovecs(
+                    mem,
+                    self.segments[..first_writable].iter().copied(),
+                    HEADER_LEN as u64,
+                    iovecs,
+                ),
+                _ => true,
+            }
+        };
+        if !mapped {
+            self.fault(Fault::OutsideMemory, head);
+            self.finish_now(
+                mem,
+                head,
+                status_addr,
+                status_of_fault(Fault::OutsideMemory),
+                1,
+            );
+            return;
+        }
+        let direct = match op {
+            Op::Read { offset, .. } | Op::Write { offset, .. } => self.backing.direct_ok(
+                offset,
+                self.slots[index]
+                    .iovecs
+                    .0
+                    .iter()
+                    .map(|v| (v.iov_base as u64, v.iov_len as u64)),
+            ),
+            _ => false,
+        };
+        let entry = match op {
+            Op::Read { offset, .. } | Op::Write { offset, .. } => {
+                let slot = &self.slots[index];
+                let fd = if direct { FD_DIRECT } else { FD_BUFFERED };
+                let iov = &slot.iovecs.0;
+                let count = u32::try_from(iov.len()).unwrap_or(u32::MAX);
+                match (op, iov.len()) {
+                    (Op::Read { .. }, 1) => {
+                        opcode::Read::new(fd, iov[0].iov_base.cast(), iov[0].iov_len as u32)
+                            .offset(offset)
+                            .build()
+                    }
+                    (Op::Read { .. }, _) => opcode::Readv::new(fd, iov.as_ptr(), count)
+                        .offset(offset)
+                        .build(),
+                    (_, 1) => opcode::Write::new(fd, iov[0].iov_base.cast(), iov[0].iov_len as u32)
+                        .offset(offset)
+                        .build(),
+                    _ => opcode::Writev::new(fd, iov.as_ptr(), count)
+                        .offset(offset)
+                        .build(),
+                }
+            }
+            Op::Flush => opcode::Fsync::new(FD_BUFFERED)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+            Op::Discard { offset, len } | Op::WriteZeroes { offset, len, .. } => {
+                opcode::Fallocate::new(FD_BUFFERED, len)
+                    .offset(offset)
+                    .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+                    .build()
+            }
+            Op::GetId => unreachable!("GET_ID completes in prepare()"),
+        };
+        let slot = &mut self.slots[index];
+        slot.busy = true;
+        slot.kind = kind;
+        slot.status_addr = status_addr;
+        slot.used_len = used_len;
+        slot.bytes = bytes;
+        slot.started = Instant::now();
+        slot.mem = Some(Arc::clone(mem));
+        match op {
+            Op::Read { .. } => self.metrics.reads.inc(),
+            Op::Write { .. } => self.metrics.writes.inc(),
+            Op::Flush => self.metrics.flushes.inc(),
+            Op::Discard { .. } => self.metrics.discards.inc(),
+            Op::WriteZeroes { .. } => self.metrics.write_zeroes.inc(),
+            Op::GetId => {}
+        }
+        self.metrics.submitted.inc();
+        let entry = entry.user_data(u64::from(head));
+        // SAFETY: the iovecs and the guest buffers they point to live in the
+        // slot (`iovecs`, and `mem` which keeps the mapping) until this
+        // operation's completion is reaped in `complete()`, which is the
+        // only place that clears `busy` and `mem`; the slot is not reused
+        // while `busy`.
+        if let Err(e) = unsafe { self.ring.push(&entry) } {
+            tracing::error!("io_uring push failed: {e}");
+            let slot = &mut self.slots[index];
+            slot.busy = false;
+            slot.mem = None;
+            self.metrics.io_errors.inc();
+            self.metrics.completed.inc();
+            self.finish_now(mem, head, status_addr, VIRTIO_BLK_S_IOERR, 1);
+        }
+    }
+
+    /// Writes the status byte of a request that needed no I/O and queues
+    /// its used-ring entry.
+    fn finish_now(&mut self, mem: &Memory, head: u16, status_addr: u64, status: u8, used_len: u32) {
+        if mem.write_obj(status, GuestAddress(status_addr)).is_err() {
+            self.fault(Fault::OutsideMemory, head);
+        }
+        self.immediate.push(Immediate { head, used_len });
+    }
+
+    /// Puts the immediate completions on the used ring and notifies once.
+    fn complete_immediate(&mut self, state: &mut VringState<GuestMemoryAtomic<Memory>>) {
+        if self.immediate.is_empty() {
+            return;
+        }
+        for done in self.immediate.drain(..) {
+            if let Err(e) = state.add_used(done.head, done.used_len) {
+                tracing::warn!(head = done.head, "Cannot add to the used ring: {e}");
+            }
+        }
+        notify(state);
+    }
+
+    /// Reaps io_uring completions, completes their requests into the used
+    /// ring and notifies the guest once.
+    pub(crate) fn process_completions(&mut self) {
+        let Some(vring) = self.vring.clone() else {
+            return;
+        };
+        self.ring.clear_event();
+        let mut state = vring.get_mut();
+        let QueueWorker {
+            ring,
+            slots,
+            metrics,
+            ..
+        } = self;
+        let mut used = false;
+        ring.reap(|c| used |= complete(slots, metrics, &mut state, c));
+        if used {
+            notify(&mut state);
+        }
+    }
+
+    /// Waits for every in-flight request and completes it (the queue is
+    /// stopping: the frontend will read the ring indices next).
+    pub(crate) fn drain(&mut self) {
+        while self.ring.in_flight() > 0 {
+            if let Err(e) = self.ring.submit_and_wait(1) {
+                tracing::error!("Cannot wait for in-flight I/O: {e}");
+                return;
+            }
+            self.process_completions();
+        }
+    }
+
+    /// Counts a refused request and logs it, at most once a second.
+    fn fault(&mut self, fault: Fault, head: u16) {
+        self.metrics.faults[fault.index()].inc();
+        let now = Instant::now();
+        if self
+            .last_fault_log
+            .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
+        {
+            self.last_fault_log = Some(now);
+            tracing::warn!(
+                volume = %self.backing.path().display(),
+                head,
+                reason = fault.reason(),
+                "Refused a guest request (further ones are counted, logged at most once a second)"
+            );
+        }
+    }
+}
+
+/// The outcome of parsing a request.
+enum Prepared {
+    /// No status byte can be written.
+    Dropped(Fault),
+    Failed {
+        fault: Fault,
+        status_addr: u64,
+    },
+    Done {
+        status_addr: u64,
+        used_len: u32,
+    },
+    Io {
+        op: Op,
+        status_addr: u64,
+    },
+}
+
+const VIRTIO_BLK_S_OK: u8 = virtio_bindings::virtio_blk::VIRTIO_BLK_S_OK as u8;
+const VIRTIO_BLK_S_IOERR: u8 = virtio_bindings::virtio_blk::VIRTIO_BLK_S_IOERR as u8;
+const VIRTIO_BLK_S_UNSUPP: u8 = virtio_bindings::virtio_blk::VIRTIO_BLK_S_UNSUPP as u8;
+
+/// The status a refused request completes with.
+fn status_of_fault(fault: Fault) -> u8 {
+    match fault {
+        Fault::Unsupported => VIRTIO_BLK_S_UNSUPP,
+        _ => VIRTIO_BLK_S_IOERR,
+    }
+}
+
+/// Completes the request of one io_uring completion; true if a used-ring
+/// entry was added.
+fn complete(
+    slots: &mut [Slot],
+    metrics: &QueueMetrics,
+    state: &mut VringState<GuestMemoryAtomic<Memory>>,
+    c: Completion,
+) -> bool {
+    let Some(slot) = u16::try_from(c.user_data)
+        .ok()
+        .and_then(|head| slots.get_mut(usize::from(head)))
+    else {
+        return false;
+    };
+    let head = c.user_data as u16;
+    if !slot.busy {
+        return false;
+    }
+    slot.busy = false;
+    let Some(mem) = slot.mem.take() else {
+        return false;
+    };
+    metrics.completed.inc();
+    let expected = match slot.kind {
+        Kind::Read | Kind::Write => i64::try_from(slot.bytes).unwrap_or(i64::MAX),
+        Kind::Flush | Kind::Discard => 0,
+    };
+    let ok = i64::from(c.result) == expected;
+    if ok {
+        match slot.kind {
+            Kind::Read => metrics.read_bytes.add(slot.bytes),
+            Kind::Write => metrics.write_bytes.add(slot.bytes),
+            Kind::Flush | Kind::Discard => {}
+        }
+        if matches!(slot.kind, Kind::Read | Kind::Write) {
+            let us = u64::try_from(slot.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            metrics.latency.observe_us(us);
+        }
+    } else {
+        metrics.io_errors.inc();
+        tracing::debug!(
+            head,
+            result = c.result,
+            "Backing store I/O failed or was short"
+        );
+    }
+    let status = if ok {
+        VIRTIO_BLK_S_OK
+    } else {
+        VIRTIO_BLK_S_IOERR
+    };
+    let used_len = if ok { slot.used_len } else { 1 };
+    // The status address was checked when the request was parsed, against
+    // the same memory.
+    let _ = mem.write_obj(status, GuestAddress(slot.status_addr));
+    if let Err(e) = state.add_used(head, used_len) {
+        tracing::warn!(head, "Cannot add to the used ring: {e}");
+        return false;
+    }
+    true
+}
+
+/// Signals the guest if the used ring's notification rules ask for it.
+fn notify(state: &mut VringState<GuestMemoryAtomic<Memory>>) {
+    let needed = state.needs_notification().unwrap_or(true);
+    if needed && let Err(e) = state.signal_used_queue() {
+        tracing::warn!("Cannot signal the guest: {e}");
+    }
+}
+
+/// Total length of a list of buffers.
+fn stream_len(segments: &[Segment]) -> u64 {
+    segments.iter().map(|s| u64::from(s.len)).sum()
+}
+
+/// Reads `out.len()` bytes at `offset` of the byte stream the buffers form.
+fn read_stream(mem: &Memory, segments: &[Segment], offset: u64, out: &mut [u8]) -> bool {
+    let mut skip = offset;
+    let mut done = 0usize;
+    for seg in segments {
+        if done == out.len() {
+            break;
+        }
+        let len = u64::from(seg.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = ((len - skip) as usize).min(out.len() - done);
+        let Some(addr) = seg.addr.checked_add(skip) else {
+            return false;
+        };
+        if mem
+            .read_slice(&mut out[done..done + n], GuestAddress(addr))
+            .is_err()
+        {
+            return false;
+        }
+        done += n;
+        skip = 0;
+    }
+    done == out.len()
+}
+
+/// Appends iovecs for the buffers, after skipping `skip` bytes of their
+/// stream; false if a buffer is outside guest memory or there are too many.
+fn fill_iovecs(
+    mem: &Memory,
+    segments: impl Iterator<Item = Segment>,
+    mut skip: u64,
+    out: &mut Vec<libc::iovec>,
+) -> bool {
+    for seg in segments {
+        let len = u64::from(seg.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let Some(addr) = seg.addr.checked_add(skip) else {
+            return false;
+        };
+        let remaining = (len - skip) as usize;
+        skip = 0;
+        let mut mapped = 0usize;
+        for slice in mem.get_slices(GuestAddress(addr), remaining) {
+            let Ok(slice) = slice else {
+                return false;
+            };
+            if out.len() == MAX_IOVECS {
+                return false;
+            }
+            mapped += slice.len();
+            out.push(libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: slice.len(),
+            });
+        }
+        if mapped != remaining {
+            return false;
+        }
+    }
+    true
+}

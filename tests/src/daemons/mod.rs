@@ -1,0 +1,34 @@
+//! Sfera's own daemons, started from the workspace's build output.
+
+pub mod blockd;
+
+use std::path::PathBuf;
+
+use crate::{Error, Result};
+
+/// The path of a workspace binary: in `$SFERA_BIN_DIR`, or in the profile
+/// directory the running test executable was built into
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("SFERA_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe()
+                .map_err(|e| Error::io("Cannot find the running executable", "", e))?;
+            let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            dir
+        }
+    };
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::MissingTool {
+            tool: path.display().to_string(),
+            package: "this workspace (cargo build --workspace)".to_owned(),
+        })
+    }
+}

@@ -12,7 +12,7 @@ DATA_DIR ?= .sfera/data
 
 # What `make run` needs: QEMU (TCG guests and qemu-storage-daemon) and the
 # guest image's ingredients.
-RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3
+RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs
 # What `make test` needs on top: namespaces, DPDK's testpmd with the virtio
 # and vhost PMDs, and Open vSwitch built with DPDK.
 TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux dpdk dpdk-dev \

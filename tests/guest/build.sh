@@ -5,7 +5,8 @@
 #   - a busybox-static initramfs holding the virtio modules that kernel builds
 #     as modules (virtio_pci, virtio_blk, virtio_net, ...) with their
 #     dependencies, depmod-ed,
-#   - fio and iperf3 with every shared library they load,
+#   - fio, iperf3 and mke2fs (as mkfs.ext4) with every shared library they
+#     load,
 #   - tests/guest/init.
 #
 # Output (default target/guest): vmlinuz, initrd.img, manifest.txt, inputs.key.
@@ -19,10 +20,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$(mkdir -p "${1:-target/guest}" && cd "${1:-target/guest}" && pwd)
 
 die() { echo "guest image: $*" >&2; exit 1; }
-for tool in apt-cache apt-get dpkg-deb dpkg-query depmod modprobe cpio zstd busybox fio iperf3; do
+for tool in apt-cache apt-get dpkg-deb dpkg-query depmod modprobe cpio zstd busybox fio iperf3 mke2fs; do
     command -v "$tool" >/dev/null \
         || [ -x "/usr/sbin/$tool" ] || [ -x "/sbin/$tool" ] || [ -x "/bin/$tool" ] \
-        || die "'$tool' is missing (make guest-image installs busybox-static cpio kmod zstd fio iperf3)"
+        || die "'$tool' is missing (make guest-image installs busybox-static cpio kmod zstd fio iperf3 e2fsprogs)"
 done
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -43,7 +44,7 @@ key=$(
     {
         sha256sum "$here/build.sh" "$here/init" | awk '{ print $1 }'
         echo "$kpkg $kpkg_version"
-        dpkg-query -W -f '${Package} ${Version}\n' busybox-static fio iperf3
+        dpkg-query -W -f '${Package} ${Version}\n' busybox-static fio iperf3 e2fsprogs
     } | sha256sum | awk '{ print $1 }'
 )
 if [ -f "$out/inputs.key" ] && [ "$(cat "$out/inputs.key")" = "$key" ] \
@@ -100,6 +101,11 @@ copy_with_libs() {
 }
 copy_with_libs "$(command -v fio)"
 copy_with_libs "$(command -v iperf3)"
+copy_with_libs "$(command -v mke2fs)"
+for name in mkfs.ext4 mkfs.ext2; do
+    ln -sf "$(command -v mke2fs)" "$root/sbin/$name"
+done
+[ -f /etc/mke2fs.conf ] && install -D -m 644 /etc/mke2fs.conf "$root/etc/mke2fs.conf"
 
 install -m 755 "$here/init" "$root/init"
 echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
@@ -114,7 +120,7 @@ mv "$out/vmlinuz.new" "$out/vmlinuz"
 mv "$out/initrd.img.new" "$out/initrd.img"
 {
     echo "kernel $kpkg $kpkg_version ($kver)"
-    dpkg-query -W -f '${Package} ${Version}\n' busybox-static fio iperf3
+    dpkg-query -W -f '${Package} ${Version}\n' busybox-static fio iperf3 e2fsprogs
     echo "modules: $(cd "$root" && find lib/modules -name '*.ko' | sed 's|.*/||' | sort | tr '\n' ' ')"
     echo "initrd $(du -h "$out/initrd.img" | cut -f1) compressed, $(du -sh "$root" | cut -f1) unpacked"
 } > "$out/manifest.txt"

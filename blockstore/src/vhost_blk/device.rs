@@ -10,6 +10,9 @@ use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
 
 use datapath::uring::{Ring, UringError};
 
@@ -199,11 +202,12 @@ impl BlkDevice {
         result
     }
 
-    /// Completes everything in flight on every queue.
+    /// Completes everything in flight on every queue and forgets the
+    /// connection's vrings.
     fn drain_all(&self) {
         for index in 0..self.inner.workers.len() {
             if let Some(mut w) = self.worker(index) {
-                w.drain();
+                w.reset();
             }
         }
     }
@@ -257,6 +261,19 @@ impl VhostUserBackend for BlkDevice {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = mem;
         Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        // Without one, a worker thread never leaves its epoll loop and the
+        // connection's teardown (which joins the threads) hangs. Each
+        // connection asks for a fresh pair.
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                tracing::error!("Cannot create a worker exit event: {e}");
+                None
+            }
+        }
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {

@@ -145,6 +145,7 @@ impl QueueWorker {
         if self.vring.is_none() {
             self.vring = Some(vring.clone());
         }
+
         let mem = mem.memory().into_inner();
         let mut state = vring.get_mut();
         loop {
@@ -472,6 +473,13 @@ impl QueueWorker {
             }
             self.process_completions();
         }
+    }
+
+    /// Forgets the connection's vring once everything in flight is done,
+    /// so the next connection starts clean.
+    pub(crate) fn reset(&mut self) {
+        self.drain();
+        self.vring = None;
     }
 
     /// Counts a refused request and logs it, at most once a second.

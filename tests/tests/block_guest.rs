@@ -1,0 +1,143 @@
+//! A real Linux guest on sfera-blockd: a filesystem that survives a power
+//! cycle, fio --verify over the whole disk on two queues, and discard that
+//! keeps a thin volume thin.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use harness::backend::{BlockBackend, BlockBackendKind};
+use harness::guest::{Disk, Guest, GuestConfig, GuestImage};
+use harness::peers::qsd::Export;
+use harness::testdir::TestDir;
+
+const MIB: u64 = 1 << 20;
+const LONG: Duration = Duration::from_secs(600);
+const SHORT: Duration = Duration::from_secs(60);
+
+fn thin_image(dir: &TestDir, size: u64) -> Result<std::path::PathBuf> {
+    let path = dir.join("disk.img");
+    File::create(&path)?.set_len(size)?;
+    Ok(path)
+}
+
+fn allocated_bytes(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)?.blocks() * 512)
+}
+
+#[test]
+fn ext4_files_survive_a_power_cycle() -> Result<()> {
+    let image = GuestImage::locate()?;
+    let dir = TestDir::new("blk-ext4")?;
+    let disk = thin_image(&dir, 256 * MIB)?;
+    let mut blockd = BlockBackend::start(
+        BlockBackendKind::SferaBlockd,
+        &dir,
+        "vda",
+        &Export::new(&disk),
+    )?;
+    let config = GuestConfig::new("ext4").disk(Disk::new(blockd.socket()));
+
+    let mut guest = Guest::boot(&dir, &image, &config)?;
+    guest.run_ok(
+        "mkfs.ext4 -q -F /dev/vda && mkdir -p /mnt && mount /dev/vda /mnt",
+        LONG,
+    )?;
+    guest.run_ok(
+        "dd if=/dev/urandom of=/mnt/data bs=1M count=16 2>/dev/null && \
+         mkdir /mnt/dir && echo hello > /mnt/dir/note && \
+         md5sum /mnt/data /mnt/dir/note > /mnt/sums && sync",
+        LONG,
+    )?;
+    let sums = guest.run_ok("cat /mnt/sums", SHORT)?;
+    guest.run_ok("umount /mnt", SHORT)?;
+    guest.poweroff(SHORT)?;
+
+    // A new VM process on the same export, as after a host reboot.
+    let mut guest = Guest::boot(&dir, &image, &config).context("second boot")?;
+    guest.run_ok("mkdir -p /mnt && mount /dev/vda /mnt", SHORT)?;
+    let check = guest.run_ok("md5sum -c /mnt/sums && cat /mnt/dir/note", SHORT)?;
+    ensure!(check.contains("hello"), "{check}");
+    ensure!(sums.lines().count() == 2, "{sums}");
+    guest.run_ok("umount /mnt", SHORT)?;
+    guest.poweroff(SHORT)?;
+    blockd.ensure_running()?;
+    Ok(())
+}
+
+#[test]
+fn fio_verify_whole_disk_on_two_queues() -> Result<()> {
+    let image = GuestImage::locate()?;
+    let dir = TestDir::new("blk-2q")?;
+    let disk = thin_image(&dir, 128 * MIB)?;
+    let mut export = Export::new(&disk);
+    export.num_queues = 2;
+    let mut blockd = BlockBackend::start(BlockBackendKind::SferaBlockd, &dir, "vda", &export)?;
+    let config = GuestConfig::new("fio2q")
+        .vcpus(2)
+        .disk(Disk::new(blockd.socket()).queues(2));
+    let mut guest = Guest::boot(&dir, &image, &config)?;
+    let queues = guest.run_ok("ls /sys/block/vda/mq | wc -l", SHORT)?;
+    ensure!(queues.trim() == "2", "guest uses {} queues", queues.trim());
+    // Two jobs, one per CPU and so one per queue, each over its half of the
+    // whole disk.
+    let out = guest.run_ok(
+        "fio --name=whole --filename=/dev/vda --direct=1 --ioengine=libaio --rw=randwrite \
+         --bs=4k --iodepth=16 --numjobs=2 --size=50% --offset_increment=50% \
+         --verify=crc32c --do_verify=1 --verify_fatal=1 --cpus_allowed_policy=split \
+         --cpus_allowed=0-1 --group_reporting",
+        LONG,
+    )?;
+    ensure!(out.contains("err= 0"), "{out}");
+    guest.poweroff(SHORT)?;
+    blockd.ensure_running()?;
+    Ok(())
+}
+
+#[test]
+fn discard_keeps_a_thin_volume_thin() -> Result<()> {
+    let image = GuestImage::locate()?;
+    let dir = TestDir::new("blk-discard")?;
+    let disk = thin_image(&dir, 128 * MIB)?;
+    let mut blockd = BlockBackend::start(
+        BlockBackendKind::SferaBlockd,
+        &dir,
+        "vda",
+        &Export::new(&disk),
+    )?;
+    let config = GuestConfig::new("discard").disk(Disk::new(blockd.socket()));
+    let mut guest = Guest::boot(&dir, &image, &config)?;
+    ensure!(allocated_bytes(&disk)? < MIB, "a new volume is thin");
+
+    guest.run_ok(
+        "dd if=/dev/urandom of=/dev/vda bs=1M count=64 oflag=direct 2>/dev/null",
+        LONG,
+    )?;
+    let written = allocated_bytes(&disk)?;
+    ensure!(
+        written >= 64 * MIB,
+        "64 MiB written, {written} bytes allocated"
+    );
+
+    guest.run_ok("blkdiscard /dev/vda", LONG)?;
+    let after = allocated_bytes(&disk)?;
+    ensure!(
+        after < MIB,
+        "after blkdiscard {after} bytes are still allocated"
+    );
+    // Discarded blocks read back as zeroes.
+    let zeroes = guest.run_ok(
+        "dd if=/dev/vda bs=1M count=64 iflag=direct 2>/dev/null | tr -d '\\000' | wc -c",
+        SHORT,
+    )?;
+    ensure!(
+        zeroes.trim() == "0",
+        "{} non-zero bytes after discard",
+        zeroes.trim()
+    );
+    guest.poweroff(SHORT)?;
+    blockd.ensure_running()?;
+    Ok(())
+}

@@ -71,12 +71,9 @@ fn main() -> Result<()> {
             let device = BlkDevice::new(&image, &options)
                 .with_context(|| format!("cannot export {}", image.display()))?;
             tracing::info!(image = %image.display(), socket = %socket.display(), ?options, "Exporting");
-            loop {
-                match device.serve_one(&socket) {
-                    Ok(()) => tracing::info!("Frontend disconnected; waiting for the next one"),
-                    Err(e) => tracing::warn!("Connection ended with an error: {e:#}"),
-                }
-            }
+            device
+                .serve(&socket)
+                .with_context(|| format!("cannot serve on {}", socket.display()))
         }
     }
 }

@@ -14,11 +14,13 @@
 //!   DPDK tools; the previous page count is put back.
 //! - [`peers`]: the references Sfera is measured against:
 //!   `qemu-storage-daemon`, `dpdk-testpmd` and Open vSwitch with DPDK.
+//! - [`blkio_client`]: libblkio as an independent vhost-user-blk client.
 //! - [`daemons`]: Sfera's own daemons, from the workspace's build output.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
 pub mod backend;
+pub mod blkio_client;
 pub mod console;
 pub mod daemons;
 pub mod error;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use vhost::vhost_user::Listener;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -170,19 +171,39 @@ impl BlkDevice {
             .map(|w| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// Serves one frontend connection on `socket` (listening there), until
-    /// it disconnects; then drains what is still in flight.
-    pub fn serve_one(&self, socket: &Path) -> Result<(), DeviceError> {
-        let vhost_err = |e: vhost_user_backend::Error| DeviceError::VhostUser {
+    /// Listens on `socket` and serves frontends one after another, forever
+    /// (a VMM that goes away can come back). The socket stays bound the
+    /// whole time, so a frontend that connects while the previous
+    /// connection is torn down waits in the backlog instead of failing.
+    pub fn serve(&self, socket: &Path) -> Result<(), DeviceError> {
+        let mut listener = Listener::new(socket, true).map_err(|e| DeviceError::VhostUser {
             socket: socket.to_owned(),
             message: e.to_string(),
+        })?;
+        loop {
+            match self.serve_connection(&mut listener) {
+                Ok(()) => tracing::info!(socket = %socket.display(), "Frontend disconnected"),
+                Err(e) => tracing::warn!(socket = %socket.display(), "Connection ended: {e}"),
+            }
+        }
+    }
+
+    /// Accepts one frontend on `listener` and serves it until it
+    /// disconnects; then drains what is still in flight.
+    pub fn serve_connection(&self, listener: &mut Listener) -> Result<(), DeviceError> {
+        let vhost_err = |e: vhost_user_backend::Error| DeviceError::VhostUser {
+            socket: PathBuf::new(),
+            message: e.to_string(),
         };
-        let mem = self
+        // Each connection starts with empty guest memory: a frontend that
+        // adds regions one by one (CONFIGURE_MEM_SLOTS) must not find the
+        // previous connection's.
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        *self
             .inner
             .mem
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = mem.clone();
         let mut daemon =
             VhostUserDaemon::new("sfera-blk".to_owned(), self.clone(), mem).map_err(vhost_err)?;
         let num_queues = self.inner.workers.len();
@@ -197,9 +218,21 @@ impl BlkDevice {
                     })?;
             }
         }
-        let result = daemon.serve(socket).map_err(vhost_err);
+        let result = daemon
+            .start(listener)
+            .and_then(|()| daemon.wait())
+            .map_err(vhost_err);
+        // Dropping the daemon stops its worker threads.
+        drop(daemon);
         self.drain_all();
-        result
+        match result {
+            Err(DeviceError::VhostUser { message, .. })
+                if message.contains("Disconnected") || message.contains("PartialMessage") =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Completes everything in flight on every queue and forgets the

@@ -10,7 +10,7 @@ use blkio::{Blkio, Blkioq, Completion, MemoryRegion, ReqFlags};
 
 use crate::{Error, Result};
 
-fn err(what: &str, e: blkio::Error) -> Error {
+fn err(what: &str, e: &blkio::Error) -> Error {
     Error::CommandFailed {
         command: format!("libblkio {what}"),
         status: format!("errno {}", e.errno()),
@@ -77,33 +77,33 @@ impl BlkioClient {
         direct: bool,
         read_only: bool,
     ) -> Result<Self> {
-        let mut blkio = Blkio::new(driver).map_err(|e| err("new", e))?;
+        let mut blkio = Blkio::new(driver).map_err(|e| err("new", &e))?;
         blkio
             .set_str("path", &path.to_string_lossy())
-            .map_err(|e| err("set path", e))?;
+            .map_err(|e| err("set path", &e))?;
         if driver == "io_uring" {
             blkio
                 .set_bool("direct", direct)
-                .map_err(|e| err("set direct", e))?;
+                .map_err(|e| err("set direct", &e))?;
         }
         blkio
             .set_bool("read-only", read_only)
-            .map_err(|e| err("set read-only", e))?;
-        blkio.connect().map_err(|e| err("connect", e))?;
+            .map_err(|e| err("set read-only", &e))?;
+        blkio.connect().map_err(|e| err("connect", &e))?;
         blkio
             .set_i32("num-queues", queues)
-            .map_err(|e| err("set num-queues", e))?;
-        let started = blkio.start().map_err(|e| err("start", e))?;
+            .map_err(|e| err("set num-queues", &e))?;
+        let started = blkio.start().map_err(|e| err("start", &e))?;
         let align = blkio
             .get_u64("mem-region-alignment")
-            .map_err(|e| err("mem-region-alignment", e))? as usize;
+            .map_err(|e| err("mem-region-alignment", &e))? as usize;
         let len = buffer_len.div_ceil(align) * align;
         let buffer = blkio
             .alloc_mem_region(len)
-            .map_err(|e| err("alloc_mem_region", e))?;
+            .map_err(|e| err("alloc_mem_region", &e))?;
         blkio
             .map_mem_region(&buffer)
-            .map_err(|e| err("map_mem_region", e))?;
+            .map_err(|e| err("map_mem_region", &e))?;
         Ok(BlkioClient {
             queues: started.queues,
             blkio,
@@ -115,7 +115,7 @@ impl BlkioClient {
     pub fn capacity(&self) -> Result<u64> {
         self.blkio
             .get_u64("capacity")
-            .map_err(|e| err("capacity", e))
+            .map_err(|e| err("capacity", &e))
     }
 
     /// The shared buffer.
@@ -183,7 +183,7 @@ fn wait_one(q: &mut Blkioq, what: &str) -> Result<()> {
     let mut completions = [MaybeUninit::<Completion>::uninit()];
     let n = q
         .do_io(&mut completions, 1, None, None)
-        .map_err(|e| err(what, e))?;
+        .map_err(|e| err(what, &e))?;
     if n != 1 {
         return Err(Error::Parse {
             what: format!("libblkio {what} completions"),

@@ -19,13 +19,15 @@ TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux dpdk dpdk-de
 	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
 	openvswitch-switch-dpdk
 
-.PHONY: help run test deps-run deps-test guest-image build build-release lint clean
+.PHONY: help run test deps-run deps-test guest-image build build-release lint bench bench-blk clean
 
 help:
 	@echo "make run    install what is missing, build, and start Sfera (data in $(DATA_DIR))"
 	@echo "make test   install what is missing, build, and run every test"
 	@echo "make guest-image   build the test guest (kernel + initramfs) into $(GUEST_DIR)"
 	@echo "make lint   rustfmt and clippy"
+	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
+	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
 
 deps-run:
 	@appliance/host/install-debs.sh $(RUN_DEBS)
@@ -52,6 +54,12 @@ test: deps-test
 	@$(MAKE) --no-print-directory guest-image lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --profile ci
+
+# Benchmarks run Sfera and its peer in the same run and report the ratio.
+bench: bench-blk
+
+bench-blk: deps-test build-release
+	./target/release/sfera-bench-blk
 
 clean:
 	$(CARGO) clean

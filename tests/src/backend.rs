@@ -54,6 +54,14 @@ impl BlockBackend {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        match self {
+            BlockBackend::QemuStorageDaemon(qsd) => qsd.pid(),
+            BlockBackend::SferaBlockd(blockd) => blockd.pid(),
+        }
+    }
+
     /// Fails if the backend has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         match self {

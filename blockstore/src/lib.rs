@@ -2,4 +2,5 @@
 //! targets from io_uring.
 
 pub mod backing;
+pub mod datastore;
 pub mod vhost_blk;

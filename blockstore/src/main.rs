@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use blockstore::vhost_blk::{BlkDevice, ExportOptions};
+use blockstore::vhost_blk::{BlkDevice, ExportOptions, ExportServer};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,9 +71,10 @@ fn main() -> Result<()> {
             let device = BlkDevice::new(&image, &options)
                 .with_context(|| format!("cannot export {}", image.display()))?;
             tracing::info!(image = %image.display(), socket = %socket.display(), ?options, "Exporting");
-            device
-                .serve(&socket)
-                .with_context(|| format!("cannot serve on {}", socket.display()))
+            let server = ExportServer::start(device, &socket)
+                .with_context(|| format!("cannot serve on {}", socket.display()))?;
+            server.join();
+            Ok(())
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use vhost::vhost_user::Listener;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
+use vhost_user_backend::{ShutdownHandle, VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -171,26 +171,15 @@ impl BlkDevice {
             .map(|w| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// Listens on `socket` and serves frontends one after another, forever
-    /// (a VMM that goes away can come back). The socket stays bound the
-    /// whole time, so a frontend that connects while the previous
-    /// connection is torn down waits in the backlog instead of failing.
-    pub fn serve(&self, socket: &Path) -> Result<(), DeviceError> {
-        let mut listener = Listener::new(socket, true).map_err(|e| DeviceError::VhostUser {
-            socket: socket.to_owned(),
-            message: e.to_string(),
-        })?;
-        loop {
-            match self.serve_connection(&mut listener) {
-                Ok(()) => tracing::info!(socket = %socket.display(), "Frontend disconnected"),
-                Err(e) => tracing::warn!(socket = %socket.display(), "Connection ended: {e}"),
-            }
-        }
-    }
-
     /// Accepts one frontend on `listener` and serves it until it
-    /// disconnects; then drains what is still in flight.
-    pub fn serve_connection(&self, listener: &mut Listener) -> Result<(), DeviceError> {
+    /// disconnects or `stop` is set; then drains what is still in flight.
+    /// `active` holds the connection's shutdown handle while it is served.
+    pub fn serve_connection(
+        &self,
+        listener: &mut Listener,
+        stop: &AtomicBool,
+        active: &Mutex<Option<ShutdownHandle>>,
+    ) -> Result<(), DeviceError> {
         let vhost_err = |e: vhost_user_backend::Error| DeviceError::VhostUser {
             socket: PathBuf::new(),
             message: e.to_string(),
@@ -218,16 +207,34 @@ impl BlkDevice {
                     })?;
             }
         }
-        let result = daemon
-            .start(listener)
-            .and_then(|()| daemon.wait())
-            .map_err(vhost_err);
+        let result = daemon.start(listener).and_then(|()| {
+            let handle = daemon.shutdown_handle();
+            if stop.load(Ordering::Acquire) {
+                daemon.request_shutdown();
+            }
+            *active
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = handle;
+            // A stop that came between the check and the store above sees
+            // the handle now.
+            if stop.load(Ordering::Acquire) {
+                daemon.request_shutdown();
+            }
+            let waited = daemon.wait();
+            *active
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            waited
+        });
+        let result = result.map_err(vhost_err);
         // Dropping the daemon stops its worker threads.
         drop(daemon);
         self.drain_all();
         match result {
             Err(DeviceError::VhostUser { message, .. })
-                if message.contains("Disconnected") || message.contains("PartialMessage") =>
+                if message.contains("Disconnected")
+                    || message.contains("PartialMessage")
+                    || stop.load(Ordering::Acquire) =>
             {
                 Ok(())
             }

@@ -3,8 +3,10 @@
 
 pub mod config;
 pub mod device;
+pub mod export;
 pub mod metrics;
 pub mod request;
 mod worker;
 
 pub use device::{BlkDevice, DeviceError, ExportOptions};
+pub use export::ExportServer;

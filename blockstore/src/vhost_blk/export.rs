@@ -1,0 +1,117 @@
+//! A running export: a device listening on its socket in its own thread,
+//! serving one frontend after another until stopped.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use vhost::vhost_user::Listener;
+use vhost_user_backend::ShutdownHandle;
+
+use super::device::{BlkDevice, DeviceError};
+
+/// A device serving on a socket.
+pub struct ExportServer {
+    device: BlkDevice,
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    active: Arc<Mutex<Option<ShutdownHandle>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ExportServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportServer")
+            .field("socket", &self.socket)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExportServer {
+    /// Binds `socket` (replacing a stale one) and starts serving.
+    pub fn start(device: BlkDevice, socket: &Path) -> Result<Self, DeviceError> {
+        let mut listener = Listener::new(socket, true).map_err(|e| DeviceError::VhostUser {
+            socket: socket.to_owned(),
+            message: e.to_string(),
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(Mutex::new(None));
+        let thread = {
+            let (device, stop, active) = (device.clone(), Arc::clone(&stop), Arc::clone(&active));
+            let socket = socket.to_owned();
+            std::thread::Builder::new()
+                .name("blk-export".to_owned())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        match device.serve_connection(&mut listener, &stop, &active) {
+                            Ok(()) => {
+                                tracing::info!(socket = %socket.display(), "Frontend disconnected")
+                            }
+                            Err(e) => {
+                                tracing::warn!(socket = %socket.display(), "Connection ended: {e}")
+                            }
+                        }
+                    }
+                })
+                .map_err(|source| DeviceError::Register { queue: 0, source })?
+        };
+        Ok(ExportServer {
+            device,
+            socket: socket.to_owned(),
+            stop,
+            active,
+            thread: Some(thread),
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &BlkDevice {
+        &self.device
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Blocks until the export stops by itself (it does not, unless its
+    /// thread fails): the daemon's single-export mode.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Disconnects the frontend, stops listening and removes the socket.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.stop.store(true, Ordering::Release);
+        if let Some(handle) = self
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            handle.shutdown();
+        }
+        // Wake an accept() that waits for the next frontend.
+        let _ = UnixStream::connect(&self.socket);
+        let _ = thread.join();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for ExportServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -48,10 +48,10 @@ impl ExportServer {
                     while !stop.load(Ordering::Acquire) {
                         match device.serve_connection(&mut listener, &stop, &active) {
                             Ok(()) => {
-                                tracing::info!(socket = %socket.display(), "Frontend disconnected")
+                                tracing::info!(socket = %socket.display(), "Frontend disconnected");
                             }
                             Err(e) => {
-                                tracing::warn!(socket = %socket.display(), "Connection ended: {e}")
+                                tracing::warn!(socket = %socket.display(), "Connection ended: {e}");
                             }
                         }
                     }

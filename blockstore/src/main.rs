@@ -1,13 +1,20 @@
-//! `sfera-blockd`: serves volumes to VMs over vhost-user-blk.
+//! `sfera-blockd`: serves volumes to VMs over vhost-user-blk, and its CLI.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use hyper::Method;
+use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
+use blockstore::api::{client, http};
+use blockstore::service::{Blockd, Config};
 use blockstore::vhost_blk::{BlkDevice, ExportOptions, ExportServer};
+
+const DEFAULT_API: &str = "/run/sfera/blockd.sock";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,25 +22,38 @@ use blockstore::vhost_blk::{BlkDevice, ExportOptions, ExportServer};
     about = "Sfera's datastore daemon: volumes over vhost-user-blk from io_uring"
 )]
 struct Args {
+    /// The daemon's API socket (for `serve` and the client commands).
+    #[arg(long, global = true, default_value = DEFAULT_API)]
+    api: PathBuf,
+    /// Print the API's JSON as is.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Export one file or block device on a vhost-user-blk socket, serving
+    /// Run the daemon: datastores, volumes and exports managed over the API,
+    /// restored at start from the data directory.
+    Serve {
+        /// Persistent state.
+        #[arg(long, default_value = "/var/lib/sfera/blockd")]
+        data_dir: PathBuf,
+        /// Export sockets.
+        #[arg(long, default_value = "/run/sfera/blk")]
+        run_dir: PathBuf,
+    },
+    /// Export one file or block device on a socket without the API, serving
     /// frontends one after another until killed.
     Export {
-        /// The file or block device.
         #[arg(long)]
         image: PathBuf,
-        /// The socket to listen on.
         #[arg(long)]
         socket: PathBuf,
         /// Request queues (1 to 16).
         #[arg(long, default_value_t = 1)]
         queues: u16,
-        /// Refuse writes.
         #[arg(long)]
         read_only: bool,
         /// Logical block size the guest uses (512 or 4096).
@@ -43,17 +63,126 @@ enum Command {
         #[arg(long, default_value = "sfera")]
         serial: String,
     },
+    /// Datastores.
+    #[command(subcommand)]
+    Datastore(DatastoreCmd),
+    /// Volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Exports.
+    #[command(subcommand, name = "export-ctl")]
+    ExportCtl(ExportCmd),
+    /// Print the Prometheus metrics.
+    Metrics,
+}
+
+#[derive(Debug, Subcommand)]
+enum DatastoreCmd {
+    List,
+    /// Register a directory (or block device) as a datastore.
+    Add {
+        name: String,
+        path: PathBuf,
+    },
+    Show {
+        name: String,
+    },
+    /// Unregister a datastore (its files stay).
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VolumeCmd {
+    List {
+        datastore: String,
+    },
+    /// Create a thin volume; SIZE takes K, M, G, T suffixes (powers of 1024).
+    Create {
+        datastore: String,
+        name: String,
+        size: String,
+    },
+    Show {
+        datastore: String,
+        name: String,
+    },
+    /// Grow a volume (not while exported).
+    Resize {
+        datastore: String,
+        name: String,
+        size: String,
+    },
+    Delete {
+        datastore: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportCmd {
+    List,
+    /// Export a volume on `<run-dir>/<ID>.sock`.
+    Create {
+        id: String,
+        datastore: String,
+        volume: String,
+        #[arg(long)]
+        read_only: bool,
+        #[arg(long, default_value_t = 1)]
+        queues: u16,
+        /// IOPS limit.
+        #[arg(long)]
+        iops: Option<u64>,
+        /// Bandwidth limit in bytes per second.
+        #[arg(long)]
+        bps: Option<u64>,
+    },
+    Show {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// Set the limits of a running export (no flag: no limit).
+    Qos {
+        id: String,
+        #[arg(long)]
+        iops: Option<u64>,
+        #[arg(long)]
+        iops_burst: Option<u64>,
+        #[arg(long)]
+        bps: Option<u64>,
+        #[arg(long)]
+        bps_burst: Option<u64>,
+    },
+}
+
+/// Parses `4096`, `512K`, `10G`...
+fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("invalid size {text:?}"))?;
+    n.checked_mul(1 << shift)
+        .with_context(|| format!("size {text:?} is too large"))
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match Args::parse().command {
+    let args = Args::parse();
+    match args.command {
+        Command::Serve { data_dir, run_dir } => {
+            init_logging();
+            serve(&args.api, data_dir, run_dir)
+        }
         Command::Export {
             image,
             socket,
@@ -62,6 +191,7 @@ fn main() -> Result<()> {
             blk_size,
             serial,
         } => {
+            init_logging();
             let options = ExportOptions {
                 num_queues: queues,
                 read_only,
@@ -76,5 +206,194 @@ fn main() -> Result<()> {
             server.join();
             Ok(())
         }
+        Command::Datastore(cmd) => {
+            let (method, path, body) = match cmd {
+                DatastoreCmd::List => (Method::GET, "/v1/datastores".to_owned(), None),
+                DatastoreCmd::Add { name, path } => (
+                    Method::POST,
+                    "/v1/datastores".to_owned(),
+                    Some(json!({ "name": name, "path": std::path::absolute(&path)? })),
+                ),
+                DatastoreCmd::Show { name } => {
+                    (Method::GET, format!("/v1/datastores/{name}"), None)
+                }
+                DatastoreCmd::Remove { name } => {
+                    (Method::DELETE, format!("/v1/datastores/{name}"), None)
+                }
+            };
+            run_client(&args.api, args.json, method, &path, body.as_ref())
+        }
+        Command::Volume(cmd) => {
+            let base = |ds: &str| format!("/v1/datastores/{ds}/volumes");
+            let (method, path, body) = match cmd {
+                VolumeCmd::List { datastore } => (Method::GET, base(&datastore), None),
+                VolumeCmd::Create {
+                    datastore,
+                    name,
+                    size,
+                } => (
+                    Method::POST,
+                    base(&datastore),
+                    Some(json!({ "name": name, "size": parse_size(&size)? })),
+                ),
+                VolumeCmd::Show { datastore, name } => {
+                    (Method::GET, format!("{}/{name}", base(&datastore)), None)
+                }
+                VolumeCmd::Resize {
+                    datastore,
+                    name,
+                    size,
+                } => (
+                    Method::PATCH,
+                    format!("{}/{name}", base(&datastore)),
+                    Some(json!({ "size": parse_size(&size)? })),
+                ),
+                VolumeCmd::Delete { datastore, name } => {
+                    (Method::DELETE, format!("{}/{name}", base(&datastore)), None)
+                }
+            };
+            run_client(&args.api, args.json, method, &path, body.as_ref())
+        }
+        Command::ExportCtl(cmd) => {
+            let (method, path, body) = match cmd {
+                ExportCmd::List => (Method::GET, "/v1/exports".to_owned(), None),
+                ExportCmd::Create {
+                    id,
+                    datastore,
+                    volume,
+                    read_only,
+                    queues,
+                    iops,
+                    bps,
+                } => {
+                    let mut qos = serde_json::Map::new();
+                    if let Some(v) = iops {
+                        qos.insert("iops".into(), v.into());
+                    }
+                    if let Some(v) = bps {
+                        qos.insert("bytes_per_sec".into(), v.into());
+                    }
+                    (
+                        Method::POST,
+                        "/v1/exports".to_owned(),
+                        Some(json!({ "id": id, "datastore": datastore, "volume": volume,
+                                     "read_only": read_only, "queues": queues, "qos": qos })),
+                    )
+                }
+                ExportCmd::Show { id } => (Method::GET, format!("/v1/exports/{id}"), None),
+                ExportCmd::Delete { id } => (Method::DELETE, format!("/v1/exports/{id}"), None),
+                ExportCmd::Qos {
+                    id,
+                    iops,
+                    iops_burst,
+                    bps,
+                    bps_burst,
+                } => {
+                    let mut qos = serde_json::Map::new();
+                    for (k, v) in [
+                        ("iops", iops),
+                        ("iops_burst", iops_burst),
+                        ("bytes_per_sec", bps),
+                        ("bytes_burst", bps_burst),
+                    ] {
+                        if let Some(v) = v {
+                            qos.insert(k.into(), v.into());
+                        }
+                    }
+                    (
+                        Method::PUT,
+                        format!("/v1/exports/{id}/qos"),
+                        Some(qos.into()),
+                    )
+                }
+            };
+            run_client(&args.api, args.json, method, &path, body.as_ref())
+        }
+        Command::Metrics => run_client(&args.api, true, Method::GET, "/metrics", None),
+    }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn serve(api: &std::path::Path, data_dir: PathBuf, run_dir: PathBuf) -> Result<()> {
+    let blockd =
+        Blockd::open(Config { data_dir, run_dir }).map_err(|e| anyhow::anyhow!(e.message))?;
+    tracing::info!(?blockd, api = %api.display(), "sfera-blockd started");
+    if let Some(dir) = api.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A socket left by a previous run is stale once we hold the state.
+    let _ = std::fs::remove_file(api);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the API runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::UnixListener::bind(api)
+            .with_context(|| format!("cannot listen on {}", api.display()))?;
+        let blockd = Arc::new(Mutex::new(blockd));
+        tokio::select! {
+            r = http::serve(listener, Arc::clone(&blockd)) => r.context("API server failed"),
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("Interrupted; stopping");
+                Ok(())
+            }
+        }
+    })
+}
+
+fn run_client(
+    api: &std::path::Path,
+    raw: bool,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<()> {
+    let (status, text) = client::call(api, method, path, body)
+        .with_context(|| format!("is sfera-blockd running with --api {}?", api.display()))?;
+    if status >= 400 {
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        bail!("{message} (HTTP {status})");
+    }
+    let out = if raw || text.is_empty() {
+        text
+    } else {
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => serde_json::to_string_pretty(&v)?,
+            Err(_) => text,
+        }
+    };
+    if !out.is_empty() {
+        // The CLI's answer is its output.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{out}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 }

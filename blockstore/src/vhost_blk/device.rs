@@ -14,12 +14,15 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
+use vmm_sys_util::timerfd::TimerFd;
 
 use datapath::uring::{Ring, UringError};
 
 use super::config::{self, BlkGeometry, CONFIG_LEN};
 use super::metrics::{MetricsSnapshot, QueueMetrics};
+use super::qos::QosShared;
 use super::worker::QueueWorker;
+use crate::api::request::Qos;
 use crate::backing::{Backing, BackingError};
 
 type Memory = GuestMemoryMmap<()>;
@@ -46,6 +49,8 @@ pub enum DeviceError {
     },
     #[error("vhost-user on {}: {message}", socket.display())]
     VhostUser { socket: PathBuf, message: String },
+    #[error("Cannot create the QoS timer")]
+    Timer(#[source] std::io::Error),
     #[error("Cannot register the io_uring eventfd of queue {queue}")]
     Register {
         queue: usize,
@@ -83,6 +88,7 @@ struct Inner {
     workers: Vec<Mutex<QueueWorker>>,
     metrics: Vec<Arc<QueueMetrics>>,
     backing: Arc<Backing>,
+    qos: Arc<QosShared>,
 }
 
 /// A vhost-user-blk device exporting one backing store.
@@ -121,18 +127,22 @@ impl BlkDevice {
         serial[..n].copy_from_slice(&bytes[..n]);
         let mut workers = Vec::new();
         let mut metrics = Vec::new();
+        let qos = Arc::new(QosShared::default());
         for queue in 0..options.num_queues {
             let mut ring = Ring::new(u32::from(MAX_QUEUE_SIZE))
                 .map_err(|source| DeviceError::Uring { queue, source })?;
             ring.register_files(&backing.fds())
                 .map_err(|source| DeviceError::Uring { queue, source })?;
             let m = Arc::new(QueueMetrics::default());
+            let timer = TimerFd::new().map_err(|e| DeviceError::Timer(e.into()))?;
             workers.push(Mutex::new(QueueWorker::new(
                 ring,
                 Arc::clone(&backing),
                 serial,
                 MAX_QUEUE_SIZE,
                 Arc::clone(&m),
+                Arc::clone(&qos),
+                timer,
             )));
             metrics.push(m);
         }
@@ -145,8 +155,15 @@ impl BlkDevice {
                 workers,
                 metrics,
                 backing,
+                qos,
             }),
         })
+    }
+
+    /// Sets the export's limits; its workers apply them from their next
+    /// batch on, while the guest runs.
+    pub fn set_qos(&self, qos: Qos) {
+        self.inner.qos.set(qos);
     }
 
     /// The exported file or block device.
@@ -197,14 +214,18 @@ impl BlkDevice {
             VhostUserDaemon::new("sfera-blk".to_owned(), self.clone(), mem).map_err(vhost_err)?;
         let num_queues = self.inner.workers.len();
         for (thread, handler) in daemon.get_epoll_handlers().iter().enumerate() {
-            let fd = self.worker(thread).map(|w| w.eventfd());
-            if let Some(fd) = fd {
-                handler
-                    .register_listener(fd, EventSet::IN, (num_queues + 1 + thread) as u64)
-                    .map_err(|source| DeviceError::Register {
-                        queue: thread,
-                        source,
-                    })?;
+            let fds = self.worker(thread).map(|w| (w.eventfd(), w.timer_fd()));
+            if let Some((uring, timer)) = fds {
+                let register = |fd, id: usize| {
+                    handler
+                        .register_listener(fd, EventSet::IN, id as u64)
+                        .map_err(|source| DeviceError::Register {
+                            queue: thread,
+                            source,
+                        })
+                };
+                register(uring, num_queues + 1 + thread)?;
+                register(timer, 2 * num_queues + 1 + thread)?;
             }
         }
         let result = daemon.start(listener).and_then(|()| {
@@ -351,6 +372,18 @@ impl VhostUserBackend for BlkDevice {
             }
         } else if event == num_queues + 1 + thread_id {
             worker.process_completions();
+        } else if event == 2 * num_queues + 1 + thread_id {
+            // The QoS timer: the throttled queue may go on.
+            worker.clear_timer();
+            if let Some(vring) = vrings.get(thread_id) {
+                let mem = self
+                    .inner
+                    .mem
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                worker.process_queue(vring, &mem, self.inner.event_idx.load(Ordering::Relaxed));
+            }
         }
         // Guest misbehaviour is answered per request; an error here would
         // stop the queue's thread, so there is none.

@@ -20,6 +20,8 @@ pub struct QueueMetrics {
     pub faults: [Counter; Fault::ALL.len()],
     /// Requests the backing store failed (negative io_uring result).
     pub io_errors: Counter,
+    /// Times QoS held a request back.
+    pub throttled: Counter,
     /// Requests handed to the backing store.
     pub submitted: Counter,
     /// Of those, completed.
@@ -41,6 +43,7 @@ pub struct MetricsSnapshot {
     pub write_bytes: u64,
     pub faults: [u64; Fault::ALL.len()],
     pub io_errors: u64,
+    pub throttled: u64,
     /// Submitted minus completed, across queues (the queue depth).
     pub in_flight: u64,
     pub latency_buckets: [u64; Histogram::BUCKETS],
@@ -64,6 +67,7 @@ impl MetricsSnapshot {
                 *total += c.get();
             }
             s.io_errors += q.io_errors.get();
+            s.throttled += q.throttled.get();
             s.in_flight += q.submitted.get().saturating_sub(q.completed.get());
             let (buckets, sum) = q.latency.snapshot();
             for (total, b) in s.latency_buckets.iter_mut().zip(buckets) {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod device;
 pub mod export;
 pub mod metrics;
+mod qos;
 pub mod request;
 mod worker;
 

@@ -6,8 +6,10 @@
 //! queue here); the control thread only touches it to drain it when the
 //! queue stops.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types};
 use vhost_user_backend::{VringRwLock, VringState, VringT};
@@ -17,8 +19,10 @@ use vm_memory::{
 };
 
 use datapath::uring::{Completion, Ring};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::metrics::QueueMetrics;
+use super::qos::{Limiter, QosShared};
 use super::request::{
     self, DISCARD_SEGMENT_LEN, DiscardSegment, DiskLimits, Fault, HEADER_LEN, Header, Op, Segment,
 };
@@ -101,6 +105,11 @@ pub(crate) struct QueueWorker {
     /// queue is drained from the control thread.
     vring: Option<VringRwLock<GuestMemoryAtomic<Memory>>>,
     last_fault_log: Option<Instant>,
+    qos: Arc<QosShared>,
+    qos_seen: u64,
+    limiter: Option<Limiter>,
+    /// Wakes the worker when a throttled queue may go on.
+    timer: TimerFd,
 }
 
 impl QueueWorker {
@@ -110,6 +119,8 @@ impl QueueWorker {
         serial: [u8; 20],
         queue_size: u16,
         metrics: Arc<QueueMetrics>,
+        qos: Arc<QosShared>,
+        timer: TimerFd,
     ) -> Self {
         let limits = DiskLimits {
             capacity_bytes: backing.capacity(),
@@ -126,7 +137,21 @@ impl QueueWorker {
             metrics,
             vring: None,
             last_fault_log: None,
+            qos,
+            qos_seen: u64::MAX,
+            limiter: None,
+            timer,
         }
+    }
+
+    /// The QoS timer's fd to watch.
+    pub(crate) fn timer_fd(&self) -> std::os::fd::RawFd {
+        self.timer.as_raw_fd()
+    }
+
+    /// Clears the QoS timer after it fired.
+    pub(crate) fn clear_timer(&mut self) {
+        let _ = self.timer.wait();
     }
 
     /// The io_uring completion eventfd to watch.
@@ -146,12 +171,18 @@ impl QueueWorker {
             self.vring = Some(vring.clone());
         }
 
+        let generation = self.qos.generation.load(Ordering::Acquire);
+        if generation != self.qos_seen {
+            self.qos_seen = generation;
+            self.limiter = Limiter::new(&self.qos.get());
+        }
         let mem = mem.memory().into_inner();
         let mut state = vring.get_mut();
-        loop {
+        'batch: loop {
             if event_idx && let Err(e) = state.disable_notification() {
                 tracing::warn!("Cannot disable queue notifications: {e}");
             }
+            let mut before = state.get_queue().next_avail();
             while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) {
                 let head = chain.head_index();
                 self.segments.clear();
@@ -173,7 +204,17 @@ impl QueueWorker {
                     });
                 }
                 let first_writable = first_writable.unwrap_or(self.segments.len());
-                self.start(head, first_writable, malformed, &mem);
+                if let Some(wait) = self.start(head, first_writable, malformed, &mem) {
+                    // Over the limit: leave the request in the ring and
+                    // come back when the buckets have refilled.
+                    state.get_queue_mut().set_next_avail(before);
+                    self.metrics.throttled.inc();
+                    if let Err(e) = self.timer.reset(wait, None) {
+                        tracing::error!("Cannot arm the QoS timer: {e}");
+                    }
+                    break 'batch;
+                }
+                before = state.get_queue().next_avail();
             }
             if !event_idx {
                 break;
@@ -195,7 +236,14 @@ impl QueueWorker {
 
     /// Starts one request: parses it, then submits its I/O or queues an
     /// immediate completion.
-    fn start(&mut self, head: u16, first_writable: usize, malformed: bool, mem: &Arc<Memory>) {
+    /// Returns how long to wait when QoS holds the request back.
+    fn start(
+        &mut self,
+        head: u16,
+        first_writable: usize,
+        malformed: bool,
+        mem: &Arc<Memory>,
+    ) -> Option<Duration> {
         match self.prepare(head, first_writable, malformed, mem) {
             Prepared::Dropped(fault) => {
                 // No place for a status: the buffers go back untouched.
@@ -211,9 +259,19 @@ impl QueueWorker {
                 used_len,
             } => self.finish_now(mem, head, status_addr, VIRTIO_BLK_S_OK, used_len),
             Prepared::Io { op, status_addr } => {
+                if let Some(limiter) = self.limiter.as_mut() {
+                    let bytes = match op {
+                        Op::Read { len, .. } | Op::Write { len, .. } => len,
+                        _ => 0,
+                    };
+                    if let Err(wait) = limiter.admit(bytes) {
+                        return Some(wait);
+                    }
+                }
                 self.submit_op(head, first_writable, op, status_addr, mem);
             }
         }
+        None
     }
 
     /// Parses a request and does what needs no I/O (GET_ID).

@@ -16,6 +16,7 @@
 //!   `qemu-storage-daemon`, `dpdk-testpmd` and Open vSwitch with DPDK.
 //! - [`blkio_client`]: libblkio as an independent vhost-user-blk client.
 //! - [`daemons`]: Sfera's own daemons, from the workspace's build output.
+//! - [`http`]: REST calls to a daemon's Unix-socket API through curl.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
@@ -25,6 +26,7 @@ pub mod console;
 pub mod daemons;
 pub mod error;
 pub mod guest;
+pub mod http;
 pub mod hugepages;
 pub mod netns;
 pub mod peers;

@@ -68,3 +68,89 @@ impl Blockd {
         std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
     }
 }
+
+/// A running `sfera-blockd serve`: the daemon with its API.
+#[derive(Debug)]
+pub struct BlockdDaemon {
+    api: PathBuf,
+    data_dir: PathBuf,
+    run_dir: PathBuf,
+    log: PathBuf,
+    process: Option<Process>,
+}
+
+impl BlockdDaemon {
+    /// Starts the daemon with its state under `dir` and waits for its API.
+    pub fn start(dir: &TestDir) -> Result<Self> {
+        let mut daemon = BlockdDaemon {
+            api: dir.join("blockd-api.sock"),
+            data_dir: dir.join("blockd-data"),
+            run_dir: dir.join("blk"),
+            log: dir.join("blockd.log"),
+            process: None,
+        };
+        daemon.restart()?;
+        Ok(daemon)
+    }
+
+    /// Starts the daemon again (after [`BlockdDaemon::kill`]) on the same
+    /// state.
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(&self.api);
+        let mut command = Command::new(super::binary("sfera-blockd")?);
+        command
+            .arg("--api")
+            .arg(&self.api)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .env("RUST_LOG", "info");
+        let mut process = Process::spawn("sfera-blockd serve", command, &self.log)?;
+        let api = self.api.clone();
+        wait_until("sfera-blockd's API socket", Duration::from_secs(30), || {
+            process.ensure_running()?;
+            Ok(api.exists().then_some(()))
+        })?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(p) = &self.process {
+            // SAFETY: kill(2) on the pid of a child this harness started; no
+            // memory is involved.
+            unsafe {
+                libc::kill(p.pid() as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        if let Some(mut p) = self.process.take() {
+            let _ = p.wait_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// The API socket.
+    pub fn api(&self) -> &Path {
+        &self.api
+    }
+
+    /// The socket of export `id`.
+    pub fn export_socket(&self, id: &str) -> PathBuf {
+        self.run_dir.join(format!("{id}.sock"))
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    /// Fails if the daemon has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        match self.process.as_mut() {
+            Some(p) => p.ensure_running(),
+            None => Ok(()),
+        }
+    }
+}

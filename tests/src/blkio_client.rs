@@ -177,12 +177,17 @@ impl BlkioClient {
     }
 }
 
+/// How long a request may take before the client gives up on the server.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Waits for the one request in flight on `q`; a negative result is an
-/// error carrying the errno.
+/// error carrying the errno, and a server that does not answer within
+/// [`REQUEST_TIMEOUT`] (it died) is an error too.
 fn wait_one(q: &mut Blkioq, what: &str) -> Result<()> {
     let mut completions = [MaybeUninit::<Completion>::uninit()];
+    let mut timeout = REQUEST_TIMEOUT;
     let n = q
-        .do_io(&mut completions, 1, None, None)
+        .do_io(&mut completions, 1, Some(&mut timeout), None)
         .map_err(|e| err(what, &e))?;
     if n != 1 {
         return Err(Error::Parse {

@@ -8,7 +8,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 GUEST_DIR := target/guest
-DATA_DIR ?= .sfera/data
+DATA_DIR ?= .sfera
 
 # What `make run` needs: QEMU (TCG guests and qemu-storage-daemon) and the
 # guest image's ingredients.

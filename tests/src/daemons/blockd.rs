@@ -82,11 +82,17 @@ pub struct BlockdDaemon {
 impl BlockdDaemon {
     /// Starts the daemon with its state under `dir` and waits for its API.
     pub fn start(dir: &TestDir) -> Result<Self> {
+        Self::start_in(dir.path())
+    }
+
+    /// Starts the daemon with its state, sockets and log under `root`
+    /// (`blockd-api.sock`, `blockd-data/`, `blk/`, `blockd.log`).
+    pub fn start_in(root: &Path) -> Result<Self> {
         let mut daemon = BlockdDaemon {
-            api: dir.join("blockd-api.sock"),
-            data_dir: dir.join("blockd-data"),
-            run_dir: dir.join("blk"),
-            log: dir.join("blockd.log"),
+            api: root.join("blockd-api.sock"),
+            data_dir: root.join("blockd-data"),
+            run_dir: root.join("blk"),
+            log: root.join("blockd.log"),
             process: None,
         };
         daemon.restart()?;

@@ -66,6 +66,8 @@ pub enum SocketRole {
 pub struct Disk {
     pub socket: PathBuf,
     pub num_queues: u16,
+    /// QEMU reconnects (every second) when the backend goes away.
+    pub reconnect: bool,
 }
 
 impl Disk {
@@ -74,7 +76,15 @@ impl Disk {
         Disk {
             socket: socket.into(),
             num_queues: 1,
+            reconnect: false,
         }
+    }
+
+    /// Makes QEMU reconnect when the backend restarts.
+    #[must_use]
+    pub fn reconnecting(mut self) -> Self {
+        self.reconnect = true;
+        self
     }
 
     /// Sets the number of request queues.
@@ -250,7 +260,11 @@ impl GuestConfig {
         args.extend(console.iter().map(|s| (*s).to_owned()));
         for (i, disk) in self.disks.iter().enumerate() {
             args.push("-chardev".into());
-            args.push(format!("socket,id=blk{i},path={}", disk.socket.display()));
+            let reconnect = if disk.reconnect { ",reconnect=1" } else { "" };
+            args.push(format!(
+                "socket,id=blk{i},path={}{reconnect}",
+                disk.socket.display()
+            ));
             args.push("-device".into());
             args.push(format!(
                 "vhost-user-blk-pci,chardev=blk{i},num-queues={}",

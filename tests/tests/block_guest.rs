@@ -141,3 +141,47 @@ fn discard_keeps_a_thin_volume_thin() -> Result<()> {
     blockd.ensure_running()?;
     Ok(())
 }
+
+#[test]
+fn a_running_guest_keeps_its_disk_across_a_blockd_crash() -> Result<()> {
+    use harness::daemons::blockd::BlockdDaemon;
+    use harness::http::call;
+    use harness::wait::wait_until;
+
+    let image = GuestImage::locate()?;
+    let dir = TestDir::new("blk-reconnect")?;
+    let store = dir.subdir("store")?;
+    let mut d = BlockdDaemon::start(&dir)?;
+    let body = format!(r#"{{"name":"local","path":"{}"}}"#, store.display());
+    ensure!(call(d.api(), "POST", "/v1/datastores", Some(&body))?.status == 201);
+    let body = format!(r#"{{"name":"vm/disk0","size":{}}}"#, 64 * MIB);
+    ensure!(call(d.api(), "POST", "/v1/datastores/local/volumes", Some(&body))?.status == 201);
+    let body = r#"{"id":"vm-disk0","datastore":"local","volume":"vm/disk0"}"#;
+    ensure!(call(d.api(), "POST", "/v1/exports", Some(body))?.status == 201);
+    let socket = d.export_socket("vm-disk0");
+
+    let config = GuestConfig::new("reconnect").disk(Disk::new(&socket).reconnecting());
+    let mut guest = Guest::boot(&dir, &image, &config)?;
+    guest.run_ok(
+        "dd if=/dev/urandom of=/tmp/a bs=1M count=4 2>/dev/null && \
+         dd if=/tmp/a of=/dev/vda bs=1M oflag=direct 2>/dev/null && md5sum /tmp/a > /tmp/a.sum",
+        SHORT,
+    )?;
+
+    d.kill();
+    d.restart()?;
+    wait_until("the export's socket", Duration::from_secs(10), || {
+        Ok(socket.exists().then_some(()))
+    })?;
+    // The guest's next I/O waits in its virtqueue until QEMU has reconnected.
+    let out = guest.run_ok(
+        "dd if=/dev/vda of=/tmp/b bs=1M count=4 iflag=direct 2>/dev/null && \
+         sed 's|/tmp/a|/tmp/b|' /tmp/a.sum | md5sum -c && \
+         dd if=/dev/urandom of=/dev/vda bs=1M seek=8 count=2 oflag=direct 2>/dev/null && echo wrote",
+        LONG,
+    )?;
+    ensure!(out.contains("OK") && out.contains("wrote"), "{out}");
+    guest.poweroff(SHORT)?;
+    d.ensure_running()?;
+    Ok(())
+}

@@ -4,6 +4,8 @@
 pub mod config;
 pub mod device;
 pub mod export;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod metrics;
 mod qos;
 pub mod request;

@@ -5,6 +5,11 @@
 //! request becomes a [`Fault`], which the worker answers with an error status
 //! and counts; nothing here panics or allocates.
 
+use std::ops::Deref;
+
+use virtio_queue::DescriptorChain;
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend};
+
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
     VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
@@ -300,6 +305,141 @@ pub fn decide(
         }
         _ => Err(Fault::Unsupported),
     }
+}
+
+/// Collects a chain's buffers into `segments` (cleared first); returns the
+/// index of the first device-writable buffer and whether the chain is
+/// malformed (a readable buffer after a writable one, or too many).
+pub fn collect<M>(chain: DescriptorChain<M>, segments: &mut Vec<Segment>) -> (usize, bool)
+where
+    M: Deref,
+    M::Target: GuestMemory,
+{
+    segments.clear();
+    let mut first_writable = None;
+    let mut malformed = false;
+    for desc in chain {
+        if segments.len() > SEG_MAX + 2 {
+            malformed = true;
+            break;
+        }
+        if desc.is_write_only() {
+            first_writable.get_or_insert(segments.len());
+        } else if first_writable.is_some() {
+            malformed = true;
+        }
+        segments.push(Segment {
+            addr: desc.addr().0,
+            len: desc.len(),
+        });
+    }
+    (first_writable.unwrap_or(segments.len()), malformed)
+}
+
+/// The outcome of parsing a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// No status byte can be written: the buffers go back untouched.
+    Dropped(Fault),
+    /// Refused; the status byte is at `status_addr`.
+    Failed { fault: Fault, status_addr: u64 },
+    /// A valid request.
+    Request {
+        op: Op,
+        status_addr: u64,
+        writable: WritableData<'a>,
+    },
+}
+
+/// Parses a request from its chain's buffers, reading its header and any
+/// discard segment from guest memory.
+pub fn parse<'a, M: GuestMemoryBackend>(
+    mem: &M,
+    segments: &'a [Segment],
+    first_writable: usize,
+    malformed: bool,
+    limits: &DiskLimits,
+) -> Parsed<'a> {
+    let layout = match layout(segments, first_writable) {
+        Ok(l) => l,
+        Err(fault) => return Parsed::Dropped(fault),
+    };
+    let status_addr = layout.status_addr;
+    if !mem.check_range(GuestAddress(status_addr), 1) {
+        return Parsed::Dropped(Fault::OutsideMemory);
+    }
+    let failed = |fault| Parsed::Failed { fault, status_addr };
+    if malformed {
+        return failed(Fault::MalformedChain);
+    }
+    let readable_len = stream_len(layout.readable);
+    if readable_len < HEADER_LEN as u64 {
+        return failed(Fault::MalformedChain);
+    }
+    let mut header = [0u8; HEADER_LEN];
+    if !read_stream(mem, layout.readable, 0, &mut header) {
+        return failed(Fault::OutsideMemory);
+    }
+    let header = Header::decode(&header);
+    let payload_len = readable_len - HEADER_LEN as u64;
+    let mut discard = None;
+    if payload_len == DISCARD_SEGMENT_LEN as u64 {
+        let mut seg = [0u8; DISCARD_SEGMENT_LEN];
+        if !read_stream(mem, layout.readable, HEADER_LEN as u64, &mut seg) {
+            return failed(Fault::OutsideMemory);
+        }
+        discard = Some(DiscardSegment::decode(&seg));
+    }
+    let writable = layout.writable_data;
+    match decide(header, payload_len, writable.len(), discard, limits) {
+        Ok(op) => Parsed::Request {
+            op,
+            status_addr,
+            writable,
+        },
+        Err(fault) => failed(fault),
+    }
+}
+
+/// Total length of a list of buffers.
+pub fn stream_len(segments: &[Segment]) -> u64 {
+    segments.iter().map(|s| u64::from(s.len)).sum()
+}
+
+/// Reads `out.len()` bytes at `offset` of the byte stream the buffers form.
+pub fn read_stream<M: GuestMemoryBackend>(
+    mem: &M,
+    segments: &[Segment],
+    offset: u64,
+    out: &mut [u8],
+) -> bool {
+    let mut skip = offset;
+    let mut done = 0usize;
+    for seg in segments {
+        if done == out.len() {
+            break;
+        }
+        let len = u64::from(seg.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = usize::try_from(len - skip)
+            .unwrap_or(usize::MAX)
+            .min(out.len() - done);
+        let Some(addr) = seg.addr.checked_add(skip) else {
+            return false;
+        };
+        if mem
+            .read_slice(&mut out[done..done + n], GuestAddress(addr))
+            .is_err()
+        {
+            return false;
+        }
+        done += n;
+        skip = 0;
+    }
+    done == out.len()
 }
 
 fn check_transfer(len: u64) -> Result<(), Fault> {

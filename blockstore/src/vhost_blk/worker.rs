@@ -23,9 +23,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use super::metrics::QueueMetrics;
 use super::qos::{Limiter, QosShared};
-use super::request::{
-    self, DISCARD_SEGMENT_LEN, DiscardSegment, DiskLimits, Fault, HEADER_LEN, Header, Op, Segment,
-};
+use super::request::{self, DiskLimits, Fault, HEADER_LEN, Op, Parsed, Segment};
 use crate::backing::Backing;
 
 type Memory = GuestMemoryMmap<()>;
@@ -185,25 +183,7 @@ impl QueueWorker {
             let mut before = state.get_queue().next_avail();
             while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) {
                 let head = chain.head_index();
-                self.segments.clear();
-                let mut first_writable = None;
-                let mut malformed = false;
-                for desc in chain {
-                    if self.segments.len() > request::SEG_MAX + 2 {
-                        malformed = true;
-                        break;
-                    }
-                    if desc.is_write_only() {
-                        first_writable.get_or_insert(self.segments.len());
-                    } else if first_writable.is_some() {
-                        malformed = true;
-                    }
-                    self.segments.push(Segment {
-                        addr: desc.addr().0,
-                        len: desc.len(),
-                    });
-                }
-                let first_writable = first_writable.unwrap_or(self.segments.len());
+                let (first_writable, malformed) = request::collect(chain, &mut self.segments);
                 if let Some(wait) = self.start(head, first_writable, malformed, &mem) {
                     // Over the limit: leave the request in the ring and
                     // come back when the buckets have refilled.
@@ -276,41 +256,19 @@ impl QueueWorker {
 
     /// Parses a request and does what needs no I/O (GET_ID).
     fn prepare(&self, head: u16, first_writable: usize, malformed: bool, mem: &Memory) -> Prepared {
-        let layout = match request::layout(&self.segments, first_writable) {
-            Ok(l) => l,
-            Err(fault) => return Prepared::Dropped(fault),
-        };
-        let status_addr = layout.status_addr;
-        if !mem.check_range(GuestAddress(status_addr), 1) {
-            return Prepared::Dropped(Fault::OutsideMemory);
-        }
+        let (op, status_addr, writable) =
+            match request::parse(mem, &self.segments, first_writable, malformed, &self.limits) {
+                Parsed::Dropped(fault) => return Prepared::Dropped(fault),
+                Parsed::Failed { fault, status_addr } => {
+                    return Prepared::Failed { fault, status_addr };
+                }
+                Parsed::Request {
+                    op,
+                    status_addr,
+                    writable,
+                } => (op, status_addr, writable),
+            };
         let failed = |fault| Prepared::Failed { fault, status_addr };
-        if malformed {
-            return failed(Fault::MalformedChain);
-        }
-        let readable_len = stream_len(layout.readable);
-        if readable_len < HEADER_LEN as u64 {
-            return failed(Fault::MalformedChain);
-        }
-        let mut header = [0u8; HEADER_LEN];
-        if !read_stream(mem, layout.readable, 0, &mut header) {
-            return failed(Fault::OutsideMemory);
-        }
-        let header = Header::decode(&header);
-        let payload_len = readable_len - HEADER_LEN as u64;
-        let mut discard = None;
-        if payload_len == DISCARD_SEGMENT_LEN as u64 {
-            let mut seg = [0u8; DISCARD_SEGMENT_LEN];
-            if !read_stream(mem, layout.readable, HEADER_LEN as u64, &mut seg) {
-                return failed(Fault::OutsideMemory);
-            }
-            discard = Some(DiscardSegment::decode(&seg));
-        }
-        let writable = layout.writable_data;
-        let op = match request::decide(header, payload_len, writable.len(), discard, &self.limits) {
-            Ok(op) => op,
-            Err(fault) => return failed(fault),
-        };
         if self.slots.get(usize::from(head)).is_none_or(|s| s.busy) {
             // The guest resubmitted a head that is still in flight: it does
             // not own those buffers, so nothing may be written to them.
@@ -657,40 +615,6 @@ fn notify(state: &mut VringState<GuestMemoryAtomic<Memory>>) {
     if needed && let Err(e) = state.signal_used_queue() {
         tracing::warn!("Cannot signal the guest: {e}");
     }
-}
-
-/// Total length of a list of buffers.
-fn stream_len(segments: &[Segment]) -> u64 {
-    segments.iter().map(|s| u64::from(s.len)).sum()
-}
-
-/// Reads `out.len()` bytes at `offset` of the byte stream the buffers form.
-fn read_stream(mem: &Memory, segments: &[Segment], offset: u64, out: &mut [u8]) -> bool {
-    let mut skip = offset;
-    let mut done = 0usize;
-    for seg in segments {
-        if done == out.len() {
-            break;
-        }
-        let len = u64::from(seg.len);
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        let n = ((len - skip) as usize).min(out.len() - done);
-        let Some(addr) = seg.addr.checked_add(skip) else {
-            return false;
-        };
-        if mem
-            .read_slice(&mut out[done..done + n], GuestAddress(addr))
-            .is_err()
-        {
-            return false;
-        }
-        done += n;
-        skip = 0;
-    }
-    done == out.len()
 }
 
 /// Appends iovecs for the buffers, after skipping `skip` bytes of their

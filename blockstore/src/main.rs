@@ -10,6 +10,7 @@ use hyper::Method;
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
+use blockstore::api::request::DEFAULT_POLL_US;
 use blockstore::api::{client, http};
 use blockstore::service::{Blockd, Config};
 use blockstore::vhost_blk::{BlkDevice, ExportOptions, ExportServer};
@@ -62,6 +63,12 @@ enum Command {
         /// Serial number returned by GET_ID.
         #[arg(long, default_value = "sfera")]
         serial: String,
+        /// Busy-poll budget in µs after each event (0: no busy-polling).
+        #[arg(long, default_value_t = DEFAULT_POLL_US)]
+        poll_us: u32,
+        /// CPUs to pin the queue threads to, e.g. 0,1.
+        #[arg(long, value_delimiter = ',')]
+        cpus: Vec<usize>,
     },
     /// Datastores.
     #[command(subcommand)]
@@ -138,6 +145,12 @@ enum ExportCmd {
         /// Bandwidth limit in bytes per second.
         #[arg(long)]
         bps: Option<u64>,
+        /// Busy-poll budget in µs after each event.
+        #[arg(long, default_value_t = DEFAULT_POLL_US)]
+        poll_us: u32,
+        /// CPUs to pin the queue threads to, e.g. 0,1.
+        #[arg(long, value_delimiter = ',')]
+        cpus: Vec<usize>,
     },
     Show {
         id: String,
@@ -190,6 +203,8 @@ fn main() -> Result<()> {
             read_only,
             blk_size,
             serial,
+            poll_us,
+            cpus,
         } => {
             init_logging();
             let options = ExportOptions {
@@ -197,6 +212,8 @@ fn main() -> Result<()> {
                 read_only,
                 blk_size,
                 serial,
+                poll_us,
+                cpus,
             };
             let device = BlkDevice::new(&image, &options)
                 .with_context(|| format!("cannot export {}", image.display()))?;
@@ -265,6 +282,8 @@ fn main() -> Result<()> {
                     queues,
                     iops,
                     bps,
+                    poll_us,
+                    cpus,
                 } => {
                     let mut qos = serde_json::Map::new();
                     if let Some(v) = iops {
@@ -277,7 +296,8 @@ fn main() -> Result<()> {
                         Method::POST,
                         "/v1/exports".to_owned(),
                         Some(json!({ "id": id, "datastore": datastore, "volume": volume,
-                                     "read_only": read_only, "queues": queues, "qos": qos })),
+                                     "read_only": read_only, "queues": queues, "qos": qos,
+                                     "poll_us": poll_us, "cpus": cpus })),
                     )
                 }
                 ExportCmd::Show { id } => (Method::GET, format!("/v1/exports/{id}"), None),

@@ -154,7 +154,15 @@ impl Blockd {
             read_only: spec.read_only,
             blk_size: 512,
             serial: spec.id.clone(),
+            poll_us: spec.poll_us,
+            cpus: spec.cpus.clone(),
         };
+        if spec.poll_us > 10_000 {
+            return Err(ApiError::invalid(format!(
+                "poll_us {} is above the 10000 µs maximum",
+                spec.poll_us
+            )));
+        }
         let device = BlkDevice::new(&volume.path, &options)?;
         device.set_qos(spec.qos);
         let socket = self.socket_path(&spec.id);
@@ -178,6 +186,8 @@ impl Blockd {
             "volume": export.spec.volume,
             "read_only": export.spec.read_only,
             "queues": export.spec.queues,
+            "poll_us": export.spec.poll_us,
+            "cpus": export.spec.cpus,
             "qos": export.spec.qos,
             "socket": export.server.socket(),
             "stats": {

@@ -4,9 +4,12 @@
 //! - [`uring`]: one io_uring per worker thread, batched submission, an
 //!   eventfd that signals completions to the worker's event loop.
 //! - [`token_bucket`]: rate limits with burst, on an injectable clock.
+//! - [`reactor`]: busy-poll with adaptive fall-back to eventfd waits, and
+//!   CPU pinning, for worker threads.
 //! - [`counters`]: per-thread counters, written by their owner without
 //!   atomic read-modify-write and summed when read.
 
 pub mod counters;
+pub mod reactor;
 pub mod token_bucket;
 pub mod uring;

@@ -153,6 +153,11 @@ impl Ring {
         }
     }
 
+    /// Whether completions are waiting to be reaped.
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
     /// Calls `on_complete` for every completion available now.
     pub fn reap(&mut self, mut on_complete: impl FnMut(Completion)) -> usize {
         let mut n = 0;

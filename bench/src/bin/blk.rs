@@ -34,6 +34,9 @@ struct Args {
     /// Only 4 KiB random reads at depth 32 on one queue (the headline).
     #[arg(long)]
     quick: bool,
+    /// sfera-blockd's busy-poll budget in µs (its export's `poll_us`).
+    #[arg(long, default_value_t = 50)]
+    poll_us: u32,
 }
 
 const BLOCK: usize = 4096;
@@ -79,6 +82,7 @@ fn main() -> Result<()> {
     let mut export = Export::new(&disk);
     export.num_queues = 2;
     export.iothread = true;
+    export.poll_us = args.poll_us;
     let sfera = BlockBackend::start(BlockBackendKind::SferaBlockd, &dir, "sfera", &export)?;
     let qsd = BlockBackend::start(BlockBackendKind::QemuStorageDaemon, &dir, "qsd", &export)?;
 
@@ -138,6 +142,7 @@ fn main() -> Result<()> {
         c.detail("ours_server_cpu_ns_per_io", ours.cpu_ns_per_io);
         c.detail("peer_server_cpu_ns_per_io", peer.cpu_ns_per_io);
         c.detail("seconds", args.seconds);
+        c.detail("sfera_poll_us", args.poll_us);
         c.write(&results_dir())?;
         rows.push(vec![
             name.clone(),

@@ -92,10 +92,24 @@ pub struct ExportSpec {
     pub queues: u16,
     #[serde(default)]
     pub qos: Qos,
+    /// Busy-poll budget in µs after each event (0: sleep on eventfds only).
+    #[serde(default = "default_poll_us")]
+    pub poll_us: u32,
+    /// CPUs to pin queue threads to; empty: not pinned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<usize>,
 }
 
 fn one() -> u16 {
     1
+}
+
+/// The default busy-poll budget: long enough to catch the next request of
+/// a busy queue without a wake-up, short enough to cost little when idle.
+pub const DEFAULT_POLL_US: u32 = 50;
+
+fn default_poll_us() -> u32 {
+    DEFAULT_POLL_US
 }
 
 /// What the control API can be asked.

@@ -16,6 +16,7 @@ use vmm_sys_util::event::{
 };
 use vmm_sys_util::timerfd::TimerFd;
 
+use datapath::reactor::{AdaptivePoll, pin_current_thread};
 use datapath::uring::{Ring, UringError};
 
 use super::config::{self, BlkGeometry, CONFIG_LEN};
@@ -67,6 +68,11 @@ pub struct ExportOptions {
     pub blk_size: u32,
     /// The serial number GET_ID returns (at most 20 bytes are used).
     pub serial: String,
+    /// Busy-poll budget in µs after each event (0: sleep on eventfds only).
+    pub poll_us: u32,
+    /// CPUs to pin the queue threads to (queue i on `cpus[i % len]`); empty:
+    /// not pinned.
+    pub cpus: Vec<usize>,
 }
 
 impl Default for ExportOptions {
@@ -76,6 +82,8 @@ impl Default for ExportOptions {
             read_only: false,
             blk_size: 512,
             serial: String::new(),
+            poll_us: crate::api::request::DEFAULT_POLL_US,
+            cpus: Vec::new(),
         }
     }
 }
@@ -89,6 +97,8 @@ struct Inner {
     metrics: Vec<Arc<QueueMetrics>>,
     backing: Arc<Backing>,
     qos: Arc<QosShared>,
+    poll: AdaptivePoll,
+    cpus: Vec<usize>,
 }
 
 /// A vhost-user-blk device exporting one backing store.
@@ -156,6 +166,8 @@ impl BlkDevice {
                 metrics,
                 backing,
                 qos,
+                poll: AdaptivePoll::from_micros(options.poll_us),
+                cpus: options.cpus.clone(),
             }),
         })
     }
@@ -360,6 +372,13 @@ impl VhostUserBackend for BlkDevice {
         let Some(mut worker) = self.worker(thread_id) else {
             return Ok(());
         };
+        if !worker.pinned && !self.inner.cpus.is_empty() {
+            worker.pinned = true;
+            let cpu = self.inner.cpus[thread_id % self.inner.cpus.len()];
+            if let Err(e) = pin_current_thread(cpu) {
+                tracing::warn!(queue = thread_id, cpu, "Cannot pin the queue's thread: {e}");
+            }
+        }
         if event < num_queues {
             if let Some(vring) = vrings.get(event) {
                 let mem = self
@@ -384,6 +403,18 @@ impl VhostUserBackend for BlkDevice {
                     .clone();
                 worker.process_queue(vring, &mem, self.inner.event_idx.load(Ordering::Relaxed));
             }
+        }
+        if self.inner.poll.enabled()
+            && let Some(vring) = vrings.get(thread_id)
+        {
+            let mem = self
+                .inner
+                .mem
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
+            self.inner.poll.spin(|| worker.poll(vring, &mem, event_idx));
         }
         // Guest misbehaviour is answered per request; an error here would
         // stop the queue's thread, so there is none.

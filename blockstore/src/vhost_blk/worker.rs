@@ -108,6 +108,10 @@ pub(crate) struct QueueWorker {
     limiter: Option<Limiter>,
     /// Wakes the worker when a throttled queue may go on.
     timer: TimerFd,
+    /// Until when QoS holds the queue back (polling skips it meanwhile).
+    throttled_until: Option<Instant>,
+    /// Whether this worker's thread has been pinned.
+    pub(crate) pinned: bool,
 }
 
 impl QueueWorker {
@@ -139,7 +143,41 @@ impl QueueWorker {
             qos_seen: u64::MAX,
             limiter: None,
             timer,
+            throttled_until: None,
+            pinned: false,
         }
+    }
+
+    /// One busy-poll round: completions waiting in the ring, requests
+    /// waiting in the virtqueue. Returns whether it found work.
+    pub(crate) fn poll(
+        &mut self,
+        vring: &VringRwLock<GuestMemoryAtomic<Memory>>,
+        mem: &GuestMemoryAtomic<Memory>,
+        event_idx: bool,
+    ) -> bool {
+        let mut found = false;
+        if self.ring.has_completions() {
+            self.process_completions();
+            found = true;
+        }
+        if self.throttled_until.is_some_and(|t| Instant::now() < t) {
+            return found;
+        }
+        let pending = {
+            let state = vring.get_ref();
+            let queue = state.get_queue();
+            let guard = mem.memory();
+            queue.ready()
+                && queue
+                    .avail_idx(&*guard, Ordering::Acquire)
+                    .is_ok_and(|idx| idx.0 != queue.next_avail())
+        };
+        if pending {
+            self.process_queue(vring, mem, event_idx);
+            found = true;
+        }
+        found
     }
 
     /// The QoS timer's fd to watch.
@@ -174,6 +212,7 @@ impl QueueWorker {
             self.qos_seen = generation;
             self.limiter = Limiter::new(&self.qos.get());
         }
+        self.throttled_until = None;
         let mem = mem.memory().into_inner();
         let mut state = vring.get_mut();
         'batch: loop {
@@ -189,6 +228,7 @@ impl QueueWorker {
                     // come back when the buckets have refilled.
                     state.get_queue_mut().set_next_avail(before);
                     self.metrics.throttled.inc();
+                    self.throttled_until = Some(Instant::now() + wait);
                     if let Err(e) = self.timer.reset(wait, None) {
                         tracing::error!("Cannot arm the QoS timer: {e}");
                     }

@@ -32,6 +32,8 @@ impl Blockd {
             .arg(export.num_queues.to_string())
             .arg("--serial")
             .arg(name)
+            .arg("--poll-us")
+            .arg(export.poll_us.to_string())
             .env("RUST_LOG", "info");
         if !export.writable {
             command.arg("--read-only");

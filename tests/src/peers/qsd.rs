@@ -22,6 +22,8 @@ pub struct Export {
     /// Run the export in its own I/O thread (QEMU's recommended set-up for
     /// performance) rather than the main loop.
     pub iothread: bool,
+    /// sfera-blockd only: busy-poll budget in µs (0: event-driven).
+    pub poll_us: u32,
 }
 
 impl Export {
@@ -33,6 +35,7 @@ impl Export {
             writable: true,
             direct: true,
             iothread: false,
+            poll_us: 50,
         }
     }
 

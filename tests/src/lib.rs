@@ -17,6 +17,8 @@
 //! - [`blkio_client`]: libblkio as an independent vhost-user-blk client.
 //! - [`daemons`]: Sfera's own daemons, from the workspace's build output.
 //! - [`http`]: REST calls to a daemon's Unix-socket API through curl.
+//! - [`raw_frontend`]: a raw vhost-user frontend that writes any
+//!   descriptors it likes, for protocol and bad-guest tests.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
@@ -31,6 +33,7 @@ pub mod hugepages;
 pub mod netns;
 pub mod peers;
 pub mod process;
+pub mod raw_frontend;
 pub mod testdir;
 pub mod tools;
 pub mod wait;

@@ -368,10 +368,12 @@ pub fn parse<'a, M: GuestMemoryBackend>(
     if !mem.check_range(GuestAddress(status_addr), 1) {
         return Parsed::Dropped(Fault::OutsideMemory);
     }
-    let failed = |fault| Parsed::Failed { fault, status_addr };
     if malformed {
-        return failed(Fault::MalformedChain);
+        // Buffers out of order: the last one may be device-readable, so no
+        // status may be written anywhere.
+        return Parsed::Dropped(Fault::MalformedChain);
     }
+    let failed = |fault| Parsed::Failed { fault, status_addr };
     let readable_len = stream_len(layout.readable);
     if readable_len < HEADER_LEN as u64 {
         return failed(Fault::MalformedChain);

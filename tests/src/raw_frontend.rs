@@ -1,0 +1,262 @@
+//! A raw vhost-user frontend for protocol tests: it plays a guest that
+//! writes whatever descriptors it likes, including malformed ones, into a
+//! split virtqueue in shared memory, through the `vhost` crate's frontend
+//! (the same protocol code a VMM uses).
+//!
+//! Memory: one memfd region at guest address 0; the descriptor table at
+//! 0x0, the available ring at 0x1000, the used ring at 0x2000; the rest is
+//! for request buffers.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::{Error, Result};
+
+/// Size of the shared guest memory.
+pub const MEM_SIZE: u64 = 1 << 20;
+/// Ring size.
+pub const QUEUE_SIZE: u16 = 16;
+const DESC: u64 = 0x0;
+const AVAIL: u64 = 0x1000;
+const USED: u64 = 0x2000;
+
+/// Descriptor flags.
+pub const F_NEXT: u16 = 1;
+pub const F_WRITE: u16 = 2;
+
+/// One descriptor to place.
+#[derive(Debug, Clone, Copy)]
+pub struct Desc {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    /// Index of the next descriptor, when `flags` has [`F_NEXT`].
+    pub next: u16,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::CommandFailed {
+        command: format!("vhost-user frontend: {what}"),
+        status: "failed".to_owned(),
+        stderr: e.to_string(),
+    }
+}
+
+/// A connected frontend with one queue.
+pub struct RawFrontend {
+    frontend: Frontend,
+    mem: *mut u8,
+    _memfd: OwnedFd,
+    kick: EventFd,
+    _call: EventFd,
+    avail_idx: u16,
+}
+
+impl std::fmt::Debug for RawFrontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawFrontend")
+            .field("avail_idx", &self.avail_idx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawFrontend {
+    /// Connects to a vhost-user-blk backend on `socket`, shares the memory
+    /// and starts queue 0 (no EVENT_IDX, no indirect descriptors).
+    pub fn connect(socket: &Path) -> Result<Self> {
+        // SAFETY: memfd_create with a NUL-terminated name; the result is
+        // checked and owned below.
+        let fd = unsafe { libc::memfd_create(c"sfera-raw-frontend".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(err("memfd_create", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just returned by memfd_create and is owned by no
+        // one else.
+        let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ftruncate on the memfd we own.
+        if unsafe { libc::ftruncate(memfd.as_raw_fd(), MEM_SIZE as libc::off_t) } != 0 {
+            return Err(err("ftruncate", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a new shared mapping of the whole memfd; it is unmapped in
+        // Drop and only accessed within MEM_SIZE.
+        let mem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                MEM_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        if mem == libc::MAP_FAILED {
+            return Err(err("mmap", std::io::Error::last_os_error()));
+        }
+        let mem = mem.cast::<u8>();
+        let kick = EventFd::new(0).map_err(|e| err("eventfd", e))?;
+        let call = EventFd::new(0).map_err(|e| err("eventfd", e))?;
+        let mut frontend = Frontend::connect(socket, 1).map_err(|e| err("connect", e))?;
+        frontend.set_owner().map_err(|e| err("SET_OWNER", e))?;
+        let features = frontend
+            .get_features()
+            .map_err(|e| err("GET_FEATURES", e))?;
+        let wanted = (1u64 << 32) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        frontend
+            .set_features(features & wanted)
+            .map_err(|e| err("SET_FEATURES", e))?;
+        let protocol = frontend
+            .get_protocol_features()
+            .map_err(|e| err("GET_PROTOCOL_FEATURES", e))?;
+        frontend
+            .set_protocol_features(
+                protocol & (VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ),
+            )
+            .map_err(|e| err("SET_PROTOCOL_FEATURES", e))?;
+        let region = VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: MEM_SIZE,
+            userspace_addr: mem as u64,
+            mmap_offset: 0,
+            mmap_handle: memfd.as_raw_fd(),
+        };
+        frontend
+            .set_mem_table(&[region])
+            .map_err(|e| err("SET_MEM_TABLE", e))?;
+        let base = mem as u64;
+        frontend
+            .set_vring_num(0, QUEUE_SIZE)
+            .map_err(|e| err("SET_VRING_NUM", e))?;
+        frontend
+            .set_vring_addr(
+                0,
+                &VringConfigData {
+                    queue_max_size: QUEUE_SIZE,
+                    queue_size: QUEUE_SIZE,
+                    flags: 0,
+                    desc_table_addr: base + DESC,
+                    used_ring_addr: base + USED,
+                    avail_ring_addr: base + AVAIL,
+                    log_addr: None,
+                },
+            )
+            .map_err(|e| err("SET_VRING_ADDR", e))?;
+        frontend
+            .set_vring_base(0, 0)
+            .map_err(|e| err("SET_VRING_BASE", e))?;
+        frontend
+            .set_vring_call(0, &call)
+            .map_err(|e| err("SET_VRING_CALL", e))?;
+        frontend
+            .set_vring_kick(0, &kick)
+            .map_err(|e| err("SET_VRING_KICK", e))?;
+        frontend
+            .set_vring_enable(0, true)
+            .map_err(|e| err("SET_VRING_ENABLE", e))?;
+        Ok(RawFrontend {
+            frontend,
+            mem,
+            _memfd: memfd,
+            kick,
+            _call: call,
+            avail_idx: 0,
+        })
+    }
+
+    /// Writes `bytes` at guest address `gpa`.
+    pub fn write(&mut self, gpa: u64, bytes: &[u8]) {
+        assert!(
+            gpa + bytes.len() as u64 <= MEM_SIZE,
+            "write outside the test memory"
+        );
+        // SAFETY: the range is inside the live MEM_SIZE mapping (checked
+        // above); the backend may access it concurrently, as a device
+        // accesses guest RAM, which is why tests only touch buffers the
+        // backend does not own at the time.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mem.add(gpa as usize), bytes.len());
+        };
+    }
+
+    /// Reads `len` bytes at guest address `gpa`.
+    pub fn read(&self, gpa: u64, len: usize) -> Vec<u8> {
+        assert!(gpa + len as u64 <= MEM_SIZE, "read outside the test memory");
+        let mut out = vec![0u8; len];
+        // SAFETY: as in `write`.
+        unsafe { std::ptr::copy_nonoverlapping(self.mem.add(gpa as usize), out.as_mut_ptr(), len) };
+        out
+    }
+
+    /// Writes descriptor `index`.
+    pub fn set_desc(&mut self, index: u16, d: Desc) {
+        let mut b = [0u8; 16];
+        b[0..8].copy_from_slice(&d.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&d.len.to_le_bytes());
+        b[12..14].copy_from_slice(&d.flags.to_le_bytes());
+        b[14..16].copy_from_slice(&d.next.to_le_bytes());
+        self.write(DESC + u64::from(index) * 16, &b);
+    }
+
+    /// Offers the chain starting at `head` and kicks the backend.
+    pub fn offer(&mut self, head: u16) -> Result<()> {
+        let slot = self.avail_idx % QUEUE_SIZE;
+        self.write(AVAIL + 4 + u64::from(slot) * 2, &head.to_le_bytes());
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.write(AVAIL + 2, &self.avail_idx.to_le_bytes());
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.kick.write(1).map_err(|e| err("kick", e))
+    }
+
+    /// The used ring's index.
+    pub fn used_idx(&self) -> u16 {
+        let b = self.read(USED + 2, 2);
+        u16::from_le_bytes([b[0], b[1]])
+    }
+
+    /// Used element `n` (counting from 0): descriptor id and length.
+    pub fn used_elem(&self, n: u16) -> (u32, u32) {
+        let at = USED + 4 + u64::from(n % QUEUE_SIZE) * 8;
+        let b = self.read(at, 8);
+        (
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        )
+    }
+
+    /// Waits until the used index reaches `idx`.
+    pub fn wait_used(&self, idx: u16, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.used_idx() != idx {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("used index {idx} (at {})", self.used_idx()),
+                    timeout,
+                    context: String::new(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// The frontend, for further protocol messages.
+    pub fn frontend(&mut self) -> &mut Frontend {
+        &mut self.frontend
+    }
+}
+
+impl Drop for RawFrontend {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping created in `connect`, which nothing
+        // uses after this.
+        unsafe {
+            libc::munmap(self.mem.cast(), MEM_SIZE as usize);
+        }
+    }
+}

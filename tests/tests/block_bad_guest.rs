@@ -1,0 +1,264 @@
+//! A misbehaving guest (a raw vhost-user frontend writing whatever
+//! descriptors it likes) against one export of sfera-blockd, while libblkio
+//! uses another export of the same daemon: every bad request completes with
+//! an error status (or is returned untouched when it has no place for one),
+//! is counted per reason, and neither the daemon nor the other volume
+//! notices.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use harness::blkio_client::BlkioClient;
+use harness::daemons::blockd::BlockdDaemon;
+use harness::http::call;
+use harness::raw_frontend::{Desc, F_NEXT, F_WRITE, RawFrontend};
+use harness::testdir::TestDir;
+
+const MIB: u64 = 1 << 20;
+const VOLUME: u64 = 4 * MIB;
+const HEADER: u64 = 0x4000;
+const DATA: u64 = 0x5000;
+const STATUS: u64 = 0x8000;
+const S_OK: u8 = 0;
+const S_IOERR: u8 = 1;
+const S_UNSUPP: u8 = 2;
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+
+fn header(kind: u32, sector: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(&kind.to_le_bytes());
+    h[8..16].copy_from_slice(&sector.to_le_bytes());
+    h
+}
+
+/// Submits header + data + status as descriptors 0, 1, 2 and returns the
+/// status byte and used length.
+fn request(f: &mut RawFrontend, kind: u32, sector: u64, data: Desc) -> Result<(u8, u32)> {
+    f.write(HEADER, &header(kind, sector));
+    f.write(STATUS, &[0xff]);
+    f.set_desc(
+        0,
+        Desc {
+            addr: HEADER,
+            len: 16,
+            flags: F_NEXT,
+            next: 1,
+        },
+    );
+    f.set_desc(
+        1,
+        Desc {
+            flags: data.flags | F_NEXT,
+            next: 2,
+            ..data
+        },
+    );
+    f.set_desc(
+        2,
+        Desc {
+            addr: STATUS,
+            len: 1,
+            flags: F_WRITE,
+            next: 0,
+        },
+    );
+    let target = f.used_idx().wrapping_add(1);
+    f.offer(0)?;
+    f.wait_used(target, Duration::from_secs(10))?;
+    let (id, len) = f.used_elem(target.wrapping_sub(1));
+    ensure!(id == 0, "used id {id}");
+    Ok((f.read(STATUS, 1)[0], len))
+}
+
+#[test]
+fn bad_requests_fail_alone_and_are_counted() -> Result<()> {
+    let dir = TestDir::new("blk-bad-guest")?;
+    let store = dir.subdir("store")?;
+    let mut d = BlockdDaemon::start(&dir)?;
+    let post = |path: &str, body: &str| -> Result<()> {
+        let a = call(d.api(), "POST", path, Some(body))?;
+        ensure!(a.status == 201, "POST {path}: {} {}", a.status, a.body);
+        Ok(())
+    };
+    post(
+        "/v1/datastores",
+        &format!(r#"{{"name":"local","path":"{}"}}"#, store.display()),
+    )?;
+    for v in ["bad", "good"] {
+        post(
+            "/v1/datastores/local/volumes",
+            &format!(r#"{{"name":"{v}","size":{VOLUME}}}"#),
+        )?;
+        post(
+            "/v1/exports",
+            &format!(r#"{{"id":"{v}","datastore":"local","volume":"{v}"}}"#),
+        )?;
+    }
+    let mut good = BlkioClient::vhost_user(&d.export_socket("good"), 1, MIB as usize)?;
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 253) as u8).collect();
+    good.write(0, 0, &pattern)?;
+
+    let mut f = RawFrontend::connect(&d.export_socket("bad"))?;
+    let data_in = Desc {
+        addr: DATA,
+        len: 4096,
+        flags: F_WRITE,
+        next: 0,
+    };
+
+    // A valid read first: the queue works.
+    ensure!(
+        request(&mut f, T_IN, 0, data_in)? == (S_OK, 4097),
+        "valid read"
+    );
+    // Past the end of the disk.
+    ensure!(
+        request(&mut f, T_IN, VOLUME / 512, data_in)?.0 == S_IOERR,
+        "out of range"
+    );
+    ensure!(
+        request(&mut f, T_IN, u64::MAX / 256, data_in)?.0 == S_IOERR,
+        "sector overflow"
+    );
+    // An unknown request type.
+    ensure!(
+        request(&mut f, 99, 0, data_in)?.0 == S_UNSUPP,
+        "unknown type"
+    );
+    // A data buffer outside guest memory.
+    let outside = Desc {
+        addr: 64 << 30,
+        len: 4096,
+        flags: F_WRITE,
+        next: 0,
+    };
+    ensure!(
+        request(&mut f, T_IN, 0, outside)?.0 == S_IOERR,
+        "buffer outside memory"
+    );
+    // A transfer larger than the device advertised.
+    let huge = Desc {
+        addr: DATA,
+        len: !511,
+        flags: 0,
+        next: 0,
+    };
+    ensure!(
+        request(&mut f, T_OUT, 0, huge)?.0 == S_IOERR,
+        "oversize write"
+    );
+    // A length that is not whole sectors.
+    let odd = Desc {
+        addr: DATA,
+        len: 1000,
+        flags: F_WRITE,
+        next: 0,
+    };
+    ensure!(
+        request(&mut f, T_IN, 0, odd)?.0 == S_IOERR,
+        "unaligned length"
+    );
+
+    // Readable data after the writable status: no status may be written,
+    // the chain comes back with nothing written.
+    f.write(STATUS, &[0xff]);
+    f.set_desc(
+        0,
+        Desc {
+            addr: HEADER,
+            len: 16,
+            flags: F_NEXT,
+            next: 1,
+        },
+    );
+    f.set_desc(
+        1,
+        Desc {
+            addr: STATUS,
+            len: 1,
+            flags: F_WRITE | F_NEXT,
+            next: 2,
+        },
+    );
+    f.set_desc(
+        2,
+        Desc {
+            addr: DATA,
+            len: 512,
+            flags: 0,
+            next: 0,
+        },
+    );
+    let target = f.used_idx().wrapping_add(1);
+    f.offer(0)?;
+    f.wait_used(target, Duration::from_secs(10))?;
+    ensure!(
+        f.used_elem(target.wrapping_sub(1)) == (0, 0),
+        "malformed chain returned with a length"
+    );
+    ensure!(
+        f.read(STATUS, 1)[0] == 0xff,
+        "status written into a malformed chain"
+    );
+
+    // A descriptor loop: the chain ends where the ring's size runs out.
+    f.set_desc(
+        5,
+        Desc {
+            addr: HEADER,
+            len: 16,
+            flags: F_NEXT,
+            next: 5,
+        },
+    );
+    let target = f.used_idx().wrapping_add(1);
+    f.offer(5)?;
+    f.wait_used(target, Duration::from_secs(10))?;
+
+    // After all that, the queue still serves valid requests, and reads what
+    // a valid write stored.
+    f.write(DATA, &pattern);
+    let data_out = Desc {
+        addr: DATA,
+        len: 4096,
+        flags: 0,
+        next: 0,
+    };
+    ensure!(
+        request(&mut f, T_OUT, 8, data_out)?.0 == S_OK,
+        "valid write after bad ones"
+    );
+    f.write(DATA, &[0u8; 4096]);
+    ensure!(
+        request(&mut f, T_IN, 8, data_in)?.0 == S_OK,
+        "valid read after bad ones"
+    );
+    ensure!(f.read(DATA, 4096) == pattern, "data read back");
+
+    // The other export never noticed; the daemon is up.
+    ensure!(good.read(0, 0, 4096)? == pattern, "the other volume");
+    let stats = call(d.api(), "GET", "/v1/exports/bad", None)?.json()?;
+    let refused = &stats["stats"]["refused"];
+    for (reason, at_least) in [
+        ("out_of_range", 2),
+        ("unsupported", 1),
+        ("outside_memory", 1),
+        ("too_large", 1),
+        ("unaligned", 1),
+        ("malformed_chain", 2),
+    ] {
+        ensure!(
+            refused[reason].as_u64() >= Some(at_least),
+            "{reason}: {refused}"
+        );
+    }
+    let good_stats = call(d.api(), "GET", "/v1/exports/good", None)?.json()?;
+    let total: u64 = good_stats["stats"]["refused"]
+        .as_object()
+        .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
+        .unwrap_or(u64::MAX);
+    ensure!(total == 0, "the good export counted refusals: {good_stats}");
+    d.ensure_running()?;
+    Ok(())
+}

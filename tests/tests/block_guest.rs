@@ -81,6 +81,9 @@ fn fio_verify_whole_disk_on_two_queues() -> Result<()> {
     let mut guest = Guest::boot(&dir, &image, &config)?;
     let queues = guest.run_ok("ls /sys/block/vda/mq | wc -l", SHORT)?;
     ensure!(queues.trim() == "2", "guest uses {} queues", queues.trim());
+    // The guest's driver reads the serial number with GET_ID.
+    let serial = guest.run_ok("cat /sys/block/vda/serial", SHORT)?;
+    ensure!(serial.trim() == "vda", "serial {serial:?}");
     // Two jobs, one per CPU and so one per queue, each over its half of the
     // whole disk.
     let out = guest.run_ok(

@@ -252,6 +252,13 @@ impl QueueWorker {
             tracing::error!("io_uring submission failed: {e}");
         }
         self.complete_immediate(&mut state);
+        drop(state);
+        // Operations the kernel finished during submission (page-cache
+        // hits, memory-backed files) complete in this same round, without
+        // waiting for the eventfd to come round through epoll.
+        if self.ring.has_completions() {
+            self.process_completions();
+        }
     }
 
     /// Starts one request: parses it, then submits its I/O or queues an

@@ -1,10 +1,11 @@
 //! The block and switch backends a test runs against, chosen by one
 //! argument: the peers and Sfera's own daemons run the same tests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::Result;
 use crate::daemons::blockd::Blockd;
+use crate::daemons::vswitchd::Vswitchd;
 use crate::guest::{Nic, SocketRole};
 use crate::hugepages::Hugepages;
 use crate::peers::ovs::{OvsDpdk, OvsOptions};
@@ -76,6 +77,8 @@ impl BlockBackend {
 pub enum SwitchBackendKind {
     /// Open vSwitch with DPDK.
     OvsDpdk,
+    /// Sfera's `sfera-vswitchd`.
+    SferaVswitchd,
 }
 
 /// A running virtual switch with one bridge that NICs attach to.
@@ -87,6 +90,7 @@ pub enum SwitchBackend {
         bridge: String,
         hugepages: Hugepages,
     },
+    SferaVswitchd(Vswitchd),
 }
 
 impl SwitchBackend {
@@ -107,6 +111,9 @@ impl SwitchBackend {
                     hugepages,
                 })
             }
+            SwitchBackendKind::SferaVswitchd => {
+                Ok(SwitchBackend::SferaVswitchd(Vswitchd::new(dir)))
+            }
         }
     }
 
@@ -119,6 +126,11 @@ impl SwitchBackend {
                 let socket = dir.join(format!("{port}.vhu.sock"));
                 ovs.add_vhost_user_client_port(bridge, port, &socket)?;
                 Ok(Nic::new(socket, SocketRole::Server, id))
+            }
+            SwitchBackend::SferaVswitchd(vswitchd) => {
+                let nic = Nic::new(PathBuf::new(), SocketRole::Client, id);
+                let socket = vswitchd.add_port(port, &nic.mac, "default")?;
+                Ok(Nic { socket, ..nic })
             }
         }
     }
@@ -137,6 +149,10 @@ impl SwitchBackend {
                     mac: None,
                 })
             }
+            SwitchBackend::SferaVswitchd(_) => Err(crate::Error::MissingTool {
+                tool: "a testpmd port on sfera-vswitchd".to_owned(),
+                package: "sfera-vswitchd client-mode ports (issue #4)".to_owned(),
+            }),
         }
     }
 
@@ -144,6 +160,7 @@ impl SwitchBackend {
     pub fn ensure_running(&mut self) -> Result<()> {
         match self {
             SwitchBackend::OvsDpdk { ovs, .. } => ovs.ensure_running(),
+            SwitchBackend::SferaVswitchd(vswitchd) => vswitchd.ensure_running(),
         }
     }
 }

@@ -3,9 +3,9 @@
 //! split virtqueue in shared memory, through the `vhost` crate's frontend
 //! (the same protocol code a VMM uses).
 //!
-//! Memory: one memfd region at guest address 0; the descriptor table at
-//! 0x0, the available ring at 0x1000, the used ring at 0x2000; the rest is
-//! for request buffers.
+//! Memory: one memfd region at guest address 0; queue `q` has its
+//! descriptor table at `q * 0x3000`, its available ring 0x1000 and its used
+//! ring 0x2000 after that; from 0x10000 on, the memory is for buffers.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -48,20 +48,31 @@ fn err(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A connected frontend with one queue.
-pub struct RawFrontend {
-    frontend: Frontend,
-    mem: *mut u8,
-    _memfd: OwnedFd,
+/// Where buffers may start (after the rings of up to four queues).
+pub const BUFFERS: u64 = 0x1_0000;
+
+struct QueueState {
     kick: EventFd,
     _call: EventFd,
     avail_idx: u16,
 }
 
+fn ring_base(queue: usize) -> u64 {
+    queue as u64 * 0x3000
+}
+
+/// A connected frontend with its queues.
+pub struct RawFrontend {
+    frontend: Frontend,
+    mem: *mut u8,
+    _memfd: OwnedFd,
+    queues: Vec<QueueState>,
+}
+
 impl std::fmt::Debug for RawFrontend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawFrontend")
-            .field("avail_idx", &self.avail_idx)
+            .field("queues", &self.queues.len())
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +81,13 @@ impl RawFrontend {
     /// Connects to a vhost-user-blk backend on `socket`, shares the memory
     /// and starts queue 0 (no EVENT_IDX, no indirect descriptors).
     pub fn connect(socket: &Path) -> Result<Self> {
+        Self::connect_queues(socket, 1, 1 << 32)
+    }
+
+    /// Connects, acks `features` (and the protocol-features bit when the
+    /// backend offers it) and starts queues `0..num_queues` (at most 4).
+    pub fn connect_queues(socket: &Path, num_queues: usize, features: u64) -> Result<Self> {
+        assert!((1..=4).contains(&num_queues), "1 to 4 queues");
         // SAFETY: memfd_create with a NUL-terminated name; the result is
         // checked and owned below.
         let fd = unsafe { libc::memfd_create(c"sfera-raw-frontend".as_ptr(), libc::MFD_CLOEXEC) };
@@ -99,25 +117,27 @@ impl RawFrontend {
             return Err(err("mmap", std::io::Error::last_os_error()));
         }
         let mem = mem.cast::<u8>();
-        let kick = EventFd::new(0).map_err(|e| err("eventfd", e))?;
-        let call = EventFd::new(0).map_err(|e| err("eventfd", e))?;
-        let mut frontend = Frontend::connect(socket, 1).map_err(|e| err("connect", e))?;
+        let mut frontend =
+            Frontend::connect(socket, num_queues as u64).map_err(|e| err("connect", e))?;
         frontend.set_owner().map_err(|e| err("SET_OWNER", e))?;
-        let features = frontend
+        let offered = frontend
             .get_features()
             .map_err(|e| err("GET_FEATURES", e))?;
-        let wanted = (1u64 << 32) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        let protocol_bit = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        let has_protocol = offered & protocol_bit != 0;
         frontend
-            .set_features(features & wanted)
+            .set_features(offered & (features | protocol_bit))
             .map_err(|e| err("SET_FEATURES", e))?;
-        let protocol = frontend
-            .get_protocol_features()
-            .map_err(|e| err("GET_PROTOCOL_FEATURES", e))?;
-        frontend
-            .set_protocol_features(
-                protocol & (VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ),
-            )
-            .map_err(|e| err("SET_PROTOCOL_FEATURES", e))?;
+        if has_protocol {
+            let protocol = frontend
+                .get_protocol_features()
+                .map_err(|e| err("GET_PROTOCOL_FEATURES", e))?;
+            frontend
+                .set_protocol_features(
+                    protocol & (VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ),
+                )
+                .map_err(|e| err("SET_PROTOCOL_FEATURES", e))?;
+        }
         let region = VhostUserMemoryRegionInfo {
             guest_phys_addr: 0,
             memory_size: MEM_SIZE,
@@ -129,42 +149,53 @@ impl RawFrontend {
             .set_mem_table(&[region])
             .map_err(|e| err("SET_MEM_TABLE", e))?;
         let base = mem as u64;
-        frontend
-            .set_vring_num(0, QUEUE_SIZE)
-            .map_err(|e| err("SET_VRING_NUM", e))?;
-        frontend
-            .set_vring_addr(
-                0,
-                &VringConfigData {
-                    queue_max_size: QUEUE_SIZE,
-                    queue_size: QUEUE_SIZE,
-                    flags: 0,
-                    desc_table_addr: base + DESC,
-                    used_ring_addr: base + USED,
-                    avail_ring_addr: base + AVAIL,
-                    log_addr: None,
-                },
-            )
-            .map_err(|e| err("SET_VRING_ADDR", e))?;
-        frontend
-            .set_vring_base(0, 0)
-            .map_err(|e| err("SET_VRING_BASE", e))?;
-        frontend
-            .set_vring_call(0, &call)
-            .map_err(|e| err("SET_VRING_CALL", e))?;
-        frontend
-            .set_vring_kick(0, &kick)
-            .map_err(|e| err("SET_VRING_KICK", e))?;
-        frontend
-            .set_vring_enable(0, true)
-            .map_err(|e| err("SET_VRING_ENABLE", e))?;
+        let mut queues = Vec::new();
+        for q in 0..num_queues {
+            let kick = EventFd::new(0).map_err(|e| err("eventfd", e))?;
+            let call = EventFd::new(0).map_err(|e| err("eventfd", e))?;
+            let rings = base + ring_base(q);
+            frontend
+                .set_vring_num(q, QUEUE_SIZE)
+                .map_err(|e| err("SET_VRING_NUM", e))?;
+            frontend
+                .set_vring_addr(
+                    q,
+                    &VringConfigData {
+                        queue_max_size: QUEUE_SIZE,
+                        queue_size: QUEUE_SIZE,
+                        flags: 0,
+                        desc_table_addr: rings + DESC,
+                        used_ring_addr: rings + USED,
+                        avail_ring_addr: rings + AVAIL,
+                        log_addr: None,
+                    },
+                )
+                .map_err(|e| err("SET_VRING_ADDR", e))?;
+            frontend
+                .set_vring_base(q, 0)
+                .map_err(|e| err("SET_VRING_BASE", e))?;
+            frontend
+                .set_vring_call(q, &call)
+                .map_err(|e| err("SET_VRING_CALL", e))?;
+            frontend
+                .set_vring_kick(q, &kick)
+                .map_err(|e| err("SET_VRING_KICK", e))?;
+            if has_protocol {
+                frontend
+                    .set_vring_enable(q, true)
+                    .map_err(|e| err("SET_VRING_ENABLE", e))?;
+            }
+            queues.push(QueueState {
+                kick,
+                _call: call,
+                avail_idx: 0,
+            });
+        }
         Ok(RawFrontend {
             frontend,
             mem,
             _memfd: memfd,
-            kick,
-            _call: call,
-            avail_idx: 0,
+            queues,
         })
     }
 
@@ -192,36 +223,61 @@ impl RawFrontend {
         out
     }
 
-    /// Writes descriptor `index`.
+    /// Writes descriptor `index` of queue 0.
     pub fn set_desc(&mut self, index: u16, d: Desc) {
+        self.set_desc_q(0, index, d);
+    }
+
+    /// Writes descriptor `index` of queue `q`.
+    pub fn set_desc_q(&mut self, q: usize, index: u16, d: Desc) {
         let mut b = [0u8; 16];
         b[0..8].copy_from_slice(&d.addr.to_le_bytes());
         b[8..12].copy_from_slice(&d.len.to_le_bytes());
         b[12..14].copy_from_slice(&d.flags.to_le_bytes());
         b[14..16].copy_from_slice(&d.next.to_le_bytes());
-        self.write(DESC + u64::from(index) * 16, &b);
+        self.write(ring_base(q) + DESC + u64::from(index) * 16, &b);
     }
 
-    /// Offers the chain starting at `head` and kicks the backend.
+    /// Offers the chain starting at `head` on queue 0 and kicks.
     pub fn offer(&mut self, head: u16) -> Result<()> {
-        let slot = self.avail_idx % QUEUE_SIZE;
-        self.write(AVAIL + 4 + u64::from(slot) * 2, &head.to_le_bytes());
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        self.write(AVAIL + 2, &self.avail_idx.to_le_bytes());
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        self.kick.write(1).map_err(|e| err("kick", e))
+        self.offer_q(0, head)
     }
 
-    /// The used ring's index.
+    /// Offers the chain starting at `head` on queue `q` and kicks.
+    pub fn offer_q(&mut self, q: usize, head: u16) -> Result<()> {
+        let avail = ring_base(q) + AVAIL;
+        let idx = self.queues[q].avail_idx;
+        self.write(
+            avail + 4 + u64::from(idx % QUEUE_SIZE) * 2,
+            &head.to_le_bytes(),
+        );
+        let idx = idx.wrapping_add(1);
+        self.queues[q].avail_idx = idx;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.write(avail + 2, &idx.to_le_bytes());
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.queues[q].kick.write(1).map_err(|e| err("kick", e))
+    }
+
+    /// Queue 0's used index.
     pub fn used_idx(&self) -> u16 {
-        let b = self.read(USED + 2, 2);
+        self.used_idx_q(0)
+    }
+
+    /// Queue `q`'s used index.
+    pub fn used_idx_q(&self, q: usize) -> u16 {
+        let b = self.read(ring_base(q) + USED + 2, 2);
         u16::from_le_bytes([b[0], b[1]])
     }
 
-    /// Used element `n` (counting from 0): descriptor id and length.
+    /// Used element `n` of queue 0: descriptor id and length.
     pub fn used_elem(&self, n: u16) -> (u32, u32) {
-        let at = USED + 4 + u64::from(n % QUEUE_SIZE) * 8;
+        self.used_elem_q(0, n)
+    }
+
+    /// Used element `n` (counting from 0) of queue `q`.
+    pub fn used_elem_q(&self, q: usize, n: u16) -> (u32, u32) {
+        let at = ring_base(q) + USED + 4 + u64::from(n % QUEUE_SIZE) * 8;
         let b = self.read(at, 8);
         (
             u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -229,13 +285,18 @@ impl RawFrontend {
         )
     }
 
-    /// Waits until the used index reaches `idx`.
+    /// Waits until queue 0's used index reaches `idx`.
     pub fn wait_used(&self, idx: u16, timeout: Duration) -> Result<()> {
+        self.wait_used_q(0, idx, timeout)
+    }
+
+    /// Waits until queue `q`'s used index reaches `idx`.
+    pub fn wait_used_q(&self, q: usize, idx: u16, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        while self.used_idx() != idx {
+        while self.used_idx_q(q) != idx {
             if Instant::now() > deadline {
                 return Err(Error::Timeout {
-                    what: format!("used index {idx} (at {})", self.used_idx()),
+                    what: format!("used index {idx} (at {})", self.used_idx_q(q)),
                     timeout,
                     context: String::new(),
                 });

@@ -5,6 +5,9 @@
 //! ([`fdb`]) and port group policy ([`policy`]). The vhost-user-net ports,
 //! the forwarding worker, uplinks and the control API come next (issue #4).
 
+pub mod config;
 pub mod fdb;
 pub mod frame;
 pub mod policy;
+pub mod port;
+pub mod switch;

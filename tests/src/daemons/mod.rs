@@ -1,6 +1,7 @@
 //! Sfera's own daemons, started from the workspace's build output.
 
 pub mod blockd;
+pub mod vswitchd;
 
 use std::path::PathBuf;
 

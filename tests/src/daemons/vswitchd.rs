@@ -1,0 +1,88 @@
+//! `sfera-vswitchd` with a configuration file the harness writes.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::Process;
+use crate::testdir::TestDir;
+use crate::wait::wait_until;
+use crate::{Error, Result};
+
+/// A switch whose ports are added before guests connect (each addition
+/// restarts the daemon on the new configuration).
+#[derive(Debug)]
+pub struct Vswitchd {
+    dir: PathBuf,
+    port_groups: Vec<serde_json::Value>,
+    ports: Vec<serde_json::Value>,
+    sockets: Vec<PathBuf>,
+    process: Option<Process>,
+}
+
+impl Vswitchd {
+    /// A switch with one port group, `default`, without VLANs.
+    pub fn new(dir: &TestDir) -> Self {
+        Vswitchd {
+            dir: dir.path().to_owned(),
+            port_groups: vec![serde_json::json!({ "name": "default", "vlan": { "mode": "none" } })],
+            ports: Vec::new(),
+            sockets: Vec::new(),
+            process: None,
+        }
+    }
+
+    /// Adds a port group (`vlan` as the daemon's JSON, e.g.
+    /// `{"mode":"access","id":10}`).
+    pub fn add_port_group(&mut self, name: &str, vlan: serde_json::Value) {
+        self.port_groups
+            .push(serde_json::json!({ "name": name, "vlan": vlan }));
+    }
+
+    /// Adds a server-mode port and (re)starts the daemon; returns the
+    /// port's socket.
+    pub fn add_port(&mut self, name: &str, mac: &str, port_group: &str) -> Result<PathBuf> {
+        let socket = self.dir.join(format!("{name}.vsw.sock"));
+        self.ports.push(serde_json::json!({
+            "name": name, "socket": socket, "mac": mac, "port_group": port_group,
+        }));
+        self.sockets.push(socket.clone());
+        self.restart()?;
+        Ok(socket)
+    }
+
+    fn restart(&mut self) -> Result<()> {
+        self.process = None;
+        for s in &self.sockets {
+            let _ = std::fs::remove_file(s);
+        }
+        let config = self.dir.join("vswitchd.json");
+        let text =
+            serde_json::json!({ "port_groups": self.port_groups, "ports": self.ports }).to_string();
+        std::fs::write(&config, text)
+            .map_err(|e| Error::io("Cannot write switch config", &config, e))?;
+        let mut command = Command::new(super::binary("sfera-vswitchd")?);
+        command.arg("--config").arg(&config).env("RUST_LOG", "info");
+        let mut process =
+            Process::spawn("sfera-vswitchd", command, &self.dir.join("vswitchd.log"))?;
+        let sockets = self.sockets.clone();
+        wait_until(
+            "sfera-vswitchd's port sockets",
+            Duration::from_secs(30),
+            || {
+                process.ensure_running()?;
+                Ok(sockets.iter().all(|s| s.exists()).then_some(()))
+            },
+        )?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Fails if the daemon has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        match self.process.as_mut() {
+            Some(p) => p.ensure_running(),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! A VM NIC's port: a vhost-user-net device on its own socket.
+
+pub mod device;
+pub(crate) mod rx;
+pub(crate) mod tx;
+
+pub use device::{NetPort, PortError, SocketMode};

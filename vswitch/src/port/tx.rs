@@ -1,0 +1,72 @@
+//! Taking the frames a guest sends off its transmit queue.
+
+use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic};
+
+use super::rx::NET_HDR_LEN;
+use crate::frame::DropReason;
+use crate::switch::{Memory, PortCounters};
+
+/// Largest frame taken from a guest (header excluded).
+const MAX_TX: usize = 65536;
+/// Frames taken per burst.
+pub(crate) const BURST: usize = 32;
+
+/// Takes up to [`BURST`] frames off the transmit queue into `frames` (each
+/// without its virtio-net header), returns their buffers to the guest and
+/// notifies it once. Returns whether more may be waiting.
+pub(crate) fn take_burst(
+    vring: &VringRwLock<GuestMemoryAtomic<Memory>>,
+    mem: &GuestMemoryAtomic<Memory>,
+    counters: &PortCounters,
+    frames: &mut Vec<Vec<u8>>,
+) -> bool {
+    frames.clear();
+    let mem = mem.memory();
+    let mut state = vring.get_mut();
+    let mut taken = 0;
+    while taken < BURST {
+        let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) else {
+            break;
+        };
+        let head = chain.head_index();
+        taken += 1;
+        let mut frame = Vec::with_capacity(2048);
+        let mut skip = NET_HDR_LEN;
+        let mut bad = false;
+        for desc in chain {
+            if desc.is_write_only() {
+                bad = true;
+                break;
+            }
+            let len = desc.len() as usize;
+            let from = skip.min(len);
+            skip -= from;
+            let body = len - from;
+            if frame.len() + body > MAX_TX {
+                bad = true;
+                break;
+            }
+            let at = frame.len();
+            frame.resize(at + body, 0);
+            let addr = vm_memory::GuestAddress(desc.addr().0 + from as u64);
+            if mem.read_slice(&mut frame[at..], addr).is_err() {
+                bad = true;
+                break;
+            }
+        }
+        if bad || skip > 0 {
+            counters.drop(DropReason::BadTxChain);
+        } else {
+            frames.push(frame);
+        }
+        if state.add_used(head, 0).is_err() {
+            counters.drop(DropReason::BadTxChain);
+        }
+    }
+    if taken > 0 && state.needs_notification().unwrap_or(true) {
+        let _ = state.signal_used_queue();
+    }
+    taken == BURST
+}

@@ -149,10 +149,20 @@ impl SwitchBackend {
                     mac: None,
                 })
             }
-            SwitchBackend::SferaVswitchd(_) => Err(crate::Error::MissingTool {
-                tool: "a testpmd port on sfera-vswitchd".to_owned(),
-                package: "sfera-vswitchd client-mode ports (issue #4)".to_owned(),
-            }),
+            SwitchBackend::SferaVswitchd(vswitchd) => {
+                // testpmd's default peer addresses are 02:00:00:00:00:0N for
+                // port N; giving the first port ..:01 and the second ..:00
+                // makes each port's tx_first frames address the other.
+                let n = vswitchd.port_count();
+                let mac = format!("02:00:00:00:00:{:02x}", usize::from(n == 0));
+                let socket = vswitchd.add_port(port, &mac, "default")?;
+                Ok(Vdev::VirtioUser {
+                    socket,
+                    queues: 1,
+                    server: false,
+                    mac: Some(mac),
+                })
+            }
         }
     }
 

@@ -191,6 +191,12 @@ impl RawFrontend {
                 avail_idx: 0,
             });
         }
+        // Messages without a reply are not acknowledged: a request with a
+        // reply makes sure the backend has processed all of the above before
+        // the first kick (a kick on a not yet enabled ring is dropped).
+        frontend
+            .get_features()
+            .map_err(|e| err("GET_FEATURES", e))?;
         Ok(RawFrontend {
             frontend,
             mem,

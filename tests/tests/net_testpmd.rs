@@ -44,3 +44,10 @@ fn testpmd_virtio_user_through_ovs_dpdk() {
         .context("testpmd net_virtio_user ports looping frames through OVS-DPDK")
         .unwrap();
 }
+
+#[test]
+fn testpmd_virtio_user_through_sfera_vswitchd() {
+    testpmd_loop(SwitchBackendKind::SferaVswitchd)
+        .context("testpmd net_virtio_user ports looping frames through sfera-vswitchd")
+        .unwrap();
+}

@@ -78,6 +78,11 @@ impl Vswitchd {
         Ok(())
     }
 
+    /// Ports added so far.
+    pub fn port_count(&self) -> usize {
+        self.ports.len()
+    }
+
     /// Fails if the daemon has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         match self.process.as_mut() {

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use vhost::vhost_user::Listener;
-use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
@@ -175,11 +175,7 @@ impl VhostUserBackend for NetPort {
             | (1 << VIRTIO_NET_F_MTU)
             | (1 << VIRTIO_NET_F_STATUS)
             | (1 << VIRTIO_NET_F_MRG_RXBUF)
-        // VHOST_USER_F_PROTOCOL_FEATURES is not offered: QEMU 7.2's
-        // vhost-user-net drops that bit from SET_FEATURES once negotiated
-        // and then sends SET_VRING_ENABLE, which vhost-user-backend refuses
-        // without it. Single-queue ports need no protocol feature; multi-
-        // queue ports (MQ) must solve this first.
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
     fn acked_features(&self, features: u64) {

@@ -19,7 +19,7 @@ TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl dpdk dp
 	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
 	openvswitch-switch-dpdk
 
-.PHONY: help run test deps-run deps-test guest-image build build-release lint bench bench-blk clean
+.PHONY: help run test deps-run deps-test guest-image build build-release lint bench bench-blk bench-net clean
 
 help:
 	@echo "make run    install what is missing, build, and start Sfera (data in $(DATA_DIR))"
@@ -28,6 +28,7 @@ help:
 	@echo "make lint   rustfmt and clippy"
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
+	@echo "make bench-net  sfera-vswitchd vs Open vSwitch with DPDK (testpmd as the VMs)"
 
 deps-run:
 	@appliance/host/install-debs.sh $(RUN_DEBS)
@@ -56,10 +57,13 @@ test: deps-test
 	$(CARGO) nextest run --workspace --locked --profile ci
 
 # Benchmarks run Sfera and its peer in the same run and report the ratio.
-bench: bench-blk
+bench: bench-blk bench-net
 
 bench-blk: deps-test build-release
 	./target/release/sfera-bench-blk
+
+bench-net: deps-test build-release
+	./target/release/sfera-bench-net
 
 clean:
 	$(CARGO) clean

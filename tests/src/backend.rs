@@ -99,10 +99,23 @@ impl SwitchBackend {
 
     /// Starts a switch of `kind` with one bridge.
     pub fn start(kind: SwitchBackendKind, dir: &TestDir) -> Result<Self> {
+        Self::start_on(kind, dir, None)
+    }
+
+    /// Starts a switch whose forwarding runs on CPU `cpu`, busy-polling
+    /// (benchmarks), or shares the CPUs and sleeps when idle (`None`, tests).
+    pub fn start_on(kind: SwitchBackendKind, dir: &TestDir, cpu: Option<usize>) -> Result<Self> {
         match kind {
             SwitchBackendKind::OvsDpdk => {
                 let hugepages = Hugepages::reserve(dir, Self::OVS_HUGEPAGES)?;
-                let mut ovs = OvsDpdk::start(dir, &hugepages, &OvsOptions::default())?;
+                let options = match cpu {
+                    Some(cpu) => OvsOptions {
+                        pmd_cpu_mask: format!("{:#x}", 1u64 << cpu),
+                        pmd_max_sleep_us: 0,
+                    },
+                    None => OvsOptions::default(),
+                };
+                let mut ovs = OvsDpdk::start(dir, &hugepages, &options)?;
                 let bridge = "br0".to_owned();
                 ovs.add_bridge(&bridge)?;
                 Ok(SwitchBackend::OvsDpdk {
@@ -163,6 +176,22 @@ impl SwitchBackend {
                     mac: Some(mac),
                 })
             }
+        }
+    }
+
+    /// The process doing the forwarding (for CPU accounting).
+    pub fn forwarding_pid(&self) -> Option<u32> {
+        match self {
+            SwitchBackend::OvsDpdk { ovs, .. } => Some(ovs.vswitchd_pid()),
+            SwitchBackend::SferaVswitchd(vswitchd) => vswitchd.pid(),
+        }
+    }
+
+    /// Open vSwitch's own statistics command, for OVS backends.
+    pub fn ovs(&mut self) -> Option<&mut OvsDpdk> {
+        match self {
+            SwitchBackend::OvsDpdk { ovs, .. } => Some(ovs),
+            SwitchBackend::SferaVswitchd(_) => None,
         }
     }
 

@@ -18,6 +18,7 @@ pub struct Vswitchd {
     ports: Vec<serde_json::Value>,
     sockets: Vec<PathBuf>,
     process: Option<Process>,
+    cpu: Option<usize>,
 }
 
 impl Vswitchd {
@@ -29,7 +30,18 @@ impl Vswitchd {
             ports: Vec::new(),
             sockets: Vec::new(),
             process: None,
+            cpu: None,
         }
+    }
+
+    /// Runs the daemon on CPU `cpu` only (from its next start).
+    pub fn pin_to(&mut self, cpu: Option<usize>) {
+        self.cpu = cpu;
+    }
+
+    /// The daemon's process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
     }
 
     /// Adds a port group (`vlan` as the daemon's JSON, e.g.
@@ -61,7 +73,15 @@ impl Vswitchd {
             serde_json::json!({ "port_groups": self.port_groups, "ports": self.ports }).to_string();
         std::fs::write(&config, text)
             .map_err(|e| Error::io("Cannot write switch config", &config, e))?;
-        let mut command = Command::new(super::binary("sfera-vswitchd")?);
+        let binary = super::binary("sfera-vswitchd")?;
+        let mut command = match self.cpu {
+            Some(cpu) => {
+                let mut c = Command::new(crate::tools::require("taskset", "util-linux")?);
+                c.arg("-c").arg(cpu.to_string()).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         command.arg("--config").arg(&config).env("RUST_LOG", "info");
         let mut process =
             Process::spawn("sfera-vswitchd", command, &self.dir.join("vswitchd.log"))?;

@@ -194,6 +194,11 @@ impl OvsDpdk {
         Ok(())
     }
 
+    /// ovs-vswitchd's process id.
+    pub fn vswitchd_pid(&self) -> u32 {
+        self.vswitchd.pid()
+    }
+
     /// The namespace the datapath runs in.
     pub fn netns(&self) -> &NetNs {
         &self.netns

@@ -5,7 +5,7 @@
 //! FDB lock and the destination's receive-queue lock per frame; the
 //! poll-mode worker that owns all ports (no lock per frame) replaces it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -65,6 +65,8 @@ pub struct Port {
     pub config: PortConfig,
     pub counters: PortCounters,
     pub(crate) rx: Mutex<Option<RxQueue>>,
+    /// Frames were delivered since the guest was last notified.
+    pending_notify: AtomicBool,
 }
 
 impl std::fmt::Debug for Port {
@@ -106,6 +108,7 @@ impl Switch {
             config,
             counters: PortCounters::default(),
             rx: Mutex::new(None),
+            pending_notify: AtomicBool::new(false),
         });
         let mut ports = self
             .ports
@@ -126,9 +129,30 @@ impl Switch {
             .clone()
     }
 
-    /// Forwards one frame sent by the guest on port `from`.
-    pub fn forward(&self, from: PortId, frame_bytes: &[u8]) {
-        let ports = self.ports();
+    /// Forwards a burst of frames sent by the guest on port `from`, then
+    /// notifies each destination guest once.
+    pub fn forward_burst<'a>(&self, from: PortId, frames: impl IntoIterator<Item = &'a [u8]>) {
+        let ports = self
+            .ports
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for frame_bytes in frames {
+            self.forward_one(&ports, from, frame_bytes);
+        }
+        for port in ports.iter() {
+            if port.pending_notify.swap(false, Ordering::AcqRel)
+                && let Some(rx) = port
+                    .rx
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+            {
+                rx::notify(rx);
+            }
+        }
+    }
+
+    fn forward_one(&self, ports: &[Arc<Port>], from: PortId, frame_bytes: &[u8]) {
         let Some(src_port) = ports.get(from as usize) else {
             return;
         };

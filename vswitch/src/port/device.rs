@@ -4,7 +4,7 @@
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use vhost::vhost_user::Listener;
@@ -54,6 +54,9 @@ struct Inner {
     mem: RwLock<GuestMemoryAtomic<Memory>>,
     event_idx: AtomicBool,
     mergeable: AtomicBool,
+    /// Transmit buffers, reused from burst to burst (only the port's own
+    /// thread takes this lock).
+    batch: Mutex<tx::Batch>,
 }
 
 /// A port's vhost-user-net device.
@@ -82,6 +85,7 @@ impl NetPort {
                 mem: RwLock::new(GuestMemoryAtomic::new(GuestMemoryMmap::new())),
                 event_idx: AtomicBool::new(false),
                 mergeable: AtomicBool::new(false),
+                batch: Mutex::new(tx::Batch::default()),
             }),
         }
     }
@@ -270,12 +274,16 @@ impl VhostUserBackend for NetPort {
                     }));
                 }
                 let mem = self.mem();
-                let mut frames = Vec::with_capacity(tx::BURST);
+                let mut batch = self
+                    .inner
+                    .batch
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 loop {
-                    let more = tx::take_burst(vring, &mem, &self.inner.port.counters, &mut frames);
-                    for frame in &frames {
-                        self.inner.switch.forward(self.inner.id, frame);
-                    }
+                    let more = tx::take_burst(vring, &mem, &self.inner.port.counters, &mut batch);
+                    self.inner
+                        .switch
+                        .forward_burst(self.inner.id, batch.frames());
                     if !more {
                         break;
                     }

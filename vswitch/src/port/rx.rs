@@ -48,8 +48,10 @@ fn write_to_guest(rx: &RxQueue, packet: &mut [u8]) -> Result<(), DropReason> {
         return Err(DropReason::NoRxBuffer);
     }
     let start = queue.next_avail();
-    // Chains taken: (head, bytes written).
-    let mut used: Vec<(u16, u32)> = Vec::with_capacity(4);
+    // Chains taken: (head, bytes written); a 64 KiB frame in 4 KiB buffers
+    // needs at most 17.
+    let mut used = [(0u16, 0u32); 32];
+    let mut count = 0usize;
     let mut written = 0usize;
     let mut first_header_addr = None;
     while written < packet.len() {
@@ -85,7 +87,12 @@ fn write_to_guest(rx: &RxQueue, packet: &mut [u8]) -> Result<(), DropReason> {
             written += n;
             in_chain += n;
         }
-        used.push((head, u32::try_from(in_chain).unwrap_or(u32::MAX)));
+        if count == used.len() {
+            queue.set_next_avail(start);
+            return Err(DropReason::BadRxBuffer);
+        }
+        used[count] = (head, u32::try_from(in_chain).unwrap_or(u32::MAX));
+        count += 1;
         if !rx.mergeable && written < packet.len() {
             queue.set_next_avail(start);
             return Err(DropReason::BadRxBuffer);
@@ -93,20 +100,26 @@ fn write_to_guest(rx: &RxQueue, packet: &mut [u8]) -> Result<(), DropReason> {
     }
     // The header says how many buffers the frame spans.
     if let Some(addr) = first_header_addr {
-        let count = u16::try_from(used.len()).unwrap_or(u16::MAX);
+        let buffers = u16::try_from(count).unwrap_or(u16::MAX);
         let at = GuestAddress(addr.0 + NUM_BUFFERS as u64);
-        if mem.write_obj(count.to_le(), at).is_err() {
+        if mem.write_obj(buffers.to_le(), at).is_err() {
             queue.set_next_avail(start);
             return Err(DropReason::BadRxBuffer);
         }
     }
-    for (head, len) in used {
+    for &(head, len) in &used[..count] {
         if state.add_used(head, len).is_err() {
             return Err(DropReason::BadRxBuffer);
         }
     }
+    // The guest is notified once per burst, by the caller (`notify`).
+    Ok(())
+}
+
+/// Signals the guest if its notification rules ask for it.
+pub(crate) fn notify(rx: &RxQueue) {
+    let mut state = rx.vring.get_mut();
     if state.needs_notification().unwrap_or(true) {
         let _ = state.signal_used_queue();
     }
-    Ok(())
 }

@@ -13,16 +13,39 @@ const MAX_TX: usize = 65536;
 /// Frames taken per burst.
 pub(crate) const BURST: usize = 32;
 
-/// Takes up to [`BURST`] frames off the transmit queue into `frames` (each
+/// Frames of one burst, in buffers reused from burst to burst.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl Batch {
+    /// The frames taken.
+    pub(crate) fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.bufs[..self.len].iter().map(Vec::as_slice)
+    }
+
+    fn next_buf(&mut self) -> &mut Vec<u8> {
+        if self.len == self.bufs.len() {
+            self.bufs.push(Vec::with_capacity(2048));
+        }
+        let buf = &mut self.bufs[self.len];
+        buf.clear();
+        buf
+    }
+}
+
+/// Takes up to [`BURST`] frames off the transmit queue into `batch` (each
 /// without its virtio-net header), returns their buffers to the guest and
 /// notifies it once. Returns whether more may be waiting.
 pub(crate) fn take_burst(
     vring: &VringRwLock<GuestMemoryAtomic<Memory>>,
     mem: &GuestMemoryAtomic<Memory>,
     counters: &PortCounters,
-    frames: &mut Vec<Vec<u8>>,
+    batch: &mut Batch,
 ) -> bool {
-    frames.clear();
+    batch.len = 0;
     let mem = mem.memory();
     let mut state = vring.get_mut();
     let mut taken = 0;
@@ -32,7 +55,7 @@ pub(crate) fn take_burst(
         };
         let head = chain.head_index();
         taken += 1;
-        let mut frame = Vec::with_capacity(2048);
+        let frame = batch.next_buf();
         let mut skip = NET_HDR_LEN;
         let mut bad = false;
         for desc in chain {
@@ -59,7 +82,7 @@ pub(crate) fn take_burst(
         if bad || skip > 0 {
             counters.drop(DropReason::BadTxChain);
         } else {
-            frames.push(frame);
+            batch.len += 1;
         }
         if state.add_used(head, 0).is_err() {
             counters.drop(DropReason::BadTxChain);

@@ -51,3 +51,10 @@ fn guests_ping_through_ovs_dpdk() {
         .context("two guests pinging through Open vSwitch with DPDK")
         .unwrap();
 }
+
+#[test]
+fn guests_ping_through_sfera_vswitchd() {
+    ping_between_guests(SwitchBackendKind::SferaVswitchd)
+        .context("two guests pinging through sfera-vswitchd")
+        .unwrap();
+}

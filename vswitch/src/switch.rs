@@ -230,13 +230,14 @@ impl Switch {
         let rx = port
             .rx
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let Some(rx) = rx else {
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(rx) = rx.as_ref() else {
             return port.counters.drop(DropReason::NoRxBuffer);
         };
-        match rx::deliver(&rx, frame_bytes, edit) {
+        match rx::deliver(rx, frame_bytes, edit) {
             Ok(len) => {
+                // The guest is notified once, at the end of the burst.
+                port.pending_notify.store(true, Ordering::Release);
                 port.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
                 port.counters
                     .rx_bytes

@@ -82,7 +82,10 @@ impl Vswitchd {
             }
             None => Command::new(binary),
         };
-        command.arg("--config").arg(&config).env("RUST_LOG", "info");
+        command.arg("--config").arg(&config).env(
+            "RUST_LOG",
+            std::env::var("SFERA_VSWITCHD_LOG").unwrap_or_else(|_| "info".to_owned()),
+        );
         let mut process =
             Process::spawn("sfera-vswitchd", command, &self.dir.join("vswitchd.log"))?;
         let sockets = self.sockets.clone();

@@ -1,7 +1,7 @@
 //! The vhost-user-net device of one port: feature negotiation, config
 //! space (MAC, link status, MTU), and the events of its two queues.
 
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use vhost::vhost_user::Listener;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
@@ -22,7 +22,7 @@ use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
-use super::tx;
+use super::{qemu_compat, tx};
 use crate::fdb::PortId;
 use crate::switch::{Memory, Port, RxQueue, Switch};
 
@@ -109,7 +109,9 @@ impl NetPort {
 
     /// Serves the port on `socket` until `stop` is set: as a server,
     /// frontends one after another; as a client, connecting and
-    /// reconnecting every second.
+    /// reconnecting every second. Each connection goes through the
+    /// [`qemu_compat`] relay to the request handler, which listens on a
+    /// private socket beside `socket`.
     pub fn serve(
         &self,
         socket: &Path,
@@ -120,11 +122,37 @@ impl NetPort {
             socket: socket.to_owned(),
             message: e.to_string(),
         };
-        let mut listener = match mode {
-            SocketMode::Server => Some(Listener::new(socket, true).map_err(|e| err(&e))?),
+        let handler_path = PathBuf::from(format!("{}.handler", socket.display()));
+        let mut handler_listener = Listener::new(&handler_path, true).map_err(|e| err(&e))?;
+        let public = match mode {
+            SocketMode::Server => {
+                let _ = std::fs::remove_file(socket);
+                Some(UnixListener::bind(socket).map_err(|e| err(&e))?)
+            }
             SocketMode::Client => None,
         };
         while !stop.load(Ordering::Acquire) {
+            let vmm = match public.as_ref() {
+                Some(l) => match l.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(port = %self.inner.port.config.name, "accept: {e}");
+                        continue;
+                    }
+                },
+                None => match UnixStream::connect(socket) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            let to_handler = UnixStream::connect(&handler_path).map_err(|e| err(&e))?;
+            let relay = std::thread::Builder::new()
+                .name(format!("relay-{}", self.inner.port.config.name))
+                .spawn(move || qemu_compat::relay(vmm, to_handler))
+                .map_err(|e| err(&e))?;
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
             *self
                 .inner
@@ -134,19 +162,12 @@ impl NetPort {
             let mut daemon =
                 VhostUserDaemon::new(self.inner.port.config.name.clone(), self.clone(), mem)
                     .map_err(|e| err(&e))?;
-            let started = match listener.as_mut() {
-                Some(l) => daemon.start(l),
-                None => {
-                    if UnixStream::connect(socket).is_err() {
-                        std::thread::sleep(Duration::from_secs(1));
-                        continue;
-                    }
-                    daemon.start_client(&socket.to_string_lossy())
-                }
-            };
-            let result = started.and_then(|()| daemon.wait());
+            let result = daemon
+                .start(&mut handler_listener)
+                .and_then(|()| daemon.wait());
             drop(daemon);
             self.set_rx(None);
+            let _ = relay.join();
             match result {
                 Ok(()) => {
                     tracing::info!(port = %self.inner.port.config.name, "Frontend disconnected");
@@ -156,6 +177,7 @@ impl NetPort {
                 }
             }
         }
+        let _ = std::fs::remove_file(&handler_path);
         Ok(())
     }
 }
@@ -190,8 +212,7 @@ impl VhostUserBackend for NetPort {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::CONFIG
-            | VhostUserProtocolFeatures::MQ
+        VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
     }
@@ -279,12 +300,26 @@ impl VhostUserBackend for NetPort {
                     .batch
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
                 loop {
-                    let more = tx::take_burst(vring, &mem, &self.inner.port.counters, &mut batch);
-                    self.inner
-                        .switch
-                        .forward_burst(self.inner.id, batch.frames());
-                    if !more {
+                    // With EVENT_IDX the guest kicks only past the index the
+                    // device publishes: keep it current, and look again
+                    // after re-enabling, so no frame waits for a kick that
+                    // will not come.
+                    if event_idx {
+                        let _ = vring.disable_notification();
+                    }
+                    loop {
+                        let more =
+                            tx::take_burst(vring, &mem, &self.inner.port.counters, &mut batch);
+                        self.inner
+                            .switch
+                            .forward_burst(self.inner.id, batch.frames());
+                        if !more {
+                            break;
+                        }
+                    }
+                    if !event_idx || !vring.enable_notification().unwrap_or(false) {
                         break;
                     }
                 }

@@ -119,7 +119,8 @@ fn write_to_guest(rx: &RxQueue, packet: &mut [u8]) -> Result<(), DropReason> {
 /// Signals the guest if its notification rules ask for it.
 pub(crate) fn notify(rx: &RxQueue) {
     let mut state = rx.vring.get_mut();
-    if state.needs_notification().unwrap_or(true) {
+    let needed = state.needs_notification().unwrap_or(true);
+    if needed {
         let _ = state.signal_used_queue();
     }
 }

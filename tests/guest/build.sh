@@ -68,7 +68,7 @@ mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,proc,sys,dev,tmp,run,root,
 
 # Kernel modules: the closure of what the init loads, then depmod.
 depmod -b "$work/kernel" "$kver"
-modules="virtio_pci virtio_blk virtio_net virtio_rng virtio_console"
+modules="virtio_pci virtio_blk virtio_net virtio_rng virtio_console 8021q"
 for m in $modules; do
     modprobe -d "$work/kernel" -S "$kver" --show-depends "$m" \
         | awk '$1 == "insmod" { print $2 }'

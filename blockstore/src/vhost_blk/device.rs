@@ -193,6 +193,15 @@ impl BlkDevice {
         MetricsSnapshot::sum(self.inner.metrics.iter().map(|m| &**m))
     }
 
+    /// The current connection's guest memory.
+    fn mem(&self) -> GuestMemoryAtomic<Memory> {
+        self.inner
+            .mem
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn worker(&self, index: usize) -> Option<MutexGuard<'_, QueueWorker>> {
         self.inner
             .workers
@@ -381,12 +390,7 @@ impl VhostUserBackend for BlkDevice {
         }
         if event < num_queues {
             if let Some(vring) = vrings.get(event) {
-                let mem = self
-                    .inner
-                    .mem
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
+                let mem = self.mem();
                 worker.process_queue(vring, &mem, self.inner.event_idx.load(Ordering::Relaxed));
             }
         } else if event == num_queues + 1 + thread_id {
@@ -395,24 +399,14 @@ impl VhostUserBackend for BlkDevice {
             // The QoS timer: the throttled queue may go on.
             worker.clear_timer();
             if let Some(vring) = vrings.get(thread_id) {
-                let mem = self
-                    .inner
-                    .mem
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
+                let mem = self.mem();
                 worker.process_queue(vring, &mem, self.inner.event_idx.load(Ordering::Relaxed));
             }
         }
         if self.inner.poll.enabled()
             && let Some(vring) = vrings.get(thread_id)
         {
-            let mem = self
-                .inner
-                .mem
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
+            let mem = self.mem();
             let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
             self.inner.poll.spin(|| worker.poll(vring, &mem, event_idx));
         }

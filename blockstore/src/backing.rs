@@ -164,9 +164,8 @@ impl Backing {
 fn dio_alignment(file: &File) -> Option<(u64, u64)> {
     // SAFETY: statx is all-integer plain data, valid when zeroed.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: the fd is open for the duration of the call, the path is an
-    // empty NUL-terminated string with AT_EMPTY_PATH, and `stx` is a valid,
-    // exclusively borrowed statx buffer.
+    // SAFETY: the fd is open, the path is "" with AT_EMPTY_PATH, and `stx`
+    // is a valid, exclusively borrowed statx buffer.
     let rc = unsafe {
         libc::statx(
             file.as_raw_fd(),

@@ -48,9 +48,9 @@ impl AdaptivePoll {
 
 /// Pins the calling thread to CPU `cpu`.
 pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data, valid when zeroed; CPU_SET writes
-    // inside it (it ignores out-of-range CPUs), and sched_setaffinity reads
-    // `size_of::<cpu_set_t>()` bytes from a valid pointer.
+    // CPU_SET ignores out-of-range CPUs.
+    // SAFETY: cpu_set_t is plain data, valid when zeroed; sched_setaffinity
+    // reads `size_of::<cpu_set_t>()` bytes from a valid pointer.
     let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);

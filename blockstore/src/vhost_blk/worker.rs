@@ -467,11 +467,10 @@ impl QueueWorker {
         }
         self.metrics.submitted.inc();
         let entry = entry.user_data(u64::from(head));
-        // SAFETY: the iovecs and the guest buffers they point to live in the
-        // slot (`iovecs`, and `mem` which keeps the mapping) until this
-        // operation's completion is reaped in `complete()`, which is the
-        // only place that clears `busy` and `mem`; the slot is not reused
-        // while `busy`.
+        // The slot holds the iovecs and, through `mem`, the mapping of the
+        // guest buffers they point to; only `complete()` clears `busy` and
+        // `mem`, and a busy slot is never reused.
+        // SAFETY: so the buffers outlive the operation, as `push` requires.
         if let Err(e) = unsafe { self.ring.push(&entry) } {
             tracing::error!("io_uring push failed: {e}");
             let slot = &mut self.slots[index];

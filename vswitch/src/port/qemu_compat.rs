@@ -66,9 +66,9 @@ fn forward_requests(vmm: &UnixStream, handler: &UnixStream) -> std::io::Result<(
             iov_base: header.as_mut_ptr().cast(),
             iov_len: HEADER_LEN,
         }];
-        // SAFETY: the iovec points to `header`, which lives through the
-        // call and is only written within its length; `fds` has room for
-        // MAX_FDS descriptors.
+        // `fds` has room for MAX_FDS descriptors.
+        // SAFETY: the iovec points to `header`, which lives through the call
+        // and is only written within its length.
         let (n, nfds) = unsafe { vmm.recv_with_fds(&mut iov, &mut fds) }
             .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         // Own the received descriptors so they are closed after forwarding.

@@ -34,7 +34,7 @@ pub struct PortConfig {
 pub(crate) struct RxQueue {
     pub(crate) vring: VringRwLock<GuestMemoryAtomic<Memory>>,
     pub(crate) mem: GuestMemoryAtomic<Memory>,
-    pub(crate) mergeable: bool,
+    pub(crate) mergeable: Arc<AtomicBool>,
 }
 
 /// Counters of one port. Receive counters are bumped by the threads of

@@ -53,7 +53,9 @@ struct Inner {
     port: Arc<Port>,
     mem: RwLock<GuestMemoryAtomic<Memory>>,
     event_idx: AtomicBool,
-    mergeable: AtomicBool,
+    /// Shared with the receive queue: the features may be (re)negotiated
+    /// after the queue is attached.
+    mergeable: Arc<AtomicBool>,
     /// Transmit buffers, reused from burst to burst (only the port's own
     /// thread takes this lock).
     batch: Mutex<tx::Batch>,
@@ -84,7 +86,7 @@ impl NetPort {
                 port,
                 mem: RwLock::new(GuestMemoryAtomic::new(GuestMemoryMmap::new())),
                 event_idx: AtomicBool::new(false),
-                mergeable: AtomicBool::new(false),
+                mergeable: Arc::new(AtomicBool::new(false)),
                 batch: Mutex::new(tx::Batch::default()),
             }),
         }
@@ -96,6 +98,24 @@ impl NetPort {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Makes the port's receive queue known to the switch, once per
+    /// connection.
+    fn attach_rx(&self, vring: &VringRwLock<GuestMemoryAtomic<Memory>>) {
+        let mut rx = self
+            .inner
+            .port
+            .rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if rx.is_none() {
+            *rx = Some(RxQueue {
+                vring: vring.clone(),
+                mem: self.mem(),
+                mergeable: Arc::clone(&self.inner.mergeable),
+            });
+        }
     }
 
     fn set_rx(&self, rx: Option<RxQueue>) {
@@ -259,40 +279,16 @@ impl VhostUserBackend for NetPort {
             RX_QUEUE => {
                 // The guest gave receive buffers: the port can receive.
                 if let Some(vring) = vrings.get(RX_QUEUE) {
-                    let present = self
-                        .inner
-                        .port
-                        .rx
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .is_some();
-                    if !present {
-                        self.set_rx(Some(RxQueue {
-                            vring: vring.clone(),
-                            mem: self.mem(),
-                            mergeable: self.inner.mergeable.load(Ordering::Relaxed),
-                        }));
-                    }
+                    self.attach_rx(vring);
                 }
             }
             TX_QUEUE => {
                 let Some(vring) = vrings.get(TX_QUEUE) else {
                     return Ok(());
                 };
-                if self
-                    .inner
-                    .port
-                    .rx
-                    .lock()
-                    .map(|r| r.is_none())
-                    .unwrap_or(false)
-                    && let Some(rx) = vrings.get(RX_QUEUE)
-                {
-                    self.set_rx(Some(RxQueue {
-                        vring: rx.clone(),
-                        mem: self.mem(),
-                        mergeable: self.inner.mergeable.load(Ordering::Relaxed),
-                    }));
+                // A guest may send before its first receive kick reached us.
+                if let Some(rx) = vrings.get(RX_QUEUE) {
+                    self.attach_rx(rx);
                 }
                 let mem = self.mem();
                 let mut batch = self

@@ -93,7 +93,7 @@ fn write_to_guest(rx: &RxQueue, packet: &mut [u8]) -> Result<(), DropReason> {
         }
         used[count] = (head, u32::try_from(in_chain).unwrap_or(u32::MAX));
         count += 1;
-        if !rx.mergeable && written < packet.len() {
+        if !rx.mergeable.load(std::sync::atomic::Ordering::Relaxed) && written < packet.len() {
             queue.set_next_avail(start);
             return Err(DropReason::BadRxBuffer);
         }

@@ -232,7 +232,9 @@ fn check_ifname(uplink: &str, name: &str) -> Result<(), BadConfig> {
         || name.len() > 15
         || name == "."
         || name == ".."
-        || name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+        || name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
     {
         return Err(BadConfig(format!(
             "uplink {uplink:?}: {name:?} is not a valid interface name (1 to 15 characters, no '/', ':' or spaces)"
@@ -451,9 +453,18 @@ mod tests {
             (good.replace("[\"u1\"]", "[\"u3\"]"), "does not have"),
             (good.replace("[\"u1\"]", "[\"u2\"]"), "twice"),
             (good.replace("\"eth9\"", "\"sfup1\""), "two uplinks"),
-            (good.replace("\"eth9\"", "\"much-too-long-name\""), "interface name"),
-            (good.replace("\"peak_bps\":200000000", "\"peak_bps\":1"), "below"),
-            (good.replace("\"switch\":\"sw\"", "\"switch\":\"x\""), "does not exist"),
+            (
+                good.replace("\"eth9\"", "\"much-too-long-name\""),
+                "interface name",
+            ),
+            (
+                good.replace("\"peak_bps\":200000000", "\"peak_bps\":1"),
+                "below",
+            ),
+            (
+                good.replace("\"switch\":\"sw\"", "\"switch\":\"x\""),
+                "does not exist",
+            ),
             (good.replace("\"af_packet\"", "\"xdp\""), "unknown variant"),
         ];
         for (text, want) in cases {

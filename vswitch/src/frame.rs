@@ -35,13 +35,20 @@ pub enum DropReason {
     BadRxBuffer,
     /// A malformed transmit descriptor chain.
     BadTxChain,
-    /// Shaping held the frame back beyond the queue's allowance.
+    /// Traffic shaping: the port was over its rate.
     Shaped,
+    /// No uplink of the port group's team has link.
+    NoUplink,
+    /// The host refused the frame on an uplink.
+    UplinkError,
+    /// A frame from an uplink whose source is a local port (a reflection
+    /// of our own traffic by the physical network).
+    Reflected,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Runt,
         DropReason::Oversize,
         DropReason::VlanNotAllowed,
@@ -51,6 +58,9 @@ impl DropReason {
         DropReason::BadRxBuffer,
         DropReason::BadTxChain,
         DropReason::Shaped,
+        DropReason::NoUplink,
+        DropReason::UplinkError,
+        DropReason::Reflected,
     ];
 
     /// A dense index for counter arrays.
@@ -70,6 +80,9 @@ impl DropReason {
             DropReason::BadRxBuffer => "bad_rx_buffer",
             DropReason::BadTxChain => "bad_tx_chain",
             DropReason::Shaped => "shaped",
+            DropReason::NoUplink => "no_uplink",
+            DropReason::UplinkError => "uplink_error",
+            DropReason::Reflected => "reflected",
         }
     }
 }
@@ -238,7 +251,7 @@ impl TagEdit {
     }
 }
 
-fn tci_bytes(tag: VlanTag) -> [u8; 4] {
+pub(crate) fn tci_bytes(tag: VlanTag) -> [u8; 4] {
     let tci = (u16::from(tag.pcp & 7) << 13) | (tag.vid & 0x0fff);
     let [a, b] = TPID_8021Q.to_be_bytes();
     let [c, d] = tci.to_be_bytes();

@@ -1,0 +1,68 @@
+//! Counters of ports and uplinks, written by the forwarding worker only
+//! (single writer: a relaxed load and store per increment) and read by
+//! the control API.
+
+use std::collections::BTreeMap;
+
+use datapath::counters::Counter;
+
+use crate::frame::DropReason;
+
+/// Counters of one port or uplink. `rx` is toward the guest (or from the
+/// host network, for an uplink), `tx` from the guest (to the network).
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+    drops: [Counter; DropReason::ALL.len()],
+}
+
+impl PortCounters {
+    /// Counts a dropped frame.
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason.index()].inc();
+    }
+
+    /// Frames dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()].get()
+    }
+
+    /// Every reason with its count (zeros included, so metrics have a
+    /// stable set of series).
+    pub fn drops(&self) -> BTreeMap<&'static str, u64> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.label(), self.dropped(*r)))
+            .collect()
+    }
+}
+
+/// Counters of the forwarding worker, as OVS's PMD statistics count:
+/// rounds that moved frames, the TSC cycles they took, the frames.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    pub busy_rounds: Counter,
+    pub busy_cycles: Counter,
+    pub packets: Counter,
+}
+
+/// A cycle counter: the TSC on x86-64, nanoseconds elsewhere.
+#[inline]
+pub fn cycles() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC has no preconditions and every x86-64 CPU has it.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        use std::sync::OnceLock;
+        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+        let o = ORIGIN.get_or_init(std::time::Instant::now);
+        u64::try_from(o.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}

@@ -1,0 +1,353 @@
+//! The frame path: a burst from a guest's transmit ring or an uplink,
+//! each frame parsed, admitted by the port group's policy (VLAN,
+//! security, shaping), learned, looked up, and copied once into each
+//! destination guest's receive ring (or written to the team's uplink).
+//! Runs in the worker only: no lock, no allocation per frame.
+
+use std::io::IoSlice;
+
+use crate::fdb::PortId;
+use crate::frame::{self, DropReason, ETH_HLEN, FrameInfo, TagEdit, VLAN_HLEN, VlanTag};
+use crate::teaming::{TeamKey, ip_pair_hash};
+use crate::vhost::frames::{MAX_PIECES, Pieces, deliver};
+use crate::vhost::ring::Chain;
+use crate::worker::{BURST, MAX_FRAME, MacPlace, Worker};
+
+/// MAC table places at and above this are uplinks.
+pub(crate) const UPLINK_BASE: PortId = 1 << 31;
+/// A source address seen again within this is not learned again.
+const RELEARN_NS: u64 = 1_000_000_000;
+
+/// Bytes of a frame's headers the switch reads.
+const HEAD: usize = ETH_HLEN + VLAN_HLEN;
+
+/// Where a MAC table entry points, by name.
+pub(crate) fn place_of(w: &Worker, id: PortId) -> Option<MacPlace> {
+    if id < UPLINK_BASE {
+        w.ports
+            .get(id as usize)
+            .map(|p| MacPlace::Port(p.entry.shared.name.clone()))
+    } else {
+        w.uplinks
+            .get((id - UPLINK_BASE) as usize)
+            .map(|u| MacPlace::Uplink(u.entry.name.clone()))
+    }
+}
+
+impl Worker {
+    /// Forwards up to a burst from transmit queue `q` of port `p`;
+    /// returns the frames taken.
+    pub(crate) fn tx_burst(&mut self, p: usize, q: usize, chain: &mut Chain) -> usize {
+        let now = self.now_ns;
+        let port = &mut self.ports[p];
+        if let Some(until) = port.held_until_ns {
+            if now < until {
+                return 0;
+            }
+            port.held_until_ns = None;
+        }
+        let hdr_len = port.fmt.hdr_len;
+        let Some(ring) = port.queues[q].ring.as_mut() else {
+            return 0;
+        };
+        if ring.pending() == 0 && ring.refresh() == 0 {
+            return 0;
+        }
+        let mut taken = 0;
+        while taken < BURST {
+            let port = &mut self.ports[p];
+            let Some(ring) = port.queues[q].ring.as_mut() else {
+                break;
+            };
+            match ring.pop(chain, false) {
+                None => break,
+                Some(Err(_)) => {
+                    ring.push_used(chain.head, 0);
+                    port.entry.counters.count_drop(DropReason::BadTxChain);
+                    taken += 1;
+                    continue;
+                }
+                Some(Ok(())) => {}
+            }
+            let head = chain.head;
+            match Pieces::from_chain(chain, hdr_len) {
+                None => port.entry.counters.count_drop(DropReason::Runt),
+                Some(frame) => {
+                    if let Some(shaper) = port.ingress.as_mut()
+                        && !shaper.admit(frame.len() as u64, now)
+                    {
+                        // Over the rate: the frame stays in the ring.
+                        let wait = shaper.wait(frame.len() as u64, now);
+                        port.held_until_ns = Some(now + wait.as_nanos() as u64);
+                        ring.unpop(1);
+                        break;
+                    }
+                    self.on_port_frame(p, q, &frame);
+                }
+            }
+            if let Some(ring) = self.ports[p].queues[q].ring.as_mut() {
+                ring.push_used(head, 0);
+            }
+            taken += 1;
+        }
+        if taken > 0 {
+            self.mark_dirty(p, q);
+        }
+        taken
+    }
+
+    fn mark_dirty(&mut self, p: usize, q: usize) {
+        let wq = &mut self.ports[p].queues[q];
+        if !wq.dirty {
+            wq.dirty = true;
+            self.dirty.push((p, q));
+        }
+    }
+
+    /// One frame a guest sent on port `p`, queue `q`.
+    fn on_port_frame(&mut self, p: usize, q: usize, frame: &Pieces) {
+        let now = self.now_ns;
+        let mut head = [0u8; HEAD];
+        let n = frame.read_head(&mut head);
+        let port = &mut self.ports[p];
+        let policy = &port.entry.policy;
+        let counters = &port.entry.counters;
+        let max_len = usize::from(policy.mtu) + ETH_HLEN;
+        let info = match frame::parse(&head[..n], frame.len(), max_len) {
+            Ok(i) => i,
+            Err(r) => return counters.count_drop(r),
+        };
+        let vid = match policy.vlan.ingress(info.tag) {
+            Ok(v) => v,
+            Err(r) => return counters.count_drop(r),
+        };
+        if let Err(r) = policy.security.admit_transmit(&info, policy.mac) {
+            return counters.count_drop(r);
+        }
+        counters.tx_packets.inc();
+        counters.tx_bytes.add(frame.len() as u64);
+        let sw = policy.switch;
+        let fresh = matches!(port.learned, Some((v, m, t)) if v == vid && m == info.src && now - t < RELEARN_NS);
+        if !fresh {
+            self.fdbs[sw].learn(vid, info.src, p as PortId, now);
+            self.ports[p].learned = Some((vid, info.src, now));
+        }
+        let dst = if info.dst.is_multicast() {
+            None
+        } else {
+            self.fdbs[sw].lookup(vid, info.dst, now)
+        };
+        let pair = q / 2;
+        match dst {
+            Some(d) if d as usize == p => {} // back where it came from
+            Some(d) if d < UPLINK_BASE => {
+                self.deliver_port(d as usize, sw, pair, vid, &info, frame);
+                self.deliver_promiscuous(sw, p, d as usize, pair, vid, &info, frame);
+            }
+            Some(_) => {
+                self.send_team(p, vid, &info, frame);
+                self.deliver_promiscuous(sw, p, usize::MAX, pair, vid, &info, frame);
+            }
+            None => {
+                for d in 0..self.ports.len() {
+                    if d != p {
+                        self.deliver_port(d, sw, pair, vid, &info, frame);
+                    }
+                }
+                self.send_team(p, vid, &info, frame);
+            }
+        }
+    }
+
+    /// Promiscuous ports of the switch also get unicast frames (but not
+    /// the sender's or the destination's own copy again).
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_promiscuous(
+        &mut self,
+        sw: usize,
+        from: usize,
+        to: usize,
+        pair: usize,
+        vid: u16,
+        info: &FrameInfo,
+        frame: &Pieces,
+    ) {
+        for d in 0..self.ports.len() {
+            if d != from && d != to && self.ports[d].entry.policy.security.promiscuous {
+                self.deliver_port(d, sw, pair, vid, info, frame);
+            }
+        }
+    }
+
+    /// Delivers a frame of VLAN `vid` to port `d` if the port is in that
+    /// VLAN on switch `sw` and admits it.
+    fn deliver_port(
+        &mut self,
+        d: usize,
+        sw: usize,
+        pair: usize,
+        vid: u16,
+        info: &FrameInfo,
+        frame: &Pieces,
+    ) {
+        let now = self.now_ns;
+        let port = &mut self.ports[d];
+        let policy = &port.entry.policy;
+        if policy.switch != sw {
+            return;
+        }
+        let Some(edit) = policy.vlan.egress(vid, info.tag) else {
+            return;
+        };
+        if !policy.security.admit_receive(info.dst, policy.mac) {
+            return;
+        }
+        let out_len = edit.output_len(frame.len());
+        let counters = &port.entry.counters;
+        if let Some(shaper) = port.egress.as_mut()
+            && !shaper.admit(out_len as u64, now)
+        {
+            return counters.count_drop(DropReason::Shaped);
+        }
+        if port.rx_running.is_empty() {
+            return counters.count_drop(DropReason::NoRxBuffer);
+        }
+        let qi = port.rx_running[pair % port.rx_running.len()];
+        let fmt = port.fmt;
+        let Some(ring) = port.queues[qi].ring.as_mut() else {
+            return counters.count_drop(DropReason::NoRxBuffer);
+        };
+        let mut tag = [0u8; 4];
+        let edited = frame.edited(edit, &mut tag);
+        match deliver(ring, &edited, fmt, &mut self.rx_chains) {
+            Ok(()) => {
+                counters.rx_packets.inc();
+                counters.rx_bytes.add(out_len as u64);
+            }
+            Err(r) => counters.count_drop(r),
+        }
+        self.mark_dirty(d, qi);
+    }
+
+    /// Sends a frame from port `p` out of the uplink its team picks.
+    fn send_team(&mut self, p: usize, vid: u16, info: &FrameInfo, frame: &Pieces) {
+        let port = &self.ports[p];
+        let team = &port.entry.policy.team;
+        if team.active.is_empty() && team.standby.is_empty() {
+            return;
+        }
+        let ip = if team.wants_ip() {
+            let mut head = [0u8; 64];
+            let n = frame.read_head(&mut head);
+            let l3 = ETH_HLEN + if info.tag.is_some() { VLAN_HLEN } else { 0 };
+            ip_pair_hash(&head[..n], info.ethertype, l3)
+        } else {
+            None
+        };
+        let key = TeamKey {
+            port: p as u32,
+            src: info.src,
+            ip,
+        };
+        match team.choose(&self.links, &key) {
+            Some(u) => self.send_uplink(u, vid, info, frame),
+            None => port.entry.counters.count_drop(DropReason::NoUplink),
+        }
+    }
+
+    /// Writes a frame of VLAN `vid` to uplink `u`: tagged with `vid`
+    /// unless it is the untagged VLAN 0 (the uplink is a trunk of all
+    /// VLANs, as vSphere's virtual switch tagging has it).
+    fn send_uplink(&mut self, u: usize, vid: u16, info: &FrameInfo, frame: &Pieces) {
+        let Some(up) = self.uplinks.get_mut(u) else {
+            return;
+        };
+        let edit = match (vid, info.tag) {
+            (0, None) => TagEdit::Keep,
+            (0, Some(_)) => TagEdit::Pop,
+            (v, Some(t)) if t.vid == v => TagEdit::Keep,
+            (v, Some(t)) => TagEdit::Rewrite(VlanTag { vid: v, pcp: t.pcp }),
+            (v, None) => TagEdit::Push(VlanTag { vid: v, pcp: 0 }),
+        };
+        let mut tag = [0u8; 4];
+        let edited = frame.edited(edit, &mut tag);
+        let mut iov = [IoSlice::new(&[]); MAX_PIECES];
+        let spans = edited.spans();
+        for (slot, &(ptr, len)) in iov.iter_mut().zip(spans) {
+            // SAFETY: each span is live for this call (guest memory held
+            // by the source ring, or the worker's buffer, or `tag`); the
+            // kernel only reads it.
+            *slot = IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) });
+        }
+        let counters = &up.entry.counters;
+        match up.dev.send(&iov[..spans.len()]) {
+            Ok(()) => {
+                counters.tx_packets.inc();
+                counters.tx_bytes.add(edited.len() as u64);
+            }
+            Err(_) => counters.count_drop(DropReason::UplinkError),
+        }
+    }
+
+    /// Forwards up to a burst of frames from uplink `u`; returns how many.
+    pub(crate) fn uplink_burst(&mut self, u: usize) -> usize {
+        let mut taken = 0;
+        while taken < BURST {
+            let up = &mut self.uplinks[u];
+            let len = match up.dev.recv(&mut self.frame_buf) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    up.entry.counters.count_drop(DropReason::Oversize);
+                    taken += 1;
+                    continue;
+                }
+            };
+            taken += 1;
+            let frame = Pieces::from_slice(&self.frame_buf[..len.min(MAX_FRAME)]);
+            self.on_uplink_frame(u, &frame);
+        }
+        taken
+    }
+
+    fn on_uplink_frame(&mut self, u: usize, frame: &Pieces) {
+        let now = self.now_ns;
+        let mut head = [0u8; HEAD];
+        let n = frame.read_head(&mut head);
+        let up = &self.uplinks[u];
+        let counters = &up.entry.counters;
+        let info = match frame::parse(&head[..n], frame.len(), MAX_FRAME - VLAN_HLEN) {
+            Ok(i) => i,
+            Err(r) => return counters.count_drop(r),
+        };
+        counters.rx_packets.inc();
+        counters.rx_bytes.add(frame.len() as u64);
+        let sw = up.entry.switch;
+        let vid = info.tag.map_or(0, |t| t.vid);
+        let fdb = &mut self.fdbs[sw];
+        if let Some(owner) = fdb.lookup(vid, info.src, now)
+            && owner < UPLINK_BASE
+        {
+            return counters.count_drop(DropReason::Reflected);
+        }
+        fdb.learn(vid, info.src, UPLINK_BASE + u as PortId, now);
+        let dst = if info.dst.is_multicast() {
+            None
+        } else {
+            fdb.lookup(vid, info.dst, now)
+        };
+        match dst {
+            Some(d) if d < UPLINK_BASE => {
+                self.deliver_port(d as usize, sw, 0, vid, &info, frame);
+                self.deliver_promiscuous(sw, usize::MAX, d as usize, 0, vid, &info, frame);
+            }
+            Some(_) => {} // between hosts outside: not the switch's business
+            None => {
+                for d in 0..self.ports.len() {
+                    self.deliver_port(d, sw, 0, vid, &info, frame);
+                }
+            }
+        }
+    }
+}

@@ -5,3 +5,4 @@ pub mod daemon;
 pub mod fdb;
 pub mod frame;
 pub mod policy;
+pub mod uplink;

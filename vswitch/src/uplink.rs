@@ -205,7 +205,7 @@ impl Uplink {
         if buf.is_empty() {
             return Err(io::ErrorKind::InvalidInput.into());
         }
-        let len = match &self.backend {
+        let len = match &mut self.backend {
             Backend::Tap(t) => t.recv(buf)?,
             Backend::Packet(p) => p.recv(buf)?,
         };
@@ -233,7 +233,7 @@ impl Uplink {
         if bufs.iter().any(|b| b.is_empty()) {
             return Err(io::ErrorKind::InvalidInput.into());
         }
-        match &self.backend {
+        match &mut self.backend {
             Backend::Tap(t) => t.recv_burst(bufs, lens),
             Backend::Packet(p) => p.recv_burst(bufs, lens),
         }

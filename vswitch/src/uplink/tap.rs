@@ -16,10 +16,20 @@ use super::{Failed, StepExt};
 
 const TUN_PATH: &std::ffi::CStr = c"/dev/net/tun";
 
+/// Room past the caller's buffer for the rest of a frame that does not
+/// fit in it: the largest frame a TAP can hold (64 KiB MTU, Ethernet
+/// header and a tag), so an oversize frame's length is known exactly.
+const OVERFLOW_LEN: usize = 65_536 + 64;
+
 /// An open TAP device.
 #[derive(Debug)]
 pub(crate) struct TapDevice {
     fd: OwnedFd,
+    /// Where `readv` puts what does not fit in the caller's buffer. A
+    /// plain `read` cannot tell a truncated frame from one that filled the
+    /// buffer: the TAP driver returns the bytes it copied, not the frame's
+    /// length.
+    overflow: Box<[u8]>,
 }
 
 impl TapDevice {
@@ -48,19 +58,31 @@ impl TapDevice {
             )
         })
         .step("create the TAP device or attach to the existing TAP of that name")?;
-        Ok((TapDevice { fd }, ifreq_name(&req)))
+        let overflow = vec![0u8; OVERFLOW_LEN].into_boxed_slice();
+        Ok((TapDevice { fd, overflow }, ifreq_name(&req)))
     }
 
     pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
-    /// Reads one frame into `buf`. The TAP driver returns the frame's full
-    /// length even when it copied only `buf.len()` bytes of it.
-    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        // SAFETY: the kernel writes at most `buf.len()` bytes at
-        // `buf.as_mut_ptr()`, which `buf` borrows exclusively for the call.
-        let ret = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    /// Reads one frame into `buf`. Returns its length, which is more than
+    /// `buf.len()` when it did not fit (the rest went to `overflow`).
+    pub(crate) fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let iov = [
+            libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            },
+            libc::iovec {
+                iov_base: self.overflow.as_mut_ptr().cast(),
+                iov_len: self.overflow.len(),
+            },
+        ];
+        // SAFETY: the two iovecs cover `buf` and `self.overflow`, both
+        // exclusively borrowed for the call; the kernel writes only within
+        // their lengths and reads the iovec array, a live local.
+        let ret = unsafe { libc::readv(self.fd(), iov.as_ptr(), 2) };
         match check_len(ret) {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -71,7 +93,7 @@ impl TapDevice {
     /// Reads frames until `bufs` is full or none waits. An error after the
     /// first frame ends the burst; the next call reports it if it persists.
     pub(crate) fn recv_burst(
-        &self,
+        &mut self,
         bufs: &mut [&mut [u8]],
         lens: &mut [usize],
     ) -> io::Result<usize> {

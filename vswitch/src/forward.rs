@@ -297,12 +297,12 @@ impl Worker {
             let len = match up.dev.recv(&mut self.frame_buf) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => {
+                Err(e) if crate::uplink::is_oversize(&e) => {
                     up.entry.counters.count_drop(DropReason::Oversize);
                     taken += 1;
                     continue;
                 }
+                Err(_) => break,
             };
             taken += 1;
             let frame = Pieces::from_slice(&self.frame_buf[..len.min(MAX_FRAME)]);

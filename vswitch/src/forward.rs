@@ -9,8 +9,8 @@ use std::io::IoSlice;
 use crate::fdb::PortId;
 use crate::frame::{self, DropReason, ETH_HLEN, FrameInfo, TagEdit, VLAN_HLEN, VlanTag};
 use crate::teaming::{TeamKey, ip_pair_hash};
-use crate::vhost::frames::{MAX_PIECES, Pieces, deliver};
-use crate::vhost::ring::Chain;
+use crate::vhost::frames::{Edited, Frame, MAX_SPANS, deliver};
+use crate::vhost::ring::{Chain, Seg};
 use crate::worker::{BURST, MAX_FRAME, MacPlace, Worker};
 
 /// MAC table places at and above this are uplinks.
@@ -70,7 +70,7 @@ impl Worker {
                 Some(Ok(())) => {}
             }
             let head = chain.head;
-            match Pieces::from_chain(chain, hdr_len) {
+            match Frame::from_segs(chain.segs(), hdr_len) {
                 None => port.entry.counters.count_drop(DropReason::Runt),
                 Some(frame) => {
                     if let Some(shaper) = port.ingress.as_mut()
@@ -105,7 +105,7 @@ impl Worker {
     }
 
     /// One frame a guest sent on port `p`, queue `q`.
-    fn on_port_frame(&mut self, p: usize, q: usize, frame: &Pieces) {
+    fn on_port_frame(&mut self, p: usize, q: usize, frame: &Frame<'_>) {
         let now = self.now_ns;
         let mut head = [0u8; HEAD];
         let n = frame.read_head(&mut head);
@@ -170,7 +170,7 @@ impl Worker {
         pair: usize,
         vid: u16,
         info: &FrameInfo,
-        frame: &Pieces,
+        frame: &Frame<'_>,
     ) {
         for d in 0..self.ports.len() {
             if d != from && d != to && self.ports[d].entry.policy.security.promiscuous {
@@ -188,7 +188,7 @@ impl Worker {
         pair: usize,
         vid: u16,
         info: &FrameInfo,
-        frame: &Pieces,
+        frame: &Frame<'_>,
     ) {
         let now = self.now_ns;
         let port = &mut self.ports[d];
@@ -217,8 +217,7 @@ impl Worker {
         let Some(ring) = port.queues[qi].ring.as_mut() else {
             return counters.count_drop(DropReason::NoRxBuffer);
         };
-        let mut tag = [0u8; 4];
-        let edited = frame.edited(edit, &mut tag);
+        let edited = Edited::new(frame, edit);
         match deliver(ring, &edited, fmt, &mut self.rx_chains) {
             Ok(()) => {
                 counters.rx_packets.inc();
@@ -230,7 +229,7 @@ impl Worker {
     }
 
     /// Sends a frame from port `p` out of the uplink its team picks.
-    fn send_team(&mut self, p: usize, vid: u16, info: &FrameInfo, frame: &Pieces) {
+    fn send_team(&mut self, p: usize, vid: u16, info: &FrameInfo, frame: &Frame<'_>) {
         let port = &self.ports[p];
         let team = &port.entry.policy.team;
         if team.active.is_empty() && team.standby.is_empty() {
@@ -258,7 +257,7 @@ impl Worker {
     /// Writes a frame of VLAN `vid` to uplink `u`: tagged with `vid`
     /// unless it is the untagged VLAN 0 (the uplink is a trunk of all
     /// VLANs, as vSphere's virtual switch tagging has it).
-    fn send_uplink(&mut self, u: usize, vid: u16, info: &FrameInfo, frame: &Pieces) {
+    fn send_uplink(&mut self, u: usize, vid: u16, info: &FrameInfo, frame: &Frame<'_>) {
         let Some(up) = self.uplinks.get_mut(u) else {
             return;
         };
@@ -269,18 +268,20 @@ impl Worker {
             (v, Some(t)) => TagEdit::Rewrite(VlanTag { vid: v, pcp: t.pcp }),
             (v, None) => TagEdit::Push(VlanTag { vid: v, pcp: 0 }),
         };
-        let mut tag = [0u8; 4];
-        let edited = frame.edited(edit, &mut tag);
-        let mut iov = [IoSlice::new(&[]); MAX_PIECES];
-        let spans = edited.spans();
-        for (slot, &(ptr, len)) in iov.iter_mut().zip(spans) {
-            // SAFETY: each span is live for this call (guest memory held
-            // by the source ring, or the worker's buffer, or `tag`); the
-            // kernel only reads it.
-            *slot = IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) });
-        }
+        let edited = Edited::new(frame, edit);
+        let mut iov = [IoSlice::new(&[]); MAX_SPANS];
+        let mut n = 0;
+        edited.for_each_span(|ptr, len| {
+            if let Some(slot) = iov.get_mut(n) {
+                // SAFETY: each span is live for this call (guest memory
+                // held by the source ring, the worker's buffer, or the
+                // edit's tag); the kernel only reads it.
+                *slot = IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) });
+                n += 1;
+            }
+        });
         let counters = &up.entry.counters;
-        match up.dev.send(&iov[..spans.len()]) {
+        match up.dev.send(&iov[..n]) {
             Ok(()) => {
                 counters.tx_packets.inc();
                 counters.tx_bytes.add(edited.len() as u64);
@@ -305,13 +306,19 @@ impl Worker {
                 Err(_) => break,
             };
             taken += 1;
-            let frame = Pieces::from_slice(&self.frame_buf[..len.min(MAX_FRAME)]);
+            let seg = [Seg {
+                ptr: self.frame_buf.as_mut_ptr(),
+                len: len.min(MAX_FRAME) as u32,
+            }];
+            let Some(frame) = Frame::from_segs(&seg, 0) else {
+                continue;
+            };
             self.on_uplink_frame(u, &frame);
         }
         taken
     }
 
-    fn on_uplink_frame(&mut self, u: usize, frame: &Pieces) {
+    fn on_uplink_frame(&mut self, u: usize, frame: &Frame<'_>) {
         let now = self.now_ns;
         let mut head = [0u8; HEAD];
         let n = frame.read_head(&mut head);

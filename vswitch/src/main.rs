@@ -68,7 +68,10 @@ fn main() -> Result<()> {
     )?;
     tracing::info!("sfera-vswitchd running");
     wait();
-    tracing::info!("Stopping");
+    tracing::info!(
+        stats = %serde_json::to_string(&daemon.stats()).unwrap_or_default(),
+        "Stopping"
+    );
     daemon.shutdown();
     Ok(())
 }

@@ -1,71 +1,38 @@
-//! Frames in guest memory: a frame is a list of spans ([`Pieces`]) taken
-//! from a transmit chain (or an uplink's buffer), edited for its
-//! destination without moving bytes (a tag push is a 4-byte span between
-//! two others), and copied once, straight into the destination guest's
-//! receive chains.
+//! Frames in guest memory: a frame ([`Frame`]) is the buffers of a
+//! transmit chain (or an uplink's buffer), edited for its destination
+//! without moving bytes ([`Edited`]: a tag push is a 4-byte span between
+//! two ranges), and copied once, straight into the destination guest's
+//! receive chains ([`deliver`]).
 
-use super::ring::{Chain, ChainError, SplitRing};
+use super::ring::{Chain, Seg, SplitRing};
 use crate::frame::{DropReason, TagEdit, VLAN_HLEN, tci_bytes};
 
-/// Most spans a frame is made of (a chain's buffers plus an edit's).
-pub const MAX_PIECES: usize = super::ring::MAX_SEGS + 3;
+/// Most spans an edited frame is made of (a chain's buffers, split once
+/// at the tag, plus the tag).
+pub const MAX_SPANS: usize = super::ring::MAX_SEGS + 2;
 /// Offset of `num_buffers` in the virtio-net header.
 const NUM_BUFFERS: usize = 10;
 /// Most receive chains one frame may span (mergeable buffers).
 pub const MAX_RX_CHAINS: usize = 32;
 
-/// A frame as spans of memory. The spans point into guest memory (or a
-/// worker buffer) that stays mapped while the frame is handled: the
-/// worker holds the source ring, and with it the memory, for the burst.
+/// A frame in memory: buffers (of a transmit chain, or a worker buffer
+/// for uplinks) after `skip` bytes. The buffers stay valid while the frame
+/// is handled: the worker holds the source ring, and with it the memory,
+/// for the whole burst.
 #[derive(Debug, Clone, Copy)]
-pub struct Pieces {
-    p: [(*const u8, usize); MAX_PIECES],
-    n: usize,
+pub struct Frame<'a> {
+    segs: &'a [Seg],
+    skip: usize,
     len: usize,
 }
 
-impl Default for Pieces {
-    fn default() -> Self {
-        Pieces {
-            p: [(std::ptr::null(), 0); MAX_PIECES],
-            n: 0,
-            len: 0,
-        }
-    }
-}
-
-impl Pieces {
-    /// One span.
-    pub fn from_slice(bytes: &[u8]) -> Self {
-        let mut p = Pieces::default();
-        p.push(bytes.as_ptr(), bytes.len());
-        p
-    }
-
-    /// The frame of a transmit chain: its buffers after the first `skip`
-    /// bytes (the virtio-net header). None when the chain is shorter.
-    pub fn from_chain(chain: &Chain, skip: usize) -> Option<Self> {
-        let mut p = Pieces::default();
-        let mut skip = skip;
-        for s in chain.segs() {
-            let len = s.len as usize;
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            // SAFETY: `skip < len`: inside the translated buffer.
-            p.push(unsafe { s.ptr.add(skip) }, len - skip);
-            skip = 0;
-        }
-        (skip == 0).then_some(p)
-    }
-
-    fn push(&mut self, ptr: *const u8, len: usize) {
-        if len > 0 && self.n < MAX_PIECES {
-            self.p[self.n] = (ptr, len);
-            self.n += 1;
-            self.len += len;
-        }
+impl<'a> Frame<'a> {
+    /// The frame in `segs` after the first `skip` bytes (the virtio-net
+    /// header); None when they hold fewer.
+    pub fn from_segs(segs: &'a [Seg], skip: usize) -> Option<Self> {
+        let total: usize = segs.iter().map(|s| s.len as usize).sum();
+        let len = total.checked_sub(skip)?;
+        Some(Frame { segs, skip, len })
     }
 
     /// Total length.
@@ -78,36 +45,17 @@ impl Pieces {
         self.len == 0
     }
 
-    /// The spans.
-    pub fn spans(&self) -> &[(*const u8, usize)] {
-        &self.p[..self.n]
-    }
-
-    /// Copies the first bytes into `out`; returns how many.
-    pub fn read_head(&self, out: &mut [u8]) -> usize {
-        let mut done = 0;
-        for &(ptr, len) in self.spans() {
-            if done == out.len() {
-                break;
-            }
-            let n = len.min(out.len() - done);
-            // SAFETY: `ptr..ptr+len` is a live span (see the type's
-            // invariant); `out` has room for `n` more bytes. Raw copy:
-            // the guest may be writing the bytes, which are untrusted.
-            unsafe { std::ptr::copy_nonoverlapping(ptr, out.as_mut_ptr().add(done), n) };
-            done += n;
-        }
-        done
-    }
-
-    /// Appends bytes `start..end` of `self` to `out`.
-    fn range_into(&self, start: usize, end: usize, out: &mut Pieces) {
+    /// Calls `f` with each span of bytes `start..end` of the frame.
+    #[inline]
+    pub fn for_each_span(&self, start: usize, end: usize, mut f: impl FnMut(*const u8, usize)) {
+        let (start, end) = (start + self.skip, end.min(self.len) + self.skip);
         let mut at = 0;
-        for &(ptr, len) in self.spans() {
+        for seg in self.segs {
+            let len = seg.len as usize;
             let (s, e) = (start.max(at), end.min(at + len));
             if s < e {
-                // SAFETY: `s - at < len`: inside this span.
-                out.push(unsafe { ptr.add(s - at) }, e - s);
+                // SAFETY: `s - at < len`: inside this translated buffer.
+                f(unsafe { seg.ptr.add(s - at) }, e - s);
             }
             at += len;
             if at >= end {
@@ -116,31 +64,73 @@ impl Pieces {
         }
     }
 
-    /// The frame as `edit` changes it; a pushed or rewritten tag is read
-    /// from `tag`, which the caller keeps alive with the result. The frame
-    /// must be one `frame::parse` accepted (a tag for `Pop`/`Rewrite`).
-    pub fn edited(&self, edit: TagEdit, tag: &mut [u8; 4]) -> Pieces {
-        let mut out = Pieces::default();
-        match edit {
-            TagEdit::Keep => return *self,
-            TagEdit::Push(t) => {
-                *tag = tci_bytes(t);
-                self.range_into(0, 12, &mut out);
-                out.push(tag.as_ptr(), VLAN_HLEN);
-                self.range_into(12, self.len, &mut out);
+    /// Copies the first bytes into `out`; returns how many.
+    #[inline]
+    pub fn read_head(&self, out: &mut [u8]) -> usize {
+        let mut done = 0;
+        self.for_each_span(0, out.len(), |ptr, n| {
+            // SAFETY: `ptr..ptr+n` is a live span of the frame; `out` has
+            // room for `n` more bytes (spans cover at most out.len()).
+            // Raw copy: the guest may be writing the bytes, untrusted.
+            unsafe { std::ptr::copy_nonoverlapping(ptr, out.as_mut_ptr().add(done), n) };
+            done += n;
+        });
+        done
+    }
+}
+
+/// A frame as one destination gets it: the frame with its tag edit,
+/// described without moving bytes (a pushed tag is a 4-byte span between
+/// two ranges of the frame).
+#[derive(Debug, Clone, Copy)]
+pub struct Edited<'f, 'a> {
+    frame: &'f Frame<'a>,
+    edit: TagEdit,
+    tag: [u8; 4],
+}
+
+impl<'f, 'a> Edited<'f, 'a> {
+    /// `frame` with `edit`. The frame must be one `frame::parse` accepted
+    /// (a tag for `Pop`/`Rewrite`).
+    pub fn new(frame: &'f Frame<'a>, edit: TagEdit) -> Self {
+        let tag = match edit {
+            TagEdit::Push(t) | TagEdit::Rewrite(t) => tci_bytes(t),
+            TagEdit::Keep | TagEdit::Pop => [0; 4],
+        };
+        Edited { frame, edit, tag }
+    }
+
+    /// Length after the edit.
+    pub fn len(&self) -> usize {
+        self.edit.output_len(self.frame.len())
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` with each span of the edited frame, in order.
+    #[inline]
+    pub fn for_each_span(&self, mut f: impl FnMut(*const u8, usize)) {
+        let n = self.frame.len();
+        match self.edit {
+            TagEdit::Keep => self.frame.for_each_span(0, n, f),
+            TagEdit::Push(_) => {
+                self.frame.for_each_span(0, 12, &mut f);
+                f(self.tag.as_ptr(), VLAN_HLEN);
+                self.frame.for_each_span(12, n, f);
             }
             TagEdit::Pop => {
-                self.range_into(0, 12, &mut out);
-                self.range_into(12 + VLAN_HLEN, self.len, &mut out);
+                self.frame.for_each_span(0, 12, &mut f);
+                self.frame.for_each_span(12 + VLAN_HLEN, n, f);
             }
-            TagEdit::Rewrite(t) => {
-                *tag = tci_bytes(t);
-                self.range_into(0, 12, &mut out);
-                out.push(tag.as_ptr(), VLAN_HLEN);
-                self.range_into(12 + VLAN_HLEN, self.len, &mut out);
+            TagEdit::Rewrite(_) => {
+                self.frame.for_each_span(0, 12, &mut f);
+                f(self.tag.as_ptr(), VLAN_HLEN);
+                self.frame.for_each_span(12 + VLAN_HLEN, n, f);
             }
         }
-        out
     }
 }
 
@@ -154,12 +144,12 @@ pub struct RxFormat {
 
 /// Copies `frame` into the guest's receive chains after a zeroed
 /// virtio-net header (with `num_buffers`), taking as many chains as it
-/// needs when buffers are mergeable, or one. On failure nothing is
-/// written and no chain is used, except chains that were malformed,
-/// which go back to the guest empty.
+/// needs when buffers are mergeable, or one. When the ring has too few
+/// buffers nothing is written and no chain is used; malformed or
+/// too-small chains go back to the guest empty.
 pub fn deliver(
     rx: &mut SplitRing,
-    frame: &Pieces,
+    frame: &Edited<'_, '_>,
     fmt: RxFormat,
     chains: &mut [Chain],
 ) -> Result<(), DropReason> {
@@ -188,9 +178,8 @@ pub fn deliver(
                 rx.unpop(taken as u16);
                 return Err(DropReason::NoRxBuffer);
             }
-            Some(Err(e)) => {
+            Some(Err(_)) => {
                 // The malformed chain and those before it go back empty.
-                let _: ChainError = e;
                 for c in &chains[..=taken] {
                     rx.push_used(c.head, 0);
                 }
@@ -211,40 +200,63 @@ pub fn deliver(
     }
     let mut hdr = [0u8; 12];
     hdr[NUM_BUFFERS..].copy_from_slice(&(taken as u16).to_le_bytes());
-    let mut src = Pieces::default();
-    src.push(hdr.as_ptr(), fmt.hdr_len);
-    frame.range_into(0, frame.len(), &mut src);
-    scatter(&src, &chains[..taken], rx);
+    let mut out = Scatter::new(&chains[..taken]);
+    out.write(hdr.as_ptr(), fmt.hdr_len);
+    frame.for_each_span(|ptr, n| out.write(ptr, n));
+    for (c, written) in chains[..taken].iter().zip(out.written) {
+        rx.push_used(c.head, written);
+    }
     Ok(())
 }
 
-/// Copies `src` across `chains` in order and returns each chain as used
-/// with the bytes it got.
-fn scatter(src: &Pieces, chains: &[Chain], rx: &mut SplitRing) {
-    let spans = src.spans();
-    let (mut si, mut soff) = (0usize, 0usize);
-    for c in chains {
-        let mut written = 0u32;
-        for seg in c.segs() {
-            let mut doff = 0usize;
-            let dlen = seg.len as usize;
-            while doff < dlen && si < spans.len() {
-                let (sptr, slen) = spans[si];
-                let n = (slen - soff).min(dlen - doff);
-                // SAFETY: source span `soff..soff+n` is inside a live span;
-                // destination `doff..doff+n` is inside a buffer translated
-                // by the ring (device-writable, in guest memory).
-                unsafe { std::ptr::copy_nonoverlapping(sptr.add(soff), seg.ptr.add(doff), n) };
-                soff += n;
-                doff += n;
-                written += n as u32;
-                if soff == slen {
-                    si += 1;
-                    soff = 0;
-                }
+/// A write cursor over receive chains.
+struct Scatter<'c> {
+    chains: &'c [Chain],
+    chain: usize,
+    seg: usize,
+    off: usize,
+    written: [u32; MAX_RX_CHAINS],
+}
+
+impl<'c> Scatter<'c> {
+    fn new(chains: &'c [Chain]) -> Self {
+        Scatter {
+            chains,
+            chain: 0,
+            seg: 0,
+            off: 0,
+            written: [0; MAX_RX_CHAINS],
+        }
+    }
+
+    /// Appends `len` bytes from `src`; bytes beyond the chains' room are
+    /// not written (callers check the room first).
+    #[inline]
+    fn write(&mut self, mut src: *const u8, mut len: usize) {
+        while len > 0 && self.chain < self.chains.len() {
+            let segs = self.chains[self.chain].segs();
+            if self.seg == segs.len() {
+                self.chain += 1;
+                self.seg = 0;
+                self.off = 0;
+                continue;
+            }
+            let seg = segs[self.seg];
+            let n = (seg.len as usize - self.off).min(len);
+            // SAFETY: the destination `off..off+n` lies in a buffer the
+            // ring translated (device-writable, in guest memory); the
+            // source span is live for the call (see `Frame`).
+            unsafe { std::ptr::copy_nonoverlapping(src, seg.ptr.add(self.off), n) };
+            // SAFETY: `n <= len`: still inside the source span.
+            src = unsafe { src.add(n) };
+            len -= n;
+            self.off += n;
+            self.written[self.chain] += n as u32;
+            if self.off == seg.len as usize {
+                self.seg += 1;
+                self.off = 0;
             }
         }
-        rx.push_used(c.head, written);
     }
 }
 
@@ -268,9 +280,30 @@ mod tests {
         f
     }
 
-    fn collect(p: &Pieces) -> Vec<u8> {
-        let mut out = vec![0u8; p.len()];
-        assert_eq!(p.read_head(&mut out), p.len());
+    /// `bytes` as an unedited frame (test memory leaked for simplicity).
+    fn keep(bytes: &[u8]) -> Edited<'static, 'static> {
+        let segs: &'static [Seg] = Box::leak(Box::new([seg(Box::leak(
+            bytes.to_vec().into_boxed_slice(),
+        ))]));
+        let f: &'static Frame<'static> =
+            Box::leak(Box::new(Frame::from_segs(segs, 0).expect("frame")));
+        Edited::new(f, TagEdit::Keep)
+    }
+
+    fn seg(bytes: &[u8]) -> Seg {
+        Seg {
+            ptr: bytes.as_ptr().cast_mut(),
+            len: bytes.len() as u32,
+        }
+    }
+
+    fn collect(e: &Edited<'_, '_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        e.for_each_span(|p, n| {
+            // SAFETY: test spans point into live vectors.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(p, n) });
+        });
+        assert_eq!(out.len(), e.len());
         out
     }
 
@@ -278,20 +311,30 @@ mod tests {
     fn edits_splice_spans() {
         let plain = frame(false);
         let tagged = frame(true);
-        // A frame split at an awkward place.
-        let mut p = Pieces::default();
-        p.push(plain.as_ptr(), 7);
-        p.push(plain[7..].as_ptr(), plain.len() - 7);
-        let mut tag = [0u8; 4];
-        let pushed = p.edited(TagEdit::Push(VlanTag { vid: 10, pcp: 0 }), &mut tag);
+        // A frame split at an awkward place, behind a 12-byte header.
+        let hdr = [0u8; 12];
+        let segs = [
+            seg(&hdr[..5]),
+            seg(&hdr[5..]),
+            seg(&plain[..7]),
+            seg(&plain[7..]),
+        ];
+        let f = Frame::from_segs(&segs, 12).expect("long enough");
+        assert_eq!(f.len(), plain.len());
+        let mut head = [0u8; 18];
+        assert_eq!(f.read_head(&mut head), 18);
+        assert_eq!(&head[..], &plain[..18]);
+        let pushed = Edited::new(&f, TagEdit::Push(VlanTag { vid: 10, pcp: 0 }));
         assert_eq!(collect(&pushed), tagged);
-        let t = Pieces::from_slice(&tagged);
-        assert_eq!(collect(&t.edited(TagEdit::Pop, &mut tag)), plain);
-        let rewritten = t.edited(TagEdit::Rewrite(VlanTag { vid: 20, pcp: 5 }), &mut tag);
+        let tsegs = [seg(&tagged)];
+        let t = Frame::from_segs(&tsegs, 0).expect("frame");
+        assert_eq!(collect(&Edited::new(&t, TagEdit::Pop)), plain);
+        let rewritten = Edited::new(&t, TagEdit::Rewrite(VlanTag { vid: 20, pcp: 5 }));
         let mut want = tagged.clone();
         want[14..16].copy_from_slice(&[0xa0, 20]);
         assert_eq!(collect(&rewritten), want);
-        assert_eq!(collect(&t.edited(TagEdit::Keep, &mut tag)), tagged);
+        assert_eq!(collect(&Edited::new(&t, TagEdit::Keep)), tagged);
+        assert!(Frame::from_segs(&segs[..2], 13).is_none());
     }
 
     #[test]
@@ -309,10 +352,7 @@ mod tests {
             hdr_len: 12,
             mergeable: true,
         };
-        assert_eq!(
-            deliver(&mut rx, &Pieces::from_slice(&f), fmt, &mut chains),
-            Ok(())
-        );
+        assert_eq!(deliver(&mut rx, &keep(&f), fmt, &mut chains), Ok(()));
         rx.flush_used();
         assert_eq!(d.used_idx(), 3);
         assert_eq!(d.used(0), (0, 32));
@@ -325,7 +365,7 @@ mod tests {
         assert_eq!(got, f);
         // No buffers left: dropped, nothing used.
         assert_eq!(
-            deliver(&mut rx, &Pieces::from_slice(&f), fmt, &mut chains),
+            deliver(&mut rx, &keep(&f), fmt, &mut chains),
             Err(DropReason::NoRxBuffer)
         );
     }
@@ -346,14 +386,11 @@ mod tests {
         };
         let f = frame(false);
         assert_eq!(
-            deliver(&mut rx, &Pieces::from_slice(&f), fmt, &mut chains),
+            deliver(&mut rx, &keep(&f), fmt, &mut chains),
             Err(DropReason::BadRxBuffer)
         );
         // The too-small chain went back empty; the next one takes the frame.
-        assert_eq!(
-            deliver(&mut rx, &Pieces::from_slice(&f), fmt, &mut chains),
-            Ok(())
-        );
+        assert_eq!(deliver(&mut rx, &keep(&f), fmt, &mut chains), Ok(()));
         rx.flush_used();
         assert_eq!(d.used_idx(), 2);
         assert_eq!(d.used(0), (0, 0));
@@ -373,12 +410,7 @@ mod tests {
             mergeable: true,
         };
         assert_eq!(
-            deliver(
-                &mut rx,
-                &Pieces::from_slice(&frame(false)),
-                fmt,
-                &mut chains
-            ),
+            deliver(&mut rx, &keep(&frame(false)), fmt, &mut chains),
             Err(DropReason::BadRxBuffer)
         );
         rx.flush_used();

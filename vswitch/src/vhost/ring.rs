@@ -151,7 +151,11 @@ impl SplitRing {
             if !uva.is_multiple_of(align) {
                 return Err(RingError::BadAddress(what));
             }
+            // The part is accessed by aligned loads and stores where it is
+            // mapped here, which the frontend's address does not settle: a
+            // region's `user_addr` or `mmap_offset` may be unaligned.
             mem.translate_uva(uva, len)
+                .filter(|p| (*p as usize).is_multiple_of(align as usize))
                 .ok_or(RingError::BadAddress(what))
         };
         let desc = part(addrs.desc, 16 * n, 16, "descriptor table")?;
@@ -520,6 +524,18 @@ pub(crate) mod tests {
         assert_eq!(
             SplitRing::new(mem, addrs, 0, false, None).err(),
             Some(RingError::BadSize(6))
+        );
+        // Aligned as the frontend gives them, misaligned where mapped.
+        let (odd, _f) = memfd_memory(0, UVA + 1, 0x10000);
+        let addrs = RingAddrs {
+            desc: UVA + DESC + 16,
+            avail: UVA + AVAIL,
+            used: UVA + USED,
+            size: 8,
+        };
+        assert_eq!(
+            SplitRing::new(Arc::new(odd), addrs, 0, false, None).err(),
+            Some(RingError::BadAddress("descriptor table"))
         );
     }
 

@@ -201,9 +201,15 @@ impl SplitRing {
         unsafe { std::ptr::write_volatile(base.add(off).cast::<u16>(), v.to_le()) }
     }
 
-    /// Reads the guest's available index; returns how many entries wait.
+    /// Reads the guest's available index; returns how many entries wait
+    /// (none once the ring is [`broken`](SplitRing::broken)).
     #[inline]
     pub fn refresh(&mut self) -> u16 {
+        if self.broken {
+            // Whatever the guest writes now: `pop` takes nothing more, and
+            // a caller that refreshes until `pop` yields must not spin.
+            return 0;
+        }
         let idx = Self::read_u16(self.avail, 2);
         // The entries and descriptors behind the index are read after it.
         fence(Ordering::Acquire);
@@ -498,6 +504,12 @@ pub(crate) mod tests {
         d.offer(0);
         assert_eq!(r.refresh(), 0);
         assert!(r.broken);
+        // A plausible index afterwards does not revive it.
+        d.avail_idx = d.avail_idx.wrapping_sub(100);
+        d.offer(0);
+        assert_eq!(r.refresh(), 0);
+        assert!(!r.enable_kicks());
+        assert!(r.pop(&mut Chain::default(), false).is_none());
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub mod daemon;
 pub mod fdb;
 pub mod forward;
 pub mod frame;
+// Built for the unit tests and for cargo-fuzz (`--cfg fuzzing`) only.
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod policy;
 pub mod shaping;
 pub mod teaming;

@@ -124,6 +124,18 @@ impl GuestMemory {
         Ok(mem)
     }
 
+    /// A memory of `size` bytes at guest address `gpa` (frontend address
+    /// `uva`), backed by a fresh memfd, as a frontend would share it. For
+    /// tests and fuzzing, which play the frontend and the guest; the
+    /// daemon maps what a frontend sends with [`GuestMemory::map`].
+    pub fn anonymous(gpa: u64, uva: u64, size: u64) -> Result<Self, MemError> {
+        let map_err = |source| MemError::Map { gpa, source };
+        let file = memfd(size).map_err(map_err)?;
+        let region = VhostUserMemoryRegion::new(gpa, size, uva, 0);
+        // The mapping keeps the memfd alive once `file` is closed.
+        GuestMemory::map(&[region], std::slice::from_ref(&file))
+    }
+
     /// A pointer to `len` bytes at guest-physical `gpa`, when they lie in
     /// one region.
     #[inline]
@@ -156,6 +168,19 @@ impl GuestMemory {
     }
 }
 
+/// An anonymous shared-memory file of `size` bytes.
+fn memfd(size: u64) -> std::io::Result<File> {
+    // SAFETY: plain syscall with a NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"sfera-guest".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.set_len(size)?;
+    Ok(file)
+}
+
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         for r in &self.regions {
@@ -176,13 +201,7 @@ pub(crate) mod tests {
     /// A memory of `size` bytes at guest address `gpa` (frontend address
     /// `uva`), backed by a memfd, for ring tests.
     pub(crate) fn memfd_memory(gpa: u64, uva: u64, size: u64) -> (GuestMemory, File) {
-        let name = std::ffi::CString::new("sfera-test").expect("no NUL");
-        // SAFETY: plain syscall with a valid C string.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        file.set_len(size).expect("size memfd");
+        let file = memfd(size).expect("memfd");
         let region = VhostUserMemoryRegion::new(gpa, size, uva, 0);
         let mem = GuestMemory::map(&[region], std::slice::from_ref(&file)).expect("map");
         (mem, file)
@@ -202,6 +221,14 @@ pub(crate) mod tests {
             mem.translate_uva(0x7f00_0000_0010, 4)
         );
         assert!(mem.translate_uva(0x10010, 4).is_none());
+    }
+
+    #[test]
+    fn anonymous_memory_is_one_region() {
+        let mem = GuestMemory::anonymous(0x10000, 0x7f00_0000_0000, 0x4000).expect("map");
+        assert!(mem.translate(0x10000, 0x4000).is_some());
+        assert!(mem.translate(0x14000, 1).is_none());
+        assert!(GuestMemory::anonymous(u64::MAX - 10, 0, 0x1000).is_err());
     }
 
     #[test]

@@ -151,7 +151,11 @@ impl SplitRing {
             if !uva.is_multiple_of(align) {
                 return Err(RingError::BadAddress(what));
             }
+            // The part is accessed by aligned loads and stores where it is
+            // mapped here, which the frontend's address does not settle: a
+            // region's `user_addr` or `mmap_offset` may be unaligned.
             mem.translate_uva(uva, len)
+                .filter(|p| (*p as usize).is_multiple_of(align as usize))
                 .ok_or(RingError::BadAddress(what))
         };
         let desc = part(addrs.desc, 16 * n, 16, "descriptor table")?;
@@ -197,9 +201,15 @@ impl SplitRing {
         unsafe { std::ptr::write_volatile(base.add(off).cast::<u16>(), v.to_le()) }
     }
 
-    /// Reads the guest's available index; returns how many entries wait.
+    /// Reads the guest's available index; returns how many entries wait
+    /// (none once the ring is [`broken`](SplitRing::broken)).
     #[inline]
     pub fn refresh(&mut self) -> u16 {
+        if self.broken {
+            // Whatever the guest writes now: `pop` takes nothing more, and
+            // a caller that refreshes until `pop` yields must not spin.
+            return 0;
+        }
         let idx = Self::read_u16(self.avail, 2);
         // The entries and descriptors behind the index are read after it.
         fence(Ordering::Acquire);
@@ -494,6 +504,12 @@ pub(crate) mod tests {
         d.offer(0);
         assert_eq!(r.refresh(), 0);
         assert!(r.broken);
+        // A plausible index afterwards does not revive it.
+        d.avail_idx = d.avail_idx.wrapping_sub(100);
+        d.offer(0);
+        assert_eq!(r.refresh(), 0);
+        assert!(!r.enable_kicks());
+        assert!(r.pop(&mut Chain::default(), false).is_none());
     }
 
     #[test]
@@ -520,6 +536,18 @@ pub(crate) mod tests {
         assert_eq!(
             SplitRing::new(mem, addrs, 0, false, None).err(),
             Some(RingError::BadSize(6))
+        );
+        // Aligned as the frontend gives them, misaligned where mapped.
+        let (odd, _f) = memfd_memory(0, UVA + 1, 0x10000);
+        let addrs = RingAddrs {
+            desc: UVA + DESC + 16,
+            avail: UVA + AVAIL,
+            used: UVA + USED,
+            size: 8,
+        };
+        assert_eq!(
+            SplitRing::new(Arc::new(odd), addrs, 0, false, None).err(),
+            Some(RingError::BadAddress("descriptor table"))
         );
     }
 

@@ -30,15 +30,15 @@
 //! Besides "no panic, no hang, no access outside the mappings", the body
 //! checks that every translated buffer lies inside its guest's memory, that
 //! every accepted ring is inside memory and aligned where the device
-//! accesses it, and that each edit made of spans ([`Pieces::edited`])
+//! accesses it, and that each edit made of spans ([`Edited`])
 //! reads back as the same edit made by copy ([`frame::copy_with_edit`]).
 
 use std::sync::Arc;
 
 use crate::frame::{self, ETH_HLEN, TagEdit, VLAN_HLEN, VlanTag};
-use crate::vhost::frames::{MAX_RX_CHAINS, Pieces, RxFormat, deliver};
+use crate::vhost::frames::{Edited, Frame, MAX_RX_CHAINS, RxFormat, deliver};
 use crate::vhost::mem::GuestMemory;
-use crate::vhost::ring::{Chain, MAX_SEGS, RingAddrs, SplitRing};
+use crate::vhost::ring::{Chain, MAX_SEGS, RingAddrs, Seg, SplitRing};
 use crate::worker::{BURST, MAX_FRAME};
 
 /// Flag: transmit ring with VIRTIO_RING_F_EVENT_IDX.
@@ -174,7 +174,13 @@ pub fn frame_path(data: &[u8]) -> Outcome {
         match op & 7 {
             OP_TX_BURST => sw.tx_burst(),
             OP_DELIVER => {
-                sw.deliver(&Pieces::from_slice(frame_bytes));
+                let seg = [Seg {
+                    ptr: frame_bytes.as_ptr().cast_mut(),
+                    len: frame_bytes.len() as u32,
+                }];
+                if let Some(frame) = Frame::from_segs(&seg, 0) {
+                    sw.deliver(&Edited::new(&frame, TagEdit::Keep));
+                }
                 sw.flush_rx();
             }
             OP_TX_KICKS => {
@@ -435,7 +441,8 @@ impl Switch {
                     Some(Err(_)) => {}
                     Some(Ok(())) => {
                         self.tx.check_chain(&self.chain);
-                        match Pieces::from_chain(&self.chain, self.skip) {
+                        let segs = self.chain.segs().to_vec();
+                        match Frame::from_segs(&segs, self.skip) {
                             Some(frame) => {
                                 assert_eq!(frame.len() as u64 + self.skip as u64, self.chain.len);
                                 self.on_frame(&frame);
@@ -463,7 +470,7 @@ impl Switch {
 
     /// One frame from guest A: parsed, then each edit checked against
     /// the copying one and delivered to guest B.
-    fn on_frame(&mut self, frame: &Pieces) {
+    fn on_frame(&mut self, frame: &Frame<'_>) {
         let mut head = [0u8; ETH_HLEN + VLAN_HLEN];
         let n = frame.read_head(&mut head);
         assert_eq!(n, frame.len().min(head.len()));
@@ -481,8 +488,7 @@ impl Switch {
             // Edits of a frame `parse` refused are outside their contract
             // and never made; they must still stay inside the frame.
             for edit in edits {
-                let mut tag = [0u8; 4];
-                assert!(frame.edited(edit, &mut tag).len() <= frame.len() + VLAN_HLEN);
+                assert!(Edited::new(frame, edit).len() <= frame.len() + VLAN_HLEN);
             }
             return;
         };
@@ -491,8 +497,7 @@ impl Switch {
         let mut flat = vec![0u8; frame.len()];
         assert_eq!(frame.read_head(&mut flat), frame.len());
         for edit in edits {
-            let mut tag = [0u8; 4];
-            let edited = frame.edited(edit, &mut tag);
+            let edited = Edited::new(frame, edit);
             if info.tag.is_none() && matches!(edit, TagEdit::Pop | TagEdit::Rewrite(_)) {
                 continue;
             }
@@ -500,15 +505,20 @@ impl Switch {
             let len = frame::copy_with_edit(&flat, edit, &mut want)
                 .expect("room for any edit of a parsed frame");
             assert_eq!(len, edit.output_len(frame.len()));
-            let mut got = vec![0u8; edited.len()];
-            assert_eq!(edited.read_head(&mut got), edited.len());
+            let mut got = Vec::with_capacity(edited.len());
+            edited.for_each_span(|p, n| {
+                // SAFETY: spans of a frame in live fuzz memory (or the
+                // edit's own tag), valid for this call.
+                got.extend_from_slice(unsafe { std::slice::from_raw_parts(p, n) });
+            });
+            assert_eq!(got.len(), edited.len());
             assert!(got == want[..len], "{edit:?} by spans differs from by copy");
             self.deliver(&edited);
         }
     }
 
     /// Delivers `frame` into guest B's ring.
-    fn deliver(&mut self, frame: &Pieces) {
+    fn deliver(&mut self, frame: &Edited<'_, '_>) {
         let Some(ring) = self.rx_ring.as_mut() else {
             return;
         };

@@ -259,6 +259,11 @@ impl SplitRing {
             if count > u32::from(self.size) {
                 return Err(ChainError::BadIndex);
             }
+            // Empty descriptors count too: a chain of thousands would
+            // cost every other port on the worker its share of time.
+            if count > 2 * MAX_SEGS as u32 {
+                return Err(ChainError::TooLong);
+            }
             let at = 16 * usize::from(idx);
             // SAFETY: `idx < size`, so the 16-byte descriptor lies in the
             // table translated in `new` (16-aligned).

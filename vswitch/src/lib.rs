@@ -1,6 +1,7 @@
 //! sfera-vswitchd: vSphere's standard switch over vhost-user-net.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod fdb;

@@ -43,6 +43,16 @@ pub enum PersistError {
     },
     #[error("Cannot encode the switch configuration")]
     Encode(#[source] serde_json::Error),
+    /// The state file exists but cannot be used.
+    #[error(
+        "State file {} cannot be used; fix or remove it (it is never replaced by a default)",
+        path.display()
+    )]
+    BadState {
+        path: PathBuf,
+        #[source]
+        source: Box<PersistError>,
+    },
 }
 
 /// Reads and validates a configuration file (the state file, or the
@@ -85,13 +95,17 @@ impl StateFile {
 
     /// The saved configuration; `None` when there is no state file yet.
     pub fn load(&self) -> Result<Option<SwitchConfig>, PersistError> {
+        let bad = |source| PersistError::BadState {
+            path: self.path.clone(),
+            source: Box::new(source),
+        };
         match std::fs::symlink_metadata(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(PersistError::Read {
+            Err(source) => Err(bad(PersistError::Read {
                 path: self.path.clone(),
                 source,
-            }),
-            Ok(_) => read_config(&self.path).map(Some),
+            })),
+            Ok(_) => read_config(&self.path).map(Some).map_err(bad),
         }
     }
 
@@ -198,11 +212,21 @@ mod tests {
         let state = StateFile::in_dir(dir.path());
         std::fs::write(state.path(), "{\"switches\": [").unwrap();
         let e = state.load().unwrap_err();
-        assert!(matches!(e, PersistError::Parse { .. }), "{e:?}");
+        let PersistError::BadState { source, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(matches!(**source, PersistError::Parse { .. }), "{e:?}");
         let text = error_chain(&e);
-        assert!(text.contains(STATE_FILE) && text.contains("EOF"), "{text}");
-        let e = initial_config(Some(&state), None).unwrap_err();
-        assert!(matches!(e, PersistError::Parse { .. }));
+        assert!(
+            text.contains(STATE_FILE) && text.contains("fix or remove"),
+            "{text}"
+        );
+        assert!(text.contains("EOF"), "{text}");
+        // Even with a configuration file to fall back on.
+        let file = dir.path().join("switch.json");
+        std::fs::write(&file, "{}").unwrap();
+        let e = initial_config(Some(&state), Some(&file)).unwrap_err();
+        assert!(matches!(e, PersistError::BadState { .. }));
 
         std::fs::write(
             state.path(),

@@ -249,6 +249,40 @@ fn percent_decode(segment: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::invalid(format!("Path segment {segment:?} is not UTF-8")))
 }
 
+/// The API on `<dir>/api.sock`, served by a thread of its own with the
+/// stand-in switch, saving to `dir`'s state file (for tests; the thread
+/// ends with the test process).
+#[cfg(test)]
+pub(crate) fn spawn_test_server(
+    dir: &std::path::Path,
+) -> (
+    std::path::PathBuf,
+    Arc<Vswitchd<crate::service::fake::FakeDaemon>>,
+) {
+    let socket = dir.join("api.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind the test socket");
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let state = crate::persist::StateFile::in_dir(dir);
+    let vswitchd = Arc::new(Vswitchd::new(
+        crate::service::fake::FakeDaemon::default(),
+        Some(state),
+    ));
+    let server = Arc::clone(&vswitchd);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a test runtime");
+        runtime.block_on(async move {
+            let listener = UnixListener::from_std(listener).expect("a tokio listener");
+            serve(listener, server).await;
+        });
+    });
+    (socket, vswitchd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +447,99 @@ mod tests {
         assert_eq!(e.allow, Some("GET, PUT, DELETE"));
         let e = err(Method::POST, "/v1/ports", r#"{"name":"a","extra":1}"#);
         assert!(e.message.contains("unknown field"), "{}", e.message);
+    }
+
+    /// The server on a real socket, with the stand-in switch, through the
+    /// CLI's client.
+    #[test]
+    fn serves_over_a_unix_socket() {
+        use crate::persist::StateFile;
+        use serde_json::json;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, vswitchd) = spawn_test_server(dir.path());
+        let state = StateFile::in_dir(dir.path());
+        let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
+            let (status, text) =
+                super::super::client::call(&socket, method, path, body.as_ref()).unwrap();
+            let json = if text.is_empty() || path == "/metrics" {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            };
+            (status, json, text)
+        };
+
+        let (status, group, _) = call(
+            Method::POST,
+            "/v1/port-groups",
+            Some(json!({"name": "pg", "vlan": {"mode": "access", "id": 10}})),
+        );
+        assert_eq!((status, group["vlan"]["id"].clone()), (201, json!(10)));
+        let (status, port, _) = call(
+            Method::POST,
+            "/v1/ports",
+            Some(
+                json!({"name": "a", "socket": "/run/a.sock", "mac": "52:54:00:00:00:01", "port_group": "pg"}),
+            ),
+        );
+        assert_eq!((status, port["queues"].clone()), (201, json!(1)));
+        let (status, port, _) = call(
+            Method::PUT,
+            "/v1/ports/a",
+            Some(json!({"port_group": "pg", "mac": "52:54:00:00:00:01", "mtu": 9000})),
+        );
+        assert_eq!((status, port["mtu"].clone()), (200, json!(9000)));
+        let saved = std::fs::read(state.path()).unwrap();
+
+        let (status, error, _) = call(Method::DELETE, "/v1/port-groups/pg", None);
+        assert_eq!(
+            (status, error["error"]["code"].clone()),
+            (409, json!("conflict"))
+        );
+        let (status, error, _) = call(Method::POST, "/v1/ports", Some(json!("x".repeat(MAX_BODY))));
+        assert_eq!(
+            (status, error["error"]["code"].clone()),
+            (413, json!("body_too_large"))
+        );
+        let (status, error, _) = call(Method::PATCH, "/v1/ports/a", Some(json!({})));
+        assert_eq!(
+            (status, error["error"]["code"].clone()),
+            (405, json!("method_not_allowed"))
+        );
+        let (status, error, _) = call(Method::GET, "/v1/ports/b", None);
+        assert_eq!(
+            (status, error["error"]["code"].clone()),
+            (404, json!("not_found"))
+        );
+        let (status, error, _) = call(Method::PUT, "/v1/config", Some(json!({"ports": 1})));
+        assert_eq!(
+            (status, error["error"]["code"].clone()),
+            (400, json!("invalid"))
+        );
+        assert_eq!(
+            std::fs::read(state.path()).unwrap(),
+            saved,
+            "refusals saved nothing"
+        );
+
+        let (status, _, text) = call(Method::GET, "/metrics", None);
+        assert_eq!(status, 200);
+        assert!(
+            text.contains("# TYPE sfera_vswitch_mac_table_entries gauge"),
+            "{text}"
+        );
+        let (status, body, text) = call(Method::DELETE, "/v1/ports/a", None);
+        assert_eq!(
+            (status, body, text.as_str()),
+            (204, serde_json::Value::Null, "")
+        );
+        let (_, config, _) = call(Method::GET, "/v1/config", None);
+        assert_eq!(
+            config,
+            serde_json::to_value(vswitchd.daemon().config()).unwrap()
+        );
+        assert_eq!(state.load().unwrap(), Some(vswitchd.daemon().config()));
     }
 
     #[test]

@@ -111,6 +111,9 @@ fn main() -> Result<()> {
             init_logging();
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("Cannot create {}", data_dir.display()))?;
+            // Held until the process exits.
+            let _lock = persist::lock_data_dir(&data_dir)?;
+            check_api_free(&args.api)?;
             let state = StateFile::in_dir(&data_dir);
             let (initial, origin) = persist::initial_config(Some(&state), config.as_deref())
                 .context("Cannot load the switch configuration")?;
@@ -148,17 +151,24 @@ fn init_logging() {
         .init();
 }
 
-/// Binds the API socket, refusing one a running daemon answers on.
+/// Refuses an API socket a running daemon answers on (checked before the
+/// switch starts too, so a second daemon leaves the first's ports alone).
+fn check_api_free(api: &Path) -> Result<()> {
+    if std::os::unix::net::UnixStream::connect(api).is_ok() {
+        bail!(
+            "{} is in use: another sfera-vswitchd serves on it",
+            api.display()
+        );
+    }
+    Ok(())
+}
+
+/// Binds the API socket, replacing a stale one.
 fn bind_api(api: &Path) -> Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = api.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("Cannot create {}", dir.display()))?;
     }
-    if std::os::unix::net::UnixStream::connect(api).is_ok() {
-        bail!(
-            "{} is in use: another sfera-vswitchd is serving on it",
-            api.display()
-        );
-    }
+    check_api_free(api)?;
     // A socket left by a previous run is stale: no one answers on it.
     let _ = std::fs::remove_file(api);
     let listener = std::os::unix::net::UnixListener::bind(api)

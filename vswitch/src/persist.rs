@@ -13,6 +13,8 @@ use crate::config::{BadConfig, SwitchConfig};
 
 /// The state file's name in the data directory.
 pub const STATE_FILE: &str = "vswitch-state.json";
+/// The lock a daemon holds on its data directory while it runs.
+pub const LOCK_FILE: &str = "vswitchd.lock";
 
 /// Errors reading or writing a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,14 @@ pub enum PersistError {
     },
     #[error("Cannot encode the switch configuration")]
     Encode(#[source] serde_json::Error),
+    #[error("Another sfera-vswitchd uses {}", path.display())]
+    Locked { path: PathBuf },
+    #[error("Cannot lock {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The state file exists but cannot be used.
     #[error(
         "State file {} cannot be used; fix or remove it (it is never replaced by a default)",
@@ -134,6 +144,28 @@ impl StateFile {
             tracing::warn!(dir = %dir.display(), "Cannot sync the state directory: {e}");
         }
         Ok(())
+    }
+}
+
+/// Locks `data_dir` for this process (released when the file is closed,
+/// as at exit), so two daemons never run one switch configuration.
+pub fn lock_data_dir(data_dir: &Path) -> Result<File, PersistError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| PersistError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(PersistError::Locked {
+            path: data_dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(PersistError::Lock { path, source }),
     }
 }
 
@@ -237,6 +269,16 @@ mod tests {
         assert!(error_chain(&e).contains("does not exist"), "{e:?}");
         std::fs::write(state.path(), r#"{"bogus":1}"#).unwrap();
         assert!(error_chain(&state.load().unwrap_err()).contains("unknown field"));
+    }
+
+    #[test]
+    fn one_daemon_per_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_data_dir(dir.path()).unwrap();
+        let e = lock_data_dir(dir.path()).unwrap_err();
+        assert!(matches!(e, PersistError::Locked { .. }), "{e:?}");
+        drop(held);
+        lock_data_dir(dir.path()).unwrap();
     }
 
     #[test]

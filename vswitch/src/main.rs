@@ -1,5 +1,7 @@
 //! `sfera-vswitchd`: the virtual switch daemon, and its CLI.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,6 +5,8 @@
 //! it is the only record of what the switch was, so it is never silently
 //! replaced by a default.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};

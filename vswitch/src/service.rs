@@ -6,6 +6,8 @@
 //! apply it, and only then save it. A refused change touches neither the
 //! switch nor the state file; a change whose saving fails is undone.
 
+#![forbid(unsafe_code)]
+
 use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;

@@ -3,6 +3,8 @@
 //! the Prometheus text ([`metrics_text`]) and a client for the CLI
 //! ([`client`]).
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod edit;
 pub mod http;

@@ -5,6 +5,8 @@
 //! `set` commands read the object, change what their flags name, and put
 //! it back; the daemon checks every value, and its message is the error.
 
+#![forbid(unsafe_code)]
+
 pub mod policy_flags;
 pub mod show;
 

@@ -6,6 +6,8 @@
 //! by the switching model: MAC tables ([`fdb`]), port group policy
 //! ([`policy`], [`shaping`], [`teaming`]) and frame edits ([`frame`]).
 
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod daemon;
@@ -15,7 +17,9 @@ pub mod frame;
 // Built for the unit tests and for cargo-fuzz (`--cfg fuzzing`) only.
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
+pub mod persist;
 pub mod policy;
+pub mod service;
 pub mod shaping;
 pub mod teaming;
 pub mod uplink;

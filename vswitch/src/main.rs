@@ -1,51 +1,149 @@
-//! `sfera-vswitchd`: the virtual switch daemon.
+//! `sfera-vswitchd`: the virtual switch daemon, and its CLI.
+
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use clap::Parser;
+use anyhow::{Context, Result, bail};
+use clap::{CommandFactory, Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
+use vswitch::api::http;
+use vswitch::cli::{self, ClientCommand};
 use vswitch::config::SwitchConfig;
 use vswitch::daemon::{Daemon, DaemonOptions};
+use vswitch::persist::{self, Origin, StateFile};
+use vswitch::service::Vswitchd;
 
-/// Sfera's virtual switch: VM NICs over vhost-user-net, VLANs, MAC learning.
+const DEFAULT_API: &str = "/run/sfera/vswitchd.sock";
+const DEFAULT_DATA_DIR: &str = "/var/lib/sfera/vswitchd";
+/// Long enough to catch a busy port's next frame without a wake-up, short
+/// enough to cost little when idle (as sfera-blockd's exports).
+const DEFAULT_POLL_US: u32 = 50;
+
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(
+    name = "sfera-vswitchd",
+    version,
+    about = "Sfera's virtual switch: switches, port groups and uplinks for VM NICs over vhost-user-net"
+)]
 struct Args {
-    /// The switch's configuration (JSON: switches, port_groups, ports).
+    /// The daemon's API socket (for `serve` and the client commands).
+    #[arg(long, global = true, default_value = DEFAULT_API)]
+    api: PathBuf,
+    /// Print the API's JSON as is.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Without a subcommand: run the switch on this configuration (JSON),
+    /// without an API and without saving state.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Without a subcommand: CPU to pin the forwarding worker to.
     #[arg(long)]
-    config: PathBuf,
+    cpu: Option<usize>,
+    /// Without a subcommand: µs the worker polls after its last frame
+    /// before it sleeps [default: 50].
+    #[arg(long)]
+    poll_us: Option<u32>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunOptions {
     /// CPU to pin the forwarding worker to.
     #[arg(long)]
     cpu: Option<usize>,
-    /// Microseconds the worker keeps polling after its last frame.
-    #[arg(long, default_value_t = 50)]
+    /// Microseconds the worker keeps polling after its last frame before it
+    /// sleeps (0: sleep at once).
+    #[arg(long, default_value_t = DEFAULT_POLL_US)]
     poll_us: u32,
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and the threads it starts
-/// later) and returns a function that waits for one of them.
-fn block_signals() -> impl FnOnce() {
-    // SAFETY: a sigset on the stack, initialised by sigemptyset before use;
-    // pthread_sigmask only reads it.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    move || {
-        let mut sig = 0;
-        // SAFETY: `set` is initialised above; `sig` is a valid out pointer.
-        unsafe { libc::sigwait(&set, &mut sig) };
+impl RunOptions {
+    fn daemon_options(&self) -> DaemonOptions {
+        DaemonOptions {
+            cpu: self.cpu,
+            poll_us: self.poll_us,
+        }
     }
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the switch with its API on --api; every change is saved in the
+    /// data directory and restored at start.
+    Serve {
+        /// Where the configuration in force is saved (vswitch-state.json).
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The configuration to start with when the data directory holds
+        /// none yet (default: one switch, vSwitch0, and nothing else).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunOptions,
+    },
+    #[command(flatten)]
+    Client(Box<ClientCommand>),
+}
+
 fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.command.is_some()
+        && (args.config.is_some() || args.cpu.is_some() || args.poll_us.is_some())
+    {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--config, --cpu and --poll-us before a subcommand are for running without one; \
+                 `serve` takes its own",
+            )
+            .exit();
+    }
+    match args.command {
+        Some(Command::Serve {
+            data_dir,
+            config,
+            run,
+        }) => {
+            init_logging();
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("Cannot create {}", data_dir.display()))?;
+            // Held until the process exits.
+            let _lock = persist::lock_data_dir(&data_dir)?;
+            check_api_free(&args.api)?;
+            let state = StateFile::in_dir(&data_dir);
+            let (initial, origin) = persist::initial_config(Some(&state), config.as_deref())
+                .context("Cannot load the switch configuration")?;
+            run_switch(initial, &origin, &run, Some((&args.api, state)))
+        }
+        Some(Command::Client(command)) => {
+            let mut out = std::io::stdout().lock();
+            Ok(cli::run(&args.api, args.json, *command, &mut out)?)
+        }
+        None => {
+            let Some(file) = args.config else {
+                bail!(
+                    "Nothing to do: use `serve`, a client command, or --config FILE (see --help)"
+                );
+            };
+            init_logging();
+            let (initial, origin) = persist::initial_config(None, Some(&file))
+                .context("Cannot load the switch configuration")?;
+            let run = RunOptions {
+                cpu: args.cpu,
+                poll_us: args.poll_us.unwrap_or(DEFAULT_POLL_US),
+            };
+            run_switch(initial, &origin, &run, None)
+        }
+    }
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -53,25 +151,92 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let args = Args::parse();
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))?;
-    let config: SwitchConfig = serde_json::from_str(&text)
-        .with_context(|| format!("invalid JSON in {}", args.config.display()))?;
-    let wait = block_signals();
-    let daemon = Daemon::start(
-        config,
-        DaemonOptions {
-            cpu: args.cpu,
-            poll_us: args.poll_us,
-        },
-    )?;
-    tracing::info!("sfera-vswitchd running");
-    wait();
-    tracing::info!(
-        stats = %serde_json::to_string(&daemon.stats()).unwrap_or_default(),
-        "Stopping"
-    );
-    daemon.shutdown();
+}
+
+/// Refuses an API socket a running daemon answers on (checked before the
+/// switch starts too, so a second daemon leaves the first's ports alone).
+fn check_api_free(api: &Path) -> Result<()> {
+    if std::os::unix::net::UnixStream::connect(api).is_ok() {
+        bail!(
+            "{} is in use: another sfera-vswitchd serves on it",
+            api.display()
+        );
+    }
+    Ok(())
+}
+
+/// Binds the API socket, replacing a stale one.
+fn bind_api(api: &Path) -> Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = api.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("Cannot create {}", dir.display()))?;
+    }
+    check_api_free(api)?;
+    // A socket left by a previous run is stale: no one answers on it.
+    let _ = std::fs::remove_file(api);
+    let listener = std::os::unix::net::UnixListener::bind(api)
+        .with_context(|| format!("Cannot listen on {}", api.display()))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Runs the switch (with its API when `api` is given) until SIGTERM or
+/// SIGINT, then shuts it down.
+fn run_switch(
+    config: SwitchConfig,
+    origin: &Origin,
+    run: &RunOptions,
+    api: Option<(&PathBuf, StateFile)>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("Cannot start the API runtime")?;
+    let entered = runtime.enter();
+    // Before the switch starts, so a signal from then on stops it cleanly.
+    let mut term = signal(SignalKind::terminate()).context("Cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("Cannot handle SIGINT")?;
+
+    let daemon = Daemon::start(config, run.daemon_options())
+        .with_context(|| format!("Cannot start the switch on the configuration from {origin}"))?;
+    let Some((api, state)) = api else {
+        tracing::info!(%origin, "sfera-vswitchd started without an API");
+        let stopped_by = runtime.block_on(async {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
+        });
+        tracing::info!("{stopped_by}: stopping");
+        daemon.shutdown();
+        return Ok(());
+    };
+
+    let listener = match bind_api(api).and_then(|l| Ok(tokio::net::UnixListener::from_std(l)?)) {
+        Ok(l) => l,
+        Err(e) => {
+            daemon.shutdown();
+            return Err(e);
+        }
+    };
+    tracing::info!(%origin, api = %api.display(), "sfera-vswitchd started");
+    let vswitchd = Arc::new(Vswitchd::new(daemon, Some(state)));
+    let stopped_by = runtime.block_on(async {
+        tokio::select! {
+            () = http::serve(listener, Arc::clone(&vswitchd)) => "the API server",
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    });
+    tracing::info!("{stopped_by}: stopping");
+    let _ = std::fs::remove_file(api);
+    // Dropping the runtime drops the connections' tasks (and waits for
+    // requests being handled), which hold the other references.
+    drop((term, int));
+    drop(entered);
+    drop(runtime);
+    match Arc::try_unwrap(vswitchd) {
+        Ok(v) => v.into_daemon().shutdown(),
+        Err(_) => tracing::warn!("The API still holds the switch; exiting without a shutdown"),
+    }
     Ok(())
 }

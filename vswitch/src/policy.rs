@@ -16,7 +16,7 @@ use crate::frame::{DropReason, FrameInfo, MAX_VID, MacAddr, TagEdit, VlanTag};
 
 /// A port group's VLAN setting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "mode")]
+#[serde(rename_all = "snake_case", tag = "mode", from = "VlanModeIn")]
 pub enum VlanMode {
     /// Untagged traffic only (vSphere's VLAN ID 0).
     None,
@@ -31,6 +31,34 @@ pub enum VlanMode {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         native: Option<u16>,
     },
+}
+
+/// What [`VlanMode`] is read from: the same shape, with `None` written as
+/// a struct variant so that, like the others, it refuses unknown fields
+/// (serde lets extra fields through on an internally tagged unit variant,
+/// so `{"mode":"none","id":10}` would silently mean "no VLAN").
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", deny_unknown_fields)]
+enum VlanModeIn {
+    None {},
+    Access {
+        id: u16,
+    },
+    Trunk {
+        allowed: BTreeSet<u16>,
+        #[serde(default)]
+        native: Option<u16>,
+    },
+}
+
+impl From<VlanModeIn> for VlanMode {
+    fn from(v: VlanModeIn) -> Self {
+        match v {
+            VlanModeIn::None {} => VlanMode::None,
+            VlanModeIn::Access { id } => VlanMode::Access { id },
+            VlanModeIn::Trunk { allowed, native } => VlanMode::Trunk { allowed, native },
+        }
+    }
 }
 
 /// Error in a VLAN setting.
@@ -110,7 +138,7 @@ impl VlanMode {
 /// A port group's security policy (all three default to reject, as in
 /// vSphere 7 and later).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Security {
     /// The port also receives unicast frames addressed to others in its
     /// VLAN.
@@ -238,5 +266,36 @@ mod tests {
             }
             .admit_receive(other, me)
         );
+    }
+
+    #[test]
+    fn json_round_trips_and_refuses_unknown_fields() {
+        let modes = [
+            VlanMode::None,
+            VlanMode::Access { id: 10 },
+            VlanMode::Trunk {
+                allowed: [10, 20].into(),
+                native: Some(1),
+            },
+        ];
+        for m in modes {
+            let text = serde_json::to_string(&m).unwrap();
+            assert_eq!(
+                serde_json::from_str::<VlanMode>(&text).unwrap(),
+                m,
+                "{text}"
+            );
+        }
+        for bad in [
+            r#"{"mode":"none","id":10}"#,
+            r#"{"mode":"access","id":10,"native":3}"#,
+            r#"{"mode":"trunk","allowed":[1],"id":3}"#,
+            r#"{"mode":"bridge"}"#,
+        ] {
+            assert!(serde_json::from_str::<VlanMode>(bad).is_err(), "{bad}");
+        }
+        let s: Security = serde_json::from_str(r#"{"promiscuous":true}"#).unwrap();
+        assert!(s.promiscuous && !s.forged_transmits);
+        assert!(serde_json::from_str::<Security>(r#"{"promiscuos":true}"#).is_err());
     }
 }

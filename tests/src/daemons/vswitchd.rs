@@ -1,9 +1,11 @@
-//! `sfera-vswitchd` with a configuration file the harness writes.
+//! `sfera-vswitchd` with a configuration file the harness writes
+//! ([`Vswitchd`]), or serving its API with saved state ([`VswitchdDaemon`]).
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+use crate::netns::NetNs;
 use crate::process::Process;
 use crate::testdir::TestDir;
 use crate::wait::wait_until;
@@ -104,6 +106,144 @@ impl Vswitchd {
     /// Ports added so far.
     pub fn port_count(&self) -> usize {
         self.ports.len()
+    }
+
+    /// Fails if the daemon has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        match self.process.as_mut() {
+            Some(p) => p.ensure_running(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A running `sfera-vswitchd serve`: the switch with its API on a Unix
+/// socket and its configuration saved in a data directory.
+#[derive(Debug)]
+pub struct VswitchdDaemon {
+    api: PathBuf,
+    data_dir: PathBuf,
+    log: PathBuf,
+    /// The network namespace it runs in (its uplinks' TAPs are made there).
+    netns: Option<String>,
+    process: Option<Process>,
+}
+
+impl VswitchdDaemon {
+    /// Starts the daemon with its state under `dir`, inside `netns` if
+    /// given, and waits for its API.
+    pub fn start(dir: &TestDir, netns: Option<&NetNs>) -> Result<Self> {
+        Self::start_in(dir.path(), netns)
+    }
+
+    /// Starts the daemon with its API socket, state and log under `root`
+    /// (`vswitchd-api.sock`, `vswitchd-data/`, `vswitchd.log`).
+    pub fn start_in(root: &Path, netns: Option<&NetNs>) -> Result<Self> {
+        let mut daemon = VswitchdDaemon {
+            api: root.join("vswitchd-api.sock"),
+            data_dir: root.join("vswitchd-data"),
+            log: root.join("vswitchd.log"),
+            netns: netns.map(|n| n.name().to_owned()),
+            process: None,
+        };
+        daemon.restart()?;
+        Ok(daemon)
+    }
+
+    /// Starts the daemon again (after [`VswitchdDaemon::kill`] or
+    /// [`VswitchdDaemon::stop`]) on the same state. Fails with
+    /// [`Error::Exited`], whose text ends with the daemon's last output, if
+    /// it exits before its API is up.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process = None;
+        let _ = std::fs::remove_file(&self.api);
+        let binary = super::binary("sfera-vswitchd")?;
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new(crate::tools::require("ip", "iproute2")?);
+                c.args(["netns", "exec", ns.as_str()]).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        command
+            .arg("--api")
+            .arg(&self.api)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("SFERA_VSWITCHD_LOG").unwrap_or_else(|_| "info".to_owned()),
+            );
+        let mut process = Process::spawn("sfera-vswitchd serve", command, &self.log)?;
+        let api = self.api.clone();
+        wait_until(
+            "sfera-vswitchd's API socket",
+            Duration::from_secs(30),
+            || {
+                process.ensure_running()?;
+                Ok(api.exists().then_some(()))
+            },
+        )?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(p) = &self.process {
+            // SAFETY: kill(2) on the pid of a child this harness started; no
+            // memory is involved.
+            unsafe {
+                libc::kill(p.pid() as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        if let Some(mut p) = self.process.take() {
+            let _ = p.wait_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Stops the daemon with SIGTERM (SIGKILL after a grace period) and
+    /// returns its exit status.
+    pub fn stop(&mut self) -> Result<Option<ExitStatus>> {
+        match self.process.take() {
+            Some(mut p) => p.stop().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs the daemon's CLI against its API (`--api` is added) and returns
+    /// its output; a non-zero exit is an error carrying its stderr.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let mut command = Command::new(super::binary("sfera-vswitchd")?);
+        command.arg("--api").arg(&self.api).args(args);
+        crate::process::run(command)
+    }
+
+    /// The API socket.
+    pub fn api(&self) -> &Path {
+        &self.api
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The state file in the data directory.
+    pub fn state_file(&self) -> PathBuf {
+        self.data_dir.join("vswitch-state.json")
+    }
+
+    /// The daemon's log so far (every run's).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
     }
 
     /// Fails if the daemon has exited.

@@ -1,0 +1,550 @@
+//! sfera-vswitchd's control API end to end, with curl as the HTTP client:
+//! a switch with a TAP uplink (in a network namespace of the test's own),
+//! port groups, ports, their stats, metrics and the MAC table; bad requests
+//! that change nothing, neither the running configuration nor the state
+//! file; the CLI; a crash (SIGKILL) after which the saved configuration
+//! comes back; a clean stop on SIGTERM; and a damaged state file, which
+//! stops the start with a clear message instead of being replaced.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use harness::daemons::vswitchd::VswitchdDaemon;
+use harness::http::{Answer, call};
+use harness::netns::NetNs;
+use harness::testdir::TestDir;
+use harness::wait::wait_until;
+use serde_json::{Value, json};
+
+fn api(d: &VswitchdDaemon, method: &str, path: &str, body: Option<&str>) -> Result<Answer> {
+    Ok(call(d.api(), method, path, body)?)
+}
+
+fn expect(answer: &Answer, status: u16, what: &str) -> Result<Value> {
+    ensure!(
+        answer.status == status,
+        "{what}: HTTP {} (wanted {status}): {}",
+        answer.status,
+        answer.body
+    );
+    Ok(answer.json()?)
+}
+
+fn expect_error(answer: &Answer, status: u16, code: &str, what: &str) -> Result<()> {
+    let body = expect(answer, status, what)?;
+    ensure!(body["error"]["code"] == code, "{what}: error body {body}");
+    ensure!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: no message"
+    );
+    Ok(())
+}
+
+fn get(d: &VswitchdDaemon, path: &str) -> Result<Value> {
+    expect(&api(d, "GET", path, None)?, 200, path)
+}
+
+fn post(d: &VswitchdDaemon, path: &str, body: &Value) -> Result<Value> {
+    expect(
+        &api(d, "POST", path, Some(&body.to_string()))?,
+        201,
+        &format!("POST {path} {body}"),
+    )
+}
+
+fn put(d: &VswitchdDaemon, path: &str, body: &Value) -> Result<Value> {
+    expect(
+        &api(d, "PUT", path, Some(&body.to_string()))?,
+        200,
+        &format!("PUT {path} {body}"),
+    )
+}
+
+fn delete(d: &VswitchdDaemon, path: &str) -> Result<()> {
+    let answer = api(d, "DELETE", path, None)?;
+    ensure!(
+        answer.status == 204,
+        "DELETE {path}: HTTP {}: {}",
+        answer.status,
+        answer.body
+    );
+    Ok(())
+}
+
+fn has_link(ns: &NetNs, name: &str) -> bool {
+    ns.exec_ok(&["ip", "link", "show", name]).is_ok()
+}
+
+#[test]
+fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
+    let dir = TestDir::new("net-api")?;
+    // Declared before the daemon, so it outlives it.
+    let ns = NetNs::new()?;
+    let mut d = VswitchdDaemon::start(&dir, Some(&ns))?;
+
+    let config = get(&d, "/v1/config")?;
+    ensure!(
+        config["switches"][0]["name"] == "vSwitch0" && config["ports"] == json!([]),
+        "a fresh daemon runs the default: {config}"
+    );
+
+    // A switch with a TAP uplink.
+    let sw = post(
+        &d,
+        "/v1/switches",
+        &json!({ "name": "sw1", "mac_ageing_s": 120 }),
+    )?;
+    ensure!(sw["uplinks"] == json!([]), "{sw}");
+    let up = post(
+        &d,
+        "/v1/switches/sw1/uplinks",
+        &json!({ "name": "up0", "type": "tap", "interface": "sfapi0" }),
+    )?;
+    ensure!(up["interface"] == "sfapi0", "{up}");
+    wait_until("the uplink's TAP", Duration::from_secs(10), || {
+        Ok(has_link(&ns, "sfapi0").then_some(()))
+    })?;
+
+    // Port groups and ports.
+    let web = post(
+        &d,
+        "/v1/port-groups",
+        &json!({ "name": "web", "switch": "sw1", "vlan": { "mode": "access", "id": 10 },
+                 "teaming": { "policy": "failover_order", "active": ["up0"] } }),
+    )?;
+    ensure!(
+        web["security"]
+            == json!({ "promiscuous": false, "mac_changes": false, "forged_transmits": false }),
+        "security defaults to reject: {web}"
+    );
+    post(
+        &d,
+        "/v1/port-groups",
+        &json!({ "name": "trunk", "switch": "sw1",
+                 "vlan": { "mode": "trunk", "allowed": [10, 20] } }),
+    )?;
+    let socket = |name: &str| dir.join(format!("{name}.sock"));
+    let vm1 = post(
+        &d,
+        "/v1/ports",
+        &json!({ "name": "vm1", "socket": socket("vm1"), "mac": "52:54:00:12:34:01",
+                 "port_group": "web" }),
+    )?;
+    ensure!(
+        vm1["mtu"] == 1500 && vm1["queues"] == 1 && vm1["mode"] == "server",
+        "port defaults: {vm1}"
+    );
+    post(
+        &d,
+        "/v1/ports",
+        &json!({ "name": "vm2", "socket": socket("vm2"), "mac": "52:54:00:12:34:02",
+                 "port_group": "trunk", "queues": 2 }),
+    )?;
+    wait_until("the ports' sockets", Duration::from_secs(10), || {
+        Ok((socket("vm1").exists() && socket("vm2").exists()).then_some(()))
+    })?;
+
+    // What GET shows, and PUT changes.
+    let sw = get(&d, "/v1/switches/sw1")?;
+    ensure!(
+        sw["mac_ageing_s"] == 120 && sw["uplinks"][0]["name"] == "up0",
+        "{sw}"
+    );
+    let up = get(&d, "/v1/switches/sw1/uplinks/up0")?;
+    ensure!(
+        up == json!({ "name": "up0", "type": "tap", "interface": "sfapi0" }),
+        "{up}"
+    );
+    let mut vm2 = get(&d, "/v1/ports/vm2")?;
+    ensure!(vm2["queues"] == 2 && vm2["port_group"] == "trunk", "{vm2}");
+    vm2["port_group"] = "web".into();
+    vm2["mtu"] = 9000.into();
+    let vm2 = put(&d, "/v1/ports/vm2", &vm2)?;
+    ensure!(
+        vm2["port_group"] == "web" && vm2["mtu"] == 9000 && vm2["queues"] == 2,
+        "{vm2}"
+    );
+    let trunk = put(
+        &d,
+        "/v1/port-groups/trunk",
+        &json!({ "vlan": { "mode": "trunk", "allowed": [10, 20, 30], "native": 1 },
+                 "shaping": { "egress": { "average_bps": 100_000_000,
+                     "peak_bps": 200_000_000, "burst_bytes": 102_400 } } }),
+    )?;
+    ensure!(
+        trunk["vlan"]["native"] == 1 && trunk["switch"] == "sw1",
+        "{trunk}"
+    );
+    let ports = get(&d, "/v1/ports")?;
+    ensure!(ports.as_array().map(Vec::len) == Some(2), "{ports}");
+
+    // Counters, metrics and the MAC table.
+    let stats = get(&d, "/v1/stats")?;
+    let names: Vec<&str> = stats["ports"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(names.contains(&"vm1") && names.contains(&"vm2"), "{stats}");
+    ensure!(stats["worker_packets"].is_u64(), "{stats}");
+    ensure!(
+        stats["uplinks"][0]["interface"] == "sfapi0",
+        "the uplink's counters: {stats}"
+    );
+    let vm1_stats = get(&d, "/v1/ports/vm1/stats")?;
+    ensure!(
+        vm1_stats["name"] == "vm1"
+            && vm1_stats["switch"] == "sw1"
+            && vm1_stats["connected"] == false,
+        "{vm1_stats}"
+    );
+    let metrics = api(&d, "GET", "/metrics", None)?;
+    ensure!(metrics.status == 200, "metrics: HTTP {}", metrics.status);
+    for line in [
+        r#"sfera_vswitch_port_rx_packets_total{port="vm1",port_group="web",switch="sw1"}"#,
+        r#"sfera_vswitch_port_tx_bytes_total{port="vm2",port_group="web",switch="sw1"}"#,
+        r#"sfera_vswitch_port_connected{port="vm1",port_group="web",switch="sw1"} 0"#,
+        r#"sfera_vswitch_port_drops_total{port="vm2",reason="forged_source"}"#,
+        r#"sfera_vswitch_uplink_link_up{uplink="up0",switch="sw1",interface="sfapi0"}"#,
+        r#"sfera_vswitch_mac_table_entries{switch="sw1"} 0"#,
+        "# TYPE sfera_vswitch_worker_busy_cycles_total counter",
+    ] {
+        ensure!(
+            metrics.body.contains(line),
+            "no {line} in:\n{}",
+            metrics.body
+        );
+    }
+    let table = get(&d, "/v1/switches/sw1/mac-table")?;
+    ensure!(table == json!([]), "no traffic, nothing learned: {table}");
+    expect_error(
+        &api(&d, "GET", "/v1/switches/nope/mac-table", None)?,
+        404,
+        "not_found",
+        "MAC table of a missing switch",
+    )?;
+
+    // Bad requests: each refused with its status, and nothing changes.
+    let config = get(&d, "/v1/config")?;
+    let saved = std::fs::read(d.state_file())?;
+    ensure!(
+        serde_json::from_slice::<Value>(&saved)? == config,
+        "the state file holds the configuration in force"
+    );
+    let vm3 = |extra: Value| {
+        let mut p = json!({ "name": "vm3", "socket": socket("vm3"),
+                            "mac": "52:54:00:12:34:03", "port_group": "web" });
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        p.to_string()
+    };
+    let same_vm1 = |extra: Value| {
+        let mut p = vm1.clone();
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        p.to_string()
+    };
+    let bad: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+        ("POST", "/v1/ports", Some("{oops".into()), 400, "invalid"),
+        (
+            "POST",
+            "/v1/ports",
+            Some(vm3(json!({ "colour": "red" }))),
+            400,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/ports",
+            Some(vm3(json!({ "mac": "01:00:5e:00:00:01" }))),
+            400,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/ports",
+            Some(vm3(json!({ "mtu": 9001 }))),
+            400,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/ports",
+            Some(vm3(json!({ "socket": "relative.sock" }))),
+            400,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/ports",
+            Some(vm3(json!({ "name": "vm1" }))),
+            409,
+            "conflict",
+        ),
+        (
+            "POST",
+            "/v1/ports",
+            Some(vm3(json!({ "socket": socket("vm1") }))),
+            409,
+            "conflict",
+        ),
+        (
+            "POST",
+            "/v1/ports",
+            Some(vm3(json!({ "port_group": "nope" }))),
+            404,
+            "not_found",
+        ),
+        (
+            "PUT",
+            "/v1/ports/vm1",
+            Some(same_vm1(json!({ "queues": 4 }))),
+            400,
+            "invalid",
+        ),
+        (
+            "PUT",
+            "/v1/ports/vm1",
+            Some(same_vm1(json!({ "port_group": "nope" }))),
+            404,
+            "not_found",
+        ),
+        (
+            "PUT",
+            "/v1/ports/nope",
+            Some(same_vm1(json!({ "name": "nope" }))),
+            404,
+            "not_found",
+        ),
+        (
+            "PATCH",
+            "/v1/ports/vm1",
+            Some("{}".into()),
+            405,
+            "method_not_allowed",
+        ),
+        ("DELETE", "/v1/ports/nope", None, 404, "not_found"),
+        (
+            "POST",
+            "/v1/switches",
+            Some(r#"{"name":"sw1"}"#.into()),
+            409,
+            "conflict",
+        ),
+        (
+            "POST",
+            "/v1/switches",
+            Some(r#"{"name":"bad/name"}"#.into()),
+            400,
+            "invalid",
+        ),
+        ("DELETE", "/v1/switches/sw1", None, 409, "conflict"),
+        ("DELETE", "/v1/switches/nope", None, 404, "not_found"),
+        (
+            "POST",
+            "/v1/switches/sw1/uplinks",
+            Some(r#"{"name":"up1","type":"tap","interface":"sfapi0"}"#.into()),
+            409,
+            "conflict",
+        ),
+        (
+            "POST",
+            "/v1/switches/nope/uplinks",
+            Some(r#"{"name":"up1","type":"tap","interface":"sfapi1"}"#.into()),
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/switches/sw1/uplinks/up0",
+            None,
+            409,
+            "conflict",
+        ),
+        (
+            "DELETE",
+            "/v1/switches/sw1/uplinks/nope",
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/v1/port-groups",
+            Some(r#"{"name":"web"}"#.into()),
+            409,
+            "conflict",
+        ),
+        (
+            "POST",
+            "/v1/port-groups",
+            Some(r#"{"name":"x","vlan":{"mode":"none","id":10}}"#.into()),
+            400,
+            "invalid",
+        ),
+        (
+            "PUT",
+            "/v1/port-groups/web",
+            Some(r#"{"vlan":{"mode":"access","id":5000}}"#.into()),
+            400,
+            "invalid",
+        ),
+        (
+            "PUT",
+            "/v1/port-groups/web",
+            Some(r#"{"teaming":{"active":["nope"]}}"#.into()),
+            404,
+            "not_found",
+        ),
+        ("DELETE", "/v1/port-groups/web", None, 409, "conflict"),
+        (
+            "PUT",
+            "/v1/config",
+            Some(r#"{"ports":[{"name":"x"}]}"#.into()),
+            400,
+            "invalid",
+        ),
+        ("DELETE", "/v1/config", None, 405, "method_not_allowed"),
+        (
+            "POST",
+            "/v1/stats",
+            Some("{}".into()),
+            405,
+            "method_not_allowed",
+        ),
+        ("GET", "/v1/nothing", None, 404, "not_found"),
+        ("GET", "/v2/config", None, 404, "not_found"),
+    ];
+    for (method, path, body, status, code) in &bad {
+        expect_error(
+            &api(&d, method, path, body.as_deref())?,
+            *status,
+            code,
+            &format!("{method} {path} {}", body.as_deref().unwrap_or("")),
+        )?;
+    }
+    ensure!(
+        get(&d, "/v1/config")? == config,
+        "refused requests changed the configuration"
+    );
+    ensure!(
+        std::fs::read(d.state_file())? == saved,
+        "refused requests changed the state file"
+    );
+    ensure!(!socket("vm3").exists(), "a refused port left a socket");
+
+    // The CLI: tables, --json, and the daemon's message on refusal.
+    let listed = d.cli(&["port", "list"])?;
+    ensure!(
+        listed.starts_with("NAME")
+            && listed.contains("vm1")
+            && listed.contains("52:54:00:12:34:02"),
+        "{listed}"
+    );
+    let groups: Value = serde_json::from_str(&d.cli(&["--json", "portgroup", "list"])?)?;
+    ensure!(groups[0]["name"] == "web", "{groups}");
+    d.cli(&["portgroup", "set", "trunk", "--forged-transmits", "accept"])?;
+    let trunk = get(&d, "/v1/port-groups/trunk")?;
+    ensure!(
+        trunk["security"]["forged_transmits"] == true && trunk["vlan"]["native"] == 1,
+        "set changes only what its flags name: {trunk}"
+    );
+    let err = d
+        .cli(&["portgroup", "remove", "web"])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(err.contains("has ports"), "CLI error: {err:?}");
+    ensure!(
+        d.cli(&["metrics"])?
+            .contains("sfera_vswitch_port_connected")
+    );
+
+    // A crash: the saved configuration comes back, with its ports and TAP.
+    let config = get(&d, "/v1/config")?;
+    d.kill();
+    d.restart()?;
+    ensure!(
+        get(&d, "/v1/config")? == config,
+        "the configuration after a crash differs"
+    );
+    wait_until(
+        "the ports and the TAP after a restart",
+        Duration::from_secs(10),
+        || {
+            Ok(
+                (socket("vm1").exists() && socket("vm2").exists() && has_link(&ns, "sfapi0"))
+                    .then_some(()),
+            )
+        },
+    )?;
+
+    // Undo everything, in order.
+    for path in [
+        "/v1/ports/vm1",
+        "/v1/ports/vm2",
+        "/v1/port-groups/web",
+        "/v1/port-groups/trunk",
+        "/v1/switches/sw1/uplinks/up0",
+        "/v1/switches/sw1",
+    ] {
+        delete(&d, path)?;
+    }
+    let config = get(&d, "/v1/config")?;
+    ensure!(
+        config["switches"].as_array().map(Vec::len) == Some(1)
+            && config["port_groups"] == json!([]),
+        "{config}"
+    );
+    wait_until("the TAP to go", Duration::from_secs(10), || {
+        Ok((!has_link(&ns, "sfapi0")).then_some(()))
+    })?;
+
+    // SIGTERM stops it cleanly.
+    let status = d.stop()?;
+    ensure!(
+        status.is_some_and(|s| s.success()),
+        "exit on SIGTERM: {status:?}\n{}",
+        d.log()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_damaged_state_file_stops_the_start_and_stays() -> Result<()> {
+    let dir = TestDir::new("net-api-state")?;
+    let mut d = VswitchdDaemon::start(&dir, None)?;
+    post(&d, "/v1/port-groups", &json!({ "name": "pg" }))?;
+    let status = d.stop()?;
+    ensure!(status.is_some_and(|s| s.success()), "stop: {status:?}");
+
+    for (text, says) in [
+        (r#"{"switches": ["#, "EOF"),
+        (
+            r#"{"port_groups":[{"name":"pg","switch":"nope"}]}"#,
+            "does not exist",
+        ),
+        (r#"{"port_groups":[],"colour":"red"}"#, "unknown field"),
+    ] {
+        std::fs::write(d.state_file(), text)?;
+        let err = match d.restart() {
+            Ok(()) => anyhow::bail!("started on a damaged state file ({text})"),
+            Err(e) => e.to_string(),
+        };
+        ensure!(
+            err.contains("vswitch-state.json")
+                && err.contains("fix or remove")
+                && err.contains(says),
+            "the start's message for {text}: {err}"
+        );
+        ensure!(
+            std::fs::read_to_string(d.state_file())? == text,
+            "the damaged state file was replaced"
+        );
+        ensure!(!d.api().exists(), "an API socket was left");
+    }
+    Ok(())
+}

@@ -1,0 +1,601 @@
+//! `sfera-vswitchd`'s client commands: what each sends to a running
+//! daemon's API and how the answer is shown (`--json`: the API's JSON as
+//! is; otherwise tables, or the object as indented JSON).
+//!
+//! `set` commands read the object, change what their flags name, and put
+//! it back; the daemon checks every value, and its message is the error.
+
+#![forbid(unsafe_code)]
+
+pub mod policy_flags;
+pub mod show;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Subcommand, ValueEnum};
+use hyper::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::api::client::{self, ClientError};
+use crate::config::{DEFAULT_SWITCH, PortConfig, PortGroupConfig, VSwitchConfig};
+
+pub use policy_flags::PolicyFlags;
+
+/// Errors of a client command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("Cannot reach sfera-vswitchd on {} (is it running with this --api?)", api.display())]
+    Connect {
+        api: PathBuf,
+        #[source]
+        source: ClientError,
+    },
+    /// The daemon refused: its message.
+    #[error("{message} (HTTP {status})")]
+    Api { status: u16, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("Unexpected answer from sfera-vswitchd")]
+    Answer(#[source] serde_json::Error),
+    #[error("Cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Cannot write the output")]
+    Output(#[source] std::io::Error),
+}
+
+/// Which side of a port's socket the switch takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// The switch listens, the VMM connects.
+    Server,
+    /// The VMM listens, the switch connects.
+    Client,
+}
+
+/// How an uplink reaches the host network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UplinkKind {
+    /// A TAP device the switch creates (or opens).
+    Tap,
+    /// An AF_PACKET socket on an existing host interface.
+    AfPacket,
+}
+
+/// Commands that talk to a running daemon over `--api`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Virtual switches.
+    #[command(subcommand)]
+    Switch(SwitchCmd),
+    /// A switch's uplinks (host NICs).
+    #[command(subcommand)]
+    Uplink(UplinkCmd),
+    /// Port groups: VLAN, security, shaping and teaming policy.
+    #[command(subcommand, name = "portgroup")]
+    PortGroup(PortGroupCmd),
+    /// VM ports (vhost-user-net sockets).
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// The addresses a switch has learned.
+    MacTable { switch: String },
+    /// Counters of every port and uplink, or of one port.
+    Stats { port: Option<String> },
+    /// Prometheus metrics.
+    Metrics,
+    /// The whole configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwitchCmd {
+    /// List the switches.
+    List,
+    /// Show a switch as JSON.
+    Show { name: String },
+    /// Add a switch.
+    Add {
+        name: String,
+        /// Seconds a learned address lasts without traffic.
+        #[arg(long, value_name = "SECONDS")]
+        mac_ageing: Option<u32>,
+    },
+    /// Change a switch's MAC ageing.
+    Set {
+        name: String,
+        #[arg(long, value_name = "SECONDS")]
+        mac_ageing: Option<u32>,
+    },
+    /// Remove a switch (it must have no port groups).
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UplinkCmd {
+    /// List a switch's uplinks.
+    List { switch: String },
+    /// Show an uplink as JSON.
+    Show { switch: String, name: String },
+    /// Add an uplink to a switch.
+    Add {
+        switch: String,
+        name: String,
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: UplinkKind,
+        /// The host interface (default: the uplink's name).
+        #[arg(long, value_name = "IFNAME")]
+        interface: Option<String>,
+    },
+    /// Remove an uplink (no port group's teaming may name it).
+    Remove { switch: String, name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortGroupCmd {
+    /// List the port groups and their policy.
+    List,
+    /// Show a port group as JSON.
+    Show { name: String },
+    /// Add a port group; its policy comes from the flags (defaults: no
+    /// VLAN, reject all three security items, no shaping, teaming by
+    /// originating port over all uplinks).
+    Add {
+        name: String,
+        #[arg(long, default_value = DEFAULT_SWITCH)]
+        switch: String,
+        #[command(flatten)]
+        policy: PolicyFlags,
+    },
+    /// Change the policy flags given; the rest stays.
+    Set {
+        name: String,
+        #[command(flatten)]
+        policy: PolicyFlags,
+    },
+    /// Remove a port group (it must have no ports).
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCmd {
+    /// List the ports.
+    List,
+    /// Show a port as JSON.
+    Show { name: String },
+    /// Add a VM port: a vhost-user-net socket for the VMM.
+    Add {
+        name: String,
+        /// The vhost-user socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The guest's MAC address.
+        #[arg(long)]
+        mac: String,
+        #[arg(long)]
+        port_group: String,
+        #[arg(long, value_enum, default_value_t = Mode::Server)]
+        mode: Mode,
+        #[arg(long)]
+        mtu: Option<u16>,
+        /// Queue pairs (multi-queue virtio-net).
+        #[arg(long)]
+        queues: Option<u16>,
+    },
+    /// Move a port to another port group, or change its MAC or MTU.
+    Set {
+        name: String,
+        #[arg(long)]
+        port_group: Option<String>,
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        mtu: Option<u16>,
+    },
+    /// Remove a port (its VMM is disconnected).
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Show the whole configuration as JSON.
+    Show,
+    /// Replace the whole configuration with a JSON file's.
+    Replace { file: PathBuf },
+}
+
+/// What a command shows of its answer.
+enum Output {
+    /// Indented JSON.
+    Object,
+    Table(fn(&Value) -> Result<String, CliError>),
+    /// The body as is (metrics).
+    Text,
+}
+
+fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, CliError> {
+    serde_json::from_value(v.clone()).map_err(CliError::Answer)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Value, CliError> {
+    serde_json::to_value(value).map_err(CliError::Answer)
+}
+
+/// A client of one daemon.
+struct Api<'a> {
+    socket: &'a Path,
+}
+
+impl Api<'_> {
+    /// Sends a request; a refusal is an error with the daemon's message.
+    fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<String, CliError> {
+        let (status, text) =
+            client::call(self.socket, method, path, body).map_err(|source| CliError::Connect {
+                api: self.socket.to_owned(),
+                source,
+            })?;
+        if status >= 400 {
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(CliError::Api { status, message });
+        }
+        Ok(text)
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        serde_json::from_str(&self.call(Method::GET, path, None)?).map_err(CliError::Answer)
+    }
+}
+
+/// Runs a client command against the daemon on `api`, writing what it
+/// shows to `out`.
+pub fn run(
+    api: &Path,
+    raw: bool,
+    command: ClientCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let api = Api { socket: api };
+    let (method, path, body, output) = plan(&api, command)?;
+    let text = api.call(method, &path, body.as_ref())?;
+    let shown = if text.is_empty() {
+        String::new()
+    } else if raw || matches!(output, Output::Text) {
+        format!("{}\n", text.trim_end())
+    } else {
+        let value: Value = serde_json::from_str(&text).map_err(CliError::Answer)?;
+        match output {
+            Output::Table(render) => render(&value)?,
+            Output::Object | Output::Text => {
+                let pretty = serde_json::to_string_pretty(&value).map_err(CliError::Answer)?;
+                format!("{pretty}\n")
+            }
+        }
+    };
+    out.write_all(shown.as_bytes()).map_err(CliError::Output)
+}
+
+type Plan = (Method, String, Option<Value>, Output);
+
+/// A name as one URL path segment: everything but letters, digits and
+/// `-._~` percent-encoded (the daemon refuses such names, with its own
+/// message, rather than the URL breaking).
+fn seg(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The request a command makes (after reading the object, for `set`).
+fn plan(api: &Api<'_>, command: ClientCommand) -> Result<Plan, CliError> {
+    let get = |path: String, output: Output| -> Result<Plan, CliError> {
+        Ok((Method::GET, path, None, output))
+    };
+    let delete = |path: String| -> Result<Plan, CliError> {
+        Ok((Method::DELETE, path, None, Output::Object))
+    };
+    Ok(match command {
+        ClientCommand::Switch(cmd) => match cmd {
+            SwitchCmd::List => get(
+                "/v1/switches".into(),
+                Output::Table(|v| Ok(show::switches(&typed::<Vec<VSwitchConfig>>(v)?))),
+            )?,
+            SwitchCmd::Show { name } => {
+                get(format!("/v1/switches/{}", seg(&name)), Output::Object)?
+            }
+            SwitchCmd::Add { name, mac_ageing } => {
+                let mut body = json!({ "name": name });
+                if let Some(s) = mac_ageing {
+                    body["mac_ageing_s"] = s.into();
+                }
+                (
+                    Method::POST,
+                    "/v1/switches".into(),
+                    Some(body),
+                    Output::Object,
+                )
+            }
+            SwitchCmd::Set { name, mac_ageing } => {
+                let path = format!("/v1/switches/{}", seg(&name));
+                let current: VSwitchConfig = api.get(&path)?;
+                let body = json!({ "mac_ageing_s": mac_ageing.unwrap_or(current.mac_ageing_s) });
+                (Method::PUT, path, Some(body), Output::Object)
+            }
+            SwitchCmd::Remove { name } => delete(format!("/v1/switches/{}", seg(&name)))?,
+        },
+        ClientCommand::Uplink(cmd) => match cmd {
+            UplinkCmd::List { switch } => get(
+                format!("/v1/switches/{}/uplinks", seg(&switch)),
+                Output::Table(|v| Ok(show::uplinks(&typed::<Vec<_>>(v)?))),
+            )?,
+            UplinkCmd::Show { switch, name } => get(
+                format!("/v1/switches/{}/uplinks/{}", seg(&switch), seg(&name)),
+                Output::Object,
+            )?,
+            UplinkCmd::Add {
+                switch,
+                name,
+                kind,
+                interface,
+            } => {
+                let kind = match kind {
+                    UplinkKind::Tap => "tap",
+                    UplinkKind::AfPacket => "af_packet",
+                };
+                let interface = interface.unwrap_or_else(|| name.clone());
+                let body = json!({ "name": name, "type": kind, "interface": interface });
+                (
+                    Method::POST,
+                    format!("/v1/switches/{}/uplinks", seg(&switch)),
+                    Some(body),
+                    Output::Object,
+                )
+            }
+            UplinkCmd::Remove { switch, name } => delete(format!(
+                "/v1/switches/{}/uplinks/{}",
+                seg(&switch),
+                seg(&name)
+            ))?,
+        },
+        ClientCommand::PortGroup(cmd) => match cmd {
+            PortGroupCmd::List => get(
+                "/v1/port-groups".into(),
+                Output::Table(|v| Ok(show::port_groups(&typed::<Vec<_>>(v)?))),
+            )?,
+            PortGroupCmd::Show { name } => {
+                get(format!("/v1/port-groups/{}", seg(&name)), Output::Object)?
+            }
+            PortGroupCmd::Add {
+                name,
+                switch,
+                policy,
+            } => {
+                let mut group: PortGroupConfig = typed(&json!({ "name": name, "switch": switch }))?;
+                policy.apply_to(&mut group)?;
+                (
+                    Method::POST,
+                    "/v1/port-groups".into(),
+                    Some(to_json(&group)?),
+                    Output::Object,
+                )
+            }
+            PortGroupCmd::Set { name, policy } => {
+                let path = format!("/v1/port-groups/{}", seg(&name));
+                let mut group: PortGroupConfig = api.get(&path)?;
+                policy.apply_to(&mut group)?;
+                (Method::PUT, path, Some(to_json(&group)?), Output::Object)
+            }
+            PortGroupCmd::Remove { name } => delete(format!("/v1/port-groups/{}", seg(&name)))?,
+        },
+        ClientCommand::Port(cmd) => match cmd {
+            PortCmd::List => get(
+                "/v1/ports".into(),
+                Output::Table(|v| Ok(show::ports(&typed::<Vec<_>>(v)?))),
+            )?,
+            PortCmd::Show { name } => get(format!("/v1/ports/{}", seg(&name)), Output::Object)?,
+            PortCmd::Add {
+                name,
+                socket,
+                mac,
+                port_group,
+                mode,
+                mtu,
+                queues,
+            } => {
+                let socket = std::path::absolute(&socket).map_err(|source| CliError::Read {
+                    path: socket.clone(),
+                    source,
+                })?;
+                let mut body = json!({
+                    "name": name, "socket": socket, "mac": mac, "port_group": port_group,
+                    "mode": match mode { Mode::Server => "server", Mode::Client => "client" },
+                });
+                if let Some(m) = mtu {
+                    body["mtu"] = m.into();
+                }
+                if let Some(q) = queues {
+                    body["queues"] = q.into();
+                }
+                (Method::POST, "/v1/ports".into(), Some(body), Output::Object)
+            }
+            PortCmd::Set {
+                name,
+                port_group,
+                mac,
+                mtu,
+            } => {
+                let path = format!("/v1/ports/{}", seg(&name));
+                let current: PortConfig = api.get(&path)?;
+                let mut body = to_json(&current)?;
+                if let Some(g) = port_group {
+                    body["port_group"] = g.into();
+                }
+                if let Some(m) = mac {
+                    body["mac"] = m.into();
+                }
+                if let Some(m) = mtu {
+                    body["mtu"] = m.into();
+                }
+                (Method::PUT, path, Some(body), Output::Object)
+            }
+            PortCmd::Remove { name } => delete(format!("/v1/ports/{}", seg(&name)))?,
+        },
+        ClientCommand::MacTable { switch } => get(
+            format!("/v1/switches/{}/mac-table", seg(&switch)),
+            Output::Table(|v| Ok(show::mac_table(v))),
+        )?,
+        ClientCommand::Stats { port: None } => {
+            get("/v1/stats".into(), Output::Table(|v| Ok(show::stats(v))))?
+        }
+        ClientCommand::Stats { port: Some(port) } => get(
+            format!("/v1/ports/{}/stats", seg(&port)),
+            Output::Table(|v| Ok(show::port_stats(v))),
+        )?,
+        ClientCommand::Metrics => get("/metrics".into(), Output::Text)?,
+        ClientCommand::Config(ConfigCmd::Show) => get("/v1/config".into(), Output::Object)?,
+        ClientCommand::Config(ConfigCmd::Replace { file }) => {
+            let text = std::fs::read_to_string(&file).map_err(|source| CliError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let body: Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::Usage(format!("{} is not JSON: {e}", file.display())))?;
+            (Method::PUT, "/v1/config".into(), Some(body), Output::Object)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::api::http::spawn_test_server;
+    use crate::policy::VlanMode;
+    use crate::service::Control;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    /// Runs `args` as the CLI would against the daemon on `api`.
+    fn cli(api: &Path, args: &str) -> Result<String, CliError> {
+        let parsed = Cli::try_parse_from(std::iter::once("cli").chain(args.split_whitespace()))
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let mut out = Vec::new();
+        run(api, parsed.json, parsed.command, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn commands_through_the_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, vswitchd) = spawn_test_server(dir.path());
+        cli(&api, "switch add sw1 --mac-ageing 60").unwrap();
+        cli(&api, "switch set sw1 --mac-ageing 90").unwrap();
+        cli(&api, "uplink add sw1 u0 --type tap --interface sfcli0").unwrap();
+        cli(&api, "uplink add sw1 eth7 --type af-packet").unwrap();
+        cli(
+            &api,
+            "portgroup add pg --switch sw1 --vlan-access 10 --forged-transmits accept \
+             --teaming-policy failover-order --active u0 --standby eth7",
+        )
+        .unwrap();
+        cli(
+            &api,
+            "port add a --socket /run/a.sock --mac 52:54:00:00:00:01 --port-group pg --queues 2",
+        )
+        .unwrap();
+        // `set` changes only what its flags name.
+        cli(
+            &api,
+            "portgroup set pg --egress-average 10M --egress-burst 64K",
+        )
+        .unwrap();
+        cli(&api, "port set a --mtu 9000").unwrap();
+
+        let c = vswitchd.daemon().config();
+        let sw = c.switch("sw1").unwrap();
+        assert_eq!(sw.mac_ageing_s, 90);
+        assert_eq!(sw.uplinks[1].interface, "eth7");
+        let g = &c.port_groups[0];
+        assert_eq!(g.vlan, VlanMode::Access { id: 10 });
+        assert!(g.security.forged_transmits);
+        assert_eq!(g.teaming.standby, ["eth7"]);
+        assert_eq!(g.shaping.egress.unwrap().peak_bps, 10_000_000);
+        let p = &c.ports[0];
+        assert_eq!(
+            (p.mtu, p.queues, p.mac.to_string().as_str()),
+            (9000, 2, "52:54:00:00:00:01")
+        );
+
+        let text = cli(&api, "portgroup list").unwrap();
+        assert!(text.starts_with("NAME"), "{text}");
+        assert!(
+            text.contains("access 10") && text.contains("10M/10M/64K"),
+            "{text}"
+        );
+        let text = cli(&api, "port list").unwrap();
+        assert!(text.contains("/run/a.sock"), "{text}");
+        let listed: Value =
+            serde_json::from_str(&cli(&api, "--json switch list").unwrap()).unwrap();
+        assert_eq!(listed[1]["name"], "sw1");
+        let text = cli(&api, "mac-table sw1").unwrap();
+        assert!(text.contains("52:54:00:00:00:01"), "{text}");
+        let text = cli(&api, "stats a").unwrap();
+        assert!(text.contains("switch:") && text.contains("sw1"), "{text}");
+        assert!(cli(&api, "metrics").unwrap().contains("# TYPE"));
+        assert!(cli(&api, "stats").unwrap().contains("worker:"));
+
+        // Refusals: the daemon's message, nothing changed.
+        let before = vswitchd.daemon().config();
+        for (args, says) in [
+            ("portgroup remove pg", "has ports"),
+            ("uplink remove sw1 u0", "teaming"),
+            ("switch remove sw1", "has port groups"),
+            ("port set a --port-group nope", "No port group"),
+            (
+                "port add b --socket /run/a.sock --mac 52:54:00:00:00:02 --port-group pg",
+                "Socket",
+            ),
+            ("portgroup set pg --vlan-access 5000", "outside"),
+            ("portgroup set nope --no-vlan", "No port group"),
+            ("port show a%b", "No port"),
+            ("portgroup set pg --native-vlan 3", "trunks only"),
+        ] {
+            let e = cli(&api, args).unwrap_err().to_string();
+            assert!(e.contains(says), "{args}: {e}");
+        }
+        assert_eq!(vswitchd.daemon().config(), before);
+
+        cli(&api, "port remove a").unwrap();
+        cli(&api, "portgroup remove pg").unwrap();
+        assert!(vswitchd.daemon().config().ports.is_empty());
+        let e = cli(Path::new("/nonexistent/api.sock"), "switch list").unwrap_err();
+        assert!(matches!(e, CliError::Connect { .. }), "{e}");
+    }
+
+    #[test]
+    fn names_are_escaped_in_paths() {
+        assert_eq!(seg("vm1-eth0.x_y"), "vm1-eth0.x_y");
+        assert_eq!(seg("a b/c?"), "a%20b%2Fc%3F");
+    }
+}

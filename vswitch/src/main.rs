@@ -91,7 +91,19 @@ enum Command {
     Client(Box<ClientCommand>),
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes on one line, without a backtrace:
+            // this is what the user (and a supervisor's log) sees.
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     if args.command.is_some()
         && (args.config.is_some() || args.cpu.is_some() || args.poll_us.is_some())
@@ -206,7 +218,10 @@ fn run_switch(
                 _ = int.recv() => "SIGINT",
             }
         });
-        tracing::info!("{stopped_by}: stopping");
+        tracing::info!(
+            stats = %serde_json::to_string(&daemon.stats()).unwrap_or_default(),
+            "{stopped_by}: stopping"
+        );
         daemon.shutdown();
         return Ok(());
     };

@@ -364,3 +364,86 @@ impl Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(dir: &std::path::Path) -> DaemonSpec {
+        let api = dir.join("fake.sock");
+        let ready = dir.join("ready");
+        // The script's text holds the "API" path, as a daemon's arguments do.
+        let script = format!("touch {}; sleep 60; : {}", ready.display(), api.display());
+        DaemonSpec {
+            name: "fake",
+            binary: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            api,
+            log: dir.join("fake.log"),
+            pidfile: dir.join("fake.pid"),
+            ready: Readiness::Files(vec![ready]),
+        }
+    }
+
+    async fn wait_for(
+        s: &Supervisor,
+        what: &str,
+        f: impl Fn(&DaemonStatus) -> bool,
+    ) -> DaemonStatus {
+        for _ in 0..200 {
+            let st = s.status();
+            if f(&st) {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: {:?}", s.status());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_daemon_is_restarted_and_a_live_one_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::in_memory().unwrap());
+        let sup = Supervisor::new(fake(dir.path()), Arc::clone(&db));
+        let (stop, rx) = watch::channel(false);
+        let run = tokio::spawn(Arc::clone(&sup).run(rx, false));
+        sup.wait_running(Duration::from_secs(10)).await.unwrap();
+        let first = sup.status().pid.unwrap();
+        assert!(pid::signal(first, libc::SIGKILL));
+        let st = wait_for(&sup, "restart", |s| {
+            s.restarts == 1 && s.state == "running" && s.pid.is_some_and(|p| p != first)
+        })
+        .await;
+        let second = st.pid.unwrap();
+        assert!(
+            db.events(10, 0)
+                .unwrap()
+                .0
+                .iter()
+                .any(|e| e.kind == "daemon.exited")
+        );
+        // mgmtd stops without stopping the daemon ...
+        stop.send(true).unwrap();
+        run.await.unwrap();
+        assert!(pid::alive(second));
+        // ... and the next one adopts it.
+        let next = Supervisor::new(fake(dir.path()), Arc::clone(&db));
+        let (stop, rx) = watch::channel(false);
+        let run = tokio::spawn(Arc::clone(&next).run(rx, true));
+        next.wait_running(Duration::from_secs(10)).await.unwrap();
+        let st = next.status();
+        assert_eq!((st.pid, st.adopted), (Some(second), true));
+        // A requested restart is not a crash.
+        next.restart_now().await.unwrap();
+        let st = next.status();
+        assert!(
+            !st.adopted && st.restarts == 0 && st.pid != Some(second),
+            "{st:?}"
+        );
+        let third = st.pid.unwrap();
+        stop.send(true).unwrap();
+        run.await.unwrap();
+        // Stopped on exit this time.
+        assert!(!pid::alive(third));
+    }
+}

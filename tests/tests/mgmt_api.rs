@@ -556,6 +556,39 @@ fn mgmt_api_end_to_end() -> Result<()> {
     let events = m.expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?;
     ensure!(events.to_string().contains("vm.adopted"), "{events}");
 
+    // kill -9 sfera-blockd: mgmtd restarts it, the export comes back, and
+    // the guest's disk writes go through again.
+    let blockd_pid = daemons["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == "sfera-blockd"))
+        .and_then(|d| d["pid"].as_i64())
+        .context("no blockd pid")?;
+    // SAFETY: kill(2) on the blockd this test's mgmtd started; no memory
+    // is involved.
+    unsafe {
+        libc::kill(blockd_pid as libc::pid_t, libc::SIGKILL);
+    }
+    poll(
+        "sfera-blockd to be restarted",
+        Duration::from_secs(60),
+        || {
+            let d = m.expect(admin, "GET", "/api/v1/daemons", None, 200)?;
+            Ok(d["items"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == "sfera-blockd"))
+                .filter(|x| x["state"] == "running" && x["restarts"] == 1 && x["pid"] != blockd_pid)
+                .cloned())
+        },
+    )?;
+    console_wait(
+        &console,
+        Some(
+            "dd if=/dev/urandom of=/dev/vda bs=4k count=64 conv=fsync 2>/dev/null && echo io-$((1+1))-ok",
+        ),
+        "io-2-ok",
+        Duration::from_secs(90),
+    )?;
+
     // Power off and delete, disks included.
     let task = m.expect(admin, "POST", "/api/v1/vms/tiny/power/off", None, 202)?;
     m.wait_task(&token, &task, Duration::from_secs(60))?;

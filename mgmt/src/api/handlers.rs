@@ -1,0 +1,626 @@
+//! The handlers: each turns a routed, authenticated request into a call on
+//! [`Mgmt`] and its answer. Long operations answer 202 with their task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::error::ApiError;
+use super::routes::{Op, Params};
+use crate::auth::{self, Principal, Role};
+use crate::db::VmState;
+use crate::service::Mgmt;
+use crate::vm::request::{CreateVm, templates};
+use crate::vm::service::PowerAction;
+use crate::vswitchd::SwitchMode;
+
+/// A request, routed and authenticated.
+#[derive(Debug)]
+pub struct ApiRequest {
+    pub op: Op,
+    pub params: Params,
+    pub query: HashMap<String, String>,
+    pub body: Bytes,
+    /// `None` only on public routes.
+    pub principal: Option<Principal>,
+    /// Over HTTPS (the session cookie is then `Secure`).
+    pub tls: bool,
+}
+
+/// An answer.
+#[derive(Debug)]
+pub enum Reply {
+    Json(StatusCode, Value),
+    /// JSON with a `Set-Cookie` header.
+    JsonWithCookie(StatusCode, Value, String),
+    Text(String),
+    Empty,
+}
+
+impl Reply {
+    pub fn into_response(self) -> Response {
+        let (status, content_type, body, cookie) = match self {
+            Reply::Json(s, v) => (s, "application/json", v.to_string(), None),
+            Reply::JsonWithCookie(s, v, c) => {
+                let body = if s == StatusCode::NO_CONTENT {
+                    String::new()
+                } else {
+                    v.to_string()
+                };
+                (s, "application/json", body, Some(c))
+            }
+            Reply::Text(t) => (StatusCode::OK, "text/plain; version=0.0.4", t, None),
+            Reply::Empty => (
+                StatusCode::NO_CONTENT,
+                "application/json",
+                String::new(),
+                None,
+            ),
+        };
+        let mut r = Response::new(body.into());
+        *r.status_mut() = status;
+        let headers = r.headers_mut();
+        headers.insert(
+            warp::http::header::CONTENT_TYPE,
+            warp::http::HeaderValue::from_static(content_type),
+        );
+        headers.insert(
+            warp::http::header::CACHE_CONTROL,
+            warp::http::HeaderValue::from_static("no-store"),
+        );
+        if let Some(c) = cookie.and_then(|c| warp::http::HeaderValue::from_str(&c).ok()) {
+            headers.insert(warp::http::header::SET_COOKIE, c);
+        }
+        r
+    }
+}
+
+fn ok(v: Value) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(StatusCode::OK, v))
+}
+
+fn created(v: Value) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(StatusCode::CREATED, v))
+}
+
+fn accepted(task: &crate::db::Task) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(StatusCode::ACCEPTED, json!(task)))
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid JSON body: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `limit` and `offset` of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 500;
+
+impl Page {
+    pub fn from_query(q: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let num = |name: &str, default: u32| -> Result<u32, ApiError> {
+            match q.get(name) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| {
+                    ApiError::invalid(format!("{name} must be a non-negative integer"))
+                }),
+            }
+        };
+        let limit = num("limit", DEFAULT_LIMIT)?;
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(format!("limit must be 1 to {MAX_LIMIT}")));
+        }
+        Ok(Page {
+            limit,
+            offset: num("offset", 0)?,
+        })
+    }
+
+    /// The page of a whole list.
+    pub fn of(self, items: Vec<Value>) -> Value {
+        let total = items.len();
+        let start = usize::try_from(self.offset)
+            .unwrap_or(usize::MAX)
+            .min(total);
+        let end = start
+            .saturating_add(usize::try_from(self.limit).unwrap_or(usize::MAX))
+            .min(total);
+        json!({ "items": items[start..end], "total": total, "limit": self.limit, "offset": self.offset })
+    }
+
+    /// A page fetched already, with the total.
+    pub fn wrap(self, items: Value, total: u64) -> Value {
+        json!({ "items": items, "total": total, "limit": self.limit, "offset": self.offset })
+    }
+}
+
+fn param<'a>(r: &'a ApiRequest, name: &str) -> &'a str {
+    r.params.get(name).map(String::as_str).unwrap_or_default()
+}
+
+fn principal(r: &ApiRequest) -> Result<&Principal, ApiError> {
+    r.principal.as_ref().ok_or_else(ApiError::unauthorized)
+}
+
+fn session_cookie(value: &str, max_age: i64, tls: bool) -> String {
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        auth::SESSION_COOKIE,
+        if tls { "; Secure" } else { "" }
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    name: String,
+    password: String,
+    role: Role,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatastoreBody {
+    name: String,
+    path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortGroupBody {
+    name: String,
+    #[serde(default)]
+    switch: Option<String>,
+    #[serde(default)]
+    vlan: Option<Value>,
+}
+
+/// A name of a datastore or port group: what the daemons accept in paths.
+fn check_object_name(what: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "{what} name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+        )))
+    }
+}
+
+/// A hash no password matches, checked for unknown users so that the
+/// time a failed login takes does not tell whether the user exists.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        auth::new_secret()
+            .and_then(|s| auth::hash_password(&s))
+            .unwrap_or_default()
+    })
+}
+
+/// A VM as the API shows it: the record with where its console is.
+fn vm_json(mgmt: &Mgmt, vm: &crate::db::Vm) -> Result<Value, ApiError> {
+    let mut v = to_json(vm)?;
+    let paths = mgmt.vm_paths(&vm.id);
+    v["console_socket"] = json!(paths.console());
+    v["console_log"] = json!(paths.console_log());
+    Ok(v)
+}
+
+/// Carries out one request.
+pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
+    match r.op {
+        Op::Login => {
+            let body: LoginBody = parse(&r.body)?;
+            let creds = mgmt.db.user_credentials(&body.username)?;
+            // Hash even for an unknown user, so timing does not tell.
+            let hash_owned = match &creds {
+                Some((h, _)) => h.clone(),
+                None => dummy_hash().to_owned(),
+            };
+            let password = body.password.clone();
+            let good =
+                tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash_owned))
+                    .await
+                    .unwrap_or(false);
+            let Some((_, role)) = creds.filter(|_| good) else {
+                mgmt.db.event(
+                    "warning",
+                    "session.login_failed",
+                    &body.username,
+                    "Login failed",
+                    None,
+                );
+                return Err(ApiError::new(
+                    401,
+                    "unauthorized",
+                    "Invalid user name or password",
+                ));
+            };
+            let secret = auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+            mgmt.db.create_session(
+                &auth::secret_hash(&secret),
+                &body.username,
+                auth::SESSION_SECONDS,
+            )?;
+            mgmt.db.event(
+                "info",
+                "session.login",
+                &body.username,
+                "Logged in",
+                Some(&body.username),
+            );
+            Ok(Reply::JsonWithCookie(
+                StatusCode::OK,
+                json!({ "user": body.username, "role": role, "expires_at": crate::db::now() + auth::SESSION_SECONDS }),
+                session_cookie(&secret, auth::SESSION_SECONDS, r.tls),
+            ))
+        }
+        Op::WhoAmI => {
+            let p = principal(&r)?;
+            ok(json!({ "user": p.user, "role": p.role }))
+        }
+        Op::Logout => {
+            if let Some(hash) = &principal(&r)?.session {
+                mgmt.db.delete_session(hash)?;
+            }
+            Ok(Reply::JsonWithCookie(
+                StatusCode::NO_CONTENT,
+                Value::Null,
+                session_cookie("", 0, r.tls),
+            ))
+        }
+        Op::ListTokens => {
+            let page = Page::from_query(&r.query)?;
+            let tokens = mgmt.db.tokens(&principal(&r)?.user)?;
+            ok(page.of(tokens.iter().map(to_json).collect::<Result<_, _>>()?))
+        }
+        Op::CreateToken => {
+            let body: TokenBody = parse(&r.body)?;
+            if body.name.is_empty() || body.name.len() > 128 {
+                return Err(ApiError::invalid("name must be 1 to 128 characters"));
+            }
+            let user = principal(&r)?.user.clone();
+            let secret = auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+            let token = mgmt
+                .db
+                .create_token(&body.name, &user, &auth::secret_hash(&secret))?;
+            mgmt.db.event(
+                "info",
+                "token.created",
+                &user,
+                &format!("API token {:?} created", body.name),
+                Some(&user),
+            );
+            let mut v = to_json(&token)?;
+            v["token"] = json!(secret);
+            created(v)
+        }
+        Op::DeleteToken => {
+            let id: i64 = param(&r, "id")
+                .parse()
+                .map_err(|_| ApiError::invalid("token id must be an integer"))?;
+            if mgmt.db.delete_token(id, &principal(&r)?.user)? {
+                Ok(Reply::Empty)
+            } else {
+                Err(ApiError::not_found(format!("You have no token {id}")))
+            }
+        }
+        Op::ListUsers => {
+            let page = Page::from_query(&r.query)?;
+            ok(page.of(mgmt
+                .db
+                .users()?
+                .iter()
+                .map(to_json)
+                .collect::<Result<_, _>>()?))
+        }
+        Op::CreateUser => {
+            let body: UserBody = parse(&r.body)?;
+            auth::check_user_name(&body.name).map_err(ApiError::invalid)?;
+            auth::check_password(&body.password).map_err(ApiError::invalid)?;
+            if mgmt.db.user_credentials(&body.name)?.is_some() {
+                return Err(ApiError::conflict(format!("User {:?} exists", body.name)));
+            }
+            let password = body.password;
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            mgmt.db.create_user(&body.name, &hash, body.role)?;
+            let by = principal(&r)?.user.clone();
+            mgmt.db.event(
+                "info",
+                "user.created",
+                &body.name,
+                &format!("User {} ({}) created", body.name, body.role.as_str()),
+                Some(&by),
+            );
+            created(json!({ "name": body.name, "role": body.role, "created_at": crate::db::now() }))
+        }
+        Op::DeleteUser => {
+            let name = param(&r, "name");
+            let by = principal(&r)?.user.clone();
+            if name == by {
+                return Err(ApiError::conflict("You cannot delete yourself"));
+            }
+            if mgmt.db.delete_user(name)? {
+                mgmt.db.event(
+                    "info",
+                    "user.deleted",
+                    name,
+                    &format!("User {name} deleted"),
+                    Some(&by),
+                );
+                Ok(Reply::Empty)
+            } else {
+                Err(ApiError::not_found(format!("No user {name:?}")))
+            }
+        }
+        Op::Host => {
+            let vms = mgmt.db.vms()?;
+            let mut v = to_json(&mgmt.host)?;
+            v["vms"] = json!({
+                "total": vms.len(),
+                "running": vms.iter().filter(|v| v.state == VmState::Running).count(),
+            });
+            ok(v)
+        }
+        Op::Daemons => {
+            let page = Page::from_query(&r.query)?;
+            let mut b = to_json(&mgmt.blockd_supervisor.status())?;
+            b["mode"] = json!("api");
+            let mut s = to_json(&mgmt.vswitchd.supervisor.status())?;
+            s["mode"] = json!(match mgmt.vswitchd.mode {
+                SwitchMode::Api => "api",
+                SwitchMode::File(_) => "file",
+            });
+            ok(page.of(vec![b, s]))
+        }
+        Op::ListDatastores => {
+            let page = Page::from_query(&r.query)?;
+            let (rows, stale) = mgmt.sync_datastores().await?;
+            let mut v = page.of(rows.iter().map(to_json).collect::<Result<_, _>>()?);
+            v["stale"] = json!(stale);
+            ok(v)
+        }
+        Op::AddDatastore => {
+            let body: DatastoreBody = parse(&r.body)?;
+            check_object_name("datastore", &body.name)?;
+            if !std::path::Path::new(&body.path).is_absolute() {
+                return Err(ApiError::invalid("path must be absolute"));
+            }
+            mgmt.need_blockd().await?;
+            let v = mgmt.blockd.add_datastore(&body.name, &body.path).await?;
+            mgmt.sync_datastores().await?;
+            let by = principal(&r)?.user.clone();
+            mgmt.db.event(
+                "info",
+                "datastore.added",
+                &body.name,
+                &format!("Datastore {} at {}", body.name, body.path),
+                Some(&by),
+            );
+            created(v)
+        }
+        Op::GetDatastore => {
+            let ds = param(&r, "datastore");
+            check_object_name("datastore", ds)?;
+            ok(mgmt
+                .blockd
+                .api
+                .get(&format!(
+                    "/v1/datastores/{}",
+                    crate::blockd::encode_segment(ds)
+                ))
+                .await?)
+        }
+        Op::ListVolumes => {
+            let page = Page::from_query(&r.query)?;
+            let ds = param(&r, "datastore");
+            check_object_name("datastore", ds)?;
+            let v = mgmt.blockd.volumes(ds).await?;
+            ok(page.of(v.as_array().cloned().unwrap_or_default()))
+        }
+        Op::Networks => {
+            let (switches, port_groups, stale) = mgmt.sync_networks().await?;
+            ok(
+                json!({ "switches": switches, "port_groups": port_groups, "stale": stale,
+                       "mode": if mgmt.vswitchd.mode == SwitchMode::Api { "api" } else { "file" } }),
+            )
+        }
+        Op::ListSwitches => {
+            let page = Page::from_query(&r.query)?;
+            let (switches, _, stale) = mgmt.sync_networks().await?;
+            let mut v = page.of(switches);
+            v["stale"] = json!(stale);
+            ok(v)
+        }
+        Op::ListPortGroups => {
+            let page = Page::from_query(&r.query)?;
+            let (_, groups, stale) = mgmt.sync_networks().await?;
+            let mut v = page.of(groups);
+            v["stale"] = json!(stale);
+            ok(v)
+        }
+        Op::AddPortGroup => {
+            let body: PortGroupBody = parse(&r.body)?;
+            check_object_name("port group", &body.name)?;
+            let mut g = json!({ "name": body.name, "vlan": body.vlan.unwrap_or(json!({ "mode": "none" })) });
+            if let Some(s) = &body.switch {
+                check_object_name("switch", s)?;
+                g["switch"] = json!(s);
+            }
+            mgmt.need_vswitchd().await?;
+            mgmt.vswitchd.add_port_group(&g).await?;
+            mgmt.sync_networks().await?;
+            let by = principal(&r)?.user.clone();
+            mgmt.db.event(
+                "info",
+                "port_group.added",
+                &body.name,
+                &format!("Port group {} created", body.name),
+                Some(&by),
+            );
+            created(g)
+        }
+        Op::NetworkStats => ok(mgmt.vswitchd.stats().await?),
+        Op::Templates => {
+            let page = Page::from_query(&r.query)?;
+            ok(page.of(templates(&mgmt.paths.guest_dir)
+                .iter()
+                .map(to_json)
+                .collect::<Result<_, _>>()?))
+        }
+        Op::ListVms => {
+            let page = Page::from_query(&r.query)?;
+            let vms = mgmt.db.vms()?;
+            ok(page.of(vms
+                .iter()
+                .map(|v| vm_json(&mgmt, v))
+                .collect::<Result<_, _>>()?))
+        }
+        Op::GetVm => ok(vm_json(&mgmt, &mgmt.find_vm(param(&r, "vm"))?)?),
+        Op::CreateVm => {
+            let body: CreateVm = parse(&r.body)?;
+            let plan = body.plan(&mgmt.paths.guest_dir, mgmt.host.memory_bytes >> 20)?;
+            let vm = mgmt.reserve_vm(&plan).await?;
+            let user = principal(&r)?.user.clone();
+            let m = Arc::clone(&mgmt);
+            let (id, by) = (vm.id.clone(), user.clone());
+            let task = crate::tasks::spawn(&mgmt.db, "vm.create", &id, &by, move |ctx| {
+                m.create_vm(vm, plan.power_on, user, ctx)
+            })?;
+            accepted(&task)
+        }
+        Op::DeleteVm => {
+            let vm = mgmt.find_vm(param(&r, "vm"))?;
+            let with_disks = match r.query.get("disks").map(String::as_str) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => return Err(ApiError::invalid("disks must be true or false")),
+            };
+            if vm.state == VmState::Running {
+                return Err(ApiError::conflict(format!(
+                    "VM {} is running: power it off first",
+                    vm.name
+                )));
+            }
+            let user = principal(&r)?.user.clone();
+            let m = Arc::clone(&mgmt);
+            let id = vm.id.clone();
+            let by = user.clone();
+            let task = crate::tasks::spawn(&mgmt.db, "vm.delete", &vm.id, &by, move |_| {
+                m.delete_vm(id, with_disks, user)
+            })?;
+            accepted(&task)
+        }
+        Op::PowerVm => {
+            let vm = mgmt.find_vm(param(&r, "vm"))?;
+            let action = PowerAction::parse(param(&r, "action"))
+                .ok_or_else(|| ApiError::invalid("action must be on, off or reset"))?;
+            let user = principal(&r)?.user.clone();
+            let m = Arc::clone(&mgmt);
+            let id = vm.id.clone();
+            let by = user.clone();
+            let task = crate::tasks::spawn(&mgmt.db, action.task_kind(), &vm.id, &by, move |_| {
+                m.power(id, action, user)
+            })?;
+            accepted(&task)
+        }
+        Op::ListTasks => {
+            let page = Page::from_query(&r.query)?;
+            let (tasks, total) = mgmt.db.tasks(page.limit, page.offset)?;
+            ok(page.wrap(to_json(&tasks)?, total))
+        }
+        Op::GetTask => {
+            let id: i64 = param(&r, "id")
+                .parse()
+                .map_err(|_| ApiError::invalid("task id must be an integer"))?;
+            let task = mgmt
+                .db
+                .task(id)?
+                .ok_or_else(|| ApiError::not_found(format!("No task {id}")))?;
+            ok(to_json(&task)?)
+        }
+        Op::ListEvents => {
+            let page = Page::from_query(&r.query)?;
+            let (events, total) = mgmt.db.events(page.limit, page.offset)?;
+            ok(page.wrap(to_json(&events)?, total))
+        }
+        Op::Metrics => match param(&r, "daemon") {
+            "blockd" => Ok(Reply::Text(mgmt.blockd.metrics().await?)),
+            "vswitchd" => Ok(Reply::Text(mgmt.vswitchd.metrics().await?)),
+            other => Err(ApiError::not_found(format!(
+                "No daemon {other:?} (blockd or vswitchd)"
+            ))),
+        },
+        Op::OpenApi => ok(super::openapi::document()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<HashMap<_, _>>()
+        };
+        let p = Page::from_query(&q(&[("limit", "2"), ("offset", "1")])).unwrap();
+        let v = p.of((0..5).map(|i| json!(i)).collect());
+        assert_eq!(v["items"], json!([1, 2]));
+        assert_eq!(v["total"], 5);
+        let far = Page::from_query(&q(&[("offset", "99")]))
+            .unwrap()
+            .of(vec![json!(1)]);
+        assert_eq!(far["items"], json!([]));
+        assert!(Page::from_query(&q(&[("limit", "0")])).is_err());
+        assert!(Page::from_query(&q(&[("limit", "501")])).is_err());
+        assert!(Page::from_query(&q(&[("offset", "-1")])).is_err());
+    }
+
+    #[test]
+    fn object_names() {
+        assert!(check_object_name("datastore", "local").is_ok());
+        assert!(check_object_name("datastore", "../x").is_err());
+        assert!(check_object_name("datastore", "").is_err());
+    }
+}

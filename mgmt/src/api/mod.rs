@@ -1,0 +1,8 @@
+//! The `/api/v1` REST API: routes (one table), the OpenAPI document made
+//! from it, authentication, the handlers, and the HTTP(S) server.
+
+pub mod error;
+pub mod handlers;
+pub mod openapi;
+pub mod routes;
+pub mod server;

@@ -1,0 +1,426 @@
+//! The OpenAPI 3 document of `/api/v1`, generated from [`super::routes::ROUTES`]
+//! and the schemas below.
+
+use serde_json::{Map, Value, json};
+
+use super::routes::{Access, ROUTES};
+
+fn obj(required: &[&str], props: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": props })
+}
+
+fn page(item: &str) -> Value {
+    obj(
+        &["items", "total", "limit", "offset"],
+        json!({
+            "items": { "type": "array", "items": { "$ref": format!("#/components/schemas/{item}") } },
+            "total": { "type": "integer", "description": "Items in all pages" },
+            "limit": { "type": "integer" },
+            "offset": { "type": "integer" },
+            "stale": { "type": "boolean", "description": "The daemon could not be asked: this is the inventory's last copy" }
+        }),
+    )
+}
+
+/// The schemas the routes name.
+fn schemas() -> Map<String, Value> {
+    let int = json!({ "type": "integer" });
+    let string = json!({ "type": "string" });
+    let nullable_int = json!({ "type": ["integer", "null"] });
+    let time = json!({ "type": "integer", "description": "Seconds since the epoch" });
+    let mut s = Map::new();
+    let mut put = |name: &str, v: Value| {
+        s.insert(name.to_owned(), v);
+    };
+    put("Object", json!({ "type": "object" }));
+    put(
+        "Error",
+        obj(
+            &["error"],
+            json!({ "error": obj(&["code", "message"], json!({ "code": string, "message": string })) }),
+        ),
+    );
+    let role = json!({ "type": "string", "enum": ["administrator", "read-only"] });
+    put(
+        "Login",
+        obj(
+            &["username", "password"],
+            json!({ "username": string, "password": string }),
+        ),
+    );
+    put(
+        "Session",
+        obj(
+            &["user", "role"],
+            json!({ "user": string, "role": role, "expires_at": nullable_int }),
+        ),
+    );
+    put("TokenCreate", obj(&["name"], json!({ "name": string })));
+    put(
+        "Token",
+        obj(
+            &["id", "name", "user", "created_at"],
+            json!({ "id": int, "name": string, "user": string, "created_at": time, "last_used_at": nullable_int }),
+        ),
+    );
+    put(
+        "NewToken",
+        obj(
+            &["id", "name", "token"],
+            json!({ "id": int, "name": string, "user": string, "created_at": time,
+                    "token": { "type": "string", "description": "The secret, for Authorization: Bearer; shown only here" } }),
+        ),
+    );
+    put(
+        "UserCreate",
+        obj(
+            &["name", "password", "role"],
+            json!({ "name": string, "password": { "type": "string", "minLength": 12 }, "role": role }),
+        ),
+    );
+    put(
+        "User",
+        obj(
+            &["name", "role"],
+            json!({ "name": string, "role": role, "created_at": time }),
+        ),
+    );
+    put(
+        "Host",
+        obj(
+            &[
+                "hostname",
+                "cpus",
+                "memory_bytes",
+                "kvm",
+                "kvm_kind",
+                "default_driver",
+                "accel",
+                "driver_reason",
+            ],
+            json!({
+                "hostname": string, "cpus": int, "memory_bytes": int,
+                "kvm": { "type": "boolean" },
+                "kvm_kind": { "type": "string", "enum": ["intel", "amd", "pvm", "unknown", "none"] },
+                "default_driver": string,
+                "accel": { "type": "string", "enum": ["kvm", "tcg"] },
+                "driver_reason": string,
+                "vms": obj(&["total", "running"], json!({ "total": int, "running": int }))
+            }),
+        ),
+    );
+    put(
+        "Daemon",
+        obj(
+            &["name", "state", "restarts"],
+            json!({ "name": string, "state": { "type": "string", "enum": ["starting", "running", "restarting", "stopped"] },
+                    "pid": nullable_int, "adopted": { "type": "boolean" }, "restarts": int,
+                    "started_at": nullable_int, "last_exit": { "type": ["string", "null"] },
+                    "mode": { "type": "string", "description": "vswitchd: api or file" } }),
+        ),
+    );
+    put(
+        "Datastore",
+        obj(
+            &["name", "path"],
+            json!({ "name": string, "path": string, "kind": string, "capacity": int, "free": int, "volumes": int,
+                    "capacity_bytes": nullable_int, "free_bytes": nullable_int, "updated_at": time }),
+        ),
+    );
+    put(
+        "DatastoreCreate",
+        obj(&["name", "path"], json!({ "name": string, "path": string })),
+    );
+    put(
+        "Volume",
+        obj(
+            &["name", "size"],
+            json!({ "datastore": string, "name": string, "size": int, "allocated": int, "path": string }),
+        ),
+    );
+    put(
+        "Switch",
+        obj(
+            &["name"],
+            json!({ "name": string, "uplinks": { "type": "array", "items": { "type": "object" } }, "mac_ageing_s": int }),
+        ),
+    );
+    let vlan = json!({ "type": "object", "description": "{\"mode\":\"none\"}, {\"mode\":\"access\",\"id\":N} or {\"mode\":\"trunk\",\"allowed\":[...],\"native\":N}",
+                       "required": ["mode"], "properties": { "mode": { "type": "string", "enum": ["none", "access", "trunk"] } } });
+    put(
+        "PortGroup",
+        obj(
+            &["name"],
+            json!({ "name": string, "switch": string, "vlan": vlan, "security": { "type": "object" },
+                                             "shaping": { "type": "object" }, "teaming": { "type": "object" } }),
+        ),
+    );
+    put(
+        "PortGroupCreate",
+        obj(
+            &["name"],
+            json!({ "name": string, "switch": string, "vlan": vlan }),
+        ),
+    );
+    put(
+        "Networks",
+        obj(
+            &["switches", "port_groups", "stale", "mode"],
+            json!({ "switches": { "type": "array", "items": { "$ref": "#/components/schemas/Switch" } },
+                    "port_groups": { "type": "array", "items": { "$ref": "#/components/schemas/PortGroup" } },
+                    "stale": { "type": "boolean" }, "mode": string }),
+        ),
+    );
+    put(
+        "Template",
+        obj(
+            &["name", "vcpus", "memory_mib", "available"],
+            json!({ "name": string, "description": string, "vcpus": int, "memory_mib": int,
+                    "available": { "type": "boolean" }, "kernel": string, "initrd": string }),
+        ),
+    );
+    let boot = obj(
+        &["kind", "kernel"],
+        json!({ "kind": { "type": "string", "enum": ["kernel"] }, "kernel": string, "initrd": string, "cmdline": string }),
+    );
+    put(
+        "VmCreate",
+        obj(
+            &["name"],
+            json!({
+                "name": { "type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$" },
+                "template": string,
+                "vcpus": { "type": "integer", "minimum": 1, "maximum": 64 },
+                "memory_mib": { "type": "integer", "minimum": 128 },
+                "boot": boot,
+                "disks": { "type": "array", "maxItems": 8, "items": obj(&["datastore", "size_bytes"],
+                    json!({ "datastore": string, "size_bytes": { "type": "integer", "minimum": 1_048_576 } })) },
+                "nics": { "type": "array", "maxItems": 8, "items": obj(&["port_group"],
+                    json!({ "port_group": string, "mac": string })) },
+                "power_on": { "type": "boolean" }
+            }),
+        ),
+    );
+    put(
+        "Vm",
+        obj(
+            &[
+                "id",
+                "name",
+                "vcpus",
+                "memory_mib",
+                "boot",
+                "driver",
+                "state",
+                "disks",
+                "nics",
+            ],
+            json!({
+                "id": string, "name": string, "vcpus": int, "memory_mib": int, "boot": boot,
+                "driver": { "type": "string", "enum": ["qemu"] },
+                "state": { "type": "string", "enum": ["creating", "stopped", "running", "deleting"] },
+                "pid": nullable_int,
+                "disks": { "type": "array", "items": obj(&["datastore", "volume", "size_bytes", "export_id"],
+                    json!({ "datastore": string, "volume": string, "size_bytes": int, "export_id": string })) },
+                "nics": { "type": "array", "items": obj(&["port_group", "mac", "port"],
+                    json!({ "port_group": string, "mac": string, "port": string })) },
+                "console_socket": { "type": "string", "description": "The serial console's Unix socket on the host" },
+                "console_log": { "type": "string", "description": "Everything the serial console printed" },
+                "created_at": time, "updated_at": time
+            }),
+        ),
+    );
+    put(
+        "Task",
+        obj(
+            &["id", "kind", "target", "state", "progress"],
+            json!({ "id": int, "kind": string, "target": string,
+                    "state": { "type": "string", "enum": ["queued", "running", "success", "error"] },
+                    "progress": { "type": "integer", "minimum": 0, "maximum": 100 },
+                    "message": string, "result": {}, "error": { "type": ["string", "null"] }, "user": string,
+                    "created_at": time, "started_at": nullable_int, "finished_at": nullable_int }),
+        ),
+    );
+    put(
+        "Event",
+        obj(
+            &["id", "time", "severity", "kind", "target", "message"],
+            json!({ "id": int, "time": time, "severity": { "type": "string", "enum": ["info", "warning", "error"] },
+                    "kind": string, "target": string, "message": string, "user": { "type": ["string", "null"] } }),
+        ),
+    );
+    for item in [
+        "Token",
+        "User",
+        "Daemon",
+        "Datastore",
+        "Volume",
+        "Switch",
+        "PortGroup",
+        "Template",
+        "Vm",
+        "Task",
+        "Event",
+    ] {
+        s.insert(format!("{item}Page"), page(item));
+    }
+    s
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let error = json!({
+        "description": "Error",
+        "content": { "application/json": { "schema": schema_ref("Error") } }
+    });
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let mut parameters: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        parameters.extend(r.query.iter().map(|q| {
+            json!({ "name": q.name, "in": "query", "required": false,
+                    "description": q.description, "schema": { "type": q.schema } })
+        }));
+        let success = match r.response {
+            None => json!({ "description": "Done" }),
+            Some("text") => json!({ "description": "Prometheus text",
+                                   "content": { "text/plain": { "schema": { "type": "string" } } } }),
+            Some(name) => json!({ "description": "Done",
+                                  "content": { "application/json": { "schema": schema_ref(name) } } }),
+        };
+        let mut op = json!({
+            "operationId": format!("{:?}", r.op),
+            "summary": r.summary,
+            "tags": [r.tag],
+            "parameters": parameters,
+            "responses": {
+                r.status.to_string(): success,
+                "400": error, "401": error, "403": error, "404": error, "409": error,
+                "413": error, "500": error, "503": error
+            },
+        });
+        if let Some(body) = r.body {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": { "application/json": { "schema": schema_ref(body) } }
+            });
+        }
+        if r.access == Access::Public {
+            op["security"] = json!([]);
+        }
+        let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
+        entry[r.method.to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sfera management API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "sfera-mgmtd: the host, datastores, networks, VMs, tasks and events. Log in with POST /api/v1/session (a cookie) or send Authorization: Bearer with an API token. Errors are {\"error\":{\"code\",\"message\"}}."
+        },
+        "servers": [{ "url": "/" }],
+        "security": [{ "cookie": [] }, { "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "cookie": { "type": "apiKey", "in": "cookie", "name": crate::auth::SESSION_COOKIE },
+                "bearer": { "type": "http", "scheme": "bearer" }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_route_is_documented_and_nothing_else() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented = Vec::new();
+        for (path, ops) in paths {
+            for method in ops.as_object().unwrap().keys() {
+                documented.push((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+        let mut routed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (r.method.to_owned(), r.path.to_owned()))
+            .collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(documented, routed);
+        // And the router finds each documented operation.
+        for (method, path) in &documented {
+            let concrete: Vec<String> = path
+                .trim_matches('/')
+                .split('/')
+                .map(|s| {
+                    if s.starts_with('{') {
+                        "x".to_owned()
+                    } else {
+                        s.to_owned()
+                    }
+                })
+                .collect();
+            let (r, _) = crate::api::routes::find(method, &concrete).unwrap();
+            assert_eq!(
+                doc["paths"][path][method.to_ascii_lowercase()]["operationId"],
+                format!("{:?}", r.op)
+            );
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let name = r.trim_start_matches("#/components/schemas/");
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{r} is not defined"
+            );
+        }
+    }
+
+    #[test]
+    fn only_login_is_public() {
+        let doc = document();
+        let public: Vec<_> = ROUTES
+            .iter()
+            .filter(|r| {
+                doc["paths"][r.path][r.method.to_ascii_lowercase()]
+                    .get("security")
+                    .is_some()
+            })
+            .map(|r| (r.method, r.path))
+            .collect();
+        assert_eq!(public, vec![("POST", "/api/v1/session")]);
+    }
+}

@@ -1,0 +1,320 @@
+//! Every route of `/api/v1`, in one table: the router dispatches from it and
+//! the OpenAPI document is generated from it, so the two cannot disagree.
+
+use std::collections::BTreeMap;
+
+use super::error::ApiError;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (logging in).
+    Public,
+    /// Any authenticated user, read-only included.
+    Read,
+    /// Any authenticated user, on their own session or tokens.
+    Own,
+    /// Administrators only.
+    Admin,
+}
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Login,
+    WhoAmI,
+    Logout,
+    ListTokens,
+    CreateToken,
+    DeleteToken,
+    ListUsers,
+    CreateUser,
+    DeleteUser,
+    Host,
+    Daemons,
+    ListDatastores,
+    AddDatastore,
+    GetDatastore,
+    ListVolumes,
+    Networks,
+    ListSwitches,
+    ListPortGroups,
+    AddPortGroup,
+    NetworkStats,
+    Templates,
+    ListVms,
+    CreateVm,
+    GetVm,
+    DeleteVm,
+    PowerVm,
+    ListTasks,
+    GetTask,
+    ListEvents,
+    Metrics,
+    OpenApi,
+}
+
+/// A query parameter of a route.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryParam {
+    pub name: &'static str,
+    pub schema: &'static str,
+    pub description: &'static str,
+}
+
+/// One route.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    /// `/api/v1/...` with `{param}` segments.
+    pub path: &'static str,
+    pub op: Op,
+    pub access: Access,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// Schema of the JSON body, if it takes one.
+    pub body: Option<&'static str>,
+    /// Status of a success.
+    pub status: u16,
+    /// Schema of a success's body (`None`: empty; `"text"`: plain text).
+    pub response: Option<&'static str>,
+    pub query: &'static [QueryParam],
+}
+
+const PAGE: &[QueryParam] = &[
+    QueryParam {
+        name: "limit",
+        schema: "integer",
+        description: "Items per page, 1 to 500 (default 100)",
+    },
+    QueryParam {
+        name: "offset",
+        schema: "integer",
+        description: "Items to skip (default 0)",
+    },
+];
+
+const DELETE_VM: &[QueryParam] = &[QueryParam {
+    name: "disks",
+    schema: "boolean",
+    description: "Delete the VM's volumes too (default false: they stay on their datastores)",
+}];
+
+macro_rules! route {
+    (@query) => { &[] };
+    (@query $q:expr) => { $q };
+    ($method:literal $path:literal => $op:ident, $access:ident, $tag:literal, $summary:literal,
+     body: $body:expr, $status:literal => $response:expr $(, query: $query:expr)?) => {
+        Route {
+            method: $method,
+            path: $path,
+            op: Op::$op,
+            access: Access::$access,
+            tag: $tag,
+            summary: $summary,
+            body: $body,
+            status: $status,
+            response: $response,
+            query: route!(@query $($query)?),
+        }
+    };
+}
+
+/// The API.
+pub const ROUTES: &[Route] = &[
+    route!("POST" "/api/v1/session" => Login, Public, "session", "Log in: sets the session cookie",
+        body: Some("Login"), 200 => Some("Session")),
+    route!("GET" "/api/v1/session" => WhoAmI, Read, "session", "Who the caller is",
+        body: None, 200 => Some("Session")),
+    route!("DELETE" "/api/v1/session" => Logout, Own, "session", "Log out: ends the cookie's session",
+        body: None, 204 => None),
+    route!("GET" "/api/v1/tokens" => ListTokens, Read, "session", "The caller's API tokens",
+        body: None, 200 => Some("TokenPage"), query: PAGE),
+    route!("POST" "/api/v1/tokens" => CreateToken, Own, "session", "Create an API token for the caller (its secret is shown once)",
+        body: Some("TokenCreate"), 201 => Some("NewToken")),
+    route!("DELETE" "/api/v1/tokens/{id}" => DeleteToken, Own, "session", "Revoke one of the caller's tokens",
+        body: None, 204 => None),
+    route!("GET" "/api/v1/users" => ListUsers, Admin, "users", "Users",
+        body: None, 200 => Some("UserPage"), query: PAGE),
+    route!("POST" "/api/v1/users" => CreateUser, Admin, "users", "Create a user",
+        body: Some("UserCreate"), 201 => Some("User")),
+    route!("DELETE" "/api/v1/users/{name}" => DeleteUser, Admin, "users", "Delete a user with their sessions and tokens",
+        body: None, 204 => None),
+    route!("GET" "/api/v1/host" => Host, Read, "host", "The host: CPUs, memory, KVM kind, hypervisor driver and why",
+        body: None, 200 => Some("Host")),
+    route!("GET" "/api/v1/daemons" => Daemons, Read, "host", "The supervised daemons",
+        body: None, 200 => Some("DaemonPage"), query: PAGE),
+    route!("GET" "/api/v1/datastores" => ListDatastores, Read, "datastores", "Datastores (from sfera-blockd; the inventory's copy, marked stale, when it is down)",
+        body: None, 200 => Some("DatastorePage"), query: PAGE),
+    route!("POST" "/api/v1/datastores" => AddDatastore, Admin, "datastores", "Register a directory or block device as a datastore",
+        body: Some("DatastoreCreate"), 201 => Some("Datastore")),
+    route!("GET" "/api/v1/datastores/{datastore}" => GetDatastore, Read, "datastores", "One datastore",
+        body: None, 200 => Some("Datastore")),
+    route!("GET" "/api/v1/datastores/{datastore}/volumes" => ListVolumes, Read, "datastores", "Volumes of a datastore",
+        body: None, 200 => Some("VolumePage"), query: PAGE),
+    route!("GET" "/api/v1/networks" => Networks, Read, "networks", "Switches and port groups together",
+        body: None, 200 => Some("Networks")),
+    route!("GET" "/api/v1/switches" => ListSwitches, Read, "networks", "Virtual switches with their uplinks",
+        body: None, 200 => Some("SwitchPage"), query: PAGE),
+    route!("GET" "/api/v1/port-groups" => ListPortGroups, Read, "networks", "Port groups",
+        body: None, 200 => Some("PortGroupPage"), query: PAGE),
+    route!("POST" "/api/v1/port-groups" => AddPortGroup, Admin, "networks", "Create a port group",
+        body: Some("PortGroupCreate"), 201 => Some("PortGroup")),
+    route!("GET" "/api/v1/networks/stats" => NetworkStats, Read, "networks", "Counters of ports and uplinks (from sfera-vswitchd)",
+        body: None, 200 => Some("Object")),
+    route!("GET" "/api/v1/templates" => Templates, Read, "vms", "VM templates",
+        body: None, 200 => Some("TemplatePage"), query: PAGE),
+    route!("GET" "/api/v1/vms" => ListVms, Read, "vms", "VMs",
+        body: None, 200 => Some("VmPage"), query: PAGE),
+    route!("POST" "/api/v1/vms" => CreateVm, Admin, "vms", "Create a VM (a task: disks and NICs are made on the daemons)",
+        body: Some("VmCreate"), 202 => Some("Task")),
+    route!("GET" "/api/v1/vms/{vm}" => GetVm, Read, "vms", "One VM, by id or name",
+        body: None, 200 => Some("Vm")),
+    route!("DELETE" "/api/v1/vms/{vm}" => DeleteVm, Admin, "vms", "Delete a stopped VM (a task)",
+        body: None, 202 => Some("Task"), query: DELETE_VM),
+    route!("POST" "/api/v1/vms/{vm}/power/{action}" => PowerVm, Admin, "vms", "Power on, off (the power cord) or reset a VM (a task); action is on, off or reset",
+        body: None, 202 => Some("Task")),
+    route!("GET" "/api/v1/tasks" => ListTasks, Read, "tasks", "Tasks, newest first",
+        body: None, 200 => Some("TaskPage"), query: PAGE),
+    route!("GET" "/api/v1/tasks/{id}" => GetTask, Read, "tasks", "One task",
+        body: None, 200 => Some("Task")),
+    route!("GET" "/api/v1/events" => ListEvents, Read, "events", "Events, newest first",
+        body: None, 200 => Some("EventPage"), query: PAGE),
+    route!("GET" "/api/v1/metrics/{daemon}" => Metrics, Read, "host", "A daemon's Prometheus metrics (daemon: blockd or vswitchd)",
+        body: None, 200 => Some("text")),
+    route!("GET" "/api/v1/openapi.json" => OpenApi, Read, "meta", "This document",
+        body: None, 200 => Some("Object")),
+];
+
+/// Path parameters of a matched route.
+pub type Params = BTreeMap<&'static str, String>;
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.trim_matches('/').split('/')
+}
+
+/// Finds the route of `method` on `path` (path segments already decoded).
+/// 404 when no route has the path, 405 when none has it with this method.
+pub fn find(method: &str, path: &[String]) -> Result<(&'static Route, Params), ApiError> {
+    let mut path_known = false;
+    for r in ROUTES {
+        let template: Vec<&'static str> = segments(r.path).collect();
+        if template.len() != path.len() {
+            continue;
+        }
+        let mut params = Params::new();
+        let matched = template.iter().zip(path).all(|(t, s)| {
+            match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                Some(name) if !s.is_empty() => {
+                    params.insert(name, s.clone());
+                    true
+                }
+                Some(_) => false,
+                None => t == s,
+            }
+        });
+        if !matched {
+            continue;
+        }
+        path_known = true;
+        if r.method == method {
+            return Ok((r, params));
+        }
+    }
+    let shown = format!("/{}", path.join("/"));
+    if path_known {
+        Err(ApiError::method_not_allowed(format!(
+            "{method} is not allowed on {shown}"
+        )))
+    } else {
+        Err(ApiError::not_found(format!("No such resource: {shown}")))
+    }
+}
+
+/// Decodes `%XX` escapes of a path segment.
+pub fn percent_decode(segment: &str) -> Result<String, ApiError> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("Bad escape in path segment {segment:?}"))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::invalid(format!("Path segment {segment:?} is not UTF-8")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(path: &str) -> Vec<String> {
+        segments(path).map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn every_route_is_reached_by_its_own_path() {
+        for r in ROUTES {
+            let concrete = r
+                .path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x1" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let (found, params) = find(r.method, &split(&concrete)).unwrap();
+            assert_eq!(found.op, r.op, "{} {} is shadowed", r.method, r.path);
+            assert_eq!(params.len(), r.path.matches('{').count());
+        }
+    }
+
+    #[test]
+    fn routes_are_unique() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.path == b.path),
+                    "{} {} twice",
+                    a.method,
+                    a.path
+                );
+                assert_ne!(a.op, b.op, "{:?} twice", a.op);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        assert_eq!(find("GET", &split("/api/v1/nope")).unwrap_err().status, 404);
+        assert_eq!(find("PUT", &split("/api/v1/vms")).unwrap_err().status, 405);
+        let (r, p) = find("POST", &split("/api/v1/vms/web/power/on")).unwrap();
+        assert_eq!(r.op, Op::PowerVm);
+        assert_eq!((p["vm"].as_str(), p["action"].as_str()), ("web", "on"));
+        assert_eq!(
+            find("GET", &split("/api/v1/vms/")).unwrap().0.op,
+            Op::ListVms
+        );
+    }
+
+    #[test]
+    fn writes_need_more_than_read() {
+        for r in ROUTES {
+            if r.method != "GET" {
+                assert_ne!(r.access, Access::Read, "{} {}", r.method, r.path);
+            }
+        }
+        assert_eq!(percent_decode("a%2Fb").unwrap(), "a/b");
+        assert!(percent_decode("a%zz").is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! The HTTP(S) server: warp filters for `/api/v1` and the web console's
+//! static files, over plain TCP or rustls. Every API request is
+//! authenticated here (session cookie or bearer token) before its route is
+//! even looked up, so a request without credentials learns nothing, not
+//! even whether a path exists.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, TryStreamExt};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::Response;
+
+use super::error::ApiError;
+use super::handlers::{self, ApiRequest, Reply};
+use super::routes::{self, Access};
+use crate::auth::{self, Principal, Role};
+use crate::service::Mgmt;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// Who is calling, from the request's headers.
+pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+    let header = |name: warp::http::header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if let Some(token) = header(warp::http::header::AUTHORIZATION)
+        .as_deref()
+        .and_then(auth::bearer)
+    {
+        return Ok(mgmt
+            .db
+            .token_user(&auth::secret_hash(token))?
+            .map(|(user, role)| Principal {
+                user,
+                role,
+                session: None,
+            }));
+    }
+    for cookie in headers.get_all(warp::http::header::COOKIE) {
+        let Some(secret) = cookie
+            .to_str()
+            .ok()
+            .and_then(auth::session_from_cookie_header)
+        else {
+            continue;
+        };
+        let hash = auth::secret_hash(secret);
+        if let Some((user, role)) = mgmt.db.session_user(&hash)? {
+            return Ok(Some(Principal {
+                user,
+                role,
+                session: Some(hash),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+async fn read_body<S, B>(body: S) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut out = BytesMut::new();
+    let mut body = body;
+    while let Some(mut chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| ApiError::invalid(format!("Cannot read the request body: {e}")))?
+    {
+        if out.len() + chunk.remaining() > MAX_BODY {
+            return Err(ApiError::too_large(MAX_BODY));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            out.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+fn parse_query(raw: &str) -> Result<HashMap<String, String>, ApiError> {
+    let mut q = HashMap::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        q.insert(
+            routes::percent_decode(&k.replace('+', " "))?,
+            routes::percent_decode(&v.replace('+', " "))?,
+        );
+    }
+    Ok(q)
+}
+
+/// Turns one API request into its answer.
+async fn api(
+    mgmt: Arc<Mgmt>,
+    tls: bool,
+    tail: String,
+    method: Method,
+    headers: HeaderMap,
+    query: String,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+) -> Response {
+    let result = async {
+        let principal = authenticate(&mgmt, &headers)?;
+        let segments: Vec<String> = std::iter::once("api".to_owned())
+            .chain(std::iter::once("v1".to_owned()))
+            .chain(
+                tail.split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(routes::percent_decode)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        if principal.is_some() {
+                            e
+                        } else {
+                            ApiError::unauthorized()
+                        }
+                    })?,
+            )
+            .collect();
+        let found = routes::find(method.as_str(), &segments);
+        let (route, params) = match (found, &principal) {
+            (Ok(f), _) => f,
+            (Err(e), Some(_)) => return Err(e),
+            (Err(_), None) => return Err(ApiError::unauthorized()),
+        };
+        match (route.access, &principal) {
+            (Access::Public, _) => {}
+            (_, None) => return Err(ApiError::unauthorized()),
+            (Access::Admin, Some(p)) if p.role != Role::Administrator => {
+                return Err(ApiError::forbidden());
+            }
+            _ => {}
+        }
+        let body = read_body(body).await?;
+        let query = parse_query(&query)?;
+        handlers::handle(
+            Arc::clone(&mgmt),
+            ApiRequest {
+                op: route.op,
+                params,
+                query,
+                body,
+                principal,
+                tls,
+            },
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(reply) => reply.into_response(),
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!(%method, path = %tail, "{}", e.message);
+            }
+            Reply::Json(
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                e.body(),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// The filters: `/api/v1/...`, and the web console's files at `/` when
+/// there is a directory of them.
+pub fn filters(
+    mgmt: Arc<Mgmt>,
+    tls: bool,
+    web_dir: Option<PathBuf>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let api = warp::path("api")
+        .and(warp::path("v1"))
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(raw_query)
+        .and(warp::body::stream())
+        .then(
+            move |tail: warp::path::Tail, method, headers, query, body| {
+                api(
+                    Arc::clone(&mgmt),
+                    tls,
+                    tail.as_str().to_owned(),
+                    method,
+                    headers,
+                    query,
+                    Box::pin(body),
+                )
+            },
+        );
+    let web = warp::any()
+        .and_then(move || {
+            let present = web_dir.clone().filter(|d| d.is_dir());
+            async move { present.ok_or_else(warp::reject::not_found) }
+        })
+        .and(warp::path::tail())
+        .and_then(|dir: PathBuf, tail: warp::path::Tail| async move {
+            static_file(&dir, tail.as_str())
+                .await
+                .ok_or_else(warp::reject::not_found)
+        });
+    api.or(web)
+        .unify()
+        .recover(|_| async {
+            Ok::<_, Infallible>(
+                Reply::Json(
+                    StatusCode::NOT_FOUND,
+                    ApiError::not_found("Not found").body(),
+                )
+                .into_response(),
+            )
+        })
+        .unify()
+}
+
+/// A file of the web console, `index.html` for a directory; paths that
+/// leave the directory are refused.
+async fn static_file(dir: &std::path::Path, tail: &str) -> Option<Response> {
+    let tail = routes::percent_decode(tail).ok()?;
+    if tail.split('/').any(|s| s == ".." || s.starts_with('.')) {
+        return None;
+    }
+    let mut path = dir.join(tail.trim_start_matches('/'));
+    if path.is_dir() {
+        path = path.join("index.html");
+    }
+    let data = tokio::fs::read(&path).await.ok()?;
+    let mime = match path.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript",
+        Some("css") => "text/css",
+        Some("json") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    };
+    let mut r = Response::new(data.into());
+    if let Ok(v) = warp::http::HeaderValue::from_str(mime) {
+        r.headers_mut().insert(warp::http::header::CONTENT_TYPE, v);
+    }
+    Some(r)
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mgmt: Arc<Mgmt>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let web_dir = mgmt.paths.web_dir.clone();
+    let service = warp::service(filters(mgmt, tls.is_some(), web_dir));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors, say: keep serving.
+                    tracing::warn!("Cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let service = service.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let http = hyper::server::conn::http1::Builder::new();
+            let ended = match acceptor {
+                Some(a) => match a.accept(stream).await {
+                    Ok(s) => {
+                        http.serve_connection(TokioIo::new(s), TowerToHyperService::new(service))
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                },
+                None => {
+                    http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, "Connection ended: {e}");
+            }
+        });
+    }
+}

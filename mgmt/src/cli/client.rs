@@ -1,0 +1,161 @@
+//! The CLI's HTTP(S) client: one request per connection to mgmtd.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Where mgmtd is and how to prove who we are.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    base: Uri,
+    token: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// An answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: String,
+    pub(crate) set_cookie: Option<String>,
+}
+
+impl Client {
+    /// `server` is `http://HOST:PORT` or `https://HOST:PORT`; HTTPS trusts
+    /// only the certificate in `ca_cert`.
+    pub(crate) fn new(server: &str, token: Option<String>, ca_cert: Option<&Path>) -> Result<Self> {
+        let base: Uri = server
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("{server:?} is not a URL"))?;
+        let tls = match base.scheme_str() {
+            Some("http") => None,
+            Some("https") => {
+                let Some(ca) = ca_cert else {
+                    bail!(
+                        "HTTPS needs the server's certificate: --ca-cert FILE (mgmtd's is <data-dir>/tls/cert.pem)"
+                    );
+                };
+                Some(mgmt::tls::client_config(ca)?)
+            }
+            _ => bail!("{server:?}: the URL must start with http:// or https://"),
+        };
+        if base.authority().is_none() {
+            bail!("{server:?} has no host");
+        }
+        Ok(Client { base, token, tls })
+    }
+
+    pub(crate) fn set_token(&mut self, token: String) {
+        self.token = Some(token);
+    }
+
+    /// Sends one request; `cookie` is sent as the Cookie header.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        cookie: Option<&str>,
+    ) -> Result<Answer> {
+        let authority = self
+            .base
+            .authority()
+            .ok_or_else(|| anyhow!("no host"))?
+            .clone();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = authority
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .with_context(|| format!("Cannot connect to {authority}"))?;
+        let text = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, authority.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(t) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(c) = cookie {
+            request = request.header(hyper::header::COOKIE, c);
+        }
+        let request = request.body(Full::new(Bytes::from(text)))?;
+        let response = match &self.tls {
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .with_context(|| format!("{host:?} is not a valid server name"))?;
+                let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, tcp)
+                    .await
+                    .with_context(|| format!("TLS with {authority} failed"))?;
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(conn);
+                sender.send_request(request).await?
+            }
+            None => {
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+                tokio::spawn(conn);
+                sender.send_request(request).await?
+            }
+        };
+        let status = response.status().as_u16();
+        let set_cookie = response
+            .headers()
+            .get(hyper::header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            set_cookie,
+        })
+    }
+
+    /// Sends a request and returns its JSON; an error status becomes an
+    /// error with the server's message.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let answer = self.send(method, path, body, None).await?;
+        json_of(&answer)
+    }
+}
+
+/// The JSON of an answer, or its error as an error.
+pub(crate) fn json_of(answer: &Answer) -> Result<serde_json::Value> {
+    let v: serde_json::Value = if answer.body.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&answer.body).unwrap_or(serde_json::Value::String(answer.body.clone()))
+    };
+    if answer.status >= 400 {
+        let message = v["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| answer.body.clone());
+        if answer.status == 401 {
+            bail!("{message} (HTTP 401): log in with `sfera login`, or set SFERA_TOKEN");
+        }
+        bail!("{message} (HTTP {})", answer.status);
+    }
+    Ok(v)
+}

@@ -1,0 +1,561 @@
+//! `sfera`: Sfera's command line, on mgmtd's /api/v1 (in the spirit of
+//! govc). `sfera login` saves an API token; SFERA_SERVER, SFERA_TOKEN and
+//! SFERA_CA_CERT override what is saved.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod console;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use client::Client;
+
+const DEFAULT_SERVER: &str = "https://127.0.0.1:8443";
+
+/// Manage Sfera: VMs, datastores and networks.
+#[derive(Debug, Parser)]
+#[command(name = "sfera", version)]
+struct Args {
+    /// mgmtd's URL [env: SFERA_SERVER; default: the saved one, or https://127.0.0.1:8443].
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// The certificate to trust for HTTPS (mgmtd's <data-dir>/tls/cert.pem) [env: SFERA_CA_CERT].
+    #[arg(long, global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Print the API's JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Log in and save an API token for the next commands.
+    Login {
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Read the password from the first line of stdin (default: ask,
+        /// or SFERA_PASSWORD).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Virtual machines.
+    #[command(subcommand)]
+    Vm(VmCmd),
+    /// Datastores.
+    #[command(subcommand)]
+    Datastore(ListCmd),
+    /// Switches and port groups.
+    #[command(subcommand)]
+    Network(ListCmd),
+    /// Tasks.
+    #[command(subcommand)]
+    Task(ListCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ListCmd {
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum VmCmd {
+    List,
+    Show {
+        vm: String,
+    },
+    /// Create a VM (from the Tiny Linux template unless --kernel is given).
+    Create {
+        name: String,
+        #[arg(long)]
+        template: Option<String>,
+        /// Boot this kernel (instead of a template).
+        #[arg(long)]
+        kernel: Option<String>,
+        #[arg(long)]
+        initrd: Option<String>,
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// Memory in MiB.
+        #[arg(long)]
+        memory: Option<u32>,
+        /// A new disk, DATASTORE:SIZE (SIZE with K, M, G, T), repeatable.
+        #[arg(long = "disk")]
+        disks: Vec<String>,
+        /// A NIC, PORT_GROUP or PORT_GROUP=MAC, repeatable.
+        #[arg(long = "nic")]
+        nics: Vec<String>,
+        /// Power it on once created.
+        #[arg(long)]
+        power_on: bool,
+    },
+    /// Power on.
+    Start {
+        vm: String,
+    },
+    /// Power off (the power cord).
+    Stop {
+        vm: String,
+    },
+    Reset {
+        vm: String,
+    },
+    /// Delete a stopped VM; its disks stay unless --disks.
+    Delete {
+        vm: String,
+        #[arg(long)]
+        disks: bool,
+    },
+    /// Attach this terminal to the VM's serial console (on mgmtd's host).
+    Console {
+        vm: String,
+    },
+}
+
+/// Parses `4096`, `512K`, `10G`...
+fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("invalid size {text:?}"))?;
+    n.checked_mul(1 << shift)
+        .with_context(|| format!("size {text:?} is too large"))
+}
+
+fn print(text: &str) {
+    // The CLI's answer is its output.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{text}");
+    }
+}
+
+fn table(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        print(line.join("  ").trim_end());
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn gib(v: &Value) -> String {
+    v.as_u64().map_or("-".to_owned(), |b| {
+        format!("{:.1}G", b as f64 / f64::from(1u32 << 30))
+    })
+}
+
+/// Waits for a task to end; its result, or its error as an error.
+async fn wait_task(client: &Client, task: &Value) -> Result<Value> {
+    let id = task["id"].as_i64().context("the answer is not a task")?;
+    loop {
+        let t = client
+            .call(Method::GET, &format!("/api/v1/tasks/{id}"), None)
+            .await?;
+        match t["state"].as_str() {
+            Some("success") => return Ok(t["result"].clone()),
+            Some("error") => bail!("{} failed: {}", s(&t["kind"]), s(&t["error"])),
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+fn read_password(stdin: bool) -> Result<String> {
+    if !stdin && let Ok(p) = std::env::var("SFERA_PASSWORD") {
+        return Ok(p);
+    }
+    let tty = !stdin && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if tty {
+        eprint!("Password: ");
+        let _ = std::process::Command::new("stty").arg("-echo").status();
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if tty {
+        let _ = std::process::Command::new("stty").arg("echo").status();
+        eprintln!();
+    }
+    read.context("Cannot read the password")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn run(args: Args) -> Result<()> {
+    let saved = config::load();
+    let server = args
+        .server
+        .or_else(|| std::env::var("SFERA_SERVER").ok())
+        .or_else(|| saved.server.clone())
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let ca_cert = args
+        .ca_cert
+        .or_else(|| std::env::var_os("SFERA_CA_CERT").map(PathBuf::from))
+        .or_else(|| saved.ca_cert.clone());
+    let token = std::env::var("SFERA_TOKEN")
+        .ok()
+        .or_else(|| saved.token.clone());
+    let mut client = Client::new(&server, token, ca_cert.as_deref())?;
+    let json_out = args.json;
+    let show = |v: &Value| {
+        print(&if json_out {
+            v.to_string()
+        } else {
+            serde_json::to_string_pretty(v).unwrap_or_default()
+        });
+    };
+    match args.command {
+        Cmd::Login {
+            user,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            let login = client
+                .send(
+                    Method::POST,
+                    "/api/v1/session",
+                    Some(&json!({ "username": user, "password": password })),
+                    None,
+                )
+                .await?;
+            client::json_of(&login)?;
+            let cookie = login
+                .set_cookie
+                .as_deref()
+                .and_then(|c| c.split(';').next())
+                .context("mgmtd set no session cookie")?
+                .to_owned();
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let made = client
+                .send(
+                    Method::POST,
+                    "/api/v1/tokens",
+                    Some(&json!({ "name": format!("sfera CLI on {}", host.trim()) })),
+                    Some(&cookie),
+                )
+                .await?;
+            let token = client::json_of(&made)?;
+            let secret = token["token"].as_str().context("no token in the answer")?;
+            // The session was only needed to make the token.
+            let _ = client
+                .send(Method::DELETE, "/api/v1/session", None, Some(&cookie))
+                .await;
+            let path = config::save(&config::Saved {
+                server: Some(server.clone()),
+                token: Some(secret.to_owned()),
+                ca_cert: ca_cert.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            })?;
+            client.set_token(secret.to_owned());
+            if json_out {
+                show(&json!({ "server": server, "user": user, "config": path }));
+            } else {
+                eprintln!(
+                    "Logged in to {server} as {user}; token saved in {}",
+                    path.display()
+                );
+            }
+        }
+        Cmd::Vm(cmd) => vm(&client, cmd, json_out).await?,
+        Cmd::Datastore(ListCmd::List) => {
+            let v = client.call(Method::GET, "/api/v1/datastores", None).await?;
+            if json_out {
+                show(&v);
+                return Ok(());
+            }
+            let mut rows = vec![vec![
+                "NAME".into(),
+                "CAPACITY".into(),
+                "FREE".into(),
+                "VOLUMES".into(),
+                "PATH".into(),
+            ]];
+            for d in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                rows.push(vec![
+                    s(&d["name"]),
+                    gib(&d["capacity_bytes"]),
+                    gib(&d["free_bytes"]),
+                    s(&d["volumes"]),
+                    s(&d["path"]),
+                ]);
+            }
+            table(&rows);
+        }
+        Cmd::Network(ListCmd::List) => {
+            let v = client.call(Method::GET, "/api/v1/networks", None).await?;
+            if json_out {
+                show(&v);
+                return Ok(());
+            }
+            let mut rows = vec![vec!["PORT GROUP".into(), "SWITCH".into(), "VLAN".into()]];
+            for g in v["port_groups"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let vlan = match g["vlan"]["mode"].as_str() {
+                    Some("access") => format!("access {}", s(&g["vlan"]["id"])),
+                    Some("trunk") => format!("trunk {}", g["vlan"]["allowed"]),
+                    _ => "none".to_owned(),
+                };
+                rows.push(vec![s(&g["name"]), s(&g["switch"]), vlan]);
+            }
+            table(&rows);
+        }
+        Cmd::Task(ListCmd::List) => {
+            let v = client
+                .call(Method::GET, "/api/v1/tasks?limit=20", None)
+                .await?;
+            if json_out {
+                show(&v);
+                return Ok(());
+            }
+            let mut rows = vec![vec![
+                "ID".into(),
+                "KIND".into(),
+                "TARGET".into(),
+                "STATE".into(),
+                "PROGRESS".into(),
+                "USER".into(),
+            ]];
+            for t in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                rows.push(vec![
+                    s(&t["id"]),
+                    s(&t["kind"]),
+                    s(&t["target"]),
+                    s(&t["state"]),
+                    format!("{}%", s(&t["progress"])),
+                    s(&t["user"]),
+                ]);
+            }
+            table(&rows);
+        }
+    }
+    Ok(())
+}
+
+async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
+    let show = |v: &Value| {
+        print(&if json_out {
+            v.to_string()
+        } else {
+            serde_json::to_string_pretty(v).unwrap_or_default()
+        });
+    };
+    let path = |vm: &str| format!("/api/v1/vms/{}", mgmt::blockd::encode_segment(vm));
+    match cmd {
+        VmCmd::List => {
+            let v = client.call(Method::GET, "/api/v1/vms", None).await?;
+            if json_out {
+                show(&v);
+                return Ok(());
+            }
+            let mut rows = vec![vec![
+                "NAME".into(),
+                "ID".into(),
+                "STATE".into(),
+                "VCPUS".into(),
+                "MEMORY".into(),
+                "DISKS".into(),
+                "NICS".into(),
+            ]];
+            for m in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                rows.push(vec![
+                    s(&m["name"]),
+                    s(&m["id"]),
+                    s(&m["state"]),
+                    s(&m["vcpus"]),
+                    format!("{}M", s(&m["memory_mib"])),
+                    m["disks"].as_array().map_or(0, Vec::len).to_string(),
+                    m["nics"].as_array().map_or(0, Vec::len).to_string(),
+                ]);
+            }
+            table(&rows);
+        }
+        VmCmd::Show { vm } => show(&client.call(Method::GET, &path(&vm), None).await?),
+        VmCmd::Create {
+            name,
+            template,
+            kernel,
+            initrd,
+            cmdline,
+            vcpus,
+            memory,
+            disks,
+            nics,
+            power_on,
+        } => {
+            let mut body = json!({ "name": name, "power_on": power_on });
+            match kernel {
+                Some(k) => {
+                    body["boot"] = json!({ "kind": "kernel", "kernel": k, "initrd": initrd, "cmdline": cmdline });
+                }
+                None => {
+                    body["template"] = json!(template.unwrap_or_else(|| "tiny-linux".to_owned()));
+                }
+            }
+            if let Some(v) = vcpus {
+                body["vcpus"] = json!(v);
+            }
+            if let Some(m) = memory {
+                body["memory_mib"] = json!(m);
+            }
+            let mut d = Vec::new();
+            for spec in &disks {
+                let (ds, size) = spec
+                    .split_once(':')
+                    .with_context(|| format!("--disk {spec:?}: expected DATASTORE:SIZE"))?;
+                d.push(json!({ "datastore": ds, "size_bytes": parse_size(size)? }));
+            }
+            body["disks"] = json!(d);
+            body["nics"] = json!(
+                nics.iter()
+                    .map(|n| match n.split_once('=') {
+                        Some((g, mac)) => json!({ "port_group": g, "mac": mac }),
+                        None => json!({ "port_group": n }),
+                    })
+                    .collect::<Vec<_>>()
+            );
+            let task = client
+                .call(Method::POST, "/api/v1/vms", Some(&body))
+                .await?;
+            let result = wait_task(client, &task).await?;
+            let id = s(&result["id"]);
+            let vm = client.call(Method::GET, &path(&id), None).await?;
+            if json_out {
+                show(&vm);
+            } else {
+                eprintln!("Created {} ({id}), {}", s(&vm["name"]), s(&vm["state"]));
+            }
+        }
+        VmCmd::Start { vm } => power(client, &path(&vm), "on", json_out).await?,
+        VmCmd::Stop { vm } => power(client, &path(&vm), "off", json_out).await?,
+        VmCmd::Reset { vm } => power(client, &path(&vm), "reset", json_out).await?,
+        VmCmd::Delete { vm, disks } => {
+            let task = client
+                .call(
+                    Method::DELETE,
+                    &format!("{}?disks={disks}", path(&vm)),
+                    None,
+                )
+                .await?;
+            let result = wait_task(client, &task).await?;
+            if json_out {
+                show(&result);
+            } else {
+                eprintln!(
+                    "Deleted {vm}{}",
+                    if disks {
+                        " with its disks"
+                    } else {
+                        "; its disks stay"
+                    }
+                );
+            }
+        }
+        VmCmd::Console { vm } => {
+            let v = client.call(Method::GET, &path(&vm), None).await?;
+            let socket = v["console_socket"]
+                .as_str()
+                .context("the VM has no console socket")?;
+            let name = s(&v["name"]);
+            tokio::task::spawn_blocking({
+                let socket = PathBuf::from(socket);
+                move || console::attach(&socket, &name)
+            })
+            .await??;
+        }
+    }
+    Ok(())
+}
+
+async fn power(client: &Client, vm_path: &str, action: &str, json_out: bool) -> Result<()> {
+    let task = client
+        .call(Method::POST, &format!("{vm_path}/power/{action}"), None)
+        .await?;
+    let result = wait_task(client, &task).await?;
+    if json_out {
+        print(&result.to_string());
+    } else {
+        eprintln!("{}: {}", s(&result["id"]), s(&result["state"]));
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("Cannot start the runtime")
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes, without a backtrace.
+            eprintln!("sfera: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn arguments() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        let a = Args::try_parse_from([
+            "sfera",
+            "vm",
+            "create",
+            "t1",
+            "--disk",
+            "local:1G",
+            "--nic",
+            "vm-network",
+            "--json",
+        ])
+        .unwrap();
+        assert!(a.json);
+        assert!(matches!(a.command, Cmd::Vm(VmCmd::Create { .. })));
+    }
+}

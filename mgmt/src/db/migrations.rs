@@ -1,0 +1,110 @@
+//! The schema, as an ordered list of migrations. A database records the
+//! last one it has in `schema_version`; opening it applies the ones after,
+//! each in its own transaction. Migrations are only ever appended: a
+//! released one never changes, and the schema is never rebuilt.
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: inventory, tasks and events.
+    r"
+    CREATE TABLE host (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        facts TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE datastores (
+        name TEXT PRIMARY KEY,
+        path TEXT NOT NULL,
+        capacity_bytes INTEGER,
+        free_bytes INTEGER,
+        volumes INTEGER,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE switches (
+        name TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE port_groups (
+        name TEXT PRIMARY KEY,
+        switch TEXT NOT NULL,
+        config TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE vms (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        vcpus INTEGER NOT NULL,
+        memory_mib INTEGER NOT NULL,
+        boot TEXT NOT NULL,
+        driver TEXT NOT NULL,
+        state TEXT NOT NULL,
+        pid INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE vm_disks (
+        vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        datastore TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        export_id TEXT NOT NULL,
+        PRIMARY KEY (vm_id, idx)
+    );
+    CREATE TABLE vm_nics (
+        vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        port_group TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        port TEXT NOT NULL,
+        PRIMARY KEY (vm_id, idx)
+    );
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL,
+        progress INTEGER NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '',
+        result TEXT,
+        error TEXT,
+        user TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time INTEGER NOT NULL,
+        severity TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        message TEXT NOT NULL,
+        user TEXT
+    );
+    ",
+    // 2: users, login sessions and API tokens.
+    r"
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('administrator', 'read-only')),
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    ",
+];

@@ -1,0 +1,34 @@
+//! sfera-mgmtd: Sfera's management plane (vCenter's job), and the library of
+//! the `sfera` CLI.
+//!
+//! - [`mgmtd`]: start-up and shutdown.
+//! - [`supervisor`]: sfera-blockd and sfera-vswitchd as supervised children,
+//!   restarted with backoff, re-adopted across mgmtd restarts.
+//! - [`blockd`], [`vswitchd`]: what mgmtd asks of each daemon, over
+//!   [`unix_client`].
+//! - [`db`]: the inventory, tasks, events and users in SQLite, migrated in
+//!   order, never rebuilt.
+//! - [`host`]: CPUs, memory and the kind of KVM, which picks QEMU's
+//!   accelerator.
+//! - [`vm`], [`qemu`]: VMs and the QEMU driver; [`tasks`] for long
+//!   operations.
+//! - [`api`]: the `/api/v1` REST API, its OpenAPI document and its server;
+//!   [`auth`] and [`tls`] for who may call it.
+
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod blockd;
+pub mod db;
+pub mod host;
+pub mod mgmtd;
+pub mod pid;
+pub mod qemu;
+pub mod service;
+pub mod supervisor;
+pub mod tasks;
+pub mod tls;
+pub mod unix_client;
+pub mod vm;
+pub mod vswitchd;

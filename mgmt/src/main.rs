@@ -1,0 +1,93 @@
+//! `sfera-mgmtd`: Sfera's management plane.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use mgmt::host::Accel;
+use mgmt::mgmtd::{Options, run};
+
+/// Sfera's management plane: supervises sfera-blockd and sfera-vswitchd,
+/// keeps the inventory, runs VMs, and serves the /api/v1 REST API.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Persistent state: database, daemons' state, default datastore, TLS
+    /// certificate, admin password.
+    #[arg(long, default_value = "/var/lib/sfera")]
+    data_dir: PathBuf,
+    /// Sockets and pidfiles (default: <data-dir>/run).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Address of the API and web console.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Serve plain HTTP instead of HTTPS (local development and tests).
+    #[arg(long)]
+    http: bool,
+    /// sfera-blockd (default: next to this program).
+    #[arg(long)]
+    blockd: Option<PathBuf>,
+    /// sfera-vswitchd (default: next to this program).
+    #[arg(long)]
+    vswitchd: Option<PathBuf>,
+    /// QEMU.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+    /// The Tiny Linux image, vmlinuz and initrd.img (default: ../guest from
+    /// this program, i.e. target/guest in a build tree).
+    #[arg(long)]
+    guest_dir: Option<PathBuf>,
+    /// The web console's files, served at / when given.
+    #[arg(long)]
+    web_dir: Option<PathBuf>,
+    /// How QEMU runs guests (default: kvm on hardware virtualization, tcg
+    /// otherwise, PVM included).
+    #[arg(long, value_enum)]
+    accel: Option<Accel>,
+    /// Stop the daemons and VMs when mgmtd stops, instead of leaving them
+    /// running for the next mgmtd to adopt.
+    #[arg(long)]
+    stop_on_exit: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let exe_dir = std::env::current_exe()
+        .context("Cannot find this program")?
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let options = Options {
+        run_dir: args.run_dir.unwrap_or_else(|| args.data_dir.join("run")),
+        data_dir: args.data_dir,
+        listen: args.listen,
+        http: args.http,
+        blockd: args.blockd.unwrap_or_else(|| exe_dir.join("sfera-blockd")),
+        vswitchd: args
+            .vswitchd
+            .unwrap_or_else(|| exe_dir.join("sfera-vswitchd")),
+        qemu: args.qemu,
+        guest_dir: args.guest_dir.unwrap_or_else(|| exe_dir.join("../guest")),
+        web_dir: args.web_dir,
+        accel: args.accel,
+        stop_on_exit: args.stop_on_exit,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("Cannot start the runtime")?
+        .block_on(run(options))
+}

@@ -1,0 +1,318 @@
+//! Starting sfera-mgmtd: its directories and database, the first admin,
+//! the certificate, the supervised daemons, the VMs found running, and the
+//! API server; and stopping it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::auth::{self, Role};
+use crate::db::Db;
+use crate::host::{self, Accel};
+use crate::service::{Mgmt, Paths};
+use crate::supervisor::{DaemonSpec, Readiness, Supervisor};
+use crate::vswitchd::{self, SwitchMode, Vswitchd};
+
+/// How mgmtd is run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Plain HTTP instead of HTTPS.
+    pub http: bool,
+    pub blockd: PathBuf,
+    pub vswitchd: PathBuf,
+    pub qemu: PathBuf,
+    pub guest_dir: PathBuf,
+    pub web_dir: Option<PathBuf>,
+    pub accel: Option<Accel>,
+    /// Stop the daemons and VMs when mgmtd stops (instead of leaving them
+    /// for the next mgmtd to adopt).
+    pub stop_on_exit: bool,
+}
+
+/// The name of the datastore made on first start.
+pub const DEFAULT_DATASTORE: &str = "local";
+/// How often the inventory's copy of datastores and networks is refreshed.
+const SYNC_EVERY: Duration = Duration::from_secs(20);
+
+fn mkdir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).with_context(|| format!("Cannot create {}", p.display()))
+}
+
+/// Creates the administrator on first start and writes their password to
+/// `<data-dir>/admin-password` (mode 0600).
+fn first_admin(db: &Db, data_dir: &Path) -> Result<()> {
+    let file = data_dir.join("admin-password");
+    if db.user_count()? > 0 {
+        return Ok(());
+    }
+    let password = auth::new_password()?;
+    let hash = auth::hash_password(&password)?;
+    crate::tls::write_private(&file, format!("{password}\n").as_bytes())
+        .with_context(|| format!("Cannot write {}", file.display()))?;
+    db.create_user("admin", &hash, Role::Administrator)?;
+    db.event(
+        "info",
+        "user.created",
+        "admin",
+        "First start: administrator created",
+        None,
+    );
+    tracing::info!(file = %file.display(), "First start: user admin created");
+    eprintln!(
+        "sfera-mgmtd: first start; the password of user 'admin' is in {}",
+        file.display()
+    );
+    Ok(())
+}
+
+/// Runs mgmtd until SIGINT or SIGTERM.
+pub async fn run(o: Options) -> Result<()> {
+    let run_dir = std::path::absolute(&o.run_dir)?;
+    let data_dir = std::path::absolute(&o.data_dir)?;
+    let paths = Paths {
+        net_dir: run_dir.join("net"),
+        vms_dir: run_dir.join("vms"),
+        data_dir: data_dir.clone(),
+        run_dir: run_dir.clone(),
+        qemu: o.qemu.clone(),
+        guest_dir: o.guest_dir.clone(),
+        web_dir: o.web_dir.clone(),
+    };
+    let logs = data_dir.join("logs");
+    for d in [
+        &data_dir,
+        &run_dir,
+        &paths.net_dir,
+        &paths.vms_dir,
+        &logs,
+        &run_dir.join("blk"),
+    ] {
+        mkdir(d)?;
+    }
+    let db = Arc::new(Db::open(&data_dir.join("mgmt.db"))?);
+    let abandoned = db.abandon_running_tasks()?;
+    if abandoned > 0 {
+        tracing::warn!(abandoned, "Tasks of the previous mgmtd marked failed");
+    }
+    let facts = host::detect(Path::new("/"), o.accel);
+    db.set_host(&serde_json::to_value(&facts)?)?;
+    tracing::info!(kvm = %facts.kvm_kind, accel = facts.accel.as_str(), "{}", facts.driver_reason);
+    first_admin(&db, &data_dir)?;
+    let tls = if o.http {
+        None
+    } else {
+        let dir = data_dir.join("tls");
+        let cert = crate::tls::ensure_certificate(&dir, &facts.hostname)?;
+        tracing::info!(cert = %cert.display(), "HTTPS certificate");
+        Some(crate::tls::server_config(&dir)?)
+    };
+    let listener = tokio::net::TcpListener::bind(o.listen)
+        .await
+        .with_context(|| format!("Cannot listen on {}", o.listen))?;
+
+    // sfera-blockd.
+    let blockd_api = run_dir.join("blockd.sock");
+    let blockd_data = data_dir.join("blockd");
+    mkdir(&blockd_data)?;
+    let blockd = Supervisor::new(
+        DaemonSpec {
+            name: "sfera-blockd",
+            binary: o.blockd.clone(),
+            args: vec![
+                "--api".into(),
+                blockd_api.clone().into(),
+                "serve".into(),
+                "--data-dir".into(),
+                blockd_data.into(),
+                "--run-dir".into(),
+                run_dir.join("blk").into(),
+            ],
+            api: blockd_api,
+            log: logs.join("blockd.log"),
+            pidfile: run_dir.join("blockd.pid"),
+            ready: Readiness::Api("/v1/datastores"),
+        },
+        Arc::clone(&db),
+    );
+
+    // sfera-vswitchd, over its API when it has one.
+    let vsw_data = data_dir.join("vswitchd");
+    mkdir(&vsw_data)?;
+    let (mode, spec_args, api, ready, config) = if vswitchd::binary_has_api(&o.vswitchd) {
+        let api = run_dir.join("vswitchd.sock");
+        (
+            SwitchMode::Api,
+            vec![
+                "--api".into(),
+                api.clone().into(),
+                "serve".into(),
+                "--data-dir".into(),
+                vsw_data.into(),
+            ],
+            api,
+            Readiness::Api("/v1/config"),
+            json!(null),
+        )
+    } else {
+        let file = vsw_data.join("config.json");
+        let config = match std::fs::read_to_string(&file) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("Invalid switch configuration {}", file.display()))?,
+            Err(_) => {
+                let c = vswitchd::initial_file_config();
+                vswitchd::write_config(&file, &c)?;
+                c
+            }
+        };
+        tracing::warn!(
+            "{} has no API (no `serve`): driving it through {}; a NIC change restarts it",
+            o.vswitchd.display(),
+            file.display()
+        );
+        (
+            SwitchMode::File(file.clone()),
+            vec!["--config".into(), file.clone().into()],
+            file,
+            Readiness::Files(vswitchd::port_sockets(&config)),
+            config,
+        )
+    };
+    let vsw_supervisor = Supervisor::new(
+        DaemonSpec {
+            name: "sfera-vswitchd",
+            binary: o.vswitchd.clone(),
+            args: spec_args,
+            api,
+            log: logs.join("vswitchd.log"),
+            pidfile: run_dir.join("vswitchd.pid"),
+            ready,
+        },
+        Arc::clone(&db),
+    );
+    let vswitchd = Arc::new(Vswitchd::new(mode, Arc::clone(&vsw_supervisor), config));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut daemons = tokio::task::JoinSet::new();
+    daemons.spawn(Arc::clone(&blockd).run(stop_rx.clone(), o.stop_on_exit));
+    daemons.spawn(Arc::clone(&vsw_supervisor).run(stop_rx.clone(), o.stop_on_exit));
+
+    let mgmt = Arc::new(Mgmt::new(Arc::clone(&db), facts, paths, blockd, vswitchd));
+    mgmt.adopt_vms().await?;
+    tokio::spawn(Arc::clone(&mgmt).watch_vms());
+    tokio::spawn(defaults_and_sync(Arc::clone(&mgmt)));
+
+    let scheme = if o.http { "http" } else { "https" };
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "sfera-mgmtd listening");
+    eprintln!(
+        "sfera-mgmtd: the API is on {scheme}://{local}/api/v1 (user admin, password in {})",
+        data_dir.join("admin-password").display()
+    );
+    db.event(
+        "info",
+        "mgmtd.started",
+        "mgmtd",
+        &format!("Listening on {scheme}://{local}"),
+        None,
+    );
+    let server = tokio::spawn(crate::api::server::serve(
+        listener,
+        tls,
+        Arc::clone(&mgmt),
+        stop_rx.clone(),
+    ));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("Stopping");
+    if o.stop_on_exit {
+        stop_vms(&mgmt).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    while daemons.join_next().await.is_some() {}
+    db.event("info", "mgmtd.stopped", "mgmtd", "Stopped", None);
+    Ok(())
+}
+
+/// With --stop-on-exit: power off the running VMs.
+async fn stop_vms(mgmt: &Arc<Mgmt>) {
+    let Ok(vms) = mgmt.db.vms() else { return };
+    for vm in vms
+        .into_iter()
+        .filter(|v| v.state == crate::db::VmState::Running)
+    {
+        let r = Arc::clone(mgmt)
+            .power(
+                vm.id.clone(),
+                crate::vm::service::PowerAction::Off,
+                "mgmtd".to_owned(),
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(vm = vm.name, "Cannot power off: {e}");
+        }
+    }
+}
+
+/// On a new install, the datastore `local` (under the data directory) and
+/// the port group `vm-network`; then the inventory's copy of datastores
+/// and networks refreshed every 20 s.
+async fn defaults_and_sync(mgmt: Arc<Mgmt>) {
+    if mgmt.need_blockd().await.is_ok() {
+        match mgmt.blockd.datastores().await {
+            Ok(list) if list.is_empty() => {
+                let dir = mgmt
+                    .paths
+                    .data_dir
+                    .join("datastores")
+                    .join(DEFAULT_DATASTORE);
+                let made = std::fs::create_dir_all(&dir)
+                    .map_err(|e| e.to_string())
+                    .map(|()| dir.display().to_string());
+                let r = match made {
+                    Ok(path) => mgmt
+                        .blockd
+                        .add_datastore(DEFAULT_DATASTORE, &path)
+                        .await
+                        .map(|_| path)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(path) => mgmt.db.event(
+                        "info",
+                        "datastore.added",
+                        DEFAULT_DATASTORE,
+                        &format!("Default datastore at {path}"),
+                        None,
+                    ),
+                    Err(e) => tracing::error!("Cannot make the default datastore: {e}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("Cannot list datastores: {e}"),
+        }
+    }
+    if mgmt.need_vswitchd().await.is_ok()
+        && let Err(e) = mgmt.vswitchd.ensure_default_port_group().await
+    {
+        tracing::error!("Cannot make the default port group: {e}");
+    }
+    loop {
+        let _ = mgmt.sync_datastores().await;
+        let _ = mgmt.sync_networks().await;
+        tokio::time::sleep(SYNC_EVERY).await;
+    }
+}

@@ -1,0 +1,279 @@
+//! The QEMU driver: a VM is a daemonized QEMU process with its RAM in a
+//! shared memfd, its disks on sfera-blockd's vhost-user-blk exports and its
+//! NICs on sfera-vswitchd's vhost-user ports, exactly as the project's test
+//! harness runs guests. Each VM has a directory with its pidfile, its QMP
+//! socket and its serial console socket (with a log of everything the
+//! console printed); mgmtd finds a running VM again from these after a
+//! restart.
+
+pub mod qmp;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::db::{Boot, Vm};
+use crate::host::Accel;
+use crate::pid;
+
+/// Where a VM's runtime files live.
+#[derive(Debug, Clone)]
+pub struct VmPaths {
+    pub dir: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(vms_dir: &Path, vm_id: &str) -> Self {
+        VmPaths {
+            dir: vms_dir.join(vm_id),
+        }
+    }
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join("qemu.pid")
+    }
+    pub fn qmp(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    pub fn console(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    pub fn qemu_log(&self) -> PathBuf {
+        self.dir.join("qemu.log")
+    }
+}
+
+/// What QEMU needs besides the VM record.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    pub vm: &'a Vm,
+    pub paths: &'a VmPaths,
+    pub accel: Accel,
+    /// The vhost-user-blk socket of each disk, in order.
+    pub disk_sockets: &'a [PathBuf],
+    /// The vhost-user-net socket of each NIC, in order.
+    pub nic_sockets: &'a [PathBuf],
+}
+
+/// QEMU's arguments for a VM.
+pub fn args(l: &Launch<'_>) -> Vec<String> {
+    let vm = l.vm;
+    let mem = format!("{}M", vm.memory_mib);
+    let p = l.paths;
+    let mut a: Vec<String> = vec![
+        "-name".into(),
+        format!("guest={},debug-threads=on", vm.name),
+        "-accel".into(),
+        l.accel.as_str().into(),
+    ];
+    if l.accel == Accel::Kvm {
+        a.extend(["-cpu".into(), "host".into()]);
+    }
+    a.extend([
+        "-machine".into(),
+        "pc,memory-backend=mem".into(),
+        "-m".into(),
+        mem.clone(),
+        "-smp".into(),
+        vm.vcpus.to_string(),
+        // vhost-user backends map guest RAM: it must be a shared memfd.
+        "-object".into(),
+        format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-chardev".into(),
+        format!(
+            "socket,id=serial0,path={},server=on,wait=off,logfile={},logappend=on",
+            p.console().display(),
+            p.console_log().display()
+        ),
+        "-serial".into(),
+        "chardev:serial0".into(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", p.qmp().display()),
+        "-pidfile".into(),
+        p.pidfile().display().to_string(),
+        "-daemonize".into(),
+    ]);
+    match &vm.boot {
+        Boot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            a.extend(["-kernel".into(), kernel.clone()]);
+            if let Some(i) = initrd {
+                a.extend(["-initrd".into(), i.clone()]);
+            }
+            a.extend(["-append".into(), cmdline.clone()]);
+        }
+    }
+    for (i, socket) in l.disk_sockets.iter().enumerate() {
+        a.extend([
+            "-chardev".into(),
+            format!("socket,id=blk{i},path={},reconnect=1", socket.display()),
+            "-device".into(),
+            format!("vhost-user-blk-pci,chardev=blk{i},num-queues=1"),
+        ]);
+    }
+    for (i, (socket, nic)) in l.nic_sockets.iter().zip(&vm.nics).enumerate() {
+        a.extend([
+            "-chardev".into(),
+            format!("socket,id=net{i},path={},reconnect=1", socket.display()),
+            "-netdev".into(),
+            format!("vhost-user,id=net{i},chardev=net{i}"),
+            // QEMU 7.2 under TCG crashes in its MSI-X path when a
+            // vhost-user NIC starts with MSI-X: INTx (see DESIGN.md).
+            "-device".into(),
+            format!("virtio-net-pci,netdev=net{i},mac={},vectors=0", nic.mac),
+        ]);
+    }
+    a
+}
+
+/// Starts QEMU daemonized; returns its pid once it runs. QEMU's parent
+/// exits when the VM is set up, with an error status and message if it
+/// could not be.
+pub async fn start(qemu: &Path, l: &Launch<'_>) -> Result<u32, String> {
+    let p = l.paths;
+    std::fs::create_dir_all(&p.dir)
+        .map_err(|e| format!("Cannot create {}: {e}", p.dir.display()))?;
+    for f in [p.pidfile(), p.qmp(), p.console()] {
+        let _ = std::fs::remove_file(f);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p.qemu_log())
+        .map_err(|e| format!("Cannot open {}: {e}", p.qemu_log().display()))?;
+    let out = tokio::process::Command::new(qemu)
+        .args(args(l))
+        .stdin(std::process::Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| format!("Cannot open the QEMU log: {e}"))?,
+        )
+        .stderr(std::process::Stdio::piped())
+        // Its own process group: a Ctrl-C on mgmtd's terminal is not for it.
+        .process_group(0)
+        .output()
+        .await
+        .map_err(|e| format!("Cannot run {}: {e}", qemu.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if !stderr.is_empty() {
+        use std::io::Write;
+        let _ = writeln!(&log, "{stderr}");
+    }
+    if !out.status.success() {
+        return Err(format!("QEMU failed to start ({}): {stderr}", out.status));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(pid) = running_pid(p) {
+            return Ok(pid);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "QEMU started but {} names no running QEMU",
+                p.pidfile().display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The pid of this VM's QEMU if it runs: the pidfile names a live process
+/// whose command line has this VM's QMP socket.
+pub fn running_pid(p: &VmPaths) -> Option<u32> {
+    let pid = pid::read_pidfile(&p.pidfile())?;
+    pid::alive_with_arg(pid, &p.qmp().to_string_lossy()).then_some(pid)
+}
+
+/// Stops QEMU: `quit` over QMP (the power cord), SIGKILL if it lingers.
+pub async fn stop(p: &VmPaths, pid: u32) -> Result<(), String> {
+    let qmp_err = qmp::execute(&p.qmp(), "quit", None).await.err();
+    if !wait_gone(pid, Duration::from_secs(10)).await {
+        pid::signal(pid, libc::SIGKILL);
+        if !wait_gone(pid, Duration::from_secs(5)).await {
+            return Err(format!(
+                "QEMU (pid {pid}) does not exit{}",
+                qmp_err.map(|e| format!(" ({e})")).unwrap_or_default()
+            ));
+        }
+    }
+    let _ = std::fs::remove_file(p.pidfile());
+    Ok(())
+}
+
+async fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while pid::alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{VmDisk, VmNic, VmState};
+
+    #[test]
+    fn args_follow_the_harness() {
+        let vm = Vm {
+            id: "vm-1".into(),
+            name: "tiny".into(),
+            vcpus: 2,
+            memory_mib: 256,
+            boot: Boot::Kernel {
+                kernel: "/g/vmlinuz".into(),
+                initrd: Some("/g/initrd.img".into()),
+                cmdline: "console=ttyS0".into(),
+            },
+            driver: "qemu".into(),
+            state: VmState::Stopped,
+            pid: None,
+            disks: vec![VmDisk {
+                datastore: "local".into(),
+                volume: "tiny/disk0".into(),
+                size_bytes: 1,
+                export_id: "vm-1-disk0".into(),
+            }],
+            nics: vec![VmNic {
+                port_group: "vm-network".into(),
+                mac: "52:54:00:12:34:56".into(),
+                port: "vm-1-nic0".into(),
+            }],
+            created_at: 0,
+            updated_at: 0,
+        };
+        let paths = VmPaths::new(Path::new("/r/vms"), "vm-1");
+        let a = args(&Launch {
+            vm: &vm,
+            paths: &paths,
+            accel: Accel::Tcg,
+            disk_sockets: &[PathBuf::from("/r/blk/vm-1-disk0.sock")],
+            nic_sockets: &[PathBuf::from("/r/net/vm-1-nic0.sock")],
+        })
+        .join(" ");
+        for part in [
+            "-accel tcg -machine pc,memory-backend=mem -m 256M -smp 2",
+            "memory-backend-memfd,id=mem,size=256M,share=on",
+            "-chardev socket,id=serial0,path=/r/vms/vm-1/console.sock,server=on,wait=off,logfile=/r/vms/vm-1/console.log",
+            "-qmp unix:/r/vms/vm-1/qmp.sock,server=on,wait=off",
+            "-pidfile /r/vms/vm-1/qemu.pid -daemonize",
+            "-kernel /g/vmlinuz -initrd /g/initrd.img -append console=ttyS0",
+            "-chardev socket,id=blk0,path=/r/blk/vm-1-disk0.sock,reconnect=1 -device vhost-user-blk-pci,chardev=blk0",
+            "-netdev vhost-user,id=net0,chardev=net0 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,vectors=0",
+        ] {
+            assert!(a.contains(part), "{part:?} not in {a}");
+        }
+        assert!(!a.contains("-cpu"));
+    }
+}

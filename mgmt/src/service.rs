@@ -1,0 +1,129 @@
+//! mgmtd's state and the work behind the API: the database, the host's
+//! facts, the supervised daemons and the VMs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::api::error::ApiError;
+use crate::blockd::Blockd;
+use crate::db::Db;
+use crate::host::HostFacts;
+use crate::supervisor::Supervisor;
+use crate::vswitchd::Vswitchd;
+
+/// Where things are and which programs to run.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+    /// Sockets, pidfiles, VM directories.
+    pub run_dir: PathBuf,
+    /// Port sockets of VM NICs.
+    pub net_dir: PathBuf,
+    /// VM runtime directories.
+    pub vms_dir: PathBuf,
+    pub qemu: PathBuf,
+    /// The Tiny Linux image (vmlinuz, initrd.img).
+    pub guest_dir: PathBuf,
+    /// The web console's files, served at / when present.
+    pub web_dir: Option<PathBuf>,
+}
+
+/// How long an operation waits for a daemon it needs.
+pub const DAEMON_WAIT: Duration = Duration::from_secs(60);
+
+/// The management plane.
+#[derive(Debug)]
+pub struct Mgmt {
+    pub db: Arc<Db>,
+    pub host: HostFacts,
+    pub paths: Paths,
+    pub blockd: Blockd,
+    pub blockd_supervisor: Arc<Supervisor>,
+    pub vswitchd: Arc<Vswitchd>,
+    /// One lock per VM: its operations run one at a time.
+    vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Mgmt {
+    pub fn new(
+        db: Arc<Db>,
+        host: HostFacts,
+        paths: Paths,
+        blockd_supervisor: Arc<Supervisor>,
+        vswitchd: Arc<Vswitchd>,
+    ) -> Self {
+        Mgmt {
+            db,
+            host,
+            paths,
+            blockd: Blockd {
+                api: blockd_supervisor.api(),
+            },
+            blockd_supervisor,
+            vswitchd,
+            vm_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lock of a VM's operations.
+    pub fn vm_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .vm_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(id.to_owned()).or_default())
+    }
+
+    /// Waits for sfera-blockd to be up.
+    pub async fn need_blockd(&self) -> Result<(), ApiError> {
+        self.blockd_supervisor
+            .wait_running(DAEMON_WAIT)
+            .await
+            .map_err(ApiError::unavailable)
+    }
+
+    /// Waits for sfera-vswitchd to be up.
+    pub async fn need_vswitchd(&self) -> Result<(), ApiError> {
+        self.vswitchd
+            .supervisor
+            .wait_running(DAEMON_WAIT)
+            .await
+            .map_err(ApiError::unavailable)
+    }
+
+    /// Refreshes the datastore mirror from sfera-blockd; the mirror as it
+    /// was (marked stale) when blockd cannot be asked.
+    pub async fn sync_datastores(&self) -> Result<(Vec<crate::db::DatastoreRow>, bool), ApiError> {
+        match self.blockd.datastores().await {
+            Ok(rows) => {
+                self.db.replace_datastores(&rows)?;
+                Ok((rows, false))
+            }
+            Err(e) => {
+                tracing::warn!("Datastores from the inventory: {e}");
+                Ok((self.db.datastores()?, true))
+            }
+        }
+    }
+
+    /// Refreshes the network mirror from sfera-vswitchd.
+    pub async fn sync_networks(
+        &self,
+    ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>, bool), ApiError> {
+        match self.vswitchd.config().await {
+            Ok(c) => {
+                let list = |k: &str| c[k].as_array().cloned().unwrap_or_default();
+                let (switches, groups) = (list("switches"), list("port_groups"));
+                self.db.replace_networks(&switches, &groups)?;
+                Ok((switches, groups, false))
+            }
+            Err(e) => {
+                tracing::warn!("Networks from the inventory: {e}");
+                let (s, g) = self.db.networks()?;
+                Ok((s, g, true))
+            }
+        }
+    }
+}

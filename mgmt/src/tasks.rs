@@ -1,0 +1,57 @@
+//! Long operations run as tasks: a row in the database that the client
+//! polls for progress and result, and a future on the runtime that does
+//! the work.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::api::error::ApiError;
+use crate::db::{Db, Task};
+
+/// What a running task reports through.
+#[derive(Debug, Clone)]
+pub struct TaskCtx {
+    db: Arc<Db>,
+    pub id: i64,
+}
+
+impl TaskCtx {
+    /// Records progress (percent) and what the task is doing.
+    pub fn progress(&self, percent: u8, message: &str) {
+        if let Err(e) = self.db.task_progress(self.id, percent, message) {
+            tracing::warn!(task = self.id, "Cannot record progress: {e}");
+        }
+    }
+}
+
+/// Starts `work` as a task and returns the task as recorded.
+pub fn spawn<F, Fut>(
+    db: &Arc<Db>,
+    kind: &str,
+    target: &str,
+    user: &str,
+    work: F,
+) -> Result<Task, ApiError>
+where
+    F: FnOnce(TaskCtx) -> Fut,
+    Fut: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
+{
+    let task = db.insert_task(kind, target, user)?;
+    let ctx = TaskCtx {
+        db: Arc::clone(db),
+        id: task.id,
+    };
+    let fut = work(ctx);
+    let db = Arc::clone(db);
+    let (id, kind) = (task.id, kind.to_owned());
+    tokio::spawn(async move {
+        let outcome = fut.await.map_err(|e| e.message);
+        if let Err(e) = &outcome {
+            tracing::error!(task = id, kind, "Task failed: {e}");
+        }
+        if let Err(e) = db.finish_task(id, &outcome) {
+            tracing::error!(task = id, "Cannot record the task's end: {e}");
+        }
+    });
+    Ok(task)
+}

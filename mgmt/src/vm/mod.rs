@@ -1,0 +1,5 @@
+//! VMs: what a client may ask for, and the operations that make, run and
+//! remove them.
+
+pub mod request;
+pub mod service;

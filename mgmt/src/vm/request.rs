@@ -1,0 +1,374 @@
+//! What a client may ask for a new VM, checked field by field before
+//! anything is made, and the templates a VM can start from.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::ApiError;
+use crate::db::Boot;
+
+/// Body of `POST /api/v1/vms`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVm {
+    pub name: String,
+    /// Start from a template (its boot source, vCPUs and memory, unless
+    /// given here).
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    /// Required without a template.
+    #[serde(default)]
+    pub boot: Option<Boot>,
+    #[serde(default)]
+    pub disks: Vec<DiskRequest>,
+    #[serde(default)]
+    pub nics: Vec<NicRequest>,
+    /// Power the VM on once created.
+    #[serde(default)]
+    pub power_on: bool,
+}
+
+/// A new thin disk.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskRequest {
+    pub datastore: String,
+    pub size_bytes: u64,
+}
+
+/// A new NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicRequest {
+    pub port_group: String,
+    /// Generated (52:54:00:xx:xx:xx) when left out.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// A checked VM, ready to be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPlan {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub boot: Boot,
+    pub disks: Vec<DiskRequest>,
+    pub nics: Vec<(String, String)>,
+    pub power_on: bool,
+}
+
+/// A template as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Template {
+    pub name: String,
+    pub description: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// The files it boots from are there.
+    pub available: bool,
+    pub kernel: String,
+    pub initrd: String,
+}
+
+pub const TINY_LINUX: &str = "tiny-linux";
+pub const MAX_DISKS: usize = 8;
+pub const MAX_NICS: usize = 8;
+pub const MAX_VCPUS: u32 = 64;
+pub const MIN_MEMORY_MIB: u32 = 128;
+pub const MIN_DISK_BYTES: u64 = 1 << 20;
+pub const MAX_DISK_BYTES: u64 = 64 << 40;
+
+/// The templates: Tiny Linux, the project's test guest (Debian's cloud
+/// kernel and a busybox initramfs, built by `make guest-image`).
+pub fn templates(guest_dir: &Path) -> Vec<Template> {
+    let kernel = guest_dir.join("vmlinuz");
+    let initrd = guest_dir.join("initrd.img");
+    vec![Template {
+        name: TINY_LINUX.to_owned(),
+        description: "Tiny Linux: Debian's cloud kernel and a busybox initramfs with fio and iperf3; prints SFERA-GUEST-READY on its serial console when up".to_owned(),
+        vcpus: 1,
+        memory_mib: 512,
+        available: kernel.is_file() && initrd.is_file(),
+        kernel: kernel.display().to_string(),
+        initrd: initrd.display().to_string(),
+    }]
+}
+
+/// Checks a VM name: it becomes a folder on datastores and a hostname.
+pub fn check_vm_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "name {name:?} must be 1 to 63 letters, digits or '-', not starting or ending with '-'"
+        )))
+    }
+}
+
+/// Parses and checks a MAC address: six hex octets, unicast, not zero.
+pub fn check_mac(mac: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::invalid(format!(
+            "MAC address {mac:?} must be six hex octets like 52:54:00:12:34:56"
+        ))
+    };
+    let octets: Vec<u8> = mac
+        .split(':')
+        .map(|o| {
+            if o.len() == 2 {
+                u8::from_str_radix(o, 16).map_err(|_| bad())
+            } else {
+                Err(bad())
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    if octets.len() != 6 {
+        return Err(bad());
+    }
+    if octets[0] & 1 == 1 || octets.iter().all(|o| *o == 0) {
+        return Err(ApiError::invalid(format!(
+            "MAC address {mac} is not a unicast address"
+        )));
+    }
+    Ok(octets
+        .iter()
+        .map(|o| format!("{o:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+/// A random locally administered MAC in QEMU's 52:54:00 range.
+pub fn random_mac() -> Result<String, ApiError> {
+    let id = crate::auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(format!(
+        "52:54:00:{}:{}:{}",
+        &id[0..2],
+        &id[2..4],
+        &id[4..6]
+    ))
+}
+
+fn check_path(what: &str, path: &str) -> Result<(), ApiError> {
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(ApiError::invalid(format!(
+            "{what} {path:?} must be an absolute path"
+        )));
+    }
+    if !p.is_file() {
+        return Err(ApiError::invalid(format!(
+            "{what} {path} does not exist on the host"
+        )));
+    }
+    Ok(())
+}
+
+impl CreateVm {
+    /// Checks every field and fills in what the template gives.
+    pub fn plan(self, guest_dir: &Path, host_memory_mib: u64) -> Result<VmPlan, ApiError> {
+        check_vm_name(&self.name)?;
+        let (mut vcpus, mut memory_mib, mut boot) = (1, 512, None);
+        if let Some(t) = &self.template {
+            let all = templates(guest_dir);
+            let Some(tpl) = all.iter().find(|x| &x.name == t) else {
+                return Err(ApiError::invalid(format!(
+                    "template {t:?} does not exist (templates: {})",
+                    all.iter()
+                        .map(|x| x.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            if !tpl.available {
+                return Err(ApiError::invalid(format!(
+                    "template {t:?} needs {} and {} (make guest-image builds them)",
+                    tpl.kernel, tpl.initrd
+                )));
+            }
+            vcpus = tpl.vcpus;
+            memory_mib = tpl.memory_mib;
+            boot = Some(Boot::Kernel {
+                kernel: tpl.kernel.clone(),
+                initrd: Some(tpl.initrd.clone()),
+                cmdline: format!("console=ttyS0 panic=-1 quiet sfera.hostname={}", self.name),
+            });
+        }
+        if let Some(b) = self.boot {
+            boot = Some(b);
+        }
+        let Some(boot) = boot else {
+            return Err(ApiError::invalid("boot is required without a template"));
+        };
+        let Boot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } = &boot;
+        check_path("boot.kernel", kernel)?;
+        if let Some(i) = initrd {
+            check_path("boot.initrd", i)?;
+        }
+        if cmdline.len() > 2048 || cmdline.contains('\n') {
+            return Err(ApiError::invalid(
+                "boot.cmdline must be one line of at most 2048 bytes",
+            ));
+        }
+        let vcpus = self.vcpus.unwrap_or(vcpus);
+        if !(1..=MAX_VCPUS).contains(&vcpus) {
+            return Err(ApiError::invalid(format!("vcpus must be 1 to {MAX_VCPUS}")));
+        }
+        let memory_mib = self.memory_mib.unwrap_or(memory_mib);
+        let max_mem = u32::try_from(host_memory_mib)
+            .unwrap_or(u32::MAX)
+            .max(MIN_MEMORY_MIB);
+        if !(MIN_MEMORY_MIB..=max_mem).contains(&memory_mib) {
+            return Err(ApiError::invalid(format!(
+                "memory_mib must be {MIN_MEMORY_MIB} to {max_mem} (the host's memory)"
+            )));
+        }
+        if self.disks.len() > MAX_DISKS {
+            return Err(ApiError::invalid(format!("at most {MAX_DISKS} disks")));
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            if d.datastore.is_empty() {
+                return Err(ApiError::invalid(format!("disks[{i}].datastore is empty")));
+            }
+            if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&d.size_bytes) || d.size_bytes % 512 != 0
+            {
+                return Err(ApiError::invalid(format!(
+                    "disks[{i}].size_bytes must be a multiple of 512 from 1 MiB to 64 TiB"
+                )));
+            }
+        }
+        if self.nics.len() > MAX_NICS {
+            return Err(ApiError::invalid(format!("at most {MAX_NICS} NICs")));
+        }
+        let mut nics = Vec::new();
+        for (i, n) in self.nics.iter().enumerate() {
+            if n.port_group.is_empty() {
+                return Err(ApiError::invalid(format!("nics[{i}].port_group is empty")));
+            }
+            let mac = match &n.mac {
+                Some(m) => check_mac(m)
+                    .map_err(|e| ApiError::invalid(format!("nics[{i}]: {}", e.message)))?,
+                None => random_mac()?,
+            };
+            if nics.iter().any(|(_, m)| *m == mac) {
+                return Err(ApiError::invalid(format!(
+                    "nics[{i}]: MAC {mac} is used twice"
+                )));
+            }
+            nics.push((n.port_group.clone(), mac));
+        }
+        Ok(VmPlan {
+            name: self.name,
+            vcpus,
+            memory_mib,
+            boot,
+            disks: self.disks,
+            nics,
+            power_on: self.power_on,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("vmlinuz"), "k").unwrap();
+        std::fs::write(d.path().join("initrd.img"), "i").unwrap();
+        d
+    }
+
+    fn parse(json: &str) -> CreateVm {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_template_vm_is_planned() {
+        let g = guest();
+        let plan = parse(
+            r#"{"name":"web-1","template":"tiny-linux","disks":[{"datastore":"local","size_bytes":1073741824}],
+                "nics":[{"port_group":"vm-network"},{"port_group":"vm-network","mac":"52:54:00:AA:bb:01"}]}"#,
+        )
+        .plan(g.path(), 4096)
+        .unwrap();
+        assert_eq!((plan.vcpus, plan.memory_mib), (1, 512));
+        let Boot::Kernel {
+            cmdline, initrd, ..
+        } = &plan.boot;
+        assert!(cmdline.contains("sfera.hostname=web-1"));
+        assert!(initrd.is_some());
+        assert_eq!(plan.nics[1].1, "52:54:00:aa:bb:01");
+        assert!(plan.nics[0].1.starts_with("52:54:00:"));
+    }
+
+    #[test]
+    fn bad_fields_are_refused_with_their_name() {
+        let g = guest();
+        let cases = [
+            (r#"{"name":"bad name","template":"tiny-linux"}"#, "name"),
+            (r#"{"name":"a","template":"nope"}"#, "template"),
+            (r#"{"name":"a"}"#, "boot"),
+            (r#"{"name":"a","template":"tiny-linux","vcpus":0}"#, "vcpus"),
+            (
+                r#"{"name":"a","template":"tiny-linux","memory_mib":64}"#,
+                "memory_mib",
+            ),
+            (
+                r#"{"name":"a","template":"tiny-linux","memory_mib":9000}"#,
+                "memory_mib",
+            ),
+            (
+                r#"{"name":"a","template":"tiny-linux","disks":[{"datastore":"l","size_bytes":1000}]}"#,
+                "size_bytes",
+            ),
+            (
+                r#"{"name":"a","template":"tiny-linux","nics":[{"port_group":"p","mac":"01:00:00:00:00:01"}]}"#,
+                "unicast",
+            ),
+            (
+                r#"{"name":"a","template":"tiny-linux","nics":[{"port_group":"p","mac":"zz"}]}"#,
+                "hex",
+            ),
+            (
+                r#"{"name":"a","boot":{"kind":"kernel","kernel":"relative"}}"#,
+                "absolute",
+            ),
+            (
+                r#"{"name":"a","boot":{"kind":"kernel","kernel":"/no/such/kernel"}}"#,
+                "does not exist",
+            ),
+        ];
+        for (json, word) in cases {
+            let e = parse(json).plan(g.path(), 4096).unwrap_err();
+            assert_eq!(e.status, 400, "{json}");
+            assert!(e.message.contains(word), "{json}: {}", e.message);
+        }
+        assert!(serde_json::from_str::<CreateVm>(r#"{"name":"a","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn a_missing_image_makes_the_template_unavailable() {
+        let empty = tempfile::tempdir().unwrap();
+        assert!(!templates(empty.path())[0].available);
+        let e = parse(r#"{"name":"a","template":"tiny-linux"}"#)
+            .plan(empty.path(), 4096)
+            .unwrap_err();
+        assert!(e.message.contains("make guest-image"), "{}", e.message);
+    }
+}

@@ -1,0 +1,517 @@
+//! VM operations. Each takes the VM's lock, so operations on one VM run one
+//! at a time. A create that fails half-way undoes what it made, so the
+//! inventory and the datastores are left as they were.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::request::VmPlan;
+use crate::api::error::ApiError;
+use crate::db::{Vm, VmDisk, VmNic, VmState, now};
+use crate::qemu::{self, Launch, VmPaths};
+use crate::service::Mgmt;
+use crate::tasks::TaskCtx;
+
+/// Power actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    On,
+    Off,
+    Reset,
+}
+
+impl PowerAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "on" => Some(PowerAction::On),
+            "off" => Some(PowerAction::Off),
+            "reset" => Some(PowerAction::Reset),
+            _ => None,
+        }
+    }
+
+    pub fn task_kind(self) -> &'static str {
+        match self {
+            PowerAction::On => "vm.power_on",
+            PowerAction::Off => "vm.power_off",
+            PowerAction::Reset => "vm.reset",
+        }
+    }
+}
+
+/// What a create made so far, to undo on failure.
+#[derive(Debug, Default)]
+struct Made {
+    volumes: Vec<(String, String)>,
+    exports: Vec<String>,
+    ports: Vec<String>,
+}
+
+fn new_vm_id() -> Result<String, ApiError> {
+    let s = crate::auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(format!("vm-{}", &s[..12]))
+}
+
+impl Mgmt {
+    pub fn vm_paths(&self, id: &str) -> VmPaths {
+        VmPaths::new(&self.paths.vms_dir, id)
+    }
+
+    fn port_socket(&self, port: &str) -> PathBuf {
+        self.paths.net_dir.join(format!("{port}.sock"))
+    }
+
+    /// The VM by id or name, or 404.
+    pub fn find_vm(&self, id_or_name: &str) -> Result<Vm, ApiError> {
+        self.db
+            .vm(id_or_name)?
+            .ok_or_else(|| ApiError::not_found(format!("No VM {id_or_name:?}")))
+    }
+
+    /// Checks what a plan names on the daemons (datastores, port groups)
+    /// and records the VM as `creating`. Errors here are the client's, and
+    /// nothing has been made.
+    pub async fn reserve_vm(&self, plan: &VmPlan) -> Result<Vm, ApiError> {
+        if !plan.disks.is_empty() {
+            self.need_blockd().await?;
+            let (stores, _) = self.sync_datastores().await?;
+            for (i, d) in plan.disks.iter().enumerate() {
+                if !stores.iter().any(|s| s.name == d.datastore) {
+                    return Err(ApiError::invalid(format!(
+                        "disks[{i}]: datastore {:?} does not exist",
+                        d.datastore
+                    )));
+                }
+            }
+        }
+        if !plan.nics.is_empty() {
+            self.need_vswitchd().await?;
+            let (_, groups, _) = self.sync_networks().await?;
+            for (i, (g, _)) in plan.nics.iter().enumerate() {
+                if !groups.iter().any(|x| x["name"] == g.as_str()) {
+                    return Err(ApiError::invalid(format!(
+                        "nics[{i}]: port group {g:?} does not exist"
+                    )));
+                }
+            }
+        }
+        if self.db.vm(&plan.name)?.is_some() {
+            return Err(ApiError::conflict(format!(
+                "A VM named {:?} exists",
+                plan.name
+            )));
+        }
+        let id = new_vm_id()?;
+        let t = now();
+        let vm = Vm {
+            id: id.clone(),
+            name: plan.name.clone(),
+            vcpus: plan.vcpus,
+            memory_mib: plan.memory_mib,
+            boot: plan.boot.clone(),
+            driver: "qemu".to_owned(),
+            state: VmState::Creating,
+            pid: None,
+            disks: plan
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| VmDisk {
+                    datastore: d.datastore.clone(),
+                    volume: format!("{}/disk{i}", plan.name),
+                    size_bytes: d.size_bytes,
+                    export_id: format!("{id}-disk{i}"),
+                })
+                .collect(),
+            nics: plan
+                .nics
+                .iter()
+                .enumerate()
+                .map(|(i, (g, mac))| VmNic {
+                    port_group: g.clone(),
+                    mac: mac.clone(),
+                    port: format!("{id}-nic{i}"),
+                })
+                .collect(),
+            created_at: t,
+            updated_at: t,
+        };
+        self.db.insert_vm(&vm).map_err(|e| match e {
+            crate::db::DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                ApiError::conflict(format!("A VM named {:?} exists", plan.name))
+            }
+            other => other.into(),
+        })?;
+        Ok(vm)
+    }
+
+    /// Makes a reserved VM's disks (volume and export) and NICs (ports).
+    pub async fn create_vm(
+        self: Arc<Self>,
+        vm: Vm,
+        power_on: bool,
+        user: String,
+        ctx: TaskCtx,
+    ) -> Result<serde_json::Value, ApiError> {
+        let lock = self.vm_lock(&vm.id);
+        let _guard = lock.lock().await;
+        let mut made = Made::default();
+        let steps = (vm.disks.len() + vm.nics.len()).max(1);
+        let result = self.make_devices(&vm, &mut made, steps, &ctx).await;
+        if let Err(e) = result {
+            ctx.progress(90, "undoing");
+            self.undo(&made).await;
+            self.db.delete_vm(&vm.id)?;
+            self.db.event(
+                "error",
+                "vm.create_failed",
+                &vm.id,
+                &format!("VM {} was not created: {}", vm.name, e.message),
+                Some(&user),
+            );
+            return Err(e);
+        }
+        self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+        self.db.event(
+            "info",
+            "vm.created",
+            &vm.id,
+            &format!("VM {} created", vm.name),
+            Some(&user),
+        );
+        if power_on {
+            ctx.progress(95, "powering on");
+            self.start_locked(&vm.id, &user).await?;
+        }
+        Ok(json!({ "id": vm.id, "name": vm.name }))
+    }
+
+    async fn make_devices(
+        &self,
+        vm: &Vm,
+        made: &mut Made,
+        steps: usize,
+        ctx: &TaskCtx,
+    ) -> Result<(), ApiError> {
+        let mut step = 0;
+        let mut tick = |what: String| {
+            step += 1;
+            let pct = u8::try_from(step * 90 / steps).unwrap_or(90);
+            ctx.progress(pct, &what);
+        };
+        for d in &vm.disks {
+            self.need_blockd().await?;
+            self.blockd
+                .create_volume(&d.datastore, &d.volume, d.size_bytes)
+                .await?;
+            made.volumes.push((d.datastore.clone(), d.volume.clone()));
+            self.blockd
+                .create_export(&d.export_id, &d.datastore, &d.volume)
+                .await?;
+            made.exports.push(d.export_id.clone());
+            tick(format!("disk {} on {}", d.volume, d.datastore));
+        }
+        for n in &vm.nics {
+            self.need_vswitchd().await?;
+            self.vswitchd
+                .add_port(&n.port, &self.port_socket(&n.port), &n.mac, &n.port_group)
+                .await?;
+            made.ports.push(n.port.clone());
+            tick(format!("NIC {} on {}", n.mac, n.port_group));
+        }
+        Ok(())
+    }
+
+    async fn undo(&self, made: &Made) {
+        for p in made.ports.iter().rev() {
+            if let Err(e) = self.vswitchd.remove_port(p).await {
+                tracing::warn!(port = p, "Cannot remove port while undoing: {e}");
+            }
+        }
+        for x in made.exports.iter().rev() {
+            if let Err(e) = self.blockd.delete_export(x).await {
+                tracing::warn!(export = x, "Cannot delete export while undoing: {e}");
+            }
+        }
+        for (ds, v) in made.volumes.iter().rev() {
+            if let Err(e) = self.blockd.delete_volume(ds, v).await {
+                tracing::warn!(volume = v, "Cannot delete volume while undoing: {e}");
+            }
+        }
+    }
+
+    /// Runs a power action under the VM's lock.
+    pub async fn power(
+        self: Arc<Self>,
+        id: String,
+        action: PowerAction,
+        user: String,
+    ) -> Result<serde_json::Value, ApiError> {
+        let lock = self.vm_lock(&id);
+        let _guard = lock.lock().await;
+        match action {
+            PowerAction::On => self.start_locked(&id, &user).await,
+            PowerAction::Off => self.stop_locked(&id, &user).await,
+            PowerAction::Reset => {
+                let vm = self.find_vm(&id)?;
+                if vm.state != VmState::Running {
+                    return Err(ApiError::conflict(format!("VM {} is not running", vm.name)));
+                }
+                qemu::qmp::execute(&self.vm_paths(&id).qmp(), "system_reset", None)
+                    .await
+                    .map_err(ApiError::internal)?;
+                self.db.event(
+                    "info",
+                    "vm.reset",
+                    &id,
+                    &format!("VM {} reset", vm.name),
+                    Some(&user),
+                );
+                Ok(json!({ "id": id, "state": "running" }))
+            }
+        }
+    }
+
+    async fn start_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, ApiError> {
+        let vm = self.find_vm(id)?;
+        match vm.state {
+            VmState::Running => {
+                return Ok(json!({ "id": vm.id, "state": "running", "pid": vm.pid }));
+            }
+            VmState::Stopped => {}
+            other => {
+                return Err(ApiError::conflict(format!(
+                    "VM {} is {}",
+                    vm.name,
+                    other.as_str()
+                )));
+            }
+        }
+        let mut disk_sockets = Vec::new();
+        if !vm.disks.is_empty() {
+            self.need_blockd().await?;
+        }
+        for d in &vm.disks {
+            let socket = match self.blockd.export_socket(&d.export_id).await {
+                Ok(s) => s,
+                // Deleted behind our back: serve the volume again.
+                Err(e) if e.status() == Some(404) => {
+                    self.blockd
+                        .create_export(&d.export_id, &d.datastore, &d.volume)
+                        .await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            disk_sockets.push(socket);
+        }
+        if !vm.nics.is_empty() {
+            self.need_vswitchd().await?;
+        }
+        let nic_sockets: Vec<PathBuf> = vm.nics.iter().map(|n| self.port_socket(&n.port)).collect();
+        for s in &nic_sockets {
+            if !s.exists() {
+                return Err(ApiError::unavailable(format!(
+                    "sfera-vswitchd has no socket {} for this VM's NIC",
+                    s.display()
+                )));
+            }
+        }
+        let paths = self.vm_paths(&vm.id);
+        let pid = qemu::start(
+            &self.paths.qemu,
+            &Launch {
+                vm: &vm,
+                paths: &paths,
+                accel: self.host.accel,
+                disk_sockets: &disk_sockets,
+                nic_sockets: &nic_sockets,
+            },
+        )
+        .await
+        .map_err(|e| {
+            self.db
+                .event("error", "vm.power_on_failed", &vm.id, &e, Some(user));
+            ApiError::internal(e)
+        })?;
+        self.db.set_vm_state(&vm.id, VmState::Running, Some(pid))?;
+        self.db.event(
+            "info",
+            "vm.powered_on",
+            &vm.id,
+            &format!(
+                "VM {} powered on (QEMU pid {pid}, {})",
+                vm.name,
+                self.host.accel.as_str()
+            ),
+            Some(user),
+        );
+        Ok(json!({ "id": vm.id, "state": "running", "pid": pid }))
+    }
+
+    async fn stop_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, ApiError> {
+        let vm = self.find_vm(id)?;
+        let paths = self.vm_paths(&vm.id);
+        if let Some(pid) = qemu::running_pid(&paths) {
+            qemu::stop(&paths, pid).await.map_err(ApiError::internal)?;
+        }
+        if vm.state == VmState::Running {
+            self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+            self.db.event(
+                "info",
+                "vm.powered_off",
+                &vm.id,
+                &format!("VM {} powered off", vm.name),
+                Some(user),
+            );
+        }
+        Ok(json!({ "id": vm.id, "state": "stopped" }))
+    }
+
+    /// Deletes a stopped VM: its ports and exports, and its volumes when
+    /// `with_disks`.
+    pub async fn delete_vm(
+        self: Arc<Self>,
+        id: String,
+        with_disks: bool,
+        user: String,
+    ) -> Result<serde_json::Value, ApiError> {
+        let lock = self.vm_lock(&id);
+        let _guard = lock.lock().await;
+        let vm = self.find_vm(&id)?;
+        if vm.state == VmState::Running {
+            return Err(ApiError::conflict(format!(
+                "VM {} is running: power it off first",
+                vm.name
+            )));
+        }
+        self.db.set_vm_state(&vm.id, VmState::Deleting, None)?;
+        let result = async {
+            for n in &vm.nics {
+                self.need_vswitchd().await?;
+                self.vswitchd.remove_port(&n.port).await?;
+            }
+            for d in &vm.disks {
+                self.need_blockd().await?;
+                match self.blockd.delete_export(&d.export_id).await {
+                    Err(e) if e.status() != Some(404) => return Err(ApiError::from(e)),
+                    _ => {}
+                }
+                if with_disks {
+                    match self.blockd.delete_volume(&d.datastore, &d.volume).await {
+                        Err(e) if e.status() != Some(404) => return Err(ApiError::from(e)),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            // What is left is still the VM's: it stays in the inventory.
+            self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+            return Err(e);
+        }
+        self.db.delete_vm(&vm.id)?;
+        let _ = std::fs::remove_dir_all(self.vm_paths(&vm.id).dir);
+        self.db.event(
+            "info",
+            "vm.deleted",
+            &vm.id,
+            &format!(
+                "VM {} deleted{}",
+                vm.name,
+                if with_disks {
+                    " with its disks"
+                } else {
+                    "; its disks stay"
+                }
+            ),
+            Some(&user),
+        );
+        Ok(json!({ "id": vm.id, "deleted": true, "disks_deleted": with_disks }))
+    }
+
+    /// At start: VMs recorded as running whose QEMU still runs are adopted;
+    /// the others are stopped. VMs left half-made are removed.
+    pub async fn adopt_vms(&self) -> Result<(), ApiError> {
+        for vm in self.db.vms()? {
+            let paths = self.vm_paths(&vm.id);
+            match vm.state {
+                VmState::Running => match qemu::running_pid(&paths) {
+                    Some(pid) => {
+                        self.db.set_vm_state(&vm.id, VmState::Running, Some(pid))?;
+                        self.db.event(
+                            "info",
+                            "vm.adopted",
+                            &vm.id,
+                            &format!("VM {} still runs (QEMU pid {pid}): adopted", vm.name),
+                            None,
+                        );
+                    }
+                    None => {
+                        self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+                        self.db.event(
+                            "warning",
+                            "vm.stopped",
+                            &vm.id,
+                            &format!("VM {} stopped while mgmtd was away", vm.name),
+                            None,
+                        );
+                    }
+                },
+                VmState::Creating | VmState::Deleting => {
+                    self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+                    self.db.event(
+                        "warning",
+                        "vm.interrupted",
+                        &vm.id,
+                        &format!(
+                            "VM {} was being {} when mgmtd stopped; check its disks and NICs",
+                            vm.name,
+                            if vm.state == VmState::Creating {
+                                "created"
+                            } else {
+                                "deleted"
+                            }
+                        ),
+                        None,
+                    );
+                }
+                VmState::Stopped => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Notices VMs whose QEMU exited (guest power-off, crash, kill).
+    pub async fn watch_vms(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Ok(vms) = self.db.vms() else { continue };
+            for vm in vms.into_iter().filter(|v| v.state == VmState::Running) {
+                let lock = self.vm_lock(&vm.id);
+                // A VM under an operation is that operation's business.
+                let Ok(_guard) = lock.try_lock() else {
+                    continue;
+                };
+                if qemu::running_pid(&self.vm_paths(&vm.id)).is_some() {
+                    continue;
+                }
+                if self.db.set_vm_state(&vm.id, VmState::Stopped, None).is_ok() {
+                    self.db.event(
+                        "info",
+                        "vm.stopped",
+                        &vm.id,
+                        &format!("VM {} stopped (its QEMU exited)", vm.name),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+}

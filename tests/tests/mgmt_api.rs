@@ -1,0 +1,619 @@
+//! sfera-mgmtd end to end, with curl as the HTTP client: it starts its own
+//! sfera-blockd and sfera-vswitchd, refuses callers without credentials
+//! (401, nothing more) and read-only users' changes (403), and takes a
+//! Tiny Linux VM with a disk and a NIC from creation to deletion, through a
+//! crash of mgmtd itself: the VM keeps running, the next mgmtd adopts it
+//! and its daemons, and the inventory, users and tokens are still there.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use harness::daemons::binary;
+use harness::guest::{GuestImage, READY_LINE};
+use harness::process::{Process, run};
+use harness::testdir::TestDir;
+use harness::tools;
+use harness::wait::wait_until;
+use serde_json::{Value, json};
+
+const GIB: u64 = 1 << 30;
+
+/// How a request proves who sends it.
+#[derive(Clone, Copy)]
+enum Cred<'a> {
+    None,
+    Bearer(&'a str),
+    Cookies(&'a Path),
+}
+
+struct Answer {
+    status: u16,
+    headers: String,
+    body: Value,
+}
+
+struct Mgmtd {
+    base: String,
+    data: PathBuf,
+    process: Option<Process>,
+}
+
+impl Mgmtd {
+    fn start(
+        dir: &TestDir,
+        port: u16,
+        guest_dir: &Path,
+        stop_on_exit: bool,
+        n: u32,
+    ) -> Result<Self> {
+        let data = dir.join("data");
+        let mut cmd = Command::new(binary("sfera-mgmtd")?);
+        cmd.arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--http")
+            .arg("--blockd")
+            .arg(binary("sfera-blockd")?)
+            .arg("--vswitchd")
+            .arg(binary("sfera-vswitchd")?)
+            .arg("--guest-dir")
+            .arg(guest_dir)
+            .arg("--accel")
+            .arg("tcg")
+            .env("RUST_LOG", "info");
+        if stop_on_exit {
+            cmd.arg("--stop-on-exit");
+        }
+        let mut process = Process::spawn(
+            &format!("sfera-mgmtd #{n}"),
+            cmd,
+            &dir.join(format!("mgmtd-{n}.log")),
+        )?;
+        let base = format!("http://127.0.0.1:{port}");
+        let probe = format!("{base}/api/v1/host");
+        wait_until("sfera-mgmtd's API", Duration::from_secs(60), || {
+            process.ensure_running()?;
+            Ok(curl_status(&probe).filter(|s| *s == 401))
+        })?;
+        Ok(Mgmtd {
+            base,
+            data,
+            process: Some(process),
+        })
+    }
+
+    fn call(
+        &self,
+        cred: Cred<'_>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer> {
+        let mut cmd = Command::new(tools::require("curl", "curl")?);
+        cmd.args([
+            "--silent",
+            "--show-error",
+            "--include",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ]);
+        match cred {
+            Cred::None => {}
+            Cred::Bearer(t) => {
+                cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+            }
+            Cred::Cookies(jar) => {
+                cmd.arg("-b").arg(jar).arg("-c").arg(jar);
+            }
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(b.to_string());
+        }
+        cmd.arg(format!("{}{path}", self.base));
+        let out = run(cmd)?;
+        let (rest, status) = out.rsplit_once('\n').context("no status from curl")?;
+        let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+        Ok(Answer {
+            status: status.trim().parse()?,
+            headers: headers.to_owned(),
+            body: if body.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()))
+            },
+        })
+    }
+
+    /// Calls and checks the status; returns the body.
+    fn expect(
+        &self,
+        cred: Cred<'_>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        status: u16,
+    ) -> Result<Value> {
+        let a = self.call(cred, method, path, body)?;
+        ensure!(
+            a.status == status,
+            "{method} {path}: HTTP {} (wanted {status}): {}",
+            a.status,
+            a.body
+        );
+        Ok(a.body)
+    }
+
+    /// Waits for a task (from a 202 answer) to succeed; returns its result.
+    fn wait_task(&self, token: &str, task: &Value, timeout: Duration) -> Result<Value> {
+        let id = task["id"].as_i64().context("not a task")?;
+        let t = poll(&format!("task {id}"), timeout, || {
+            let t = self.expect(
+                Cred::Bearer(token),
+                "GET",
+                &format!("/api/v1/tasks/{id}"),
+                None,
+                200,
+            )?;
+            Ok(match t["state"].as_str() {
+                Some("running") | Some("queued") => None,
+                _ => Some(t),
+            })
+        })?;
+        ensure!(t["state"] == "success", "task failed: {t}");
+        Ok(t["result"].clone())
+    }
+
+    /// SIGKILL, as a crash: the daemons and VMs it started keep running.
+    fn crash(&mut self) -> Result<()> {
+        if let Some(mut p) = self.process.take() {
+            // SAFETY: kill(2) on the pid of a child this test started; no
+            // memory is involved.
+            unsafe {
+                libc::kill(p.pid() as libc::pid_t, libc::SIGKILL);
+            }
+            p.wait_timeout(Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+}
+
+/// Polls with a deadline (harness's `wait_until`, for anyhow errors).
+fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe()? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn curl_status(url: &str) -> Option<u16> {
+    let out = Command::new("curl")
+        .args(["--silent", "-o", "/dev/null", "-w", "%{http_code}", url])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s| *s != 0)
+}
+
+/// Kills, whatever happens to the test, the daemons and QEMU processes
+/// mgmtd left running in this test's data directory.
+struct Leftovers(PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let run_dir = self.0.join("run");
+        let mut pidfiles = vec![run_dir.join("blockd.pid"), run_dir.join("vswitchd.pid")];
+        if let Ok(vms) = std::fs::read_dir(run_dir.join("vms")) {
+            pidfiles.extend(vms.flatten().map(|e| e.path().join("qemu.pid")));
+        }
+        let mark = self.0.to_string_lossy().into_owned();
+        for f in pidfiles {
+            let Some(pid) = std::fs::read_to_string(&f)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&mark))
+                .unwrap_or(false);
+            if ours && pid > 0 {
+                // SAFETY: kill(2) on a process of this test (its command
+                // line names the test's data directory); no memory involved.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// Reads the VM's serial console socket until `needle` shows up.
+fn console_wait(
+    socket: &Path,
+    send: Option<&str>,
+    needle: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let mut s =
+        UnixStream::connect(socket).with_context(|| format!("console {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    if let Some(line) = send {
+        s.write_all(format!("{line}\n").as_bytes())?;
+    }
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => bail!(
+                "the console closed; it said: {}",
+                String::from_utf8_lossy(&seen)
+            ),
+            Ok(n) => {
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen);
+                if text.lines().any(|l| l.contains(needle)) {
+                    return Ok(text.into_owned());
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!(
+        "no {needle:?} on the console within {timeout:?}; it said: {}",
+        String::from_utf8_lossy(&seen)
+    )
+}
+
+fn unauthorized(a: &Answer, what: &str) -> Result<()> {
+    ensure!(a.status == 401, "{what}: HTTP {} {}", a.status, a.body);
+    ensure!(
+        a.body
+            == json!({ "error": { "code": "unauthorized", "message": "Authentication required" } }),
+        "{what}: a 401 must say nothing more: {}",
+        a.body
+    );
+    Ok(())
+}
+
+#[test]
+fn mgmt_api_end_to_end() -> Result<()> {
+    let image = GuestImage::locate()?;
+    let guest_dir = image.kernel.parent().context("kernel path")?.to_owned();
+    let dir = TestDir::new("mgmt-api")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _leftovers = Leftovers(dir.join("data"));
+    let mut m = Mgmtd::start(&dir, port, &guest_dir, false, 1)?;
+
+    // Without credentials: 401 and nothing else, known path or not.
+    unauthorized(
+        &m.call(Cred::None, "GET", "/api/v1/host", None)?,
+        "GET host",
+    )?;
+    unauthorized(
+        &m.call(Cred::None, "GET", "/api/v1/no-such-thing", None)?,
+        "unknown path",
+    )?;
+    unauthorized(
+        &m.call(Cred::None, "POST", "/api/v1/vms", Some(&json!({})))?,
+        "POST vms",
+    )?;
+    unauthorized(
+        &m.call(Cred::None, "GET", "/api/v1/openapi.json", None)?,
+        "openapi",
+    )?;
+    unauthorized(
+        &m.call(Cred::Bearer("0123abcd"), "GET", "/api/v1/vms", None)?,
+        "bad token",
+    )?;
+    let wrong = m.call(
+        Cred::None,
+        "POST",
+        "/api/v1/session",
+        Some(&json!({ "username": "admin", "password": "wrong password" })),
+    )?;
+    ensure!(wrong.status == 401, "a wrong password: {}", wrong.status);
+
+    // Log in with the generated password: an HttpOnly cookie.
+    let password = std::fs::read_to_string(m.data.join("admin-password"))?
+        .trim()
+        .to_owned();
+    let jar = dir.join("cookies");
+    let login = m.call(
+        Cred::Cookies(&jar),
+        "POST",
+        "/api/v1/session",
+        Some(&json!({ "username": "admin", "password": password })),
+    )?;
+    ensure!(
+        login.status == 200,
+        "login: {} {}",
+        login.status,
+        login.body
+    );
+    let cookie = login
+        .headers
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .context("no cookie")?;
+    ensure!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let me = m.expect(Cred::Cookies(&jar), "GET", "/api/v1/session", None, 200)?;
+    ensure!(me["role"] == "administrator", "{me}");
+    let token = m.expect(
+        Cred::Cookies(&jar),
+        "POST",
+        "/api/v1/tokens",
+        Some(&json!({ "name": "test" })),
+        201,
+    )?;
+    let token = token["token"].as_str().context("no token")?.to_owned();
+    let admin = Cred::Bearer(&token);
+
+    // The inventory: host, datastores, networks.
+    let host = m.expect(admin, "GET", "/api/v1/host", None, 200)?;
+    ensure!(
+        host["cpus"].as_u64() > Some(0) && host["accel"] == "tcg",
+        "{host}"
+    );
+    ensure!(
+        host["driver_reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{host}"
+    );
+    poll("the default datastore", Duration::from_secs(60), || {
+        let d = m.expect(admin, "GET", "/api/v1/datastores", None, 200)?;
+        Ok(d["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "local"))
+            .cloned())
+    })?;
+    poll("the default port group", Duration::from_secs(60), || {
+        let n = m.expect(admin, "GET", "/api/v1/networks", None, 200)?;
+        Ok(n["port_groups"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "vm-network"))
+            .cloned())
+    })?;
+    let templates = m.expect(admin, "GET", "/api/v1/templates", None, 200)?;
+    ensure!(templates["items"][0]["available"] == true, "{templates}");
+
+    // Every parameterless GET of the OpenAPI document answers 200.
+    let doc = m.expect(admin, "GET", "/api/v1/openapi.json", None, 200)?;
+    for (path, ops) in doc["paths"].as_object().context("no paths")? {
+        if ops.get("get").is_some() && !path.contains('{') {
+            m.expect(admin, "GET", path, None, 200)?;
+        }
+    }
+    let page = m.expect(admin, "GET", "/api/v1/events?limit=1&offset=1", None, 200)?;
+    ensure!(
+        page["items"].as_array().map(Vec::len) == Some(1) && page["total"].as_u64() > Some(1),
+        "{page}"
+    );
+
+    // A read-only user reads and changes nothing.
+    m.expect(
+        admin,
+        "POST",
+        "/api/v1/users",
+        Some(&json!({ "name": "viewer", "password": "viewer-password-1", "role": "read-only" })),
+        201,
+    )?;
+    let vjar = dir.join("viewer-cookies");
+    m.expect(
+        Cred::Cookies(&vjar),
+        "POST",
+        "/api/v1/session",
+        Some(&json!({ "username": "viewer", "password": "viewer-password-1" })),
+        200,
+    )?;
+    let viewer = Cred::Cookies(&vjar);
+    m.expect(viewer, "GET", "/api/v1/vms", None, 200)?;
+    for (method, path) in [
+        ("POST", "/api/v1/vms"),
+        ("DELETE", "/api/v1/vms/x"),
+        ("POST", "/api/v1/users"),
+        ("POST", "/api/v1/vms/x/power/on"),
+        ("POST", "/api/v1/datastores"),
+    ] {
+        let a = m.call(viewer, method, path, Some(&json!({})))?;
+        ensure!(
+            a.status == 403 && a.body["error"]["code"] == "forbidden",
+            "read-only {method} {path}: {} {}",
+            a.status,
+            a.body
+        );
+    }
+
+    // Bad input is refused with a message and leaves nothing behind.
+    for (body, word) in [
+        (
+            json!({ "name": "bad name", "template": "tiny-linux" }),
+            "name",
+        ),
+        (
+            json!({ "name": "x", "template": "tiny-linux", "disks": [{ "datastore": "nope", "size_bytes": GIB }] }),
+            "datastore",
+        ),
+        (
+            json!({ "name": "x", "template": "tiny-linux", "nics": [{ "port_group": "nope" }] }),
+            "port group",
+        ),
+        (
+            json!({ "name": "x", "template": "tiny-linux", "memory_mib": 1 }),
+            "memory_mib",
+        ),
+        (
+            json!({ "name": "x", "template": "tiny-linux", "surprise": 1 }),
+            "unknown field",
+        ),
+    ] {
+        let e = m.expect(admin, "POST", "/api/v1/vms", Some(&body), 400)?;
+        ensure!(e["error"]["code"] == "invalid_request", "{e}");
+        ensure!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|s| s.contains(word)),
+            "{body}: {e}"
+        );
+    }
+    let vms = m.expect(admin, "GET", "/api/v1/vms", None, 200)?;
+    ensure!(vms["total"] == 0, "{vms}");
+
+    // Create the Tiny Linux VM with a disk and a NIC, and power it on.
+    let task = m.expect(
+        admin,
+        "POST",
+        "/api/v1/vms",
+        Some(&json!({ "name": "tiny", "template": "tiny-linux",
+                      "disks": [{ "datastore": "local", "size_bytes": GIB }],
+                      "nics": [{ "port_group": "vm-network" }] })),
+        202,
+    )?;
+    ensure!(task["kind"] == "vm.create", "{task}");
+    m.wait_task(&token, &task, Duration::from_secs(120))?;
+    let vm = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
+    ensure!(
+        vm["state"] == "stopped"
+            && vm["disks"].as_array().map(Vec::len) == Some(1)
+            && vm["nics"].as_array().map(Vec::len) == Some(1),
+        "{vm}"
+    );
+    let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
+    ensure!(volumes["items"][0]["name"] == "tiny/disk0", "{volumes}");
+    m.expect(admin, "POST", "/api/v1/vms/tiny", None, 405)?;
+    let task = m.expect(admin, "POST", "/api/v1/vms/tiny/power/on", None, 202)?;
+    m.wait_task(&token, &task, Duration::from_secs(120))?;
+    let console = PathBuf::from(vm["console_socket"].as_str().context("no console socket")?);
+    let started = Instant::now();
+    console_wait(&console, None, READY_LINE, Duration::from_secs(180))?;
+    eprintln!(
+        "guest ready {:.1} s after power-on",
+        started.elapsed().as_secs_f64()
+    );
+    let running = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
+    ensure!(running["state"] == "running", "{running}");
+    m.expect(admin, "DELETE", "/api/v1/vms/tiny", None, 409)?;
+
+    // mgmtd crashes; the VM runs on; the next mgmtd adopts it and the
+    // daemons, and still knows the token.
+    m.crash()?;
+    let qemu_pid = running["pid"].as_u64().context("no pid")?;
+    ensure!(
+        Path::new(&format!("/proc/{qemu_pid}")).exists(),
+        "QEMU died with mgmtd"
+    );
+    let m = Mgmtd::start(&dir, port, &guest_dir, true, 2)?;
+    let again = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
+    ensure!(
+        again["state"] == "running" && again["pid"] == running["pid"],
+        "not adopted: {again}"
+    );
+    let daemons = m.expect(admin, "GET", "/api/v1/daemons", None, 200)?;
+    ensure!(
+        daemons["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|d| d["adopted"] == true)),
+        "daemons not adopted: {daemons}"
+    );
+    console_wait(
+        &console,
+        Some("echo hello-$((6*7))"),
+        "hello-42",
+        Duration::from_secs(60),
+    )?;
+    let events = m.expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?;
+    ensure!(events.to_string().contains("vm.adopted"), "{events}");
+
+    // kill -9 sfera-blockd: mgmtd restarts it, the export comes back, and
+    // the guest's disk writes go through again.
+    let blockd_pid = daemons["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == "sfera-blockd"))
+        .and_then(|d| d["pid"].as_i64())
+        .context("no blockd pid")?;
+    // SAFETY: kill(2) on the blockd this test's mgmtd started; no memory
+    // is involved.
+    unsafe {
+        libc::kill(blockd_pid as libc::pid_t, libc::SIGKILL);
+    }
+    poll(
+        "sfera-blockd to be restarted",
+        Duration::from_secs(60),
+        || {
+            let d = m.expect(admin, "GET", "/api/v1/daemons", None, 200)?;
+            Ok(d["items"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == "sfera-blockd"))
+                .filter(|x| x["state"] == "running" && x["restarts"] == 1 && x["pid"] != blockd_pid)
+                .cloned())
+        },
+    )?;
+    console_wait(
+        &console,
+        Some(
+            "dd if=/dev/urandom of=/dev/vda bs=4k count=64 conv=fsync 2>/dev/null && echo io-$((1+1))-ok",
+        ),
+        "io-2-ok",
+        Duration::from_secs(90),
+    )?;
+
+    // Power off and delete, disks included.
+    let task = m.expect(admin, "POST", "/api/v1/vms/tiny/power/off", None, 202)?;
+    m.wait_task(&token, &task, Duration::from_secs(60))?;
+    ensure!(
+        !Path::new(&format!("/proc/{qemu_pid}/cmdline")).exists()
+            || !std::fs::read(format!("/proc/{qemu_pid}/cmdline"))?
+                .windows(4)
+                .any(|w| w == b"qemu"),
+        "QEMU still runs"
+    );
+    let task = m.expect(admin, "DELETE", "/api/v1/vms/tiny?disks=true", None, 202)?;
+    m.wait_task(&token, &task, Duration::from_secs(60))?;
+    m.expect(admin, "GET", "/api/v1/vms/tiny", None, 404)?;
+    let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
+    ensure!(volumes["total"] == 0, "{volumes}");
+    let events = m
+        .expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?
+        .to_string();
+    for kind in [
+        "vm.created",
+        "vm.powered_on",
+        "vm.powered_off",
+        "vm.deleted",
+    ] {
+        ensure!(events.contains(kind), "no {kind} event");
+    }
+    Ok(())
+}

@@ -2,7 +2,11 @@
 #include "arch.h"
 #include "clock.h"
 #include "console.h"
+#include "devices.h"
+#include "lapic.h"
+#include "pci.h"
 #include "startinfo.h"
+#include "virtio.h"
 
 #define I8042_COMMAND 0x64
 #define I8042_RESET 0xFE
@@ -21,6 +25,22 @@ __attribute__((noreturn)) static void power_off(void)
 		cpu_relax();
 }
 
+static const char *type_name(u16 type)
+{
+	switch (type) {
+	case VIRTIO_ID_NET:
+		return "net";
+	case VIRTIO_ID_BLOCK:
+		return "blk";
+	case VIRTIO_ID_RNG:
+		return "rng";
+	default:
+		return "other";
+	}
+}
+
+static struct pci_fn functions[PCI_MAX_FUNCTIONS];
+
 __attribute__((noreturn)) void guest_main(u64 start_info);
 void guest_main(u64 start_info)
 {
@@ -28,6 +48,54 @@ void guest_main(u64 start_info)
 	report("start");
 	bool ok = startinfo_report(start_info);
 	clock_init();
+	lapic_init();
+
+	int n = pci_scan(functions, PCI_MAX_FUNCTIONS);
+	int found[3] = {0, 0, 0}; /* rng, blk, net */
+	bool tested[3] = {false, false, false};
+	for (int i = 0; i < n; i++) {
+		struct pci_fn *f = &functions[i];
+		u16 vt = virtio_pci_type(f);
+		report("pci 00:%02x.%x %04x:%04x class=%02x%02x subsys=%04x:%04x%s%s", f->dev, f->fn, f->vendor,
+		       f->device, f->class_code, f->subclass, f->subsys_vendor, f->subsys_id, vt ? " virtio-" : "",
+		       vt ? type_name(vt) : "");
+		for (int b = 0; b < 6; b++)
+			if (f->bar[b].size)
+				report("pci 00:%02x.%x bar%d %s 0x%lx size=0x%lx", f->dev, f->fn, b,
+				       f->bar[b].io ? "io" : (f->bar[b].is64 ? "mem64" : "mem32"), f->bar[b].addr,
+				       f->bar[b].size);
+	}
+	/* Each kind once: the first device of its type. */
+	for (int i = 0; i < n; i++) {
+		struct pci_fn *f = &functions[i];
+		switch (virtio_pci_type(f)) {
+		case VIRTIO_ID_RNG:
+			if (!found[0]++) {
+				tested[0] = true;
+				ok &= rng_test(f);
+			}
+			break;
+		case VIRTIO_ID_BLOCK:
+			if (!found[1]++) {
+				tested[1] = true;
+				ok &= blk_test(f);
+			}
+			break;
+		case VIRTIO_ID_NET:
+			if (!found[2]++) {
+				tested[2] = true;
+				ok &= net_test(f);
+			}
+			break;
+		}
+	}
+	static const char *const kinds[3] = {"rng", "blk", "net"};
+	for (int k = 0; k < 3; k++) {
+		if (!tested[k] && cmdline_list_has("require", kinds[k])) {
+			report("%s fail required device not found", kinds[k]);
+			ok = false;
+		}
+	}
 	report("done status=%s", ok ? "ok" : "fail");
 	power_off();
 }

@@ -1,6 +1,6 @@
 /* x86 primitives the CPL3 code uses: port I/O (through the TSS bitmap),
- * MMIO with explicit access widths, barriers, TSC, and the two software
- * interrupts that set or clear RFLAGS.IF (entry.S). */
+ * MMIO with explicit access widths, barriers, TSC, and the requests to
+ * CPL0 that set or clear RFLAGS.IF or reset (entry.S). */
 #ifndef TESTGUEST_ARCH_H
 #define TESTGUEST_ARCH_H
 
@@ -84,10 +84,15 @@ static inline void cpuid(u32 leaf, u32 sub, u32 *a, u32 *b, u32 *c, u32 *d)
 	__asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(sub));
 }
 
-/* STI/CLI fault at CPL3: the DPL3 gates 0x80/0x81 flip IF in the saved
- * RFLAGS instead (entry.S). */
-static inline void irq_enable(void) { __asm__ volatile("int $0x80" ::: "memory"); }
-static inline void irq_disable(void) { __asm__ volatile("int $0x81" ::: "memory"); }
+/* STI/CLI fault at CPL3 and this KVM turns INT n there into #UD, so the
+ * requests are "ud2; .byte OP", which the #UD handler serves (entry.S). */
+static inline void irq_enable(void) { __asm__ volatile("ud2; .byte 0x01" ::: "memory"); }
+static inline void irq_disable(void) { __asm__ volatile("ud2; .byte 0x02" ::: "memory"); }
+__attribute__((noreturn)) static inline void machine_reset(void)
+{
+	__asm__ volatile("ud2; .byte 0x03" ::: "memory");
+	__builtin_unreachable();
+}
 
 /* Per-vector interrupt counts, bumped by the CPL0 stub (entry.S). */
 extern volatile u32 irq_counts[256];

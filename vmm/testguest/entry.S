@@ -18,12 +18,12 @@
 /* Vectors with a CPU-pushed error code. */
 #define HAS_ERROR_CODE(v) ((v) == 8 || ((v) >= 10 && (v) <= 14) || (v) == 17 || (v) == 21 || (v) == 29 || (v) == 30)
 
-/* Software interrupts the CPL3 code uses to change its own RFLAGS.IF
- * (STI/CLI fault at CPL3 with IOPL 0). */
-#define VEC_IRQ_ON	0x80
-#define VEC_IRQ_OFF	0x81
-/* ... and the one it uses to reset the machine when the i8042 did not. */
-#define VEC_RESET	0x82
+/* Requests from CPL3 to CPL0: "ud2; .byte OP". This machine's KVM raises
+ * #UD for INT n at CPL3, and STI/CLI fault there (IOPL 0), so the #UD
+ * handler recognises the marker, does OP and steps over it. */
+#define OP_IRQ_ON	0x01	/* set RFLAGS.IF */
+#define OP_IRQ_OFF	0x02	/* clear RFLAGS.IF */
+#define OP_RESET	0x03	/* triple-fault: reset the machine */
 
 /* ---- PVH note: XEN_ELFNOTE_PHYS32_ENTRY (18), 8-byte descriptor as Linux
  * emits it (QEMU reads a size_t there). */
@@ -107,14 +107,10 @@ isr_stubs:
 isr_common:
 	push	%rax
 	mov	8(%rsp), %rax
+	cmp	$6, %eax
+	je	isr_ud
 	cmp	$32, %eax
 	jb	isr_fault
-	cmp	$VEC_IRQ_ON, %eax
-	je	isr_irq_on
-	cmp	$VEC_IRQ_OFF, %eax
-	je	isr_irq_off
-	cmp	$VEC_RESET, %eax
-	je	triple_fault
 	incl	irq_counts(,%rax,4)
 	cmp	$0xFF, %eax		/* LAPIC spurious vector: no EOI */
 	je	1f
@@ -123,13 +119,25 @@ isr_common:
 1:	pop	%rax
 	add	$16, %rsp
 	iretq
-isr_irq_on:
-	orq	$0x200, 40(%rsp)
-	pop	%rax
-	add	$16, %rsp
-	iretq
-isr_irq_off:
-	andq	$~0x200, 40(%rsp)
+
+isr_ud:
+	testb	$3, 32(%rsp)		/* from CPL3 only */
+	jz	isr_fault
+	mov	24(%rsp), %rax		/* rip */
+	cmpw	$0x0B0F, (%rax)
+	jne	isr_fault
+	movzbl	2(%rax), %eax
+	cmp	$OP_IRQ_ON, %eax
+	je	1f
+	cmp	$OP_IRQ_OFF, %eax
+	je	2f
+	cmp	$OP_RESET, %eax
+	je	triple_fault
+	jmp	isr_fault
+1:	orq	$0x200, 40(%rsp)
+	jmp	3f
+2:	andq	$~0x200, 40(%rsp)
+3:	addq	$3, 24(%rsp)
 	pop	%rax
 	add	$16, %rsp
 	iretq
@@ -157,7 +165,10 @@ isr_fault:
 	.globl triple_fault
 triple_fault:
 	lidt	null_idt_ptr(%rip)
-	int3
+	/* A #GP (non-canonical address) with no IDT: #DF, then shutdown.
+	 * (INT3 would do, but this KVM's CPL0 emulator cannot run it.) */
+	movabs	$0x8000000000000000, %rax
+	mov	(%rax), %rax
 	jmp	triple_fault
 
 /* ---- Tables ---- */
@@ -228,11 +239,7 @@ idt:
 	.short	isr_stubs_lo + 16 * vec
 	.short	KERNEL_CS
 	.byte	0
-	.if (vec == VEC_IRQ_ON) || (vec == VEC_IRQ_OFF) || (vec == VEC_RESET)
-	.byte	0xEE			/* interrupt gate, DPL3 */
-	.else
 	.byte	0x8E			/* interrupt gate, DPL0 */
-	.endif
 	.short	isr_stubs_mid
 	.long	0
 	.long	0

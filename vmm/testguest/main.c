@@ -20,9 +20,7 @@ __attribute__((noreturn)) static void power_off(void)
 	u64 deadline = deadline_after_ms(1000);
 	while (!deadline_passed(deadline))
 		cpu_relax();
-	__asm__ volatile("int $0x82");
-	for (;;)
-		cpu_relax();
+	machine_reset();
 }
 
 static const char *type_name(u16 type)

@@ -39,6 +39,20 @@ static const char *type_name(u16 type)
 
 static struct pci_fn functions[PCI_MAX_FUNCTIONS];
 
+/* fault=pf|ud: fail on purpose, for tests of how a VMM reports a guest
+ * that faults (the handler prints, then triple-faults). */
+static void provoke_fault(void)
+{
+	if (cmdline_is("fault", "pf", "")) {
+		report("provoking a page fault");
+		(void)*(volatile u64 *)0x100000000ull; /* above the 4 GiB mapped */
+	}
+	if (cmdline_is("fault", "ud", "")) {
+		report("provoking an invalid opcode");
+		__asm__ volatile("ud2; .byte 0xEE");
+	}
+}
+
 __attribute__((noreturn)) void guest_main(u64 start_info);
 void guest_main(u64 start_info)
 {
@@ -46,6 +60,7 @@ void guest_main(u64 start_info)
 	report("start");
 	bool ok = startinfo_report(start_info);
 	clock_init();
+	provoke_fault();
 	lapic_init();
 
 	int n = pci_scan(functions, PCI_MAX_FUNCTIONS);

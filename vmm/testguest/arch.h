@@ -88,6 +88,10 @@ static inline void cpuid(u32 leaf, u32 sub, u32 *a, u32 *b, u32 *c, u32 *d)
  * requests are "ud2; .byte OP", which the #UD handler serves (entry.S). */
 static inline void irq_enable(void) { __asm__ volatile("ud2; .byte 0x01" ::: "memory"); }
 static inline void irq_disable(void) { __asm__ volatile("ud2; .byte 0x02" ::: "memory"); }
+static inline void wrmsr(u32 msr, u64 v)
+{
+	__asm__ volatile("ud2; .byte 0x04" ::"c"(msr), "a"((u32)v), "d"((u32)(v >> 32)) : "memory");
+}
 __attribute__((noreturn)) static inline void machine_reset(void)
 {
 	__asm__ volatile("ud2; .byte 0x03" ::: "memory");

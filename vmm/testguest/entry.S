@@ -24,6 +24,7 @@
 #define OP_IRQ_ON	0x01	/* set RFLAGS.IF */
 #define OP_IRQ_OFF	0x02	/* clear RFLAGS.IF */
 #define OP_RESET	0x03	/* triple-fault: reset the machine */
+#define OP_WRMSR	0x04	/* WRMSR with the caller's ECX, EDX:EAX */
 
 /* ---- PVH note: XEN_ELFNOTE_PHYS32_ENTRY (18), 8-byte descriptor as Linux
  * emits it (QEMU reads a size_t there). */
@@ -133,7 +134,11 @@ isr_ud:
 	je	2f
 	cmp	$OP_RESET, %eax
 	je	triple_fault
-	jmp	isr_fault
+	cmp	$OP_WRMSR, %eax
+	jne	isr_fault
+	mov	(%rsp), %rax
+	wrmsr
+	jmp	3f
 1:	orq	$0x200, 40(%rsp)
 	jmp	3f
 2:	andq	$~0x200, 40(%rsp)

@@ -17,7 +17,7 @@ __attribute__((noreturn)) static void power_off(void)
 	 * machine without an i8042 (QEMU microvm) ignores the write: then
 	 * reset by triple fault, which -no-reboot also turns into an exit. */
 	outb(I8042_COMMAND, I8042_RESET);
-	u64 deadline = deadline_after_ms(1000);
+	u64 deadline = deadline_after_ms(100);
 	while (!deadline_passed(deadline))
 		cpu_relax();
 	machine_reset();

@@ -146,6 +146,12 @@ impl Testpmd {
     pub fn log_path(&self) -> &Path {
         self.process.log_path()
     }
+
+    /// Kills testpmd with `SIGKILL`, as a crashing VMM dies: its vhost-user
+    /// connections close without any request.
+    pub fn kill(mut self) -> Result<()> {
+        self.process.kill().map(drop)
+    }
 }
 
 impl Drop for Testpmd {

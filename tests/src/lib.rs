@@ -19,6 +19,8 @@
 //! - [`http`]: REST calls to a daemon's Unix-socket API through curl.
 //! - [`raw_frontend`]: a raw vhost-user frontend that writes any
 //!   descriptors it likes, for protocol and bad-guest tests.
+//! - [`raw_nic`]: a virtio-net NIC on a raw frontend, for byte-exact frames.
+//! - [`frames`]: Ethernet, 802.1Q, ARP and ICMP echo frames byte by byte.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
@@ -27,6 +29,7 @@ pub mod blkio_client;
 pub mod console;
 pub mod daemons;
 pub mod error;
+pub mod frames;
 pub mod guest;
 pub mod http;
 pub mod hugepages;
@@ -34,6 +37,7 @@ pub mod netns;
 pub mod peers;
 pub mod process;
 pub mod raw_frontend;
+pub mod raw_nic;
 pub mod testdir;
 pub mod tools;
 pub mod wait;

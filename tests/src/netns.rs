@@ -58,6 +58,34 @@ impl NetNs {
         command.args(args);
         run(command)
     }
+
+    /// Runs `body` on a new thread that has entered the namespace
+    /// (`setns`) and returns what it returns. Sockets and devices it opens
+    /// belong to the namespace, and stay usable from any thread afterwards.
+    pub fn run_in<T: Send>(&self, body: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = std::path::Path::new("/run/netns").join(&self.name);
+        let file = std::fs::File::open(&path)
+            .map_err(|e| crate::Error::io("Cannot open the namespace", &path, e))?;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: `file` is an open namespace file that outlives the
+                // call; setns(2) changes only this thread's network
+                // namespace, and the thread exists only to run `body`.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    return Err(crate::Error::io(
+                        "Cannot enter the namespace",
+                        &path,
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+                Ok(body())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
 }
 
 impl Drop for NetNs {

@@ -172,6 +172,21 @@ impl Process {
         Ok(status)
     }
 
+    /// Kills the process group at once (`SIGKILL`, no grace period), as a
+    /// crash or `kill -9` would, and returns the process's exit status.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        self.signal_group(libc::SIGKILL);
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
+        }
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::io(format!("Cannot wait for {}", self.name), &self.log, e))?;
+        self.exited = Some(status);
+        Ok(status)
+    }
+
     fn signal_group(&self, signal: libc::c_int) {
         let Ok(pgid) = libc::pid_t::try_from(self.child.id()) else {
             return;

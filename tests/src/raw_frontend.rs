@@ -265,6 +265,15 @@ impl RawFrontend {
         self.queues[q].kick.write(1).map_err(|e| err("kick", e))
     }
 
+    /// Sets queue `q`'s available index to `idx` as it is, whatever the
+    /// ring holds (a broken or hostile driver), and kicks.
+    pub fn set_avail_idx_q(&mut self, q: usize, idx: u16) -> Result<()> {
+        self.write(ring_base(q) + AVAIL + 2, &idx.to_le_bytes());
+        self.queues[q].avail_idx = idx;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.queues[q].kick.write(1).map_err(|e| err("kick", e))
+    }
+
     /// Queue 0's used index.
     pub fn used_idx(&self) -> u16 {
         self.used_idx_q(0)

@@ -24,9 +24,14 @@ pub struct TeamKey {
     pub ip: Option<u64>,
 }
 
+/// A multiplicative hash whose low bits depend on every bit of `x`: the
+/// product's low bits depend only on the low bits of `x`, so the high half
+/// is folded onto them before `% n` picks an uplink. (Folding at bit 31
+/// instead left consecutive MAC addresses with one parity: 16 in a row all
+/// picked the same one of two uplinks.)
 fn mix(x: u64) -> u64 {
     let x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^ (x >> 31)
+    x ^ (x >> 32)
 }
 
 impl Team {
@@ -135,6 +140,43 @@ mod tests {
             .filter_map(|m| team.choose(&both, &key(0, m)))
             .collect();
         assert_eq!(used.len(), 2);
+    }
+
+    #[test]
+    fn consecutive_addresses_spread_evenly() {
+        // VMs get consecutive MAC addresses: they must not all pick the
+        // same uplink.
+        for prefix in [
+            [0x52, 0x54, 0x00, 0x5f, 0xe4],
+            [0x00, 0x50, 0x56, 0x9a, 0x10],
+        ] {
+            for n in 2..=4usize {
+                let team = Team {
+                    policy: LoadBalancing::SourceMac,
+                    active: (0..n).collect(),
+                    standby: vec![],
+                };
+                let mut per_uplink = vec![0; n];
+                for last in 0..16u8 {
+                    let mut mac = [0u8; 6];
+                    mac[..5].copy_from_slice(&prefix);
+                    mac[5] = last;
+                    let key = TeamKey {
+                        port: 0,
+                        src: MacAddr(mac),
+                        ip: None,
+                    };
+                    let up = team.choose(&vec![true; n], &key).expect("an uplink");
+                    per_uplink[up] += 1;
+                }
+                // 16 addresses over n uplinks: every uplink gets some, and
+                // none more than twice its share.
+                assert!(
+                    per_uplink.iter().all(|&c| c > 0 && c * n <= 32),
+                    "{prefix:02x?} over {n}: {per_uplink:?}"
+                );
+            }
+        }
     }
 
     #[test]

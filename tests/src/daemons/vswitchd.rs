@@ -21,6 +21,11 @@ pub struct Vswitchd {
     sockets: Vec<PathBuf>,
     process: Option<Process>,
     cpu: Option<usize>,
+    /// A whole configuration set by [`Vswitchd::set_config`], used instead
+    /// of the port groups and ports added one by one.
+    config: Option<serde_json::Value>,
+    /// The network namespace the daemon runs in (its uplinks are there).
+    netns: Option<String>,
 }
 
 impl Vswitchd {
@@ -33,6 +38,8 @@ impl Vswitchd {
             sockets: Vec::new(),
             process: None,
             cpu: None,
+            config: None,
+            netns: None,
         }
     }
 
@@ -65,14 +72,19 @@ impl Vswitchd {
         Ok(socket)
     }
 
-    fn restart(&mut self) -> Result<()> {
+    /// (Re)starts the daemon on the current configuration and waits for its
+    /// server-mode port sockets.
+    pub fn restart(&mut self) -> Result<()> {
         self.process = None;
-        for s in &self.sockets {
+        for s in &self.server_sockets() {
             let _ = std::fs::remove_file(s);
         }
         let config = self.dir.join("vswitchd.json");
-        let text =
-            serde_json::json!({ "port_groups": self.port_groups, "ports": self.ports }).to_string();
+        let text = match &self.config {
+            Some(doc) => doc.to_string(),
+            None => serde_json::json!({ "port_groups": self.port_groups, "ports": self.ports })
+                .to_string(),
+        };
         std::fs::write(&config, text)
             .map_err(|e| Error::io("Cannot write switch config", &config, e))?;
         let binary = super::binary("sfera-vswitchd")?;
@@ -84,13 +96,16 @@ impl Vswitchd {
             }
             None => Command::new(binary),
         };
+        if let Some(ns) = &self.netns {
+            command = in_netns(ns, &command)?;
+        }
         command.arg("--config").arg(&config).env(
             "RUST_LOG",
             std::env::var("SFERA_VSWITCHD_LOG").unwrap_or_else(|_| "info".to_owned()),
         );
         let mut process =
             Process::spawn("sfera-vswitchd", command, &self.dir.join("vswitchd.log"))?;
-        let sockets = self.sockets.clone();
+        let sockets = self.server_sockets();
         wait_until(
             "sfera-vswitchd's port sockets",
             Duration::from_secs(30),
@@ -253,4 +268,59 @@ impl VswitchdDaemon {
             None => Ok(()),
         }
     }
+}
+
+impl Vswitchd {
+    /// Replaces the whole configuration (the daemon's JSON: `switches`,
+    /// `port_groups`, `ports`, with uplinks, shaping, teaming, client-mode
+    /// ports and queues) and (re)starts the daemon on it. Port groups and
+    /// ports added one by one are no longer used.
+    pub fn set_config(&mut self, config: serde_json::Value) -> Result<()> {
+        self.config = Some(config);
+        self.restart()
+    }
+
+    /// Runs the daemon inside network namespace `ns` from its next start,
+    /// so that the uplinks it creates or binds to are that namespace's.
+    pub fn run_in_netns(&mut self, ns: &str) {
+        self.netns = Some(ns.to_owned());
+    }
+
+    /// Kills the daemon with `SIGKILL`, as a crash would: nothing is
+    /// cleaned up. [`Vswitchd::restart`] starts it again.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.kill()?;
+        }
+        Ok(())
+    }
+
+    /// The daemon's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("vswitchd.log")
+    }
+
+    /// The sockets the daemon listens on: those of ports in server mode
+    /// (client-mode sockets belong to the VMM).
+    fn server_sockets(&self) -> Vec<PathBuf> {
+        let Some(doc) = &self.config else {
+            return self.sockets.clone();
+        };
+        doc["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["mode"].as_str() != Some("client"))
+            .filter_map(|p| p["socket"].as_str().map(PathBuf::from))
+            .collect()
+    }
+}
+
+/// `command` run inside network namespace `ns` (`ip netns exec`, which
+/// execs the program: the process is the command itself).
+fn in_netns(ns: &str, command: &Command) -> Result<Command> {
+    let mut c = Command::new(crate::tools::require("ip", "iproute2")?);
+    c.args(["netns", "exec", ns]).arg(command.get_program());
+    c.args(command.get_args());
+    Ok(c)
 }

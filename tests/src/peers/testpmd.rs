@@ -86,6 +86,19 @@ impl Testpmd {
         vdevs: &[Vdev],
         cpu: u32,
     ) -> Result<Self> {
+        Self::start_with_args(dir, name, hugepages, vdevs, cpu, &[])
+    }
+
+    /// [`Testpmd::start`] with more testpmd arguments (after `--`), e.g.
+    /// `--rxq=2 --txq=2`.
+    pub fn start_with_args(
+        dir: &TestDir,
+        name: &str,
+        hugepages: &Hugepages,
+        vdevs: &[Vdev],
+        cpu: u32,
+        args: &[&str],
+    ) -> Result<Self> {
         let program = tools::require("dpdk-testpmd", "dpdk-dev")?;
         // testpmd prints through stdio, which a pipe makes block-buffered;
         // its prompt bypasses stdio. Unbuffered output keeps the two in order.
@@ -102,6 +115,7 @@ impl Testpmd {
         // A small mbuf pool: the default one sizes for physical NICs and
         // would not fit a test's hugepage reservation.
         command.args(["--", "-i", "--no-lsc-interrupt", "--total-num-mbufs=16384"]);
+        command.args(args);
         let log = dir.join(format!("{name}.testpmd.log"));
         let (process, pipes) =
             Process::spawn_interactive(&format!("testpmd {name}"), command, &log)?;
@@ -136,15 +150,39 @@ impl Testpmd {
         }
     }
 
+    /// The extended counters of port `port` (`show port xstats`), by name:
+    /// per queue ones such as `rx_q1_packets` among them.
+    pub fn xstats(&mut self, port: u16) -> Result<std::collections::BTreeMap<String, u64>> {
+        let text = self.command(&format!("show port xstats {port}"))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                Some((name.trim().to_owned(), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
     /// The counters of port `port`.
     pub fn port_stats(&mut self, port: u16) -> Result<PortStats> {
         let text = self.command(&format!("show port stats {port}"))?;
         parse_port_stats(&text)
     }
 
+    /// testpmd's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// The file testpmd's stderr goes to.
     pub fn log_path(&self) -> &Path {
         self.process.log_path()
+    }
+
+    /// Kills testpmd with `SIGKILL`, as a crashing VMM dies: its vhost-user
+    /// connections close without any request.
+    pub fn kill(mut self) -> Result<()> {
+        self.process.kill().map(drop)
     }
 }
 

@@ -1,0 +1,319 @@
+//! A misbehaving guest on one port cannot hurt the switch or the other
+//! ports. A raw vhost-user frontend writes what no driver would: transmit
+//! chains that loop, point past the ring or outside guest memory, have the
+//! wrong direction or are indirect without the feature; runt and oversize
+//! frames; an available index far ahead of the ring; receive buffers that
+//! are read-only, too small or outside memory; and in the end it stops
+//! taking its receive queue. Meanwhile two testpmd ports in VLAN 10 keep
+//! broadcasting to each other through the switch, which floods every frame
+//! to the bad port too (a trunk of VLANs 10 and 20). After each step their
+//! counters must keep growing, the daemon must still run, and (while its
+//! transmit ring is intact) a valid frame the bad port sends in VLAN 20
+//! must reach a well-behaved witness port there, alone.
+//! The switch's drop counters are not read here: it has no API yet.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use harness::daemons::vswitchd::Vswitchd;
+use harness::frames::{self, BROADCAST, Mac};
+use harness::hugepages::Hugepages;
+use harness::peers::testpmd::{Testpmd, Vdev};
+use harness::raw_frontend::{BUFFERS, Desc, F_NEXT, F_WRITE, QUEUE_SIZE};
+use harness::raw_nic::{HDR, RX, RawNic, TX};
+use harness::testdir::TestDir;
+use harness::wait::wait_until;
+use serde_json::json;
+
+const BAD: Mac = [2, 0, 0, 0, 0xba, 0xd0];
+const WITNESS: Mac = [2, 0, 0, 0, 0x77, 0x01];
+const PMD: [&str; 2] = ["02:00:00:00:00:01", "02:00:00:00:00:02"];
+/// Where the bad guest's hand-written buffers go (after RawNic's).
+const SCRATCH: u64 = BUFFERS + 0x40000;
+const F_INDIRECT: u16 = 4;
+
+/// Waits until both testpmd ports have received `more` frames beyond
+/// what they had.
+fn keeps_flowing(t: &mut Testpmd, more: u64, after: &str) -> Result<()> {
+    let start = [t.port_stats(0)?.rx_packets, t.port_stats(1)?.rx_packets];
+    wait_until(
+        &format!("testpmd's traffic after {after}"),
+        Duration::from_secs(20),
+        || {
+            let now = [t.port_stats(0)?.rx_packets, t.port_stats(1)?.rx_packets];
+            Ok((now[0] >= start[0] + more && now[1] >= start[1] + more).then_some(()))
+        },
+    )?;
+    Ok(())
+}
+
+/// Sends a valid broadcast in VLAN 20 from `bad`; `witness` must get it
+/// (untagged), and nothing before it.
+fn still_forwards(bad: &mut RawNic, witness: &mut RawNic, seed: u8) -> Result<()> {
+    bad.send(&frames::patterned(BROADCAST, BAD, Some(20), 80, seed))?;
+    let marker = frames::patterned(BROADCAST, BAD, None, 80, seed);
+    let (before, _) = witness
+        .receive_until(Duration::from_secs(10), |f| f == marker)
+        .with_context(|| format!("the bad port's frame {seed} at the witness"))?;
+    ensure!(
+        before.is_empty(),
+        "the witness got {} other frames: {before:02x?}",
+        before.len()
+    );
+    Ok(())
+}
+
+/// Writes `descs` at indices `0..` of the bad port's transmit queue and
+/// offers the chain at `head`; the switch must hand it back.
+fn bad_tx_chain(bad: &mut RawNic, descs: &[Desc], head: u16) -> Result<()> {
+    for (i, d) in descs.iter().enumerate() {
+        bad.frontend().set_desc_q(TX, i as u16, *d);
+    }
+    bad.offer_tx(head)
+        .context("the switch did not hand a bad chain back")?;
+    Ok(())
+}
+
+fn desc(addr: u64, len: u32, flags: u16, next: u16) -> Desc {
+    Desc {
+        addr,
+        len,
+        flags,
+        next,
+    }
+}
+
+#[test]
+fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
+    let dir = TestDir::new("net-bad-guest")?;
+    let socket = |name: &str| dir.join(format!("{name}.sock"));
+    let mut sw = Vswitchd::new(&dir);
+    sw.set_config(json!({
+        "port_groups": [
+            { "name": "v10", "vlan": { "mode": "access", "id": 10 } },
+            { "name": "v20", "vlan": { "mode": "access", "id": 20 } },
+            { "name": "trunk", "vlan": { "mode": "trunk", "allowed": [10, 20] } },
+        ],
+        "ports": [
+            { "name": "pmd0", "socket": socket("pmd0"), "mac": PMD[0], "port_group": "v10" },
+            { "name": "pmd1", "socket": socket("pmd1"), "mac": PMD[1], "port_group": "v10" },
+            { "name": "bad", "socket": socket("bad"), "mac": frames::mac_text(BAD),
+              "port_group": "trunk" },
+            { "name": "witness", "socket": socket("witness"), "mac": frames::mac_text(WITNESS),
+              "port_group": "v20" },
+        ],
+    }))?;
+    let pid = sw.pid();
+    let hugepages = Hugepages::reserve(&dir, 128)?;
+    let vdevs: Vec<Vdev> = PMD
+        .iter()
+        .enumerate()
+        .map(|(i, mac)| Vdev::VirtioUser {
+            socket: socket(&format!("pmd{i}")),
+            queues: 1,
+            server: false,
+            mac: Some((*mac).to_owned()),
+        })
+        .collect();
+    let mut t = Testpmd::start(&dir, "testpmd", &hugepages, &vdevs, 0)?;
+    // io forwarding sends what port 0 receives out of port 1 and back:
+    // the first bursts of broadcasts circulate for the whole test, and the
+    // switch floods each pass to the bad port too.
+    t.command("set fwd io")?;
+    t.command("set eth-peer 0 ff:ff:ff:ff:ff:ff")?;
+    t.command("set eth-peer 1 ff:ff:ff:ff:ff:ff")?;
+    t.command("start tx_first")?;
+    keeps_flowing(&mut t, 1000, "the start")?;
+
+    let mut witness = RawNic::connect(&socket("witness"), WITNESS)?;
+    // The bad guest offers no receive buffers yet.
+    let mut bad = RawNic::connect_with_buffers(&socket("bad"), BAD, 0)?;
+    still_forwards(&mut bad, &mut witness, 1)?;
+
+    // Transmit chains the switch must refuse and hand back.
+    let frame = {
+        let mut f = vec![0u8; HDR];
+        f.extend(frames::patterned(BROADCAST, BAD, Some(20), 60, 9));
+        f
+    };
+    bad.frontend().write(SCRATCH, &frame);
+    let len = frame.len() as u32;
+    let cases: [(&str, Vec<Desc>, u16); 8] = [
+        (
+            "a chain that loops",
+            vec![
+                desc(SCRATCH, 20, F_NEXT, 1),
+                desc(SCRATCH + 20, len - 20, F_NEXT, 0),
+            ],
+            0,
+        ),
+        (
+            "a next index past the ring",
+            vec![desc(SCRATCH, 20, F_NEXT, 200)],
+            0,
+        ),
+        (
+            "a head index past the ring",
+            vec![desc(SCRATCH, len, 0, 0)],
+            QUEUE_SIZE + 3,
+        ),
+        (
+            "a device-writable transmit buffer",
+            vec![desc(SCRATCH, len, F_WRITE, 0)],
+            0,
+        ),
+        (
+            "a buffer outside guest memory",
+            vec![desc(64 << 30, len, 0, 0)],
+            0,
+        ),
+        (
+            "a buffer straddling the end of guest memory",
+            vec![desc(harness::raw_frontend::MEM_SIZE - 16, len, 0, 0)],
+            0,
+        ),
+        (
+            "an indirect descriptor (not negotiated)",
+            vec![desc(SCRATCH, 16, F_INDIRECT, 0)],
+            0,
+        ),
+        (
+            "a chain shorter than the virtio-net header",
+            vec![desc(SCRATCH, 8, 0, 0)],
+            0,
+        ),
+    ];
+    for (i, (what, descs, head)) in cases.iter().enumerate() {
+        bad_tx_chain(&mut bad, descs, *head).with_context(|| what.to_string())?;
+        keeps_flowing(&mut t, 500, what)?;
+        sw.ensure_running()?;
+        still_forwards(&mut bad, &mut witness, 10 + i as u8).with_context(|| what.to_string())?;
+    }
+
+    // Frames the switch must drop: runts and frames over the port's MTU.
+    let mut runt = frames::patterned(BROADCAST, BAD, Some(20), 0, 0);
+    runt.truncate(16);
+    for (what, f) in [
+        ("a 3-byte runt", vec![1, 2, 3]),
+        ("a 13-byte runt", vec![0xff; 13]),
+        ("a tagged frame cut inside its header", runt),
+        (
+            "a frame over the MTU",
+            frames::patterned(BROADCAST, BAD, Some(20), 1600, 3),
+        ),
+        (
+            "a 9000-byte jumbo frame",
+            frames::patterned(BROADCAST, BAD, Some(20), 9000, 4),
+        ),
+        (
+            "a 64 KiB frame",
+            frames::patterned(BROADCAST, BAD, Some(20), 65536, 5),
+        ),
+    ] {
+        bad.send(&f).with_context(|| what.to_owned())?;
+        keeps_flowing(&mut t, 500, what)?;
+        sw.ensure_running()?;
+    }
+    // None of them reached the witness: the next frame it gets is this.
+    still_forwards(&mut bad, &mut witness, 30)?;
+
+    // Receive buffers the switch must refuse (and hand back empty) while
+    // it floods testpmd's traffic to the bad port.
+    // Each case is descriptors at 0.. and the heads offered.
+    let rx_cases: [(&str, Vec<Desc>, Vec<u16>); 4] = [
+        (
+            "a read-only receive buffer",
+            vec![desc(SCRATCH + 0x1000, 2048, 0, 0)],
+            vec![0],
+        ),
+        (
+            "a receive buffer outside guest memory",
+            vec![desc(1 << 40, 2048, F_WRITE, 0)],
+            vec![0],
+        ),
+        // With mergeable buffers a frame may take several: a lone small
+        // buffer just waits for more; with a second one the frame fits,
+        // and the header does not fit the first.
+        (
+            "a first receive buffer smaller than the header",
+            vec![
+                desc(SCRATCH + 0x1000, 4, F_WRITE, 0),
+                desc(SCRATCH + 0x2000, 2048, F_WRITE, 0),
+            ],
+            vec![0, 1],
+        ),
+        (
+            "a receive chain that loops",
+            vec![
+                desc(SCRATCH + 0x1000, 6, F_WRITE | F_NEXT, 1),
+                desc(SCRATCH + 0x2000, 6, F_WRITE | F_NEXT, 0),
+            ],
+            vec![0],
+        ),
+    ];
+    let mut used = bad.frontend().used_idx_q(RX);
+    for (what, descs, heads) in &rx_cases {
+        for (i, d) in descs.iter().enumerate() {
+            bad.frontend().set_desc_q(RX, i as u16, *d);
+        }
+        for &head in heads {
+            bad.frontend().offer_q(RX, head)?;
+        }
+        let first = used;
+        used = used.wrapping_add(heads.len() as u16);
+        bad.frontend()
+            .wait_used_q(RX, used, Duration::from_secs(10))
+            .with_context(|| format!("the switch did not hand back {what}"))?;
+        for (n, &head) in heads.iter().enumerate() {
+            let (id, written) = bad.frontend().used_elem_q(RX, first.wrapping_add(n as u16));
+            ensure!(
+                id == u32::from(head) && written == 0,
+                "{what}: used ({id}, {written} bytes)"
+            );
+        }
+        keeps_flowing(&mut t, 500, what)?;
+        sw.ensure_running()?;
+    }
+
+    // A guest that stops taking its receive queue: its last buffers fill
+    // and stay full; the flood goes on to everyone else.
+    for i in 0..4u16 {
+        let d = desc(SCRATCH + 0x4000 + u64::from(i) * 2048, 2048, F_WRITE, 0);
+        bad.frontend().set_desc_q(RX, i, d);
+        bad.frontend().offer_q(RX, i)?;
+    }
+    used = used.wrapping_add(4);
+    bad.frontend()
+        .wait_used_q(RX, used, Duration::from_secs(10))
+        .context("the bad guest's last receive buffers")?;
+    for round in 0..3 {
+        keeps_flowing(
+            &mut t,
+            1000,
+            &format!("the bad guest stopped receiving ({round})"),
+        )?;
+    }
+    ensure!(
+        bad.frontend().used_idx_q(RX) == used,
+        "the switch used buffers it was not given"
+    );
+    still_forwards(&mut bad, &mut witness, 40)?;
+
+    // An available index far ahead of the ring: the switch stops taking
+    // from that ring and nothing else notices.
+    let ahead = bad.frontend().used_idx_q(TX).wrapping_add(1000);
+    bad.frontend().set_avail_idx_q(TX, ahead)?;
+    keeps_flowing(&mut t, 1000, "an available index far ahead")?;
+    sw.ensure_running()?;
+
+    // The bad guest goes away; a well-behaved one takes its port.
+    drop(bad);
+    let mut again = RawNic::connect(&socket("bad"), BAD)?;
+    still_forwards(&mut again, &mut witness, 50).context("a new guest on the bad port")?;
+    keeps_flowing(&mut t, 1000, "the bad guest's replacement")?;
+
+    t.command("stop")?;
+    sw.ensure_running()?;
+    ensure!(sw.pid() == pid, "the switch was restarted");
+    Ok(())
+}

@@ -125,7 +125,10 @@ impl SwitchBackend {
                 })
             }
             SwitchBackendKind::SferaVswitchd => {
-                Ok(SwitchBackend::SferaVswitchd(Vswitchd::new(dir)))
+                let mut vswitchd = Vswitchd::new(dir);
+                vswitchd.pin_to(cpu);
+                vswitchd.enable_api();
+                Ok(SwitchBackend::SferaVswitchd(vswitchd))
             }
         }
     }
@@ -184,6 +187,14 @@ impl SwitchBackend {
         match self {
             SwitchBackend::OvsDpdk { ovs, .. } => Some(ovs.vswitchd_pid()),
             SwitchBackend::SferaVswitchd(vswitchd) => vswitchd.pid(),
+        }
+    }
+
+    /// sfera-vswitchd's counters (`GET /v1/stats`), for Sfera backends.
+    pub fn sfera_stats(&self) -> Option<Result<serde_json::Value>> {
+        match self {
+            SwitchBackend::OvsDpdk { .. } => None,
+            SwitchBackend::SferaVswitchd(vswitchd) => Some(vswitchd.stats()),
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Vswitchd {
     config: Option<serde_json::Value>,
     /// The network namespace the daemon runs in (its uplinks are there).
     netns: Option<String>,
+    /// The API socket, when [`Vswitchd::enable_api`] asked for one.
+    api: Option<PathBuf>,
 }
 
 impl Vswitchd {
@@ -38,6 +40,7 @@ impl Vswitchd {
             sockets: Vec::new(),
             process: None,
             cpu: None,
+            api: None,
             config: None,
             netns: None,
         }
@@ -99,13 +102,34 @@ impl Vswitchd {
         if let Some(ns) = &self.netns {
             command = in_netns(ns, &command)?;
         }
-        command.arg("--config").arg(&config).env(
+        match &self.api {
+            // `serve` on a fresh data directory starts from the file, and
+            // answers the API (the configuration stays the file's).
+            Some(api) => {
+                let data = self.dir.join("vswitchd-data");
+                let _ = std::fs::remove_dir_all(&data);
+                let _ = std::fs::remove_file(api);
+                command
+                    .arg("--api")
+                    .arg(api)
+                    .arg("serve")
+                    .arg("--data-dir")
+                    .arg(&data)
+                    .arg("--config")
+                    .arg(&config);
+            }
+            None => {
+                command.arg("--config").arg(&config);
+            }
+        }
+        command.env(
             "RUST_LOG",
             std::env::var("SFERA_VSWITCHD_LOG").unwrap_or_else(|_| "info".to_owned()),
         );
         let mut process =
             Process::spawn("sfera-vswitchd", command, &self.dir.join("vswitchd.log"))?;
-        let sockets = self.server_sockets();
+        let mut sockets = self.server_sockets();
+        sockets.extend(self.api.clone());
         wait_until(
             "sfera-vswitchd's port sockets",
             Duration::from_secs(30),
@@ -116,6 +140,28 @@ impl Vswitchd {
         )?;
         self.process = Some(process);
         Ok(())
+    }
+
+    /// Serves the REST API on a socket in the test directory from the next
+    /// (re)start on (the configuration still comes from the harness).
+    pub fn enable_api(&mut self) {
+        self.api = Some(self.dir.join("vswitchd-api.sock"));
+    }
+
+    /// `GET /v1/stats` of the running daemon (needs [`Vswitchd::enable_api`]).
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        let api = self.api.as_ref().ok_or_else(|| Error::Parse {
+            what: "sfera-vswitchd stats (started without its API)".to_owned(),
+            text: String::new(),
+        })?;
+        let answer = crate::http::call(api, "GET", "/v1/stats", None)?;
+        if answer.status != 200 {
+            return Err(Error::Parse {
+                what: format!("GET /v1/stats (HTTP {})", answer.status),
+                text: answer.body,
+            });
+        }
+        answer.json()
     }
 
     /// Ports added so far.

@@ -17,6 +17,9 @@ use crate::{Error, Result, tools};
 
 const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
 const LOCK_FILE: &str = "/run/lock/sfera-hugepages.lock";
+const COMPACT_MEMORY: &str = "/proc/sys/vm/compact_memory";
+/// How often a short reservation compacts memory and tries again.
+const COMPACT_TRIES: usize = 3;
 
 /// A reservation of 2 MiB hugepages with its own hugetlbfs mount.
 #[derive(Debug)]
@@ -33,7 +36,17 @@ impl Hugepages {
             let _lock = lock()?;
             let before = read_count()?;
             write_count(before + pages)?;
-            let after = read_count()?;
+            let mut after = read_count()?;
+            // Memory full of page cache may have too few free 2 MiB blocks
+            // at first: compacting it makes more, so try again.
+            for _ in 0..COMPACT_TRIES {
+                if after >= before + pages {
+                    break;
+                }
+                compact_memory();
+                write_count(before + pages)?;
+                after = read_count()?;
+            }
             if after < before + pages {
                 write_count(before)?;
                 return Err(Error::Hugepages {
@@ -101,6 +114,14 @@ fn lock() -> Result<File> {
     file.lock()
         .map_err(|e| Error::io("Cannot lock hugepage lock", path, e))?;
     Ok(file)
+}
+
+/// Asks the kernel to compact all memory (it returns when done); a failure
+/// only means the retry finds no more pages.
+fn compact_memory() {
+    if let Err(e) = std::fs::write(COMPACT_MEMORY, "1") {
+        eprintln!("cannot compact memory for hugepages: {e}");
+    }
 }
 
 fn read_count() -> Result<u64> {

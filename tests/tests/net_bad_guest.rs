@@ -88,6 +88,7 @@ fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
     let dir = TestDir::new("net-bad-guest")?;
     let socket = |name: &str| dir.join(format!("{name}.sock"));
     let mut sw = Vswitchd::new(&dir);
+    sw.enable_api();
     sw.set_config(json!({
         "port_groups": [
             { "name": "v10", "vlan": { "mode": "access", "id": 10 } },
@@ -315,5 +316,25 @@ fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
     t.command("stop")?;
     sw.ensure_running()?;
     ensure!(sw.pid() == pid, "the switch was restarted");
+
+    // Every refusal was counted, per reason, on the bad guest's port.
+    let stats = sw.stats()?;
+    let bad_port = stats["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == "bad"))
+        .with_context(|| format!("no port 'bad' in {stats}"))?;
+    for reason in [
+        "bad_tx_chain",
+        "runt",
+        "oversize",
+        "bad_rx_buffer",
+        "no_rx_buffer",
+    ] {
+        let n = bad_port["drops"][reason].as_u64().unwrap_or(0);
+        ensure!(
+            n > 0,
+            "no {reason} drops counted on the bad port: {bad_port}"
+        );
+    }
     Ok(())
 }

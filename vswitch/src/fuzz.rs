@@ -839,11 +839,12 @@ mod tests {
         }
     }
 
-    /// Writes the well-formed inputs as seeds for the fuzzer:
-    /// `cargo test -p sfera-vswitch fuzz::tests::write_seeds -- --ignored`.
+    /// The fuzzer's seeds are the well-formed inputs of these tests, and
+    /// every seed still runs clean. `SFERA_WRITE_SEEDS=1 cargo test -p
+    /// sfera-vswitch fuzz::tests::seeds` rewrites them when the input
+    /// layout changes; otherwise the committed ones must match.
     #[test]
-    #[ignore = "writes vswitch/fuzz/seeds; run by hand when the input layout changes"]
-    fn write_seeds() {
+    fn seeds() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/frame_path");
         std::fs::create_dir_all(&dir).expect("seed directory");
         let script = [
@@ -866,7 +867,17 @@ mod tests {
             ("mergeable", mergeable()),
             ("scripted", scripted),
         ] {
-            std::fs::write(dir.join(name), v).expect("write seed");
+            let path = dir.join(name);
+            if std::env::var_os("SFERA_WRITE_SEEDS").is_some() {
+                std::fs::write(&path, &v).expect("write seed");
+            }
+            let committed = std::fs::read(&path).expect("committed seed");
+            assert!(
+                committed == v,
+                "{} is stale: rewrite with SFERA_WRITE_SEEDS=1",
+                path.display()
+            );
+            frame_path(&committed);
         }
     }
 }

@@ -50,6 +50,8 @@ pub enum AuthError {
     Hash(String),
     #[error("The system's random source failed")]
     Random,
+    #[error("Not an argon2 password hash: {0}")]
+    NotArgon2(String),
 }
 
 /// How long a login session lasts.
@@ -106,6 +108,23 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Checks that `hash` is an argon2 hash in PHC form (`$argon2id$v=19$...`)
+/// that [`verify_password`] can check passwords against.
+pub fn check_password_hash(hash: &str) -> Result<(), AuthError> {
+    let parsed = PasswordHash::new(hash).map_err(|e| AuthError::NotArgon2(e.to_string()))?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(AuthError::NotArgon2(format!(
+            "the algorithm is {}",
+            parsed.algorithm
+        )));
+    }
+    argon2::Params::try_from(&parsed).map_err(|e| AuthError::NotArgon2(e.to_string()))?;
+    if parsed.hash.is_none() {
+        return Err(AuthError::NotArgon2("it has no hash value".into()));
+    }
+    Ok(())
 }
 
 /// Checks a password against a stored hash.
@@ -174,6 +193,21 @@ mod tests {
         assert!(!verify_password("x", "not a hash"));
         // Salted: the same password hashes differently.
         assert_ne!(hash, hash_password("correct horse battery").unwrap());
+    }
+
+    #[test]
+    fn password_hashes_are_checked() {
+        let hash = hash_password("correct horse battery").unwrap();
+        assert!(check_password_hash(&hash).is_ok());
+        for bad in [
+            "",
+            "correct horse battery",
+            "$6$salt$abcdefghijklmnop",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ",
+            "$argon2id$v=19$m=1,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
+        ] {
+            assert!(check_password_hash(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -49,6 +49,12 @@ struct Args {
     /// otherwise, PVM included).
     #[arg(long, value_enum)]
     accel: Option<Accel>,
+    /// On first start, the administrator's password is the one this file
+    /// holds as an argon2 hash (the appliance's installer writes it from
+    /// the answer file), instead of a random one written to
+    /// <data-dir>/admin-password.
+    #[arg(long)]
+    admin_password_hash_file: Option<PathBuf>,
     /// Stop the daemons and VMs when mgmtd stops, instead of leaving them
     /// running for the next mgmtd to adopt.
     #[arg(long)]
@@ -82,6 +88,7 @@ fn main() -> Result<()> {
         guest_dir: args.guest_dir.unwrap_or_else(|| exe_dir.join("../guest")),
         web_dir: args.web_dir,
         accel: args.accel,
+        admin_password_hash_file: args.admin_password_hash_file,
         stop_on_exit: args.stop_on_exit,
     };
     tokio::runtime::Builder::new_multi_thread()

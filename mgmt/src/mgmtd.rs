@@ -32,6 +32,9 @@ pub struct Options {
     pub guest_dir: PathBuf,
     pub web_dir: Option<PathBuf>,
     pub accel: Option<Accel>,
+    /// The first administrator's password hash (argon2 PHC string), instead
+    /// of a random password.
+    pub admin_password_hash_file: Option<PathBuf>,
     /// Stop the daemons and VMs when mgmtd stops (instead of leaving them
     /// for the next mgmtd to adopt).
     pub stop_on_exit: bool,
@@ -46,11 +49,29 @@ fn mkdir(p: &Path) -> Result<()> {
     std::fs::create_dir_all(p).with_context(|| format!("Cannot create {}", p.display()))
 }
 
-/// Creates the administrator on first start and writes their password to
+/// Creates the administrator on first start: with the password hash in
+/// `hash_file` when there is one, else with a random password written to
 /// `<data-dir>/admin-password` (mode 0600).
-fn first_admin(db: &Db, data_dir: &Path) -> Result<()> {
+fn first_admin(db: &Db, data_dir: &Path, hash_file: Option<&Path>) -> Result<()> {
     let file = data_dir.join("admin-password");
     if db.user_count()? > 0 {
+        return Ok(());
+    }
+    if let Some(hash_file) = hash_file {
+        let hash = std::fs::read_to_string(hash_file)
+            .with_context(|| format!("Cannot read {}", hash_file.display()))?;
+        let hash = hash.trim();
+        auth::check_password_hash(hash)
+            .with_context(|| format!("{} holds no usable password hash", hash_file.display()))?;
+        db.create_user("admin", hash, Role::Administrator)?;
+        db.event(
+            "info",
+            "user.created",
+            "admin",
+            "First start: administrator created with the installer's password",
+            None,
+        );
+        tracing::info!(file = %hash_file.display(), "First start: user admin created with the given password hash");
         return Ok(());
     }
     let password = auth::new_password()?;
@@ -105,7 +126,7 @@ pub async fn run(o: Options) -> Result<()> {
     let facts = host::detect(Path::new("/"), o.accel);
     db.set_host(&serde_json::to_value(&facts)?)?;
     tracing::info!(kvm = %facts.kvm_kind, accel = facts.accel.as_str(), "{}", facts.driver_reason);
-    first_admin(&db, &data_dir)?;
+    first_admin(&db, &data_dir, o.admin_password_hash_file.as_deref())?;
     let tls = if o.http {
         None
     } else {

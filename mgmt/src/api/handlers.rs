@@ -588,6 +588,7 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
                 "No daemon {other:?} (blockd or vswitchd)"
             ))),
         },
+        Op::Health => ok(json!({ "status": "ok" })),
         Op::OpenApi => ok(super::openapi::document()),
     }
 }

@@ -34,6 +34,13 @@ fn schemas() -> Map<String, Value> {
     };
     put("Object", json!({ "type": "object" }));
     put(
+        "Health",
+        obj(
+            &["status"],
+            json!({ "status": { "type": "string", "enum": ["ok"] } }),
+        ),
+    );
+    put(
         "Error",
         obj(
             &["error"],
@@ -410,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn only_login_is_public() {
+    fn only_login_and_health_are_public() {
         let doc = document();
         let public: Vec<_> = ROUTES
             .iter()
@@ -421,6 +428,9 @@ mod tests {
             })
             .map(|r| (r.method, r.path))
             .collect();
-        assert_eq!(public, vec![("POST", "/api/v1/session")]);
+        assert_eq!(
+            public,
+            vec![("POST", "/api/v1/session"), ("GET", "/api/v1/health")]
+        );
     }
 }

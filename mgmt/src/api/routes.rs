@@ -8,7 +8,7 @@ use super::error::ApiError;
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone (logging in).
+    /// Anyone (logging in, the health check).
     Public,
     /// Any authenticated user, read-only included.
     Read,
@@ -22,6 +22,7 @@ pub enum Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Login,
+    Health,
     WhoAmI,
     Logout,
     ListTokens,
@@ -124,6 +125,8 @@ macro_rules! route {
 pub const ROUTES: &[Route] = &[
     route!("POST" "/api/v1/session" => Login, Public, "session", "Log in: sets the session cookie",
         body: Some("Login"), 200 => Some("Session")),
+    route!("GET" "/api/v1/health" => Health, Public, "meta", "Health check for monitors and installers: 200 while mgmtd serves the API (no credentials needed, tells nothing about the inventory)",
+        body: None, 200 => Some("Health")),
     route!("GET" "/api/v1/session" => WhoAmI, Read, "session", "Who the caller is",
         body: None, 200 => Some("Session")),
     route!("DELETE" "/api/v1/session" => Logout, Own, "session", "Log out: ends the cookie's session",

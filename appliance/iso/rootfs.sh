@@ -9,8 +9,9 @@
 # systemd, and what Sfera needs at run time. Sfera's own files are added by
 # build.sh, not here, so rebuilding Sfera does not rebuild the rootfs.
 #
-# With SOURCE_DATE_EPOCH set, two runs against the same mirror state give the
-# same tarball (mmdebstrap clamps timestamps and sorts the archive).
+# Its SOURCE_DATE_EPOCH is the time of this file's last commit, so two runs
+# against the same mirror state give the same tarball (mmdebstrap clamps
+# timestamps and sorts the archive).
 #
 # mmdebstrap works in $TMPDIR (about 1.5 GB); the tarball streams straight
 # into zstd, so the disk holds only the compressed result.
@@ -40,12 +41,13 @@ packages=(
     qemu-system-x86
 )
 
-key=$(
-    {
-        sha256sum "$here/rootfs.sh" | awk '{ print $1 }'
-        echo "${SOURCE_DATE_EPOCH:-}"
-    } | sha256sum | cut -c1-16
-)
+key=$(sha256sum "$here/rootfs.sh" | cut -c1-16)
+# The tarball's own timestamps are those of this file's last commit, not the
+# ISO's commit: one tarball serves every commit that leaves this file alone,
+# and any machine building it gets the same bytes from the same mirror.
+SOURCE_DATE_EPOCH=$(git -C "$here" log -1 --format=%ct -- rootfs.sh 2>/dev/null || true)
+[ -n "$SOURCE_DATE_EPOCH" ] || SOURCE_DATE_EPOCH=$(stat -c %Y "$here/rootfs.sh")
+export SOURCE_DATE_EPOCH
 tarball="$out/rootfs-$key.tar.zst"
 if [ -s "$tarball" ]; then
     echo "rootfs: cached $tarball" >&2

@@ -1,0 +1,3 @@
+//! `sfera-vmm`: runs one VM.
+
+fn main() {}

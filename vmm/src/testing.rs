@@ -1,0 +1,83 @@
+//! Tiny hand-assembled guests for tests and bring-up, and a minimal ELF
+//! writer that gives them the Xen PVH note, so the VMM's vCPU loop, serial
+//! port and reset line can be proven without a real kernel.
+
+/// Where the tiny guests are loaded (and the PVH entry).
+pub const LOAD_ADDR: u64 = 0x10_0000;
+
+/// Code that writes `msg` to COM1 byte by byte and then asks the i8042
+/// for a CPU reset, then spins. Valid as 32-bit and as 64-bit code.
+pub fn hello_then_reset(msg: &[u8]) -> Vec<u8> {
+    let mut code = vec![0x66, 0xba, 0xf8, 0x03]; // mov dx, 0x3f8
+    for b in msg {
+        code.extend([0xb0, *b, 0xee]); // mov al, b; out dx, al
+    }
+    code.extend([0xb0, 0xfe, 0xe6, 0x64]); // mov al, 0xfe; out 0x64, al
+    code.extend([0xeb, 0xfe]); // jmp $
+    code
+}
+
+/// Code that writes `msg` to COM1 and then executes `ud2` with no IDT:
+/// the exception cannot be delivered, which is a triple fault.
+pub fn hello_then_fault(msg: &[u8]) -> Vec<u8> {
+    let mut code = vec![0x66, 0xba, 0xf8, 0x03];
+    for b in msg {
+        code.extend([0xb0, *b, 0xee]);
+    }
+    code.extend([0x0f, 0x0b]); // ud2
+    code
+}
+
+/// Code that spins forever (to prove pause, resume and stop).
+pub fn spin() -> Vec<u8> {
+    vec![0xeb, 0xfe]
+}
+
+/// An ELF64 executable with `code` in one PT_LOAD segment at
+/// [`LOAD_ADDR`] and a PT_NOTE with `XEN_ELFNOTE_PHYS32_ENTRY` pointing
+/// at it.
+pub fn pvh_elf(code: &[u8]) -> Vec<u8> {
+    const EHDR: usize = 64;
+    const PHDR: usize = 56;
+    let note_off = EHDR + 2 * PHDR;
+    let mut note = Vec::new();
+    note.extend(4u32.to_le_bytes()); // namesz
+    note.extend(4u32.to_le_bytes()); // descsz
+    note.extend(18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
+    note.extend(b"Xen\0");
+    note.extend((LOAD_ADDR as u32).to_le_bytes());
+    let code_off = (note_off + note.len()).next_multiple_of(16);
+
+    let mut elf = Vec::new();
+    elf.extend([0x7f, b'E', b'L', b'F', 2, 1, 1, 0]); // 64-bit, LSB, v1
+    elf.extend([0u8; 8]);
+    elf.extend(2u16.to_le_bytes()); // ET_EXEC
+    elf.extend(0x3eu16.to_le_bytes()); // x86-64
+    elf.extend(1u32.to_le_bytes());
+    elf.extend(LOAD_ADDR.to_le_bytes()); // e_entry
+    elf.extend((EHDR as u64).to_le_bytes()); // e_phoff
+    elf.extend(0u64.to_le_bytes()); // e_shoff
+    elf.extend(0u32.to_le_bytes()); // e_flags
+    elf.extend((EHDR as u16).to_le_bytes());
+    elf.extend((PHDR as u16).to_le_bytes());
+    elf.extend(2u16.to_le_bytes()); // e_phnum
+    elf.extend(64u16.to_le_bytes()); // e_shentsize
+    elf.extend(0u16.to_le_bytes()); // e_shnum
+    elf.extend(0u16.to_le_bytes()); // e_shstrndx
+    let phdr = |elf: &mut Vec<u8>, kind: u32, flags: u32, off: usize, addr: u64, len: usize| {
+        elf.extend(kind.to_le_bytes());
+        elf.extend(flags.to_le_bytes());
+        elf.extend((off as u64).to_le_bytes());
+        elf.extend(addr.to_le_bytes()); // vaddr
+        elf.extend(addr.to_le_bytes()); // paddr
+        elf.extend((len as u64).to_le_bytes()); // filesz
+        elf.extend((len as u64).to_le_bytes()); // memsz
+        elf.extend(16u64.to_le_bytes()); // align
+    };
+    phdr(&mut elf, 1, 5, code_off, LOAD_ADDR, code.len()); // PT_LOAD, R+X
+    phdr(&mut elf, 4, 4, note_off, 0, note.len()); // PT_NOTE
+    elf.extend(&note);
+    elf.resize(code_off, 0);
+    elf.extend(code);
+    elf
+}

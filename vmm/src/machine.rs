@@ -89,7 +89,7 @@ pub struct Machine {
     vcpus: Vec<Vcpu>,
     threads: Vec<JoinHandle<()>>,
     context: Arc<VcpuContext>,
-    events: Receiver<VmEvent>,
+    events: Option<Receiver<VmEvent>>,
     _console_socket: Option<ConsoleSocket>,
     console_out: ConsoleOut,
     pci: PciSetup,
@@ -193,7 +193,7 @@ impl Machine {
             vcpus,
             threads: Vec::new(),
             context,
-            events,
+            events: Some(events),
             _console_socket: console_socket,
             console_out,
             pci,
@@ -248,7 +248,13 @@ impl Machine {
 
     /// Waits up to `timeout` for the guest to power off or fail.
     pub fn wait_event(&self, timeout: Duration) -> Option<VmEvent> {
-        self.events.recv_timeout(timeout).ok()
+        self.events.as_ref()?.recv_timeout(timeout).ok()
+    }
+
+    /// Hands the guest's power-off and fault events to the caller (who
+    /// then waits on them instead of [`Machine::wait_event`]).
+    pub fn take_events(&mut self) -> Option<Receiver<VmEvent>> {
+        self.events.take()
     }
 
     pub fn state(&self) -> MachineState {

@@ -2,6 +2,9 @@
 //! programs prove the vCPU loop, the PVH entry, the serial port, the reset
 //! line, fault reporting, and pause/resume/stop.
 
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;

@@ -16,4 +16,5 @@ pub mod machine;
 pub mod memory;
 pub mod pci;
 pub mod testing;
+pub mod virtio;
 pub mod vm;

@@ -266,6 +266,16 @@ impl Machine {
         &self.ram
     }
 
+    /// The port-I/O bus (tests drive devices through it as a guest would).
+    pub fn io_bus(&self) -> &Arc<Bus> {
+        &self.context.io
+    }
+
+    /// The MMIO bus.
+    pub fn mmio_bus(&self) -> &Arc<Bus> {
+        &self.context.mmio
+    }
+
     /// The KVM VM.
     pub fn vm(&self) -> &Arc<Vm> {
         &self.vm

@@ -81,3 +81,33 @@ pub fn pvh_elf(code: &[u8]) -> Vec<u8> {
     elf.extend(code);
     elf
 }
+
+/// CPL3 code (64-bit) that reads slot 1's vendor/device dword through
+/// conf1 and the 16-bit `num_queues` register of a virtio device whose
+/// BAR 0 is at `bar` (below 4 GiB) through MMIO, writes those six bytes
+/// raw to COM1, and resets.
+pub fn read_pci_then_reset(bar: u32) -> Vec<u8> {
+    let mut code = vec![
+        0x66, 0xba, 0xf8, 0x0c, // mov dx, 0xcf8
+        0xb8, 0x00, 0x08, 0x00, 0x80, // mov eax, 0x80000800 (slot 1, reg 0)
+        0xef, // out dx, eax
+        0x66, 0xba, 0xfc, 0x0c, // mov dx, 0xcfc
+        0xed, // in eax, dx
+        0x89, 0xc1, // mov ecx, eax
+        0xbb, // mov ebx, bar
+    ];
+    code.extend(bar.to_le_bytes());
+    code.extend([
+        0x66, 0x8b, 0x43, 0x12, // mov ax, [rbx + 0x12]
+        0x89, 0xc6, // mov esi, eax
+        0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    ]);
+    for _ in 0..4 {
+        code.extend([0x88, 0xc8, 0xee, 0xc1, 0xe9, 0x08]); // mov al, cl; out; shr ecx, 8
+    }
+    for _ in 0..2 {
+        code.extend([0x89, 0xf0, 0xee, 0xc1, 0xee, 0x08]); // mov eax, esi; out; shr esi, 8
+    }
+    code.extend([0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe]); // reset, spin
+    code
+}

@@ -1,0 +1,223 @@
+//! PCI and virtio-pci on this machine's KVM: a CPL3 guest finds the device
+//! through conf1 and reads its BAR 0 through MMIO; then a driver written
+//! here (driving the buses exactly as a guest's accesses would) takes
+//! virtio-rng through discovery, BAR re-programming, MSI-X, feature
+//! negotiation, queue set-up, DRIVER_OK, a doorbell and a reset.
+
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vm_memory::{Bytes, GuestAddress};
+use vmm::bus::Bus;
+use vmm::config::{ConsoleConfig, VmConfig};
+use vmm::cpu::{EntryState, VmEvent};
+use vmm::layout::PCI_MMIO_START;
+use vmm::machine::{BootSource, Machine};
+use vmm::testing;
+
+fn config(dir: &Path) -> VmConfig {
+    let kernel = dir.join("unused");
+    std::fs::write(&kernel, b"").unwrap();
+    VmConfig {
+        vcpus: 1,
+        memory_mib: 64,
+        hugepages: false,
+        kernel,
+        initrd: None,
+        cmdline: String::new(),
+        console: ConsoleConfig {
+            stdout: false,
+            socket: Some(dir.join("console.sock")),
+        },
+        disks: Vec::new(),
+        nets: Vec::new(),
+        rng: true,
+    }
+}
+
+fn raw(code: Vec<u8>) -> BootSource {
+    BootSource::Raw {
+        image: code,
+        load_addr: testing::LOAD_ADDR,
+        entry: EntryState::User64 {
+            entry: testing::LOAD_ADDR,
+            stack: 0x20_0000,
+        },
+    }
+}
+
+#[test]
+fn cpl3_guest_sees_the_device_through_conf1_and_mmio() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = testing::read_pci_then_reset(PCI_MMIO_START as u32);
+    let mut machine = Machine::build(&config(dir.path()), raw(code)).unwrap();
+    let mut console = UnixStream::connect(dir.path().join("console.sock")).unwrap();
+    machine.start().unwrap();
+    let event = machine.wait_event(Duration::from_secs(60));
+    assert!(matches!(event, Some(VmEvent::PowerOff { .. })), "{event:?}");
+    machine.stop();
+    let mut got = [0u8; 6];
+    console
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    console.read_exact(&mut got).unwrap();
+    // Vendor 0x1af4, device 0x1044 (virtio-rng), then num_queues = 1.
+    assert_eq!(got, [0xf4, 0x1a, 0x44, 0x10, 1, 0]);
+}
+
+/// A guest's view of the buses.
+struct Driver {
+    io: Arc<Bus>,
+    mmio: Arc<Bus>,
+}
+
+impl Driver {
+    fn conf_read(&self, slot: u32, off: u32) -> u32 {
+        let addr = 0x8000_0000 | (slot << 11) | (off & 0xfc);
+        self.io.write(0xcf8, &addr.to_le_bytes());
+        let mut d = [0u8; 4];
+        self.io.read(0xcfc, &mut d);
+        u32::from_le_bytes(d)
+    }
+
+    fn conf_write(&self, slot: u32, off: u32, v: u32) {
+        let addr = 0x8000_0000 | (slot << 11) | (off & 0xfc);
+        self.io.write(0xcf8, &addr.to_le_bytes());
+        self.io.write(0xcfc, &v.to_le_bytes());
+    }
+
+    fn r32(&self, addr: u64) -> u32 {
+        let mut d = [0u8; 4];
+        assert!(self.mmio.read(addr, &mut d), "nothing at {addr:#x}");
+        u32::from_le_bytes(d)
+    }
+
+    fn w32(&self, addr: u64, v: u32) {
+        assert!(self.mmio.write(addr, &v.to_le_bytes()));
+    }
+
+    fn w16(&self, addr: u64, v: u16) {
+        assert!(self.mmio.write(addr, &v.to_le_bytes()));
+    }
+
+    fn w8(&self, addr: u64, v: u8) {
+        assert!(self.mmio.write(addr, &[v]));
+    }
+}
+
+#[test]
+fn a_driver_takes_virtio_rng_through_its_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let machine = Machine::build(&config(dir.path()), raw(testing::spin())).unwrap();
+    let d = Driver {
+        io: machine.io_bus().clone(),
+        mmio: machine.mmio_bus().clone(),
+    };
+    let mem = machine.ram().memory.clone();
+
+    // Discovery.
+    assert_eq!(d.conf_read(0, 0), 0x0d57_8086, "host bridge");
+    assert_eq!(d.conf_read(1, 0), 0x1044_1af4, "virtio-rng in slot 1");
+    assert_eq!(d.conf_read(2, 0), 0xffff_ffff, "nothing in slot 2");
+    let bar = u64::from(d.conf_read(1, 0x10) & !0xf) | (u64::from(d.conf_read(1, 0x14)) << 32);
+    assert_eq!(bar, PCI_MMIO_START);
+    // Size BAR 0 with decoding off, then move it.
+    d.conf_write(1, 0x04, 0);
+    d.conf_write(1, 0x10, 0xffff_ffff);
+    assert_eq!(!(d.conf_read(1, 0x10) & !0xf) + 1, 0x4000);
+    let bar = PCI_MMIO_START + 0x10_0000;
+    d.conf_write(1, 0x10, bar as u32);
+    d.conf_write(1, 0x14, 0);
+    d.conf_write(1, 0x04, 0x6); // memory decode, bus master
+    let mut probe = [0u8; 4];
+    assert!(!d.mmio.read(PCI_MMIO_START, &mut probe), "old address left");
+
+    // Capabilities: find common, notify, and MSI-X.
+    let mut caps = std::collections::HashMap::new();
+    let mut off = d.conf_read(1, 0x34) & 0xff;
+    while off != 0 {
+        let head = d.conf_read(1, off);
+        let (id, next) = (head & 0xff, (head >> 8) & 0xff);
+        let kind = if id == 0x09 {
+            (head >> 24) & 0xff
+        } else {
+            0x100 | id
+        };
+        caps.insert(kind, off);
+        off = next;
+    }
+    let common = bar + u64::from(d.conf_read(1, caps[&1] + 8));
+    let notify = bar + u64::from(d.conf_read(1, caps[&2] + 8));
+    let msix = caps[&0x111];
+    let table = bar + u64::from(d.conf_read(1, msix + 4) & !7);
+
+    // MSI-X: enable, vector 0 to APIC 0 vector 0x30, unmasked.
+    let control = d.conf_read(1, msix) | (1 << 31);
+    d.conf_write(1, msix, control);
+    d.w32(table, 0xfee0_0000);
+    d.w32(table + 4, 0);
+    d.w32(table + 8, 0x30);
+    d.w32(table + 12, 0);
+
+    // Negotiate: VERSION_1 only.
+    d.w8(common + 0x14, 1 | 2);
+    d.w32(common, 1);
+    assert_eq!(d.r32(common + 4) & 1, 1, "VERSION_1 offered");
+    d.w32(common + 8, 0);
+    d.w32(common + 0xc, 0);
+    d.w32(common + 8, 1);
+    d.w32(common + 0xc, 1);
+    d.w8(common + 0x14, 1 | 2 | 8);
+    assert_eq!(d.r32(common + 0x14) & 0xff, 1 | 2 | 8, "FEATURES_OK kept");
+
+    // Queue 0: 16 entries, rings at 0x10000/0x11000/0x12000, vector 0.
+    d.w16(common + 0x16, 0);
+    d.w16(common + 0x18, 16);
+    d.w16(common + 0x1a, 0);
+    d.w32(common + 0x20, 0x1_0000);
+    d.w32(common + 0x24, 0);
+    d.w32(common + 0x28, 0x1_1000);
+    d.w32(common + 0x2c, 0);
+    d.w32(common + 0x30, 0x1_2000);
+    d.w32(common + 0x34, 0);
+    d.w16(common + 0x1c, 1);
+    d.w8(common + 0x14, 1 | 2 | 8 | 4);
+
+    // One 128-byte writable buffer at 0x20000.
+    mem.write_obj(0x2_0000u64, GuestAddress(0x1_0000)).unwrap();
+    mem.write_obj(128u32, GuestAddress(0x1_0008)).unwrap();
+    mem.write_obj(2u16, GuestAddress(0x1_000c)).unwrap();
+    mem.write_obj(0u16, GuestAddress(0x1_1004)).unwrap();
+    mem.write_obj(1u16, GuestAddress(0x1_1002)).unwrap();
+    d.w16(notify, 0);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mem.read_obj::<u16>(GuestAddress(0x1_2002)).unwrap() != 1 {
+        assert!(Instant::now() < deadline, "the request was never completed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1_2008)).unwrap(), 128);
+    let mut buf = [0u8; 128];
+    mem.read_slice(&mut buf, GuestAddress(0x2_0000)).unwrap();
+    assert_ne!(buf, [0u8; 128]);
+
+    let counters = machine.device_counters();
+    let rng = &counters[0];
+    assert_eq!(rng["device"], "rng", "{counters}");
+    assert_eq!(rng["msix"], true, "{counters}");
+    assert_eq!(rng["activations"], 1, "{counters}");
+    assert_eq!(rng["backend"]["notifications"], 1, "{counters}");
+    assert_eq!(rng["backend"]["interrupts"], 1, "{counters}");
+    assert_eq!(rng["backend"]["bytes"], 128, "{counters}");
+
+    // Reset.
+    d.w8(common + 0x14, 0);
+    assert_eq!(d.r32(common + 0x14) & 0xff, 0);
+    assert_eq!(machine.device_counters()[0]["resets"], 1);
+}

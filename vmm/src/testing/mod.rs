@@ -1,6 +1,9 @@
-//! Tiny hand-assembled guests for tests and bring-up, and a minimal ELF
-//! writer that gives them the Xen PVH note, so the VMM's vCPU loop, serial
-//! port and reset line can be proven without a real kernel.
+//! Test and bring-up support: tiny hand-assembled guests, a minimal ELF
+//! writer that gives them the Xen PVH note (so the vCPU loop, serial port
+//! and reset line can be proven without a real kernel), and [`driver`], a
+//! virtio-pci driver that works the buses as a guest's accesses would.
+
+pub mod driver;
 
 /// Where the tiny guests are loaded (and the PVH entry).
 pub const LOAD_ADDR: u64 = 0x10_0000;

@@ -88,6 +88,8 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Stops the device's work (driver reset).
     fn reset(&mut self);
+    /// Lets go of anything outside the VMM (the VM is ending).
+    fn disconnect(&mut self) {}
     /// Counters as JSON.
     fn counters(&self) -> serde_json::Value;
 }

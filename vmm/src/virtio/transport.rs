@@ -302,6 +302,7 @@ impl VirtioPci {
             self.common.reset();
             self.reset_device();
         }
+        self.device.disconnect();
     }
 
     /// The device's name.

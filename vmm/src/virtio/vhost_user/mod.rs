@@ -232,6 +232,16 @@ impl VirtioDevice for VhostUserDevice {
         }
     }
 
+    fn disconnect(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.monitor.take() {
+            let _ = t.join();
+        }
+        // Dropping the frontend closes the socket: the backend sees the
+        // hang-up at once, whoever still holds this device.
+        lock(&self.shared).session = None;
+    }
+
     fn counters(&self) -> serde_json::Value {
         let c = &self.counters;
         let connected = lock(&self.shared).session.is_some();
@@ -248,10 +258,7 @@ impl VirtioDevice for VhostUserDevice {
 
 impl Drop for VhostUserDevice {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.monitor.take() {
-            let _ = t.join();
-        }
+        self.disconnect();
     }
 }
 

@@ -1,6 +1,7 @@
 //! Debian's cloud kernel under sfera-vmm, from the guest image `make
 //! guest-image` builds: the ELF inside the bzImage boots through the PVH
-//! entry and prints its early boot lines (version banner, our command line,
+//! entry, and the bzImage through the 64-bit boot protocol, and each prints
+//! its early boot lines (version banner, our command line,
 //! the memory map we gave it) on our serial console. On this machine's
 //! paravirtual KVM, kernel code runs emulated, slowly, until the emulator
 //! meets an instruction it cannot handle; the VMM then ends with status 1
@@ -72,8 +73,22 @@ fn debian_kernel_prints_its_early_boot_lines_through_pvh() -> Result<()> {
     let dir = TestDir::new("vmm-linux-pvh")?;
     let vmlinux = dir.join("vmlinux");
     extract_vmlinux(&image.kernel, &vmlinux)?;
-    let cmdline = "console=ttyS0 earlyprintk=serial,ttyS0,115200 loglevel=8 sfera.test=pvh";
-    let config = vmm_config(&dir, &vmlinux, cmdline)?;
+    boot_to_early_lines(&dir, &vmlinux, "pvh")
+}
+
+/// The bzImage itself, through the 64-bit boot protocol: its decompressor
+/// runs first (emulated here: a few minutes).
+#[test]
+fn debian_bzimage_prints_its_early_boot_lines_through_the_64bit_entry() -> Result<()> {
+    let image = GuestImage::locate()?;
+    let dir = TestDir::new("vmm-linux-bzimage")?;
+    boot_to_early_lines(&dir, &image.kernel, "bzimage")
+}
+
+fn boot_to_early_lines(dir: &TestDir, kernel: &Path, tag: &str) -> Result<()> {
+    let cmdline =
+        format!("console=ttyS0 earlyprintk=serial,ttyS0,115200 loglevel=8 sfera.test={tag}");
+    let config = vmm_config(dir, kernel, &cmdline)?;
     let mut command = Command::new(binary("sfera-vmm")?);
     command.arg("--config").arg(&config);
     let log = dir.join("vmm.log");

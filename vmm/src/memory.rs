@@ -80,13 +80,20 @@ pub fn create_memfd(size: u64, hugepages: bool) -> Result<File, MemoryError> {
 /// Makes `size` bytes of guest RAM.
 pub fn create(size: u64, hugepages: bool) -> Result<GuestRam, MemoryError> {
     let file = Arc::new(create_memfd(size, hugepages)?);
+    // Hugepages are reserved at mmap time, so a pool too small fails here
+    // rather than as SIGBUS when the guest touches the page.
+    let flags = if hugepages {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_SHARED | libc::MAP_NORESERVE
+    };
     let mut regions = Vec::new();
     for r in layout::ram_regions(size) {
         let len = usize::try_from(r.size).map_err(|_| MemoryError::TooLarge(size))?;
         let mapping = MmapRegionBuilder::new(len)
             .with_file_offset(FileOffset::from_arc(Arc::clone(&file), r.file_offset))
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_SHARED | libc::MAP_NORESERVE)
+            .with_mmap_flags(flags)
             .with_hugetlbfs(hugepages)
             .build()
             .map_err(|source| MemoryError::Map {

@@ -154,3 +154,30 @@ fn spinning_cpl3_guest_pauses_resumes_and_stops() {
     machine.stop();
     assert_eq!(machine.state(), MachineState::Stopped);
 }
+
+#[test]
+fn console_socket_input_reaches_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("unused");
+    std::fs::write(&kernel, b"").unwrap();
+    let config = config(dir.path(), &kernel);
+    let source = BootSource::Raw {
+        image: testing::echo_until_q(),
+        load_addr: testing::LOAD_ADDR,
+        entry: EntryState::User64 {
+            entry: testing::LOAD_ADDR,
+            stack: 0x20_0000,
+        },
+    };
+    let mut machine = Machine::build(&config, source).unwrap();
+    let mut console = UnixStream::connect(dir.path().join("console.sock")).unwrap();
+    machine.start().unwrap();
+    std::io::Write::write_all(&mut console, b"typed at the console, q").unwrap();
+    let event = machine.wait_event(Duration::from_secs(60));
+    assert!(matches!(event, Some(VmEvent::PowerOff { .. })), "{event:?}");
+    machine.stop();
+    assert_eq!(
+        read_until(&mut console, "console, q"),
+        "typed at the console, q"
+    );
+}

@@ -114,3 +114,21 @@ pub fn read_pci_then_reset(bar: u32) -> Vec<u8> {
     code.extend([0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe]); // reset, spin
     code
 }
+
+/// CPL3 code that echoes COM1 input back to COM1 (polling the line status
+/// register, no interrupts) until it has echoed a `q`, then resets.
+pub fn echo_until_q() -> Vec<u8> {
+    vec![
+        0x66, 0xba, 0xfd, 0x03, // 0: mov dx, 0x3fd (line status)
+        0xec, // 4: in al, dx
+        0xa8, 0x01, // 5: test al, 1 (data ready)
+        0x74, 0xfb, // 7: jz 4
+        0x66, 0xba, 0xf8, 0x03, // 9: mov dx, 0x3f8
+        0xec, // 13: in al, dx
+        0xee, // 14: out dx, al
+        0x3c, b'q', // 15: cmp al, 'q'
+        0x75, 0xed, // 17: jne 0
+        0xb0, 0xfe, 0xe6, 0x64, // 19: reset
+        0xeb, 0xfe,
+    ]
+}

@@ -26,30 +26,34 @@ struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Where the serial console goes: `stdout`, `socket:PATH`,
-    /// `both:PATH` or `none` (overrides the config's `console`).
+    /// `both:PATH`, `both` (stdout and the config's socket) or `none`
+    /// (overrides the config's `console`).
     #[arg(long)]
     console: Option<String>,
 }
 
-fn parse_console(s: &str) -> Result<ConsoleConfig> {
+/// `--console`: replaces the config's console, except that plain `both`
+/// keeps the config's socket and adds stdout.
+#[derive(Debug, Clone)]
+enum ConsoleArg {
+    Set(ConsoleConfig),
+    BothWithConfigSocket,
+}
+
+fn parse_console(s: &str) -> Result<ConsoleArg> {
+    let set = |stdout, socket: Option<&str>| {
+        ConsoleArg::Set(ConsoleConfig {
+            stdout,
+            socket: socket.map(PathBuf::from),
+        })
+    };
     Ok(match s.split_once(':') {
-        None if s == "stdout" => ConsoleConfig {
-            stdout: true,
-            socket: None,
-        },
-        None if s == "none" => ConsoleConfig {
-            stdout: false,
-            socket: None,
-        },
-        Some(("socket", path)) if !path.is_empty() => ConsoleConfig {
-            stdout: false,
-            socket: Some(path.into()),
-        },
-        Some(("both", path)) if !path.is_empty() => ConsoleConfig {
-            stdout: true,
-            socket: Some(path.into()),
-        },
-        _ => bail!("--console takes stdout, none, socket:PATH or both:PATH; got {s:?}"),
+        None if s == "stdout" => set(true, None),
+        None if s == "none" => set(false, None),
+        None if s == "both" => ConsoleArg::BothWithConfigSocket,
+        Some(("socket", path)) if !path.is_empty() => set(false, Some(path)),
+        Some(("both", path)) if !path.is_empty() => set(true, Some(path)),
+        _ => bail!("--console takes stdout, none, both, socket:PATH or both:PATH; got {s:?}"),
     })
 }
 
@@ -89,8 +93,10 @@ fn main() -> Result<()> {
                 path.display()
             ))),
         };
-        if let Some(c) = console.clone() {
-            config.console = c;
+        match console.clone() {
+            Some(ConsoleArg::Set(c)) => config.console = c,
+            Some(ConsoleArg::BothWithConfigSocket) => config.console.stdout = true,
+            None => {}
         }
         for action in [VmmAction::CreateVm(Box::new(config)), VmmAction::BootVm] {
             if let Err(e) = handle(&vmm, action) {

@@ -221,3 +221,30 @@ fn a_driver_takes_virtio_rng_through_its_life() {
     assert_eq!(d.r32(common + 0x14) & 0xff, 0);
     assert_eq!(machine.device_counters()[0]["resets"], 1);
 }
+
+#[test]
+fn without_msix_virtio_rng_interrupts_through_intx_and_isr() {
+    let dir = tempfile::tempdir().unwrap();
+    let machine = Machine::build(&config(dir.path()), raw(testing::spin())).unwrap();
+    let drv = testing::driver::PciDriver::new(&machine);
+    let slot = drv.find(4, 0).unwrap();
+    // The INTx line is the IOAPIC pin in the interrupt line register.
+    assert_eq!(drv.conf_read(slot, 0x3c) & 0xffff, 0x0110);
+    let mut dev = drv.init(slot, 0, 16, false).unwrap();
+    drv.submit(&mut dev, 0, &[(0x30_0000, 32, true)]).unwrap();
+    assert_eq!(drv.wait_used(&dev, 0, Duration::from_secs(10)).unwrap(), 32);
+    let counters = machine.device_counters();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while machine.device_counters()[0]["intx_interrupts"] != 1 {
+        assert!(Instant::now() < deadline, "{counters}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // ISR bit 0 is set, and reading it clears it.
+    let isr = dev.bar + 0x800;
+    let mut v = [0u8];
+    drv.read(isr, &mut v).unwrap();
+    assert_eq!(v, [1]);
+    drv.read(isr, &mut v).unwrap();
+    assert_eq!(v, [0]);
+    assert_eq!(machine.device_counters()[0]["msix"], false);
+}

@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 use vmm::api::request::{ApiError, Response, VmmAction};
 use vmm::api::service::{Vmm, handle};
 use vmm::config::{ConsoleConfig, VmConfig, host_limits};
-use vmm::vm::Vm;
+use vmm::vm::host_max_vcpus;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Sfera's VMM: one KVM virtual machine per process")]
@@ -77,9 +77,7 @@ fn main() -> Result<()> {
     }
     let console = args.console.as_deref().map(parse_console).transpose()?;
 
-    let max_vcpus = Vm::new()
-        .map(|vm| vm.max_vcpus())
-        .context("Cannot use KVM")?;
+    let max_vcpus = host_max_vcpus().context("Cannot use KVM")?;
     let (exit_tx, exit_rx) = channel();
     let vmm = Vmm::new(host_limits(max_vcpus), exit_tx);
 

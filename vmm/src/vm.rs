@@ -238,3 +238,11 @@ impl Vm {
         self.kvm.get_nr_vcpus()
     }
 }
+
+/// How many vCPUs this host's KVM allows, without making a VM.
+pub fn host_max_vcpus() -> Result<usize, VmError> {
+    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+    Ok(kvm.get_nr_vcpus())
+}
+
+impl Vm {}

@@ -248,3 +248,35 @@ fn without_msix_virtio_rng_interrupts_through_intx_and_isr() {
     assert_eq!(v, [0]);
     assert_eq!(machine.device_counters()[0]["msix"], false);
 }
+
+#[test]
+fn the_pci_cfg_capability_is_a_window_into_bar0() {
+    let dir = tempfile::tempdir().unwrap();
+    let machine = Machine::build(&config(dir.path()), raw(testing::spin())).unwrap();
+    let drv = testing::driver::PciDriver::new(&machine);
+    let slot = drv.find(4, 0).unwrap();
+    // Find VIRTIO_PCI_CAP_PCI_CFG (vendor capability, cfg_type 5).
+    let mut off = drv.conf_read(slot, 0x34) & 0xff;
+    let cap = loop {
+        assert_ne!(off, 0, "no PCI_CFG capability");
+        let head = drv.conf_read(slot, off);
+        if head & 0xff == 0x09 && (head >> 24) == 5 {
+            break off;
+        }
+        off = (head >> 8) & 0xff;
+    };
+    // Read num_queues (common config + 0x12, 2 bytes) through the window.
+    drv.conf_write(slot, cap + 4, 0); // BAR 0
+    drv.conf_write(slot, cap + 8, 0x12);
+    drv.conf_write(slot, cap + 12, 2);
+    assert_eq!(drv.conf_read(slot, cap + 16) & 0xffff, 1);
+    // Write device_status (0x14, 1 byte) through it and see it over MMIO.
+    drv.conf_write(slot, cap + 8, 0x14);
+    drv.conf_write(slot, cap + 12, 1);
+    drv.conf_write(slot, cap + 16, 1);
+    let bar = u64::from(drv.conf_read(slot, 0x10) & !0xf);
+    drv.conf_write(slot, 0x04, 0x2);
+    let mut status = [0u8];
+    drv.read(bar + 0x14, &mut status).unwrap();
+    assert_eq!(status, [1]);
+}

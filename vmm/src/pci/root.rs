@@ -17,6 +17,10 @@ pub const SLOTS: usize = 32;
 pub trait PciFunction: Send {
     fn config(&self) -> &ConfigSpace;
     fn config_mut(&mut self) -> &mut ConfigSpace;
+    /// Reads dword register `reg` (a function may compute some registers).
+    fn read_config_reg(&mut self, reg: usize) -> u32 {
+        self.config().read_reg(reg)
+    }
     /// Called after a guest write at byte offset `off` (e.g. MSI-X enable).
     fn config_written(&mut self, _off: usize) {}
     /// Called after BAR `mv.index` moved on the MMIO bus.
@@ -111,8 +115,7 @@ impl PciRoot {
         let value = f
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .config()
-            .read_reg(reg_off / 4);
+            .read_config_reg(reg_off / 4);
         let bytes = value.to_le_bytes();
         for (i, d) in data.iter_mut().enumerate() {
             *d = bytes.get(offset + i).copied().unwrap_or(0xff);

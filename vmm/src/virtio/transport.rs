@@ -38,6 +38,7 @@ const CAP_COMMON: u8 = 1;
 const CAP_NOTIFY: u8 = 2;
 const CAP_ISR: u8 = 3;
 const CAP_DEVICE: u8 = 4;
+const CAP_PCI_CFG: u8 = 5;
 const PCI_CAP_VENDOR: u8 = 0x09;
 const PCI_CAP_MSIX: u8 = 0x11;
 
@@ -71,15 +72,24 @@ fn virtio_cap(cfg_type: u8, offset: u64, length: u64, multiplier: Option<u32>) -
     cap
 }
 
-/// Builds the configuration space: header, BAR 0, MSI-X and the four
-/// virtio capabilities. Returns it with the MSI-X capability's offset.
+/// Offsets of the capabilities the transport acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapOffsets {
+    pub msix: usize,
+    /// `VIRTIO_PCI_CAP_PCI_CFG`: a window into BAR 0 through configuration
+    /// space (bar, offset, length chosen by the driver; data at +16).
+    pub pci_cfg: usize,
+}
+
+/// Builds the configuration space: header, BAR 0, MSI-X and the five
+/// virtio capabilities.
 pub fn build_config(
     device_type: u16,
     queues: u16,
     vectors: u16,
     bar: u64,
     irq: u8,
-) -> (ConfigSpace, usize) {
+) -> (ConfigSpace, CapOffsets) {
     let mut config = ConfigSpace::new(&identity(device_type), 1, irq);
     config.add_bar(
         0,
@@ -113,7 +123,22 @@ pub fn build_config(
         &virtio_cap(CAP_DEVICE, DEVICE_OFFSET, DEVICE_SIZE, None),
         &[],
     );
-    (config, msix_cap)
+    // struct virtio_pci_cfg_cap: the cap with bar, offset and length
+    // writable, then pci_cfg_data (4 bytes, handled by the transport).
+    let mut pci_cfg = virtio_cap(CAP_PCI_CFG, 0, 0, None);
+    pci_cfg[2] = 20;
+    pci_cfg.extend([0u8; 4]);
+    let mut wmask = vec![0u8; 20];
+    wmask[4] = 0xff; // bar
+    wmask[8..20].fill(0xff); // offset, length, data
+    let pci_cfg = config.add_capability(&pci_cfg, &wmask);
+    (
+        config,
+        CapOffsets {
+            msix: msix_cap,
+            pci_cfg,
+        },
+    )
 }
 
 #[derive(Debug, Default)]
@@ -128,7 +153,7 @@ struct Counters {
 pub struct VirtioPci {
     device: Box<dyn VirtioDevice>,
     config: ConfigSpace,
-    msix_cap: usize,
+    caps: CapOffsets,
     common: CommonCfg,
     msix: MsixTable,
     vm: Arc<Vm>,
@@ -166,7 +191,7 @@ impl VirtioPci {
         let sizes = device.queue_max_sizes();
         let queues = sizes.len() as u16;
         let vectors = queues + 1;
-        let (config, msix_cap) = build_config(device.device_type(), queues, vectors, bar, irq);
+        let (config, caps) = build_config(device.device_type(), queues, vectors, bar, irq);
         let common = CommonCfg::new(device.features(), &sizes, vectors);
         let eventfd = || EventFd::new(libc::EFD_NONBLOCK).map_err(PciError::EventFd);
         let gsis = (0..vectors)
@@ -188,7 +213,7 @@ impl VirtioPci {
         Ok(Arc::new(Mutex::new(VirtioPci {
             device,
             config,
-            msix_cap,
+            caps,
             common,
             msix: MsixTable::new(vectors),
             vm,
@@ -326,6 +351,19 @@ impl VirtioPci {
     }
 }
 
+impl VirtioPci {
+    /// The BAR 0 window the PCI_CFG capability selects: offset and 1, 2 or
+    /// 4 bytes.
+    fn pci_cfg_window(&self) -> Option<(u64, usize)> {
+        let cap = self.caps.pci_cfg;
+        let bar = self.config.bytes(cap + 4, 1)[0];
+        let offset = u64::from(self.config.read_reg((cap + 8) / 4));
+        let len = self.config.read_reg((cap + 12) / 4) as usize;
+        (bar == 0 && matches!(len, 1 | 2 | 4) && offset + len as u64 <= BAR_SIZE)
+            .then_some((offset, len))
+    }
+}
+
 impl PciFunction for VirtioPci {
     fn config(&self) -> &ConfigSpace {
         &self.config
@@ -335,8 +373,28 @@ impl PciFunction for VirtioPci {
         &mut self.config
     }
 
+    fn read_config_reg(&mut self, reg: usize) -> u32 {
+        if reg * 4 == self.caps.pci_cfg + 16 {
+            let mut data = [0u8; 4];
+            if let Some((offset, len)) = self.pci_cfg_window() {
+                self.read(self.bar, offset, &mut data[..len]);
+            }
+            return u32::from_le_bytes(data);
+        }
+        self.config.read_reg(reg)
+    }
+
     fn config_written(&mut self, off: usize) {
-        let control = self.msix_cap + 2;
+        let data_reg = self.caps.pci_cfg + 16;
+        if (data_reg..data_reg + 4).contains(&off) {
+            // The data the driver wrote sits in the (unmasked) register copy.
+            if let Some((offset, len)) = self.pci_cfg_window() {
+                let value = self.config.read_reg(data_reg / 4).to_le_bytes();
+                self.write(self.bar, offset, &value[..len]);
+            }
+            return;
+        }
+        let control = self.caps.msix + 2;
         if (off..off + 4).contains(&control) || (off..off + 4).contains(&(control + 1)) {
             let value = self.config.u16_at(control);
             let change = self.msix.set_message_control(value);
@@ -436,20 +494,23 @@ mod tests {
 
     #[test]
     fn capabilities_describe_bar0() {
-        let (c, msix_cap) = build_config(super::super::device_type::BLOCK, 2, 3, 0xc000_0000, 16);
+        let (c, offsets) = build_config(super::super::device_type::BLOCK, 2, 3, 0xc000_0000, 16);
+        let msix_cap = offsets.msix;
         assert_eq!(c.read_reg(0), 0x1042_1af4);
         assert_eq!(c.read_reg(0xb) >> 16, 0x0040, "modern subsystem id");
         assert_eq!(c.read_reg(4), 0xc000_0004, "64-bit memory BAR");
         assert_eq!(c.read_reg(0xf) & 0xffff, 0x0110, "INTA# on pin 16");
         let caps = caps(&c);
-        assert_eq!(caps.len(), 5);
+        assert_eq!(caps.len(), 6);
+        assert_eq!(caps[5].0, offsets.pci_cfg);
+        assert_eq!((caps[5].1[3], caps[5].1[2]), (CAP_PCI_CFG, 20));
         let (off, msix) = &caps[0];
         assert_eq!(*off, msix_cap);
         assert_eq!(msix[0], PCI_CAP_MSIX);
         assert_eq!(u16::from_le_bytes([msix[2], msix[3]]), 2, "3 vectors");
         assert_eq!(u32::from_le_bytes(msix[4..8].try_into().unwrap()), 0x3000);
         assert_eq!(u32::from_le_bytes(msix[8..12].try_into().unwrap()), 0x3800);
-        let virtio: Vec<(u8, u32, u32)> = caps[1..]
+        let virtio: Vec<(u8, u32, u32)> = caps[1..5]
             .iter()
             .map(|(_, b)| {
                 assert_eq!((b[0], b[4]), (PCI_CAP_VENDOR, 0), "vendor cap in BAR 0");
@@ -490,7 +551,8 @@ mod tests {
 
     #[test]
     fn msix_enable_is_the_only_writable_control_bit() {
-        let (mut c, msix_cap) = build_config(4, 1, 2, 0xc000_0000, 16);
+        let (mut c, offsets) = build_config(4, 1, 2, 0xc000_0000, 16);
+        let msix_cap = offsets.msix;
         c.write(msix_cap + 2, &[0xff, 0xff]);
         assert_eq!(c.u16_at(msix_cap + 2), 0xc001);
     }

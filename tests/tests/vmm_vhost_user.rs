@@ -3,7 +3,7 @@
 //! machine's KVM cannot run a guest kernel): a disk on sfera-blockd whose
 //! writes land in the image byte for byte and survive a backend restart
 //! (the VMM reconnects and replays the set-up), and two VMs whose NICs on
-//! sfera-vswitchd exchange a frame.
+//! sfera-vswitchd exchange frames, before and after the switch restarts.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -153,6 +153,33 @@ fn disk_writes_land_in_the_image_and_survive_a_backend_restart() -> Result<()> {
     Ok(())
 }
 
+/// B posts a receive buffer; A sends one frame to B (12-byte virtio-net
+/// header, then Ethernet); B gets it intact.
+fn send_frame(
+    drv_a: &PciDriver,
+    a: &mut testing::driver::Device,
+    drv_b: &PciDriver,
+    b: &mut testing::driver::Device,
+    payload: &[u8],
+) -> Result<()> {
+    drv_b.submit(b, 0, &[(0x30_0000, 2048, true)])?;
+    let mut frame = vec![0u8; 12];
+    frame.extend([0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1, 0x88, 0xb5]);
+    frame.extend(payload);
+    frame.resize(12 + 64, 0);
+    drv_a.mem().write_slice(&frame, GuestAddress(0x30_0000))?;
+    drv_a.submit(a, 1, &[(0x30_0000, frame.len() as u32, false)])?;
+    drv_a.wait_used(a, 1, WAIT)?;
+    let len = drv_b.wait_used(b, 0, WAIT)? as usize;
+    ensure!(len >= frame.len(), "received {len} bytes");
+    let mut got = vec![0u8; frame.len() - 12];
+    drv_b
+        .mem()
+        .read_slice(&mut got, GuestAddress(0x30_0000 + 12))?;
+    ensure!(got == frame[12..], "frame differs");
+    Ok(())
+}
+
 #[test]
 fn two_vms_exchange_a_frame_through_the_switch() -> Result<()> {
     let dir = TestDir::new("vmm-vhost-net")?;
@@ -179,23 +206,19 @@ fn two_vms_exchange_a_frame_through_the_switch() -> Result<()> {
     drv_b.read(b.device_cfg, &mut mac)?;
     ensure!(mac == [0x52, 0x54, 0, 0, 0, 2], "B's MAC {mac:x?}");
 
-    // B posts a receive buffer; A sends one frame to B (12-byte virtio-net
-    // header, then Ethernet).
-    drv_b.submit(&mut b, 0, &[(0x30_0000, 2048, true)])?;
-    let mut frame = vec![0u8; 12];
-    frame.extend([0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1, 0x88, 0xb5]);
-    frame.extend(b"sfera-vmm frame through sfera-vswitchd");
-    frame.resize(12 + 64, 0);
-    drv_a.mem().write_slice(&frame, GuestAddress(0x30_0000))?;
-    drv_a.submit(&mut a, 1, &[(0x30_0000, frame.len() as u32, false)])?;
-    drv_a.wait_used(&a, 1, WAIT)?;
-    let len = drv_b.wait_used(&b, 0, WAIT)? as usize;
-    ensure!(len >= frame.len(), "received {len} bytes");
-    let mut got = vec![0u8; frame.len() - 12];
-    drv_b
-        .mem()
-        .read_slice(&mut got, GuestAddress(0x30_0000 + 12))?;
-    ensure!(got == frame[12..], "frame differs");
+    send_frame(&drv_a, &mut a, &drv_b, &mut b, b"first frame")?;
+
+    // Restart the switch (adding a port restarts it): both VMMs reconnect,
+    // replay the set-up, and frames flow again.
+    switch.add_port("c", "52:54:00:00:00:03", "default")?;
+    for (i, m) in machines.iter().enumerate() {
+        wait_until("the VMM to reconnect to the switch", WAIT, || {
+            let c = &m.device_counters()[0]["backend"];
+            Ok((c["reconnects"] == 1 && c["connected"] == true).then_some(()))
+        })
+        .with_context(|| format!("VM {i}"))?;
+    }
+    send_frame(&drv_a, &mut a, &drv_b, &mut b, b"after the restart")?;
     switch.ensure_running()?;
     Ok(())
 }

@@ -153,8 +153,10 @@ fn disk_writes_land_in_the_image_and_survive_a_backend_restart() -> Result<()> {
     Ok(())
 }
 
-/// B posts a receive buffer; A sends one frame to B (12-byte virtio-net
-/// header, then Ethernet); B gets it intact.
+/// B posts a receive buffer; A sends a frame to B (12-byte virtio-net
+/// header, then Ethernet) until B has one, as a sender retries when the
+/// switch saw no buffer yet (the switch may look at B's ring before it has
+/// handled B's doorbell); B gets it intact.
 fn send_frame(
     drv_a: &PciDriver,
     a: &mut testing::driver::Device,
@@ -168,9 +170,16 @@ fn send_frame(
     frame.extend(payload);
     frame.resize(12 + 64, 0);
     drv_a.mem().write_slice(&frame, GuestAddress(0x30_0000))?;
-    drv_a.submit(a, 1, &[(0x30_0000, frame.len() as u32, false)])?;
-    drv_a.wait_used(a, 1, WAIT)?;
-    let len = drv_b.wait_used(b, 0, WAIT)? as usize;
+    let mut received = None;
+    for _ in 0..20 {
+        drv_a.submit(a, 1, &[(0x30_0000, frame.len() as u32, false)])?;
+        drv_a.wait_used(a, 1, WAIT)?;
+        if let Ok(len) = drv_b.wait_used(b, 0, Duration::from_millis(500)) {
+            received = Some(len as usize);
+            break;
+        }
+    }
+    let len = received.context("B received none of 20 frames")?;
     ensure!(len >= frame.len(), "received {len} bytes");
     let mut got = vec![0u8; frame.len() - 12];
     drv_b

@@ -280,3 +280,50 @@ fn the_pci_cfg_capability_is_a_window_into_bar0() {
     drv.read(bar + 0x14, &mut status).unwrap();
     assert_eq!(status, [1]);
 }
+
+#[test]
+fn a_guest_doorbell_reaches_the_device_through_the_ioeventfd() {
+    let dir = tempfile::tempdir().unwrap();
+    let bar = PCI_MMIO_START;
+    let code = testing::ring_doorbell_then_reset((bar + 0x2000) as u32);
+    let mut machine = Machine::build(&config(dir.path()), raw(code)).unwrap();
+    // The driver side (in the test) sets virtio-rng up with one buffer
+    // posted but does not ring; the guest rings.
+    let drv = testing::driver::PciDriver::new(&machine);
+    let slot = drv.find(4, 0).unwrap();
+    let mut dev = drv.init(slot, 0, 16, false).unwrap();
+    assert_eq!(dev.bar, bar);
+    let ring = dev.rings[0].clone();
+    let mem = drv.mem().clone();
+    mem.write_obj(0x30_0000u64, GuestAddress(ring.desc))
+        .unwrap();
+    mem.write_obj(64u32, GuestAddress(ring.desc + 8)).unwrap();
+    mem.write_obj(2u16, GuestAddress(ring.desc + 12)).unwrap();
+    mem.write_obj(0u16, GuestAddress(ring.avail + 4)).unwrap();
+    mem.write_obj(1u16, GuestAddress(ring.avail + 2)).unwrap();
+    dev.rings.clear();
+
+    machine.start().unwrap();
+    let event = machine.wait_event(Duration::from_secs(60));
+    assert!(matches!(event, Some(VmEvent::PowerOff { .. })), "{event:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mem.read_obj::<u16>(GuestAddress(ring.used + 2)).unwrap() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the doorbell never reached the device"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let counters = machine.device_counters();
+    assert_eq!(counters[0]["backend"]["notifications"], 1, "{counters}");
+    // KVM signalled the eventfd: the write never came to the VMM.
+    assert_eq!(counters[0]["notifications_trapped"], 0, "{counters}");
+    let mmio_writes = machine
+        .exit_counters()
+        .snapshot()
+        .into_iter()
+        .find(|(n, _)| *n == "mmio_write")
+        .unwrap()
+        .1;
+    assert_eq!(mmio_writes, 0);
+}

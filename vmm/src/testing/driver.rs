@@ -14,8 +14,9 @@ use crate::machine::Machine;
 use crate::memory::GuestMemory;
 use crate::virtio::{F_VERSION_1, status};
 
-/// Where the driver puts rings: queue `q` at `RINGS + q * 0x4000`.
-pub const RINGS: u64 = 0x10_0000;
+/// Where the driver puts rings: queue `q` at `RINGS + q * 0x4000` (clear
+/// of the tiny guests at [`super::LOAD_ADDR`] and their stack).
+pub const RINGS: u64 = 0x40_0000;
 /// Descriptor flags.
 pub const DESC_NEXT: u16 = 1;
 pub const DESC_WRITE: u16 = 2;

@@ -132,3 +132,14 @@ pub fn echo_until_q() -> Vec<u8> {
         0xeb, 0xfe,
     ]
 }
+
+/// CPL3 code that writes queue 0's index to the doorbell at `notify`
+/// (below 4 GiB; a 16-bit store, as Linux's virtio-pci driver does) and
+/// resets.
+pub fn ring_doorbell_then_reset(notify: u32) -> Vec<u8> {
+    let mut code = vec![0xbb]; // mov ebx, notify
+    code.extend(notify.to_le_bytes());
+    code.extend([0x66, 0xc7, 0x03, 0x00, 0x00]); // mov word [rbx], 0
+    code.extend([0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe]); // reset, spin
+    code
+}

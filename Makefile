@@ -15,7 +15,7 @@ DATA_DIR ?= .sfera
 RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs
 # What `make test` needs on top: namespaces, DPDK's testpmd with the virtio
 # and vhost PMDs, and Open vSwitch built with DPDK.
-TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl dpdk dpdk-dev \
+TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl lz4 dpdk dpdk-dev \
 	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
 	openvswitch-switch-dpdk
 

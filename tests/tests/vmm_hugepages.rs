@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use harness::hugepages::Hugepages;
 use harness::testdir::TestDir;
 use vmm::config::{ConsoleConfig, VmConfig};
-use vmm::cpu::{EntryState, VmEvent};
+use vmm::cpu::VmEvent;
 use vmm::machine::{BootSource, Machine};
 use vmm::testing;
 
@@ -53,14 +53,7 @@ fn config(dir: &TestDir, memory_mib: u64) -> Result<VmConfig> {
 }
 
 fn source() -> BootSource {
-    BootSource::Raw {
-        image: testing::hello_then_reset(b"on hugepages\n"),
-        load_addr: testing::LOAD_ADDR,
-        entry: EntryState::User64 {
-            entry: testing::LOAD_ADDR,
-            stack: 0x20_0000,
-        },
-    }
+    testing::cpl3(testing::hello_then_reset(b"on hugepages\n"))
 }
 
 #[test]

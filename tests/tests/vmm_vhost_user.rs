@@ -18,8 +18,7 @@ use harness::testdir::TestDir;
 use harness::wait::wait_until;
 use vm_memory::{Bytes, GuestAddress};
 use vmm::config::{ConsoleConfig, DiskConfig, NetConfig, SocketMode, VmConfig};
-use vmm::cpu::EntryState;
-use vmm::machine::{BootSource, Machine};
+use vmm::machine::Machine;
 use vmm::testing::{self, driver::PciDriver};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -49,14 +48,7 @@ fn vm_config(dir: &TestDir) -> Result<VmConfig> {
 /// The machine is built (devices connected) but its vCPUs never start:
 /// the driver in the test plays the guest.
 fn machine(config: &VmConfig) -> Result<Machine> {
-    let source = BootSource::Raw {
-        image: testing::spin(),
-        load_addr: testing::LOAD_ADDR,
-        entry: EntryState::User64 {
-            entry: testing::LOAD_ADDR,
-            stack: 0x20_0000,
-        },
-    };
+    let source = testing::cpl3(testing::spin());
     Ok(Machine::build(config, source)?)
 }
 

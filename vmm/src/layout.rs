@@ -25,8 +25,10 @@ pub const LOW_RESERVED_END: u64 = 0x10_0000;
 
 /// Boot GDT (up to 10 entries of 8 bytes).
 pub const BOOT_GDT: u64 = 0x500;
-/// Boot IDT (empty, limit 0).
+/// Boot IDT: empty (limit 0) for kernels; 256 gates for CPL3 guests.
 pub const BOOT_IDT: u64 = 0x560;
+/// Size of the 256-gate IDT.
+pub const BOOT_IDT_SIZE: u64 = 256 * 16;
 /// The PVH start info, followed by the module list and the memory map.
 pub const PVH_INFO: u64 = 0x6000;
 /// The PVH module list (one entry: the initrd).
@@ -200,7 +202,9 @@ mod tests {
     fn boot_structures_do_not_overlap() {
         let mut areas = [
             (BOOT_GDT, 80),
-            (BOOT_IDT, 8),
+            (BOOT_IDT, BOOT_IDT_SIZE),
+            (0x2000, 0x1000), // CPL3 guests' ring-0 stack
+            (0x3000, 0x2069), // CPL3 guests' TSS and I/O bitmap
             (PVH_INFO, 56),
             (PVH_MODLIST, 32),
             (PVH_MEMMAP, 24 * PVH_MEMMAP_MAX_ENTRIES as u64),

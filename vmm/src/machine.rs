@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::boot::{self, BootError, BootSpec};
 use crate::bus::{Bus, BusError};
 use crate::config::VmConfig;
+use crate::cpu::regs::interrupt_gate;
 use crate::cpu::{
     EntryState, ExitCounters, RunControl, Vcpu, VcpuContext, VcpuError, VmEvent,
     install_kick_handler,
@@ -23,6 +24,7 @@ use crate::cpu::{
 use crate::devices::console::{ConsoleOut, ConsoleSocket};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, SerialDevice, SerialInput};
+use crate::layout;
 use crate::memory::{self, GuestRam, MemoryError};
 use crate::pci::{PciError, PciSetup};
 use crate::vm::{Vm, VmError};
@@ -63,11 +65,13 @@ pub enum BootSource {
     Kernel,
     /// Bring-up and test hook: `image` copied to `load_addr`, the boot
     /// vCPU started in `entry` (for example at CPL3 on this project's
-    /// paravirtual KVM, see `shared/PVM.md`).
+    /// paravirtual KVM, see `shared/PVM.md`), with interrupt gates
+    /// `(vector, handler)` in the IDT of a [`EntryState::User64`] entry.
     Raw {
         image: Vec<u8>,
         load_addr: u64,
         entry: EntryState,
+        interrupt_gates: Vec<(u8, u64)>,
     },
 }
 
@@ -153,6 +157,7 @@ impl Machine {
                 image,
                 load_addr,
                 entry,
+                ..
             } => {
                 ram.memory
                     .write_slice(image, GuestAddress(*load_addr))
@@ -178,6 +183,17 @@ impl Machine {
                 entry,
                 &ram.memory,
             )?);
+        }
+        if let BootSource::Raw {
+            interrupt_gates, ..
+        } = &source
+        {
+            for (vector, handler) in interrupt_gates {
+                let at = layout::BOOT_IDT + u64::from(*vector) * 16;
+                ram.memory
+                    .write_slice(&interrupt_gate(*handler), GuestAddress(at))
+                    .map_err(MachineError::RawImage)?;
+            }
         }
 
         let context = Arc::new(VcpuContext {

@@ -5,7 +5,10 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -105,14 +108,21 @@ fn main() -> Result<()> {
         tracing::warn!("--console applies to --config; API clients set it in the VM config");
     }
 
+    let open_connections = Arc::new(AtomicUsize::new(0));
     let _api = match &args.api_sock {
-        Some(path) => Some(start_api(path, &vmm)?),
+        Some(path) => Some(start_api(path, &vmm, Arc::clone(&open_connections))?),
         None => None,
     };
 
     let end = exit_rx
         .recv()
         .context("The VMM ended without a VM result")?;
+    // Let answers in flight (the one to a shutdown request above all) go
+    // out, for a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while open_connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     if let Ok(Response::Json(info)) = handle(&vmm, VmmAction::GetVmInfo) {
         tracing::debug!("final state: {info}");
     }
@@ -129,6 +139,7 @@ fn main() -> Result<()> {
 fn start_api(
     path: &PathBuf,
     vmm: &vmm::api::service::SharedVmm,
+    open: Arc<AtomicUsize>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let _ = std::fs::remove_file(path);
     let listener = std::os::unix::net::UnixListener::bind(path)
@@ -156,7 +167,7 @@ fn start_api(
                         return;
                     }
                 };
-                if let Err(e) = vmm::api::http::serve(listener, vmm).await {
+                if let Err(e) = vmm::api::http::serve(listener, vmm, open).await {
                     tracing::error!("The API stopped: {e}");
                 }
             });

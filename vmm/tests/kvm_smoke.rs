@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vmm::config::{ConsoleConfig, VmConfig};
-use vmm::cpu::{EntryState, VmEvent};
+use vmm::cpu::VmEvent;
 use vmm::machine::{BootSource, Machine, MachineState};
 use vmm::testing;
 
@@ -112,14 +112,7 @@ fn cpl3_guest_runs_natively_and_resets() {
     std::fs::write(&kernel, b"").unwrap();
     let mut config = config(dir.path(), &kernel);
     config.vcpus = 2;
-    let source = BootSource::Raw {
-        image: testing::hello_then_reset(b"ring3\n"),
-        load_addr: testing::LOAD_ADDR,
-        entry: EntryState::User64 {
-            entry: testing::LOAD_ADDR,
-            stack: 0x20_0000,
-        },
-    };
+    let source = testing::cpl3(testing::hello_then_reset(b"ring3\n"));
     let mut machine = Machine::build(&config, source).unwrap();
     let mut console = UnixStream::connect(dir.path().join("console.sock")).unwrap();
     machine.start().unwrap();
@@ -136,14 +129,7 @@ fn spinning_cpl3_guest_pauses_resumes_and_stops() {
     std::fs::write(&kernel, b"").unwrap();
     let mut config = config(dir.path(), &kernel);
     config.vcpus = 2;
-    let source = BootSource::Raw {
-        image: testing::spin(),
-        load_addr: testing::LOAD_ADDR,
-        entry: EntryState::User64 {
-            entry: testing::LOAD_ADDR,
-            stack: 0x20_0000,
-        },
-    };
+    let source = testing::cpl3(testing::spin());
     let mut machine = Machine::build(&config, source).unwrap();
     machine.start().unwrap();
     assert_eq!(machine.wait_event(Duration::from_millis(300)), None);
@@ -161,14 +147,7 @@ fn console_socket_input_reaches_the_guest() {
     let kernel = dir.path().join("unused");
     std::fs::write(&kernel, b"").unwrap();
     let config = config(dir.path(), &kernel);
-    let source = BootSource::Raw {
-        image: testing::echo_until_q(),
-        load_addr: testing::LOAD_ADDR,
-        entry: EntryState::User64 {
-            entry: testing::LOAD_ADDR,
-            stack: 0x20_0000,
-        },
-    };
+    let source = testing::cpl3(testing::echo_until_q());
     let mut machine = Machine::build(&config, source).unwrap();
     let mut console = UnixStream::connect(dir.path().join("console.sock")).unwrap();
     machine.start().unwrap();

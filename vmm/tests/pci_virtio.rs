@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
 use vmm::bus::Bus;
 use vmm::config::{ConsoleConfig, VmConfig};
-use vmm::cpu::{EntryState, VmEvent};
+use vmm::cpu::VmEvent;
 use vmm::layout::PCI_MMIO_START;
 use vmm::machine::{BootSource, Machine};
 use vmm::testing;
@@ -42,14 +42,7 @@ fn config(dir: &Path) -> VmConfig {
 }
 
 fn raw(code: Vec<u8>) -> BootSource {
-    BootSource::Raw {
-        image: code,
-        load_addr: testing::LOAD_ADDR,
-        entry: EntryState::User64 {
-            entry: testing::LOAD_ADDR,
-            stack: 0x20_0000,
-        },
-    }
+    testing::cpl3(code)
 }
 
 #[test]

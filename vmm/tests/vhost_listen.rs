@@ -16,8 +16,7 @@ use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT}
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm::config::{ConsoleConfig, DiskConfig, SocketMode, VmConfig};
-use vmm::cpu::EntryState;
-use vmm::machine::{BootSource, Machine};
+use vmm::machine::Machine;
 use vmm::testing::{self, driver::PciDriver};
 use vmm_sys_util::epoll::EventSet;
 
@@ -150,14 +149,7 @@ fn the_vmm_listens_and_a_backend_connects() {
         nets: Vec::new(),
         rng: false,
     };
-    let source = BootSource::Raw {
-        image: testing::spin(),
-        load_addr: testing::LOAD_ADDR,
-        entry: EntryState::User64 {
-            entry: testing::LOAD_ADDR,
-            stack: 0x20_0000,
-        },
-    };
+    let source = testing::cpl3(testing::spin());
     let machine = Machine::build(&config, source).unwrap();
     let drv = PciDriver::new(&machine);
     let slot = drv.find(2, 0).unwrap();

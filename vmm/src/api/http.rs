@@ -12,6 +12,8 @@
 //! ```
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,11 +30,19 @@ use super::service::{SharedVmm, handle};
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve(listener: UnixListener, vmm: SharedVmm) -> std::io::Result<()> {
+/// Serves the API on `listener` until the process ends; `open` counts the
+/// connections being served (so the process can let the answer to a
+/// shutdown go out before it exits).
+pub async fn serve(
+    listener: UnixListener,
+    vmm: SharedVmm,
+    open: Arc<AtomicUsize>,
+) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let vmm = SharedVmm::clone(&vmm);
+        let open = Arc::clone(&open);
+        open.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(req, SharedVmm::clone(&vmm)));
             if let Err(e) = http1::Builder::new()
@@ -41,6 +51,7 @@ pub async fn serve(listener: UnixListener, vmm: SharedVmm) -> std::io::Result<()
             {
                 tracing::debug!("API connection ended: {e}");
             }
+            open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }

@@ -18,7 +18,13 @@ pub enum EntryState {
     Linux64 { entry: u64, zero_page: u64 },
     /// Long mode at CPL3 with I/O ports open through the TSS bitmap: the
     /// set-up `shared/PVM.md` measured, for guests that run at CPL3 only.
-    User64 { entry: u64, stack: u64 },
+    /// A 256-entry IDT is in place (gates are the caller's to write);
+    /// `interrupts` starts with RFLAGS.IF set.
+    User64 {
+        entry: u64,
+        stack: u64,
+        interrupts: bool,
+    },
 }
 
 /// A TSS with a full I/O permission bitmap, for [`EntryState::User64`].
@@ -147,7 +153,10 @@ pub fn setup_memory(
     sregs.gdt.base = layout::BOOT_GDT;
     sregs.gdt.limit = u16::try_from(table.len() * 8 - 1).expect("a short GDT");
     sregs.idt.base = layout::BOOT_IDT;
-    sregs.idt.limit = 0;
+    sregs.idt.limit = match state {
+        EntryState::User64 { .. } => (layout::BOOT_IDT_SIZE - 1) as u16,
+        _ => 0,
+    };
     let (code, data, tr) = match state {
         EntryState::Pvh { .. } => {
             sregs.cr0 = 0x11; // PE, ET
@@ -208,10 +217,14 @@ pub fn regs(state: &EntryState) -> kvm_regs {
             rflags: 0x2,
             ..Default::default()
         },
-        EntryState::User64 { entry, stack } => kvm_regs {
+        EntryState::User64 {
+            entry,
+            stack,
+            interrupts,
+        } => kvm_regs {
             rip: entry,
             rsp: stack,
-            rflags: 0x2,
+            rflags: if interrupts { 0x202 } else { 0x2 },
             ..Default::default()
         },
     }
@@ -257,6 +270,18 @@ pub fn boot_msr_index(i: usize) -> u32 {
     boot_msrs().as_slice().get(i).map_or(0, |e| e.index)
 }
 
+/// A 64-bit interrupt gate to the CPL0 handler at `handler` (kernel code
+/// segment 0x10), for [`EntryState::User64`] guests.
+pub fn interrupt_gate(handler: u64) -> [u8; 16] {
+    let mut g = [0u8; 16];
+    g[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+    g[2..4].copy_from_slice(&0x10u16.to_le_bytes());
+    g[5] = 0x8e; // present, DPL 0, 64-bit interrupt gate
+    g[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+    g[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
+    g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +315,7 @@ mod tests {
             &EntryState::User64 {
                 entry: 0x10_0000,
                 stack: 0x20_0000,
+                interrupts: false,
             },
             kvm_sregs::default(),
         )
@@ -301,5 +327,6 @@ mod tests {
         assert_eq!(pde, (3 << 30) | (1 << 21) | 0x87);
         assert_eq!(sregs.cs.selector, 0x33);
         assert_eq!(sregs.ss.selector, 0x2b);
+        assert_eq!(usize::from(sregs.idt.limit) + 1, 256 * 16);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Output kept for clients that connect later.
@@ -98,10 +99,12 @@ pub trait ConsoleInput: Send + Sync + 'static {
     fn input(&self, bytes: &[u8]);
 }
 
-/// The console's Unix socket: removed when dropped.
+/// The console's Unix socket: its accept thread ends and the socket is
+/// removed when dropped.
 #[derive(Debug)]
 pub struct ConsoleSocket {
     path: PathBuf,
+    stop: Arc<AtomicBool>,
 }
 
 impl ConsoleSocket {
@@ -114,10 +117,15 @@ impl ConsoleSocket {
     ) -> std::io::Result<ConsoleSocket> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("console".to_owned())
             .spawn(move || {
                 for client in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let Ok(client) = client else { continue };
                     let Ok(reader) = client.try_clone() else {
                         continue;
@@ -131,6 +139,7 @@ impl ConsoleSocket {
             })?;
         Ok(ConsoleSocket {
             path: path.to_path_buf(),
+            stop,
         })
     }
 
@@ -141,6 +150,10 @@ impl ConsoleSocket {
 
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
+        // Wake the accept thread so it sees the stop flag, then remove the
+        // socket.
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.path);
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -200,5 +213,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(&*input.0.lock().unwrap(), b"typed");
+        drop(_sock);
+        assert!(!path.exists());
     }
 }

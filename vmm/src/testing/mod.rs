@@ -5,8 +5,87 @@
 
 pub mod driver;
 
+use crate::cpu::EntryState;
+use crate::machine::BootSource;
+
 /// Where the tiny guests are loaded (and the PVH entry).
 pub const LOAD_ADDR: u64 = 0x10_0000;
+/// Their stack (CPL3).
+pub const STACK: u64 = 0x20_0000;
+
+/// Boots `code` at CPL3 (no interrupts).
+pub fn cpl3(code: Vec<u8>) -> BootSource {
+    BootSource::Raw {
+        image: code,
+        load_addr: LOAD_ADDR,
+        entry: EntryState::User64 {
+            entry: LOAD_ADDR,
+            stack: STACK,
+            interrupts: false,
+        },
+        interrupt_gates: Vec::new(),
+    }
+}
+
+/// Which interrupt [`interrupt_guest`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptSource {
+    /// An MSI to vector 0x30 (virtio queue 0 with MSI-X as
+    /// [`driver::PciDriver::init`] programs it).
+    Msi,
+    /// COM1's receive interrupt, IRQ 4 through the IOAPIC to vector 0x31.
+    Serial,
+}
+
+/// A CPL3 guest with RFLAGS.IF set that enables its LAPIC (and for
+/// [`InterruptSource::Serial`] masks the PICs, routes IOAPIC pin 4 to
+/// vector 0x31 and enables the UART's receive interrupt), prints `r`, and
+/// spins. Its CPL0
+/// handler prints `I` (MSI) or echoes the received byte (serial) and
+/// resets.
+pub fn interrupt_guest(source: InterruptSource) -> BootSource {
+    let mut code = vec![
+        0xbb, 0xf0, 0x00, 0xe0, 0xfe, // mov ebx, 0xfee000f0 (LAPIC SVR)
+        0xc7, 0x03, 0xff, 0x01, 0x00, 0x00, // mov dword [rbx], 0x1ff
+    ];
+    if source == InterruptSource::Serial {
+        code.extend([
+            // Mask the PICs: GSI 4 reaches them too, and through LINT0
+            // (ExtINT) they would deliver a vector this IDT lacks.
+            0xb0, 0xff, 0xe6, 0x21, 0xe6, 0xa1, // mov al, 0xff; out 0x21/0xa1
+            0xbb, 0x00, 0x00, 0xc0, 0xfe, // mov ebx, 0xfec00000 (IOAPIC)
+            0xc7, 0x03, 0x18, 0x00, 0x00, 0x00, // IOREGSEL = pin 4 low
+            0xc7, 0x43, 0x10, 0x31, 0x00, 0x00, 0x00, // IOWIN = vector 0x31
+            0xc7, 0x03, 0x19, 0x00, 0x00, 0x00, // IOREGSEL = pin 4 high
+            0xc7, 0x43, 0x10, 0x00, 0x00, 0x00, 0x00, // IOWIN = APIC 0
+            0x66, 0xba, 0xf9, 0x03, 0xb0, 0x01, 0xee, // IER = received data
+        ]);
+    }
+    code.extend([0x66, 0xba, 0xf8, 0x03, 0xb0, b'r', 0xee]); // print 'r'
+    code.extend([0xeb, 0xfe]); // spin
+    let handler_at = 0x100;
+    code.resize(handler_at, 0x90);
+    code.extend([0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
+    match source {
+        InterruptSource::Msi => code.extend([0xb0, b'I', 0xee]),
+        InterruptSource::Serial => code.extend([0xec, 0xee]), // in, out: echo
+    }
+    code.extend([0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe]); // reset, spin
+    let vector = match source {
+        InterruptSource::Msi => 0x30,
+        InterruptSource::Serial => 0x31,
+    };
+    BootSource::Raw {
+        image: code,
+        load_addr: LOAD_ADDR,
+        entry: EntryState::User64 {
+            entry: LOAD_ADDR,
+            stack: STACK,
+            interrupts: true,
+        },
+        interrupt_gates: vec![(vector, LOAD_ADDR + handler_at as u64)],
+    }
+}
 
 /// Code that writes `msg` to COM1 byte by byte and then asks the i8042
 /// for a CPU reset, then spins. Valid as 32-bit and as 64-bit code.

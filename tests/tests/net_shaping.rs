@@ -5,14 +5,14 @@
 //! 256 KiB burst:
 //! - ingress (from the VM into the switch) on the sender's port group: the
 //!   switch leaves what is over the rate in the sender's ring;
-//! - egress (from the switch to the VM) on the receiver's port group: the
-//!   switch drops what is over the rate.
+//! - egress (from the switch to the VM) on the receiver's port group: a
+//!   unicast frame over the receiver's rate also stays in the sender's
+//!   ring (the switch drops only flooded frames over the rate).
 //!
 //! The delivered rate is the receiver's byte counter over a 10 s window
 //! (counters read at its start and end, after the burst allowance is
 //! spent) and must be within 10% of the average, while the sender offers
-//! more: its ring is full (ingress), or the switch takes at least twice the
-//! average from it (egress). Up to three windows are measured; one within
+//! more: its ring is full. Up to three windows are measured; one within
 //! bounds passes (see `shaped_rate` for why the switch's worker may miss
 //! its pace on a busy machine).
 //!
@@ -187,13 +187,11 @@ fn shaped_rate(direction: Direction) -> Result<()> {
         );
         eprintln!("{window}");
         windows.push(window);
-        // The sender offered more than the shaper let through: for ingress,
-        // its ring was full (testpmd could not hand over every frame); for
-        // egress, the switch took at least twice the receiver's rate.
-        let offered_more = match direction {
-            Direction::Ingress => held > 0,
-            Direction::Egress => accepted >= 2.0 * average,
-        };
+        // The sender offered more than the shaper let through: its ring
+        // was full (testpmd could not hand over every frame). Both
+        // directions hold frames in the sender's ring when one sender and
+        // one receiver are known.
+        let offered_more = held > 0;
         passed = offered_more && (delivered - average).abs() <= average / 10.0;
     }
     sender.command("stop")?;

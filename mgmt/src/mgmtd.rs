@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::json;
 use tokio::sync::watch;
 
 use crate::auth::{self, Role};
@@ -16,7 +15,7 @@ use crate::db::Db;
 use crate::host::{self, Accel};
 use crate::service::{Mgmt, Paths};
 use crate::supervisor::{DaemonSpec, Readiness, Supervisor};
-use crate::vswitchd::{self, SwitchMode, Vswitchd};
+use crate::vswitchd::Vswitchd;
 
 /// How mgmtd is run.
 #[derive(Debug, Clone)]
@@ -143,61 +142,29 @@ pub async fn run(o: Options) -> Result<()> {
         Arc::clone(&db),
     );
 
-    // sfera-vswitchd, over its API when it has one.
+    // sfera-vswitchd, driven over its API; it keeps its own state.
     let vsw_data = data_dir.join("vswitchd");
     mkdir(&vsw_data)?;
-    let (mode, spec_args, api, ready, config) = if vswitchd::binary_has_api(&o.vswitchd) {
-        let api = run_dir.join("vswitchd.sock");
-        (
-            SwitchMode::Api,
-            vec![
-                "--api".into(),
-                api.clone().into(),
-                "serve".into(),
-                "--data-dir".into(),
-                vsw_data.into(),
-            ],
-            api,
-            Readiness::Api("/v1/config"),
-            json!(null),
-        )
-    } else {
-        let file = vsw_data.join("config.json");
-        let config = match std::fs::read_to_string(&file) {
-            Ok(text) => serde_json::from_str(&text)
-                .with_context(|| format!("Invalid switch configuration {}", file.display()))?,
-            Err(_) => {
-                let c = vswitchd::initial_file_config();
-                vswitchd::write_config(&file, &c)?;
-                c
-            }
-        };
-        tracing::warn!(
-            "{} has no API (no `serve`): driving it through {}; a NIC change restarts it",
-            o.vswitchd.display(),
-            file.display()
-        );
-        (
-            SwitchMode::File(file.clone()),
-            vec!["--config".into(), file.clone().into()],
-            file,
-            Readiness::Files(vswitchd::port_sockets(&config)),
-            config,
-        )
-    };
+    let vsw_api = run_dir.join("vswitchd.sock");
     let vsw_supervisor = Supervisor::new(
         DaemonSpec {
             name: "sfera-vswitchd",
             binary: o.vswitchd.clone(),
-            args: spec_args,
-            api,
+            args: vec![
+                "--api".into(),
+                vsw_api.clone().into(),
+                "serve".into(),
+                "--data-dir".into(),
+                vsw_data.into(),
+            ],
+            api: vsw_api,
             log: logs.join("vswitchd.log"),
             pidfile: run_dir.join("vswitchd.pid"),
-            ready,
+            ready: Readiness::Api("/v1/config"),
         },
         Arc::clone(&db),
     );
-    let vswitchd = Arc::new(Vswitchd::new(mode, Arc::clone(&vsw_supervisor), config));
+    let vswitchd = Arc::new(Vswitchd::new(Arc::clone(&vsw_supervisor)));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut daemons = tokio::task::JoinSet::new();

@@ -302,6 +302,37 @@ fn unauthorized(a: &Answer, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The port's counters on sfera-vswitchd, if the switch has the port.
+fn port_stats(m: &Mgmtd, cred: Cred<'_>, port: &str) -> Result<Option<Value>> {
+    let stats = m.expect(cred, "GET", "/api/v1/networks/stats", None, 200)?;
+    Ok(stats["ports"]
+        .as_array()
+        .context("no ports in the switch's stats")?
+        .iter()
+        .find(|p| p["name"] == port)
+        .cloned())
+}
+
+/// sfera-vswitchd is running, was never restarted, and (when `pid` is
+/// given) is still that process; returns its pid.
+fn vswitchd_unrestarted(m: &Mgmtd, cred: Cred<'_>, pid: Option<i64>) -> Result<i64> {
+    let daemons = m.expect(cred, "GET", "/api/v1/daemons", None, 200)?;
+    let d = daemons["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == "sfera-vswitchd"))
+        .context("no sfera-vswitchd")?;
+    ensure!(
+        d["state"] == "running" && d["restarts"] == 0,
+        "sfera-vswitchd: {d}"
+    );
+    let now = d["pid"].as_i64().context("no vswitchd pid")?;
+    ensure!(
+        pid.is_none_or(|p| p == now),
+        "sfera-vswitchd was restarted: pid {pid:?}, now {now}"
+    );
+    Ok(now)
+}
+
 #[test]
 fn mgmt_api_end_to_end() -> Result<()> {
     let image = GuestImage::locate()?;
@@ -491,6 +522,10 @@ fn mgmt_api_end_to_end() -> Result<()> {
     let vms = m.expect(admin, "GET", "/api/v1/vms", None, 200)?;
     ensure!(vms["total"] == 0, "{vms}");
 
+    // sfera-vswitchd runs with its API; NIC changes go to the running
+    // switch (POST/DELETE /v1/ports), never through a restart.
+    let vswitchd_pid = vswitchd_unrestarted(&m, admin, None)?;
+
     // Create the Tiny Linux VM with a disk and a NIC, and power it on.
     let task = m.expect(
         admin,
@@ -512,6 +547,15 @@ fn mgmt_api_end_to_end() -> Result<()> {
     );
     let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
     ensure!(volumes["items"][0]["name"] == "tiny/disk0", "{volumes}");
+    let nic_port = vm["nics"][0]["port"]
+        .as_str()
+        .context("no port")?
+        .to_owned();
+    ensure!(
+        port_stats(&m, admin, &nic_port)?.is_some(),
+        "port {nic_port} not on the switch"
+    );
+    vswitchd_unrestarted(&m, admin, Some(vswitchd_pid))?;
     m.expect(admin, "POST", "/api/v1/vms/tiny", None, 405)?;
     let task = m.expect(admin, "POST", "/api/v1/vms/tiny/power/on", None, 202)?;
     m.wait_task(&token, &task, Duration::from_secs(120))?;
@@ -524,6 +568,9 @@ fn mgmt_api_end_to_end() -> Result<()> {
     );
     let running = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
     ensure!(running["state"] == "running", "{running}");
+    poll("QEMU on the NIC's port", Duration::from_secs(30), || {
+        Ok(port_stats(&m, admin, &nic_port)?.filter(|p| p["connected"] == true))
+    })?;
     m.expect(admin, "DELETE", "/api/v1/vms/tiny", None, 409)?;
 
     // mgmtd crashes; the VM runs on; the next mgmtd adopts it and the
@@ -602,6 +649,12 @@ fn mgmt_api_end_to_end() -> Result<()> {
     let task = m.expect(admin, "DELETE", "/api/v1/vms/tiny?disks=true", None, 202)?;
     m.wait_task(&token, &task, Duration::from_secs(60))?;
     m.expect(admin, "GET", "/api/v1/vms/tiny", None, 404)?;
+    ensure!(
+        port_stats(&m, admin, &nic_port)?.is_none(),
+        "port {nic_port} still on the switch"
+    );
+    // The same switch process from the first mgmtd to here.
+    vswitchd_unrestarted(&m, admin, Some(vswitchd_pid))?;
     let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
     ensure!(volumes["total"] == 0, "{volumes}");
     let events = m

@@ -102,8 +102,6 @@ impl From<SwitchError> for ApiError {
     fn from(e: SwitchError) -> Self {
         match e {
             SwitchError::Call(c) => c.into(),
-            SwitchError::Invalid(m) => ApiError::invalid(m),
-            other => ApiError::unavailable(other.to_string()),
         }
     }
 }

@@ -18,7 +18,6 @@ use crate::db::VmState;
 use crate::service::Mgmt;
 use crate::vm::request::{CreateVm, templates};
 use crate::vm::service::PowerAction;
-use crate::vswitchd::SwitchMode;
 
 /// A request, routed and authenticated.
 #[derive(Debug)]
@@ -401,13 +400,8 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         }
         Op::Daemons => {
             let page = Page::from_query(&r.query)?;
-            let mut b = to_json(&mgmt.blockd_supervisor.status())?;
-            b["mode"] = json!("api");
-            let mut s = to_json(&mgmt.vswitchd.supervisor.status())?;
-            s["mode"] = json!(match mgmt.vswitchd.mode {
-                SwitchMode::Api => "api",
-                SwitchMode::File(_) => "file",
-            });
+            let b = to_json(&mgmt.blockd_supervisor.status())?;
+            let s = to_json(&mgmt.vswitchd.supervisor.status())?;
             ok(page.of(vec![b, s]))
         }
         Op::ListDatastores => {
@@ -457,10 +451,7 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         }
         Op::Networks => {
             let (switches, port_groups, stale) = mgmt.sync_networks().await?;
-            ok(
-                json!({ "switches": switches, "port_groups": port_groups, "stale": stale,
-                       "mode": if mgmt.vswitchd.mode == SwitchMode::Api { "api" } else { "file" } }),
-            )
+            ok(json!({ "switches": switches, "port_groups": port_groups, "stale": stale }))
         }
         Op::ListSwitches => {
             let page = Page::from_query(&r.query)?;

@@ -115,8 +115,7 @@ fn schemas() -> Map<String, Value> {
             &["name", "state", "restarts"],
             json!({ "name": string, "state": { "type": "string", "enum": ["starting", "running", "restarting", "stopped"] },
                     "pid": nullable_int, "adopted": { "type": "boolean" }, "restarts": int,
-                    "started_at": nullable_int, "last_exit": { "type": ["string", "null"] },
-                    "mode": { "type": "string", "description": "vswitchd: api or file" } }),
+                    "started_at": nullable_int, "last_exit": { "type": ["string", "null"] } }),
         ),
     );
     put(
@@ -165,10 +164,10 @@ fn schemas() -> Map<String, Value> {
     put(
         "Networks",
         obj(
-            &["switches", "port_groups", "stale", "mode"],
+            &["switches", "port_groups", "stale"],
             json!({ "switches": { "type": "array", "items": { "$ref": "#/components/schemas/Switch" } },
                     "port_groups": { "type": "array", "items": { "$ref": "#/components/schemas/PortGroup" } },
-                    "stale": { "type": "boolean" }, "mode": string }),
+                    "stale": { "type": "boolean" } }),
         ),
     );
     put(

@@ -31,6 +31,8 @@ pub struct Options {
     pub guest_dir: PathBuf,
     pub web_dir: Option<PathBuf>,
     pub accel: Option<Accel>,
+    /// How often performance samples are taken (20 s; tests take less).
+    pub sample_interval: Duration,
     /// Stop the daemons and VMs when mgmtd stops (instead of leaving them
     /// for the next mgmtd to adopt).
     pub stop_on_exit: bool,
@@ -72,6 +74,20 @@ fn first_admin(db: &Db, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where the web console's files are when `--web-dir` does not say: under
+/// the data directory (`<data-dir>/web`), where an install puts them
+/// (`<prefix>/share/sfera/web` for `<prefix>/bin/sfera-mgmtd`), or where
+/// this build made them (`mgmt/web/dist` of the source tree).
+pub fn find_web_dir(data_dir: &Path, exe_dir: &Path) -> Option<PathBuf> {
+    [
+        data_dir.join("web"),
+        exe_dir.join("../share/sfera/web"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("web/dist"),
+    ]
+    .into_iter()
+    .find(|d| d.join("index.html").is_file())
+}
+
 /// Runs mgmtd until SIGINT or SIGTERM.
 pub async fn run(o: Options) -> Result<()> {
     let run_dir = std::path::absolute(&o.run_dir)?;
@@ -84,6 +100,7 @@ pub async fn run(o: Options) -> Result<()> {
         qemu: o.qemu.clone(),
         guest_dir: o.guest_dir.clone(),
         web_dir: o.web_dir.clone(),
+        sample_every: o.sample_interval,
     };
     let logs = data_dir.join("logs");
     for d in [
@@ -175,6 +192,16 @@ pub async fn run(o: Options) -> Result<()> {
     mgmt.adopt_vms().await?;
     tokio::spawn(Arc::clone(&mgmt).watch_vms());
     tokio::spawn(defaults_and_sync(Arc::clone(&mgmt)));
+    tokio::spawn(crate::metrics::sampler::run(
+        Arc::clone(&mgmt),
+        o.sample_interval,
+    ));
+    match &o.web_dir {
+        Some(d) => tracing::info!(dir = %d.display(), "Web console files"),
+        None => tracing::warn!(
+            "No web console files (make web builds them into mgmt/web/dist; --web-dir names them)"
+        ),
+    }
 
     let scheme = if o.http { "http" } else { "https" };
     let local = listener.local_addr()?;

@@ -248,6 +248,59 @@ fn schemas() -> Map<String, Value> {
                     "kind": string, "target": string, "message": string, "user": { "type": ["string", "null"] } }),
         ),
     );
+    put(
+        "Port",
+        obj(
+            &["name", "port_group", "mac", "connected"],
+            json!({ "name": string, "port_group": string, "mac": string, "mtu": int,
+                    "vm": { "oneOf": [{ "type": "null" }, obj(&["id", "name"], json!({ "id": string, "name": string }))] },
+                    "connected": { "type": "boolean", "description": "A VMM is connected and the port's queues run" },
+                    "stats": { "type": ["object", "null"], "description": "The switch's counters of the port" } }),
+        ),
+    );
+    let kind = json!({ "type": "string", "enum": crate::metrics::KINDS });
+    put(
+        "SampledObject",
+        obj(
+            &["kind", "object", "metrics"],
+            json!({ "kind": kind, "object": string, "metrics": { "type": "array", "items": string } }),
+        ),
+    );
+    let columns = |description: &str| {
+        json!({ "type": "object", "description": description,
+                "additionalProperties": { "type": "array", "items": { "type": ["number", "null"] } } })
+    };
+    put(
+        "MetricSeries",
+        obj(
+            &[
+                "kind",
+                "object",
+                "resolution",
+                "interval_s",
+                "times",
+                "series",
+            ],
+            json!({
+                "kind": kind, "object": string,
+                "resolution": { "type": "string", "enum": ["raw", "5m"] },
+                "interval_s": { "type": "integer", "description": "Seconds between points" },
+                "times": { "type": "array", "items": time, "description": "Seconds since the epoch, oldest first" },
+                "series": columns("Per metric, its value at each time (the average of the period for 5m)"),
+                "min": columns("5m only: per metric, the smallest sample of each period"),
+                "max": columns("5m only: per metric, the largest sample of each period")
+            }),
+        ),
+    );
+    let mut sampled = page("SampledObject");
+    sampled["properties"]["interval_s"] =
+        json!({ "type": "integer", "description": "Seconds between samples" });
+    sampled["properties"]["raw_keep_s"] =
+        json!({ "type": "integer", "description": "Seconds samples are kept" });
+    sampled["properties"]["rollup_s"] =
+        json!({ "type": "integer", "description": "Seconds a rollup covers" });
+    sampled["properties"]["rollup_keep_s"] =
+        json!({ "type": "integer", "description": "Seconds rollups are kept" });
     for item in [
         "Token",
         "User",
@@ -260,9 +313,11 @@ fn schemas() -> Map<String, Value> {
         "Vm",
         "Task",
         "Event",
+        "Port",
     ] {
         s.insert(format!("{item}Page"), page(item));
     }
+    s.insert("SampledObjectPage".to_owned(), sampled);
     s
 }
 
@@ -289,6 +344,9 @@ pub fn document() -> Value {
                     "description": q.description, "schema": { "type": q.schema } })
         }));
         let success = match r.response {
+            None if r.status == 101 => {
+                json!({ "description": "Switching to the WebSocket protocol" })
+            }
             None => json!({ "description": "Done" }),
             Some("text") => json!({ "description": "Prometheus text",
                                    "content": { "text/plain": { "schema": { "type": "string" } } } }),

@@ -41,16 +41,20 @@ pub enum Op {
     ListPortGroups,
     AddPortGroup,
     NetworkStats,
+    ListPorts,
     Templates,
     ListVms,
     CreateVm,
     GetVm,
     DeleteVm,
     PowerVm,
+    VmConsole,
     ListTasks,
     GetTask,
     ListEvents,
     Metrics,
+    SampledObjects,
+    MetricSeries,
     OpenApi,
 }
 
@@ -91,6 +95,19 @@ const PAGE: &[QueryParam] = &[
         name: "offset",
         schema: "integer",
         description: "Items to skip (default 0)",
+    },
+];
+
+const SERIES: &[QueryParam] = &[
+    QueryParam {
+        name: "resolution",
+        schema: "string",
+        description: "raw (the samples of the last hour, default) or 5m (the 5-minute rollups of the last day)",
+    },
+    QueryParam {
+        name: "since",
+        schema: "integer",
+        description: "Only points from this time on (seconds since the epoch; default: all that is kept)",
     },
 ];
 
@@ -162,6 +179,8 @@ pub const ROUTES: &[Route] = &[
         body: Some("PortGroupCreate"), 201 => Some("PortGroup")),
     route!("GET" "/api/v1/networks/stats" => NetworkStats, Read, "networks", "Counters of ports and uplinks (from sfera-vswitchd)",
         body: None, 200 => Some("Object")),
+    route!("GET" "/api/v1/ports" => ListPorts, Read, "networks", "VM ports on the switch: port group, MAC, VM, connected, counters",
+        body: None, 200 => Some("PortPage"), query: PAGE),
     route!("GET" "/api/v1/templates" => Templates, Read, "vms", "VM templates",
         body: None, 200 => Some("TemplatePage"), query: PAGE),
     route!("GET" "/api/v1/vms" => ListVms, Read, "vms", "VMs",
@@ -174,6 +193,8 @@ pub const ROUTES: &[Route] = &[
         body: None, 202 => Some("Task"), query: DELETE_VM),
     route!("POST" "/api/v1/vms/{vm}/power/{action}" => PowerVm, Admin, "vms", "Power on, off (the power cord) or reset a VM (a task); action is on, off or reset",
         body: None, 202 => Some("Task")),
+    route!("GET" "/api/v1/vms/{vm}/console" => VmConsole, Admin, "vms", "The VM's serial console as a WebSocket (binary frames both ways: what the guest prints, what you type); the last 64 KiB printed come first",
+        body: None, 101 => None),
     route!("GET" "/api/v1/tasks" => ListTasks, Read, "tasks", "Tasks, newest first",
         body: None, 200 => Some("TaskPage"), query: PAGE),
     route!("GET" "/api/v1/tasks/{id}" => GetTask, Read, "tasks", "One task",
@@ -182,6 +203,10 @@ pub const ROUTES: &[Route] = &[
         body: None, 200 => Some("EventPage"), query: PAGE),
     route!("GET" "/api/v1/metrics/{daemon}" => Metrics, Read, "host", "A daemon's Prometheus metrics (daemon: blockd or vswitchd)",
         body: None, 200 => Some("text")),
+    route!("GET" "/api/v1/metrics" => SampledObjects, Read, "metrics", "Objects with performance samples (kind host, vm, volume or port) and their metrics; the sampling interval and retention",
+        body: None, 200 => Some("SampledObjectPage"), query: PAGE),
+    route!("GET" "/api/v1/metrics/{kind}/{object}" => MetricSeries, Read, "metrics", "Performance series of one object: kind host (object: the host name), vm (id or name), volume (datastore/volume) or port (its name)",
+        body: None, 200 => Some("MetricSeries"), query: SERIES),
     route!("GET" "/api/v1/openapi.json" => OpenApi, Read, "meta", "This document",
         body: None, 200 => Some("Object")),
 ];

@@ -187,6 +187,15 @@ pub fn filters(
     web_dir: Option<PathBuf>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    // The console's WebSocket: an upgrade request there is answered here;
+    // any other request to the path goes on to the API (and is refused).
+    let console_mgmt = Arc::clone(&mgmt);
+    let console = warp::path!("api" / "v1" / "vms" / String / "console")
+        .and(warp::ws())
+        .and(warp::header::headers_cloned())
+        .then(move |vm: String, ws: warp::ws::Ws, headers: HeaderMap| {
+            super::console_ws::upgrade(Arc::clone(&console_mgmt), vm, ws, headers)
+        });
     let api = warp::path("api")
         .and(warp::path("v1"))
         .and(warp::path::tail())
@@ -218,7 +227,10 @@ pub fn filters(
                 .await
                 .ok_or_else(warp::reject::not_found)
         });
-    api.or(web)
+    console
+        .or(api)
+        .unify()
+        .or(web)
         .unify()
         .recover(|_| async {
             Ok::<_, Infallible>(
@@ -291,6 +303,7 @@ pub async fn serve(
                 Some(a) => match a.accept(stream).await {
                     Ok(s) => {
                         http.serve_connection(TokioIo::new(s), TowerToHyperService::new(service))
+                            .with_upgrades()
                             .await
                     }
                     Err(e) => {
@@ -300,6 +313,7 @@ pub async fn serve(
                 },
                 None => {
                     http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .with_upgrades()
                         .await
                 }
             };

@@ -206,10 +206,18 @@ pub async fn run(o: Options) -> Result<()> {
     let scheme = if o.http { "http" } else { "https" };
     let local = listener.local_addr()?;
     tracing::info!(%local, "sfera-mgmtd listening");
-    eprintln!(
-        "sfera-mgmtd: the API is on {scheme}://{local}/api/v1 (user admin, password in {})",
-        data_dir.join("admin-password").display()
-    );
+    let password = data_dir.join("admin-password");
+    if o.web_dir.is_some() {
+        eprintln!(
+            "sfera-mgmtd: the console is on {scheme}://{local}/ and the API on {scheme}://{local}/api/v1 (user admin, password in {})",
+            password.display()
+        );
+    } else {
+        eprintln!(
+            "sfera-mgmtd: the API is on {scheme}://{local}/api/v1 (user admin, password in {}); no web console files",
+            password.display()
+        );
+    }
     db.event(
         "info",
         "mgmtd.started",

@@ -27,7 +27,7 @@ TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl dpdk dp
 	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
 	openvswitch-switch-dpdk chromium fonts-dejavu-core python3-venv
 
-.PHONY: help run test deps-run deps-test deps-web web guest-image build build-release lint bench bench-blk bench-net clean
+.PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image build build-release lint bench bench-blk bench-net clean
 
 help:
 	@echo "make run    install what is missing, build, and start Sfera (data in $(DATA_DIR))"
@@ -66,6 +66,16 @@ $(WEB_DIR)/dist/index.html: $(WEB_DIR)/node_modules/.sfera-installed $(WEB_SRC)
 web: deps-web
 	@$(MAKE) --no-print-directory $(WEB_DIR)/dist/index.html
 
+# schemathesis (PyPI) checks mgmtd's answers against its OpenAPI document
+# (tests/tests/mgmt_openapi.rs); it lives in a venv under target/.
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS := target/schemathesis/bin/st
+schemathesis: $(SCHEMATHESIS)
+$(SCHEMATHESIS):
+	python3 -m venv target/schemathesis
+	target/schemathesis/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
+	@test -x $@
+
 build-release:
 	$(CARGO) build --release --workspace --locked
 
@@ -83,7 +93,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 test: deps-test deps-web
-	@$(MAKE) --no-print-directory guest-image web lint
+	@$(MAKE) --no-print-directory guest-image web schemathesis lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --profile ci
 

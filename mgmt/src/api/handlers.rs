@@ -93,8 +93,33 @@ fn accepted(task: &crate::db::Task) -> Result<Reply, ApiError> {
     Ok(Reply::Json(StatusCode::ACCEPTED, json!(task)))
 }
 
+/// Reads a JSON body. Numbers with a zero fraction (`2.0`) count as the
+/// integers they are, as JSON Schema has it, so a client that writes every
+/// number as a float is not refused where an integer is due.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid JSON body: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::invalid(format!("Invalid JSON body: {e}"));
+    let mut v: Value = serde_json::from_slice(body).map_err(invalid)?;
+    integral_floats_to_integers(&mut v);
+    serde_json::from_value(v).map_err(invalid)
+}
+
+fn integral_floats_to_integers(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                // Exact: |f| < 2^53.
+                #[allow(clippy::cast_possible_truncation)]
+                let i = f as i64;
+                *v = Value::from(i);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(o) => o.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
@@ -422,7 +447,7 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         }
         Op::CreateToken => {
             let body: TokenBody = parse(&r.body)?;
-            if body.name.is_empty() || body.name.len() > 128 {
+            if !(1..=128).contains(&body.name.chars().count()) {
                 return Err(ApiError::invalid("name must be 1 to 128 characters"));
             }
             let user = principal(&r)?.user.clone();
@@ -742,6 +767,19 @@ mod tests {
         assert!(Page::from_query(&q(&[("limit", "0")])).is_err());
         assert!(Page::from_query(&q(&[("limit", "501")])).is_err());
         assert!(Page::from_query(&q(&[("offset", "-1")])).is_err());
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        #[derive(Deserialize, Debug)]
+        struct B {
+            n: u16,
+            v: Vec<u32>,
+        }
+        let b: B = parse(br#"{"n": 154.0, "v": [1, 2.0]}"#).unwrap();
+        assert_eq!((b.n, b.v), (154, vec![1, 2]));
+        assert!(parse::<B>(br#"{"n": 1.5, "v": []}"#).is_err());
+        assert!(parse::<B>(br#"{"n": 1e300, "v": []}"#).is_err());
     }
 
     #[test]

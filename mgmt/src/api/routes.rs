@@ -62,6 +62,7 @@ pub enum Op {
 #[derive(Debug, Clone, Copy)]
 pub struct QueryParam {
     pub name: &'static str,
+    /// Its JSON Schema, as JSON text.
     pub schema: &'static str,
     pub description: &'static str,
 }
@@ -88,12 +89,12 @@ pub struct Route {
 const PAGE: &[QueryParam] = &[
     QueryParam {
         name: "limit",
-        schema: "integer",
+        schema: r#"{"type":"integer","minimum":1,"maximum":500}"#,
         description: "Items per page, 1 to 500 (default 100)",
     },
     QueryParam {
         name: "offset",
-        schema: "integer",
+        schema: r#"{"type":"integer","minimum":0,"maximum":4294967295}"#,
         description: "Items to skip (default 0)",
     },
 ];
@@ -101,19 +102,19 @@ const PAGE: &[QueryParam] = &[
 const SERIES: &[QueryParam] = &[
     QueryParam {
         name: "resolution",
-        schema: "string",
+        schema: r#"{"type":"string","enum":["raw","5m"]}"#,
         description: "raw (the samples of the last hour, default) or 5m (the 5-minute rollups of the last day)",
     },
     QueryParam {
         name: "since",
-        schema: "integer",
+        schema: r#"{"type":"integer","minimum":-9223372036854775808,"maximum":9223372036854775807}"#,
         description: "Only points from this time on (seconds since the epoch; default: all that is kept)",
     },
 ];
 
 const DELETE_VM: &[QueryParam] = &[QueryParam {
     name: "disks",
-    schema: "boolean",
+    schema: r#"{"type":"boolean"}"#,
     description: "Delete the VM's volumes too (default false: they stay on their datastores)",
 }];
 
@@ -221,7 +222,7 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 /// Finds the route of `method` on `path` (path segments already decoded).
 /// 404 when no route has the path, 405 when none has it with this method.
 pub fn find(method: &str, path: &[String]) -> Result<(&'static Route, Params), ApiError> {
-    let mut path_known = false;
+    let mut allowed: Vec<&str> = Vec::new();
     for r in ROUTES {
         let template: Vec<&'static str> = segments(r.path).collect();
         if template.len() != path.len() {
@@ -241,16 +242,17 @@ pub fn find(method: &str, path: &[String]) -> Result<(&'static Route, Params), A
         if !matched {
             continue;
         }
-        path_known = true;
         if r.method == method {
             return Ok((r, params));
         }
+        allowed.push(r.method);
     }
     let shown = format!("/{}", path.join("/"));
-    if path_known {
-        Err(ApiError::method_not_allowed(format!(
-            "{method} is not allowed on {shown}"
-        )))
+    if !allowed.is_empty() {
+        Err(ApiError::method_not_allowed(
+            format!("{method} is not allowed on {shown}"),
+            &allowed,
+        ))
     } else {
         Err(ApiError::not_found(format!("No such resource: {shown}")))
     }
@@ -322,7 +324,8 @@ mod tests {
     #[test]
     fn unknown_paths_and_methods() {
         assert_eq!(find("GET", &split("/api/v1/nope")).unwrap_err().status, 404);
-        assert_eq!(find("PUT", &split("/api/v1/vms")).unwrap_err().status, 405);
+        let e = find("PUT", &split("/api/v1/vms")).unwrap_err();
+        assert_eq!((e.status, e.allow.as_deref()), (405, Some("GET, POST")));
         let (r, p) = find("POST", &split("/api/v1/vms/web/power/on")).unwrap();
         assert_eq!(r.op, Op::PowerVm);
         assert_eq!((p["vm"].as_str(), p["action"].as_str()), ("web", "on"));

@@ -170,11 +170,19 @@ async fn api(
             if e.status >= 500 {
                 tracing::error!(%method, path = %tail, "{}", e.message);
             }
-            Reply::Json(
+            let mut r = Reply::Json(
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 e.body(),
             )
-            .into_response()
+            .into_response();
+            if let Some(v) = e
+                .allow
+                .as_deref()
+                .and_then(|a| warp::http::HeaderValue::from_str(a).ok())
+            {
+                r.headers_mut().insert(warp::http::header::ALLOW, v);
+            }
+            r
         }
     }
 }

@@ -30,10 +30,11 @@ TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl dpdk dp
 .PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image build build-release lint bench bench-blk bench-net clean
 
 help:
-	@echo "make run    install what is missing, build, and start Sfera (data in $(DATA_DIR))"
+	@echo "make run    install what is missing, build, and start Sfera: the console on https://$(LISTEN), data in $(DATA_DIR)"
 	@echo "make test   install what is missing, build, and run every test"
 	@echo "make guest-image   build the test guest (kernel + initramfs) into $(GUEST_DIR)"
 	@echo "make web   build the web console into $(WEB_DIR)/dist (npm ci, tsc, vite)"
+	@echo "make schemathesis  install schemathesis (PyPI) into target/schemathesis for the OpenAPI test"
 	@echo "make lint   rustfmt and clippy"
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"

@@ -297,7 +297,10 @@ pub async fn run(mgmt: Arc<Mgmt>, every: Duration) {
             .insert_samples(t, &points)
             .and_then(|()| mgmt.db.roll_up(t))
         {
-            tracing::warn!("Cannot store performance samples: {e}");
+            tracing::warn!(
+                "Cannot store performance samples: {e}: {}",
+                std::error::Error::source(&e).map_or_else(String::new, ToString::to_string)
+            );
         }
     }
 }

@@ -6,9 +6,10 @@ import { href } from '../router';
 import { targetName, useStore } from '../store';
 import { StateBadge, TaskProgress, taskTitle } from './progress';
 
+/** A task's or event's target: a link to its VM while the VM exists. */
 function Target({ target }: { target: string }) {
   const name = targetName(target);
-  return name !== target || target.startsWith('vm-') ? <a href={href({ page: 'vm', vm: name, tab: 'summary' })}>{name}</a> : <span>{target}</span>;
+  return name !== target ? <a href={href({ page: 'vm', vm: name, tab: 'summary' })}>{name}</a> : <span>{target}</span>;
 }
 
 export function TaskTable({ limit }: { limit?: number }) {
@@ -38,7 +39,7 @@ export function TaskTable({ limit }: { limit?: number }) {
             <td>
               <StateBadge state={t.state} />
             </td>
-            <td class="wide">{t.state === 'running' || t.state === 'queued' ? <TaskProgress task={t} /> : t.state === 'error' ? <span class="error">{t.error}</span> : <span class="muted">{t.message || 'done'}</span>}</td>
+            <td class="wide">{t.state === 'running' || t.state === 'queued' ? <TaskProgress task={t} /> : t.state === 'error' ? <span class="error">{t.error}</span> : <span class="muted">done</span>}</td>
             <td>{t.user}</td>
             <td>{clock(t.started_at ?? t.created_at)}</td>
             <td>{duration(t.started_at, t.finished_at)}</td>

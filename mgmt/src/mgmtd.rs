@@ -318,3 +318,31 @@ async fn defaults_and_sync(mgmt: Arc<Mgmt>) {
         tokio::time::sleep(SYNC_EVERY).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_web_console_is_found_under_the_data_directory_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let exe = dir.path().join("prefix/bin");
+        std::fs::create_dir_all(&exe).unwrap();
+        // An install's share/sfera/web.
+        let share = dir.path().join("prefix/share/sfera/web");
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(share.join("index.html"), "<html>").unwrap();
+        let found = find_web_dir(&data, &exe).unwrap();
+        assert!(found.ends_with("share/sfera/web"), "{}", found.display());
+        // <data-dir>/web wins; a directory without index.html does not count.
+        std::fs::create_dir_all(data.join("web")).unwrap();
+        assert!(
+            find_web_dir(&data, &exe)
+                .unwrap()
+                .ends_with("share/sfera/web")
+        );
+        std::fs::write(data.join("web/index.html"), "<html>").unwrap();
+        assert_eq!(find_web_dir(&data, &exe).unwrap(), data.join("web"));
+    }
+}

@@ -9,22 +9,33 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GUEST_DIR := target/guest
 DATA_DIR ?= .sfera
+# Where `make run` serves the console and API.
+LISTEN ?= 127.0.0.1:8443
+# `make run` stops the VMs with mgmtd (Ctrl-C); `MGMTD_FLAGS=` leaves them
+# running for the next start to adopt.
+MGMTD_FLAGS ?= --stop-on-exit
+WEB_DIR := mgmt/web
+WEB_SRC := $(shell find $(WEB_DIR)/src $(WEB_DIR)/index.html $(WEB_DIR)/vite.config.ts $(WEB_DIR)/tsconfig.json $(WEB_DIR)/package.json -type f 2>/dev/null)
 
 # What `make run` needs: QEMU (TCG guests and qemu-storage-daemon) and the
 # guest image's ingredients.
 RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs
 # What `make test` needs on top: namespaces, DPDK's testpmd with the virtio
-# and vhost PMDs, and Open vSwitch built with DPDK.
+# and vhost PMDs, Open vSwitch built with DPDK, lz4 (the kernel boot test
+# unpacks Debian's kernel), chromium (and a font) for the web console's
+# browser test, and python3-venv for schemathesis.
 TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl lz4 dpdk dpdk-dev \
 	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
-	openvswitch-switch-dpdk
+	openvswitch-switch-dpdk chromium fonts-dejavu-core python3-venv
 
-.PHONY: help run test deps-run deps-test guest-image build build-release lint bench bench-blk bench-net clean
+.PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image build build-release lint bench bench-blk bench-net clean
 
 help:
-	@echo "make run    install what is missing, build, and start Sfera (data in $(DATA_DIR))"
+	@echo "make run    install what is missing, build, and start Sfera: the console on https://$(LISTEN), data in $(DATA_DIR)"
 	@echo "make test   install what is missing, build, and run every test"
 	@echo "make guest-image   build the test guest (kernel + initramfs) into $(GUEST_DIR)"
+	@echo "make web   build the web console into $(WEB_DIR)/dist (npm ci, tsc, vite)"
+	@echo "make schemathesis  install schemathesis (PyPI) into target/schemathesis for the OpenAPI test"
 	@echo "make lint   rustfmt and clippy"
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
@@ -40,19 +51,51 @@ deps-test:
 guest-image:
 	@tests/guest/build.sh $(GUEST_DIR)
 
+# The web console needs Node.js (18 or later) and npm: Debian's when there
+# is none on the PATH.
+deps-web:
+	@command -v node >/dev/null && command -v npm >/dev/null || appliance/host/install-debs.sh nodejs npm
+	@node -e 'if (+process.versions.node.split(".")[0] < 18) { console.error("Node.js " + process.version + " is too old for the web console: 18 or later"); process.exit(1) }'
+
+# npm ci installs exactly package-lock.json; again only when it changes.
+$(WEB_DIR)/node_modules/.sfera-installed: $(WEB_DIR)/package-lock.json
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+$(WEB_DIR)/dist/index.html: $(WEB_DIR)/node_modules/.sfera-installed $(WEB_SRC)
+	cd $(WEB_DIR) && npm run build
+
+web: deps-web
+	@$(MAKE) --no-print-directory $(WEB_DIR)/dist/index.html
+
+# schemathesis (PyPI) checks mgmtd's answers against its OpenAPI document
+# (tests/tests/mgmt_openapi.rs); it lives in a venv under target/.
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS := target/schemathesis/bin/st
+schemathesis: $(SCHEMATHESIS)
+$(SCHEMATHESIS):
+	python3 -m venv target/schemathesis
+	target/schemathesis/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
+	@test -x $@
+
 build-release:
 	$(CARGO) build --release --workspace --locked
 
-run: deps-run
-	@$(MAKE) --no-print-directory guest-image build-release
-	./target/release/sfera-tryout --data-dir $(DATA_DIR)
+# Sfera itself: sfera-mgmtd with its daemons, the console on https://$(LISTEN).
+run: deps-run deps-web
+	@$(MAKE) --no-print-directory guest-image build-release web
+	@echo
+	@echo "Sfera's console: https://$(LISTEN)/  (user admin, password in $(DATA_DIR)/admin-password)"
+	@echo "The certificate is self-signed ($(DATA_DIR)/tls/cert.pem): let the browser accept it. Ctrl-C stops Sfera."
+	@echo
+	./target/release/sfera-mgmtd --data-dir $(DATA_DIR) --listen $(LISTEN) --web-dir $(WEB_DIR)/dist $(MGMTD_FLAGS)
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: deps-test
-	@$(MAKE) --no-print-directory guest-image lint
+test: deps-test deps-web
+	@$(MAKE) --no-print-directory guest-image web schemathesis lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --profile ci
 

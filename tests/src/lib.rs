@@ -17,6 +17,8 @@
 //! - [`blkio_client`]: libblkio as an independent vhost-user-blk client.
 //! - [`daemons`]: Sfera's own daemons, from the workspace's build output.
 //! - [`http`]: REST calls to a daemon's Unix-socket API through curl.
+//! - [`mgmtd`]: sfera-mgmtd on a free port with its data in the test's
+//!   directory, and the cleanup of what it leaves running.
 //! - [`raw_frontend`]: a raw vhost-user frontend that writes any
 //!   descriptors it likes, for protocol and bad-guest tests.
 //! - [`raw_nic`]: a virtio-net NIC on a raw frontend, for byte-exact frames.
@@ -33,6 +35,7 @@ pub mod frames;
 pub mod guest;
 pub mod http;
 pub mod hugepages;
+pub mod mgmtd;
 pub mod netns;
 pub mod peers;
 pub mod process;

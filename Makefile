@@ -10,21 +10,24 @@ CARGO ?= cargo
 GUEST_DIR := target/guest
 DATA_DIR ?= .sfera
 
-# What `make run` needs: QEMU (TCG guests and qemu-storage-daemon) and the
-# guest image's ingredients.
-RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs
+# What `make run` needs: QEMU (TCG guests and qemu-storage-daemon), the
+# guest image's ingredients, and the toolchain of sfera-vmm's test guest
+# (vmm/testguest: gcc, as/ld from binutils, make).
+RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs \
+	gcc binutils make
 # What `make test` needs on top: namespaces, DPDK's testpmd with the virtio
 # and vhost PMDs, and Open vSwitch built with DPDK.
 TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl lz4 dpdk dpdk-dev \
 	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
 	openvswitch-switch-dpdk
 
-.PHONY: help run test deps-run deps-test guest-image build build-release lint bench bench-blk bench-net clean
+.PHONY: help run test deps-run deps-test guest-image testguest build build-release lint bench bench-blk bench-net bench-vmm clean
 
 help:
 	@echo "make run    install what is missing, build, and start Sfera (data in $(DATA_DIR))"
 	@echo "make test   install what is missing, build, and run every test"
 	@echo "make guest-image   build the test guest (kernel + initramfs) into $(GUEST_DIR)"
+	@echo "make testguest     build sfera-vmm's CPL3 test guest (vmm/testguest/build/testguest.elf)"
 	@echo "make lint   rustfmt and clippy"
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
@@ -40,11 +43,16 @@ deps-test:
 guest-image:
 	@tests/guest/build.sh $(GUEST_DIR)
 
+# sfera-vmm's bare-metal test guest (PVH ELF, gcc/as/ld only; make's own
+# dependency tracking rebuilds it only when its sources change).
+testguest:
+	@$(MAKE) --no-print-directory -C vmm/testguest
+
 build-release:
 	$(CARGO) build --release --workspace --locked
 
 run: deps-run
-	@$(MAKE) --no-print-directory guest-image build-release
+	@$(MAKE) --no-print-directory guest-image testguest build-release
 	./target/release/sfera-tryout --data-dir $(DATA_DIR)
 
 lint:
@@ -52,7 +60,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 test: deps-test
-	@$(MAKE) --no-print-directory guest-image lint
+	@$(MAKE) --no-print-directory guest-image testguest lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --profile ci
 

@@ -32,6 +32,7 @@ help:
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
 	@echo "make bench-net  sfera-vswitchd vs Open vSwitch with DPDK (testpmd as the VMs)"
+	@echo "make bench-vmm  sfera-vmm vs QEMU microvm on the test guest (start, memory, disk IOPS)"
 
 deps-run:
 	@appliance/host/install-debs.sh $(RUN_DEBS)
@@ -65,13 +66,19 @@ test: deps-test
 	$(CARGO) nextest run --workspace --locked --profile ci
 
 # Benchmarks run Sfera and its peer in the same run and report the ratio.
-bench: bench-blk bench-net
+bench: bench-blk bench-net bench-vmm
 
 bench-blk: deps-test build-release
 	./target/release/sfera-bench-blk
 
 bench-net: deps-test build-release
 	./target/release/sfera-bench-net
+
+# Only what this benchmark runs, in release: sfera-vmm, sfera-blockd and
+# the benchmark itself (the harness finds the daemons next to it).
+bench-vmm: deps-test testguest
+	$(CARGO) build --release --locked -p sfera-vmm -p sfera-blockstore -p sfera-bench --bins
+	./target/release/sfera-bench-vmm
 
 clean:
 	$(CARGO) clean

@@ -17,9 +17,11 @@ MGMTD_FLAGS ?= --stop-on-exit
 WEB_DIR := mgmt/web
 WEB_SRC := $(shell find $(WEB_DIR)/src $(WEB_DIR)/index.html $(WEB_DIR)/vite.config.ts $(WEB_DIR)/tsconfig.json $(WEB_DIR)/package.json -type f 2>/dev/null)
 
-# What `make run` needs: QEMU (TCG guests and qemu-storage-daemon) and the
-# guest image's ingredients.
-RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs
+# What `make run` needs: QEMU (TCG guests and qemu-storage-daemon), the
+# guest image's ingredients, and the toolchain of sfera-vmm's test guest
+# (vmm/testguest: gcc, as/ld from binutils, make).
+RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs \
+	gcc binutils make
 # What `make test` needs on top: namespaces, DPDK's testpmd with the virtio
 # and vhost PMDs, Open vSwitch built with DPDK, lz4 (the kernel boot test
 # unpacks Debian's kernel), chromium (and a font) for the web console's
@@ -28,7 +30,7 @@ TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl lz4 dpd
 	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
 	openvswitch-switch-dpdk chromium fonts-dejavu-core python3-venv
 
-.PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image build build-release lint bench bench-blk bench-net clean
+.PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image testguest build build-release lint bench bench-blk bench-net bench-vmm clean
 
 help:
 	@echo "make run    install what is missing, build, and start Sfera: the console on https://$(LISTEN), data in $(DATA_DIR)"
@@ -36,10 +38,12 @@ help:
 	@echo "make guest-image   build the test guest (kernel + initramfs) into $(GUEST_DIR)"
 	@echo "make web   build the web console into $(WEB_DIR)/dist (npm ci, tsc, vite)"
 	@echo "make schemathesis  install schemathesis (PyPI) into target/schemathesis for the OpenAPI test"
+	@echo "make testguest     build sfera-vmm's CPL3 test guest (vmm/testguest/build/testguest.elf)"
 	@echo "make lint   rustfmt and clippy"
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
 	@echo "make bench-net  sfera-vswitchd vs Open vSwitch with DPDK (testpmd as the VMs)"
+	@echo "make bench-vmm  sfera-vmm vs QEMU microvm on the test guest (start, memory, disk IOPS)"
 
 deps-run:
 	@appliance/host/install-debs.sh $(RUN_DEBS)
@@ -78,12 +82,17 @@ $(SCHEMATHESIS):
 	target/schemathesis/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
 	@test -x $@
 
+# sfera-vmm's bare-metal test guest (PVH ELF, gcc/as/ld only; make's own
+# dependency tracking rebuilds it only when its sources change).
+testguest:
+	@$(MAKE) --no-print-directory -C vmm/testguest
+
 build-release:
 	$(CARGO) build --release --workspace --locked
 
 # Sfera itself: sfera-mgmtd with its daemons, the console on https://$(LISTEN).
 run: deps-run deps-web
-	@$(MAKE) --no-print-directory guest-image build-release web
+	@$(MAKE) --no-print-directory guest-image testguest build-release web
 	@echo
 	@echo "Sfera's console: https://$(LISTEN)/  (user admin, password in $(DATA_DIR)/admin-password)"
 	@echo "The certificate is self-signed ($(DATA_DIR)/tls/cert.pem): let the browser accept it. Ctrl-C stops Sfera."
@@ -95,18 +104,24 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 test: deps-test deps-web
-	@$(MAKE) --no-print-directory guest-image web schemathesis lint
+	@$(MAKE) --no-print-directory guest-image testguest web schemathesis lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --profile ci
 
 # Benchmarks run Sfera and its peer in the same run and report the ratio.
-bench: bench-blk bench-net
+bench: bench-blk bench-net bench-vmm
 
 bench-blk: deps-test build-release
 	./target/release/sfera-bench-blk
 
 bench-net: deps-test build-release
 	./target/release/sfera-bench-net
+
+# Only what this benchmark runs, in release: sfera-vmm, sfera-blockd and
+# the benchmark itself (the harness finds the daemons next to it).
+bench-vmm: deps-test testguest
+	$(CARGO) build --release --locked -p sfera-vmm -p sfera-blockstore -p sfera-bench --bins
+	./target/release/sfera-bench-vmm
 
 clean:
 	$(CARGO) clean

@@ -23,6 +23,8 @@
 //!   descriptors it likes, for protocol and bad-guest tests.
 //! - [`raw_nic`]: a virtio-net NIC on a raw frontend, for byte-exact frames.
 //! - [`frames`]: Ethernet, 802.1Q, ARP and ICMP echo frames byte by byte.
+//! - [`testguest`]: sfera-vmm's CPL3 test guest under sfera-vmm or QEMU on
+//!   KVM, its console report and its disk pattern.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
@@ -42,6 +44,7 @@ pub mod process;
 pub mod raw_frontend;
 pub mod raw_nic;
 pub mod testdir;
+pub mod testguest;
 pub mod tools;
 pub mod wait;
 

@@ -1,7 +1,7 @@
 //! Traffic shaping holds a port to its average rate, with DPDK's testpmd
 //! as the clients: a sender testpmd (`txonly`, 1500-byte frames, as fast
 //! as it can) and a receiver testpmd (`rxonly`), each with one
-//! `net_virtio_user` port. Shaping is 100 Mbit/s average, 200 Mbit/s peak,
+//! `net_virtio_user` port. Shaping is 20 Mbit/s average, 40 Mbit/s peak,
 //! 256 KiB burst:
 //! - ingress (from the VM into the switch) on the sender's port group: the
 //!   switch leaves what is over the rate in the sender's ring;
@@ -16,9 +16,12 @@
 //! bounds passes (see `shaped_rate` for why the switch's worker may miss
 //! its pace on a busy machine).
 //!
-//! The rate is 100 Mbit/s rather than more because everything shares two
-//! CPUs with a debug build of the switch; at 200 Mbit/s the test passes on
-//! an idle machine but not reliably beside other work.
+//! The rate is 20 Mbit/s because everything shares two CPUs with a debug
+//! build of the switch, two busy-polling testpmds and whatever else the
+//! machine runs: at 100 Mbit/s the test passes on an idle machine but a
+//! starved worker could not even take 100 Mbit/s from the sender beside a
+//! TCG guest. What is tested is the shaper's accuracy, not the switch's
+//! speed (that is bench-net's job).
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +33,7 @@ use harness::testdir::TestDir;
 use harness::wait::wait_until;
 use serde_json::json;
 
-const AVERAGE_BPS: u64 = 100_000_000;
+const AVERAGE_BPS: u64 = 20_000_000;
 const BURST_BYTES: u64 = 256 * 1024;
 const WINDOW: Duration = Duration::from_secs(10);
 const FRAME: u32 = 1500;

@@ -224,10 +224,9 @@ fn api_drives_a_vm_through_its_life() {
     assert_eq!(call(&sock, "GET", "/v1/vm", None).1["state"], "running");
     let (status, counters) = call(&sock, "GET", "/v1/vm/counters", None);
     assert_eq!(status, 200);
-    assert!(
-        counters["exits"]["interrupted"].as_u64().unwrap() >= 1,
-        "{counters}"
-    );
+    // Whether a pause interrupts KVM_RUN (or finds a vCPU between runs)
+    // is timing: the count exists, its value is not asserted.
+    assert!(counters["exits"]["interrupted"].is_u64(), "{counters}");
     assert!(counters["devices"].is_array());
     assert_eq!(call(&sock, "PUT", "/v1/vm/shutdown", None).0, 204);
 

@@ -210,7 +210,12 @@ fn pause_and_resume_keep_the_guest_state() -> Result<()> {
             paused_mid_run += 1;
         }
         vm.put("resume")?;
-        ensure!(vm.info()?["state"] == "running");
+        // Resumed on its last sectors, the guest may power off before we ask.
+        let state = vm.info()?["state"].clone();
+        ensure!(
+            state == "running" || (state == "stopped" && vm.report().done().is_some()),
+            "state after resume: {state}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     ensure!(paused_mid_run > 0, "the guest finished before any pause");

@@ -9,15 +9,26 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GUEST_DIR := target/guest
 DATA_DIR ?= .sfera
+# Where `make run` serves the console and API.
+LISTEN ?= 127.0.0.1:8443
+# `make run` stops the VMs with mgmtd (Ctrl-C); `MGMTD_FLAGS=` leaves them
+# running for the next start to adopt.
+MGMTD_FLAGS ?= --stop-on-exit
+WEB_DIR := mgmt/web
+WEB_SRC := $(shell find $(WEB_DIR)/src $(WEB_DIR)/index.html $(WEB_DIR)/vite.config.ts $(WEB_DIR)/tsconfig.json $(WEB_DIR)/package.json -type f 2>/dev/null)
 
-# What `make run` needs: QEMU (TCG guests and qemu-storage-daemon) and the
-# guest image's ingredients.
-RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs
+# What `make run` needs: QEMU (TCG guests and qemu-storage-daemon), the
+# guest image's ingredients, and the toolchain of sfera-vmm's test guest
+# (vmm/testguest: gcc, as/ld from binutils, make).
+RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs \
+	gcc binutils make
 # What `make test` needs on top: namespaces, DPDK's testpmd with the virtio
-# and vhost PMDs, and Open vSwitch built with DPDK.
-TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl dpdk dpdk-dev \
+# and vhost PMDs, Open vSwitch built with DPDK, lz4 (the kernel boot test
+# unpacks Debian's kernel), chromium (and a font) for the web console's
+# browser test, and python3-venv for schemathesis.
+TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl lz4 dpdk dpdk-dev \
 	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
-	openvswitch-switch-dpdk
+	openvswitch-switch-dpdk chromium fonts-dejavu-core python3-venv
 
 # What `make iso` needs: mmdebstrap for the root file system, squashfs,
 # GRUB for BIOS and UEFI, and xorriso and mtools that grub-mkrescue drives.
@@ -26,23 +37,28 @@ ISO_DEBS := mmdebstrap zstd squashfs-tools xorriso mtools dosfstools grub-common
 # What `make test-appliance` needs on top: QEMU, UEFI firmware (OVMF),
 # mke2fs for the answer disk, curl for the API.
 APPLIANCE_TEST_DEBS := $(ISO_DEBS) qemu-system-x86 ovmf e2fsprogs curl
-# The binaries the ISO holds (sfera-vmm too once the workspace has it).
-ISO_PACKAGES := -p sfera-blockstore -p sfera-vswitch -p sfera-mgmt -p sfera-appliance
+# The binaries the ISO holds.
+ISO_PACKAGES := -p sfera-blockstore -p sfera-vswitch -p sfera-mgmt -p sfera-vmm -p sfera-appliance
 # Tests that need the ISO; `make test` leaves them to `make test-appliance`.
 APPLIANCE_TESTS := binary(appliance_install)
 
-.PHONY: help run test deps-run deps-test deps-iso deps-appliance guest-image build build-release lint bench bench-blk bench-net clean iso test-appliance
+.PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image testguest build build-release lint bench bench-blk bench-net bench-vmm clean \
+	deps-iso deps-appliance iso test-appliance
 
 help:
-	@echo "make run    install what is missing, build, and start Sfera (data in $(DATA_DIR))"
+	@echo "make run    install what is missing, build, and start Sfera: the console on https://$(LISTEN), data in $(DATA_DIR)"
 	@echo "make test   install what is missing, build, and run every test"
 	@echo "make guest-image   build the test guest (kernel + initramfs) into $(GUEST_DIR)"
+	@echo "make web   build the web console into $(WEB_DIR)/dist (npm ci, tsc, vite)"
+	@echo "make schemathesis  install schemathesis (PyPI) into target/schemathesis for the OpenAPI test"
+	@echo "make testguest     build sfera-vmm's CPL3 test guest (vmm/testguest/build/testguest.elf)"
 	@echo "make iso    build the installable ISO into target/appliance/sfera.iso"
 	@echo "make test-appliance  install the ISO unattended under QEMU (BIOS and UEFI) and reach the console"
 	@echo "make lint   rustfmt and clippy"
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
 	@echo "make bench-net  sfera-vswitchd vs Open vSwitch with DPDK (testpmd as the VMs)"
+	@echo "make bench-vmm  sfera-vmm vs QEMU microvm on the test guest (start, memory, disk IOPS)"
 
 deps-run:
 	@appliance/host/install-debs.sh $(RUN_DEBS)
@@ -60,27 +76,67 @@ deps-appliance:
 guest-image:
 	@tests/guest/build.sh $(GUEST_DIR)
 
+# The web console needs Node.js (18 or later) and npm: Debian's when there
+# is none on the PATH.
+deps-web:
+	@command -v node >/dev/null && command -v npm >/dev/null || appliance/host/install-debs.sh nodejs npm
+	@node -e 'if (+process.versions.node.split(".")[0] < 18) { console.error("Node.js " + process.version + " is too old for the web console: 18 or later"); process.exit(1) }'
+
+# npm ci installs exactly package-lock.json; again only when it changes.
+$(WEB_DIR)/node_modules/.sfera-installed: $(WEB_DIR)/package-lock.json
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+$(WEB_DIR)/dist/index.html: $(WEB_DIR)/node_modules/.sfera-installed $(WEB_SRC)
+	cd $(WEB_DIR) && npm run build
+
+web: deps-web
+	@$(MAKE) --no-print-directory $(WEB_DIR)/dist/index.html
+
+# schemathesis (PyPI) checks mgmtd's answers against its OpenAPI document
+# (tests/tests/mgmt_openapi.rs); it lives in a venv under target/.
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS := target/schemathesis/bin/st
+schemathesis: $(SCHEMATHESIS)
+$(SCHEMATHESIS):
+	python3 -m venv target/schemathesis
+	target/schemathesis/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
+	@test -x $@
+
+# sfera-vmm's bare-metal test guest (PVH ELF, gcc/as/ld only; make's own
+# dependency tracking rebuilds it only when its sources change).
+testguest:
+	@$(MAKE) --no-print-directory -C vmm/testguest
+
 build-release:
 	$(CARGO) build --release --workspace --locked
 
-run: deps-run
-	@$(MAKE) --no-print-directory guest-image build-release
-	./target/release/sfera-tryout --data-dir $(DATA_DIR)
+# Sfera itself: sfera-mgmtd with its daemons, the console on https://$(LISTEN).
+run: deps-run deps-web
+	@$(MAKE) --no-print-directory guest-image testguest build-release web
+	@echo
+	@echo "Sfera's console: https://$(LISTEN)/  (user admin, password in $(DATA_DIR)/admin-password)"
+	@echo "The certificate is self-signed ($(DATA_DIR)/tls/cert.pem): let the browser accept it. Ctrl-C stops Sfera."
+	@echo
+	./target/release/sfera-mgmtd --data-dir $(DATA_DIR) --listen $(LISTEN) --web-dir $(WEB_DIR)/dist $(MGMTD_FLAGS)
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: deps-test
-	@$(MAKE) --no-print-directory guest-image lint
+# The appliance's install tests (minutes under TCG) run last, from
+# test-appliance, which builds the ISO first.
+test: deps-test deps-web
+	@$(MAKE) --no-print-directory guest-image testguest web schemathesis lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --profile ci -E 'not $(APPLIANCE_TESTS)'
+	@$(MAKE) --no-print-directory test-appliance
 
 # The ISO: Debian's packages (the root file system is cached in
 # target/appliance, keyed by appliance/iso/rootfs.sh), Sfera's release
-# binaries, the test guest as the Tiny Linux template.
-iso: deps-iso
-	@$(MAKE) --no-print-directory guest-image
+# binaries, the web console, the test guest as the Tiny Linux template.
+iso: deps-iso deps-web
+	@$(MAKE) --no-print-directory guest-image web
 	$(CARGO) build --release --locked $(ISO_PACKAGES) --bins
 	appliance/iso/build.sh target/appliance
 
@@ -90,13 +146,19 @@ test-appliance: deps-appliance iso
 	$(CARGO) nextest run -p sfera-tests --locked --profile ci -E '$(APPLIANCE_TESTS)'
 
 # Benchmarks run Sfera and its peer in the same run and report the ratio.
-bench: bench-blk bench-net
+bench: bench-blk bench-net bench-vmm
 
 bench-blk: deps-test build-release
 	./target/release/sfera-bench-blk
 
 bench-net: deps-test build-release
 	./target/release/sfera-bench-net
+
+# Only what this benchmark runs, in release: sfera-vmm, sfera-blockd and
+# the benchmark itself (the harness finds the daemons next to it).
+bench-vmm: deps-test testguest
+	$(CARGO) build --release --locked -p sfera-vmm -p sfera-blockstore -p sfera-bench --bins
+	./target/release/sfera-bench-vmm
 
 clean:
 	$(CARGO) clean

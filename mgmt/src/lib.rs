@@ -11,7 +11,9 @@
 //! - [`host`]: CPUs, memory and the kind of KVM, which picks QEMU's
 //!   accelerator.
 //! - [`vm`], [`qemu`]: VMs and the QEMU driver; [`tasks`] for long
-//!   operations.
+//!   operations; [`console`]: serial consoles shared by web viewers.
+//! - [`metrics`]: performance samples from the daemons' metrics, for the
+//!   charts.
 //! - [`api`]: the `/api/v1` REST API, its OpenAPI document and its server;
 //!   [`auth`] and [`tls`] for who may call it.
 
@@ -20,8 +22,10 @@
 pub mod api;
 pub mod auth;
 pub mod blockd;
+pub mod console;
 pub mod db;
 pub mod host;
+pub mod metrics;
 pub mod mgmtd;
 pub mod pid;
 pub mod qemu;

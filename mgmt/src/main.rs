@@ -42,9 +42,14 @@ struct Args {
     /// this program, i.e. target/guest in a build tree).
     #[arg(long)]
     guest_dir: Option<PathBuf>,
-    /// The web console's files, served at / when given.
+    /// The web console's files, served at / (default: <data-dir>/web,
+    /// ../share/sfera/web from this program, or the source tree's
+    /// mgmt/web/dist, the first that has an index.html).
     #[arg(long)]
     web_dir: Option<PathBuf>,
+    /// Seconds between performance samples (charts).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    sample_interval: u64,
     /// How QEMU runs guests (default: kvm on hardware virtualization, tcg
     /// otherwise, PVM included).
     #[arg(long, value_enum)]
@@ -75,6 +80,9 @@ fn main() -> Result<()> {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
+    let web_dir = args
+        .web_dir
+        .or_else(|| mgmt::mgmtd::find_web_dir(&args.data_dir, &exe_dir));
     let options = Options {
         run_dir: args.run_dir.unwrap_or_else(|| args.data_dir.join("run")),
         data_dir: args.data_dir,
@@ -86,7 +94,8 @@ fn main() -> Result<()> {
             .unwrap_or_else(|| exe_dir.join("sfera-vswitchd")),
         qemu: args.qemu,
         guest_dir: args.guest_dir.unwrap_or_else(|| exe_dir.join("../guest")),
-        web_dir: args.web_dir,
+        web_dir,
+        sample_interval: std::time::Duration::from_secs(args.sample_interval),
         accel: args.accel,
         admin_password_hash_file: args.admin_password_hash_file,
         stop_on_exit: args.stop_on_exit,

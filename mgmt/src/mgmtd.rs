@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::json;
 use tokio::sync::watch;
 
 use crate::auth::{self, Role};
@@ -16,7 +15,7 @@ use crate::db::Db;
 use crate::host::{self, Accel};
 use crate::service::{Mgmt, Paths};
 use crate::supervisor::{DaemonSpec, Readiness, Supervisor};
-use crate::vswitchd::{self, SwitchMode, Vswitchd};
+use crate::vswitchd::Vswitchd;
 
 /// How mgmtd is run.
 #[derive(Debug, Clone)]
@@ -35,6 +34,8 @@ pub struct Options {
     /// The first administrator's password hash (argon2 PHC string), instead
     /// of a random password.
     pub admin_password_hash_file: Option<PathBuf>,
+    /// How often performance samples are taken (20 s; tests take less).
+    pub sample_interval: Duration,
     /// Stop the daemons and VMs when mgmtd stops (instead of leaving them
     /// for the next mgmtd to adopt).
     pub stop_on_exit: bool,
@@ -94,6 +95,20 @@ fn first_admin(db: &Db, data_dir: &Path, hash_file: Option<&Path>) -> Result<()>
     Ok(())
 }
 
+/// Where the web console's files are when `--web-dir` does not say: under
+/// the data directory (`<data-dir>/web`), where an install puts them
+/// (`<prefix>/share/sfera/web` for `<prefix>/bin/sfera-mgmtd`), or where
+/// this build made them (`mgmt/web/dist` of the source tree).
+pub fn find_web_dir(data_dir: &Path, exe_dir: &Path) -> Option<PathBuf> {
+    [
+        data_dir.join("web"),
+        exe_dir.join("../share/sfera/web"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("web/dist"),
+    ]
+    .into_iter()
+    .find(|d| d.join("index.html").is_file())
+}
+
 /// Runs mgmtd until SIGINT or SIGTERM.
 pub async fn run(o: Options) -> Result<()> {
     let run_dir = std::path::absolute(&o.run_dir)?;
@@ -106,6 +121,7 @@ pub async fn run(o: Options) -> Result<()> {
         qemu: o.qemu.clone(),
         guest_dir: o.guest_dir.clone(),
         web_dir: o.web_dir.clone(),
+        sample_every: o.sample_interval,
     };
     let logs = data_dir.join("logs");
     for d in [
@@ -164,61 +180,29 @@ pub async fn run(o: Options) -> Result<()> {
         Arc::clone(&db),
     );
 
-    // sfera-vswitchd, over its API when it has one.
+    // sfera-vswitchd, driven over its API; it keeps its own state.
     let vsw_data = data_dir.join("vswitchd");
     mkdir(&vsw_data)?;
-    let (mode, spec_args, api, ready, config) = if vswitchd::binary_has_api(&o.vswitchd) {
-        let api = run_dir.join("vswitchd.sock");
-        (
-            SwitchMode::Api,
-            vec![
-                "--api".into(),
-                api.clone().into(),
-                "serve".into(),
-                "--data-dir".into(),
-                vsw_data.into(),
-            ],
-            api,
-            Readiness::Api("/v1/config"),
-            json!(null),
-        )
-    } else {
-        let file = vsw_data.join("config.json");
-        let config = match std::fs::read_to_string(&file) {
-            Ok(text) => serde_json::from_str(&text)
-                .with_context(|| format!("Invalid switch configuration {}", file.display()))?,
-            Err(_) => {
-                let c = vswitchd::initial_file_config();
-                vswitchd::write_config(&file, &c)?;
-                c
-            }
-        };
-        tracing::warn!(
-            "{} has no API (no `serve`): driving it through {}; a NIC change restarts it",
-            o.vswitchd.display(),
-            file.display()
-        );
-        (
-            SwitchMode::File(file.clone()),
-            vec!["--config".into(), file.clone().into()],
-            file,
-            Readiness::Files(vswitchd::port_sockets(&config)),
-            config,
-        )
-    };
+    let vsw_api = run_dir.join("vswitchd.sock");
     let vsw_supervisor = Supervisor::new(
         DaemonSpec {
             name: "sfera-vswitchd",
             binary: o.vswitchd.clone(),
-            args: spec_args,
-            api,
+            args: vec![
+                "--api".into(),
+                vsw_api.clone().into(),
+                "serve".into(),
+                "--data-dir".into(),
+                vsw_data.into(),
+            ],
+            api: vsw_api,
             log: logs.join("vswitchd.log"),
             pidfile: run_dir.join("vswitchd.pid"),
-            ready,
+            ready: Readiness::Api("/v1/config"),
         },
         Arc::clone(&db),
     );
-    let vswitchd = Arc::new(Vswitchd::new(mode, Arc::clone(&vsw_supervisor), config));
+    let vswitchd = Arc::new(Vswitchd::new(Arc::clone(&vsw_supervisor)));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut daemons = tokio::task::JoinSet::new();
@@ -229,14 +213,32 @@ pub async fn run(o: Options) -> Result<()> {
     mgmt.adopt_vms().await?;
     tokio::spawn(Arc::clone(&mgmt).watch_vms());
     tokio::spawn(defaults_and_sync(Arc::clone(&mgmt)));
+    tokio::spawn(crate::metrics::sampler::run(
+        Arc::clone(&mgmt),
+        o.sample_interval,
+    ));
+    match &o.web_dir {
+        Some(d) => tracing::info!(dir = %d.display(), "Web console files"),
+        None => tracing::warn!(
+            "No web console files (make web builds them into mgmt/web/dist; --web-dir names them)"
+        ),
+    }
 
     let scheme = if o.http { "http" } else { "https" };
     let local = listener.local_addr()?;
     tracing::info!(%local, "sfera-mgmtd listening");
-    eprintln!(
-        "sfera-mgmtd: the API is on {scheme}://{local}/api/v1 (user admin, password in {})",
-        data_dir.join("admin-password").display()
-    );
+    let password = data_dir.join("admin-password");
+    if o.web_dir.is_some() {
+        eprintln!(
+            "sfera-mgmtd: the console is on {scheme}://{local}/ and the API on {scheme}://{local}/api/v1 (user admin, password in {})",
+            password.display()
+        );
+    } else {
+        eprintln!(
+            "sfera-mgmtd: the API is on {scheme}://{local}/api/v1 (user admin, password in {}); no web console files",
+            password.display()
+        );
+    }
     db.event(
         "info",
         "mgmtd.started",
@@ -335,5 +337,33 @@ async fn defaults_and_sync(mgmt: Arc<Mgmt>) {
         let _ = mgmt.sync_datastores().await;
         let _ = mgmt.sync_networks().await;
         tokio::time::sleep(SYNC_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_web_console_is_found_under_the_data_directory_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let exe = dir.path().join("prefix/bin");
+        std::fs::create_dir_all(&exe).unwrap();
+        // An install's share/sfera/web.
+        let share = dir.path().join("prefix/share/sfera/web");
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(share.join("index.html"), "<html>").unwrap();
+        let found = find_web_dir(&data, &exe).unwrap();
+        assert!(found.ends_with("share/sfera/web"), "{}", found.display());
+        // <data-dir>/web wins; a directory without index.html does not count.
+        std::fs::create_dir_all(data.join("web")).unwrap();
+        assert!(
+            find_web_dir(&data, &exe)
+                .unwrap()
+                .ends_with("share/sfera/web")
+        );
+        std::fs::write(data.join("web/index.html"), "<html>").unwrap();
+        assert_eq!(find_web_dir(&data, &exe).unwrap(), data.join("web"));
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::api::error::ApiError;
 use crate::blockd::Blockd;
+use crate::console::Consoles;
 use crate::db::Db;
 use crate::host::HostFacts;
 use crate::supervisor::Supervisor;
@@ -28,6 +29,8 @@ pub struct Paths {
     pub guest_dir: PathBuf,
     /// The web console's files, served at / when present.
     pub web_dir: Option<PathBuf>,
+    /// How often performance samples are taken.
+    pub sample_every: Duration,
 }
 
 /// How long an operation waits for a daemon it needs.
@@ -42,6 +45,8 @@ pub struct Mgmt {
     pub blockd: Blockd,
     pub blockd_supervisor: Arc<Supervisor>,
     pub vswitchd: Arc<Vswitchd>,
+    /// The web's serial console hubs.
+    pub consoles: Consoles,
     /// One lock per VM: its operations run one at a time.
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -63,6 +68,7 @@ impl Mgmt {
             },
             blockd_supervisor,
             vswitchd,
+            consoles: Consoles::default(),
             vm_locks: Mutex::new(HashMap::new()),
         }
     }

@@ -19,6 +19,10 @@ pub enum Error {
     #[error("Guest image not found at {}: build it with `make guest-image`", dir.display())]
     MissingGuestImage { dir: PathBuf },
 
+    /// sfera-vmm's test guest has not been built.
+    #[error("Test guest not found at {}: build it with `make testguest` (or `make -C vmm/testguest`)", path.display())]
+    MissingTestGuest { path: PathBuf },
+
     /// An I/O operation on a path failed.
     #[error("{what} ({})", path.display())]
     Io {

@@ -17,10 +17,14 @@
 //! - [`blkio_client`]: libblkio as an independent vhost-user-blk client.
 //! - [`daemons`]: Sfera's own daemons, from the workspace's build output.
 //! - [`http`]: REST calls to a daemon's Unix-socket API through curl.
+//! - [`mgmtd`]: sfera-mgmtd on a free port with its data in the test's
+//!   directory, and the cleanup of what it leaves running.
 //! - [`raw_frontend`]: a raw vhost-user frontend that writes any
 //!   descriptors it likes, for protocol and bad-guest tests.
 //! - [`raw_nic`]: a virtio-net NIC on a raw frontend, for byte-exact frames.
 //! - [`frames`]: Ethernet, 802.1Q, ARP and ICMP echo frames byte by byte.
+//! - [`testguest`]: sfera-vmm's CPL3 test guest under sfera-vmm or QEMU on
+//!   KVM, its console report and its disk pattern.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
@@ -33,12 +37,14 @@ pub mod frames;
 pub mod guest;
 pub mod http;
 pub mod hugepages;
+pub mod mgmtd;
 pub mod netns;
 pub mod peers;
 pub mod process;
 pub mod raw_frontend;
 pub mod raw_nic;
 pub mod testdir;
+pub mod testguest;
 pub mod tools;
 pub mod wait;
 

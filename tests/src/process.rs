@@ -48,6 +48,21 @@ impl Process {
         Self::start(name, command, log)
     }
 
+    /// Starts `command` with stdin closed, stdout written to `stdout` (a
+    /// program's own output kept apart from its diagnostics) and stderr
+    /// appended to `log`.
+    pub fn spawn_split(
+        name: &str,
+        mut command: Command,
+        stdout: &Path,
+        log: &Path,
+    ) -> Result<Self> {
+        let out = open_log(stdout)?;
+        let err = open_log(log)?;
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        Self::start(name, command, log)
+    }
+
     /// Starts `command` with piped stdin and stdout (for a console or an
     /// interactive tool) and stderr appended to `log`.
     pub fn spawn_interactive(

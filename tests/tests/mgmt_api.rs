@@ -5,6 +5,7 @@
 //! crash of mgmtd itself: the VM keeps running, the next mgmtd adopts it
 //! and its daemons, and the inventory, users and tokens are still there.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -12,12 +13,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use harness::daemons::binary;
 use harness::guest::{GuestImage, READY_LINE};
+use harness::mgmtd::{self, Leftovers};
 use harness::process::{Process, run};
 use harness::testdir::TestDir;
 use harness::tools;
-use harness::wait::wait_until;
 use serde_json::{Value, json};
 
 const GIB: u64 = 1 << 30;
@@ -50,39 +50,15 @@ impl Mgmtd {
         stop_on_exit: bool,
         n: u32,
     ) -> Result<Self> {
-        let data = dir.join("data");
-        let mut cmd = Command::new(binary("sfera-mgmtd")?);
-        cmd.arg("--data-dir")
-            .arg(&data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--http")
-            .arg("--blockd")
-            .arg(binary("sfera-blockd")?)
-            .arg("--vswitchd")
-            .arg(binary("sfera-vswitchd")?)
-            .arg("--guest-dir")
-            .arg(guest_dir)
-            .arg("--accel")
-            .arg("tcg")
-            .env("RUST_LOG", "info");
-        if stop_on_exit {
-            cmd.arg("--stop-on-exit");
-        }
-        let mut process = Process::spawn(
-            &format!("sfera-mgmtd #{n}"),
-            cmd,
-            &dir.join(format!("mgmtd-{n}.log")),
-        )?;
-        let base = format!("http://127.0.0.1:{port}");
-        let probe = format!("{base}/api/v1/host");
-        wait_until("sfera-mgmtd's API", Duration::from_secs(60), || {
-            process.ensure_running()?;
-            Ok(curl_status(&probe).filter(|s| *s == 401))
-        })?;
+        let extra: Vec<OsString> = if stop_on_exit {
+            vec!["--stop-on-exit".into()]
+        } else {
+            Vec::new()
+        };
+        let process = mgmtd::start(dir, port, guest_dir, n, &extra)?;
         Ok(Mgmtd {
-            base,
-            data,
+            base: format!("http://127.0.0.1:{port}"),
+            data: dir.join("data"),
             process: Some(process),
         })
     }
@@ -203,51 +179,6 @@ fn poll<T>(
     }
 }
 
-fn curl_status(url: &str) -> Option<u16> {
-    let out = Command::new("curl")
-        .args(["--silent", "-o", "/dev/null", "-w", "%{http_code}", url])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .ok()
-        .filter(|s| *s != 0)
-}
-
-/// Kills, whatever happens to the test, the daemons and QEMU processes
-/// mgmtd left running in this test's data directory.
-struct Leftovers(PathBuf);
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        let run_dir = self.0.join("run");
-        let mut pidfiles = vec![run_dir.join("blockd.pid"), run_dir.join("vswitchd.pid")];
-        if let Ok(vms) = std::fs::read_dir(run_dir.join("vms")) {
-            pidfiles.extend(vms.flatten().map(|e| e.path().join("qemu.pid")));
-        }
-        let mark = self.0.to_string_lossy().into_owned();
-        for f in pidfiles {
-            let Some(pid) = std::fs::read_to_string(&f)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&mark))
-                .unwrap_or(false);
-            if ours && pid > 0 {
-                // SAFETY: kill(2) on a process of this test (its command
-                // line names the test's data directory); no memory involved.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
 /// Reads the VM's serial console socket until `needle` shows up.
 fn console_wait(
     socket: &Path,
@@ -302,14 +233,43 @@ fn unauthorized(a: &Answer, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The port's counters on sfera-vswitchd, if the switch has the port.
+fn port_stats(m: &Mgmtd, cred: Cred<'_>, port: &str) -> Result<Option<Value>> {
+    let stats = m.expect(cred, "GET", "/api/v1/networks/stats", None, 200)?;
+    Ok(stats["ports"]
+        .as_array()
+        .context("no ports in the switch's stats")?
+        .iter()
+        .find(|p| p["name"] == port)
+        .cloned())
+}
+
+/// sfera-vswitchd is running, was never restarted, and (when `pid` is
+/// given) is still that process; returns its pid.
+fn vswitchd_unrestarted(m: &Mgmtd, cred: Cred<'_>, pid: Option<i64>) -> Result<i64> {
+    let daemons = m.expect(cred, "GET", "/api/v1/daemons", None, 200)?;
+    let d = daemons["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == "sfera-vswitchd"))
+        .context("no sfera-vswitchd")?;
+    ensure!(
+        d["state"] == "running" && d["restarts"] == 0,
+        "sfera-vswitchd: {d}"
+    );
+    let now = d["pid"].as_i64().context("no vswitchd pid")?;
+    ensure!(
+        pid.is_none_or(|p| p == now),
+        "sfera-vswitchd was restarted: pid {pid:?}, now {now}"
+    );
+    Ok(now)
+}
+
 #[test]
 fn mgmt_api_end_to_end() -> Result<()> {
     let image = GuestImage::locate()?;
     let guest_dir = image.kernel.parent().context("kernel path")?.to_owned();
     let dir = TestDir::new("mgmt-api")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = mgmtd::free_port()?;
     let _leftovers = Leftovers(dir.join("data"));
     let mut m = Mgmtd::start(&dir, port, &guest_dir, false, 1)?;
 
@@ -491,6 +451,10 @@ fn mgmt_api_end_to_end() -> Result<()> {
     let vms = m.expect(admin, "GET", "/api/v1/vms", None, 200)?;
     ensure!(vms["total"] == 0, "{vms}");
 
+    // sfera-vswitchd runs with its API; NIC changes go to the running
+    // switch (POST/DELETE /v1/ports), never through a restart.
+    let vswitchd_pid = vswitchd_unrestarted(&m, admin, None)?;
+
     // Create the Tiny Linux VM with a disk and a NIC, and power it on.
     let task = m.expect(
         admin,
@@ -512,6 +476,15 @@ fn mgmt_api_end_to_end() -> Result<()> {
     );
     let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
     ensure!(volumes["items"][0]["name"] == "tiny/disk0", "{volumes}");
+    let nic_port = vm["nics"][0]["port"]
+        .as_str()
+        .context("no port")?
+        .to_owned();
+    ensure!(
+        port_stats(&m, admin, &nic_port)?.is_some(),
+        "port {nic_port} not on the switch"
+    );
+    vswitchd_unrestarted(&m, admin, Some(vswitchd_pid))?;
     m.expect(admin, "POST", "/api/v1/vms/tiny", None, 405)?;
     let task = m.expect(admin, "POST", "/api/v1/vms/tiny/power/on", None, 202)?;
     m.wait_task(&token, &task, Duration::from_secs(120))?;
@@ -524,6 +497,9 @@ fn mgmt_api_end_to_end() -> Result<()> {
     );
     let running = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
     ensure!(running["state"] == "running", "{running}");
+    poll("QEMU on the NIC's port", Duration::from_secs(30), || {
+        Ok(port_stats(&m, admin, &nic_port)?.filter(|p| p["connected"] == true))
+    })?;
     m.expect(admin, "DELETE", "/api/v1/vms/tiny", None, 409)?;
 
     // mgmtd crashes; the VM runs on; the next mgmtd adopts it and the
@@ -602,6 +578,12 @@ fn mgmt_api_end_to_end() -> Result<()> {
     let task = m.expect(admin, "DELETE", "/api/v1/vms/tiny?disks=true", None, 202)?;
     m.wait_task(&token, &task, Duration::from_secs(60))?;
     m.expect(admin, "GET", "/api/v1/vms/tiny", None, 404)?;
+    ensure!(
+        port_stats(&m, admin, &nic_port)?.is_none(),
+        "port {nic_port} still on the switch"
+    );
+    // The same switch process from the first mgmtd to here.
+    vswitchd_unrestarted(&m, admin, Some(vswitchd_pid))?;
     let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
     ensure!(volumes["total"] == 0, "{volumes}");
     let events = m

@@ -1,24 +1,27 @@
 //! Traffic shaping holds a port to its average rate, with DPDK's testpmd
 //! as the clients: a sender testpmd (`txonly`, 1500-byte frames, as fast
 //! as it can) and a receiver testpmd (`rxonly`), each with one
-//! `net_virtio_user` port. Shaping is 100 Mbit/s average, 200 Mbit/s peak,
+//! `net_virtio_user` port. Shaping is 20 Mbit/s average, 40 Mbit/s peak,
 //! 256 KiB burst:
 //! - ingress (from the VM into the switch) on the sender's port group: the
 //!   switch leaves what is over the rate in the sender's ring;
-//! - egress (from the switch to the VM) on the receiver's port group: the
-//!   switch drops what is over the rate.
+//! - egress (from the switch to the VM) on the receiver's port group: a
+//!   unicast frame over the receiver's rate also stays in the sender's
+//!   ring (the switch drops only flooded frames over the rate).
 //!
 //! The delivered rate is the receiver's byte counter over a 10 s window
 //! (counters read at its start and end, after the burst allowance is
 //! spent) and must be within 10% of the average, while the sender offers
-//! more: its ring is full (ingress), or the switch takes at least twice the
-//! average from it (egress). Up to three windows are measured; one within
+//! more: its ring is full. Up to three windows are measured; one within
 //! bounds passes (see `shaped_rate` for why the switch's worker may miss
 //! its pace on a busy machine).
 //!
-//! The rate is 100 Mbit/s rather than more because everything shares two
-//! CPUs with a debug build of the switch; at 200 Mbit/s the test passes on
-//! an idle machine but not reliably beside other work.
+//! The rate is 20 Mbit/s because everything shares two CPUs with a debug
+//! build of the switch, two busy-polling testpmds and whatever else the
+//! machine runs: at 100 Mbit/s the test passes on an idle machine but a
+//! starved worker could not even take 100 Mbit/s from the sender beside a
+//! TCG guest. What is tested is the shaper's accuracy, not the switch's
+//! speed (that is bench-net's job).
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +33,7 @@ use harness::testdir::TestDir;
 use harness::wait::wait_until;
 use serde_json::json;
 
-const AVERAGE_BPS: u64 = 100_000_000;
+const AVERAGE_BPS: u64 = 20_000_000;
 const BURST_BYTES: u64 = 256 * 1024;
 const WINDOW: Duration = Duration::from_secs(10);
 const FRAME: u32 = 1500;
@@ -187,13 +190,11 @@ fn shaped_rate(direction: Direction) -> Result<()> {
         );
         eprintln!("{window}");
         windows.push(window);
-        // The sender offered more than the shaper let through: for ingress,
-        // its ring was full (testpmd could not hand over every frame); for
-        // egress, the switch took at least twice the receiver's rate.
-        let offered_more = match direction {
-            Direction::Ingress => held > 0,
-            Direction::Egress => accepted >= 2.0 * average,
-        };
+        // The sender offered more than the shaper let through: its ring
+        // was full (testpmd could not hand over every frame). Both
+        // directions hold frames in the sender's ring when one sender and
+        // one receiver are known.
+        let offered_more = held > 0;
         passed = offered_more && (delivered - average).abs() <= average / 10.0;
     }
     sender.command("stop")?;

@@ -1,7 +1,9 @@
 /* virtio-blk (virtio v1.2, 5.2): capacity, GET_ID, then a pattern written
  * to blk.count sectors from blk.sector, flushed, read back and verified;
  * the first half polled, the second half interrupt-driven (MSI-X), then
- * the whole range read back once more. See README.md for the pattern. */
+ * the whole range read back once more. See README.md for the pattern.
+ * With blk.bench=MS, instead: polled random reads of blk.req sectors with
+ * blk.depth requests always in flight, for MS milliseconds. */
 #include "clock.h"
 #include "console.h"
 #include "devices.h"
@@ -221,6 +223,78 @@ static bool phase(struct blk *b, u64 start, u64 count, bool irq)
 	return ok;
 }
 
+/* Polled random reads for `ms` milliseconds with b->depth requests in
+ * flight at all times: each completion is replaced at once and the
+ * doorbell rung once per round that added requests. Reports the count and
+ * the rate; nothing is verified (the data is whatever the disk holds). */
+static bool bench(struct blk *b, u64 capacity, u64 ms)
+{
+	u64 blocks = capacity / b->req_sectors;
+	if (blocks == 0) {
+		report("blk fail bench needs at least %u sectors", b->req_sectors);
+		return false;
+	}
+	u64 rng = 0x2545F4914F6CDD1Dull;
+	u64 ios = 0;
+	u32 in_flight = 0;
+	u64 start_ms = clock_ms();
+	u64 end = deadline_after_ms(ms);
+	u64 stall = deadline_after_ms(ms + TIMEOUT_MS);
+	bool stop = false;
+	for (u32 i = 0; i < b->depth; i++) {
+		b->reqs[i].len = b->req_sectors * SECTOR;
+		b->reqs[i].done = true; /* free */
+	}
+	for (;;) {
+		u32 added = 0;
+		for (u32 i = 0; !stop && i < b->depth; i++) {
+			struct blk_req *r = &b->reqs[i];
+			if (!r->done)
+				continue;
+			rng ^= rng << 13;
+			rng ^= rng >> 7;
+			rng ^= rng << 17;
+			r->hdr = (struct blk_hdr){.type = VIRTIO_BLK_T_IN, .sector = (rng % blocks) * b->req_sectors};
+			r->status = 0xFF;
+			r->done = false;
+			struct vbuf hdr = {&r->hdr, sizeof(r->hdr)};
+			struct vbuf in[2] = {{r->data, r->len}, {&r->status, 1}};
+			if (!virtq_add(&b->q, &hdr, 1, in, 2, r)) {
+				report("blk fail ring full");
+				return false;
+			}
+			added++;
+			in_flight++;
+		}
+		if (added)
+			virtq_kick(&b->q);
+		u32 len;
+		struct blk_req *r;
+		while ((r = virtq_get(&b->q, &len))) {
+			if (r->status != VIRTIO_BLK_S_OK) {
+				report("blk fail bench read sector=%lu status=%u", r->hdr.sector, r->status);
+				return false;
+			}
+			r->done = true;
+			in_flight--;
+			ios++;
+		}
+		if (!stop && deadline_passed(end))
+			stop = true;
+		if (stop && in_flight == 0)
+			break;
+		if (deadline_passed(stall)) {
+			report("blk fail bench timeout in_flight=%u", in_flight);
+			return false;
+		}
+		cpu_relax();
+	}
+	u64 elapsed = clock_ms() - start_ms;
+	report("blk bench ios=%lu ms=%lu iops=%lu depth=%u bytes=%u", ios, elapsed,
+	       elapsed ? ios * 1000 / elapsed : 0, b->depth, b->req_sectors * SECTOR);
+	return true;
+}
+
 static void get_id(struct blk *b)
 {
 	struct blk_req *r = &b->reqs[0];
@@ -292,6 +366,14 @@ bool blk_test(struct pci_fn *f)
 	get_id(&b);
 
 	bool ok = true;
+	u64 bench_ms = cmdline_u64("blk.bench", 0);
+	if (bench_ms) {
+		ok = bench(&b, capacity, bench_ms);
+		if (ok)
+			report("blk ok bench");
+		virtio_reset(&b.dev);
+		return ok;
+	}
 	if (count == 0) {
 		/* Nothing to write: read what is there, both ways, to prove the
 		 * path (no verification possible). */

@@ -82,7 +82,16 @@ impl Worker {
                         ring.unpop(1);
                         break;
                     }
-                    self.on_port_frame(p, q, &frame);
+                    if let Err(wait) = self.on_port_frame(p, q, &frame) {
+                        // The receiver's shaping has no room: the frame
+                        // stays in the ring until it has.
+                        let port = &mut self.ports[p];
+                        port.held_until_ns = Some(now + wait);
+                        if let Some(ring) = port.queues[q].ring.as_mut() {
+                            ring.unpop(1);
+                        }
+                        break;
+                    }
                 }
             }
             if let Some(ring) = self.ports[p].queues[q].ring.as_mut() {
@@ -105,7 +114,12 @@ impl Worker {
     }
 
     /// One frame a guest sent on port `p`, queue `q`.
-    fn on_port_frame(&mut self, p: usize, q: usize, frame: &Frame<'_>) {
+    ///
+    /// A unicast frame to a guest whose egress shaping has no room now is
+    /// not taken: the answer is how long the sender's ring should wait
+    /// (shaping holds frames rather than dropping them where one sender
+    /// and one receiver are known).
+    fn on_port_frame(&mut self, p: usize, q: usize, frame: &Frame<'_>) -> Result<(), u64> {
         let now = self.now_ns;
         let mut head = [0u8; HEAD];
         let n = frame.read_head(&mut head);
@@ -115,17 +129,22 @@ impl Worker {
         let max_len = usize::from(policy.mtu) + ETH_HLEN;
         let info = match frame::parse(&head[..n], frame.len(), max_len) {
             Ok(i) => i,
-            Err(r) => return counters.count_drop(r),
+            Err(r) => {
+                counters.count_drop(r);
+                return Ok(());
+            }
         };
         let vid = match policy.vlan.ingress(info.tag) {
             Ok(v) => v,
-            Err(r) => return counters.count_drop(r),
+            Err(r) => {
+                counters.count_drop(r);
+                return Ok(());
+            }
         };
         if let Err(r) = policy.security.admit_transmit(&info, policy.mac) {
-            return counters.count_drop(r);
+            counters.count_drop(r);
+            return Ok(());
         }
-        counters.tx_packets.inc();
-        counters.tx_bytes.add(frame.len() as u64);
         let sw = policy.switch;
         let fresh = matches!(port.learned, Some((v, m, t)) if v == vid && m == info.src && now - t < RELEARN_NS);
         if !fresh {
@@ -137,6 +156,16 @@ impl Worker {
         } else {
             self.fdbs[sw].lookup(vid, info.dst, now)
         };
+        if let Some(d) = dst
+            && d < UPLINK_BASE
+            && d as usize != p
+            && let Some(wait) = self.egress_wait(d as usize, sw, vid, &info, frame.len())
+        {
+            return Err(wait);
+        }
+        let counters = &self.ports[p].entry.counters;
+        counters.tx_packets.inc();
+        counters.tx_bytes.add(frame.len() as u64);
         let pair = q / 2;
         match dst {
             Some(d) if d as usize == p => {} // back where it came from
@@ -157,6 +186,30 @@ impl Worker {
                 self.send_team(p, vid, &info, frame);
             }
         }
+        Ok(())
+    }
+
+    /// How long a frame of VLAN `vid` for port `d` must wait for the
+    /// port's egress shaping; None when it may go now (or is not for the
+    /// port at all).
+    fn egress_wait(
+        &mut self,
+        d: usize,
+        sw: usize,
+        vid: u16,
+        info: &FrameInfo,
+        len: usize,
+    ) -> Option<u64> {
+        let now = self.now_ns;
+        let port = &mut self.ports[d];
+        let policy = &port.entry.policy;
+        if policy.switch != sw || port.rx_running.is_empty() {
+            return None;
+        }
+        let edit = policy.vlan.egress(vid, info.tag)?;
+        let shaper = port.egress.as_mut()?;
+        let wait = shaper.wait(edit.output_len(len) as u64, now);
+        (!wait.is_zero()).then_some(wait.as_nanos() as u64)
     }
 
     /// Promiscuous ports of the switch also get unicast frames (but not

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// The methods the path allows, for a 405's `Allow` header.
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -41,8 +44,12 @@ impl ApiError {
         Self::new(404, "not_found", message)
     }
 
-    pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(405, "method_not_allowed", message)
+    /// `allow`: the methods the path has, for the `Allow` header.
+    pub fn method_not_allowed(message: impl Into<String>, allow: &[&str]) -> Self {
+        ApiError {
+            allow: Some(allow.join(", ")),
+            ..Self::new(405, "method_not_allowed", message)
+        }
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
@@ -102,8 +109,6 @@ impl From<SwitchError> for ApiError {
     fn from(e: SwitchError) -> Self {
         match e {
             SwitchError::Call(c) => c.into(),
-            SwitchError::Invalid(m) => ApiError::invalid(m),
-            other => ApiError::unavailable(other.to_string()),
         }
     }
 }

@@ -15,10 +15,10 @@ use super::error::ApiError;
 use super::routes::{Op, Params};
 use crate::auth::{self, Principal, Role};
 use crate::db::VmState;
+use crate::db::metrics as metrics_db;
 use crate::service::Mgmt;
 use crate::vm::request::{CreateVm, templates};
 use crate::vm::service::PowerAction;
-use crate::vswitchd::SwitchMode;
 
 /// A request, routed and authenticated.
 #[derive(Debug)]
@@ -93,8 +93,33 @@ fn accepted(task: &crate::db::Task) -> Result<Reply, ApiError> {
     Ok(Reply::Json(StatusCode::ACCEPTED, json!(task)))
 }
 
+/// Reads a JSON body. Numbers with a zero fraction (`2.0`) count as the
+/// integers they are, as JSON Schema has it, so a client that writes every
+/// number as a float is not refused where an integer is due.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid JSON body: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::invalid(format!("Invalid JSON body: {e}"));
+    let mut v: Value = serde_json::from_slice(body).map_err(invalid)?;
+    integral_floats_to_integers(&mut v);
+    serde_json::from_value(v).map_err(invalid)
+}
+
+fn integral_floats_to_integers(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                // Exact: |f| < 2^53.
+                #[allow(clippy::cast_possible_truncation)]
+                let i = f as i64;
+                *v = Value::from(i);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(o) => o.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
@@ -240,6 +265,118 @@ fn vm_json(mgmt: &Mgmt, vm: &crate::db::Vm) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// The switch's ports, with their VM and counters.
+async fn ports(mgmt: &Mgmt) -> Result<Vec<Value>, ApiError> {
+    let config = mgmt.vswitchd.config().await?;
+    let stats = mgmt.vswitchd.stats().await?;
+    let vms = mgmt.db.vms()?;
+    let mut out = Vec::new();
+    for p in config["ports"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let name = p["name"].as_str().unwrap_or_default();
+        let vm = vms.iter().find(|v| v.nics.iter().any(|n| n.port == name));
+        let counters = stats["ports"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null);
+        out.push(json!({
+            "name": name,
+            "port_group": p["port_group"],
+            "mac": p["mac"],
+            "mtu": p["mtu"],
+            "vm": vm.map(|v| json!({ "id": v.id, "name": v.name })),
+            "connected": counters["connected"].as_bool().unwrap_or(false),
+            "stats": counters,
+        }));
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/metrics/{kind}/{object}`: the series as columns, one
+/// `times` array and, per metric, its values at those times (`null` where
+/// it has none), as charts take them.
+fn metric_series(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let kind = param(r, "kind");
+    if !crate::metrics::KINDS.contains(&kind) {
+        return Err(ApiError::not_found(format!(
+            "No kind {kind:?} (host, vm, volume or port)"
+        )));
+    }
+    let mut object = param(r, "object").to_owned();
+    match kind {
+        "vm" => {
+            object = mgmt.find_vm(&object)?.id;
+        }
+        "host" if object != mgmt.host.hostname => {
+            return Err(ApiError::not_found(format!(
+                "The host is {:?}",
+                mgmt.host.hostname
+            )));
+        }
+        _ => {}
+    }
+    let (resolution, keep) = match r.query.get("resolution").map(String::as_str) {
+        None | Some("raw") => (metrics_db::Resolution::Raw, metrics_db::RAW_KEEP_S),
+        Some("5m") => (metrics_db::Resolution::Rollup, metrics_db::ROLLUP_KEEP_S),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "resolution {other:?} must be raw or 5m"
+            )));
+        }
+    };
+    let since = match r.query.get("since") {
+        None => crate::db::now() - keep,
+        Some(s) => s
+            .parse::<i64>()
+            .map_err(|_| ApiError::invalid("since must be an integer (seconds since the epoch)"))?,
+    };
+    let rows = mgmt.db.metric_series(kind, &object, resolution, since)?;
+    let mut times: Vec<i64> = rows.iter().map(|x| x.time).collect();
+    times.dedup();
+    let mut series = serde_json::Map::new();
+    let mut min = serde_json::Map::new();
+    let mut max = serde_json::Map::new();
+    for row in &rows {
+        let Ok(i) = times.binary_search(&row.time) else {
+            continue;
+        };
+        let set = |m: &mut serde_json::Map<String, Value>, v: Option<f64>| {
+            let col = m
+                .entry(row.metric.clone())
+                .or_insert_with(|| Value::Array(vec![Value::Null; times.len()]));
+            if let Some(slot) = col.as_array_mut().and_then(|c| c.get_mut(i)) {
+                *slot = v.map_or(Value::Null, |v| json!(v));
+            }
+        };
+        set(&mut series, Some(row.value));
+        if resolution == metrics_db::Resolution::Rollup {
+            set(&mut min, row.min);
+            set(&mut max, row.max);
+        }
+    }
+    let mut v = json!({
+        "kind": kind,
+        "object": object,
+        "resolution": if resolution == metrics_db::Resolution::Raw { "raw" } else { "5m" },
+        "interval_s": if resolution == metrics_db::Resolution::Raw {
+            mgmt.paths.sample_every.as_secs()
+        } else {
+            metrics_db::ROLLUP_S.unsigned_abs()
+        },
+        "times": times,
+        "series": series,
+    });
+    if resolution == metrics_db::Resolution::Rollup {
+        v["min"] = Value::Object(min);
+        v["max"] = Value::Object(max);
+    }
+    ok(v)
+}
+
 /// Carries out one request.
 pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
     match r.op {
@@ -310,7 +447,7 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         }
         Op::CreateToken => {
             let body: TokenBody = parse(&r.body)?;
-            if body.name.is_empty() || body.name.len() > 128 {
+            if !(1..=128).contains(&body.name.chars().count()) {
                 return Err(ApiError::invalid("name must be 1 to 128 characters"));
             }
             let user = principal(&r)?.user.clone();
@@ -401,13 +538,8 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         }
         Op::Daemons => {
             let page = Page::from_query(&r.query)?;
-            let mut b = to_json(&mgmt.blockd_supervisor.status())?;
-            b["mode"] = json!("api");
-            let mut s = to_json(&mgmt.vswitchd.supervisor.status())?;
-            s["mode"] = json!(match mgmt.vswitchd.mode {
-                SwitchMode::Api => "api",
-                SwitchMode::File(_) => "file",
-            });
+            let b = to_json(&mgmt.blockd_supervisor.status())?;
+            let s = to_json(&mgmt.vswitchd.supervisor.status())?;
             ok(page.of(vec![b, s]))
         }
         Op::ListDatastores => {
@@ -457,10 +589,7 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         }
         Op::Networks => {
             let (switches, port_groups, stale) = mgmt.sync_networks().await?;
-            ok(
-                json!({ "switches": switches, "port_groups": port_groups, "stale": stale,
-                       "mode": if mgmt.vswitchd.mode == SwitchMode::Api { "api" } else { "file" } }),
-            )
+            ok(json!({ "switches": switches, "port_groups": port_groups, "stale": stale }))
         }
         Op::ListSwitches => {
             let page = Page::from_query(&r.query)?;
@@ -498,6 +627,10 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             created(g)
         }
         Op::NetworkStats => ok(mgmt.vswitchd.stats().await?),
+        Op::ListPorts => {
+            let page = Page::from_query(&r.query)?;
+            ok(page.of(ports(&mgmt).await?))
+        }
         Op::Templates => {
             let page = Page::from_query(&r.query)?;
             ok(page.of(templates(&mgmt.paths.guest_dir)
@@ -589,6 +722,25 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             ))),
         },
         Op::Health => ok(json!({ "status": "ok" })),
+        Op::SampledObjects => {
+            let page = Page::from_query(&r.query)?;
+            let objects = mgmt.db.sampled_objects()?;
+            let mut v = page.of(objects.iter().map(to_json).collect::<Result<_, _>>()?);
+            v["interval_s"] = json!(mgmt.paths.sample_every.as_secs());
+            v["raw_keep_s"] = json!(metrics_db::RAW_KEEP_S);
+            v["rollup_s"] = json!(metrics_db::ROLLUP_S);
+            v["rollup_keep_s"] = json!(metrics_db::ROLLUP_KEEP_S);
+            ok(v)
+        }
+        Op::MetricSeries => metric_series(&mgmt, &r),
+        // Reached only without an upgrade: the WebSocket itself is taken
+        // by the server before routing.
+        Op::VmConsole => {
+            mgmt.find_vm(param(&r, "vm"))?;
+            Err(ApiError::invalid(
+                "This is a WebSocket: connect with Upgrade: websocket",
+            ))
+        }
         Op::OpenApi => ok(super::openapi::document()),
     }
 }
@@ -616,6 +768,19 @@ mod tests {
         assert!(Page::from_query(&q(&[("limit", "0")])).is_err());
         assert!(Page::from_query(&q(&[("limit", "501")])).is_err());
         assert!(Page::from_query(&q(&[("offset", "-1")])).is_err());
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        #[derive(Deserialize, Debug)]
+        struct B {
+            n: u16,
+            v: Vec<u32>,
+        }
+        let b: B = parse(br#"{"n": 154.0, "v": [1, 2.0]}"#).unwrap();
+        assert_eq!((b.n, b.v), (154, vec![1, 2]));
+        assert!(parse::<B>(br#"{"n": 1.5, "v": []}"#).is_err());
+        assert!(parse::<B>(br#"{"n": 1e300, "v": []}"#).is_err());
     }
 
     #[test]

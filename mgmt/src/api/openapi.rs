@@ -9,6 +9,17 @@ fn obj(required: &[&str], props: Value) -> Value {
     json!({ "type": "object", "required": required, "properties": props })
 }
 
+/// A request body's object: its handler refuses fields it does not know.
+fn input(required: &[&str], props: Value) -> Value {
+    let mut o = obj(required, props);
+    o["additionalProperties"] = json!(false);
+    o
+}
+
+/// Names of datastores, port groups and switches, as the daemons take
+/// them in paths.
+const OBJECT_NAME: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$";
+
 fn page(item: &str) -> Value {
     obj(
         &["items", "total", "limit", "offset"],
@@ -50,7 +61,7 @@ fn schemas() -> Map<String, Value> {
     let role = json!({ "type": "string", "enum": ["administrator", "read-only"] });
     put(
         "Login",
-        obj(
+        input(
             &["username", "password"],
             json!({ "username": string, "password": string }),
         ),
@@ -62,7 +73,13 @@ fn schemas() -> Map<String, Value> {
             json!({ "user": string, "role": role, "expires_at": nullable_int }),
         ),
     );
-    put("TokenCreate", obj(&["name"], json!({ "name": string })));
+    put(
+        "TokenCreate",
+        input(
+            &["name"],
+            json!({ "name": { "type": "string", "minLength": 1, "maxLength": 128 } }),
+        ),
+    );
     put(
         "Token",
         obj(
@@ -80,9 +97,10 @@ fn schemas() -> Map<String, Value> {
     );
     put(
         "UserCreate",
-        obj(
+        input(
             &["name", "password", "role"],
-            json!({ "name": string, "password": { "type": "string", "minLength": 12 }, "role": role }),
+            json!({ "name": { "type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$" },
+                    "password": { "type": "string", "minLength": 12, "maxLength": 256 }, "role": role }),
         ),
     );
     put(
@@ -122,8 +140,7 @@ fn schemas() -> Map<String, Value> {
             &["name", "state", "restarts"],
             json!({ "name": string, "state": { "type": "string", "enum": ["starting", "running", "restarting", "stopped"] },
                     "pid": nullable_int, "adopted": { "type": "boolean" }, "restarts": int,
-                    "started_at": nullable_int, "last_exit": { "type": ["string", "null"] },
-                    "mode": { "type": "string", "description": "vswitchd: api or file" } }),
+                    "started_at": nullable_int, "last_exit": { "type": ["string", "null"] } }),
         ),
     );
     put(
@@ -136,7 +153,11 @@ fn schemas() -> Map<String, Value> {
     );
     put(
         "DatastoreCreate",
-        obj(&["name", "path"], json!({ "name": string, "path": string })),
+        input(
+            &["name", "path"],
+            json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
+                    "path": { "type": "string", "pattern": "^/", "description": "An existing directory or block device on the host" } }),
+        ),
     );
     put(
         "Volume",
@@ -154,6 +175,13 @@ fn schemas() -> Map<String, Value> {
     );
     let vlan = json!({ "type": "object", "description": "{\"mode\":\"none\"}, {\"mode\":\"access\",\"id\":N} or {\"mode\":\"trunk\",\"allowed\":[...],\"native\":N}",
                        "required": ["mode"], "properties": { "mode": { "type": "string", "enum": ["none", "access", "trunk"] } } });
+    let vlan_id = json!({ "type": "integer", "minimum": 1, "maximum": 4094 });
+    let vlan_in = json!({ "oneOf": [
+        input(&["mode"], json!({ "mode": { "const": "none" } })),
+        input(&["mode", "id"], json!({ "mode": { "const": "access" }, "id": vlan_id })),
+        input(&["mode", "allowed"], json!({ "mode": { "const": "trunk" },
+            "allowed": { "type": "array", "minItems": 1, "items": vlan_id }, "native": vlan_id })),
+    ] });
     put(
         "PortGroup",
         obj(
@@ -164,18 +192,20 @@ fn schemas() -> Map<String, Value> {
     );
     put(
         "PortGroupCreate",
-        obj(
+        input(
             &["name"],
-            json!({ "name": string, "switch": string, "vlan": vlan }),
+            json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
+                    "switch": { "type": ["string", "null"], "pattern": OBJECT_NAME, "description": "Default (or null): vSwitch0" },
+                    "vlan": { "oneOf": [{ "type": "null" }, vlan_in], "description": "Default (or null): no VLAN" } }),
         ),
     );
     put(
         "Networks",
         obj(
-            &["switches", "port_groups", "stale", "mode"],
+            &["switches", "port_groups", "stale"],
             json!({ "switches": { "type": "array", "items": { "$ref": "#/components/schemas/Switch" } },
                     "port_groups": { "type": "array", "items": { "$ref": "#/components/schemas/PortGroup" } },
-                    "stale": { "type": "boolean" }, "mode": string }),
+                    "stale": { "type": "boolean" } }),
         ),
     );
     put(
@@ -190,20 +220,31 @@ fn schemas() -> Map<String, Value> {
         &["kind", "kernel"],
         json!({ "kind": { "type": "string", "enum": ["kernel"] }, "kernel": string, "initrd": string, "cmdline": string }),
     );
+    let host_path =
+        json!({ "type": "string", "pattern": "^/", "description": "An existing file on the host" });
+    let boot_in = input(
+        &["kind", "kernel"],
+        json!({ "kind": { "type": "string", "enum": ["kernel"] }, "kernel": host_path,
+                "initrd": { "type": ["string", "null"], "pattern": "^/", "description": "An existing file on the host, or null for none" },
+                "cmdline": { "type": "string", "maxLength": 2048, "pattern": "^[^\\n]*$" } }),
+    );
     put(
         "VmCreate",
-        obj(
+        input(
             &["name"],
             json!({
                 "name": { "type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$" },
-                "template": string,
-                "vcpus": { "type": "integer", "minimum": 1, "maximum": 64 },
-                "memory_mib": { "type": "integer", "minimum": 128 },
-                "boot": boot,
-                "disks": { "type": "array", "maxItems": 8, "items": obj(&["datastore", "size_bytes"],
-                    json!({ "datastore": string, "size_bytes": { "type": "integer", "minimum": 1_048_576 } })) },
-                "nics": { "type": "array", "maxItems": 8, "items": obj(&["port_group"],
-                    json!({ "port_group": string, "mac": string })) },
+                "template": { "type": ["string", "null"], "enum": [crate::vm::request::TINY_LINUX, null], "description": "A template's boot source, vCPUs and memory (unless given here); without one, boot is required" },
+                "vcpus": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::vm::request::MAX_VCPUS, "description": "Default (or null): the template's, else 1" },
+                "memory_mib": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_MEMORY_MIB, "description": "At most the host's memory; default (or null): the template's, else 512" },
+                "boot": { "oneOf": [{ "type": "null" }, boot_in] },
+                "disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": input(&["datastore", "size_bytes"],
+                    json!({ "datastore": { "type": "string", "pattern": OBJECT_NAME },
+                            "size_bytes": { "type": "integer", "minimum": crate::vm::request::MIN_DISK_BYTES,
+                                            "maximum": crate::vm::request::MAX_DISK_BYTES, "multipleOf": 512 } })) },
+                "nics": { "type": "array", "maxItems": crate::vm::request::MAX_NICS, "items": input(&["port_group"],
+                    json!({ "port_group": { "type": "string", "pattern": OBJECT_NAME },
+                            "mac": { "type": ["string", "null"], "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "description": "Unicast; generated when left out or null" } })) },
                 "power_on": { "type": "boolean" }
             }),
         ),
@@ -256,6 +297,59 @@ fn schemas() -> Map<String, Value> {
                     "kind": string, "target": string, "message": string, "user": { "type": ["string", "null"] } }),
         ),
     );
+    put(
+        "Port",
+        obj(
+            &["name", "port_group", "mac", "connected"],
+            json!({ "name": string, "port_group": string, "mac": string, "mtu": int,
+                    "vm": { "oneOf": [{ "type": "null" }, obj(&["id", "name"], json!({ "id": string, "name": string }))] },
+                    "connected": { "type": "boolean", "description": "A VMM is connected and the port's queues run" },
+                    "stats": { "type": ["object", "null"], "description": "The switch's counters of the port" } }),
+        ),
+    );
+    let kind = json!({ "type": "string", "enum": crate::metrics::KINDS });
+    put(
+        "SampledObject",
+        obj(
+            &["kind", "object", "metrics"],
+            json!({ "kind": kind, "object": string, "metrics": { "type": "array", "items": string } }),
+        ),
+    );
+    let columns = |description: &str| {
+        json!({ "type": "object", "description": description,
+                "additionalProperties": { "type": "array", "items": { "type": ["number", "null"] } } })
+    };
+    put(
+        "MetricSeries",
+        obj(
+            &[
+                "kind",
+                "object",
+                "resolution",
+                "interval_s",
+                "times",
+                "series",
+            ],
+            json!({
+                "kind": kind, "object": string,
+                "resolution": { "type": "string", "enum": ["raw", "5m"] },
+                "interval_s": { "type": "integer", "description": "Seconds between points" },
+                "times": { "type": "array", "items": time, "description": "Seconds since the epoch, oldest first" },
+                "series": columns("Per metric, its value at each time (the average of the period for 5m)"),
+                "min": columns("5m only: per metric, the smallest sample of each period"),
+                "max": columns("5m only: per metric, the largest sample of each period")
+            }),
+        ),
+    );
+    let mut sampled = page("SampledObject");
+    sampled["properties"]["interval_s"] =
+        json!({ "type": "integer", "description": "Seconds between samples" });
+    sampled["properties"]["raw_keep_s"] =
+        json!({ "type": "integer", "description": "Seconds samples are kept" });
+    sampled["properties"]["rollup_s"] =
+        json!({ "type": "integer", "description": "Seconds a rollup covers" });
+    sampled["properties"]["rollup_keep_s"] =
+        json!({ "type": "integer", "description": "Seconds rollups are kept" });
     for item in [
         "Token",
         "User",
@@ -268,14 +362,31 @@ fn schemas() -> Map<String, Value> {
         "Vm",
         "Task",
         "Event",
+        "Port",
     ] {
         s.insert(format!("{item}Page"), page(item));
     }
+    s.insert("SampledObjectPage".to_owned(), sampled);
     s
 }
 
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// The schema of a path parameter, by its name: what the handlers accept.
+fn path_schema(name: &str) -> Value {
+    match name {
+        "id" => json!({ "type": "integer", "minimum": 0, "maximum": i64::MAX }),
+        // Datastore names as sfera-blockd takes them in paths.
+        "datastore" => {
+            json!({ "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$" })
+        }
+        "kind" => json!({ "type": "string", "enum": crate::metrics::KINDS }),
+        "daemon" => json!({ "type": "string", "enum": ["blockd", "vswitchd"] }),
+        "action" => json!({ "type": "string", "enum": ["on", "off", "reset"] }),
+        _ => json!({ "type": "string" }),
+    }
 }
 
 /// The document.
@@ -290,13 +401,18 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": path_schema(name) }))
             .collect();
         parameters.extend(r.query.iter().map(|q| {
+            let schema: Value = serde_json::from_str(q.schema)
+                .expect("query parameter schemas are valid JSON (a unit test reads them all)");
             json!({ "name": q.name, "in": "query", "required": false,
-                    "description": q.description, "schema": { "type": q.schema } })
+                    "description": q.description, "schema": schema })
         }));
         let success = match r.response {
+            None if r.status == 101 => {
+                json!({ "description": "Switching to the WebSocket protocol" })
+            }
             None => json!({ "description": "Done" }),
             Some("text") => json!({ "description": "Prometheus text",
                                    "content": { "text/plain": { "schema": { "type": "string" } } } }),

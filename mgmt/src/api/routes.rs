@@ -42,16 +42,20 @@ pub enum Op {
     ListPortGroups,
     AddPortGroup,
     NetworkStats,
+    ListPorts,
     Templates,
     ListVms,
     CreateVm,
     GetVm,
     DeleteVm,
     PowerVm,
+    VmConsole,
     ListTasks,
     GetTask,
     ListEvents,
     Metrics,
+    SampledObjects,
+    MetricSeries,
     OpenApi,
 }
 
@@ -59,6 +63,7 @@ pub enum Op {
 #[derive(Debug, Clone, Copy)]
 pub struct QueryParam {
     pub name: &'static str,
+    /// Its JSON Schema, as JSON text.
     pub schema: &'static str,
     pub description: &'static str,
 }
@@ -85,19 +90,32 @@ pub struct Route {
 const PAGE: &[QueryParam] = &[
     QueryParam {
         name: "limit",
-        schema: "integer",
+        schema: r#"{"type":"integer","minimum":1,"maximum":500}"#,
         description: "Items per page, 1 to 500 (default 100)",
     },
     QueryParam {
         name: "offset",
-        schema: "integer",
+        schema: r#"{"type":"integer","minimum":0,"maximum":4294967295}"#,
         description: "Items to skip (default 0)",
+    },
+];
+
+const SERIES: &[QueryParam] = &[
+    QueryParam {
+        name: "resolution",
+        schema: r#"{"type":"string","enum":["raw","5m"]}"#,
+        description: "raw (the samples of the last hour, default) or 5m (the 5-minute rollups of the last day)",
+    },
+    QueryParam {
+        name: "since",
+        schema: r#"{"type":"integer","minimum":-9223372036854775808,"maximum":9223372036854775807}"#,
+        description: "Only points from this time on (seconds since the epoch; default: all that is kept)",
     },
 ];
 
 const DELETE_VM: &[QueryParam] = &[QueryParam {
     name: "disks",
-    schema: "boolean",
+    schema: r#"{"type":"boolean"}"#,
     description: "Delete the VM's volumes too (default false: they stay on their datastores)",
 }];
 
@@ -165,6 +183,8 @@ pub const ROUTES: &[Route] = &[
         body: Some("PortGroupCreate"), 201 => Some("PortGroup")),
     route!("GET" "/api/v1/networks/stats" => NetworkStats, Read, "networks", "Counters of ports and uplinks (from sfera-vswitchd)",
         body: None, 200 => Some("Object")),
+    route!("GET" "/api/v1/ports" => ListPorts, Read, "networks", "VM ports on the switch: port group, MAC, VM, connected, counters",
+        body: None, 200 => Some("PortPage"), query: PAGE),
     route!("GET" "/api/v1/templates" => Templates, Read, "vms", "VM templates",
         body: None, 200 => Some("TemplatePage"), query: PAGE),
     route!("GET" "/api/v1/vms" => ListVms, Read, "vms", "VMs",
@@ -177,6 +197,8 @@ pub const ROUTES: &[Route] = &[
         body: None, 202 => Some("Task"), query: DELETE_VM),
     route!("POST" "/api/v1/vms/{vm}/power/{action}" => PowerVm, Admin, "vms", "Power on, off (the power cord) or reset a VM (a task); action is on, off or reset",
         body: None, 202 => Some("Task")),
+    route!("GET" "/api/v1/vms/{vm}/console" => VmConsole, Admin, "vms", "The VM's serial console as a WebSocket (binary frames both ways: what the guest prints, what you type); the last 64 KiB printed come first",
+        body: None, 101 => None),
     route!("GET" "/api/v1/tasks" => ListTasks, Read, "tasks", "Tasks, newest first",
         body: None, 200 => Some("TaskPage"), query: PAGE),
     route!("GET" "/api/v1/tasks/{id}" => GetTask, Read, "tasks", "One task",
@@ -185,6 +207,10 @@ pub const ROUTES: &[Route] = &[
         body: None, 200 => Some("EventPage"), query: PAGE),
     route!("GET" "/api/v1/metrics/{daemon}" => Metrics, Read, "host", "A daemon's Prometheus metrics (daemon: blockd or vswitchd)",
         body: None, 200 => Some("text")),
+    route!("GET" "/api/v1/metrics" => SampledObjects, Read, "metrics", "Objects with performance samples (kind host, vm, volume or port) and their metrics; the sampling interval and retention",
+        body: None, 200 => Some("SampledObjectPage"), query: PAGE),
+    route!("GET" "/api/v1/metrics/{kind}/{object}" => MetricSeries, Read, "metrics", "Performance series of one object: kind host (object: the host name), vm (id or name), volume (datastore/volume) or port (its name)",
+        body: None, 200 => Some("MetricSeries"), query: SERIES),
     route!("GET" "/api/v1/openapi.json" => OpenApi, Read, "meta", "This document",
         body: None, 200 => Some("Object")),
 ];
@@ -199,7 +225,7 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 /// Finds the route of `method` on `path` (path segments already decoded).
 /// 404 when no route has the path, 405 when none has it with this method.
 pub fn find(method: &str, path: &[String]) -> Result<(&'static Route, Params), ApiError> {
-    let mut path_known = false;
+    let mut allowed: Vec<&str> = Vec::new();
     for r in ROUTES {
         let template: Vec<&'static str> = segments(r.path).collect();
         if template.len() != path.len() {
@@ -219,16 +245,17 @@ pub fn find(method: &str, path: &[String]) -> Result<(&'static Route, Params), A
         if !matched {
             continue;
         }
-        path_known = true;
         if r.method == method {
             return Ok((r, params));
         }
+        allowed.push(r.method);
     }
     let shown = format!("/{}", path.join("/"));
-    if path_known {
-        Err(ApiError::method_not_allowed(format!(
-            "{method} is not allowed on {shown}"
-        )))
+    if !allowed.is_empty() {
+        Err(ApiError::method_not_allowed(
+            format!("{method} is not allowed on {shown}"),
+            &allowed,
+        ))
     } else {
         Err(ApiError::not_found(format!("No such resource: {shown}")))
     }
@@ -300,7 +327,8 @@ mod tests {
     #[test]
     fn unknown_paths_and_methods() {
         assert_eq!(find("GET", &split("/api/v1/nope")).unwrap_err().status, 404);
-        assert_eq!(find("PUT", &split("/api/v1/vms")).unwrap_err().status, 405);
+        let e = find("PUT", &split("/api/v1/vms")).unwrap_err();
+        assert_eq!((e.status, e.allow.as_deref()), (405, Some("GET, POST")));
         let (r, p) = find("POST", &split("/api/v1/vms/web/power/on")).unwrap();
         assert_eq!(r.op, Op::PowerVm);
         assert_eq!((p["vm"].as_str(), p["action"].as_str()), ("web", "on"));

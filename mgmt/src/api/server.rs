@@ -170,11 +170,19 @@ async fn api(
             if e.status >= 500 {
                 tracing::error!(%method, path = %tail, "{}", e.message);
             }
-            Reply::Json(
+            let mut r = Reply::Json(
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 e.body(),
             )
-            .into_response()
+            .into_response();
+            if let Some(v) = e
+                .allow
+                .as_deref()
+                .and_then(|a| warp::http::HeaderValue::from_str(a).ok())
+            {
+                r.headers_mut().insert(warp::http::header::ALLOW, v);
+            }
+            r
         }
     }
 }
@@ -187,6 +195,15 @@ pub fn filters(
     web_dir: Option<PathBuf>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    // The console's WebSocket: an upgrade request there is answered here;
+    // any other request to the path goes on to the API (and is refused).
+    let console_mgmt = Arc::clone(&mgmt);
+    let console = warp::path!("api" / "v1" / "vms" / String / "console")
+        .and(warp::ws())
+        .and(warp::header::headers_cloned())
+        .then(move |vm: String, ws: warp::ws::Ws, headers: HeaderMap| {
+            super::console_ws::upgrade(Arc::clone(&console_mgmt), vm, ws, headers)
+        });
     let api = warp::path("api")
         .and(warp::path("v1"))
         .and(warp::path::tail())
@@ -218,7 +235,10 @@ pub fn filters(
                 .await
                 .ok_or_else(warp::reject::not_found)
         });
-    api.or(web)
+    console
+        .or(api)
+        .unify()
+        .or(web)
         .unify()
         .recover(|_| async {
             Ok::<_, Infallible>(
@@ -291,6 +311,7 @@ pub async fn serve(
                 Some(a) => match a.accept(stream).await {
                     Ok(s) => {
                         http.serve_connection(TokioIo::new(s), TowerToHyperService::new(service))
+                            .with_upgrades()
                             .await
                     }
                     Err(e) => {
@@ -300,6 +321,7 @@ pub async fn serve(
                 },
                 None => {
                     http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .with_upgrades()
                         .await
                 }
             };

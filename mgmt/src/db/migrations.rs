@@ -107,4 +107,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         last_used_at INTEGER
     );
     ",
+    // 3: performance samples (every 20 s, kept an hour) and their 5-minute
+    // rollups (kept a day), per object (host, vm, volume, port) and metric.
+    r"
+    CREATE TABLE metric_samples (
+        kind TEXT NOT NULL,
+        object TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (kind, object, metric, time)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_samples_time ON metric_samples (time);
+    CREATE TABLE metric_rollups (
+        kind TEXT NOT NULL,
+        object TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        avg REAL NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        samples INTEGER NOT NULL,
+        PRIMARY KEY (kind, object, metric, time)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_rollups_time ON metric_rollups (time);
+    ",
 ];

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub mod auth;
 pub mod events;
 pub mod inventory;
+pub mod metrics;
 pub mod tasks;
 
 pub(crate) use migrations::MIGRATIONS;
@@ -166,6 +167,8 @@ mod tests {
             "events",
             "users",
             "api_tokens",
+            "metric_samples",
+            "metric_rollups",
             "schema_version",
         ] {
             assert!(t.iter().any(|x| x == name), "{name} missing from {t:?}");
@@ -188,7 +191,7 @@ mod tests {
             assert!(!tables(&conn).iter().any(|t| t == "users"));
         }
         let db = Db::open(&path).unwrap();
-        assert_eq!(db.schema_version().unwrap(), 2);
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let name: String = db
             .conn()
             .query_row("SELECT name FROM vms WHERE id = 'vm-1'", [], |r| r.get(0))
@@ -202,7 +205,7 @@ mod tests {
             .conn()
             .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(rows, 2);
+        assert_eq!(rows, MIGRATIONS.len() as i64);
     }
 
     #[test]

@@ -219,9 +219,9 @@ impl CreateVm {
         if let Some(i) = initrd {
             check_path("boot.initrd", i)?;
         }
-        if cmdline.len() > 2048 || cmdline.contains('\n') {
+        if cmdline.chars().count() > 2048 || cmdline.contains('\n') {
             return Err(ApiError::invalid(
-                "boot.cmdline must be one line of at most 2048 bytes",
+                "boot.cmdline must be one line of at most 2048 characters",
             ));
         }
         let vcpus = self.vcpus.unwrap_or(vcpus);

@@ -1,0 +1,324 @@
+//! VM serial consoles for the web: one hub per VM while someone watches.
+//!
+//! QEMU's serial chardev is a Unix socket that takes one client at a time.
+//! A hub is that one client: it reads everything the guest prints into a
+//! scrollback buffer and out to every viewer, and writes what any viewer
+//! types. A viewer that joins gets the scrollback first (seeded from the
+//! tail of `console.log` when the hub starts, so the boot messages printed
+//! before anyone looked are there), then the live output, with nothing lost
+//! or repeated between the two. The hub lets go of the socket when its
+//! last viewer leaves, so `sfera vm console` can attach again.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{broadcast, mpsc};
+
+/// Bytes of output a new viewer is shown first.
+pub const SCROLLBACK: usize = 64 * 1024;
+/// Chunks of output a slow viewer may fall behind before it loses some.
+const FANOUT: usize = 1024;
+
+/// Errors attaching to a console.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("Cannot connect to the serial console {}", socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a viewer receives.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Data(Bytes),
+    /// The console closed (the VM powered off); no more output.
+    Closed,
+}
+
+/// Last `SCROLLBACK` bytes of output.
+#[derive(Debug, Default)]
+struct Scrollback {
+    bytes: VecDeque<u8>,
+    closed: bool,
+}
+
+impl Scrollback {
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend(data);
+        let extra = self.bytes.len().saturating_sub(SCROLLBACK);
+        self.bytes.drain(..extra);
+    }
+}
+
+/// One VM's console while it has viewers.
+#[derive(Debug)]
+struct Hub {
+    scrollback: Mutex<Scrollback>,
+    output: broadcast::Sender<Output>,
+    input: mpsc::Sender<Bytes>,
+}
+
+impl Hub {
+    fn scrollback(&self) -> std::sync::MutexGuard<'_, Scrollback> {
+        self.scrollback
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A viewer of a console: the scrollback at the time it joined, then
+/// every output after it.
+#[derive(Debug)]
+pub struct Viewer {
+    hub: Arc<Hub>,
+    pub scrollback: Bytes,
+    pub output: broadcast::Receiver<Output>,
+    /// The console had closed already when the viewer joined.
+    pub closed: bool,
+}
+
+impl Viewer {
+    /// Sends keystrokes to the guest; false once the console is gone.
+    pub async fn send(&self, data: Bytes) -> bool {
+        self.hub.input.send(data).await.is_ok()
+    }
+}
+
+/// The hubs, by VM id.
+#[derive(Debug, Default)]
+pub struct Consoles {
+    hubs: Mutex<HashMap<String, Weak<Hub>>>,
+}
+
+/// The last `max` bytes of a file, from the start of a line when the cut
+/// falls inside one.
+pub fn log_tail(path: &Path, max: usize) -> Vec<u8> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let max = u64::try_from(max).unwrap_or(u64::MAX);
+    let start = len.saturating_sub(max);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if f.read_to_end(&mut out).is_err() {
+        return Vec::new();
+    }
+    if start > 0
+        && let Some(nl) = out.iter().position(|b| *b == b'\n')
+    {
+        out.drain(..=nl);
+    }
+    out
+}
+
+impl Consoles {
+    /// Joins the VM's console hub, starting one (connected to `socket`,
+    /// its scrollback from `log`) when it has none.
+    pub async fn attach(
+        &self,
+        vm_id: &str,
+        socket: &Path,
+        log: &Path,
+    ) -> Result<Viewer, ConsoleError> {
+        if let Some(v) = self.join(vm_id) {
+            return Ok(v);
+        }
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|source| ConsoleError::Connect {
+                socket: socket.to_owned(),
+                source,
+            })?;
+        // Read the log once connected: what the guest prints from now on
+        // comes through the socket, so a line may show twice at worst,
+        // never go missing.
+        let mut scrollback = Scrollback::default();
+        scrollback.push(&log_tail(log, SCROLLBACK));
+        let (output, _) = broadcast::channel(FANOUT);
+        let (input, input_rx) = mpsc::channel(64);
+        let hub = Arc::new(Hub {
+            scrollback: Mutex::new(scrollback),
+            output,
+            input,
+        });
+        {
+            let mut hubs = self
+                .hubs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Another viewer may have started one meanwhile: use theirs.
+            if let Some(other) = hubs.get(vm_id).and_then(Weak::upgrade)
+                && !other.scrollback().closed
+            {
+                drop(hubs);
+                return Ok(Self::viewer(other));
+            }
+            hubs.insert(vm_id.to_owned(), Arc::downgrade(&hub));
+        }
+        tokio::spawn(pump(
+            stream,
+            Arc::downgrade(&hub),
+            input_rx,
+            vm_id.to_owned(),
+        ));
+        Ok(Self::viewer(hub))
+    }
+
+    fn join(&self, vm_id: &str) -> Option<Viewer> {
+        let hub = self
+            .hubs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(vm_id)
+            .and_then(Weak::upgrade)?;
+        if hub.scrollback().closed {
+            return None;
+        }
+        Some(Self::viewer(hub))
+    }
+
+    fn viewer(hub: Arc<Hub>) -> Viewer {
+        // Under the scrollback's lock, so that the pump's next chunk goes
+        // either into the copy or to the receiver, not both or neither.
+        let (scrollback, output, closed) = {
+            let s = hub.scrollback();
+            let bytes: Vec<u8> = s.bytes.iter().copied().collect();
+            (Bytes::from(bytes), hub.output.subscribe(), s.closed)
+        };
+        Viewer {
+            hub,
+            scrollback,
+            output,
+            closed,
+        }
+    }
+}
+
+/// Moves bytes between the console socket and the hub until the socket
+/// closes or the last viewer leaves.
+async fn pump(stream: UnixStream, hub: Weak<Hub>, mut input: mpsc::Receiver<Bytes>, vm: String) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            r = rd.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::debug!(vm, "Console read failed: {e}");
+                        break;
+                    }
+                };
+                let Some(hub) = hub.upgrade() else { return };
+                let data = Bytes::copy_from_slice(&buf[..n]);
+                let mut s = hub.scrollback();
+                s.push(&data);
+                // No receiver is not an error: viewers come and go.
+                let _ = hub.output.send(Output::Data(data));
+            }
+            keys = input.recv() => {
+                // None: every viewer left (the hub, which holds the
+                // sender, is gone).
+                let Some(keys) = keys else { return };
+                if let Err(e) = wr.write_all(&keys).await {
+                    tracing::debug!(vm, "Console write failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(hub) = hub.upgrade() {
+        let mut s = hub.scrollback();
+        s.closed = true;
+        let _ = hub.output.send(Output::Closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    async fn next_data(v: &mut Viewer) -> Vec<u8> {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), v.output.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Output::Data(d) => d.to_vec(),
+            Output::Closed => panic!("closed"),
+        }
+    }
+
+    #[test]
+    fn the_log_tail_starts_at_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, b"first line\nsecond\nthird\n").unwrap();
+        assert_eq!(log_tail(&log, 1000), b"first line\nsecond\nthird\n");
+        assert_eq!(log_tail(&log, 10), b"third\n");
+        assert!(log_tail(&dir.path().join("none"), 10).is_empty());
+        let mut s = Scrollback::default();
+        s.push(&vec![b'x'; SCROLLBACK + 10]);
+        s.push(b"end");
+        assert_eq!(s.bytes.len(), SCROLLBACK);
+        assert!(s.bytes.iter().rev().take(3).eq(b"dne".iter()));
+    }
+
+    #[tokio::test]
+    async fn viewers_share_one_connection_and_see_the_scrollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("console.sock");
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, b"booted earlier\n").unwrap();
+        let listener = UnixListener::bind(&socket).unwrap();
+        let consoles = Consoles::default();
+
+        let mut first = consoles.attach("vm-1", &socket, &log).await.unwrap();
+        let (mut guest, _) = listener.accept().await.unwrap();
+        assert_eq!(&first.scrollback[..], b"booted earlier\n");
+        guest.write_all(b"login: ").await.unwrap();
+        assert_eq!(next_data(&mut first).await, b"login: ");
+
+        // A second viewer joins the same hub: no second connection, and
+        // the scrollback has what the first one saw.
+        let mut second = consoles.attach("vm-1", &socket, &log).await.unwrap();
+        assert_eq!(&second.scrollback[..], b"booted earlier\nlogin: ");
+        assert!(second.send(Bytes::from_static(b"root\n")).await);
+        let mut typed = [0u8; 5];
+        guest.read_exact(&mut typed).await.unwrap();
+        assert_eq!(&typed, b"root\n");
+        guest.write_all(b"#").await.unwrap();
+        assert_eq!(next_data(&mut first).await, b"#");
+        assert_eq!(next_data(&mut second).await, b"#");
+
+        // The guest side closes: viewers are told.
+        drop(guest);
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), first.output.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(closed, Output::Closed));
+
+        // When every viewer has left, the hub lets go of the socket and
+        // the next viewer makes a new connection.
+        drop((first, second));
+        let third = consoles.attach("vm-1", &socket, &log).await.unwrap();
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept()).await;
+        assert!(accepted.is_ok(), "no new connection");
+        assert!(!third.closed);
+    }
+}

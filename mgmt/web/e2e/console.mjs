@@ -1,0 +1,211 @@
+// End to end in a real browser: Debian's chromium, driven by Playwright,
+// logs in to a running sfera-mgmtd, creates a Tiny Linux VM with a disk and
+// a NIC in the wizard, powers it on, sees SFERA-GUEST-READY in the serial
+// console, makes disk and network traffic from that console and sees the
+// charts move, powers the VM off and deletes it.
+//
+// Environment:
+//   SFERA_URL            mgmtd's base URL (http://127.0.0.1:PORT)
+//   SFERA_PASSWORD_FILE  the admin password file (or SFERA_PASSWORD)
+//   SFERA_VM             the VM's name (default e2e-tiny)
+//   CHROMIUM             the browser (default /usr/bin/chromium)
+//   SFERA_ARTIFACTS      a directory for screenshots (on failure, and of
+//                        each step when SFERA_SCREENSHOTS=1)
+//
+// Exits 0 when every step passed, 1 with the reason otherwise. Nothing is
+// skipped: a missing browser is a failure.
+
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const base = process.env.SFERA_URL ?? 'https://127.0.0.1:8443';
+const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const vmName = process.env.SFERA_VM ?? 'e2e-tiny';
+const artifacts = process.env.SFERA_ARTIFACTS ?? 'test-results';
+const everyStep = process.env.SFERA_SCREENSHOTS === '1';
+const password =
+  process.env.SFERA_PASSWORD ??
+  (process.env.SFERA_PASSWORD_FILE ? readFileSync(process.env.SFERA_PASSWORD_FILE, 'utf8').trim() : null);
+
+const started = Date.now();
+const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
+
+function fail(msg) {
+  throw new Error(msg);
+}
+
+if (+process.versions.node.split('.')[0] < 20) fail(`Node.js ${process.version}: playwright-core needs 20 or later`);
+if (!password) fail('No password: set SFERA_PASSWORD_FILE or SFERA_PASSWORD');
+if (!existsSync(executablePath)) fail(`No browser at ${executablePath} (apt-get install chromium)`);
+mkdirSync(artifacts, { recursive: true });
+
+/** Polls `probe` until it returns a truthy value. */
+async function until(what, timeoutMs, probe, everyMs = 500) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) fail(`Timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (${last.message})` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  // As root in a container: no user namespace sandbox.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+});
+const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1440, height: 960 } });
+const page = await context.newPage();
+const consoleErrors = [];
+page.on('console', (m) => {
+  // A refused request (the 401 before logging in, the 404 of a deleted
+  // VM) is logged by the browser itself; only the app's own errors count.
+  if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) consoleErrors.push(m.text());
+});
+page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+let step = 0;
+async function shot(name, force = false) {
+  if (!everyStep && !force) return;
+  const file = join(artifacts, `${String(++step).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file });
+  log(`screenshot ${file}`);
+}
+
+/** The VM as the API has it (through the page, with its cookie). */
+const apiVm = () =>
+  page.evaluate(async (name) => {
+    const r = await fetch(`/api/v1/vms/${name}`);
+    return r.status === 404 ? null : r.json();
+  }, vmName);
+
+/** The text of the terminal's buffer as xterm.js renders it. */
+const terminalText = () => page.locator('[data-testid=console] .xterm-rows').innerText();
+
+async function chartMax(testid) {
+  const v = await page.locator(`[data-testid=${testid}]`).getAttribute('data-max');
+  return Number(v ?? 0);
+}
+
+try {
+  // Log in.
+  log(`opening ${base}`);
+  await page.goto(base);
+  await page.getByLabel('User name').fill('admin');
+  await page.getByLabel('Password').fill(password);
+  await shot('login');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByTestId('user').waitFor();
+  await page.getByTestId('tree-host').waitFor();
+  log('logged in');
+  await until('the default datastore and port group in the tree', 60_000, async () => {
+    const tree = await page.locator('nav.tree').innerText();
+    return tree.includes('local') && tree.includes('vm-network');
+  });
+  await shot('host');
+
+  // The wizard: Tiny Linux with a 1 GiB disk on local and a NIC on
+  // vm-network, not powered on yet (the power button does that).
+  await page.getByTestId('tree-new-vm').click();
+  await page.getByTestId('wizard-name').fill(vmName);
+  await page.getByTestId('wizard-next').click();
+  await page.getByTestId('wizard-vcpus').waitFor();
+  await page.getByTestId('wizard-next').click();
+  await page.getByTestId('wizard-disk-0').waitFor();
+  await page.getByLabel('Disk 0 datastore').selectOption('local');
+  await page.getByLabel('Disk 0 size in GiB').fill('1');
+  await page.getByTestId('wizard-next').click();
+  await page.getByTestId('wizard-nic-0').waitFor();
+  await page.getByLabel('NIC 0 port group').selectOption('vm-network');
+  await page.getByTestId('wizard-next').click();
+  await page.getByTestId('wizard-power-on').uncheck();
+  await shot('wizard-review');
+  await page.getByTestId('wizard-finish').click();
+  await page.waitForURL(`**/#/vms/${vmName}`, { timeout: 120_000 });
+  await until('the VM to be stopped with one disk and one NIC', 60_000, async () => {
+    const vm = await apiVm();
+    return vm?.state === 'stopped' && vm.disks.length === 1 && vm.nics.length === 1;
+  });
+  await page.getByTestId('vm-disks').getByText(`${vmName}/disk0`).waitFor();
+  await page.getByTestId('vm-nics').getByText('vm-network').waitFor();
+  await page.locator(`[data-testid=tasks] tr[data-task-kind="vm.create"][data-task-state=success]`).first().waitFor();
+  log('created');
+
+  // Power on: the button turns into a task with its progress.
+  await page.getByTestId('power-on').click();
+  await until('the VM to run', 120_000, async () => (await apiVm())?.state === 'running');
+  await page.locator(`[data-testid=tasks] tr[data-task-kind="vm.power_on"][data-task-state=success]`).first().waitFor({ timeout: 30_000 });
+  await page.getByTestId('power-off').and(page.locator(':enabled')).waitFor({ timeout: 30_000 });
+  log('powered on');
+
+  // The serial console in the browser shows the guest's readiness line.
+  await page.getByTestId('tab-console').click();
+  await until('the console to connect', 30_000, async () => (await page.getByTestId('console-status').innerText()) === 'connected');
+  await until('SFERA-GUEST-READY in the browser console', 240_000, async () => (await terminalText()).includes('SFERA-GUEST-READY'), 1000);
+  log('guest ready (seen in the browser console)');
+  await shot('console-ready');
+
+  // Traffic from the guest's shell, typed into the browser terminal:
+  // ARP requests and pings out of the NIC, and writes to the disk.
+  await page.getByTestId('console').click();
+  await page.keyboard.type(
+    'ip link set eth0 up; ip addr add 10.77.0.1/24 dev eth0; ' +
+      '(ping -c 120 -i 0.25 -s 1000 10.77.0.2 >/dev/null 2>&1 &); ' +
+      'for i in 1 2 3 4 5 6 7 8; do dd if=/dev/urandom of=/dev/vda bs=64k count=64 conv=fsync 2>/dev/null; sleep 1; done; echo TRAFFIC-$((40+2))-DONE',
+  );
+  await page.keyboard.press('Enter');
+  await until('the traffic commands to finish', 180_000, async () => (await terminalText()).includes('TRAFFIC-42-DONE'), 1000);
+  log('traffic made from the browser console');
+  await shot('console-traffic');
+
+  // The charts move.
+  await page.getByTestId('tab-performance').click();
+  await page.getByTestId('chart-disk').waitFor();
+  await until('the disk chart to show writes', 90_000, async () => (await chartMax('chart-disk')) > 0, 1000);
+  await until('the network chart to show traffic', 90_000, async () => (await chartMax('chart-network')) > 0, 1000);
+  log(`charts: disk max ${(await chartMax('chart-disk')).toFixed(0)} B/s, network max ${(await chartMax('chart-network')).toFixed(0)} B/s`);
+  await shot('performance');
+
+  // Power off, then delete with the disk.
+  await page.getByTestId('tab-summary').click();
+  await page.getByTestId('power-off').click();
+  await until('the VM to stop', 60_000, async () => (await apiVm())?.state === 'stopped');
+  await page.getByTestId('delete').and(page.locator(':enabled')).waitFor({ timeout: 30_000 });
+  log('powered off');
+  await page.getByTestId('delete').click();
+  await page.getByTestId('delete-disks').check();
+  await page.getByTestId('confirm-delete').click();
+  await until('the VM to be gone', 60_000, async () => (await apiVm()) === null);
+  await until('the VM to leave the tree', 30_000, async () => (await page.getByTestId(`tree-vm-${vmName}`).count()) === 0);
+  const volumes = await page.evaluate(async () => (await fetch('/api/v1/datastores/local/volumes')).json());
+  if (volumes.items.some((v) => v.name.startsWith(`${vmName}/`))) fail(`the VM's volume is still there: ${JSON.stringify(volumes.items)}`);
+  log('deleted with its disk');
+
+  // The events pane tells the story.
+  await page.getByRole('tab', { name: 'Events' }).click();
+  for (const kind of ['vm.created', 'vm.powered_on', 'vm.powered_off', 'vm.deleted']) {
+    await page.getByTestId('events').getByText(kind, { exact: true }).first().waitFor({ timeout: 10_000 });
+  }
+  if (consoleErrors.length) fail(`the page logged errors: ${consoleErrors.join(' | ')}`);
+  log('PASS');
+  await browser.close();
+} catch (e) {
+  console.error(`FAIL: ${e.message}`);
+  try {
+    await shot('failure', true);
+    console.error(`page text:\n${(await page.locator('body').innerText()).slice(0, 3000)}`);
+  } catch {
+    // The page is gone too.
+  }
+  if (consoleErrors.length) console.error(`browser console errors: ${consoleErrors.join(' | ')}`);
+  await browser.close();
+  process.exit(1);
+}

@@ -1,0 +1,252 @@
+// The /api/v1 client: same-origin fetches with the session cookie, JSON in
+// and out, errors as ApiError with the server's code and message.
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Called when a request answers 401: the session is gone. */
+let onUnauthorized: () => void = () => {};
+export function setUnauthorizedHandler(f: () => void) {
+  onUnauthorized = f;
+}
+
+export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const init: RequestInit = { method, credentials: 'same-origin', headers: {} };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    (init.headers as Record<string, string>)['Content-Type'] = 'application/json';
+  }
+  let r: Response;
+  try {
+    r = await fetch(`/api/v1${path}`, init);
+  } catch (e) {
+    throw new ApiError(0, 'network', `Cannot reach sfera-mgmtd: ${String(e)}`);
+  }
+  const text = await r.text();
+  let json: unknown = null;
+  if (text) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = text;
+    }
+  }
+  if (!r.ok) {
+    const err = (json as { error?: { code?: string; message?: string } })?.error;
+    if (r.status === 401 && path !== '/session') onUnauthorized();
+    throw new ApiError(r.status, err?.code ?? 'http', err?.message ?? `HTTP ${r.status}`);
+  }
+  return json as T;
+}
+
+export const get = <T>(path: string) => call<T>('GET', path);
+
+/** A path segment, escaped (volume names hold a '/'). */
+export const seg = (s: string) => encodeURIComponent(s);
+
+export interface Page<T> {
+  items: T[];
+  total: number;
+  limit: number;
+  offset: number;
+  stale?: boolean;
+}
+
+export type Role = 'administrator' | 'read-only';
+
+export interface Session {
+  user: string;
+  role: Role;
+  expires_at?: number | null;
+}
+
+export interface Host {
+  hostname: string;
+  cpus: number;
+  memory_bytes: number;
+  kvm: boolean;
+  kvm_kind: string;
+  default_driver: string;
+  accel: string;
+  driver_reason: string;
+  vms?: { total: number; running: number };
+}
+
+export interface Daemon {
+  name: string;
+  state: string;
+  pid: number | null;
+  adopted: boolean;
+  restarts: number;
+  started_at: number | null;
+  last_exit: string | null;
+}
+
+export interface Datastore {
+  name: string;
+  path: string;
+  capacity_bytes?: number | null;
+  free_bytes?: number | null;
+  volumes?: number | null;
+}
+
+export interface Volume {
+  datastore?: string;
+  name: string;
+  size: number;
+  allocated?: number;
+  path?: string;
+}
+
+export interface Vlan {
+  mode: 'none' | 'access' | 'trunk';
+  id?: number;
+  allowed?: number[];
+  native?: number;
+}
+
+export interface PortGroup {
+  name: string;
+  switch: string;
+  vlan: Vlan;
+  security?: Record<string, unknown>;
+  shaping?: Record<string, unknown>;
+  teaming?: Record<string, unknown>;
+}
+
+export interface Switch {
+  name: string;
+  uplinks?: { name: string; type?: string; interface?: string }[];
+  mac_ageing_s?: number;
+}
+
+export interface Networks {
+  switches: Switch[];
+  port_groups: PortGroup[];
+  stale: boolean;
+}
+
+export interface PortStats {
+  connected: boolean;
+  rx_packets: number;
+  rx_bytes: number;
+  tx_packets: number;
+  tx_bytes: number;
+  drops: Record<string, number>;
+}
+
+export interface Port {
+  name: string;
+  port_group: string;
+  mac: string;
+  mtu?: number;
+  vm: { id: string; name: string } | null;
+  connected: boolean;
+  stats: PortStats | null;
+}
+
+export interface Template {
+  name: string;
+  description: string;
+  vcpus: number;
+  memory_mib: number;
+  available: boolean;
+  kernel: string;
+  initrd: string;
+}
+
+export interface Boot {
+  kind: 'kernel';
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+}
+
+export type VmState = 'creating' | 'stopped' | 'running' | 'deleting';
+
+export interface Vm {
+  id: string;
+  name: string;
+  vcpus: number;
+  memory_mib: number;
+  boot: Boot;
+  driver: string;
+  state: VmState;
+  pid: number | null;
+  disks: { datastore: string; volume: string; size_bytes: number; export_id: string }[];
+  nics: { port_group: string; mac: string; port: string }[];
+  created_at: number;
+  updated_at: number;
+}
+
+export interface VmCreate {
+  name: string;
+  template?: string;
+  vcpus?: number;
+  memory_mib?: number;
+  boot?: Boot;
+  disks: { datastore: string; size_bytes: number }[];
+  nics: { port_group: string; mac?: string }[];
+  power_on: boolean;
+}
+
+export type TaskState = 'queued' | 'running' | 'success' | 'error';
+
+export interface Task {
+  id: number;
+  kind: string;
+  target: string;
+  state: TaskState;
+  progress: number;
+  message: string;
+  result: unknown;
+  error: string | null;
+  user: string;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+export interface Event {
+  id: number;
+  time: number;
+  severity: 'info' | 'warning' | 'error';
+  kind: string;
+  target: string;
+  message: string;
+  user: string | null;
+}
+
+export type MetricKind = 'host' | 'vm' | 'volume' | 'port';
+
+export interface MetricSeries {
+  kind: MetricKind;
+  object: string;
+  resolution: 'raw' | '5m';
+  interval_s: number;
+  times: number[];
+  series: Record<string, (number | null)[]>;
+}
+
+/** Waits for a task to end; calls `progress` on each poll. */
+export async function waitTask(
+  task: Task,
+  progress?: (t: Task) => void,
+  everyMs = 500,
+): Promise<Task> {
+  let t = task;
+  for (;;) {
+    progress?.(t);
+    if (t.state === 'success') return t;
+    if (t.state === 'error') throw new ApiError(500, 'task_failed', t.error ?? 'The task failed');
+    await new Promise((r) => setTimeout(r, everyMs));
+    t = await get<Task>(`/tasks/${t.id}`);
+  }
+}

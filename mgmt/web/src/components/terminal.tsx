@@ -1,0 +1,78 @@
+// The VM's serial console in the browser: xterm.js on the WebSocket
+// /api/v1/vms/{vm}/console (binary frames both ways). The session cookie
+// goes with the upgrade request, as with every other call.
+
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { Terminal } from '@xterm/xterm';
+import { FitAddon } from '@xterm/addon-fit';
+import '@xterm/xterm/css/xterm.css';
+import { seg } from '../api';
+
+type Status = { state: 'connecting' | 'connected' | 'closed'; detail?: string };
+
+export function SerialConsole({ vm, running }: { vm: string; running: boolean }) {
+  const box = useRef<HTMLDivElement>(null);
+  const [status, setStatus] = useState<Status>({ state: 'connecting' });
+  const [attempt, setAttempt] = useState(0);
+
+  useEffect(() => {
+    const el = box.current;
+    if (!el || !running) return;
+    const term = new Terminal({
+      cursorBlink: true,
+      fontSize: 13,
+      fontFamily: 'DejaVu Sans Mono, Menlo, Consolas, monospace',
+      scrollback: 5000,
+      theme: { background: '#0f1419', foreground: '#d8dee4' },
+    });
+    const fit = new FitAddon();
+    term.loadAddon(fit);
+    term.open(el);
+    fit.fit();
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    const ws = new WebSocket(`${proto}://${location.host}/api/v1/vms/${seg(vm)}/console`);
+    ws.binaryType = 'arraybuffer';
+    setStatus({ state: 'connecting' });
+    ws.onopen = () => {
+      setStatus({ state: 'connected' });
+      term.focus();
+    };
+    ws.onmessage = (e) => term.write(typeof e.data === 'string' ? e.data : new Uint8Array(e.data as ArrayBuffer));
+    ws.onclose = (e) => {
+      const detail = e.reason || (e.code === 1006 ? 'the connection was refused or lost' : `code ${e.code}`);
+      setStatus({ state: 'closed', detail });
+      term.write(`\r\n\x1b[33m[console closed: ${detail}]\x1b[0m\r\n`);
+    };
+    const encoder = new TextEncoder();
+    const typed = term.onData((d) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(d));
+    });
+    const ro = new ResizeObserver(() => fit.fit());
+    ro.observe(el);
+    return () => {
+      ro.disconnect();
+      typed.dispose();
+      ws.onclose = null;
+      ws.close();
+      term.dispose();
+    };
+  }, [vm, running, attempt]);
+
+  if (!running) return <p class="muted">The VM is not running: power it on to use its console.</p>;
+  return (
+    <div class="console-wrap">
+      <div class="console-bar">
+        <span class={`dot dot-${status.state}`} />
+        <span data-testid="console-status">{status.state}</span>
+        {status.detail && <span class="muted"> — {status.detail}</span>}
+        {status.state === 'closed' && (
+          <button class="small" onClick={() => setAttempt((n) => n + 1)}>
+            Reconnect
+          </button>
+        )}
+        <span class="muted right">Serial console (ttyS0); what you type goes to the guest</span>
+      </div>
+      <div ref={box} class="console" data-testid="console" />
+    </div>
+  );
+}

@@ -1,0 +1,58 @@
+// How numbers and times read in the console.
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+export function bytes(n: number | null | undefined): string {
+  if (n == null || !Number.isFinite(n)) return '—';
+  let v = Math.abs(n);
+  let i = 0;
+  while (v >= 1024 && i < UNITS.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  const digits = v >= 100 || i === 0 ? 0 : v >= 10 ? 1 : 2;
+  return `${n < 0 ? '-' : ''}${v.toFixed(digits)} ${UNITS[i]}`;
+}
+
+export const rate = (n: number | null | undefined) => (n == null ? '—' : `${bytes(n)}/s`);
+
+export function count(n: number | null | undefined, unit = ''): string {
+  if (n == null || !Number.isFinite(n)) return '—';
+  const abs = Math.abs(n);
+  const s =
+    abs >= 1e9 ? `${(n / 1e9).toFixed(1)} G` : abs >= 1e6 ? `${(n / 1e6).toFixed(1)} M` : abs >= 1e4 ? `${(n / 1e3).toFixed(1)} k` : abs >= 10 || n === 0 ? n.toFixed(0) : n.toFixed(2);
+  return unit ? `${s} ${unit}`.replace('  ', ' ') : s;
+}
+
+export const percent = (n: number | null | undefined) => (n == null ? '—' : `${n.toFixed(1)} %`);
+
+export function time(t: number | null | undefined): string {
+  if (!t) return '—';
+  return new Date(t * 1000).toLocaleString();
+}
+
+export function clock(t: number | null | undefined): string {
+  if (!t) return '—';
+  return new Date(t * 1000).toLocaleTimeString();
+}
+
+export function ago(t: number | null | undefined): string {
+  if (!t) return '—';
+  const s = Math.max(0, Math.round(Date.now() / 1000 - t));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+export function duration(from: number | null, to: number | null): string {
+  if (!from) return '—';
+  const s = Math.max(0, (to ?? Math.floor(Date.now() / 1000)) - from);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+export function vlan(v: { mode: string; id?: number; allowed?: number[]; native?: number } | undefined): string {
+  if (!v || v.mode === 'none') return 'none';
+  if (v.mode === 'access') return `access ${v.id}`;
+  return `trunk ${(v.allowed ?? []).join(', ') || 'all'}${v.native ? ` (native ${v.native})` : ''}`;
+}

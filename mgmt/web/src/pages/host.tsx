@@ -1,0 +1,82 @@
+// The host: what it is, which hypervisor driver VMs get and why, the
+// supervised daemons, and its charts.
+
+import type { Daemon, Page } from '../api';
+import { Card, Facts, Meter, PageHeader, useFetch } from '../components/common';
+import { StateBadge } from '../components/progress';
+import { ago, bytes } from '../format';
+import { href } from '../router';
+import { useStore } from '../store';
+import { Performance } from './charts';
+import { AddDatastore } from './storage';
+
+export function HostPage() {
+  const s = useStore();
+  const daemons = useFetch<Page<Daemon>>('/daemons', 5000);
+  const h = s.host;
+  if (!h) return <p class="muted">Loading…</p>;
+  return (
+    <div>
+      <PageHeader icon="host" title={h.hostname} subtitle="Host" />
+      <div class="cards">
+        <Card title="Hardware">
+          <Facts
+            rows={[
+              ['CPUs', h.cpus],
+              ['Memory', bytes(h.memory_bytes)],
+              ['KVM', h.kvm ? h.kvm_kind : 'none'],
+              ['VMs', `${h.vms?.running ?? 0} running of ${h.vms?.total ?? 0}`],
+            ]}
+          />
+        </Card>
+        <Card title="Hypervisor driver">
+          <Facts
+            rows={[
+              ['Driver', h.default_driver],
+              ['Accelerator', h.accel],
+              ['Why', h.driver_reason],
+            ]}
+          />
+        </Card>
+        <Card title="Services">
+          <table class="grid">
+            <thead>
+              <tr>
+                <th>Daemon</th>
+                <th>State</th>
+                <th>PID</th>
+                <th>Since</th>
+                <th>Restarts</th>
+              </tr>
+            </thead>
+            <tbody>
+              {(daemons.data?.items ?? []).map((d) => (
+                <tr key={d.name}>
+                  <td>{d.name}</td>
+                  <td>
+                    <StateBadge state={d.state} />
+                    {d.adopted && <span class="muted"> (adopted)</span>}
+                  </td>
+                  <td>{d.pid ?? '—'}</td>
+                  <td>{ago(d.started_at)}</td>
+                  <td title={d.last_exit ?? ''}>{d.restarts}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </Card>
+        <Card title="Datastores" actions={s.session?.role === 'administrator' && <AddDatastore />}>
+          {s.datastores.map((d) => (
+            <div key={d.name} class="ds-row">
+              <a href={href({ page: 'datastore', ds: d.name })}>{d.name}</a>
+              <Meter used={(d.capacity_bytes ?? 0) - (d.free_bytes ?? 0)} total={d.capacity_bytes ?? 0} />
+              <span class="muted small">{bytes(d.free_bytes)} free of {bytes(d.capacity_bytes)}</span>
+            </div>
+          ))}
+        </Card>
+      </div>
+      <h3>Performance</h3>
+      <Performance kind="host" object={h.hostname} />
+    </div>
+  );
+}

@@ -1,0 +1,218 @@
+// A VM: its summary, power actions, serial console and charts.
+
+import { useState } from 'preact/hooks';
+import { ApiError, call, seg, waitTask } from '../api';
+import type { Task, Vm } from '../api';
+import { Card, ErrorBox, Facts, PageHeader } from '../components/common';
+import { StateBadge, TaskProgress } from '../components/progress';
+import { SerialConsole } from '../components/terminal';
+import { bytes, time } from '../format';
+import { go, href } from '../router';
+import type { Route } from '../router';
+import { refreshActivity, refreshAll, runningTasks, useStore } from '../store';
+import { Performance } from './charts';
+
+type Tab = Extract<Route, { page: 'vm' }>['tab'];
+
+function Summary({ vm }: { vm: Vm }) {
+  const s = useStore();
+  const host = s.host;
+  return (
+    <div>
+      <div class="cards">
+        <Card title="Virtual machine">
+          <Facts
+            rows={[
+              ['State', <StateBadge state={vm.state} />],
+              ['vCPUs', vm.vcpus],
+              ['Memory', bytes(vm.memory_mib * 1024 * 1024)],
+              ['Driver', `${vm.driver}${host ? ` (${host.accel})` : ''}`],
+              ['QEMU pid', vm.pid ?? '—'],
+              ['Created', time(vm.created_at)],
+            ]}
+          />
+        </Card>
+        <Card title="Boot">
+          <Facts
+            rows={[
+              ['Kernel', <code>{vm.boot.kernel}</code>],
+              ['Initrd', <code>{vm.boot.initrd ?? '—'}</code>],
+              ['Command line', <code>{vm.boot.cmdline}</code>],
+            ]}
+          />
+          {host && <p class="muted small">{host.driver_reason}</p>}
+        </Card>
+      </div>
+      <Card title="Disks">
+        {vm.disks.length === 0 ? (
+          <p class="muted">No disks.</p>
+        ) : (
+          <table class="grid" data-testid="vm-disks">
+            <thead>
+              <tr>
+                <th>#</th>
+                <th>Volume</th>
+                <th>Datastore</th>
+                <th>Size</th>
+                <th>Export</th>
+              </tr>
+            </thead>
+            <tbody>
+              {vm.disks.map((d, i) => (
+                <tr key={d.export_id}>
+                  <td>{i}</td>
+                  <td>
+                    <a href={href({ page: 'volume', ds: d.datastore, volume: d.volume })}>{d.volume}</a>
+                  </td>
+                  <td>
+                    <a href={href({ page: 'datastore', ds: d.datastore })}>{d.datastore}</a>
+                  </td>
+                  <td>{bytes(d.size_bytes)}</td>
+                  <td>
+                    <code>{d.export_id}</code>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Card>
+      <Card title="Network adapters">
+        {vm.nics.length === 0 ? (
+          <p class="muted">No network adapters.</p>
+        ) : (
+          <table class="grid" data-testid="vm-nics">
+            <thead>
+              <tr>
+                <th>#</th>
+                <th>Port group</th>
+                <th>MAC</th>
+                <th>Port</th>
+                <th>Connected</th>
+              </tr>
+            </thead>
+            <tbody>
+              {vm.nics.map((n, i) => (
+                <tr key={n.port}>
+                  <td>{i}</td>
+                  <td>
+                    <a href={href({ page: 'portgroup', pg: n.port_group })}>{n.port_group}</a>
+                  </td>
+                  <td>
+                    <code>{n.mac}</code>
+                  </td>
+                  <td>
+                    <a href={href({ page: 'port', port: n.port })}>{n.port}</a>
+                  </td>
+                  <td>{s.ports.find((p) => p.name === n.port)?.connected ? 'yes' : 'no'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Card>
+    </div>
+  );
+}
+
+function DeleteDialog({ vm, onCancel, onDelete }: { vm: Vm; onCancel: () => void; onDelete: (disks: boolean) => void }) {
+  const [disks, setDisks] = useState(true);
+  return (
+    <div class="dialog-backdrop">
+      <div class="dialog" role="dialog" aria-modal="true" aria-label={`Delete ${vm.name}`}>
+        <h3>Delete {vm.name}?</h3>
+        <p>The VM leaves the inventory; its NICs' ports and its disks' exports are removed.</p>
+        <label class="check">
+          <input type="checkbox" checked={disks} onChange={(e) => setDisks((e.target as HTMLInputElement).checked)} data-testid="delete-disks" />
+          Delete its disks too ({vm.disks.map((d) => `${d.datastore}/${d.volume}`).join(', ') || 'none'})
+        </label>
+        <div class="dialog-actions">
+          <button onClick={onCancel}>Cancel</button>
+          <button class="danger" onClick={() => onDelete(disks)} data-testid="confirm-delete">
+            Delete
+          </button>
+        </div>
+      </div>
+    </div>
+  );
+}
+
+export function VmPage({ name, tab }: { name: string; tab: Tab }) {
+  const s = useStore();
+  const vm = s.vms.find((v) => v.name === name || v.id === name);
+  const [current, setCurrent] = useState<Task | null>(null);
+  const [pending, setPending] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  if (!vm) return <p class="muted">{s.loaded ? `No VM ${name}.` : 'Loading…'}</p>;
+  const admin = s.session?.role === 'administrator';
+  const running = current && (current.state === 'running' || current.state === 'queued') ? current : runningTasks(vm.id)[0];
+  const busy = pending || !!running;
+
+  const act = async (method: string, path: string, after?: () => void) => {
+    setError(null);
+    setPending(true);
+    try {
+      const task = await call<Task>(method, path);
+      await refreshActivity();
+      await waitTask(task, setCurrent);
+      after?.();
+    } catch (e) {
+      setError(e instanceof ApiError ? e.message : String(e));
+    } finally {
+      setPending(false);
+      setCurrent(null);
+      refreshAll();
+    }
+  };
+  const power = (action: 'on' | 'off' | 'reset') => act('POST', `/vms/${seg(vm.id)}/power/${action}`);
+  const tabs: [Tab, string][] = [
+    ['summary', 'Summary'],
+    ['console', 'Console'],
+    ['performance', 'Performance'],
+  ];
+  return (
+    <div>
+      <PageHeader icon={`vm-${vm.state}`} title={vm.name} subtitle={<>Virtual machine · <StateBadge state={vm.state} /></>}>
+        {admin && (
+          <>
+            <button class="primary" disabled={busy || vm.state !== 'stopped'} onClick={() => power('on')} data-testid="power-on">
+              ▶ Power on
+            </button>
+            <button disabled={busy || vm.state !== 'running'} onClick={() => power('off')} data-testid="power-off">
+              ■ Power off
+            </button>
+            <button disabled={busy || vm.state !== 'running'} onClick={() => power('reset')} data-testid="reset">
+              ↻ Reset
+            </button>
+            <button class="danger" disabled={busy || vm.state !== 'stopped'} onClick={() => setConfirmDelete(true)} data-testid="delete">
+              Delete…
+            </button>
+          </>
+        )}
+      </PageHeader>
+      {running ? <TaskProgress task={running} /> : pending ? <div class="progress-placeholder">Starting…</div> : null}
+      <ErrorBox error={error} />
+      <nav class="tabs" role="tablist">
+        {tabs.map(([t, label]) => (
+          <a key={t} role="tab" aria-selected={tab === t} class={tab === t ? 'active' : ''} href={href({ page: 'vm', vm: vm.name, tab: t })} data-testid={`tab-${t}`}>
+            {label}
+          </a>
+        ))}
+      </nav>
+      {tab === 'summary' && <Summary vm={vm} />}
+      {tab === 'console' && (admin ? <SerialConsole vm={vm.id} running={vm.state === 'running'} /> : <p class="muted">The console is for administrators.</p>)}
+      {tab === 'performance' && <Performance kind="vm" object={vm.id} />}
+      {confirmDelete && (
+        <DeleteDialog
+          vm={vm}
+          onCancel={() => setConfirmDelete(false)}
+          onDelete={(disks) => {
+            setConfirmDelete(false);
+            act('DELETE', `/vms/${seg(vm.id)}?disks=${disks}`, () => go({ page: 'host' }));
+          }}
+        />
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,113 @@
+//! sfera-mgmtd as the tests run it: its data directory inside the test's
+//! directory, plain HTTP on a free local port, sfera-blockd and
+//! sfera-vswitchd from this build, the guest image as its Tiny Linux
+//! template, and QEMU TCG. [`Leftovers`] kills whatever it left running.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::daemons::binary;
+use crate::process::Process;
+use crate::testdir::TestDir;
+use crate::wait::wait_until;
+use crate::{Error, Result};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::io("Cannot find a free port", "127.0.0.1:0", e))
+}
+
+/// The HTTP status of `GET path` on `127.0.0.1:port`, if it answers.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Starts sfera-mgmtd on `port` with its data in `<dir>/data` and waits
+/// for its API (which answers 401 to a caller without credentials).
+/// `extra` goes on its command line; `n` numbers its log when a test
+/// starts more than one.
+pub fn start(
+    dir: &TestDir,
+    port: u16,
+    guest_dir: &Path,
+    n: u32,
+    extra: &[OsString],
+) -> Result<Process> {
+    let mut cmd = Command::new(binary("sfera-mgmtd")?);
+    cmd.arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--http")
+        .arg("--blockd")
+        .arg(binary("sfera-blockd")?)
+        .arg("--vswitchd")
+        .arg(binary("sfera-vswitchd")?)
+        .arg("--guest-dir")
+        .arg(guest_dir)
+        .arg("--accel")
+        .arg("tcg")
+        .args(extra)
+        .env("RUST_LOG", "info");
+    let mut process = Process::spawn(
+        &format!("sfera-mgmtd #{n}"),
+        cmd,
+        &dir.join(format!("mgmtd-{n}.log")),
+    )?;
+    wait_until("sfera-mgmtd's API", Duration::from_secs(60), || {
+        process.ensure_running()?;
+        Ok(http_status(port, "/api/v1/host").filter(|s| *s == 401))
+    })?;
+    Ok(process)
+}
+
+/// Kills, whatever happens to the test, the daemons and QEMU processes
+/// mgmtd left running in this data directory (their pidfiles name them;
+/// a pid counts only if its command line names the directory).
+#[derive(Debug)]
+pub struct Leftovers(pub PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let run_dir = self.0.join("run");
+        let mut pidfiles = vec![run_dir.join("blockd.pid"), run_dir.join("vswitchd.pid")];
+        if let Ok(vms) = std::fs::read_dir(run_dir.join("vms")) {
+            pidfiles.extend(vms.flatten().map(|e| e.path().join("qemu.pid")));
+        }
+        let mark = self.0.to_string_lossy().into_owned();
+        for f in pidfiles {
+            let Some(pid) = std::fs::read_to_string(&f)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&mark))
+                .unwrap_or(false);
+            if ours && pid > 0 {
+                // SAFETY: kill(2) on a process of this test (its command
+                // line names the test's data directory); no memory involved.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}

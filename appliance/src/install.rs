@@ -108,7 +108,12 @@ pub fn install(plan: &Plan, o: &Options, say: &mut Say) -> Result<()> {
     let target = Path::new(TARGET);
     std::fs::create_dir_all(target).with_context(|| format!("Cannot create {TARGET}"))?;
     mount(&root, target)?;
-    let result = populate(plan, o, say, target, &disk, &esp, &uuids);
+    let devices = Devices {
+        disk: &disk,
+        esp: &esp,
+        data: &data,
+    };
+    let result = populate(plan, o, say, target, &devices, &uuids);
     let _ = run("sync", &[]);
     let unmounted = unmount_all(target);
     result?;
@@ -120,15 +125,23 @@ pub fn install(plan: &Plan, o: &Options, say: &mut Say) -> Result<()> {
     Ok(())
 }
 
+/// The disk being installed and its partitions that `populate` mounts.
+#[derive(Clone, Copy)]
+struct Devices<'a> {
+    disk: &'a Path,
+    esp: &'a Path,
+    data: &'a Path,
+}
+
 fn populate(
     plan: &Plan,
     o: &Options,
     say: &mut Say,
     target: &Path,
-    disk: &Path,
-    esp: &Path,
+    devices: &Devices<'_>,
     uuids: &Uuids,
 ) -> Result<()> {
+    let Devices { disk, esp, data } = *devices;
     say.line("[3/6] Copying the system (the root file system image)");
     let copy_start = Instant::now();
     let squashfs = o.squashfs.to_string_lossy();
@@ -180,7 +193,13 @@ fn populate(
     )?;
     // A fresh identity on first boot.
     write("/etc/machine-id", "", 0o444)?;
-    std::fs::create_dir_all(target.join(render::DATA_MOUNT.trim_start_matches('/')))?;
+    // The data partition: the default switch (vSwitch0, its uplink on the
+    // management NIC) for sfera-vswitchd's first start; mgmtd makes the
+    // datastore `local` there itself.
+    let data_dir = target.join(render::DATA_MOUNT.trim_start_matches('/'));
+    std::fs::create_dir_all(&data_dir)?;
+    mount(data, &data_dir)?;
+    write(render::VSWITCH_STATE, &render::vswitch_state(), 0o644)?;
     let hash = match &plan.admin {
         AdminPassword::Plain(p) => {
             let h = password::hash(p).map_err(anyhow::Error::msg)?;
@@ -263,6 +282,8 @@ fn mount(dev: &Path, at: &Path) -> Result<()> {
 
 fn unmount_all(target: &Path) -> Result<()> {
     let _ = run("umount", &[&target.join("boot/efi").to_string_lossy()]);
+    let data = target.join(render::DATA_MOUNT.trim_start_matches('/'));
+    let _ = run("umount", &[&data.to_string_lossy()]);
     run("umount", &[&target.to_string_lossy()]).map(|_| ())
 }
 

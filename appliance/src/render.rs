@@ -142,6 +142,28 @@ pub fn grub_cfg(u: &Uuids) -> String {
     )
 }
 
+/// Where sfera-vswitchd keeps its configuration under the data partition
+/// (sfera-mgmtd runs it with `--data-dir /var/lib/sfera/vswitchd`).
+pub const VSWITCH_STATE: &str = "/var/lib/sfera/vswitchd/vswitch-state.json";
+/// The default switch and its uplink, as ESXi's vSwitch0 on vmnic0.
+pub const DEFAULT_SWITCH: &str = "vSwitch0";
+pub const DEFAULT_UPLINK: &str = "vmnic0";
+/// The port group sfera-mgmtd would otherwise make on first start.
+pub const DEFAULT_PORT_GROUP: &str = "vm-network";
+
+/// sfera-vswitchd's first configuration: the default switch with its
+/// uplink on the management NIC (AF_PACKET: the host keeps its own address
+/// on the NIC and VMs on `vm-network` reach the same network), and the
+/// port group `vm-network` on it.
+pub fn vswitch_state() -> String {
+    format!(
+        "{{\"switches\":[{{\"name\":\"{DEFAULT_SWITCH}\",\"uplinks\":[\
+         {{\"name\":\"{DEFAULT_UPLINK}\",\"type\":\"af_packet\",\"interface\":\"{MGMT_NIC}\"}}]}}],\
+         \"port_groups\":[{{\"name\":\"{DEFAULT_PORT_GROUP}\",\"switch\":\"{DEFAULT_SWITCH}\",\"vlan\":{{\"mode\":\"none\"}}}}],\
+         \"ports\":[]}}\n"
+    )
+}
+
 /// What was installed, for the record (no password).
 pub fn install_record(plan: &Plan, version: &str) -> String {
     let net = match &plan.net {
@@ -252,6 +274,19 @@ mod tests {
             hosts(&plan(NetConfig::Dhcp)).lines().nth(1),
             Some("127.0.1.1\tsfera-01.example.org sfera-01")
         );
+    }
+
+    #[test]
+    fn the_switch_state_is_one_sfera_vswitchd_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vswitch-state.json");
+        std::fs::write(&path, vswitch_state()).unwrap();
+        let config = vswitch::persist::read_config(&path).unwrap();
+        let switch = config.switch(DEFAULT_SWITCH).expect("vSwitch0");
+        assert_eq!(switch.uplinks.len(), 1);
+        assert_eq!(switch.uplinks[0].interface, MGMT_NIC);
+        assert_eq!(config.port_groups[0].name, DEFAULT_PORT_GROUP);
+        assert_eq!(config.port_groups[0].switch, DEFAULT_SWITCH);
     }
 
     #[test]

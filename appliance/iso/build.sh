@@ -6,7 +6,7 @@
 #   - rootfs.sh: Debian's kernel, systemd, live-boot, QEMU, GRUB, ... as a
 #     cached tarball;
 #   - Sfera's binaries (target/release), the Tiny Linux template
-#     (target/guest), the web console (mgmt/web/dist, when built), and the
+#     (target/guest), the web console (mgmt/web/dist), and the
 #     files under appliance/rootfs (systemd units, console banner);
 #   - all of it as a squashfs under /live, booted by live-boot;
 #   - GRUB for BIOS (El Torito and the USB stick's MBR) and UEFI (an EFI
@@ -43,11 +43,11 @@ fi
 export SOURCE_DATE_EPOCH
 version=$(git describe --always --dirty 2>/dev/null || echo unknown)
 
-bins=(sfera-mgmtd sfera-blockd sfera-vswitchd sfera sfera-install)
+bins=(sfera-mgmtd sfera-blockd sfera-vswitchd sfera-vmm sfera sfera-install)
 for b in "${bins[@]}"; do
     [ -x "$release/$b" ] || die "$release/$b is missing (make iso builds it)"
 done
-[ -x "$release/sfera-vmm" ] && bins+=(sfera-vmm)
+[ -f "$web/index.html" ] || die "the web console is missing in $web (make web)"
 [ -s "$guest/vmlinuz" ] && [ -s "$guest/initrd.img" ] \
     || die "the Tiny Linux template is missing in $guest (make guest-image)"
 
@@ -82,12 +82,7 @@ done
 ln -sf ../lib/sfera/bin/sfera "$root/usr/bin/sfera"
 ln -sf ../lib/sfera/bin/sfera-install "$root/usr/sbin/sfera-install"
 install -m 0644 "$guest/vmlinuz" "$guest/initrd.img" "$root/usr/lib/sfera/guest/"
-if [ -f "$web/index.html" ]; then
-    cp -r "$web" "$root/usr/share/sfera/web"
-    echo "iso: web console from $web"
-else
-    echo "iso: no web console in $web (not built on this branch); mgmtd serves the API only"
-fi
+cp -r --no-preserve=ownership "$web" "$root/usr/share/sfera/web"
 cp -r --no-preserve=ownership appliance/rootfs/. "$root/"
 echo "$version" > "$root/etc/sfera-version"
 systemctl --root="$root" --quiet enable \

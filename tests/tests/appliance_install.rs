@@ -24,7 +24,9 @@ use harness::tools;
 use harness::wait::wait_until;
 
 /// The installed disk: sparse, so it costs only what the install writes.
-const DISK_BYTES: u64 = 16 << 30;
+/// 20 GiB: the data partition (the rest after 8 GiB of root) is then
+/// about 11.7 GiB, told apart from the root file system by its size.
+const DISK_BYTES: u64 = 20 << 30;
 /// The admin password the answer file sets.
 const PASSWORD: &str = "sfera-appliance-test";
 /// From the ISO's boot menu to "installation complete", under TCG.
@@ -222,8 +224,9 @@ impl Machine {
     }
 }
 
-/// curl against the forwarded port: (status, body).
-fn https_get(port: u16, path: &str) -> Result<(u16, String)> {
+/// curl against the forwarded port: (status, body). With `cookies`, the
+/// session cookie jar that [`login`] filled.
+fn https_get(port: u16, path: &str, cookies: Option<&Path>) -> Result<(u16, String)> {
     let mut cmd = Command::new(tools::require("curl", "curl")?);
     cmd.args([
         "--silent",
@@ -232,15 +235,20 @@ fn https_get(port: u16, path: &str) -> Result<(u16, String)> {
         "20",
         "-w",
         "\n%{http_code}",
-    ])
-    .arg(format!("https://127.0.0.1:{port}{path}"));
+    ]);
+    if let Some(jar) = cookies {
+        cmd.arg("-b").arg(jar);
+    }
+    cmd.arg(format!("https://127.0.0.1:{port}{path}"));
     let out = cmd.output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
     Ok((status.trim().parse().unwrap_or(0), body.to_owned()))
 }
 
-fn login(port: u16, password: &str) -> Result<u16> {
+/// Logs in as admin through the API: the status, and the session cookie
+/// kept in `jar`.
+fn login(port: u16, password: &str, jar: &Path) -> Result<u16> {
     let mut cmd = Command::new(tools::require("curl", "curl")?);
     cmd.args([
         "--silent",
@@ -251,13 +259,11 @@ fn login(port: u16, password: &str) -> Result<u16> {
         "/dev/null",
         "-w",
         "%{http_code}",
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
+        "-c",
     ])
-    .arg(format!(
-        "{{\"username\":\"admin\",\"password\":\"{password}\"}}"
-    ))
+    .arg(jar)
+    .args(["-H", "Content-Type: application/json", "--data-binary"])
+    .arg(serde_json::json!({ "username": "admin", "password": password }).to_string())
     .arg(format!("https://127.0.0.1:{port}/api/v1/session"));
     let out = cmd.output()?;
     Ok(String::from_utf8_lossy(&out.stdout)
@@ -266,12 +272,73 @@ fn login(port: u16, password: &str) -> Result<u16> {
         .unwrap_or(0))
 }
 
+/// An error of a step inside [`wait_until`]'s closure.
+fn step_failed(what: &str, e: &anyhow::Error) -> harness::Error {
+    harness::Error::CommandFailed {
+        command: what.into(),
+        status: String::new(),
+        stderr: format!("{e:#}"),
+    }
+}
+
+/// Waits for `GET /api/v1/health` to answer 200 `{"status":"ok"}`.
+fn wait_health(m: &mut Machine, port: u16) -> Result<()> {
+    let health = wait_until("the API's health endpoint", BOOT_TIMEOUT, || {
+        m.process.ensure_running()?;
+        let (status, body) = https_get(port, "/api/v1/health", None)
+            .map_err(|e| step_failed("GET /api/v1/health", &e))?;
+        Ok((status == 200).then_some(body))
+    })?;
+    eprintln!(
+        "[{:6.1} s] GET /api/v1/health: {health}",
+        m.started.elapsed().as_secs_f64()
+    );
+    ensure!(health.contains("\"ok\""), "health: {health}");
+    Ok(())
+}
+
+/// The web console's login page: `/` is the single-page app, and its
+/// script holds the login form.
+fn check_login_page(port: u16) -> Result<()> {
+    let (status, page) = https_get(port, "/", None)?;
+    ensure!(
+        status == 200 && page.contains("<title>Sfera</title>"),
+        "the web console's page: {status} {page}"
+    );
+    let script = page
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .find(|s| s.ends_with(".js"))
+        .with_context(|| format!("no script in the console's page: {page}"))?;
+    let (status, js) = https_get(port, script, None)?;
+    ensure!(
+        status == 200 && js.contains("Log in to manage this host"),
+        "the console's script {script}: {status}, {} bytes, without the login form",
+        js.len()
+    );
+    Ok(())
+}
+
+/// `GET path` as the logged-in admin, as JSON.
+fn api_json(port: u16, path: &str, jar: &Path) -> Result<serde_json::Value> {
+    let (status, body) = https_get(port, path, Some(jar))?;
+    ensure!(status == 200, "GET {path}: {status} {body}");
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
+}
+
+/// The machine's empty disk: a sparse file, not one block allocated.
+fn empty_disk(dir: &TestDir) -> Result<PathBuf> {
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)?.set_len(DISK_BYTES)?;
+    Ok(disk)
+}
+
 fn install_then_boot(firmware: Firmware) -> Result<()> {
     let iso = iso()?;
     let name = format!("{firmware:?}").to_lowercase();
     let dir = TestDir::new(&format!("appliance-{name}"))?;
-    let disk = dir.join("disk.img");
-    std::fs::File::create(&disk)?.set_len(DISK_BYTES)?;
+    let disk = empty_disk(&dir)?;
     let answer = answer_disk(&dir, &answer("/dev/vda", "mode = \"dhcp\""))?;
     let port = free_port()?;
 
@@ -323,44 +390,57 @@ fn install_then_boot(firmware: Firmware) -> Result<()> {
         "Log in as admin with the password chosen at installation",
         BOOT_TIMEOUT,
     )?;
-    let health = wait_until("the API's health endpoint", BOOT_TIMEOUT, || {
-        m.process.ensure_running()?;
-        let (status, body) =
-            https_get(port, "/api/v1/health").map_err(|e| harness::Error::CommandFailed {
-                command: "curl".into(),
-                status: String::new(),
-                stderr: e.to_string(),
-            })?;
-        Ok((status == 200).then_some(body))
-    })?;
-    eprintln!(
-        "[{:6.1} s] GET /api/v1/health: {health}",
-        m.started.elapsed().as_secs_f64()
-    );
-    ensure!(health.contains("\"ok\""), "health: {health}");
-    let (status, page) = https_get(port, "/")?;
-    if Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../mgmt/web/dist/index.html")
-        .is_file()
-    {
-        ensure!(
-            status == 200 && page.contains("<html"),
-            "the web console's page: {status} {page}"
-        );
-    } else {
-        // This build has no web console (mgmt/web/dist): mgmtd answers the
-        // API alone and / is a JSON 404.
-        ensure!(
-            status == 404,
-            "GET / without a web console: {status} {page}"
-        );
-        eprintln!("{name}: no web console in this build; GET / is {status}");
-    }
+    wait_health(&mut m, port)?;
+    check_login_page(port)?;
+    let jar = dir.join("cookies.txt");
     ensure!(
-        login(port, PASSWORD)? == 200,
+        login(port, "wrong password", &jar)? == 401,
+        "a wrong admin password logs in"
+    );
+    ensure!(
+        login(port, PASSWORD, &jar)? == 200,
         "the answer file's admin password does not log in"
     );
-    ensure!(login(port, "wrong password")? == 401);
+    // First boot made the default datastore on the data partition (not the
+    // 8 GiB root: the rest of the 20 GiB disk) and started the default
+    // switch with its uplink on the management NIC.
+    let stores = wait_until("the default datastore", BOOT_TIMEOUT, || {
+        let v = api_json(port, "/api/v1/datastores", &jar)
+            .map_err(|e| step_failed("GET /api/v1/datastores", &e))?;
+        Ok(v["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|d| d["name"] == "local").cloned()))
+    })?;
+    eprintln!("{name}: datastore {stores}");
+    ensure!(
+        stores["path"] == "/var/lib/sfera/datastores/local",
+        "the default datastore's path: {stores}"
+    );
+    let capacity = stores["capacity_bytes"].as_u64().unwrap_or(0);
+    ensure!(
+        (10 << 30..12 << 30).contains(&capacity),
+        "the default datastore holds {capacity} bytes: not the data partition's 11.7 GiB"
+    );
+    let switches = api_json(port, "/api/v1/switches", &jar)?;
+    eprintln!("{name}: switches {switches}");
+    let uplinks = switches["items"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "vSwitch0"))
+        .map(|s| s["uplinks"].clone())
+        .with_context(|| format!("no vSwitch0: {switches}"))?;
+    ensure!(
+        uplinks
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u["interface"] == "mgmt0")),
+        "vSwitch0 has no uplink on the management NIC mgmt0: {uplinks}"
+    );
+    let groups = api_json(port, "/api/v1/port-groups", &jar)?;
+    ensure!(
+        groups["items"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["name"] == "vm-network")),
+        "no port group vm-network: {groups}"
+    );
     eprintln!(
         "{name}: install {:.0} s, then console and API {:.0} s after power on; total {:.0} s",
         installed.as_secs_f64(),
@@ -386,8 +466,7 @@ fn uefi_install_then_boot() -> Result<()> {
 fn bad_answer_writes_nothing() -> Result<()> {
     let iso = iso()?;
     let dir = TestDir::new("appliance-bad-answer")?;
-    let disk = dir.join("disk.img");
-    std::fs::File::create(&disk)?.set_len(DISK_BYTES)?;
+    let disk = empty_disk(&dir)?;
     let answer = answer_disk(
         &dir,
         &answer(
@@ -421,6 +500,75 @@ fn bad_answer_writes_nothing() -> Result<()> {
     ensure!(
         blocks == 0,
         "the disk was written: {blocks} blocks allocated"
+    );
+    Ok(())
+}
+
+/// The live mode: chosen in the ISO's boot menu (key `l`), it runs Sfera
+/// from the ISO and writes nothing to the machine's disk; its banner says
+/// where the admin password is, and that password opens the console.
+#[test]
+fn live_boot_serves_the_console() -> Result<()> {
+    let iso = iso()?;
+    let dir = TestDir::new("appliance-live")?;
+    let disk = empty_disk(&dir)?;
+    let port = free_port()?;
+    let mut m = Machine::start(
+        &dir,
+        "live",
+        Firmware::Bios,
+        &Drives {
+            disk: &disk,
+            iso: Some(&iso),
+            answer: None,
+        },
+        port,
+    )?;
+    m.console
+        .wait_for_text("Try Sfera live", BOOT_TIMEOUT)
+        .context("the ISO's boot menu")?;
+    m.console.send("l")?;
+    m.wait_line("nothing is installed on this machine", BOOT_TIMEOUT)?;
+    let banner = m.wait_line("Web console:  https://", BOOT_TIMEOUT)?;
+    ensure!(
+        banner.contains("https://10.0.2.15:8443/"),
+        "the live banner does not show the DHCP address: {banner}"
+    );
+    m.wait_line("read /var/lib/sfera/admin-password", BOOT_TIMEOUT)?;
+    wait_health(&mut m, port)?;
+    check_login_page(port)?;
+    // Root logs in on the console without a password and reads the
+    // admin's, as the banner says.
+    m.console.wait_for_text("login: ", BOOT_TIMEOUT)?;
+    m.console.send_line("root")?;
+    m.console.wait_for_text("# ", BOOT_TIMEOUT)?;
+    let password = m
+        .console
+        .run_ok("cat /var/lib/sfera/admin-password", BOOT_TIMEOUT)?
+        .trim()
+        .to_owned();
+    ensure!(!password.is_empty(), "the live admin password is empty");
+    let jar = dir.join("cookies.txt");
+    ensure!(
+        login(port, &password, &jar)? == 200,
+        "the password in /var/lib/sfera/admin-password does not log in"
+    );
+    let mounts = m
+        .console
+        .run_ok("findmnt -rn -o SOURCE,TARGET", BOOT_TIMEOUT)?;
+    ensure!(
+        !mounts.contains("/dev/vda"),
+        "the live system mounted the machine's disk:\n{mounts}"
+    );
+    eprintln!(
+        "live: console and API {:.0} s after power on",
+        m.started.elapsed().as_secs_f64()
+    );
+    drop(m);
+    let blocks = std::fs::metadata(&disk)?.blocks();
+    ensure!(
+        blocks == 0,
+        "the live system wrote the disk: {blocks} blocks allocated"
     );
     Ok(())
 }

@@ -94,6 +94,10 @@ sed -i 's/^root:[^:]*:/root::/' "$root/etc/shadow"
 
 echo "iso: squashfs"
 # mksquashfs takes SOURCE_DATE_EPOCH as the image's and every file's time.
+# It warns "Unrecognised xattr prefix system.posix_acl_*": squashfs keeps
+# security.* attributes (file capabilities such as ping's) but has no POSIX
+# ACLs, so journald's ACLs on /var/log/journal are dropped (root still
+# reads the journal).
 mksquashfs "$root" "$tree/live/filesystem.squashfs" -noappend -quiet -no-progress \
     -comp zstd -Xcompression-level 15
 cp "$(readlink -f "$root/vmlinuz")" "$tree/live/vmlinuz"

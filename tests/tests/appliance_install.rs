@@ -334,6 +334,44 @@ fn empty_disk(dir: &TestDir) -> Result<PathBuf> {
     Ok(disk)
 }
 
+/// On the installed system's serial console, as root (the answer file's
+/// password): every unit started (nothing failed), the data partition on
+/// `/var/lib/sfera`, hugepages on demand, the TUN module, mgmtd running.
+fn check_host_setup(m: &mut Machine) -> Result<()> {
+    m.console.wait_for_text("login: ", BOOT_TIMEOUT)?;
+    m.console.send_line("root")?;
+    m.console.wait_for_text("Password: ", BOOT_TIMEOUT)?;
+    m.console.send_line(PASSWORD)?;
+    m.console.wait_for_text("# ", BOOT_TIMEOUT)?;
+    let state = m
+        .console
+        .run("systemctl is-system-running --wait", BOOT_TIMEOUT)?;
+    if state.output.trim() != "running" {
+        let failed = m
+            .console
+            .run("systemctl --failed --no-legend --plain", BOOT_TIMEOUT)?;
+        bail!(
+            "the installed system is {:?}; failed units:\n{}",
+            state.output.trim(),
+            failed.output
+        );
+    }
+    let facts = m.console.run_ok(
+        "findmnt -n -o SOURCE /var/lib/sfera; cat /proc/sys/vm/nr_overcommit_hugepages; \
+         findmnt -n -o FSTYPE /dev/hugepages; test -d /sys/module/tun && echo tun; \
+         systemctl is-active sfera-mgmtd",
+        BOOT_TIMEOUT,
+    )?;
+    let facts: Vec<&str> = facts.lines().map(str::trim).collect();
+    ensure!(
+        facts == ["/dev/vda4", "32768", "hugetlbfs", "tun", "active"],
+        "the host's set-up: {facts:?} (expected the data partition /dev/vda4 on \
+         /var/lib/sfera, 32768 hugepages on demand, hugetlbfs, tun, mgmtd active)"
+    );
+    eprintln!("host set-up: {facts:?}");
+    Ok(())
+}
+
 fn install_then_boot(firmware: Firmware) -> Result<()> {
     let iso = iso()?;
     let name = format!("{firmware:?}").to_lowercase();
@@ -441,10 +479,12 @@ fn install_then_boot(firmware: Firmware) -> Result<()> {
             .is_some_and(|g| g.iter().any(|g| g["name"] == "vm-network")),
         "no port group vm-network: {groups}"
     );
+    let console_ready = m.started.elapsed();
+    check_host_setup(&mut m)?;
     eprintln!(
         "{name}: install {:.0} s, then console and API {:.0} s after power on; total {:.0} s",
         installed.as_secs_f64(),
-        m.started.elapsed().as_secs_f64(),
+        console_ready.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
     Ok(())

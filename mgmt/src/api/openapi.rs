@@ -103,6 +103,8 @@ fn schemas() -> Map<String, Value> {
             json!({ "name": string, "role": role, "created_at": time }),
         ),
     );
+    let vm_state = json!({ "type": "string", "enum": ["creating", "stopped", "running", "paused", "deleting"] });
+    let driver = json!({ "type": "string", "enum": crate::driver::Driver::NAMES });
     put(
         "Host",
         obj(
@@ -120,10 +122,15 @@ fn schemas() -> Map<String, Value> {
                 "hostname": string, "cpus": int, "memory_bytes": int,
                 "kvm": { "type": "boolean" },
                 "kvm_kind": { "type": "string", "enum": ["intel", "amd", "pvm", "unknown", "none"] },
-                "default_driver": string,
+                "default_driver": { "type": "string", "enum": crate::driver::Driver::NAMES, "description": "The driver of new kernel-boot VMs" },
                 "accel": { "type": "string", "enum": ["kvm", "tcg"] },
                 "driver_reason": string,
-                "vms": obj(&["total", "running"], json!({ "total": int, "running": int }))
+                "sfera_vmm_available": { "type": "boolean", "description": "sfera-vmm can run VMs here (a VM may ask for it)" },
+                "vms": obj(&["total", "running", "paused"], json!({ "total": int, "running": int, "paused": int })),
+                "vm_drivers": { "type": "array", "description": "Each VM's driver and why it got it",
+                    "items": obj(&["id", "name", "state", "driver", "driver_reason"],
+                        json!({ "id": string, "name": string, "state": vm_state.clone(),
+                                "driver": driver.clone(), "driver_reason": string })) }
             }),
         ),
     );
@@ -222,6 +229,18 @@ fn schemas() -> Map<String, Value> {
                 "cmdline": { "type": "string", "maxLength": 2048, "pattern": "^[^\\n]*$" } }),
     );
     put(
+        "DiskImport",
+        input(
+            &["volume", "source", "format"],
+            json!({
+                "volume": { "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$",
+                            "description": "The new volume: NAME or FOLDER/NAME" },
+                "source": { "type": "string", "pattern": "^/", "description": "An image file on the host" },
+                "format": { "type": "string", "enum": crate::import::ImageFormat::NAMES }
+            }),
+        ),
+    );
+    put(
         "VmCreate",
         input(
             &["name"],
@@ -238,7 +257,9 @@ fn schemas() -> Map<String, Value> {
                 "nics": { "type": "array", "maxItems": crate::vm::request::MAX_NICS, "items": input(&["port_group"],
                     json!({ "port_group": { "type": "string", "pattern": OBJECT_NAME },
                             "mac": { "type": ["string", "null"], "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "description": "Unicast; generated when left out or null" } })) },
-                "power_on": { "type": "boolean" }
+                "power_on": { "type": "boolean" },
+                "driver": { "type": ["string", "null"], "enum": ["sfera-vmm", "qemu", null],
+                            "description": "The hypervisor driver; default (or null): sfera-vmm for a kernel boot on hardware virtualization, QEMU otherwise. sfera-vmm needs /dev/kvm" }
             }),
         ),
     );
@@ -258,8 +279,9 @@ fn schemas() -> Map<String, Value> {
             ],
             json!({
                 "id": string, "name": string, "vcpus": int, "memory_mib": int, "boot": boot,
-                "driver": { "type": "string", "enum": ["qemu"] },
-                "state": { "type": "string", "enum": ["creating", "stopped", "running", "deleting"] },
+                "driver": driver,
+                "driver_reason": { "type": "string", "description": "Why the VM got its driver" },
+                "state": vm_state,
                 "pid": nullable_int,
                 "disks": { "type": "array", "items": obj(&["datastore", "volume", "size_bytes", "export_id"],
                     json!({ "datastore": string, "volume": string, "size_bytes": int, "export_id": string })) },
@@ -377,7 +399,9 @@ fn path_schema(name: &str) -> Value {
         }
         "kind" => json!({ "type": "string", "enum": crate::metrics::KINDS }),
         "daemon" => json!({ "type": "string", "enum": ["blockd", "vswitchd"] }),
-        "action" => json!({ "type": "string", "enum": ["on", "off", "reset"] }),
+        "action" => {
+            json!({ "type": "string", "enum": ["on", "off", "reset", "pause", "resume"] })
+        }
         _ => json!({ "type": "string" }),
     }
 }

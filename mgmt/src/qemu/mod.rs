@@ -12,37 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::db::{Boot, Vm};
+pub use crate::driver::VmPaths;
 use crate::host::Accel;
 use crate::pid;
-
-/// Where a VM's runtime files live.
-#[derive(Debug, Clone)]
-pub struct VmPaths {
-    pub dir: PathBuf,
-}
-
-impl VmPaths {
-    pub fn new(vms_dir: &Path, vm_id: &str) -> Self {
-        VmPaths {
-            dir: vms_dir.join(vm_id),
-        }
-    }
-    pub fn pidfile(&self) -> PathBuf {
-        self.dir.join("qemu.pid")
-    }
-    pub fn qmp(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
-    }
-    pub fn console(&self) -> PathBuf {
-        self.dir.join("console.sock")
-    }
-    pub fn console_log(&self) -> PathBuf {
-        self.dir.join("console.log")
-    }
-    pub fn qemu_log(&self) -> PathBuf {
-        self.dir.join("qemu.log")
-    }
-}
 
 /// What QEMU needs besides the VM record.
 #[derive(Debug, Clone)]
@@ -208,7 +180,8 @@ pub async fn stop(p: &VmPaths, pid: u32) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_gone(pid: u32, timeout: Duration) -> bool {
+/// Waits for `pid` to end; false after `timeout`.
+pub(crate) async fn wait_gone(pid: u32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while pid::alive(pid) {
         if Instant::now() >= deadline {
@@ -220,13 +193,13 @@ async fn wait_gone(pid: u32, timeout: Duration) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::db::{VmDisk, VmNic, VmState};
 
-    #[test]
-    fn args_follow_the_harness() {
-        let vm = Vm {
+    /// A VM with one disk and one NIC, for the drivers' tests.
+    pub(crate) fn one_disk_one_nic() -> Vm {
+        Vm {
             id: "vm-1".into(),
             name: "tiny".into(),
             vcpus: 2,
@@ -237,6 +210,7 @@ mod tests {
                 cmdline: "console=ttyS0".into(),
             },
             driver: "qemu".into(),
+            driver_reason: String::new(),
             state: VmState::Stopped,
             pid: None,
             disks: vec![VmDisk {
@@ -252,7 +226,12 @@ mod tests {
             }],
             created_at: 0,
             updated_at: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn args_follow_the_harness() {
+        let vm = one_disk_one_nic();
         let paths = VmPaths::new(Path::new("/r/vms"), "vm-1");
         let a = args(&Launch {
             vm: &vm,

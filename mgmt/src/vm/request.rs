@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
 use crate::db::Boot;
+use crate::driver::Driver;
 
 /// Body of `POST /api/v1/vms`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -31,6 +32,10 @@ pub struct CreateVm {
     /// Power the VM on once created.
     #[serde(default)]
     pub power_on: bool,
+    /// The hypervisor driver (`sfera-vmm` or `qemu`); by default the one
+    /// the host and the boot source call for.
+    #[serde(default)]
+    pub driver: Option<Driver>,
 }
 
 /// A new thin disk.
@@ -61,6 +66,8 @@ pub struct VmPlan {
     pub disks: Vec<DiskRequest>,
     pub nics: Vec<(String, String)>,
     pub power_on: bool,
+    /// Asked for; checked against the host when the VM is reserved.
+    pub driver: Option<Driver>,
 }
 
 /// A template as the API lists it.
@@ -279,6 +286,7 @@ impl CreateVm {
             disks: self.disks,
             nics,
             power_on: self.power_on,
+            driver: self.driver,
         })
     }
 }
@@ -360,6 +368,12 @@ mod tests {
             assert!(e.message.contains(word), "{json}: {}", e.message);
         }
         assert!(serde_json::from_str::<CreateVm>(r#"{"name":"a","extra":1}"#).is_err());
+        let e = serde_json::from_str::<CreateVm>(r#"{"name":"a","driver":"xen"}"#).unwrap_err();
+        assert!(e.to_string().contains("sfera-vmm"), "{e}");
+        let plan = parse(r#"{"name":"a","template":"tiny-linux","driver":"sfera-vmm"}"#)
+            .plan(g.path(), 4096)
+            .unwrap();
+        assert_eq!(plan.driver, Some(Driver::SferaVmm));
     }
 
     #[test]

@@ -76,7 +76,10 @@ export interface Host {
   default_driver: string;
   accel: string;
   driver_reason: string;
-  vms?: { total: number; running: number };
+  sfera_vmm_available?: boolean;
+  vms?: { total: number; running: number; paused?: number };
+  /** Each VM's driver and why it got it. */
+  vm_drivers?: { id: string; name: string; state: VmState; driver: string; driver_reason: string }[];
 }
 
 export interface Daemon {
@@ -169,7 +172,8 @@ export interface Boot {
   cmdline: string;
 }
 
-export type VmState = 'creating' | 'stopped' | 'running' | 'deleting';
+export type VmState = 'creating' | 'stopped' | 'running' | 'paused' | 'deleting';
+export type Driver = 'sfera-vmm' | 'qemu';
 
 export interface Vm {
   id: string;
@@ -178,6 +182,7 @@ export interface Vm {
   memory_mib: number;
   boot: Boot;
   driver: string;
+  driver_reason: string;
   state: VmState;
   pid: number | null;
   disks: { datastore: string; volume: string; size_bytes: number; export_id: string }[];
@@ -194,6 +199,7 @@ export interface VmCreate {
   boot?: Boot;
   disks: { datastore: string; size_bytes: number }[];
   nics: { port_group: string; mac?: string }[];
+  driver?: Driver | null;
   power_on: boolean;
 }
 

@@ -5,7 +5,7 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, call, get, waitTask } from '../api';
-import type { Page, Task, Template, VmCreate } from '../api';
+import type { Driver, Page, Task, Template, VmCreate } from '../api';
 import { Card, ErrorBox, Facts, PageHeader } from '../components/common';
 import { TaskProgress } from '../components/progress';
 import { bytes } from '../format';
@@ -37,6 +37,7 @@ export function NewVmPage() {
   const [initrd, setInitrd] = useState('');
   const [cmdline, setCmdline] = useState('console=ttyS0');
   const [vcpus, setVcpus] = useState('1');
+  const [driver, setDriver] = useState<'default' | Driver>('default');
   const [memory, setMemory] = useState('512');
   const [disks, setDisks] = useState<Disk[]>([]);
   const [nics, setNics] = useState<Nic[]>([]);
@@ -109,6 +110,7 @@ export function NewVmPage() {
     disks: disks.map((d) => ({ datastore: d.datastore, size_bytes: Math.round((Number(d.gib) * GIB) / 512) * 512 })),
     nics: nics.map((n) => ({ port_group: n.port_group, ...(n.mac ? { mac: n.mac } : {}) })),
     power_on: powerOn,
+    driver: driver === 'default' ? null : driver,
   });
 
   const next = () => {
@@ -204,7 +206,17 @@ export function NewVmPage() {
             <Card title="CPU and memory">
               <label>vCPUs{input(vcpus, setVcpus, { type: 'number', min: 1, max: 64, 'data-testid': 'wizard-vcpus' })}</label>
               <label>Memory (MiB){input(memory, setMemory, { type: 'number', min: 128, step: 128, 'data-testid': 'wizard-memory' })}</label>
-              {s.host && <p class="muted small">The host has {s.host.cpus} CPUs and {bytes(s.host.memory_bytes)}; VMs run under {s.host.default_driver} ({s.host.accel}).</p>}
+              <label>
+                Hypervisor driver
+                <select value={driver} onChange={(e) => setDriver((e.target as HTMLSelectElement).value as 'default' | Driver)} data-testid="wizard-driver">
+                  <option value="default">The host's choice ({s.host?.default_driver ?? '…'})</option>
+                  <option value="qemu">QEMU</option>
+                  <option value="sfera-vmm" disabled={s.host ? !s.host.sfera_vmm_available : false}>
+                    sfera-vmm
+                  </option>
+                </select>
+              </label>
+              {s.host && <p class="muted small">The host has {s.host.cpus} CPUs and {bytes(s.host.memory_bytes)}; by default VMs run under {s.host.default_driver}: {s.host.driver_reason}</p>}
             </Card>
           )}
           {step === 2 && (

@@ -73,7 +73,9 @@ fn web_console_end_to_end() -> Result<()> {
     // A qcow2 image for the browser to import from the datastore page.
     let image = dir.join("web-disk.qcow2");
     let mut make = Command::new(tools::require("qemu-img", "qemu-utils")?);
-    make.args(["create", "-q", "-f", "qcow2"]).arg(&image).arg("8M");
+    make.args(["create", "-q", "-f", "qcow2"])
+        .arg(&image)
+        .arg("8M");
     harness::process::run(make)?;
 
     let log = dir.join("browser.log");

@@ -46,11 +46,12 @@ impl Driver {
     }
 }
 
-/// Whether a boot source needs firmware (an ISO installer, a disk's boot
-/// loader), which only QEMU has. Linux direct boot does not.
+/// Whether a boot source needs firmware (a disk's boot loader), which only
+/// QEMU has. Linux direct boot does not.
 pub fn needs_firmware(boot: &Boot) -> bool {
     match boot {
         Boot::Kernel { .. } => false,
+        Boot::Disk => true,
     }
 }
 
@@ -252,6 +253,13 @@ mod tests {
         let e = choose(&none, &kernel(), Some(Driver::SferaVmm)).unwrap_err();
         assert_eq!(e.status, 400);
         assert!(e.message.starts_with("driver:"), "{}", e.message);
+
+        // A disk's boot loader needs firmware: QEMU, even on hardware.
+        let (d, why) = choose(&hw, &Boot::Disk, None).unwrap();
+        assert_eq!(d, Driver::Qemu);
+        assert!(why.contains("firmware"), "{why}");
+        let e = choose(&hw, &Boot::Disk, Some(Driver::SferaVmm)).unwrap_err();
+        assert!(e.message.contains("firmware"), "{}", e.message);
     }
 
     #[test]

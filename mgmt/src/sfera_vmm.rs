@@ -19,15 +19,22 @@ use crate::pid;
 use crate::qemu::Launch;
 use crate::unix_client::UnixApi;
 
-/// sfera-vmm's configuration for a VM (vmm/README.md, "Running a VM").
-pub fn config(l: &Launch<'_>) -> Value {
+/// sfera-vmm's configuration for a VM (vmm/README.md, "Running a VM");
+/// sfera-vmm boots kernels only (the driver choice sees to that).
+pub fn config(l: &Launch<'_>) -> Result<Value, String> {
     let vm = l.vm;
     let Boot::Kernel {
         kernel,
         initrd,
         cmdline,
-    } = &vm.boot;
-    json!({
+    } = &vm.boot
+    else {
+        return Err(format!(
+            "VM {} boots through firmware, which sfera-vmm has not",
+            vm.name
+        ));
+    };
+    Ok(json!({
         "vcpus": vm.vcpus,
         "memory_mib": vm.memory_mib,
         "kernel": kernel,
@@ -41,7 +48,7 @@ pub fn config(l: &Launch<'_>) -> Value {
             .map(|(s, n)| json!({ "socket": s, "mode": "connect", "mac": n.mac }))
             .collect::<Vec<_>>(),
         "rng": true,
-    })
+    }))
 }
 
 fn api(p: &VmPaths) -> UnixApi {
@@ -65,7 +72,7 @@ pub async fn start(binary: &Path, l: &Launch<'_>) -> Result<u32, String> {
     for f in [p.vmm_pidfile(), p.vmm_api(), p.console()] {
         let _ = std::fs::remove_file(f);
     }
-    let text = serde_json::to_string_pretty(&config(l)).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&config(l)?).map_err(|e| e.to_string())?;
     std::fs::write(p.vmm_config(), text)
         .map_err(|e| format!("Cannot write {}: {e}", p.vmm_config().display()))?;
     let append = |path: std::path::PathBuf| {
@@ -185,7 +192,8 @@ mod tests {
             accel: Accel::Tcg,
             disk_sockets: &[PathBuf::from("/r/blk/d.sock")],
             nic_sockets: &[PathBuf::from("/r/net/n.sock")],
-        });
+        })
+        .unwrap();
         assert_eq!(c["vcpus"], 2);
         assert_eq!(c["memory_mib"], 64);
         assert_eq!(c["initrd"], Value::Null);

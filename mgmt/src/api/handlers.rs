@@ -664,8 +664,9 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             let user = principal(&r)?.user.clone();
             let m = Arc::clone(&mgmt);
             let (id, by) = (vm.id.clone(), user.clone());
+            let attached = plan.disks.iter().map(|d| d.volume.is_some()).collect();
             let task = crate::tasks::spawn(&mgmt.db, "vm.create", &id, &by, move |ctx| {
-                m.create_vm(vm, plan.power_on, user, ctx)
+                m.create_vm(vm, attached, plan.power_on, user, ctx)
             })?;
             accepted(&task)
         }

@@ -20,6 +20,10 @@ fn input(required: &[&str], props: Value) -> Value {
 /// them in paths.
 const OBJECT_NAME: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$";
 
+/// Volume names: NAME or FOLDER/NAME.
+const VOLUME_NAME: &str =
+    "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$";
+
 fn page(item: &str) -> Value {
     obj(
         &["items", "total", "limit", "offset"],
@@ -216,10 +220,15 @@ fn schemas() -> Map<String, Value> {
                     "available": { "type": "boolean" }, "kernel": string, "initrd": string }),
         ),
     );
-    let boot = obj(
-        &["kind", "kernel"],
-        json!({ "kind": { "type": "string", "enum": ["kernel"] }, "kernel": string, "initrd": string, "cmdline": string }),
-    );
+    let disk_boot = json!({ "type": "string", "enum": ["disk"],
+        "description": "disk: through firmware (QEMU), from the boot loader on the first disk" });
+    let boot = json!({ "oneOf": [
+        obj(
+            &["kind", "kernel"],
+            json!({ "kind": { "type": "string", "enum": ["kernel"] }, "kernel": string, "initrd": string, "cmdline": string }),
+        ),
+        obj(&["kind"], json!({ "kind": disk_boot.clone() })),
+    ] });
     let host_path =
         json!({ "type": "string", "pattern": "^/", "description": "An existing file on the host" });
     let boot_in = input(
@@ -233,13 +242,28 @@ fn schemas() -> Map<String, Value> {
         input(
             &["volume", "source", "format"],
             json!({
-                "volume": { "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$",
+                "volume": { "type": "string", "pattern": VOLUME_NAME,
                             "description": "The new volume: NAME or FOLDER/NAME" },
                 "source": { "type": "string", "pattern": "^/", "description": "An image file on the host" },
                 "format": { "type": "string", "enum": crate::import::ImageFormat::NAMES }
             }),
         ),
     );
+    // A new disk (size_bytes) or an existing volume, exactly one of them
+    // (null counts as absent).
+    let mut disk_in = input(
+        &["datastore"],
+        json!({ "datastore": { "type": "string", "pattern": OBJECT_NAME },
+                "size_bytes": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_DISK_BYTES,
+                                "maximum": crate::vm::request::MAX_DISK_BYTES, "multipleOf": 512,
+                                "description": "A new thin volume of this size" },
+                "volume": { "type": ["string", "null"], "pattern": VOLUME_NAME,
+                            "description": "An existing volume of the datastore (an imported image) that no other VM has" } }),
+    );
+    disk_in["oneOf"] = json!([
+        { "required": ["size_bytes"], "properties": { "size_bytes": { "type": "integer" } } },
+        { "required": ["volume"], "properties": { "volume": { "type": "string" } } }
+    ]);
     put(
         "VmCreate",
         input(
@@ -249,11 +273,8 @@ fn schemas() -> Map<String, Value> {
                 "template": { "type": ["string", "null"], "enum": [crate::vm::request::TINY_LINUX, null], "description": "A template's boot source, vCPUs and memory (unless given here); without one, boot is required" },
                 "vcpus": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::vm::request::MAX_VCPUS, "description": "Default (or null): the template's, else 1" },
                 "memory_mib": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_MEMORY_MIB, "description": "At most the host's memory; default (or null): the template's, else 512" },
-                "boot": { "oneOf": [{ "type": "null" }, boot_in] },
-                "disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": input(&["datastore", "size_bytes"],
-                    json!({ "datastore": { "type": "string", "pattern": OBJECT_NAME },
-                            "size_bytes": { "type": "integer", "minimum": crate::vm::request::MIN_DISK_BYTES,
-                                            "maximum": crate::vm::request::MAX_DISK_BYTES, "multipleOf": 512 } })) },
+                "boot": { "oneOf": [{ "type": "null" }, boot_in, input(&["kind"], json!({ "kind": disk_boot }))] },
+                "disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": disk_in },
                 "nics": { "type": "array", "maxItems": crate::vm::request::MAX_NICS, "items": input(&["port_group"],
                     json!({ "port_group": { "type": "string", "pattern": OBJECT_NAME },
                             "mac": { "type": ["string", "null"], "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "description": "Unicast; generated when left out or null" } })) },

@@ -84,13 +84,16 @@ enum DatastoreCmd {
     },
 }
 
+// Parsed once per run: the size of the Create variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum VmCmd {
     List,
     Show {
         vm: String,
     },
-    /// Create a VM (from the Tiny Linux template unless --kernel is given).
+    /// Create a VM (from the Tiny Linux template unless --kernel or
+    /// --boot-disk is given).
     Create {
         name: String,
         #[arg(long)]
@@ -110,6 +113,13 @@ enum VmCmd {
         /// A new disk, DATASTORE:SIZE (SIZE with K, M, G, T), repeatable.
         #[arg(long = "disk")]
         disks: Vec<String>,
+        /// An existing volume as a disk (an imported image),
+        /// DATASTORE:VOLUME, repeatable; after the new disks.
+        #[arg(long = "attach")]
+        attach: Vec<String>,
+        /// Boot the first disk through firmware (QEMU) instead of a kernel.
+        #[arg(long, conflicts_with_all = ["kernel", "template"])]
+        boot_disk: bool,
         /// A NIC, PORT_GROUP or PORT_GROUP=MAC, repeatable.
         #[arg(long = "nic")]
         nics: Vec<String>,
@@ -467,6 +477,8 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
             vcpus,
             memory,
             disks,
+            attach,
+            boot_disk,
             nics,
             power_on,
             driver,
@@ -476,6 +488,7 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
                 Some(k) => {
                     body["boot"] = json!({ "kind": "kernel", "kernel": k, "initrd": initrd, "cmdline": cmdline });
                 }
+                None if boot_disk => body["boot"] = json!({ "kind": "disk" }),
                 None => {
                     body["template"] = json!(template.unwrap_or_else(|| "tiny-linux".to_owned()));
                 }
@@ -492,6 +505,12 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
                     .split_once(':')
                     .with_context(|| format!("--disk {spec:?}: expected DATASTORE:SIZE"))?;
                 d.push(json!({ "datastore": ds, "size_bytes": parse_size(size)? }));
+            }
+            for spec in &attach {
+                let (ds, volume) = spec
+                    .split_once(':')
+                    .with_context(|| format!("--attach {spec:?}: expected DATASTORE:VOLUME"))?;
+                d.push(json!({ "datastore": ds, "volume": volume }));
             }
             body["disks"] = json!(d);
             body["nics"] = json!(
@@ -634,5 +653,32 @@ mod tests {
             Cmd::Datastore(DatastoreCmd::Import { .. })
         ));
         assert!(Args::try_parse_from(["sfera", "vm", "create", "t", "--driver", "xen"]).is_err());
+        let a = Args::try_parse_from([
+            "sfera",
+            "vm",
+            "create",
+            "fw",
+            "--boot-disk",
+            "--attach",
+            "local:imports/d1",
+        ])
+        .unwrap();
+        assert!(matches!(
+            a.command,
+            Cmd::Vm(VmCmd::Create {
+                boot_disk: true,
+                ..
+            })
+        ));
+        let both = [
+            "sfera",
+            "vm",
+            "create",
+            "fw",
+            "--boot-disk",
+            "--kernel",
+            "/k",
+        ];
+        assert!(Args::try_parse_from(both).is_err());
     }
 }

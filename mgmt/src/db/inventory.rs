@@ -18,6 +18,9 @@ pub enum Boot {
         #[serde(default)]
         cmdline: String,
     },
+    /// Through firmware, from the boot loader on the VM's first disk (an
+    /// imported image, say): QEMU only.
+    Disk,
 }
 
 /// Power state of a VM.

@@ -82,13 +82,20 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
             }
             a.extend(["-append".into(), cmdline.clone()]);
         }
+        // SeaBIOS boots the first disk (bootindex below).
+        Boot::Disk => {}
     }
     for (i, socket) in l.disk_sockets.iter().enumerate() {
+        let boot = if i == 0 && vm.boot == Boot::Disk {
+            ",bootindex=0"
+        } else {
+            ""
+        };
         a.extend([
             "-chardev".into(),
             format!("socket,id=blk{i},path={},reconnect=1", socket.display()),
             "-device".into(),
-            format!("vhost-user-blk-pci,chardev=blk{i},num-queues=1"),
+            format!("vhost-user-blk-pci,chardev=blk{i},num-queues=1{boot}"),
         ]);
     }
     for (i, (socket, nic)) in l.nic_sockets.iter().zip(&vm.nics).enumerate() {
@@ -254,5 +261,21 @@ pub(crate) mod tests {
             assert!(a.contains(part), "{part:?} not in {a}");
         }
         assert!(!a.contains("-cpu"));
+        assert!(!a.contains("bootindex"));
+        let mut disk_boot = vm.clone();
+        disk_boot.boot = Boot::Disk;
+        let a = args(&Launch {
+            vm: &disk_boot,
+            paths: &paths,
+            accel: Accel::Tcg,
+            disk_sockets: &[PathBuf::from("/r/blk/vm-1-disk0.sock")],
+            nic_sockets: &[],
+        })
+        .join(" ");
+        assert!(
+            a.contains("vhost-user-blk-pci,chardev=blk0,num-queues=1,bootindex=0"),
+            "{a}"
+        );
+        assert!(!a.contains("-kernel"), "{a}");
     }
 }

@@ -82,9 +82,12 @@ impl Mgmt {
     /// and records the VM as `creating`. Errors here are the client's, and
     /// nothing has been made.
     pub async fn reserve_vm(&self, plan: &VmPlan) -> Result<Vm, ApiError> {
+        // The size of each disk: asked for, or the existing volume's.
+        let mut sizes = Vec::new();
         if !plan.disks.is_empty() {
             self.need_blockd().await?;
             let (stores, _) = self.sync_datastores().await?;
+            let vms = self.db.vms()?;
             for (i, d) in plan.disks.iter().enumerate() {
                 if !stores.iter().any(|s| s.name == d.datastore) {
                     return Err(ApiError::invalid(format!(
@@ -92,6 +95,32 @@ impl Mgmt {
                         d.datastore
                     )));
                 }
+                let Some(name) = &d.volume else {
+                    sizes.push(d.size_bytes.unwrap_or_default());
+                    continue;
+                };
+                let volumes = self.blockd.volumes(&d.datastore).await?;
+                let Some(size) = volumes
+                    .as_array()
+                    .and_then(|a| a.iter().find(|v| v["name"] == name.as_str()))
+                    .and_then(|v| v["size"].as_u64())
+                else {
+                    return Err(ApiError::invalid(format!(
+                        "disks[{i}]: datastore {} has no volume {name}",
+                        d.datastore
+                    )));
+                };
+                if let Some(owner) = vms.iter().find(|vm| {
+                    vm.disks
+                        .iter()
+                        .any(|x| x.datastore == d.datastore && &x.volume == name)
+                }) {
+                    return Err(ApiError::conflict(format!(
+                        "disks[{i}]: volume {}/{name} is a disk of VM {}",
+                        d.datastore, owner.name
+                    )));
+                }
+                sizes.push(size);
             }
         }
         if !plan.nics.is_empty() {
@@ -130,8 +159,11 @@ impl Mgmt {
                 .enumerate()
                 .map(|(i, d)| VmDisk {
                     datastore: d.datastore.clone(),
-                    volume: format!("{}/disk{i}", plan.name),
-                    size_bytes: d.size_bytes,
+                    volume: d
+                        .volume
+                        .clone()
+                        .unwrap_or_else(|| format!("{}/disk{i}", plan.name)),
+                    size_bytes: sizes[i],
                     export_id: format!("{id}-disk{i}"),
                 })
                 .collect(),
@@ -159,10 +191,12 @@ impl Mgmt {
         Ok(vm)
     }
 
-    /// Makes a reserved VM's disks (volume and export) and NICs (ports).
+    /// Makes a reserved VM's disks (volume, unless `attached` says the
+    /// disk is an existing volume, and export) and NICs (ports).
     pub async fn create_vm(
         self: Arc<Self>,
         vm: Vm,
+        attached: Vec<bool>,
         power_on: bool,
         user: String,
         ctx: TaskCtx,
@@ -171,7 +205,9 @@ impl Mgmt {
         let _guard = lock.lock().await;
         let mut made = Made::default();
         let steps = (vm.disks.len() + vm.nics.len()).max(1);
-        let result = self.make_devices(&vm, &mut made, steps, &ctx).await;
+        let result = self
+            .make_devices(&vm, &attached, &mut made, steps, &ctx)
+            .await;
         if let Err(e) = result {
             ctx.progress(90, "undoing");
             self.undo(&made).await;
@@ -203,6 +239,7 @@ impl Mgmt {
     async fn make_devices(
         &self,
         vm: &Vm,
+        attached: &[bool],
         made: &mut Made,
         steps: usize,
         ctx: &TaskCtx,
@@ -213,12 +250,16 @@ impl Mgmt {
             let pct = u8::try_from(step * 90 / steps).unwrap_or(90);
             ctx.progress(pct, &what);
         };
-        for d in &vm.disks {
+        for (i, d) in vm.disks.iter().enumerate() {
             self.need_blockd().await?;
-            self.blockd
-                .create_volume(&d.datastore, &d.volume, d.size_bytes)
-                .await?;
-            made.volumes.push((d.datastore.clone(), d.volume.clone()));
+            // An existing volume is the VM's from now on, but not made
+            // here: a failed create leaves it where it was.
+            if !attached.get(i).copied().unwrap_or(false) {
+                self.blockd
+                    .create_volume(&d.datastore, &d.volume, d.size_bytes)
+                    .await?;
+                made.volumes.push((d.datastore.clone(), d.volume.clone()));
+            }
             self.blockd
                 .create_export(&d.export_id, &d.datastore, &d.volume)
                 .await?;

@@ -6,7 +6,9 @@
 //! console, make disk and network traffic from that console and see the
 //! VM's disk and network charts move (mgmtd samples every 2 s here instead
 //! of 20 s), power it off and delete it with its disk; the host page shows
-//! the VM's driver, and a qcow2 image is imported from the datastore page.
+//! the VM's driver, and a qcow2 image with a boot sector is imported from
+//! the datastore page and booted (through firmware, under QEMU) by a VM
+//! made in the wizard.
 //!
 //! Nothing is skipped: without node, chromium, the built console or
 //! playwright-core the test fails and says what to install (`make test`
@@ -70,12 +72,15 @@ fn web_console_end_to_end() -> Result<()> {
         "mgmtd does not serve the console at /"
     );
 
-    // A qcow2 image for the browser to import from the datastore page.
+    // A qcow2 image with a boot sector, for the browser to import from the
+    // datastore page and boot a VM from.
+    let raw = dir.join("web-disk.raw");
+    std::fs::write(&raw, harness::boot_sector::image())?;
     let image = dir.join("web-disk.qcow2");
     let mut make = Command::new(tools::require("qemu-img", "qemu-utils")?);
-    make.args(["create", "-q", "-f", "qcow2"])
-        .arg(&image)
-        .arg("8M");
+    make.args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&image);
     harness::process::run(make)?;
 
     let log = dir.join("browser.log");

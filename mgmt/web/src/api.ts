@@ -165,12 +165,8 @@ export interface Template {
   initrd: string;
 }
 
-export interface Boot {
-  kind: 'kernel';
-  kernel: string;
-  initrd?: string;
-  cmdline: string;
-}
+/** Linux direct boot, or the first disk's boot loader through firmware (QEMU). */
+export type Boot = { kind: 'kernel'; kernel: string; initrd?: string; cmdline: string } | { kind: 'disk' };
 
 export type VmState = 'creating' | 'stopped' | 'running' | 'paused' | 'deleting';
 export type Driver = 'sfera-vmm' | 'qemu';
@@ -197,7 +193,8 @@ export interface VmCreate {
   vcpus?: number;
   memory_mib?: number;
   boot?: Boot;
-  disks: { datastore: string; size_bytes: number }[];
+  /** A new disk of size_bytes, or an existing volume (an imported image). */
+  disks: { datastore: string; size_bytes?: number; volume?: string }[];
   nics: { port_group: string; mac?: string }[];
   driver?: Driver | null;
   power_on: boolean;

@@ -20,7 +20,10 @@ const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 interface Disk {
   datastore: string;
   gib: string;
+  /** An existing volume instead of a new disk. */
+  volume: string;
 }
+const VOLUME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(\/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$/;
 interface Nic {
   port_group: string;
   mac: string;
@@ -31,7 +34,7 @@ export function NewVmPage() {
   const [step, setStep] = useState(0);
   const [templates, setTemplates] = useState<Template[]>([]);
   const [name, setName] = useState('');
-  const [source, setSource] = useState<'template' | 'custom'>('template');
+  const [source, setSource] = useState<'template' | 'custom' | 'disk'>('template');
   const [template, setTemplate] = useState('tiny-linux');
   const [kernel, setKernel] = useState('');
   const [initrd, setInitrd] = useState('');
@@ -61,7 +64,7 @@ export function NewVmPage() {
   }, []);
   // Defaults once the inventory is known: one 4 GiB disk, one NIC.
   useEffect(() => {
-    if (disks.length === 0 && s.datastores[0]) setDisks([{ datastore: s.datastores[0].name, gib: '4' }]);
+    if (disks.length === 0 && s.datastores[0]) setDisks([{ datastore: s.datastores[0].name, gib: '4', volume: '' }]);
     if (nics.length === 0 && s.networks?.port_groups[0]) setNics([{ port_group: s.networks.port_groups[0].name, mac: '' }]);
   }, [s.datastores.length, s.networks?.port_groups.length]);
 
@@ -85,10 +88,13 @@ export function NewVmPage() {
     }
     if (i === 2) {
       if (disks.length > 8) return 'At most 8 disks';
+      if (source === 'disk' && disks.length === 0) return 'Booting from the first disk needs a disk (an existing volume, say)';
       for (const [n, d] of disks.entries()) {
         const g = Number(d.gib);
         if (!d.datastore) return `Disk ${n}: pick a datastore`;
-        if (!(g > 0) || g * GIB < 2 ** 20 || g > 65536) return `Disk ${n}: the size must be from 1 MiB to 64 TiB`;
+        if (d.volume) {
+          if (!VOLUME.test(d.volume)) return `Disk ${n}: the volume must be NAME or FOLDER/NAME`;
+        } else if (!(g > 0) || g * GIB < 2 ** 20 || g > 65536) return `Disk ${n}: the size must be from 1 MiB to 64 TiB`;
       }
     }
     if (i === 3) {
@@ -103,11 +109,15 @@ export function NewVmPage() {
 
   const body = (): VmCreate => ({
     name,
-    ...(source === 'template' ? { template } : { boot: { kind: 'kernel', kernel, ...(initrd ? { initrd } : {}), cmdline } }),
+    ...(source === 'template'
+      ? { template }
+      : source === 'disk'
+        ? { boot: { kind: 'disk' as const } }
+        : { boot: { kind: 'kernel' as const, kernel, ...(initrd ? { initrd } : {}), cmdline } }),
     vcpus: Number(vcpus),
     memory_mib: Number(memory),
     // Whole 512-byte sectors.
-    disks: disks.map((d) => ({ datastore: d.datastore, size_bytes: Math.round((Number(d.gib) * GIB) / 512) * 512 })),
+    disks: disks.map((d) => (d.volume ? { datastore: d.datastore, volume: d.volume } : { datastore: d.datastore, size_bytes: Math.round((Number(d.gib) * GIB) / 512) * 512 })),
     nics: nics.map((n) => ({ port_group: n.port_group, ...(n.mac ? { mac: n.mac } : {}) })),
     power_on: powerOn,
     driver: driver === 'default' ? null : driver,
@@ -192,6 +202,10 @@ export function NewVmPage() {
                   <input type="radio" checked={source === 'custom'} onChange={() => setSource('custom')} data-testid="wizard-custom" />
                   A Linux kernel of my own (direct boot)
                 </label>
+                <label class="check">
+                  <input type="radio" checked={source === 'disk'} onChange={() => setSource('disk')} data-testid="wizard-disk-boot" />
+                  The first disk, through firmware (an imported image; QEMU)
+                </label>
                 {source === 'custom' && (
                   <div class="indent">
                     <label>Kernel (path on the host){input(kernel, setKernel, { placeholder: '/srv/images/vmlinuz' })}</label>
@@ -220,7 +234,7 @@ export function NewVmPage() {
             </Card>
           )}
           {step === 2 && (
-            <Card title="Disks" actions={<button class="small" onClick={() => setDisks([...disks, { datastore: s.datastores[0]?.name ?? '', gib: '4' }])} data-testid="wizard-add-disk">Add disk</button>}>
+            <Card title="Disks" actions={<button class="small" onClick={() => setDisks([...disks, { datastore: s.datastores[0]?.name ?? '', gib: '4', volume: '' }])} data-testid="wizard-add-disk">Add disk</button>}>
               {disks.length === 0 && <p class="muted">No disks: the VM boots from its kernel and initrd only.</p>}
               {disks.map((d, i) => (
                 <div class="row" key={i} data-testid={`wizard-disk-${i}`}>
@@ -232,8 +246,9 @@ export function NewVmPage() {
                       </option>
                     ))}
                   </select>
-                  <input type="number" min="0.001" step="any" value={d.gib} onInput={(e) => setDisks(disks.map((x, j) => (j === i ? { ...x, gib: (e.target as HTMLInputElement).value } : x)))} aria-label={`Disk ${i} size in GiB`} />
-                  <span>GiB, thin</span>
+                  <input type="number" min="0.001" step="any" value={d.gib} disabled={!!d.volume} onInput={(e) => setDisks(disks.map((x, j) => (j === i ? { ...x, gib: (e.target as HTMLInputElement).value } : x)))} aria-label={`Disk ${i} size in GiB`} />
+                  <span>GiB, thin, or an existing volume</span>
+                  <input placeholder="imports/disk1" value={d.volume} onInput={(e) => setDisks(disks.map((x, j) => (j === i ? { ...x, volume: (e.target as HTMLInputElement).value.trim() } : x)))} aria-label={`Disk ${i} existing volume`} />
                   <button class="small" onClick={() => setDisks(disks.filter((_, j) => j !== i))}>
                     Remove
                   </button>
@@ -267,10 +282,10 @@ export function NewVmPage() {
               <Facts
                 rows={[
                   ['Name', name],
-                  ['Boot', source === 'template' ? `template ${template}` : `${kernel}${initrd ? ` + ${initrd}` : ''} — ${cmdline}`],
+                  ['Boot', source === 'template' ? `template ${template}` : source === 'disk' ? 'the first disk, through firmware' : `${kernel}${initrd ? ` + ${initrd}` : ''} — ${cmdline}`],
                   ['vCPUs', vcpus],
                   ['Memory', `${memory} MiB`],
-                  ['Disks', disks.map((d) => `${d.gib} GiB on ${d.datastore}`).join(', ') || 'none'],
+                  ['Disks', disks.map((d) => (d.volume ? `${d.datastore}/${d.volume} (existing)` : `${d.gib} GiB on ${d.datastore}`)).join(', ') || 'none'],
                   ['Network', nics.map((n) => `${n.port_group}${n.mac ? ` (${n.mac})` : ''}`).join(', ') || 'none'],
                 ]}
               />

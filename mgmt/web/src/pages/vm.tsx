@@ -35,11 +35,15 @@ function Summary({ vm }: { vm: Vm }) {
         </Card>
         <Card title="Boot">
           <Facts
-            rows={[
-              ['Kernel', <code>{vm.boot.kernel}</code>],
-              ['Initrd', <code>{vm.boot.initrd ?? '—'}</code>],
-              ['Command line', <code>{vm.boot.cmdline}</code>],
-            ]}
+            rows={
+              vm.boot.kind === 'kernel'
+                ? [
+                    ['Kernel', <code>{vm.boot.kernel}</code>],
+                    ['Initrd', <code>{vm.boot.initrd ?? '—'}</code>],
+                    ['Command line', <code>{vm.boot.cmdline}</code>],
+                  ]
+                : [['From', 'the first disk, through firmware']]
+            }
           />
         </Card>
       </div>

@@ -1146,12 +1146,11 @@ fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
         again["state"] == "paused" && again["pid"] == running["pid"],
         "not adopted as paused: {again}"
     );
-    m.power(&token, "tg", "resume")?;
-    ensure!(m.vm_state(&token, "tg")? == "running");
-
     // The report, through the console WebSocket of the second mgmtd
-    // (sfera-vmm's console socket replays what the guest printed).
+    // (sfera-vmm's console socket replays what the guest printed), opened
+    // before the guest runs on to its end.
     let mut console = WsConsole::open(port, "tg", &token)?;
+    m.power(&token, "tg", "resume")?;
     let text = console.wait("SFERA-TESTGUEST done status=", Duration::from_secs(120))?;
     let report = harness::testguest::Report::parse(&text);
     ensure!(report.done() == Some(true), "report:\n{}", report.text());

@@ -3,7 +3,9 @@
 //! image's virtual size), then `qemu-img convert` writes the image's data
 //! into it as raw, skipping what is zero (the new volume reads as zeros
 //! already), and reports progress that the task passes on. An import that
-//! fails deletes the volume: the datastore is left as it was.
+//! fails deletes the volume: the datastore is left as it was. An import
+//! cut short by mgmtd's end (a crash, a power cut) leaves a marker in
+//! `<data>/imports/`, by which the next mgmtd deletes its volume.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -147,7 +149,60 @@ pub fn progress_values(text: &str) -> Vec<f64> {
         .collect()
 }
 
+/// What an import in progress leaves in `<data>/imports/`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct Marker {
+    datastore: String,
+    volume: String,
+}
+
 impl Mgmt {
+    fn import_marker(&self, datastore: &str, volume: &str) -> PathBuf {
+        let enc = crate::blockd::encode_segment;
+        self.paths
+            .data_dir
+            .join("imports")
+            .join(format!("{}@{}.json", enc(datastore), enc(volume)))
+    }
+
+    /// Deletes the volumes of imports that a previous mgmtd did not finish
+    /// (called once sfera-blockd runs).
+    pub async fn clean_abandoned_imports(&self) {
+        let Ok(dir) = std::fs::read_dir(self.paths.data_dir.join("imports")) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let marker: Option<Marker> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let Some(m) = marker else {
+                tracing::warn!(file = %path.display(), "Not an import marker: removed");
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            match self.blockd.delete_volume(&m.datastore, &m.volume).await {
+                Ok(()) => {}
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => {
+                    tracing::warn!(volume = m.volume, "Cannot remove an abandoned import: {e}");
+                    continue;
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+            self.db.event(
+                "warning",
+                "volume.import_abandoned",
+                &format!("{}/{}", m.datastore, m.volume),
+                &format!(
+                    "The import into {}/{} did not finish before mgmtd stopped: its volume was removed",
+                    m.datastore, m.volume
+                ),
+                None,
+            );
+        }
+    }
+
     /// Imports `source` as `volume` of `datastore` (a task); the volume's
     /// size is `size` (the image's virtual size, rounded up to 512).
     pub async fn import_disk(
@@ -160,18 +215,46 @@ impl Mgmt {
     ) -> Result<serde_json::Value, ApiError> {
         ctx.progress(2, "creating the volume");
         self.need_blockd().await?;
+        // The marker first: a crash after the volume is made must find it.
+        let marker = self.import_marker(&datastore, &req.volume);
+        let text = serde_json::to_vec(&Marker {
+            datastore: datastore.clone(),
+            volume: req.volume.clone(),
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        if let Some(dir) = marker.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ApiError::internal(format!("Cannot create {}: {e}", dir.display())))?;
+        }
+        std::fs::write(&marker, text)
+            .map_err(|e| ApiError::internal(format!("Cannot write {}: {e}", marker.display())))?;
+        let result = self
+            .import_into_new_volume(&datastore, &req, size, &user, &ctx)
+            .await;
+        let _ = std::fs::remove_file(&marker);
+        result
+    }
+
+    async fn import_into_new_volume(
+        &self,
+        datastore: &str,
+        req: &ImportDisk,
+        size: u64,
+        user: &str,
+        ctx: &TaskCtx,
+    ) -> Result<serde_json::Value, ApiError> {
         let info = self
             .blockd
-            .create_volume(&datastore, &req.volume, size)
+            .create_volume(datastore, &req.volume, size)
             .await?;
         let Some(target) = info["path"].as_str().map(PathBuf::from) else {
-            let _ = self.blockd.delete_volume(&datastore, &req.volume).await;
+            let _ = self.blockd.delete_volume(datastore, &req.volume).await;
             return Err(ApiError::internal(format!(
                 "sfera-blockd did not say where volume {} is: {info}",
                 req.volume
             )));
         };
-        match self.convert(&req, &target, &ctx).await {
+        match self.convert(req, &target, ctx).await {
             Ok(()) => {
                 self.db.event(
                     "info",
@@ -184,14 +267,14 @@ impl Mgmt {
                         datastore,
                         req.volume
                     ),
-                    Some(&user),
+                    Some(user),
                 );
                 Ok(json!({ "datastore": datastore, "volume": req.volume,
                            "size_bytes": size, "format": req.format.as_str() }))
             }
             Err(e) => {
                 ctx.progress(99, "removing the partial volume");
-                if let Err(d) = self.blockd.delete_volume(&datastore, &req.volume).await {
+                if let Err(d) = self.blockd.delete_volume(datastore, &req.volume).await {
                     tracing::error!(
                         volume = req.volume,
                         "Cannot remove a failed import's volume: {d}"
@@ -202,7 +285,7 @@ impl Mgmt {
                     "volume.import_failed",
                     &format!("{datastore}/{}", req.volume),
                     &format!("Import of {} failed: {}", req.source, e.message),
-                    Some(&user),
+                    Some(user),
                 );
                 Err(e)
             }

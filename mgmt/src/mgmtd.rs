@@ -279,6 +279,7 @@ async fn stop_vms(mgmt: &Arc<Mgmt>) {
 /// and networks refreshed every 20 s.
 async fn defaults_and_sync(mgmt: Arc<Mgmt>) {
     if mgmt.need_blockd().await.is_ok() {
+        mgmt.clean_abandoned_imports().await;
         match mgmt.blockd.datastores().await {
             Ok(list) if list.is_empty() => {
                 let dir = mgmt

@@ -606,7 +606,7 @@ fn mgmt_api_end_to_end() -> Result<()> {
         Path::new(&format!("/proc/{qemu_pid}")).exists(),
         "QEMU died with mgmtd"
     );
-    let m = Mgmtd::start(&dir, port, &guest_dir, true, 2)?;
+    let mut m = Mgmtd::start(&dir, port, &guest_dir, true, 2)?;
     let again = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
     ensure!(
         again["state"] == "paused" && again["pid"] == running["pid"],
@@ -706,6 +706,42 @@ fn mgmt_api_end_to_end() -> Result<()> {
     }
     import_images(&m, &token, &dir)?;
     boot_an_imported_disk(&m, &token, &dir)?;
+
+    // An import cut short by mgmtd's end leaves its marker and a volume
+    // (made here on sfera-blockd directly, as a crash would leave it): the
+    // next mgmtd removes the volume.
+    let blockd = m.data.join("run/blockd.sock");
+    let made = harness::http::call(
+        &blockd,
+        "POST",
+        "/v1/datastores/local/volumes",
+        Some(r#"{"name":"imports/cut","size":1048576}"#),
+    )?;
+    ensure!(made.status / 100 == 2, "{made:?}");
+    std::fs::create_dir_all(m.data.join("imports"))?;
+    std::fs::write(
+        m.data.join("imports/local@imports%2Fcut.json"),
+        json!({ "datastore": "local", "volume": "imports/cut" }).to_string(),
+    )?;
+    m.crash()?;
+    let m = Mgmtd::start(&dir, port, &guest_dir, true, 3)?;
+    poll(
+        "the abandoned import's volume to go",
+        Duration::from_secs(60),
+        || {
+            let v = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
+            Ok((!v.to_string().contains("imports/cut")).then_some(()))
+        },
+    )?;
+    let events = m.expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?;
+    ensure!(
+        events.to_string().contains("volume.import_abandoned"),
+        "{events}"
+    );
+    ensure!(
+        !m.data.join("imports/local@imports%2Fcut.json").exists(),
+        "the marker stays"
+    );
     Ok(())
 }
 

@@ -215,6 +215,16 @@ impl Mgmtd {
         Ok(v["state"].as_str().context("no state")?.to_owned())
     }
 
+    /// Runs the `sfera` CLI against this mgmtd with `token`; its stdout.
+    fn cli(&self, token: &str, args: &[&str]) -> Result<String> {
+        let mut c = Command::new(harness::daemons::binary("sfera")?);
+        c.args(args)
+            .env("SFERA_SERVER", &self.base)
+            .env("SFERA_TOKEN", token)
+            .env("SFERA_CONFIG", self.data.join("no-cli-config.json"));
+        Ok(run(c)?)
+    }
+
     /// SIGKILL, as a crash: the daemons and VMs it started keep running.
     fn crash(&mut self) -> Result<()> {
         if let Some(mut p) = self.process.take() {
@@ -775,6 +785,23 @@ fn import_images(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
         ("vmdk", convert("vmdk")?),
     ];
     let store = m.data.join("datastores/local");
+    // The CLI imports too.
+    let out = m.cli(
+        token,
+        &[
+            "--json",
+            "datastore",
+            "import",
+            "local",
+            "imports/cli",
+            &raw.display().to_string(),
+            "--format",
+            "raw",
+        ],
+    )?;
+    let out: Value = serde_json::from_str(&out).with_context(|| out.clone())?;
+    ensure!(out["size_bytes"] == SIZE as u64, "{out}");
+    ensure!(std::fs::read(store.join("imports/cli.img"))? == data);
     for (fmt, path) in &images {
         let volume = format!("imports/from-{fmt}");
         let task = m.expect(
@@ -797,7 +824,7 @@ fn import_images(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
         );
     }
     let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
-    ensure!(volumes["total"] == 3, "{volumes}");
+    ensure!(volumes["total"] == 4, "{volumes}");
 
     // Refused before anything is made.
     let qcow2 = images[1].1.display().to_string();
@@ -899,7 +926,7 @@ fn import_images(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
     );
     let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
     ensure!(
-        volumes["total"] == 3,
+        volumes["total"] == 4,
         "the failed import left a volume: {volumes}"
     );
     ensure!(
@@ -1168,8 +1195,15 @@ fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
     let mut console = WsConsole::open(port, "tg", &token)?;
     console.wait("SFERA-TESTGUEST blk capacity=", Duration::from_secs(60))?;
 
-    m.power(&token, "tg", "pause")?;
+    // Pause through the CLI.
+    m.cli(&token, &["vm", "pause", "tg"])?;
     ensure!(m.vm_state(&token, "tg")? == "paused");
+    let list = m.cli(&token, &["vm", "list"])?;
+    ensure!(
+        list.lines()
+            .any(|l| l.contains("tg") && l.contains("paused") && l.contains("sfera-vmm")),
+        "{list}"
+    );
     drop(console);
     m.crash()?;
     ensure!(
@@ -1186,7 +1220,7 @@ fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
     // (sfera-vmm's console socket replays what the guest printed), opened
     // before the guest runs on to its end.
     let mut console = WsConsole::open(port, "tg", &token)?;
-    m.power(&token, "tg", "resume")?;
+    m.cli(&token, &["vm", "resume", "tg"])?;
     let text = console.wait("SFERA-TESTGUEST done status=", Duration::from_secs(120))?;
     let report = harness::testguest::Report::parse(&text);
     ensure!(report.done() == Some(true), "report:\n{}", report.text());

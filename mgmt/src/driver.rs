@@ -46,12 +46,12 @@ impl Driver {
     }
 }
 
-/// Whether a boot source needs firmware (a disk's boot loader), which only
-/// QEMU has. Linux direct boot does not.
+/// Whether a boot source needs firmware (a disk's boot loader, an ISO
+/// installer), which only QEMU has. Linux direct boot does not.
 pub fn needs_firmware(boot: &Boot) -> bool {
     match boot {
         Boot::Kernel { .. } => false,
-        Boot::Disk => true,
+        Boot::Disk | Boot::Iso { .. } => true,
     }
 }
 
@@ -260,6 +260,10 @@ mod tests {
         assert!(why.contains("firmware"), "{why}");
         let e = choose(&hw, &Boot::Disk, Some(Driver::SferaVmm)).unwrap_err();
         assert!(e.message.contains("firmware"), "{}", e.message);
+        let iso = Boot::Iso {
+            iso: "/srv/installer.iso".into(),
+        };
+        assert_eq!(choose(&hw, &iso, None).unwrap().0, Driver::Qemu);
     }
 
     #[test]

@@ -716,6 +716,7 @@ fn mgmt_api_end_to_end() -> Result<()> {
     }
     import_images(&m, &token, &dir)?;
     boot_an_imported_disk(&m, &token, &dir)?;
+    boot_an_iso(&m, &token, &dir)?;
 
     // An import cut short by mgmtd's end leaves its marker and a volume
     // (made here on sfera-blockd directly, as a crash would leave it): the
@@ -1028,6 +1029,55 @@ fn boot_an_imported_disk(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
             .is_some_and(|a| a.iter().any(|v| v["name"] == "boot/mbr")),
         "the attached volume went with its VM: {volumes}"
     );
+    Ok(())
+}
+
+/// An ISO (made by xorriso, El Torito without emulation, the boot sector
+/// as its boot image) boots through firmware as a CD-ROM, under QEMU.
+fn boot_an_iso(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
+    let admin = Cred::Bearer(token);
+    let root = dir.join("iso-root");
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(
+        root.join("boot.img"),
+        &harness::boot_sector::image()[..2048],
+    )?;
+    let iso = dir.join("installer.iso");
+    let mut c = Command::new(tools::require("xorriso", "xorriso")?);
+    c.args(["-as", "mkisofs", "-quiet", "-o"])
+        .arg(&iso)
+        .args(["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"])
+        .arg(&root);
+    run(c)?;
+    let boot = json!({ "kind": "iso", "iso": iso });
+    let e = m.expect(
+        admin,
+        "POST",
+        "/api/v1/vms",
+        Some(&json!({ "name": "installer", "boot": boot, "driver": "sfera-vmm" })),
+        400,
+    )?;
+    ensure!(e.to_string().contains("firmware"), "{e}");
+    let task = m.expect(
+        admin,
+        "POST",
+        "/api/v1/vms",
+        Some(&json!({ "name": "installer", "boot": boot, "memory_mib": 128, "power_on": true })),
+        202,
+    )?;
+    m.wait_task(token, &task, Duration::from_secs(60))?;
+    let vm = m.expect(admin, "GET", "/api/v1/vms/installer", None, 200)?;
+    ensure!(
+        vm["state"] == "running" && vm["driver"] == "qemu" && vm["boot"]["kind"] == "iso",
+        "{vm}"
+    );
+    let port: u16 = m.base.rsplit(':').next().context("no port")?.parse()?;
+    let mut console = WsConsole::open(port, "installer", token)?;
+    console.wait(harness::boot_sector::MESSAGE, Duration::from_secs(120))?;
+    drop(console);
+    m.power(token, "installer", "off")?;
+    let task = m.expect(admin, "DELETE", "/api/v1/vms/installer", None, 202)?;
+    m.wait_task(token, &task, Duration::from_secs(60))?;
     Ok(())
 }
 

@@ -220,6 +220,8 @@ fn schemas() -> Map<String, Value> {
                     "available": { "type": "boolean" }, "kernel": string, "initrd": string }),
         ),
     );
+    let iso_boot = json!({ "type": "string", "enum": ["iso"],
+        "description": "iso: through firmware (QEMU), from an ISO image on the host as a CD-ROM" });
     let disk_boot = json!({ "type": "string", "enum": ["disk"],
         "description": "disk: through firmware (QEMU), from the boot loader on the first disk" });
     let boot = json!({ "oneOf": [
@@ -228,6 +230,7 @@ fn schemas() -> Map<String, Value> {
             json!({ "kind": { "type": "string", "enum": ["kernel"] }, "kernel": string, "initrd": string, "cmdline": string }),
         ),
         obj(&["kind"], json!({ "kind": disk_boot.clone() })),
+        obj(&["kind", "iso"], json!({ "kind": iso_boot.clone(), "iso": string })),
     ] });
     let host_path =
         json!({ "type": "string", "pattern": "^/", "description": "An existing file on the host" });
@@ -273,7 +276,8 @@ fn schemas() -> Map<String, Value> {
                 "template": { "type": ["string", "null"], "enum": [crate::vm::request::TINY_LINUX, null], "description": "A template's boot source, vCPUs and memory (unless given here); without one, boot is required" },
                 "vcpus": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::vm::request::MAX_VCPUS, "description": "Default (or null): the template's, else 1" },
                 "memory_mib": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_MEMORY_MIB, "description": "At most the host's memory; default (or null): the template's, else 512" },
-                "boot": { "oneOf": [{ "type": "null" }, boot_in, input(&["kind"], json!({ "kind": disk_boot }))] },
+                "boot": { "oneOf": [{ "type": "null" }, boot_in, input(&["kind"], json!({ "kind": disk_boot })),
+                                    input(&["kind", "iso"], json!({ "kind": iso_boot, "iso": host_path.clone() }))] },
                 "disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": disk_in },
                 "nics": { "type": "array", "maxItems": crate::vm::request::MAX_NICS, "items": input(&["port_group"],
                     json!({ "port_group": { "type": "string", "pattern": OBJECT_NAME },

@@ -21,6 +21,9 @@ pub enum Boot {
     /// Through firmware, from the boot loader on the VM's first disk (an
     /// imported image, say): QEMU only.
     Disk,
+    /// Through firmware, from an ISO image on the host (an installer) as
+    /// a CD-ROM: QEMU only.
+    Iso { iso: String },
 }
 
 /// Power state of a VM.

@@ -84,6 +84,16 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         }
         // SeaBIOS boots the first disk (bootindex below).
         Boot::Disk => {}
+        // The ISO as a CD-ROM on the machine's IDE controller, booted first.
+        Boot::Iso { iso } => a.extend([
+            "-drive".into(),
+            format!(
+                "file={},media=cdrom,if=none,id=cd0,readonly=on,format=raw",
+                iso.replace(',', ",,")
+            ),
+            "-device".into(),
+            "ide-cd,drive=cd0,bootindex=0".into(),
+        ]),
     }
     for (i, socket) in l.disk_sockets.iter().enumerate() {
         let boot = if i == 0 && vm.boot == Boot::Disk {
@@ -277,5 +287,21 @@ pub(crate) mod tests {
             "{a}"
         );
         assert!(!a.contains("-kernel"), "{a}");
+        disk_boot.boot = Boot::Iso {
+            iso: "/srv/a,b.iso".into(),
+        };
+        let a = args(&Launch {
+            vm: &disk_boot,
+            paths: &paths,
+            accel: Accel::Tcg,
+            disk_sockets: &[PathBuf::from("/r/blk/vm-1-disk0.sock")],
+            nic_sockets: &[],
+        })
+        .join(" ");
+        assert!(
+            a.contains("-drive file=/srv/a,,b.iso,media=cdrom,if=none,id=cd0,readonly=on,format=raw -device ide-cd,drive=cd0,bootindex=0"),
+            "{a}"
+        );
+        assert!(a.ends_with("num-queues=1"), "{a}");
     }
 }

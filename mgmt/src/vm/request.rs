@@ -243,6 +243,7 @@ impl CreateVm {
                 ));
             }
             Boot::Disk => {}
+            Boot::Iso { iso } => check_path("boot.iso", iso)?,
         }
         let vcpus = self.vcpus.unwrap_or(vcpus);
         if !(1..=MAX_VCPUS).contains(&vcpus) {
@@ -398,6 +399,14 @@ mod tests {
                 "does not exist",
             ),
             (r#"{"name":"a","boot":{"kind":"disk"}}"#, "disks[0]"),
+            (
+                r#"{"name":"a","boot":{"kind":"iso","iso":"x.iso"}}"#,
+                "boot.iso",
+            ),
+            (
+                r#"{"name":"a","boot":{"kind":"iso","iso":"/no/such.iso"}}"#,
+                "does not exist",
+            ),
             (
                 r#"{"name":"a","boot":{"kind":"disk"},"disks":[{"datastore":"l"}]}"#,
                 "one of them",

@@ -165,8 +165,8 @@ export interface Template {
   initrd: string;
 }
 
-/** Linux direct boot, or the first disk's boot loader through firmware (QEMU). */
-export type Boot = { kind: 'kernel'; kernel: string; initrd?: string; cmdline: string } | { kind: 'disk' };
+/** Linux direct boot, or through firmware (QEMU): the first disk's boot loader, or an ISO as a CD-ROM. */
+export type Boot = { kind: 'kernel'; kernel: string; initrd?: string; cmdline: string } | { kind: 'disk' } | { kind: 'iso'; iso: string };
 
 export type VmState = 'creating' | 'stopped' | 'running' | 'paused' | 'deleting';
 export type Driver = 'sfera-vmm' | 'qemu';

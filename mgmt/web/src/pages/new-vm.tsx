@@ -34,7 +34,8 @@ export function NewVmPage() {
   const [step, setStep] = useState(0);
   const [templates, setTemplates] = useState<Template[]>([]);
   const [name, setName] = useState('');
-  const [source, setSource] = useState<'template' | 'custom' | 'disk'>('template');
+  const [source, setSource] = useState<'template' | 'custom' | 'disk' | 'iso'>('template');
+  const [iso, setIso] = useState('');
   const [template, setTemplate] = useState('tiny-linux');
   const [kernel, setKernel] = useState('');
   const [initrd, setInitrd] = useState('');
@@ -78,6 +79,7 @@ export function NewVmPage() {
       if (source === 'template' && !templates.find((t) => t.name === template)?.available) return `The template ${template} is not available (make guest-image builds it)`;
       if (source === 'custom' && !kernel.startsWith('/')) return 'The kernel must be an absolute path on the host';
       if (source === 'custom' && initrd && !initrd.startsWith('/')) return 'The initrd must be an absolute path on the host';
+      if (source === 'iso' && !iso.startsWith('/')) return 'The ISO must be an absolute path on the host';
     }
     if (i === 1) {
       const c = Number(vcpus);
@@ -113,7 +115,9 @@ export function NewVmPage() {
       ? { template }
       : source === 'disk'
         ? { boot: { kind: 'disk' as const } }
-        : { boot: { kind: 'kernel' as const, kernel, ...(initrd ? { initrd } : {}), cmdline } }),
+        : source === 'iso'
+          ? { boot: { kind: 'iso' as const, iso } }
+          : { boot: { kind: 'kernel' as const, kernel, ...(initrd ? { initrd } : {}), cmdline } }),
     vcpus: Number(vcpus),
     memory_mib: Number(memory),
     // Whole 512-byte sectors.
@@ -206,6 +210,15 @@ export function NewVmPage() {
                   <input type="radio" checked={source === 'disk'} onChange={() => setSource('disk')} data-testid="wizard-disk-boot" />
                   The first disk, through firmware (an imported image; QEMU)
                 </label>
+                <label class="check">
+                  <input type="radio" checked={source === 'iso'} onChange={() => setSource('iso')} data-testid="wizard-iso-boot" />
+                  An ISO image (an installer) as a CD-ROM, through firmware (QEMU)
+                </label>
+                {source === 'iso' && (
+                  <div class="indent">
+                    <label>ISO (path on the host){input(iso, setIso, { placeholder: '/srv/images/installer.iso', 'data-testid': 'wizard-iso' })}</label>
+                  </div>
+                )}
                 {source === 'custom' && (
                   <div class="indent">
                     <label>Kernel (path on the host){input(kernel, setKernel, { placeholder: '/srv/images/vmlinuz' })}</label>
@@ -282,7 +295,7 @@ export function NewVmPage() {
               <Facts
                 rows={[
                   ['Name', name],
-                  ['Boot', source === 'template' ? `template ${template}` : source === 'disk' ? 'the first disk, through firmware' : `${kernel}${initrd ? ` + ${initrd}` : ''} — ${cmdline}`],
+                  ['Boot', source === 'template' ? `template ${template}` : source === 'disk' ? 'the first disk, through firmware' : source === 'iso' ? `the ISO ${iso}` : `${kernel}${initrd ? ` + ${initrd}` : ''} — ${cmdline}`],
                   ['vCPUs', vcpus],
                   ['Memory', `${memory} MiB`],
                   ['Disks', disks.map((d) => (d.volume ? `${d.datastore}/${d.volume} (existing)` : `${d.gib} GiB on ${d.datastore}`)).join(', ') || 'none'],

@@ -42,7 +42,9 @@ function Summary({ vm }: { vm: Vm }) {
                     ['Initrd', <code>{vm.boot.initrd ?? '—'}</code>],
                     ['Command line', <code>{vm.boot.cmdline}</code>],
                   ]
-                : [['From', 'the first disk, through firmware']]
+                : vm.boot.kind === 'iso'
+                  ? [['From', <>the ISO <code>{vm.boot.iso}</code> as a CD-ROM, through firmware</>]]
+                  : [['From', 'the first disk, through firmware']]
             }
           />
         </Card>

@@ -272,32 +272,27 @@ pub(crate) mod tests {
         }
         assert!(!a.contains("-cpu"));
         assert!(!a.contains("bootindex"));
-        let mut disk_boot = vm.clone();
-        disk_boot.boot = Boot::Disk;
-        let a = args(&Launch {
-            vm: &disk_boot,
-            paths: &paths,
-            accel: Accel::Tcg,
-            disk_sockets: &[PathBuf::from("/r/blk/vm-1-disk0.sock")],
-            nic_sockets: &[],
-        })
-        .join(" ");
+        // Firmware boots: one disk, no NIC.
+        let firmware = |boot: Boot| {
+            let vm = Vm { boot, ..vm.clone() };
+            args(&Launch {
+                vm: &vm,
+                paths: &paths,
+                accel: Accel::Tcg,
+                disk_sockets: &[PathBuf::from("/r/blk/vm-1-disk0.sock")],
+                nic_sockets: &[],
+            })
+            .join(" ")
+        };
+        let a = firmware(Boot::Disk);
         assert!(
             a.contains("vhost-user-blk-pci,chardev=blk0,num-queues=1,bootindex=0"),
             "{a}"
         );
         assert!(!a.contains("-kernel"), "{a}");
-        disk_boot.boot = Boot::Iso {
+        let a = firmware(Boot::Iso {
             iso: "/srv/a,b.iso".into(),
-        };
-        let a = args(&Launch {
-            vm: &disk_boot,
-            paths: &paths,
-            accel: Accel::Tcg,
-            disk_sockets: &[PathBuf::from("/r/blk/vm-1-disk0.sock")],
-            nic_sockets: &[],
-        })
-        .join(" ");
+        });
         assert!(
             a.contains("-drive file=/srv/a,,b.iso,media=cdrom,if=none,id=cd0,readonly=on,format=raw -device ide-cd,drive=cd0,bootindex=0"),
             "{a}"

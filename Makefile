@@ -17,18 +17,20 @@ MGMTD_FLAGS ?= --stop-on-exit
 WEB_DIR := mgmt/web
 WEB_SRC := $(shell find $(WEB_DIR)/src $(WEB_DIR)/index.html $(WEB_DIR)/vite.config.ts $(WEB_DIR)/tsconfig.json $(WEB_DIR)/package.json -type f 2>/dev/null)
 
-# What `make run` needs: QEMU (TCG guests and qemu-storage-daemon), the
+# What `make run` needs: QEMU (TCG guests and qemu-storage-daemon), qemu-img
+# (disk image imports), the
 # guest image's ingredients, and the toolchain of sfera-vmm's test guest
 # (vmm/testguest: gcc, as/ld from binutils, make).
-RUN_DEBS := qemu-system-x86 qemu-system-common busybox-static cpio kmod zstd fio iperf3 e2fsprogs \
+RUN_DEBS := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio kmod zstd fio iperf3 e2fsprogs \
 	gcc binutils make
 # What `make test` needs on top: namespaces, DPDK's testpmd with the virtio
 # and vhost PMDs, Open vSwitch built with DPDK, lz4 (the kernel boot test
 # unpacks Debian's kernel), chromium (and a font) for the web console's
-# browser test, and python3-venv for schemathesis.
+# browser test, python3-venv for schemathesis, and xorriso for the ISO
+# that mgmtd boots a VM from in mgmt_api.
 TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl lz4 dpdk dpdk-dev \
 	librte-net-virtio23 librte-net-vhost23 librte-mempool-ring23 \
-	openvswitch-switch-dpdk chromium fonts-dejavu-core python3-venv
+	openvswitch-switch-dpdk chromium fonts-dejavu-core python3-venv xorriso
 
 # What `make iso` needs: mmdebstrap for the root file system, squashfs,
 # GRUB for BIOS and UEFI, and xorriso and mtools that grub-mkrescue drives.

@@ -124,12 +124,13 @@ pub fn log_tail(path: &Path, max: usize) -> Vec<u8> {
 
 impl Consoles {
     /// Joins the VM's console hub, starting one (connected to `socket`,
-    /// its scrollback from `log`) when it has none.
+    /// its scrollback from `log`, if any: a console socket that replays
+    /// its own scrollback to a new client needs none) when it has none.
     pub async fn attach(
         &self,
         vm_id: &str,
         socket: &Path,
-        log: &Path,
+        log: Option<&Path>,
     ) -> Result<Viewer, ConsoleError> {
         if let Some(v) = self.join(vm_id) {
             return Ok(v);
@@ -144,7 +145,9 @@ impl Consoles {
         // comes through the socket, so a line may show twice at worst,
         // never go missing.
         let mut scrollback = Scrollback::default();
-        scrollback.push(&log_tail(log, SCROLLBACK));
+        if let Some(log) = log {
+            scrollback.push(&log_tail(log, SCROLLBACK));
+        }
         let (output, _) = broadcast::channel(FANOUT);
         let (input, input_rx) = mpsc::channel(64);
         let hub = Arc::new(Hub {
@@ -286,7 +289,7 @@ mod tests {
         let listener = UnixListener::bind(&socket).unwrap();
         let consoles = Consoles::default();
 
-        let mut first = consoles.attach("vm-1", &socket, &log).await.unwrap();
+        let mut first = consoles.attach("vm-1", &socket, Some(&log)).await.unwrap();
         let (mut guest, _) = listener.accept().await.unwrap();
         assert_eq!(&first.scrollback[..], b"booted earlier\n");
         guest.write_all(b"login: ").await.unwrap();
@@ -294,7 +297,7 @@ mod tests {
 
         // A second viewer joins the same hub: no second connection, and
         // the scrollback has what the first one saw.
-        let mut second = consoles.attach("vm-1", &socket, &log).await.unwrap();
+        let mut second = consoles.attach("vm-1", &socket, Some(&log)).await.unwrap();
         assert_eq!(&second.scrollback[..], b"booted earlier\nlogin: ");
         assert!(second.send(Bytes::from_static(b"root\n")).await);
         let mut typed = [0u8; 5];
@@ -315,7 +318,7 @@ mod tests {
         // When every viewer has left, the hub lets go of the socket and
         // the next viewer makes a new connection.
         drop((first, second));
-        let third = consoles.attach("vm-1", &socket, &log).await.unwrap();
+        let third = consoles.attach("vm-1", &socket, Some(&log)).await.unwrap();
         let accepted =
             tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept()).await;
         assert!(accepted.is_ok(), "no new connection");

@@ -1,5 +1,6 @@
 //! What the host offers VMs: CPUs, memory, and which kind of KVM, which
-//! decides how QEMU accelerates guests.
+//! decides the hypervisor driver new VMs get (sfera-vmm on hardware
+//! virtualization) and how QEMU accelerates guests.
 
 use std::path::Path;
 
@@ -32,17 +33,23 @@ pub struct HostFacts {
     pub kvm: bool,
     /// `intel`, `amd`, `pvm` (paravirtual KVM) or `none`.
     pub kvm_kind: String,
-    /// The hypervisor driver new VMs get.
+    /// The hypervisor driver new VMs with a kernel boot source get
+    /// (`sfera-vmm` or `qemu`); boot sources that need firmware always get
+    /// QEMU.
     pub default_driver: String,
     /// How QEMU accelerates guests here.
     pub accel: Accel,
     /// Why, in a sentence for the host page.
     pub driver_reason: String,
+    /// sfera-vmm can run VMs here at all (a `/dev/kvm` and the binary):
+    /// a VM may ask for it even where it is not the default.
+    pub sfera_vmm_available: bool,
 }
 
 /// Reads the facts from `/proc`, `/sys` and `/dev` under `root` ("/" on a
 /// real host; a fake tree in tests).
-pub fn detect(root: &Path, forced: Option<Accel>) -> HostFacts {
+/// `vmm` is the sfera-vmm binary mgmtd would run.
+pub fn detect(root: &Path, forced: Option<Accel>, vmm: &Path) -> HostFacts {
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
     let memory_bytes = read("proc/meminfo")
         .lines()
@@ -89,15 +96,36 @@ pub fn detect(root: &Path, forced: Option<Accel>) -> HostFacts {
         ),
         _ => (auto, why),
     };
+    let hardware = matches!(kvm_kind, "intel" | "amd");
+    let vmm_found = vmm.is_file();
+    let (default_driver, driver_reason) = if hardware && vmm_found {
+        (
+            "sfera-vmm",
+            format!(
+                "hardware virtualization ({kvm_kind} KVM): kernel-boot VMs run under sfera-vmm; VMs that boot through firmware run under QEMU ({why})"
+            ),
+        )
+    } else if hardware {
+        (
+            "qemu",
+            format!(
+                "sfera-vmm is not installed ({} is missing); {why}",
+                vmm.display()
+            ),
+        )
+    } else {
+        ("qemu", why)
+    };
     HostFacts {
         hostname: read("proc/sys/kernel/hostname").trim().to_owned(),
         cpus,
         memory_bytes,
         kvm,
         kvm_kind: kvm_kind.to_owned(),
-        default_driver: "qemu".to_owned(),
+        default_driver: default_driver.to_owned(),
         accel,
-        driver_reason: format!("sfera-vmm is not wired to mgmtd yet; {why}"),
+        driver_reason,
+        sfera_vmm_available: kvm && vmm_found,
     }
 }
 
@@ -134,7 +162,8 @@ mod tests {
     #[test]
     fn pvm_means_tcg() {
         let d = fake(true, true);
-        let f = detect(d.path(), None);
+        let f = detect(d.path(), None, Path::new("/no/sfera-vmm"));
+        assert_eq!(f.default_driver, "qemu");
         assert_eq!((f.cpus, f.memory_bytes), (2, 2 << 20));
         assert_eq!(f.hostname, "h1");
         assert_eq!((f.kvm_kind.as_str(), f.accel), ("pvm", Accel::Tcg));
@@ -144,11 +173,37 @@ mod tests {
     #[test]
     fn hardware_kvm_means_kvm_unless_forced() {
         let d = fake(false, true);
-        assert_eq!(detect(d.path(), None).accel, Accel::Kvm);
-        let f = detect(d.path(), Some(Accel::Tcg));
+        let no_vmm = Path::new("/no/sfera-vmm");
+        assert_eq!(detect(d.path(), None, no_vmm).accel, Accel::Kvm);
+        let f = detect(d.path(), Some(Accel::Tcg), no_vmm);
         assert_eq!(f.accel, Accel::Tcg);
         assert!(f.driver_reason.contains("forced"));
         let none = fake(false, false);
-        assert_eq!(detect(none.path(), None).kvm_kind, "none");
+        let f = detect(none.path(), None, no_vmm);
+        assert_eq!(f.kvm_kind, "none");
+        assert!(!f.sfera_vmm_available);
+    }
+
+    #[test]
+    fn hardware_kvm_with_the_vmm_means_sfera_vmm() {
+        let d = fake(false, true);
+        let vmm = d.path().join("sfera-vmm");
+        let f = detect(d.path(), None, &vmm);
+        assert_eq!(f.default_driver, "qemu");
+        assert!(
+            f.driver_reason.contains("not installed"),
+            "{}",
+            f.driver_reason
+        );
+        std::fs::write(&vmm, "").unwrap();
+        let f = detect(d.path(), None, &vmm);
+        assert_eq!(f.default_driver, "sfera-vmm");
+        assert!(f.sfera_vmm_available);
+        assert!(f.driver_reason.contains("intel KVM"), "{}", f.driver_reason);
+        // PVM: QEMU by default, sfera-vmm only when a VM asks for it.
+        let p = fake(true, true);
+        let f = detect(p.path(), None, &vmm);
+        assert_eq!(f.default_driver, "qemu");
+        assert!(f.sfera_vmm_available);
     }
 }

@@ -10,8 +10,8 @@
 //!   order, never rebuilt.
 //! - [`host`]: CPUs, memory and the kind of KVM, which picks QEMU's
 //!   accelerator.
-//! - [`vm`], [`qemu`]: VMs and the QEMU driver; [`tasks`] for long
-//!   operations; [`console`]: serial consoles shared by web viewers.
+//! - [`vm`]: VMs; [`driver`] picks their hypervisor, [`sfera_vmm`] or
+//!   [`qemu`], and runs operations on it; [`tasks`] for long operations; [`console`]: serial consoles shared by web viewers.
 //! - [`metrics`]: performance samples from the daemons' metrics, for the
 //!   charts.
 //! - [`api`]: the `/api/v1` REST API, its OpenAPI document and its server;
@@ -24,12 +24,15 @@ pub mod auth;
 pub mod blockd;
 pub mod console;
 pub mod db;
+pub mod driver;
 pub mod host;
+pub mod import;
 pub mod metrics;
 pub mod mgmtd;
 pub mod pid;
 pub mod qemu;
 pub mod service;
+pub mod sfera_vmm;
 pub mod supervisor;
 pub mod tasks;
 pub mod tls;

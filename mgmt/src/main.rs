@@ -38,6 +38,13 @@ struct Args {
     /// QEMU.
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu: PathBuf,
+    /// sfera-vmm, the driver of kernel-boot VMs on hardware virtualization
+    /// (default: next to this program).
+    #[arg(long)]
+    vmm: Option<PathBuf>,
+    /// qemu-img, which imports disk images (raw, qcow2, vmdk).
+    #[arg(long, default_value = "qemu-img")]
+    qemu_img: PathBuf,
     /// The Tiny Linux image, vmlinuz and initrd.img (default: ../guest from
     /// this program, i.e. target/guest in a build tree).
     #[arg(long)]
@@ -93,6 +100,8 @@ fn main() -> Result<()> {
             .vswitchd
             .unwrap_or_else(|| exe_dir.join("sfera-vswitchd")),
         qemu: args.qemu,
+        vmm: args.vmm.unwrap_or_else(|| exe_dir.join("sfera-vmm")),
+        qemu_img: args.qemu_img,
         guest_dir: args.guest_dir.unwrap_or_else(|| exe_dir.join("../guest")),
         web_dir,
         sample_interval: std::time::Duration::from_secs(args.sample_interval),

@@ -28,6 +28,8 @@ pub struct Options {
     pub blockd: PathBuf,
     pub vswitchd: PathBuf,
     pub qemu: PathBuf,
+    pub vmm: PathBuf,
+    pub qemu_img: PathBuf,
     pub guest_dir: PathBuf,
     pub web_dir: Option<PathBuf>,
     pub accel: Option<Accel>,
@@ -119,6 +121,8 @@ pub async fn run(o: Options) -> Result<()> {
         data_dir: data_dir.clone(),
         run_dir: run_dir.clone(),
         qemu: o.qemu.clone(),
+        vmm: std::path::absolute(&o.vmm)?,
+        qemu_img: o.qemu_img.clone(),
         guest_dir: o.guest_dir.clone(),
         web_dir: o.web_dir.clone(),
         sample_every: o.sample_interval,
@@ -139,9 +143,9 @@ pub async fn run(o: Options) -> Result<()> {
     if abandoned > 0 {
         tracing::warn!(abandoned, "Tasks of the previous mgmtd marked failed");
     }
-    let facts = host::detect(Path::new("/"), o.accel);
+    let facts = host::detect(Path::new("/"), o.accel, &paths.vmm);
     db.set_host(&serde_json::to_value(&facts)?)?;
-    tracing::info!(kvm = %facts.kvm_kind, accel = facts.accel.as_str(), "{}", facts.driver_reason);
+    tracing::info!(kvm = %facts.kvm_kind, driver = facts.default_driver, accel = facts.accel.as_str(), "{}", facts.driver_reason);
     first_admin(&db, &data_dir, o.admin_password_hash_file.as_deref())?;
     let tls = if o.http {
         None
@@ -272,10 +276,12 @@ pub async fn run(o: Options) -> Result<()> {
 /// With --stop-on-exit: power off the running VMs.
 async fn stop_vms(mgmt: &Arc<Mgmt>) {
     let Ok(vms) = mgmt.db.vms() else { return };
-    for vm in vms
-        .into_iter()
-        .filter(|v| v.state == crate::db::VmState::Running)
-    {
+    for vm in vms.into_iter().filter(|v| {
+        matches!(
+            v.state,
+            crate::db::VmState::Running | crate::db::VmState::Paused
+        )
+    }) {
         let r = Arc::clone(mgmt)
             .power(
                 vm.id.clone(),
@@ -294,6 +300,7 @@ async fn stop_vms(mgmt: &Arc<Mgmt>) {
 /// and networks refreshed every 20 s.
 async fn defaults_and_sync(mgmt: Arc<Mgmt>) {
     if mgmt.need_blockd().await.is_ok() {
+        mgmt.clean_abandoned_imports().await;
         match mgmt.blockd.datastores().await {
             Ok(list) if list.is_empty() => {
                 let dir = mgmt

@@ -25,6 +25,10 @@ pub struct Paths {
     /// VM runtime directories.
     pub vms_dir: PathBuf,
     pub qemu: PathBuf,
+    /// sfera-vmm.
+    pub vmm: PathBuf,
+    /// qemu-img, for disk image imports.
+    pub qemu_img: PathBuf,
     /// The Tiny Linux image (vmlinuz, initrd.img).
     pub guest_dir: PathBuf,
     /// The web console's files, served at / when present.
@@ -47,6 +51,8 @@ pub struct Mgmt {
     pub vswitchd: Arc<Vswitchd>,
     /// The web's serial console hubs.
     pub consoles: Consoles,
+    /// mgmtd's own metrics (`GET /metrics`).
+    pub own_metrics: crate::metrics::own::OwnMetrics,
     /// One lock per VM: its operations run one at a time.
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -69,6 +75,7 @@ impl Mgmt {
             blockd_supervisor,
             vswitchd,
             consoles: Consoles::default(),
+            own_metrics: Default::default(),
             vm_locks: Mutex::new(HashMap::new()),
         }
     }

@@ -25,11 +25,14 @@
 //! - [`frames`]: Ethernet, 802.1Q, ARP and ICMP echo frames byte by byte.
 //! - [`testguest`]: sfera-vmm's CPL3 test guest under sfera-vmm or QEMU on
 //!   KVM, its console report and its disk pattern.
+//! - [`boot_sector`]: a disk image whose boot sector prints a line, for
+//!   firmware boots of imported disks.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
 pub mod backend;
 pub mod blkio_client;
+pub mod boot_sector;
 pub mod console;
 pub mod daemons;
 pub mod error;

@@ -59,6 +59,10 @@ pub fn start(
         .arg(binary("sfera-blockd")?)
         .arg("--vswitchd")
         .arg(binary("sfera-vswitchd")?)
+        .arg("--vmm")
+        .arg(binary("sfera-vmm")?)
+        .arg("--qemu-img")
+        .arg(crate::tools::require("qemu-img", "qemu-utils")?)
         .arg("--guest-dir")
         .arg(guest_dir)
         .arg("--accel")
@@ -77,7 +81,7 @@ pub fn start(
     Ok(process)
 }
 
-/// Kills, whatever happens to the test, the daemons and QEMU processes
+/// Kills, whatever happens to the test, the daemons, QEMU and sfera-vmm processes
 /// mgmtd left running in this data directory (their pidfiles name them;
 /// a pid counts only if its command line names the directory).
 #[derive(Debug)]
@@ -88,7 +92,10 @@ impl Drop for Leftovers {
         let run_dir = self.0.join("run");
         let mut pidfiles = vec![run_dir.join("blockd.pid"), run_dir.join("vswitchd.pid")];
         if let Ok(vms) = std::fs::read_dir(run_dir.join("vms")) {
-            pidfiles.extend(vms.flatten().map(|e| e.path().join("qemu.pid")));
+            for vm in vms.flatten() {
+                pidfiles.push(vm.path().join("qemu.pid"));
+                pidfiles.push(vm.path().join("vmm.pid"));
+            }
         }
         let mark = self.0.to_string_lossy().into_owned();
         for f in pidfiles {

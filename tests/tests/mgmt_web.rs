@@ -2,10 +2,13 @@
 //! built console (mgmt/web/dist) and `mgmt/web/e2e/console.mjs` drives
 //! Debian's chromium through Playwright (playwright-core, headless): log
 //! in, create a Tiny Linux VM with a disk and a NIC in the wizard, power it
-//! on, see SFERA-GUEST-READY in the browser's serial console, make disk
-//! and network traffic from that console and see the VM's disk and network
-//! charts move (mgmtd samples every 2 s here instead of 20 s), power it
-//! off and delete it with its disk.
+//! on, pause and resume it, see SFERA-GUEST-READY in the browser's serial
+//! console, make disk and network traffic from that console and see the
+//! VM's disk and network charts move (mgmtd samples every 2 s here instead
+//! of 20 s), power it off and delete it with its disk; the host page shows
+//! the VM's driver, and a qcow2 image with a boot sector is imported from
+//! the datastore page and booted (through firmware, under QEMU) by a VM
+//! made in the wizard.
 //!
 //! Nothing is skipped: without node, chromium, the built console or
 //! playwright-core the test fails and says what to install (`make test`
@@ -69,6 +72,17 @@ fn web_console_end_to_end() -> Result<()> {
         "mgmtd does not serve the console at /"
     );
 
+    // A qcow2 image with a boot sector, for the browser to import from the
+    // datastore page and boot a VM from.
+    let raw = dir.join("web-disk.raw");
+    std::fs::write(&raw, harness::boot_sector::image())?;
+    let image = dir.join("web-disk.qcow2");
+    let mut make = Command::new(tools::require("qemu-img", "qemu-utils")?);
+    make.args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&image);
+    harness::process::run(make)?;
+
     let log = dir.join("browser.log");
     let mut cmd = Command::new(node);
     cmd.arg(web.join("e2e/console.mjs"))
@@ -76,7 +90,8 @@ fn web_console_end_to_end() -> Result<()> {
         .env("SFERA_URL", format!("http://127.0.0.1:{port}"))
         .env("SFERA_PASSWORD_FILE", dir.join("data/admin-password"))
         .env("CHROMIUM", CHROMIUM)
-        .env("SFERA_ARTIFACTS", dir.join("screenshots"));
+        .env("SFERA_ARTIFACTS", dir.join("screenshots"))
+        .env("SFERA_IMPORT_IMAGE", &image);
     let mut script = Process::spawn("browser test", cmd, &log)?;
     let status = script.wait_timeout(SCRIPT_TIMEOUT)?;
     // The script's step log, on success as on failure.

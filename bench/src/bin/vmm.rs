@@ -36,7 +36,7 @@ use harness::testguest::{Devices, Hypervisor, TestGuestVm};
 #[command(version)]
 struct Args {
     /// Start-time runs per hypervisor (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 9)]
     runs: usize,
     /// Seconds of the guest's disk benchmark (and of libblkio's).
     #[arg(long, default_value_t = 3)]
@@ -81,12 +81,21 @@ fn start_ms(dir: &TestDir, hypervisor: Hypervisor, run: usize) -> Result<f64> {
     Ok(elapsed.as_secs_f64() * 1000.0)
 }
 
-/// Resident KiB of `pid`: (all mappings, the guest RAM memfd mappings).
-fn rss_kib(pid: u32, guest_ram_kib: u64) -> Result<(u64, u64)> {
+/// Resident KiB of a process: in all, in its guest RAM, and by what is
+/// mapped (a file's path, `[heap]`, `[stack]`, or `anonymous`), largest first.
+struct Rss {
+    total_kib: u64,
+    guest_kib: u64,
+    by_mapping: Vec<(String, u64)>,
+}
+
+fn rss_kib(pid: u32, guest_ram_kib: u64) -> Result<Rss> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
         .with_context(|| format!("cannot read /proc/{pid}/smaps"))?;
     let (mut total, mut guest) = (0, 0);
     let mut is_guest_ram = false;
+    let mut mapping = String::new();
+    let mut by_mapping = std::collections::BTreeMap::<String, u64>::new();
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         let first = words.next().unwrap_or("");
@@ -98,26 +107,48 @@ fn rss_kib(pid: u32, guest_ram_kib: u64) -> Result<(u64, u64)> {
                 / 1024;
             let path = line.split_whitespace().nth(5).unwrap_or("");
             is_guest_ram = path.starts_with("/memfd:") && size_kib == guest_ram_kib;
+            mapping = if path.is_empty() { "anonymous" } else { path }.to_owned();
         } else if first == "Rss:" {
             let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
             total += kib;
             if is_guest_ram {
                 guest += kib;
+            } else {
+                *by_mapping.entry(mapping.clone()).or_default() += kib;
             }
         }
     }
     if guest == 0 {
         bail!("no guest RAM mapping ({guest_ram_kib} KiB memfd) in /proc/{pid}/smaps");
     }
-    Ok((total, guest))
+    let mut by_mapping: Vec<_> = by_mapping.into_iter().filter(|(_, kib)| *kib > 0).collect();
+    by_mapping.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+    Ok(Rss {
+        total_kib: total,
+        guest_kib: guest,
+        by_mapping,
+    })
 }
 
 /// What one hypervisor did in the disk run.
 struct DiskRun {
     iops: f64,
-    overhead_kib: u64,
-    total_kib: u64,
-    guest_kib: u64,
+    rss: Rss,
+}
+
+impl DiskRun {
+    fn overhead_kib(&self) -> u64 {
+        self.rss.total_kib - self.rss.guest_kib
+    }
+
+    /// The ten largest resident mappings besides guest RAM, as JSON.
+    fn largest_mappings(&self) -> serde_json::Value {
+        let top = self.rss.by_mapping.iter().take(10);
+        serde_json::Value::Object(
+            top.map(|(name, kib)| (name.clone(), (*kib).into()))
+                .collect(),
+        )
+    }
 }
 
 /// The guest's polled random-read benchmark on `blockd`'s export; RSS is
@@ -141,7 +172,7 @@ fn disk_run(
     let mut vm = TestGuestVm::start(dir, &name, hypervisor, MEMORY_MIB, &cmdline, &devices)?;
     vm.wait_for_line("blk id=", Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_millis(args.seconds * 500));
-    let (total_kib, guest_kib) = rss_kib(vm.pid(), MEMORY_MIB * 1024)?;
+    let rss = rss_kib(vm.pid(), MEMORY_MIB * 1024)?;
     let (status, report) = vm.wait_exit(Duration::from_secs(args.seconds + 30))?;
     let line = report
         .line("blk bench ")
@@ -152,12 +183,7 @@ fn disk_run(
         .find_map(|w| w.strip_prefix("iops="))
         .and_then(|v| v.parse::<f64>().ok())
         .with_context(|| format!("{name}: {line}"))?;
-    Ok(DiskRun {
-        iops,
-        overhead_kib: total_kib - guest_kib,
-        total_kib,
-        guest_kib,
-    })
+    Ok(DiskRun { iops, rss })
 }
 
 fn write_image(path: &Path, mib: u64) -> Result<()> {
@@ -225,15 +251,17 @@ fn main() -> Result<()> {
     let mut c = Comparison::new(
         "vmm-rss-excluding-guest-ram",
         "KiB",
-        ours.overhead_kib as f64,
-        qemu.overhead_kib as f64,
+        ours.overhead_kib() as f64,
+        qemu.overhead_kib() as f64,
         "qemu-system-x86_64 -M microvm,pcie=on (KVM)",
     );
     c.detail("method", "sum of Rss in /proc/PID/smaps minus the Rss of the guest RAM memfd mapping, sampled halfway through the guest's disk benchmark");
-    c.detail("ours_rss_total_kib", ours.total_kib);
-    c.detail("ours_guest_ram_rss_kib", ours.guest_kib);
-    c.detail("peer_rss_total_kib", qemu.total_kib);
-    c.detail("peer_guest_ram_rss_kib", qemu.guest_kib);
+    c.detail("ours_rss_total_kib", ours.rss.total_kib);
+    c.detail("ours_guest_ram_rss_kib", ours.rss.guest_kib);
+    c.detail("ours_largest_mappings_kib", ours.largest_mappings());
+    c.detail("peer_rss_total_kib", qemu.rss.total_kib);
+    c.detail("peer_guest_ram_rss_kib", qemu.rss.guest_kib);
+    c.detail("peer_largest_mappings_kib", qemu.largest_mappings());
     c.detail("lower_is_better", true);
     c.detail("target_at_most_kib", 5 * 1024);
     comparisons.push(c);

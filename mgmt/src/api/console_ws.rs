@@ -69,7 +69,7 @@ async fn attach(mgmt: &Mgmt, vm: &str, headers: &HeaderMap) -> Result<(Viewer, S
         ));
     }
     let vm = mgmt.find_vm(vm)?;
-    if vm.state != VmState::Running {
+    if !matches!(vm.state, VmState::Running | VmState::Paused) {
         return Err(ApiError::conflict(format!(
             "VM {} is {}: power it on first",
             vm.name,
@@ -79,7 +79,12 @@ async fn attach(mgmt: &Mgmt, vm: &str, headers: &HeaderMap) -> Result<(Viewer, S
     let paths = mgmt.vm_paths(&vm.id);
     let viewer = mgmt
         .consoles
-        .attach(&vm.id, &paths.console(), &paths.console_log())
+        .attach(
+            &vm.id,
+            &paths.console(),
+            crate::driver::console_seed(crate::driver::Driver::parse(&vm.driver), &paths)
+                .as_deref(),
+        )
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     tracing::info!(vm = vm.name, user = principal.user, "Console opened");

@@ -533,7 +533,17 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             v["vms"] = json!({
                 "total": vms.len(),
                 "running": vms.iter().filter(|v| v.state == VmState::Running).count(),
+                "paused": vms.iter().filter(|v| v.state == VmState::Paused).count(),
             });
+            // Which driver each VM uses and why, for the host page.
+            v["vm_drivers"] = json!(
+                vms.iter()
+                    .map(
+                        |vm| json!({ "id": vm.id, "name": vm.name, "state": vm.state,
+                                      "driver": vm.driver, "driver_reason": vm.driver_reason })
+                    )
+                    .collect::<Vec<_>>()
+            );
             ok(v)
         }
         Op::Daemons => {
@@ -654,8 +664,9 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             let user = principal(&r)?.user.clone();
             let m = Arc::clone(&mgmt);
             let (id, by) = (vm.id.clone(), user.clone());
+            let attached = plan.disks.iter().map(|d| d.volume.is_some()).collect();
             let task = crate::tasks::spawn(&mgmt.db, "vm.create", &id, &by, move |ctx| {
-                m.create_vm(vm, plan.power_on, user, ctx)
+                m.create_vm(vm, attached, plan.power_on, user, ctx)
             })?;
             accepted(&task)
         }
@@ -666,10 +677,11 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
                 Some("true") => true,
                 Some(_) => return Err(ApiError::invalid("disks must be true or false")),
             };
-            if vm.state == VmState::Running {
+            if matches!(vm.state, VmState::Running | VmState::Paused) {
                 return Err(ApiError::conflict(format!(
-                    "VM {} is running: power it off first",
-                    vm.name
+                    "VM {} is {}: power it off first",
+                    vm.name,
+                    vm.state.as_str()
                 )));
             }
             let user = principal(&r)?.user.clone();
@@ -683,8 +695,9 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         }
         Op::PowerVm => {
             let vm = mgmt.find_vm(param(&r, "vm"))?;
-            let action = PowerAction::parse(param(&r, "action"))
-                .ok_or_else(|| ApiError::invalid("action must be on, off or reset"))?;
+            let action = PowerAction::parse(param(&r, "action")).ok_or_else(|| {
+                ApiError::invalid("action must be on, off, reset, pause or resume")
+            })?;
             let user = principal(&r)?.user.clone();
             let m = Arc::clone(&mgmt);
             let id = vm.id.clone();
@@ -742,6 +755,39 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             ))
         }
         Op::OpenApi => ok(super::openapi::document()),
+        Op::MgmtdMetrics => Ok(Reply::Text(crate::metrics::own::render(&mgmt)?)),
+        Op::ImportDisk => {
+            let ds = param(&r, "datastore").to_owned();
+            check_object_name("datastore", &ds)?;
+            let body: crate::import::ImportDisk = parse(&r.body)?;
+            let source = body.check()?;
+            mgmt.need_blockd().await?;
+            let (stores, _) = mgmt.sync_datastores().await?;
+            if !stores.iter().any(|s| s.name == ds) {
+                return Err(ApiError::not_found(format!("No datastore {ds:?}")));
+            }
+            let existing = mgmt.blockd.volumes(&ds).await?;
+            if existing
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v["name"] == body.volume.as_str()))
+            {
+                return Err(ApiError::conflict(format!(
+                    "Datastore {ds} has a volume {} already",
+                    body.volume
+                )));
+            }
+            let size =
+                crate::import::virtual_size(&mgmt.paths.qemu_img, &source, body.format).await?;
+            let size = size.div_ceil(512) * 512;
+            let user = principal(&r)?.user.clone();
+            let target = format!("{ds}/{}", body.volume);
+            let m = Arc::clone(&mgmt);
+            let by = user.clone();
+            let task = crate::tasks::spawn(&mgmt.db, "volume.import", &target, &by, move |ctx| {
+                m.import_disk(ds, body, size, user, ctx)
+            })?;
+            accepted(&task)
+        }
     }
 }
 

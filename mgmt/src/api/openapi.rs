@@ -20,6 +20,10 @@ fn input(required: &[&str], props: Value) -> Value {
 /// them in paths.
 const OBJECT_NAME: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$";
 
+/// Volume names: NAME or FOLDER/NAME.
+const VOLUME_NAME: &str =
+    "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$";
+
 fn page(item: &str) -> Value {
     obj(
         &["items", "total", "limit", "offset"],
@@ -110,6 +114,8 @@ fn schemas() -> Map<String, Value> {
             json!({ "name": string, "role": role, "created_at": time }),
         ),
     );
+    let vm_state = json!({ "type": "string", "enum": ["creating", "stopped", "running", "paused", "deleting"] });
+    let driver = json!({ "type": "string", "enum": crate::driver::Driver::NAMES });
     put(
         "Host",
         obj(
@@ -127,10 +133,15 @@ fn schemas() -> Map<String, Value> {
                 "hostname": string, "cpus": int, "memory_bytes": int,
                 "kvm": { "type": "boolean" },
                 "kvm_kind": { "type": "string", "enum": ["intel", "amd", "pvm", "unknown", "none"] },
-                "default_driver": string,
+                "default_driver": { "type": "string", "enum": crate::driver::Driver::NAMES, "description": "The driver of new kernel-boot VMs" },
                 "accel": { "type": "string", "enum": ["kvm", "tcg"] },
                 "driver_reason": string,
-                "vms": obj(&["total", "running"], json!({ "total": int, "running": int }))
+                "sfera_vmm_available": { "type": "boolean", "description": "sfera-vmm can run VMs here (a VM may ask for it)" },
+                "vms": obj(&["total", "running", "paused"], json!({ "total": int, "running": int, "paused": int })),
+                "vm_drivers": { "type": "array", "description": "Each VM's driver and why it got it",
+                    "items": obj(&["id", "name", "state", "driver", "driver_reason"],
+                        json!({ "id": string, "name": string, "state": vm_state.clone(),
+                                "driver": driver.clone(), "driver_reason": string })) }
             }),
         ),
     );
@@ -216,10 +227,18 @@ fn schemas() -> Map<String, Value> {
                     "available": { "type": "boolean" }, "kernel": string, "initrd": string }),
         ),
     );
-    let boot = obj(
-        &["kind", "kernel"],
-        json!({ "kind": { "type": "string", "enum": ["kernel"] }, "kernel": string, "initrd": string, "cmdline": string }),
-    );
+    let iso_boot = json!({ "type": "string", "enum": ["iso"],
+        "description": "iso: through firmware (QEMU), from an ISO image on the host as a CD-ROM" });
+    let disk_boot = json!({ "type": "string", "enum": ["disk"],
+        "description": "disk: through firmware (QEMU), from the boot loader on the first disk" });
+    let boot = json!({ "oneOf": [
+        obj(
+            &["kind", "kernel"],
+            json!({ "kind": { "type": "string", "enum": ["kernel"] }, "kernel": string, "initrd": string, "cmdline": string }),
+        ),
+        obj(&["kind"], json!({ "kind": disk_boot.clone() })),
+        obj(&["kind", "iso"], json!({ "kind": iso_boot.clone(), "iso": string })),
+    ] });
     let host_path =
         json!({ "type": "string", "pattern": "^/", "description": "An existing file on the host" });
     let boot_in = input(
@@ -229,6 +248,33 @@ fn schemas() -> Map<String, Value> {
                 "cmdline": { "type": "string", "maxLength": 2048, "pattern": "^[^\\n]*$" } }),
     );
     put(
+        "DiskImport",
+        input(
+            &["volume", "source", "format"],
+            json!({
+                "volume": { "type": "string", "pattern": VOLUME_NAME,
+                            "description": "The new volume: NAME or FOLDER/NAME" },
+                "source": { "type": "string", "pattern": "^/", "description": "An image file on the host" },
+                "format": { "type": "string", "enum": crate::import::ImageFormat::NAMES }
+            }),
+        ),
+    );
+    // A new disk (size_bytes) or an existing volume, exactly one of them
+    // (null counts as absent).
+    let mut disk_in = input(
+        &["datastore"],
+        json!({ "datastore": { "type": "string", "pattern": OBJECT_NAME },
+                "size_bytes": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_DISK_BYTES,
+                                "maximum": crate::vm::request::MAX_DISK_BYTES, "multipleOf": 512,
+                                "description": "A new thin volume of this size" },
+                "volume": { "type": ["string", "null"], "pattern": VOLUME_NAME,
+                            "description": "An existing volume of the datastore (an imported image) that no other VM has" } }),
+    );
+    disk_in["oneOf"] = json!([
+        { "required": ["size_bytes"], "properties": { "size_bytes": { "type": "integer" } } },
+        { "required": ["volume"], "properties": { "volume": { "type": "string" } } }
+    ]);
+    put(
         "VmCreate",
         input(
             &["name"],
@@ -237,15 +283,15 @@ fn schemas() -> Map<String, Value> {
                 "template": { "type": ["string", "null"], "enum": [crate::vm::request::TINY_LINUX, null], "description": "A template's boot source, vCPUs and memory (unless given here); without one, boot is required" },
                 "vcpus": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::vm::request::MAX_VCPUS, "description": "Default (or null): the template's, else 1" },
                 "memory_mib": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_MEMORY_MIB, "description": "At most the host's memory; default (or null): the template's, else 512" },
-                "boot": { "oneOf": [{ "type": "null" }, boot_in] },
-                "disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": input(&["datastore", "size_bytes"],
-                    json!({ "datastore": { "type": "string", "pattern": OBJECT_NAME },
-                            "size_bytes": { "type": "integer", "minimum": crate::vm::request::MIN_DISK_BYTES,
-                                            "maximum": crate::vm::request::MAX_DISK_BYTES, "multipleOf": 512 } })) },
+                "boot": { "oneOf": [{ "type": "null" }, boot_in, input(&["kind"], json!({ "kind": disk_boot })),
+                                    input(&["kind", "iso"], json!({ "kind": iso_boot, "iso": host_path.clone() }))] },
+                "disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": disk_in },
                 "nics": { "type": "array", "maxItems": crate::vm::request::MAX_NICS, "items": input(&["port_group"],
                     json!({ "port_group": { "type": "string", "pattern": OBJECT_NAME },
                             "mac": { "type": ["string", "null"], "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "description": "Unicast; generated when left out or null" } })) },
-                "power_on": { "type": "boolean" }
+                "power_on": { "type": "boolean" },
+                "driver": { "type": ["string", "null"], "enum": ["sfera-vmm", "qemu", null],
+                            "description": "The hypervisor driver; default (or null): sfera-vmm for a kernel boot on hardware virtualization, QEMU otherwise. sfera-vmm needs /dev/kvm" }
             }),
         ),
     );
@@ -265,8 +311,9 @@ fn schemas() -> Map<String, Value> {
             ],
             json!({
                 "id": string, "name": string, "vcpus": int, "memory_mib": int, "boot": boot,
-                "driver": { "type": "string", "enum": ["qemu"] },
-                "state": { "type": "string", "enum": ["creating", "stopped", "running", "deleting"] },
+                "driver": driver,
+                "driver_reason": { "type": "string", "description": "Why the VM got its driver" },
+                "state": vm_state,
                 "pid": nullable_int,
                 "disks": { "type": "array", "items": obj(&["datastore", "volume", "size_bytes", "export_id"],
                     json!({ "datastore": string, "volume": string, "size_bytes": int, "export_id": string })) },
@@ -384,7 +431,9 @@ fn path_schema(name: &str) -> Value {
         }
         "kind" => json!({ "type": "string", "enum": crate::metrics::KINDS }),
         "daemon" => json!({ "type": "string", "enum": ["blockd", "vswitchd"] }),
-        "action" => json!({ "type": "string", "enum": ["on", "off", "reset"] }),
+        "action" => {
+            json!({ "type": "string", "enum": ["on", "off", "reset", "pause", "resume"] })
+        }
         _ => json!({ "type": "string" }),
     }
 }

@@ -1,4 +1,4 @@
-//! Every route of `/api/v1`, in one table: the router dispatches from it and
+//! Every route of `/api/v1` (and mgmtd's own `/metrics`), in one table: the router dispatches from it and
 //! the OpenAPI document is generated from it, so the two cannot disagree.
 
 use std::collections::BTreeMap;
@@ -37,6 +37,7 @@ pub enum Op {
     AddDatastore,
     GetDatastore,
     ListVolumes,
+    ImportDisk,
     Networks,
     ListSwitches,
     ListPortGroups,
@@ -57,6 +58,7 @@ pub enum Op {
     SampledObjects,
     MetricSeries,
     OpenApi,
+    MgmtdMetrics,
 }
 
 /// A query parameter of a route.
@@ -173,6 +175,8 @@ pub const ROUTES: &[Route] = &[
         body: None, 200 => Some("Datastore")),
     route!("GET" "/api/v1/datastores/{datastore}/volumes" => ListVolumes, Read, "datastores", "Volumes of a datastore",
         body: None, 200 => Some("VolumePage"), query: PAGE),
+    route!("POST" "/api/v1/datastores/{datastore}/import" => ImportDisk, Admin, "datastores", "Import a raw, qcow2 or vmdk image file of the host as a new volume (a task, through qemu-img convert; a failed import leaves no volume)",
+        body: Some("DiskImport"), 202 => Some("Task")),
     route!("GET" "/api/v1/networks" => Networks, Read, "networks", "Switches and port groups together",
         body: None, 200 => Some("Networks")),
     route!("GET" "/api/v1/switches" => ListSwitches, Read, "networks", "Virtual switches with their uplinks",
@@ -195,7 +199,7 @@ pub const ROUTES: &[Route] = &[
         body: None, 200 => Some("Vm")),
     route!("DELETE" "/api/v1/vms/{vm}" => DeleteVm, Admin, "vms", "Delete a stopped VM (a task)",
         body: None, 202 => Some("Task"), query: DELETE_VM),
-    route!("POST" "/api/v1/vms/{vm}/power/{action}" => PowerVm, Admin, "vms", "Power on, off (the power cord) or reset a VM (a task); action is on, off or reset",
+    route!("POST" "/api/v1/vms/{vm}/power/{action}" => PowerVm, Admin, "vms", "Power on, off (the power cord), reset, pause or resume a VM (a task); action is on, off, reset, pause or resume",
         body: None, 202 => Some("Task")),
     route!("GET" "/api/v1/vms/{vm}/console" => VmConsole, Admin, "vms", "The VM's serial console as a WebSocket (binary frames both ways: what the guest prints, what you type); the last 64 KiB printed come first",
         body: None, 101 => None),
@@ -213,6 +217,8 @@ pub const ROUTES: &[Route] = &[
         body: None, 200 => Some("MetricSeries"), query: SERIES),
     route!("GET" "/api/v1/openapi.json" => OpenApi, Read, "meta", "This document",
         body: None, 200 => Some("Object")),
+    route!("GET" "/metrics" => MgmtdMetrics, Read, "meta", "sfera-mgmtd's own Prometheus metrics: API requests by route and status, tasks, VMs by state, daemon restarts, sampler timings",
+        body: None, 200 => Some("text")),
 ];
 
 /// Path parameters of a matched route.

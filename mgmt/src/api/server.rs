@@ -106,20 +106,26 @@ fn parse_query(raw: &str) -> Result<HashMap<String, String>, ApiError> {
     Ok(q)
 }
 
-/// Turns one API request into its answer.
+/// Turns one API request into its answer. `prefix` is the path before
+/// `tail` (`api/v1`, or `metrics` for mgmtd's own metrics).
+#[allow(clippy::too_many_arguments)]
 async fn api(
     mgmt: Arc<Mgmt>,
     tls: bool,
+    prefix: &'static [&'static str],
     tail: String,
     method: Method,
     headers: HeaderMap,
     query: String,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> Response {
+    // The route template the request matched, for mgmtd's own metrics.
+    let mut matched: &'static str = "unmatched";
     let result = async {
         let principal = authenticate(&mgmt, &headers)?;
-        let segments: Vec<String> = std::iter::once("api".to_owned())
-            .chain(std::iter::once("v1".to_owned()))
+        let segments: Vec<String> = prefix
+            .iter()
+            .map(|s| (*s).to_owned())
             .chain(
                 tail.split('/')
                     .filter(|s| !s.is_empty())
@@ -140,6 +146,7 @@ async fn api(
             (Err(e), Some(_)) => return Err(e),
             (Err(_), None) => return Err(ApiError::unauthorized()),
         };
+        matched = route.path;
         match (route.access, &principal) {
             (Access::Public, _) => {}
             (_, None) => return Err(ApiError::unauthorized()),
@@ -164,7 +171,7 @@ async fn api(
         .await
     }
     .await;
-    match result {
+    let response = match result {
         Ok(reply) => reply.into_response(),
         Err(e) => {
             if e.status >= 500 {
@@ -184,7 +191,10 @@ async fn api(
             }
             r
         }
-    }
+    };
+    mgmt.own_metrics
+        .request(method.as_str(), matched, response.status().as_u16());
+    response
 }
 
 /// The filters: `/api/v1/...`, and the web console's files at `/` when
@@ -204,6 +214,27 @@ pub fn filters(
         .then(move |vm: String, ws: warp::ws::Ws, headers: HeaderMap| {
             super::console_ws::upgrade(Arc::clone(&console_mgmt), vm, ws, headers)
         });
+    // mgmtd's own metrics, at the conventional /metrics, through the same
+    // authentication and route table as the API.
+    let metrics_mgmt = Arc::clone(&mgmt);
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(raw_query)
+        .and(warp::body::stream())
+        .then(move |method, headers, query, body| {
+            api(
+                Arc::clone(&metrics_mgmt),
+                tls,
+                &["metrics"],
+                String::new(),
+                method,
+                headers,
+                query,
+                Box::pin(body),
+            )
+        });
     let api = warp::path("api")
         .and(warp::path("v1"))
         .and(warp::path::tail())
@@ -216,6 +247,7 @@ pub fn filters(
                 api(
                     Arc::clone(&mgmt),
                     tls,
+                    &["api", "v1"],
                     tail.as_str().to_owned(),
                     method,
                     headers,
@@ -236,6 +268,8 @@ pub fn filters(
                 .ok_or_else(warp::reject::not_found)
         });
     console
+        .or(metrics)
+        .unify()
         .or(api)
         .unify()
         .or(web)

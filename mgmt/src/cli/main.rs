@@ -54,7 +54,7 @@ enum Cmd {
     Vm(VmCmd),
     /// Datastores.
     #[command(subcommand)]
-    Datastore(ListCmd),
+    Datastore(DatastoreCmd),
     /// Switches and port groups.
     #[command(subcommand)]
     Network(ListCmd),
@@ -69,12 +69,31 @@ enum ListCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum DatastoreCmd {
+    List,
+    /// Import a disk image file of mgmtd's host (raw, qcow2 or vmdk) as a
+    /// new volume, through qemu-img convert.
+    Import {
+        datastore: String,
+        /// The new volume: NAME or FOLDER/NAME.
+        volume: String,
+        /// The image file on mgmtd's host (an absolute path).
+        source: String,
+        #[arg(long, value_parser = ["raw", "qcow2", "vmdk"])]
+        format: String,
+    },
+}
+
+// Parsed once per run: the size of the Create variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
 enum VmCmd {
     List,
     Show {
         vm: String,
     },
-    /// Create a VM (from the Tiny Linux template unless --kernel is given).
+    /// Create a VM (from the Tiny Linux template unless --kernel or
+    /// --boot-disk is given).
     Create {
         name: String,
         #[arg(long)]
@@ -94,12 +113,23 @@ enum VmCmd {
         /// A new disk, DATASTORE:SIZE (SIZE with K, M, G, T), repeatable.
         #[arg(long = "disk")]
         disks: Vec<String>,
+        /// An existing volume as a disk (an imported image),
+        /// DATASTORE:VOLUME, repeatable; after the new disks.
+        #[arg(long = "attach")]
+        attach: Vec<String>,
+        /// Boot the first disk through firmware (QEMU) instead of a kernel.
+        #[arg(long, conflicts_with_all = ["kernel", "template"])]
+        boot_disk: bool,
         /// A NIC, PORT_GROUP or PORT_GROUP=MAC, repeatable.
         #[arg(long = "nic")]
         nics: Vec<String>,
         /// Power it on once created.
         #[arg(long)]
         power_on: bool,
+        /// The hypervisor driver (default: the host's choice, see `GET
+        /// /api/v1/host`).
+        #[arg(long, value_parser = ["sfera-vmm", "qemu"])]
+        driver: Option<String>,
     },
     /// Power on.
     Start {
@@ -110,6 +140,14 @@ enum VmCmd {
         vm: String,
     },
     Reset {
+        vm: String,
+    },
+    /// Pause (stop the vCPUs; memory and devices stay).
+    Pause {
+        vm: String,
+    },
+    /// Resume a paused VM.
+    Resume {
         vm: String,
     },
     /// Delete a stopped VM; its disks stay unless --disks.
@@ -286,7 +324,33 @@ async fn run(args: Args) -> Result<()> {
             }
         }
         Cmd::Vm(cmd) => vm(&client, cmd, json_out).await?,
-        Cmd::Datastore(ListCmd::List) => {
+        Cmd::Datastore(DatastoreCmd::Import {
+            datastore,
+            volume,
+            source,
+            format,
+        }) => {
+            let task = client
+                .call(
+                    Method::POST,
+                    &format!(
+                        "/api/v1/datastores/{}/import",
+                        mgmt::blockd::encode_segment(&datastore)
+                    ),
+                    Some(&json!({ "volume": volume, "source": source, "format": format })),
+                )
+                .await?;
+            let result = wait_task(&client, &task).await?;
+            if json_out {
+                show(&result);
+            } else {
+                eprintln!(
+                    "Imported {source} as {datastore}/{volume} ({} bytes)",
+                    s(&result["size_bytes"])
+                );
+            }
+        }
+        Cmd::Datastore(DatastoreCmd::List) => {
             let v = client.call(Method::GET, "/api/v1/datastores", None).await?;
             if json_out {
                 show(&v);
@@ -383,6 +447,7 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
                 "NAME".into(),
                 "ID".into(),
                 "STATE".into(),
+                "DRIVER".into(),
                 "VCPUS".into(),
                 "MEMORY".into(),
                 "DISKS".into(),
@@ -393,6 +458,7 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
                     s(&m["name"]),
                     s(&m["id"]),
                     s(&m["state"]),
+                    s(&m["driver"]),
                     s(&m["vcpus"]),
                     format!("{}M", s(&m["memory_mib"])),
                     m["disks"].as_array().map_or(0, Vec::len).to_string(),
@@ -411,14 +477,18 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
             vcpus,
             memory,
             disks,
+            attach,
+            boot_disk,
             nics,
             power_on,
+            driver,
         } => {
-            let mut body = json!({ "name": name, "power_on": power_on });
+            let mut body = json!({ "name": name, "power_on": power_on, "driver": driver });
             match kernel {
                 Some(k) => {
                     body["boot"] = json!({ "kind": "kernel", "kernel": k, "initrd": initrd, "cmdline": cmdline });
                 }
+                None if boot_disk => body["boot"] = json!({ "kind": "disk" }),
                 None => {
                     body["template"] = json!(template.unwrap_or_else(|| "tiny-linux".to_owned()));
                 }
@@ -435,6 +505,12 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
                     .split_once(':')
                     .with_context(|| format!("--disk {spec:?}: expected DATASTORE:SIZE"))?;
                 d.push(json!({ "datastore": ds, "size_bytes": parse_size(size)? }));
+            }
+            for spec in &attach {
+                let (ds, volume) = spec
+                    .split_once(':')
+                    .with_context(|| format!("--attach {spec:?}: expected DATASTORE:VOLUME"))?;
+                d.push(json!({ "datastore": ds, "volume": volume }));
             }
             body["disks"] = json!(d);
             body["nics"] = json!(
@@ -460,6 +536,8 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
         VmCmd::Start { vm } => power(client, &path(&vm), "on", json_out).await?,
         VmCmd::Stop { vm } => power(client, &path(&vm), "off", json_out).await?,
         VmCmd::Reset { vm } => power(client, &path(&vm), "reset", json_out).await?,
+        VmCmd::Pause { vm } => power(client, &path(&vm), "pause", json_out).await?,
+        VmCmd::Resume { vm } => power(client, &path(&vm), "resume", json_out).await?,
         VmCmd::Delete { vm, disks } => {
             let task = client
                 .call(
@@ -557,5 +635,50 @@ mod tests {
         .unwrap();
         assert!(a.json);
         assert!(matches!(a.command, Cmd::Vm(VmCmd::Create { .. })));
+        let a = Args::try_parse_from(["sfera", "vm", "pause", "t1"]).unwrap();
+        assert!(matches!(a.command, Cmd::Vm(VmCmd::Pause { .. })));
+        let a = Args::try_parse_from([
+            "sfera",
+            "datastore",
+            "import",
+            "local",
+            "imports/d1",
+            "/tmp/d1.qcow2",
+            "--format",
+            "qcow2",
+        ])
+        .unwrap();
+        assert!(matches!(
+            a.command,
+            Cmd::Datastore(DatastoreCmd::Import { .. })
+        ));
+        assert!(Args::try_parse_from(["sfera", "vm", "create", "t", "--driver", "xen"]).is_err());
+        let a = Args::try_parse_from([
+            "sfera",
+            "vm",
+            "create",
+            "fw",
+            "--boot-disk",
+            "--attach",
+            "local:imports/d1",
+        ])
+        .unwrap();
+        assert!(matches!(
+            a.command,
+            Cmd::Vm(VmCmd::Create {
+                boot_disk: true,
+                ..
+            })
+        ));
+        let both = [
+            "sfera",
+            "vm",
+            "create",
+            "fw",
+            "--boot-disk",
+            "--kernel",
+            "/k",
+        ];
+        assert!(Args::try_parse_from(both).is_err());
     }
 }

@@ -18,6 +18,12 @@ pub enum Boot {
         #[serde(default)]
         cmdline: String,
     },
+    /// Through firmware, from the boot loader on the VM's first disk (an
+    /// imported image, say): QEMU only.
+    Disk,
+    /// Through firmware, from an ISO image on the host (an installer) as
+    /// a CD-ROM: QEMU only.
+    Iso { iso: String },
 }
 
 /// Power state of a VM.
@@ -28,6 +34,8 @@ pub enum VmState {
     Creating,
     Stopped,
     Running,
+    /// Running, its vCPUs stopped (memory and devices kept).
+    Paused,
     /// Being deleted.
     Deleting,
 }
@@ -38,6 +46,7 @@ impl VmState {
             VmState::Creating => "creating",
             VmState::Stopped => "stopped",
             VmState::Running => "running",
+            VmState::Paused => "paused",
             VmState::Deleting => "deleting",
         }
     }
@@ -46,6 +55,7 @@ impl VmState {
         match s {
             "creating" => VmState::Creating,
             "running" => VmState::Running,
+            "paused" => VmState::Paused,
             "deleting" => VmState::Deleting,
             _ => VmState::Stopped,
         }
@@ -77,7 +87,10 @@ pub struct Vm {
     pub vcpus: u32,
     pub memory_mib: u32,
     pub boot: Boot,
+    /// `sfera-vmm` or `qemu`.
     pub driver: String,
+    /// Why the VM got its driver.
+    pub driver_reason: String,
     pub state: VmState,
     /// The hypervisor process while the VM runs.
     pub pid: Option<u32>,
@@ -113,6 +126,7 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<(Vm, String)> {
                 cmdline: String::new(),
             },
             driver: r.get("driver")?,
+            driver_reason: r.get("driver_reason")?,
             state: VmState::parse(&state),
             pid: r.get("pid")?,
             disks: Vec::new(),
@@ -238,8 +252,8 @@ impl Db {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO vms (id, name, vcpus, memory_mib, boot, driver, state, pid, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            "INSERT INTO vms (id, name, vcpus, memory_mib, boot, driver, state, pid, created_at, updated_at, driver_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
             params![
                 vm.id,
                 vm.name,
@@ -249,7 +263,8 @@ impl Db {
                 vm.driver,
                 vm.state.as_str(),
                 vm.pid,
-                vm.created_at
+                vm.created_at,
+                vm.driver_reason
             ],
         )?;
         for (i, d) in vm.disks.iter().enumerate() {
@@ -360,6 +375,7 @@ mod tests {
                 cmdline: "console=ttyS0".into(),
             },
             driver: "qemu".into(),
+            driver_reason: String::new(),
             state: VmState::Creating,
             pid: None,
             disks: vec![VmDisk {

@@ -132,4 +132,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX metric_rollups_time ON metric_rollups (time);
     ",
+    // 4: why a VM got its hypervisor driver (sfera-vmm or QEMU).
+    r"
+    ALTER TABLE vms ADD COLUMN driver_reason TEXT NOT NULL DEFAULT '';
+    ",
 ];

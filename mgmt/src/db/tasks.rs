@@ -118,6 +118,18 @@ impl Db {
             .collect::<Result<_, _>>()?;
         Ok((rows, total))
     }
+
+    /// How many tasks there are of each kind in each state.
+    pub fn task_counts(&self) -> Result<Vec<(String, String, u64)>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT kind, state, COUNT(*) FROM tasks GROUP BY kind, state ORDER BY kind, state",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]

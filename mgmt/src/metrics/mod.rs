@@ -15,6 +15,7 @@
 //!
 //! `rx` is what a port delivered to its VM, `tx` what the VM sent.
 
+pub mod own;
 pub mod prometheus;
 pub mod sampler;
 

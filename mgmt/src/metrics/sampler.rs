@@ -216,7 +216,7 @@ pub fn points(rates: &mut Rates, at: Instant, host: &str, vms: &[Vm], r: &Readin
                 sums.add(vm_metric, Some(*v));
             }
         }
-        if vm.state == VmState::Running {
+        if matches!(vm.state, VmState::Running | VmState::Paused) {
             if let Some(cpu) = r.vm_cpu.get(&vm.id) {
                 let rate = rates.rate(format!("vm:{}:cpu", vm.id), *cpu, at);
                 sums.add("cpu_percent", rate.map(|r| r * 100.0));
@@ -260,7 +260,9 @@ async fn read_all(mgmt: &Mgmt, vms: &[Vm]) -> Reading {
     let vm_cpu = vms
         .iter()
         .filter_map(|vm| {
-            let pid = vm.pid.filter(|_| vm.state == VmState::Running)?;
+            let pid = vm
+                .pid
+                .filter(|_| matches!(vm.state, VmState::Running | VmState::Paused))?;
             let stat = read(Path::new(&format!("/proc/{pid}/stat")))?;
             Some((vm.id.clone(), process_cpu_seconds(&stat)?))
         })
@@ -281,6 +283,7 @@ pub async fn run(mgmt: Arc<Mgmt>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let started = Instant::now();
         let vms = match mgmt.db.vms() {
             Ok(v) => v,
             Err(e) => {
@@ -302,6 +305,7 @@ pub async fn run(mgmt: Arc<Mgmt>, every: Duration) {
                 std::error::Error::source(&e).map_or_else(String::new, ToString::to_string)
             );
         }
+        mgmt.own_metrics.sampler_round(started.elapsed());
     }
 }
 
@@ -322,6 +326,7 @@ mod tests {
                 cmdline: String::new(),
             },
             driver: "qemu".into(),
+            driver_reason: String::new(),
             state: VmState::Running,
             pid: Some(1),
             disks: vec![VmDisk {

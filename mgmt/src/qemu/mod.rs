@@ -12,37 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::db::{Boot, Vm};
+pub use crate::driver::VmPaths;
 use crate::host::Accel;
 use crate::pid;
-
-/// Where a VM's runtime files live.
-#[derive(Debug, Clone)]
-pub struct VmPaths {
-    pub dir: PathBuf,
-}
-
-impl VmPaths {
-    pub fn new(vms_dir: &Path, vm_id: &str) -> Self {
-        VmPaths {
-            dir: vms_dir.join(vm_id),
-        }
-    }
-    pub fn pidfile(&self) -> PathBuf {
-        self.dir.join("qemu.pid")
-    }
-    pub fn qmp(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
-    }
-    pub fn console(&self) -> PathBuf {
-        self.dir.join("console.sock")
-    }
-    pub fn console_log(&self) -> PathBuf {
-        self.dir.join("console.log")
-    }
-    pub fn qemu_log(&self) -> PathBuf {
-        self.dir.join("qemu.log")
-    }
-}
 
 /// What QEMU needs besides the VM record.
 #[derive(Debug, Clone)]
@@ -110,13 +82,30 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
             }
             a.extend(["-append".into(), cmdline.clone()]);
         }
+        // SeaBIOS boots the first disk (bootindex below).
+        Boot::Disk => {}
+        // The ISO as a CD-ROM on the machine's IDE controller, booted first.
+        Boot::Iso { iso } => a.extend([
+            "-drive".into(),
+            format!(
+                "file={},media=cdrom,if=none,id=cd0,readonly=on,format=raw",
+                iso.replace(',', ",,")
+            ),
+            "-device".into(),
+            "ide-cd,drive=cd0,bootindex=0".into(),
+        ]),
     }
     for (i, socket) in l.disk_sockets.iter().enumerate() {
+        let boot = if i == 0 && vm.boot == Boot::Disk {
+            ",bootindex=0"
+        } else {
+            ""
+        };
         a.extend([
             "-chardev".into(),
             format!("socket,id=blk{i},path={},reconnect=1", socket.display()),
             "-device".into(),
-            format!("vhost-user-blk-pci,chardev=blk{i},num-queues=1"),
+            format!("vhost-user-blk-pci,chardev=blk{i},num-queues=1{boot}"),
         ]);
     }
     for (i, (socket, nic)) in l.nic_sockets.iter().zip(&vm.nics).enumerate() {
@@ -208,7 +197,8 @@ pub async fn stop(p: &VmPaths, pid: u32) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_gone(pid: u32, timeout: Duration) -> bool {
+/// Waits for `pid` to end; false after `timeout`.
+pub(crate) async fn wait_gone(pid: u32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while pid::alive(pid) {
         if Instant::now() >= deadline {
@@ -220,13 +210,13 @@ async fn wait_gone(pid: u32, timeout: Duration) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::db::{VmDisk, VmNic, VmState};
 
-    #[test]
-    fn args_follow_the_harness() {
-        let vm = Vm {
+    /// A VM with one disk and one NIC, for the drivers' tests.
+    pub(crate) fn one_disk_one_nic() -> Vm {
+        Vm {
             id: "vm-1".into(),
             name: "tiny".into(),
             vcpus: 2,
@@ -237,6 +227,7 @@ mod tests {
                 cmdline: "console=ttyS0".into(),
             },
             driver: "qemu".into(),
+            driver_reason: String::new(),
             state: VmState::Stopped,
             pid: None,
             disks: vec![VmDisk {
@@ -252,7 +243,12 @@ mod tests {
             }],
             created_at: 0,
             updated_at: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn args_follow_the_harness() {
+        let vm = one_disk_one_nic();
         let paths = VmPaths::new(Path::new("/r/vms"), "vm-1");
         let a = args(&Launch {
             vm: &vm,
@@ -275,5 +271,32 @@ mod tests {
             assert!(a.contains(part), "{part:?} not in {a}");
         }
         assert!(!a.contains("-cpu"));
+        assert!(!a.contains("bootindex"));
+        // Firmware boots: one disk, no NIC.
+        let firmware = |boot: Boot| {
+            let vm = Vm { boot, ..vm.clone() };
+            args(&Launch {
+                vm: &vm,
+                paths: &paths,
+                accel: Accel::Tcg,
+                disk_sockets: &[PathBuf::from("/r/blk/vm-1-disk0.sock")],
+                nic_sockets: &[],
+            })
+            .join(" ")
+        };
+        let a = firmware(Boot::Disk);
+        assert!(
+            a.contains("vhost-user-blk-pci,chardev=blk0,num-queues=1,bootindex=0"),
+            "{a}"
+        );
+        assert!(!a.contains("-kernel"), "{a}");
+        let a = firmware(Boot::Iso {
+            iso: "/srv/a,b.iso".into(),
+        });
+        assert!(
+            a.contains("-drive file=/srv/a,,b.iso,media=cdrom,if=none,id=cd0,readonly=on,format=raw -device ide-cd,drive=cd0,bootindex=0"),
+            "{a}"
+        );
+        assert!(a.ends_with("num-queues=1"), "{a}");
     }
 }

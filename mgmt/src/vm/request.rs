@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
 use crate::db::Boot;
+use crate::driver::Driver;
 
 /// Body of `POST /api/v1/vms`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -31,14 +32,22 @@ pub struct CreateVm {
     /// Power the VM on once created.
     #[serde(default)]
     pub power_on: bool,
+    /// The hypervisor driver (`sfera-vmm` or `qemu`); by default the one
+    /// the host and the boot source call for.
+    #[serde(default)]
+    pub driver: Option<Driver>,
 }
 
-/// A new thin disk.
+/// A disk: a new thin volume of `size_bytes`, or an existing `volume`
+/// of the datastore (an imported image, say) that no other VM has.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskRequest {
     pub datastore: String,
-    pub size_bytes: u64,
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    #[serde(default)]
+    pub volume: Option<String>,
 }
 
 /// A new NIC.
@@ -61,6 +70,8 @@ pub struct VmPlan {
     pub disks: Vec<DiskRequest>,
     pub nics: Vec<(String, String)>,
     pub power_on: bool,
+    /// Asked for; checked against the host when the VM is reserved.
+    pub driver: Option<Driver>,
 }
 
 /// A template as the API lists it.
@@ -210,19 +221,29 @@ impl CreateVm {
         let Some(boot) = boot else {
             return Err(ApiError::invalid("boot is required without a template"));
         };
-        let Boot::Kernel {
-            kernel,
-            initrd,
-            cmdline,
-        } = &boot;
-        check_path("boot.kernel", kernel)?;
-        if let Some(i) = initrd {
-            check_path("boot.initrd", i)?;
-        }
-        if cmdline.chars().count() > 2048 || cmdline.contains('\n') {
-            return Err(ApiError::invalid(
-                "boot.cmdline must be one line of at most 2048 characters",
-            ));
+        match &boot {
+            Boot::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                check_path("boot.kernel", kernel)?;
+                if let Some(i) = initrd {
+                    check_path("boot.initrd", i)?;
+                }
+                if cmdline.chars().count() > 2048 || cmdline.contains('\n') {
+                    return Err(ApiError::invalid(
+                        "boot.cmdline must be one line of at most 2048 characters",
+                    ));
+                }
+            }
+            Boot::Disk if self.disks.is_empty() => {
+                return Err(ApiError::invalid(
+                    "boot.kind disk boots the first disk: give disks[0]",
+                ));
+            }
+            Boot::Disk => {}
+            Boot::Iso { iso } => check_path("boot.iso", iso)?,
         }
         let vcpus = self.vcpus.unwrap_or(vcpus);
         if !(1..=MAX_VCPUS).contains(&vcpus) {
@@ -244,11 +265,31 @@ impl CreateVm {
             if d.datastore.is_empty() {
                 return Err(ApiError::invalid(format!("disks[{i}].datastore is empty")));
             }
-            if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&d.size_bytes) || d.size_bytes % 512 != 0
-            {
-                return Err(ApiError::invalid(format!(
-                    "disks[{i}].size_bytes must be a multiple of 512 from 1 MiB to 64 TiB"
-                )));
+            match (d.size_bytes, &d.volume) {
+                (Some(size), None) => {
+                    if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&size) || size % 512 != 0 {
+                        return Err(ApiError::invalid(format!(
+                            "disks[{i}].size_bytes must be a multiple of 512 from 1 MiB to 64 TiB"
+                        )));
+                    }
+                }
+                (None, Some(v)) => {
+                    crate::import::check_volume_name(v)
+                        .map_err(|e| ApiError::invalid(format!("disks[{i}].{}", e.message)))?;
+                    if self.disks[..i]
+                        .iter()
+                        .any(|x| x.datastore == d.datastore && x.volume.as_ref() == Some(v))
+                    {
+                        return Err(ApiError::invalid(format!(
+                            "disks[{i}]: volume {v} is given twice"
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "disks[{i}]: give size_bytes for a new disk or volume for an existing one (one of them)"
+                    )));
+                }
             }
         }
         if self.nics.len() > MAX_NICS {
@@ -279,6 +320,7 @@ impl CreateVm {
             disks: self.disks,
             nics,
             power_on: self.power_on,
+            driver: self.driver,
         })
     }
 }
@@ -310,7 +352,10 @@ mod tests {
         assert_eq!((plan.vcpus, plan.memory_mib), (1, 512));
         let Boot::Kernel {
             cmdline, initrd, ..
-        } = &plan.boot;
+        } = &plan.boot
+        else {
+            panic!("not a kernel boot: {:?}", plan.boot)
+        };
         assert!(cmdline.contains("sfera.hostname=web-1"));
         assert!(initrd.is_some());
         assert_eq!(plan.nics[1].1, "52:54:00:aa:bb:01");
@@ -353,6 +398,31 @@ mod tests {
                 r#"{"name":"a","boot":{"kind":"kernel","kernel":"/no/such/kernel"}}"#,
                 "does not exist",
             ),
+            (r#"{"name":"a","boot":{"kind":"disk"}}"#, "disks[0]"),
+            (
+                r#"{"name":"a","boot":{"kind":"iso","iso":"x.iso"}}"#,
+                "boot.iso",
+            ),
+            (
+                r#"{"name":"a","boot":{"kind":"iso","iso":"/no/such.iso"}}"#,
+                "does not exist",
+            ),
+            (
+                r#"{"name":"a","boot":{"kind":"disk"},"disks":[{"datastore":"l"}]}"#,
+                "one of them",
+            ),
+            (
+                r#"{"name":"a","boot":{"kind":"disk"},"disks":[{"datastore":"l","volume":"v","size_bytes":1048576}]}"#,
+                "one of them",
+            ),
+            (
+                r#"{"name":"a","boot":{"kind":"disk"},"disks":[{"datastore":"l","volume":"a/b/c"}]}"#,
+                "disks[0].volume",
+            ),
+            (
+                r#"{"name":"a","boot":{"kind":"disk"},"disks":[{"datastore":"l","volume":"v"},{"datastore":"l","volume":"v"}]}"#,
+                "twice",
+            ),
         ];
         for (json, word) in cases {
             let e = parse(json).plan(g.path(), 4096).unwrap_err();
@@ -360,6 +430,12 @@ mod tests {
             assert!(e.message.contains(word), "{json}: {}", e.message);
         }
         assert!(serde_json::from_str::<CreateVm>(r#"{"name":"a","extra":1}"#).is_err());
+        let e = serde_json::from_str::<CreateVm>(r#"{"name":"a","driver":"xen"}"#).unwrap_err();
+        assert!(e.to_string().contains("sfera-vmm"), "{e}");
+        let plan = parse(r#"{"name":"a","template":"tiny-linux","driver":"sfera-vmm"}"#)
+            .plan(g.path(), 4096)
+            .unwrap();
+        assert_eq!(plan.driver, Some(Driver::SferaVmm));
     }
 
     #[test]

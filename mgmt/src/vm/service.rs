@@ -11,7 +11,8 @@ use serde_json::json;
 use super::request::VmPlan;
 use crate::api::error::ApiError;
 use crate::db::{Vm, VmDisk, VmNic, VmState, now};
-use crate::qemu::{self, Launch, VmPaths};
+use crate::driver::{self, Driver, VmPaths};
+use crate::qemu::{self, Launch};
 use crate::service::Mgmt;
 use crate::tasks::TaskCtx;
 
@@ -21,6 +22,8 @@ pub enum PowerAction {
     On,
     Off,
     Reset,
+    Pause,
+    Resume,
 }
 
 impl PowerAction {
@@ -29,6 +32,8 @@ impl PowerAction {
             "on" => Some(PowerAction::On),
             "off" => Some(PowerAction::Off),
             "reset" => Some(PowerAction::Reset),
+            "pause" => Some(PowerAction::Pause),
+            "resume" => Some(PowerAction::Resume),
             _ => None,
         }
     }
@@ -38,6 +43,8 @@ impl PowerAction {
             PowerAction::On => "vm.power_on",
             PowerAction::Off => "vm.power_off",
             PowerAction::Reset => "vm.reset",
+            PowerAction::Pause => "vm.pause",
+            PowerAction::Resume => "vm.resume",
         }
     }
 }
@@ -75,9 +82,12 @@ impl Mgmt {
     /// and records the VM as `creating`. Errors here are the client's, and
     /// nothing has been made.
     pub async fn reserve_vm(&self, plan: &VmPlan) -> Result<Vm, ApiError> {
+        // The size of each disk: asked for, or the existing volume's.
+        let mut sizes = Vec::new();
         if !plan.disks.is_empty() {
             self.need_blockd().await?;
             let (stores, _) = self.sync_datastores().await?;
+            let vms = self.db.vms()?;
             for (i, d) in plan.disks.iter().enumerate() {
                 if !stores.iter().any(|s| s.name == d.datastore) {
                     return Err(ApiError::invalid(format!(
@@ -85,6 +95,32 @@ impl Mgmt {
                         d.datastore
                     )));
                 }
+                let Some(name) = &d.volume else {
+                    sizes.push(d.size_bytes.unwrap_or_default());
+                    continue;
+                };
+                let volumes = self.blockd.volumes(&d.datastore).await?;
+                let Some(size) = volumes
+                    .as_array()
+                    .and_then(|a| a.iter().find(|v| v["name"] == name.as_str()))
+                    .and_then(|v| v["size"].as_u64())
+                else {
+                    return Err(ApiError::invalid(format!(
+                        "disks[{i}]: datastore {} has no volume {name}",
+                        d.datastore
+                    )));
+                };
+                if let Some(owner) = vms.iter().find(|vm| {
+                    vm.disks
+                        .iter()
+                        .any(|x| x.datastore == d.datastore && &x.volume == name)
+                }) {
+                    return Err(ApiError::conflict(format!(
+                        "disks[{i}]: volume {}/{name} is a disk of VM {}",
+                        d.datastore, owner.name
+                    )));
+                }
+                sizes.push(size);
             }
         }
         if !plan.nics.is_empty() {
@@ -104,6 +140,7 @@ impl Mgmt {
                 plan.name
             )));
         }
+        let (driver, driver_reason) = driver::choose(&self.host, &plan.boot, plan.driver)?;
         let id = new_vm_id()?;
         let t = now();
         let vm = Vm {
@@ -112,7 +149,8 @@ impl Mgmt {
             vcpus: plan.vcpus,
             memory_mib: plan.memory_mib,
             boot: plan.boot.clone(),
-            driver: "qemu".to_owned(),
+            driver: driver.as_str().to_owned(),
+            driver_reason,
             state: VmState::Creating,
             pid: None,
             disks: plan
@@ -121,8 +159,11 @@ impl Mgmt {
                 .enumerate()
                 .map(|(i, d)| VmDisk {
                     datastore: d.datastore.clone(),
-                    volume: format!("{}/disk{i}", plan.name),
-                    size_bytes: d.size_bytes,
+                    volume: d
+                        .volume
+                        .clone()
+                        .unwrap_or_else(|| format!("{}/disk{i}", plan.name)),
+                    size_bytes: sizes[i],
                     export_id: format!("{id}-disk{i}"),
                 })
                 .collect(),
@@ -150,10 +191,12 @@ impl Mgmt {
         Ok(vm)
     }
 
-    /// Makes a reserved VM's disks (volume and export) and NICs (ports).
+    /// Makes a reserved VM's disks (volume, unless `attached` says the
+    /// disk is an existing volume, and export) and NICs (ports).
     pub async fn create_vm(
         self: Arc<Self>,
         vm: Vm,
+        attached: Vec<bool>,
         power_on: bool,
         user: String,
         ctx: TaskCtx,
@@ -162,7 +205,9 @@ impl Mgmt {
         let _guard = lock.lock().await;
         let mut made = Made::default();
         let steps = (vm.disks.len() + vm.nics.len()).max(1);
-        let result = self.make_devices(&vm, &mut made, steps, &ctx).await;
+        let result = self
+            .make_devices(&vm, &attached, &mut made, steps, &ctx)
+            .await;
         if let Err(e) = result {
             ctx.progress(90, "undoing");
             self.undo(&made).await;
@@ -194,6 +239,7 @@ impl Mgmt {
     async fn make_devices(
         &self,
         vm: &Vm,
+        attached: &[bool],
         made: &mut Made,
         steps: usize,
         ctx: &TaskCtx,
@@ -204,12 +250,16 @@ impl Mgmt {
             let pct = u8::try_from(step * 90 / steps).unwrap_or(90);
             ctx.progress(pct, &what);
         };
-        for d in &vm.disks {
+        for (i, d) in vm.disks.iter().enumerate() {
             self.need_blockd().await?;
-            self.blockd
-                .create_volume(&d.datastore, &d.volume, d.size_bytes)
-                .await?;
-            made.volumes.push((d.datastore.clone(), d.volume.clone()));
+            // An existing volume is the VM's from now on, but not made
+            // here: a failed create leaves it where it was.
+            if !attached.get(i).copied().unwrap_or(false) {
+                self.blockd
+                    .create_volume(&d.datastore, &d.volume, d.size_bytes)
+                    .await?;
+                made.volumes.push((d.datastore.clone(), d.volume.clone()));
+            }
             self.blockd
                 .create_export(&d.export_id, &d.datastore, &d.volume)
                 .await?;
@@ -257,14 +307,28 @@ impl Mgmt {
         match action {
             PowerAction::On => self.start_locked(&id, &user).await,
             PowerAction::Off => self.stop_locked(&id, &user).await,
+            PowerAction::Pause | PowerAction::Resume => {
+                self.pause_resume_locked(&id, action == PowerAction::Pause, &user)
+                    .await
+            }
             PowerAction::Reset => {
                 let vm = self.find_vm(&id)?;
                 if vm.state != VmState::Running {
                     return Err(ApiError::conflict(format!("VM {} is not running", vm.name)));
                 }
-                qemu::qmp::execute(&self.vm_paths(&id).qmp(), "system_reset", None)
-                    .await
-                    .map_err(ApiError::internal)?;
+                match Driver::parse(&vm.driver) {
+                    Driver::Qemu => {
+                        qemu::qmp::execute(&self.vm_paths(&id).qmp(), "system_reset", None)
+                            .await
+                            .map_err(ApiError::internal)?;
+                    }
+                    // sfera-vmm has no reset request: a cold reset, the
+                    // process ended and started again on the same devices.
+                    Driver::SferaVmm => {
+                        self.stop_locked(&id, &user).await?;
+                        self.start_locked(&id, &user).await?;
+                    }
+                }
                 self.db.event(
                     "info",
                     "vm.reset",
@@ -277,11 +341,60 @@ impl Mgmt {
         }
     }
 
+    /// Pauses (`pause`) or resumes a VM through its driver.
+    async fn pause_resume_locked(
+        &self,
+        id: &str,
+        pause: bool,
+        user: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let vm = self.find_vm(id)?;
+        let (from, to, verb) = if pause {
+            (VmState::Running, VmState::Paused, "paused")
+        } else {
+            (VmState::Paused, VmState::Running, "resumed")
+        };
+        if vm.state == to {
+            return Ok(json!({ "id": vm.id, "state": to.as_str() }));
+        }
+        if vm.state != from {
+            return Err(ApiError::conflict(format!(
+                "VM {} is {}: only a {} VM can be {verb}",
+                vm.name,
+                vm.state.as_str(),
+                from.as_str()
+            )));
+        }
+        let d = Driver::parse(&vm.driver);
+        let paths = self.vm_paths(&vm.id);
+        let done = if pause {
+            driver::pause(d, &paths).await
+        } else {
+            driver::resume(d, &paths).await
+        };
+        done.map_err(|e| ApiError::internal(format!("{} could not be {verb}: {e}", vm.name)))?;
+        self.db.set_vm_state(&vm.id, to, vm.pid)?;
+        self.db.event(
+            "info",
+            if pause { "vm.paused" } else { "vm.resumed" },
+            &vm.id,
+            &format!("VM {} {verb} ({})", vm.name, d.as_str()),
+            Some(user),
+        );
+        Ok(json!({ "id": vm.id, "state": to.as_str() }))
+    }
+
     async fn start_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, ApiError> {
         let vm = self.find_vm(id)?;
         match vm.state {
             VmState::Running => {
                 return Ok(json!({ "id": vm.id, "state": "running", "pid": vm.pid }));
+            }
+            VmState::Paused => {
+                return Err(ApiError::conflict(format!(
+                    "VM {} is paused: resume it",
+                    vm.name
+                )));
             }
             VmState::Stopped => {}
             other => {
@@ -322,18 +435,19 @@ impl Mgmt {
             }
         }
         let paths = self.vm_paths(&vm.id);
-        let pid = qemu::start(
-            &self.paths.qemu,
-            &Launch {
-                vm: &vm,
-                paths: &paths,
-                accel: self.host.accel,
-                disk_sockets: &disk_sockets,
-                nic_sockets: &nic_sockets,
-            },
-        )
-        .await
-        .map_err(|e| {
+        let d = Driver::parse(&vm.driver);
+        let launch = Launch {
+            vm: &vm,
+            paths: &paths,
+            accel: self.host.accel,
+            disk_sockets: &disk_sockets,
+            nic_sockets: &nic_sockets,
+        };
+        let started = match d {
+            Driver::Qemu => qemu::start(&self.paths.qemu, &launch).await,
+            Driver::SferaVmm => crate::sfera_vmm::start(&self.paths.vmm, &launch).await,
+        };
+        let pid = started.map_err(|e| {
             self.db
                 .event("error", "vm.power_on_failed", &vm.id, &e, Some(user));
             ApiError::internal(e)
@@ -344,9 +458,12 @@ impl Mgmt {
             "vm.powered_on",
             &vm.id,
             &format!(
-                "VM {} powered on (QEMU pid {pid}, {})",
+                "VM {} powered on ({})",
                 vm.name,
-                self.host.accel.as_str()
+                match d {
+                    Driver::Qemu => format!("QEMU pid {pid}, {}", self.host.accel.as_str()),
+                    Driver::SferaVmm => format!("sfera-vmm pid {pid}"),
+                }
             ),
             Some(user),
         );
@@ -356,10 +473,13 @@ impl Mgmt {
     async fn stop_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, ApiError> {
         let vm = self.find_vm(id)?;
         let paths = self.vm_paths(&vm.id);
-        if let Some(pid) = qemu::running_pid(&paths) {
-            qemu::stop(&paths, pid).await.map_err(ApiError::internal)?;
+        let d = Driver::parse(&vm.driver);
+        if let Some(pid) = driver::running_pid(d, &paths) {
+            driver::stop(d, &paths, pid)
+                .await
+                .map_err(ApiError::internal)?;
         }
-        if vm.state == VmState::Running {
+        if matches!(vm.state, VmState::Running | VmState::Paused) {
             self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
             self.db.event(
                 "info",
@@ -383,10 +503,11 @@ impl Mgmt {
         let lock = self.vm_lock(&id);
         let _guard = lock.lock().await;
         let vm = self.find_vm(&id)?;
-        if vm.state == VmState::Running {
+        if matches!(vm.state, VmState::Running | VmState::Paused) {
             return Err(ApiError::conflict(format!(
-                "VM {} is running: power it off first",
-                vm.name
+                "VM {} is {}: power it off first",
+                vm.name,
+                vm.state.as_str()
             )));
         }
         self.db.set_vm_state(&vm.id, VmState::Deleting, None)?;
@@ -436,20 +557,34 @@ impl Mgmt {
         Ok(json!({ "id": vm.id, "deleted": true, "disks_deleted": with_disks }))
     }
 
-    /// At start: VMs recorded as running whose QEMU still runs are adopted;
-    /// the others are stopped. VMs left half-made are removed.
+    /// At start: VMs recorded as running or paused whose hypervisor still
+    /// runs are adopted, in the state the hypervisor reports; the others
+    /// are stopped. VMs left half-made are removed.
     pub async fn adopt_vms(&self) -> Result<(), ApiError> {
         for vm in self.db.vms()? {
             let paths = self.vm_paths(&vm.id);
+            let d = Driver::parse(&vm.driver);
             match vm.state {
-                VmState::Running => match qemu::running_pid(&paths) {
+                VmState::Running | VmState::Paused => match driver::running_pid(d, &paths) {
                     Some(pid) => {
-                        self.db.set_vm_state(&vm.id, VmState::Running, Some(pid))?;
+                        let state = match driver::observed_state(d, &paths).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::warn!(vm = vm.name, "Cannot ask its state: {e}");
+                                vm.state
+                            }
+                        };
+                        self.db.set_vm_state(&vm.id, state, Some(pid))?;
                         self.db.event(
                             "info",
                             "vm.adopted",
                             &vm.id,
-                            &format!("VM {} still runs (QEMU pid {pid}): adopted", vm.name),
+                            &format!(
+                                "VM {} still runs ({} pid {pid}, {}): adopted",
+                                vm.name,
+                                d.as_str(),
+                                state.as_str()
+                            ),
                             None,
                         );
                     }
@@ -488,18 +623,22 @@ impl Mgmt {
         Ok(())
     }
 
-    /// Notices VMs whose QEMU exited (guest power-off, crash, kill).
+    /// Notices VMs whose hypervisor exited (guest power-off, crash, kill).
     pub async fn watch_vms(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let Ok(vms) = self.db.vms() else { continue };
-            for vm in vms.into_iter().filter(|v| v.state == VmState::Running) {
+            for vm in vms
+                .into_iter()
+                .filter(|v| matches!(v.state, VmState::Running | VmState::Paused))
+            {
                 let lock = self.vm_lock(&vm.id);
                 // A VM under an operation is that operation's business.
                 let Ok(_guard) = lock.try_lock() else {
                     continue;
                 };
-                if qemu::running_pid(&self.vm_paths(&vm.id)).is_some() {
+                let d = Driver::parse(&vm.driver);
+                if driver::running_pid(d, &self.vm_paths(&vm.id)).is_some() {
                     continue;
                 }
                 if self.db.set_vm_state(&vm.id, VmState::Stopped, None).is_ok() {
@@ -507,7 +646,7 @@ impl Mgmt {
                         "info",
                         "vm.stopped",
                         &vm.id,
-                        &format!("VM {} stopped (its QEMU exited)", vm.name),
+                        &format!("VM {} stopped (its {} process exited)", vm.name, d.as_str()),
                         None,
                     );
                 }

@@ -76,7 +76,10 @@ export interface Host {
   default_driver: string;
   accel: string;
   driver_reason: string;
-  vms?: { total: number; running: number };
+  sfera_vmm_available?: boolean;
+  vms?: { total: number; running: number; paused?: number };
+  /** Each VM's driver and why it got it. */
+  vm_drivers?: { id: string; name: string; state: VmState; driver: string; driver_reason: string }[];
 }
 
 export interface Daemon {
@@ -162,14 +165,11 @@ export interface Template {
   initrd: string;
 }
 
-export interface Boot {
-  kind: 'kernel';
-  kernel: string;
-  initrd?: string;
-  cmdline: string;
-}
+/** Linux direct boot, or through firmware (QEMU): the first disk's boot loader, or an ISO as a CD-ROM. */
+export type Boot = { kind: 'kernel'; kernel: string; initrd?: string; cmdline: string } | { kind: 'disk' } | { kind: 'iso'; iso: string };
 
-export type VmState = 'creating' | 'stopped' | 'running' | 'deleting';
+export type VmState = 'creating' | 'stopped' | 'running' | 'paused' | 'deleting';
+export type Driver = 'sfera-vmm' | 'qemu';
 
 export interface Vm {
   id: string;
@@ -178,6 +178,7 @@ export interface Vm {
   memory_mib: number;
   boot: Boot;
   driver: string;
+  driver_reason: string;
   state: VmState;
   pid: number | null;
   disks: { datastore: string; volume: string; size_bytes: number; export_id: string }[];
@@ -192,8 +193,10 @@ export interface VmCreate {
   vcpus?: number;
   memory_mib?: number;
   boot?: Boot;
-  disks: { datastore: string; size_bytes: number }[];
+  /** A new disk of size_bytes, or an existing volume (an imported image). */
+  disks: { datastore: string; size_bytes?: number; volume?: string }[];
   nics: { port_group: string; mac?: string }[];
+  driver?: Driver | null;
   power_on: boolean;
 }
 

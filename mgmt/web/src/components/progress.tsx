@@ -19,6 +19,9 @@ export const taskTitle = (kind: string) =>
     'vm.power_on': 'Power on',
     'vm.power_off': 'Power off',
     'vm.reset': 'Reset',
+    'vm.pause': 'Pause',
+    'vm.resume': 'Resume',
+    'volume.import': 'Import disk image',
   })[kind] ?? kind;
 
 /** A running task's bar: "Create VM: disk web/disk0 on local (45 %)". */

@@ -25,18 +25,49 @@ export function HostPage() {
               ['CPUs', h.cpus],
               ['Memory', bytes(h.memory_bytes)],
               ['KVM', h.kvm ? h.kvm_kind : 'none'],
-              ['VMs', `${h.vms?.running ?? 0} running of ${h.vms?.total ?? 0}`],
+              ['VMs', `${h.vms?.running ?? 0} running, ${h.vms?.paused ?? 0} paused, of ${h.vms?.total ?? 0}`],
             ]}
           />
         </Card>
         <Card title="Hypervisor driver">
           <Facts
             rows={[
-              ['Driver', h.default_driver],
-              ['Accelerator', h.accel],
+              ['Default driver', <span data-testid="host-driver">{h.default_driver}</span>],
+              ['QEMU accelerator', h.accel],
+              ['sfera-vmm', h.sfera_vmm_available ? 'available (a VM may ask for it)' : 'not available'],
               ['Why', h.driver_reason],
             ]}
           />
+        </Card>
+        <Card title="Drivers of the VMs">
+          {(h.vm_drivers ?? []).length === 0 ? (
+            <p class="muted">No VMs.</p>
+          ) : (
+            <table class="grid" data-testid="vm-drivers">
+              <thead>
+                <tr>
+                  <th>VM</th>
+                  <th>State</th>
+                  <th>Driver</th>
+                  <th>Why</th>
+                </tr>
+              </thead>
+              <tbody>
+                {(h.vm_drivers ?? []).map((v) => (
+                  <tr key={v.id}>
+                    <td>
+                      <a href={href({ page: 'vm', vm: v.name, tab: 'summary' })}>{v.name}</a>
+                    </td>
+                    <td>
+                      <StateBadge state={v.state} />
+                    </td>
+                    <td>{v.driver}</td>
+                    <td class="small">{v.driver_reason}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
         </Card>
         <Card title="Services">
           <table class="grid">

@@ -5,7 +5,7 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, call, get, waitTask } from '../api';
-import type { Page, Task, Template, VmCreate } from '../api';
+import type { Driver, Page, Task, Template, VmCreate } from '../api';
 import { Card, ErrorBox, Facts, PageHeader } from '../components/common';
 import { TaskProgress } from '../components/progress';
 import { bytes } from '../format';
@@ -20,7 +20,10 @@ const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 interface Disk {
   datastore: string;
   gib: string;
+  /** An existing volume instead of a new disk. */
+  volume: string;
 }
+const VOLUME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(\/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$/;
 interface Nic {
   port_group: string;
   mac: string;
@@ -31,12 +34,14 @@ export function NewVmPage() {
   const [step, setStep] = useState(0);
   const [templates, setTemplates] = useState<Template[]>([]);
   const [name, setName] = useState('');
-  const [source, setSource] = useState<'template' | 'custom'>('template');
+  const [source, setSource] = useState<'template' | 'custom' | 'disk' | 'iso'>('template');
+  const [iso, setIso] = useState('');
   const [template, setTemplate] = useState('tiny-linux');
   const [kernel, setKernel] = useState('');
   const [initrd, setInitrd] = useState('');
   const [cmdline, setCmdline] = useState('console=ttyS0');
   const [vcpus, setVcpus] = useState('1');
+  const [driver, setDriver] = useState<'default' | Driver>('default');
   const [memory, setMemory] = useState('512');
   const [disks, setDisks] = useState<Disk[]>([]);
   const [nics, setNics] = useState<Nic[]>([]);
@@ -60,7 +65,7 @@ export function NewVmPage() {
   }, []);
   // Defaults once the inventory is known: one 4 GiB disk, one NIC.
   useEffect(() => {
-    if (disks.length === 0 && s.datastores[0]) setDisks([{ datastore: s.datastores[0].name, gib: '4' }]);
+    if (disks.length === 0 && s.datastores[0]) setDisks([{ datastore: s.datastores[0].name, gib: '4', volume: '' }]);
     if (nics.length === 0 && s.networks?.port_groups[0]) setNics([{ port_group: s.networks.port_groups[0].name, mac: '' }]);
   }, [s.datastores.length, s.networks?.port_groups.length]);
 
@@ -74,6 +79,7 @@ export function NewVmPage() {
       if (source === 'template' && !templates.find((t) => t.name === template)?.available) return `The template ${template} is not available (make guest-image builds it)`;
       if (source === 'custom' && !kernel.startsWith('/')) return 'The kernel must be an absolute path on the host';
       if (source === 'custom' && initrd && !initrd.startsWith('/')) return 'The initrd must be an absolute path on the host';
+      if (source === 'iso' && !iso.startsWith('/')) return 'The ISO must be an absolute path on the host';
     }
     if (i === 1) {
       const c = Number(vcpus);
@@ -84,10 +90,13 @@ export function NewVmPage() {
     }
     if (i === 2) {
       if (disks.length > 8) return 'At most 8 disks';
+      if (source === 'disk' && disks.length === 0) return 'Booting from the first disk needs a disk (an existing volume, say)';
       for (const [n, d] of disks.entries()) {
         const g = Number(d.gib);
         if (!d.datastore) return `Disk ${n}: pick a datastore`;
-        if (!(g > 0) || g * GIB < 2 ** 20 || g > 65536) return `Disk ${n}: the size must be from 1 MiB to 64 TiB`;
+        if (d.volume) {
+          if (!VOLUME.test(d.volume)) return `Disk ${n}: the volume must be NAME or FOLDER/NAME`;
+        } else if (!(g > 0) || g * GIB < 2 ** 20 || g > 65536) return `Disk ${n}: the size must be from 1 MiB to 64 TiB`;
       }
     }
     if (i === 3) {
@@ -102,13 +111,20 @@ export function NewVmPage() {
 
   const body = (): VmCreate => ({
     name,
-    ...(source === 'template' ? { template } : { boot: { kind: 'kernel', kernel, ...(initrd ? { initrd } : {}), cmdline } }),
+    ...(source === 'template'
+      ? { template }
+      : source === 'disk'
+        ? { boot: { kind: 'disk' as const } }
+        : source === 'iso'
+          ? { boot: { kind: 'iso' as const, iso } }
+          : { boot: { kind: 'kernel' as const, kernel, ...(initrd ? { initrd } : {}), cmdline } }),
     vcpus: Number(vcpus),
     memory_mib: Number(memory),
     // Whole 512-byte sectors.
-    disks: disks.map((d) => ({ datastore: d.datastore, size_bytes: Math.round((Number(d.gib) * GIB) / 512) * 512 })),
+    disks: disks.map((d) => (d.volume ? { datastore: d.datastore, volume: d.volume } : { datastore: d.datastore, size_bytes: Math.round((Number(d.gib) * GIB) / 512) * 512 })),
     nics: nics.map((n) => ({ port_group: n.port_group, ...(n.mac ? { mac: n.mac } : {}) })),
     power_on: powerOn,
+    driver: driver === 'default' ? null : driver,
   });
 
   const next = () => {
@@ -190,6 +206,19 @@ export function NewVmPage() {
                   <input type="radio" checked={source === 'custom'} onChange={() => setSource('custom')} data-testid="wizard-custom" />
                   A Linux kernel of my own (direct boot)
                 </label>
+                <label class="check">
+                  <input type="radio" checked={source === 'disk'} onChange={() => setSource('disk')} data-testid="wizard-disk-boot" />
+                  The first disk, through firmware (an imported image; QEMU)
+                </label>
+                <label class="check">
+                  <input type="radio" checked={source === 'iso'} onChange={() => setSource('iso')} data-testid="wizard-iso-boot" />
+                  An ISO image (an installer) as a CD-ROM, through firmware (QEMU)
+                </label>
+                {source === 'iso' && (
+                  <div class="indent">
+                    <label>ISO (path on the host){input(iso, setIso, { placeholder: '/srv/images/installer.iso', 'data-testid': 'wizard-iso' })}</label>
+                  </div>
+                )}
                 {source === 'custom' && (
                   <div class="indent">
                     <label>Kernel (path on the host){input(kernel, setKernel, { placeholder: '/srv/images/vmlinuz' })}</label>
@@ -204,11 +233,21 @@ export function NewVmPage() {
             <Card title="CPU and memory">
               <label>vCPUs{input(vcpus, setVcpus, { type: 'number', min: 1, max: 64, 'data-testid': 'wizard-vcpus' })}</label>
               <label>Memory (MiB){input(memory, setMemory, { type: 'number', min: 128, step: 128, 'data-testid': 'wizard-memory' })}</label>
-              {s.host && <p class="muted small">The host has {s.host.cpus} CPUs and {bytes(s.host.memory_bytes)}; VMs run under {s.host.default_driver} ({s.host.accel}).</p>}
+              <label>
+                Hypervisor driver
+                <select value={driver} onChange={(e) => setDriver((e.target as HTMLSelectElement).value as 'default' | Driver)} data-testid="wizard-driver">
+                  <option value="default">The host's choice ({s.host?.default_driver ?? '…'})</option>
+                  <option value="qemu">QEMU</option>
+                  <option value="sfera-vmm" disabled={s.host ? !s.host.sfera_vmm_available : false}>
+                    sfera-vmm
+                  </option>
+                </select>
+              </label>
+              {s.host && <p class="muted small">The host has {s.host.cpus} CPUs and {bytes(s.host.memory_bytes)}; by default VMs run under {s.host.default_driver}: {s.host.driver_reason}</p>}
             </Card>
           )}
           {step === 2 && (
-            <Card title="Disks" actions={<button class="small" onClick={() => setDisks([...disks, { datastore: s.datastores[0]?.name ?? '', gib: '4' }])} data-testid="wizard-add-disk">Add disk</button>}>
+            <Card title="Disks" actions={<button class="small" onClick={() => setDisks([...disks, { datastore: s.datastores[0]?.name ?? '', gib: '4', volume: '' }])} data-testid="wizard-add-disk">Add disk</button>}>
               {disks.length === 0 && <p class="muted">No disks: the VM boots from its kernel and initrd only.</p>}
               {disks.map((d, i) => (
                 <div class="row" key={i} data-testid={`wizard-disk-${i}`}>
@@ -220,8 +259,9 @@ export function NewVmPage() {
                       </option>
                     ))}
                   </select>
-                  <input type="number" min="0.001" step="any" value={d.gib} onInput={(e) => setDisks(disks.map((x, j) => (j === i ? { ...x, gib: (e.target as HTMLInputElement).value } : x)))} aria-label={`Disk ${i} size in GiB`} />
-                  <span>GiB, thin</span>
+                  <input type="number" min="0.001" step="any" value={d.gib} disabled={!!d.volume} onInput={(e) => setDisks(disks.map((x, j) => (j === i ? { ...x, gib: (e.target as HTMLInputElement).value } : x)))} aria-label={`Disk ${i} size in GiB`} />
+                  <span>GiB, thin, or an existing volume</span>
+                  <input placeholder="imports/disk1" value={d.volume} onInput={(e) => setDisks(disks.map((x, j) => (j === i ? { ...x, volume: (e.target as HTMLInputElement).value.trim() } : x)))} aria-label={`Disk ${i} existing volume`} />
                   <button class="small" onClick={() => setDisks(disks.filter((_, j) => j !== i))}>
                     Remove
                   </button>
@@ -255,10 +295,10 @@ export function NewVmPage() {
               <Facts
                 rows={[
                   ['Name', name],
-                  ['Boot', source === 'template' ? `template ${template}` : `${kernel}${initrd ? ` + ${initrd}` : ''} — ${cmdline}`],
+                  ['Boot', source === 'template' ? `template ${template}` : source === 'disk' ? 'the first disk, through firmware' : source === 'iso' ? `the ISO ${iso}` : `${kernel}${initrd ? ` + ${initrd}` : ''} — ${cmdline}`],
                   ['vCPUs', vcpus],
                   ['Memory', `${memory} MiB`],
-                  ['Disks', disks.map((d) => `${d.gib} GiB on ${d.datastore}`).join(', ') || 'none'],
+                  ['Disks', disks.map((d) => (d.volume ? `${d.datastore}/${d.volume} (existing)` : `${d.gib} GiB on ${d.datastore}`)).join(', ') || 'none'],
                   ['Network', nics.map((n) => `${n.port_group}${n.mac ? ` (${n.mac})` : ''}`).join(', ') || 'none'],
                 ]}
               />

@@ -1,12 +1,13 @@
 // Datastores and volumes.
 
 import { useState } from 'preact/hooks';
-import { ApiError, call, seg } from '../api';
-import type { Datastore, Page, Volume } from '../api';
+import { ApiError, call, seg, waitTask } from '../api';
+import type { Datastore, Page, Task, Volume } from '../api';
 import { Card, ErrorBox, Facts, Meter, PageHeader, useFetch } from '../components/common';
+import { TaskProgress } from '../components/progress';
 import { bytes } from '../format';
 import { href } from '../router';
-import { refreshInventory, useStore } from '../store';
+import { refreshActivity, refreshInventory, useStore } from '../store';
 import { Performance } from './charts';
 
 export function DatastorePage({ ds }: { ds: string }) {
@@ -33,7 +34,7 @@ export function DatastorePage({ ds }: { ds: string }) {
           <Meter used={cap - free} total={cap} />
         </Card>
       </div>
-      <Card title="Volumes">
+      <Card title="Volumes" actions={s.session?.role === 'administrator' && <ImportDisk ds={ds} onDone={volumes.reload} />}>
         <ErrorBox error={volumes.error} />
         <table class="grid" data-testid="volumes">
           <thead>
@@ -89,6 +90,61 @@ export function VolumePage({ ds, volume }: { ds: string; volume: string }) {
       <h3>Performance</h3>
       <Performance kind="volume" object={`${ds}/${volume}`} />
     </div>
+  );
+}
+
+/** Imports a disk image file of the host (raw, qcow2, vmdk) as a new
+ * volume of the datastore (administrators), with the task's progress. */
+export function ImportDisk({ ds, onDone }: { ds: string; onDone?: () => void }) {
+  const [volume, setVolume] = useState('');
+  const [source, setSource] = useState('');
+  const [format, setFormat] = useState('qcow2');
+  const [task, setTask] = useState<Task | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [open, setOpen] = useState(false);
+  if (!open)
+    return (
+      <button class="small" onClick={() => setOpen(true)} data-testid="import-open">
+        Import disk image…
+      </button>
+    );
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      const t = await call<Task>('POST', `/datastores/${seg(ds)}/import`, { volume, source, format });
+      setTask(t);
+      await refreshActivity();
+      await waitTask(t, setTask);
+      setOpen(false);
+      setVolume('');
+      setSource('');
+    } catch (err) {
+      setError(err instanceof ApiError ? err.message : String(err));
+    } finally {
+      setTask(null);
+      onDone?.();
+      await refreshInventory();
+    }
+  };
+  return (
+    <form class="inline-form" onSubmit={submit} data-testid="import-form">
+      <input placeholder="volume (NAME or FOLDER/NAME)" value={volume} onInput={(e) => setVolume((e.target as HTMLInputElement).value)} required data-testid="import-volume" />
+      <input placeholder="/path/on/the/host/image.qcow2" value={source} onInput={(e) => setSource((e.target as HTMLInputElement).value)} required data-testid="import-source" />
+      <select value={format} onChange={(e) => setFormat((e.target as HTMLSelectElement).value)} data-testid="import-format">
+        <option value="raw">raw</option>
+        <option value="qcow2">qcow2</option>
+        <option value="vmdk">vmdk</option>
+      </select>
+      <button class="primary small" disabled={!!task} data-testid="import-submit">
+        Import
+      </button>
+      <button type="button" class="small" disabled={!!task} onClick={() => setOpen(false)}>
+        Cancel
+      </button>
+      {task && <TaskProgress task={task} />}
+      <ErrorBox error={error} />
+    </form>
   );
 }
 

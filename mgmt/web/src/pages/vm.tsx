@@ -26,21 +26,27 @@ function Summary({ vm }: { vm: Vm }) {
               ['State', <StateBadge state={vm.state} />],
               ['vCPUs', vm.vcpus],
               ['Memory', bytes(vm.memory_mib * 1024 * 1024)],
-              ['Driver', `${vm.driver}${host ? ` (${host.accel})` : ''}`],
-              ['QEMU pid', vm.pid ?? '—'],
+              ['Driver', <span data-testid="vm-driver">{vm.driver === 'qemu' && host ? `qemu (${host.accel})` : vm.driver}</span>],
+              ['Why this driver', vm.driver_reason || '—'],
+              [vm.driver === 'qemu' ? 'QEMU pid' : 'sfera-vmm pid', vm.pid ?? '—'],
               ['Created', time(vm.created_at)],
             ]}
           />
         </Card>
         <Card title="Boot">
           <Facts
-            rows={[
-              ['Kernel', <code>{vm.boot.kernel}</code>],
-              ['Initrd', <code>{vm.boot.initrd ?? '—'}</code>],
-              ['Command line', <code>{vm.boot.cmdline}</code>],
-            ]}
+            rows={
+              vm.boot.kind === 'kernel'
+                ? [
+                    ['Kernel', <code>{vm.boot.kernel}</code>],
+                    ['Initrd', <code>{vm.boot.initrd ?? '—'}</code>],
+                    ['Command line', <code>{vm.boot.cmdline}</code>],
+                  ]
+                : vm.boot.kind === 'iso'
+                  ? [['From', <>the ISO <code>{vm.boot.iso}</code> as a CD-ROM, through firmware</>]]
+                  : [['From', 'the first disk, through firmware']]
+            }
           />
-          {host && <p class="muted small">{host.driver_reason}</p>}
         </Card>
       </div>
       <Card title="Disks">
@@ -165,7 +171,8 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
       refreshAll();
     }
   };
-  const power = (action: 'on' | 'off' | 'reset') => act('POST', `/vms/${seg(vm.id)}/power/${action}`);
+  const power = (action: 'on' | 'off' | 'reset' | 'pause' | 'resume') => act('POST', `/vms/${seg(vm.id)}/power/${action}`);
+  const live = vm.state === 'running' || vm.state === 'paused';
   const tabs: [Tab, string][] = [
     ['summary', 'Summary'],
     ['console', 'Console'],
@@ -179,9 +186,18 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
             <button class="primary" disabled={busy || vm.state !== 'stopped'} onClick={() => power('on')} data-testid="power-on">
               ▶ Power on
             </button>
-            <button disabled={busy || vm.state !== 'running'} onClick={() => power('off')} data-testid="power-off">
+            <button disabled={busy || !live} onClick={() => power('off')} data-testid="power-off">
               ■ Power off
             </button>
+            {vm.state === 'paused' ? (
+              <button disabled={busy} onClick={() => power('resume')} data-testid="resume">
+                ⏵ Resume
+              </button>
+            ) : (
+              <button disabled={busy || vm.state !== 'running'} onClick={() => power('pause')} data-testid="pause">
+                ⏸ Pause
+              </button>
+            )}
             <button disabled={busy || vm.state !== 'running'} onClick={() => power('reset')} data-testid="reset">
               ↻ Reset
             </button>
@@ -201,7 +217,7 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
         ))}
       </nav>
       {tab === 'summary' && <Summary vm={vm} />}
-      {tab === 'console' && (admin ? <SerialConsole vm={vm.id} running={vm.state === 'running'} /> : <p class="muted">The console is for administrators.</p>)}
+      {tab === 'console' && (admin ? <SerialConsole vm={vm.id} running={live} /> : <p class="muted">The console is for administrators.</p>)}
       {tab === 'performance' && <Performance kind="vm" object={vm.id} />}
       {confirmDelete && (
         <DeleteDialog

@@ -1,0 +1,278 @@
+//! Hypervisor drivers: which one runs a VM and why, where a VM's runtime
+//! files are, and the operations on a running VM, dispatched to
+//! [`crate::qemu`] or [`crate::sfera_vmm`].
+//!
+//! sfera-vmm runs a VM where the host has hardware virtualization and the
+//! VM boots a kernel directly; QEMU runs it otherwise (`-accel kvm` or
+//! `tcg`) and whenever the boot source needs firmware. A VM may ask for a
+//! driver; it gets it when the host and the boot source allow it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::ApiError;
+use crate::db::{Boot, VmState};
+use crate::host::HostFacts;
+use crate::{qemu, sfera_vmm};
+
+/// A hypervisor driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Driver {
+    #[serde(rename = "sfera-vmm")]
+    SferaVmm,
+    #[serde(rename = "qemu")]
+    Qemu,
+}
+
+impl Driver {
+    pub const NAMES: [&'static str; 2] = ["sfera-vmm", "qemu"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::SferaVmm => "sfera-vmm",
+            Driver::Qemu => "qemu",
+        }
+    }
+
+    /// The driver recorded for a VM; QEMU for anything else (the only
+    /// driver before sfera-vmm's).
+    pub fn parse(s: &str) -> Driver {
+        if s == "sfera-vmm" {
+            Driver::SferaVmm
+        } else {
+            Driver::Qemu
+        }
+    }
+}
+
+/// Whether a boot source needs firmware (a disk's boot loader, an ISO
+/// installer), which only QEMU has. Linux direct boot does not.
+pub fn needs_firmware(boot: &Boot) -> bool {
+    match boot {
+        Boot::Kernel { .. } => false,
+        Boot::Disk | Boot::Iso { .. } => true,
+    }
+}
+
+/// Picks the driver of a new VM, with the reason shown on the host page;
+/// a driver asked for that cannot run it is the client's error.
+pub fn choose(
+    host: &HostFacts,
+    boot: &Boot,
+    asked: Option<Driver>,
+) -> Result<(Driver, String), ApiError> {
+    let qemu_how = format!("QEMU with -accel {}", host.accel.as_str());
+    match asked {
+        Some(Driver::SferaVmm) => {
+            if !host.sfera_vmm_available {
+                return Err(ApiError::invalid(format!(
+                    "driver: sfera-vmm needs /dev/kvm and the sfera-vmm binary on the host ({})",
+                    host.driver_reason
+                )));
+            }
+            if needs_firmware(boot) {
+                return Err(ApiError::invalid(
+                    "driver: sfera-vmm boots kernels directly; this boot source needs firmware (QEMU)",
+                ));
+            }
+            let note = if host.default_driver == "sfera-vmm" {
+                String::new()
+            } else {
+                format!(
+                    "; not this host's default ({} KVM: only guests that run at CPL3, like sfera-vmm's test guest, work)",
+                    host.kvm_kind
+                )
+            };
+            Ok((Driver::SferaVmm, format!("sfera-vmm asked for{note}")))
+        }
+        Some(Driver::Qemu) => Ok((Driver::Qemu, format!("QEMU asked for ({qemu_how})"))),
+        None if needs_firmware(boot) => Ok((
+            Driver::Qemu,
+            format!("the boot source needs firmware: {qemu_how}"),
+        )),
+        None if host.default_driver == "sfera-vmm" => Ok((
+            Driver::SferaVmm,
+            format!(
+                "kernel boot on hardware virtualization ({} KVM): sfera-vmm",
+                host.kvm_kind
+            ),
+        )),
+        None => Ok((Driver::Qemu, host.driver_reason.clone())),
+    }
+}
+
+/// Where a VM's runtime files live, for either driver.
+#[derive(Debug, Clone)]
+pub struct VmPaths {
+    pub dir: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(vms_dir: &Path, vm_id: &str) -> Self {
+        VmPaths {
+            dir: vms_dir.join(vm_id),
+        }
+    }
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join("qemu.pid")
+    }
+    pub fn qmp(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    pub fn console(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    pub fn qemu_log(&self) -> PathBuf {
+        self.dir.join("qemu.log")
+    }
+    pub fn vmm_config(&self) -> PathBuf {
+        self.dir.join("vmm.json")
+    }
+    pub fn vmm_pidfile(&self) -> PathBuf {
+        self.dir.join("vmm.pid")
+    }
+    pub fn vmm_api(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+    pub fn vmm_log(&self) -> PathBuf {
+        self.dir.join("vmm.log")
+    }
+}
+
+/// The hypervisor process of a VM, if it runs.
+pub fn running_pid(driver: Driver, p: &VmPaths) -> Option<u32> {
+    match driver {
+        Driver::Qemu => qemu::running_pid(p),
+        Driver::SferaVmm => sfera_vmm::running_pid(p),
+    }
+}
+
+/// Ends the hypervisor process (the power cord).
+pub async fn stop(driver: Driver, p: &VmPaths, pid: u32) -> Result<(), String> {
+    match driver {
+        Driver::Qemu => qemu::stop(p, pid).await,
+        Driver::SferaVmm => sfera_vmm::stop(p, pid).await,
+    }
+}
+
+/// Stops the vCPUs (the VM's memory and devices stay).
+pub async fn pause(driver: Driver, p: &VmPaths) -> Result<(), String> {
+    match driver {
+        Driver::Qemu => qemu::qmp::execute(&p.qmp(), "stop", None).await.map(drop),
+        Driver::SferaVmm => sfera_vmm::put(p, "pause").await,
+    }
+}
+
+/// Runs the vCPUs again.
+pub async fn resume(driver: Driver, p: &VmPaths) -> Result<(), String> {
+    match driver {
+        Driver::Qemu => qemu::qmp::execute(&p.qmp(), "cont", None).await.map(drop),
+        Driver::SferaVmm => sfera_vmm::put(p, "resume").await,
+    }
+}
+
+/// Whether a running hypervisor has the VM running or paused, as it says.
+pub async fn observed_state(driver: Driver, p: &VmPaths) -> Result<VmState, String> {
+    let paused = match driver {
+        Driver::Qemu => {
+            let s = qemu::qmp::execute(&p.qmp(), "query-status", None).await?;
+            s["status"] == "paused"
+        }
+        Driver::SferaVmm => sfera_vmm::state(p).await? == "paused",
+    };
+    Ok(if paused {
+        VmState::Paused
+    } else {
+        VmState::Running
+    })
+}
+
+/// The file a console viewer's scrollback is seeded from: QEMU's console
+/// log. sfera-vmm's console socket replays its last 64 KiB to every client
+/// itself, so nothing is seeded for it.
+pub fn console_seed(driver: Driver, p: &VmPaths) -> Option<PathBuf> {
+    match driver {
+        Driver::Qemu => Some(p.console_log()),
+        Driver::SferaVmm => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Accel;
+
+    fn host(kind: &str, default: &str, vmm: bool) -> HostFacts {
+        HostFacts {
+            hostname: "h".into(),
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            kvm: kind != "none",
+            kvm_kind: kind.into(),
+            default_driver: default.into(),
+            accel: if default == "sfera-vmm" {
+                Accel::Kvm
+            } else {
+                Accel::Tcg
+            },
+            driver_reason: format!("{kind} host"),
+            sfera_vmm_available: vmm,
+        }
+    }
+
+    fn kernel() -> Boot {
+        Boot::Kernel {
+            kernel: "/k".into(),
+            initrd: None,
+            cmdline: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_host_decides_unless_a_driver_is_asked_for() {
+        let hw = host("intel", "sfera-vmm", true);
+        let (d, why) = choose(&hw, &kernel(), None).unwrap();
+        assert_eq!(d, Driver::SferaVmm);
+        assert!(why.contains("hardware"), "{why}");
+        let (d, why) = choose(&hw, &kernel(), Some(Driver::Qemu)).unwrap();
+        assert_eq!(d, Driver::Qemu);
+        assert!(why.contains("-accel kvm"), "{why}");
+
+        let pvm = host("pvm", "qemu", true);
+        let (d, why) = choose(&pvm, &kernel(), None).unwrap();
+        assert_eq!((d, why.as_str()), (Driver::Qemu, "pvm host"));
+        let (d, why) = choose(&pvm, &kernel(), Some(Driver::SferaVmm)).unwrap();
+        assert_eq!(d, Driver::SferaVmm);
+        assert!(why.contains("CPL3"), "{why}");
+
+        let none = host("none", "qemu", false);
+        let e = choose(&none, &kernel(), Some(Driver::SferaVmm)).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.starts_with("driver:"), "{}", e.message);
+
+        // A disk's boot loader needs firmware: QEMU, even on hardware.
+        let (d, why) = choose(&hw, &Boot::Disk, None).unwrap();
+        assert_eq!(d, Driver::Qemu);
+        assert!(why.contains("firmware"), "{why}");
+        let e = choose(&hw, &Boot::Disk, Some(Driver::SferaVmm)).unwrap_err();
+        assert!(e.message.contains("firmware"), "{}", e.message);
+        let iso = Boot::Iso {
+            iso: "/srv/installer.iso".into(),
+        };
+        assert_eq!(choose(&hw, &iso, None).unwrap().0, Driver::Qemu);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for n in Driver::NAMES {
+            assert_eq!(Driver::parse(n).as_str(), n);
+            let d: Driver = serde_json::from_value(serde_json::json!(n)).unwrap();
+            assert_eq!(d.as_str(), n);
+        }
+        assert!(serde_json::from_value::<Driver>(serde_json::json!("xen")).is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! Disk image import: a raw, qcow2 or vmdk file on the host becomes a thin
+//! volume on a datastore. sfera-blockd makes the volume (its size the
+//! image's virtual size), then `qemu-img convert` writes the image's data
+//! into it as raw, skipping what is zero (the new volume reads as zeros
+//! already), and reports progress that the task passes on. An import that
+//! fails deletes the volume: the datastore is left as it was. An import
+//! cut short by mgmtd's end (a crash, a power cut) leaves a marker in
+//! `<data>/imports/`, by which the next mgmtd deletes its volume.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+use crate::api::error::ApiError;
+use crate::service::Mgmt;
+use crate::tasks::TaskCtx;
+
+/// Formats `qemu-img` reads for an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
+    Vmdk,
+}
+
+impl ImageFormat {
+    pub const NAMES: [&'static str; 3] = ["raw", "qcow2", "vmdk"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Vmdk => "vmdk",
+        }
+    }
+}
+
+/// Body of `POST /api/v1/datastores/{datastore}/import`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportDisk {
+    /// The new volume: `NAME` or `FOLDER/NAME`.
+    pub volume: String,
+    /// The image file on the host.
+    pub source: String,
+    pub format: ImageFormat,
+}
+
+/// Checks a volume name as sfera-blockd takes it, so a bad one is refused
+/// before anything is made.
+pub fn check_volume_name(name: &str) -> Result<(), ApiError> {
+    let parts: Vec<&str> = name.split('/').collect();
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && !p.starts_with('.')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && !p.ends_with(".img")
+            && !p.ends_with(".volume.json")
+    };
+    if parts.len() <= 2 && parts.iter().all(|p| part_ok(p)) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "volume {name:?} must be NAME or FOLDER/NAME, each 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+        )))
+    }
+}
+
+impl ImportDisk {
+    /// Checks the fields that need no daemon: the volume name and the
+    /// source file.
+    pub fn check(&self) -> Result<PathBuf, ApiError> {
+        check_volume_name(&self.volume)?;
+        let source = PathBuf::from(&self.source);
+        if !source.is_absolute() {
+            return Err(ApiError::invalid(format!(
+                "source {:?} must be an absolute path",
+                self.source
+            )));
+        }
+        if !source.is_file() {
+            return Err(ApiError::invalid(format!(
+                "source {} is not a file on the host",
+                self.source
+            )));
+        }
+        std::fs::File::open(&source).map_err(|e| {
+            ApiError::invalid(format!("source {} cannot be read: {e}", self.source))
+        })?;
+        Ok(source)
+    }
+}
+
+/// The image's virtual size as `qemu-img info` reads it in `format`; a
+/// file that is not in that format is the client's error.
+pub async fn virtual_size(
+    qemu_img: &Path,
+    source: &Path,
+    format: ImageFormat,
+) -> Result<u64, ApiError> {
+    let out = tokio::process::Command::new(qemu_img)
+        .args(["info", "--output=json", "-f", format.as_str()])
+        .arg(source)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "Cannot run {} (Debian's qemu-utils): {e}",
+                qemu_img.display()
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(ApiError::invalid(format!(
+            "source {} is not a readable {} image: {}",
+            source.display(),
+            format.as_str(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| ApiError::internal(format!("qemu-img info printed no JSON: {e}")))?;
+    let size = info["virtual-size"]
+        .as_u64()
+        .ok_or_else(|| ApiError::internal(format!("qemu-img info gave no virtual-size: {info}")))?;
+    if size == 0 {
+        return Err(ApiError::invalid(format!(
+            "source {} is an empty image",
+            source.display()
+        )));
+    }
+    Ok(size)
+}
+
+/// The percentages in `qemu-img convert -p` output (`    (12.50/100%)`).
+pub fn progress_values(text: &str) -> Vec<f64> {
+    text.split(['\r', '\n'])
+        .filter_map(|part| {
+            let inner = part.trim().strip_prefix('(')?.strip_suffix("/100%)")?;
+            inner.parse().ok()
+        })
+        .collect()
+}
+
+/// What an import in progress leaves in `<data>/imports/`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct Marker {
+    datastore: String,
+    volume: String,
+}
+
+impl Mgmt {
+    fn import_marker(&self, datastore: &str, volume: &str) -> PathBuf {
+        let enc = crate::blockd::encode_segment;
+        self.paths
+            .data_dir
+            .join("imports")
+            .join(format!("{}@{}.json", enc(datastore), enc(volume)))
+    }
+
+    /// Deletes the volumes of imports that a previous mgmtd did not finish
+    /// (called once sfera-blockd runs).
+    pub async fn clean_abandoned_imports(&self) {
+        let Ok(dir) = std::fs::read_dir(self.paths.data_dir.join("imports")) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let marker: Option<Marker> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let Some(m) = marker else {
+                tracing::warn!(file = %path.display(), "Not an import marker: removed");
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            match self.blockd.delete_volume(&m.datastore, &m.volume).await {
+                Ok(()) => {}
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => {
+                    tracing::warn!(volume = m.volume, "Cannot remove an abandoned import: {e}");
+                    continue;
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+            self.db.event(
+                "warning",
+                "volume.import_abandoned",
+                &format!("{}/{}", m.datastore, m.volume),
+                &format!(
+                    "The import into {}/{} did not finish before mgmtd stopped: its volume was removed",
+                    m.datastore, m.volume
+                ),
+                None,
+            );
+        }
+    }
+
+    /// Imports `source` as `volume` of `datastore` (a task); the volume's
+    /// size is `size` (the image's virtual size, rounded up to 512).
+    pub async fn import_disk(
+        self: Arc<Self>,
+        datastore: String,
+        req: ImportDisk,
+        size: u64,
+        user: String,
+        ctx: TaskCtx,
+    ) -> Result<serde_json::Value, ApiError> {
+        ctx.progress(2, "creating the volume");
+        self.need_blockd().await?;
+        // The marker first: a crash after the volume is made must find it.
+        let marker = self.import_marker(&datastore, &req.volume);
+        let text = serde_json::to_vec(&Marker {
+            datastore: datastore.clone(),
+            volume: req.volume.clone(),
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        if let Some(dir) = marker.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ApiError::internal(format!("Cannot create {}: {e}", dir.display())))?;
+        }
+        std::fs::write(&marker, text)
+            .map_err(|e| ApiError::internal(format!("Cannot write {}: {e}", marker.display())))?;
+        let result = self
+            .import_into_new_volume(&datastore, &req, size, &user, &ctx)
+            .await;
+        let _ = std::fs::remove_file(&marker);
+        result
+    }
+
+    async fn import_into_new_volume(
+        &self,
+        datastore: &str,
+        req: &ImportDisk,
+        size: u64,
+        user: &str,
+        ctx: &TaskCtx,
+    ) -> Result<serde_json::Value, ApiError> {
+        let info = self
+            .blockd
+            .create_volume(datastore, &req.volume, size)
+            .await?;
+        let Some(target) = info["path"].as_str().map(PathBuf::from) else {
+            let _ = self.blockd.delete_volume(datastore, &req.volume).await;
+            return Err(ApiError::internal(format!(
+                "sfera-blockd did not say where volume {} is: {info}",
+                req.volume
+            )));
+        };
+        match self.convert(req, &target, ctx).await {
+            Ok(()) => {
+                self.db.event(
+                    "info",
+                    "volume.imported",
+                    &format!("{datastore}/{}", req.volume),
+                    &format!(
+                        "{} ({}) imported as {}/{} ({size} bytes)",
+                        req.source,
+                        req.format.as_str(),
+                        datastore,
+                        req.volume
+                    ),
+                    Some(user),
+                );
+                Ok(json!({ "datastore": datastore, "volume": req.volume,
+                           "size_bytes": size, "format": req.format.as_str() }))
+            }
+            Err(e) => {
+                ctx.progress(99, "removing the partial volume");
+                if let Err(d) = self.blockd.delete_volume(datastore, &req.volume).await {
+                    tracing::error!(
+                        volume = req.volume,
+                        "Cannot remove a failed import's volume: {d}"
+                    );
+                }
+                self.db.event(
+                    "error",
+                    "volume.import_failed",
+                    &format!("{datastore}/{}", req.volume),
+                    &format!("Import of {} failed: {}", req.source, e.message),
+                    Some(user),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    async fn convert(
+        &self,
+        req: &ImportDisk,
+        target: &Path,
+        ctx: &TaskCtx,
+    ) -> Result<(), ApiError> {
+        let mut child = tokio::process::Command::new(&self.paths.qemu_img)
+            .args(["convert", "-p", "-n", "--target-is-zero", "-f"])
+            .arg(req.format.as_str())
+            .args(["-O", "raw"])
+            .arg(&req.source)
+            .arg(target)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                ApiError::unavailable(format!(
+                    "Cannot run {} (Debian's qemu-utils): {e}",
+                    self.paths.qemu_img.display()
+                ))
+            })?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let errors = tokio::spawn(async move {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s).await;
+            s
+        });
+        let mut buf = [0u8; 512];
+        let mut last = -1.0;
+        loop {
+            let n = stdout
+                .read(&mut buf)
+                .await
+                .map_err(|e| ApiError::internal(format!("Cannot read qemu-img's output: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if let Some(p) = progress_values(&text).last().copied()
+                && p >= last + 1.0
+            {
+                last = p;
+                // 5..95: the volume before, the check after.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let pct = (5.0 + p * 0.9).clamp(5.0, 95.0) as u8;
+                ctx.progress(pct, &format!("converting: {p:.0}%"));
+            }
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| ApiError::internal(format!("Cannot wait for qemu-img: {e}")))?;
+        let errors = errors.await.unwrap_or_default();
+        if !status.success() {
+            return Err(ApiError::invalid(format!(
+                "qemu-img could not convert {} ({}): {}",
+                req.source,
+                status,
+                errors.trim()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_read_from_qemu_img_output() {
+        assert_eq!(
+            progress_values("    (0.00/100%)\r    (12.50/100%)\r    (100.00/100%)\n"),
+            vec![0.0, 12.5, 100.0]
+        );
+        assert!(progress_values("garbage").is_empty());
+    }
+
+    #[test]
+    fn bodies_are_checked() {
+        let ok: ImportDisk = serde_json::from_str(
+            r#"{"volume":"imports/disk-1","source":"/etc/hostname","format":"qcow2"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.format, ImageFormat::Qcow2);
+        for bad in ["", "a/b/c", ".hidden", "x.img", "sp ace"] {
+            assert!(check_volume_name(bad).is_err(), "{bad:?}");
+        }
+        let e =
+            serde_json::from_str::<ImportDisk>(r#"{"volume":"v","source":"/x","format":"vdi"}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("qcow2"), "{e}");
+        let rel = ImportDisk {
+            volume: "v".into(),
+            source: "rel/x".into(),
+            format: ImageFormat::Raw,
+        };
+        assert!(rel.check().unwrap_err().message.contains("absolute"));
+        let missing = ImportDisk {
+            source: "/no/such/image".into(),
+            ..rel
+        };
+        assert!(missing.check().unwrap_err().message.contains("not a file"));
+    }
+}

@@ -37,8 +37,9 @@ packages=(
     # for both firmware types, ejecting the CD.
     gdisk parted e2fsprogs dosfstools squashfs-tools eject
     grub2-common grub-pc-bin grub-efi-amd64-bin
-    # VMs: QEMU for hosts without hardware virtualization and for installers.
-    qemu-system-x86
+    # VMs: QEMU for hosts without hardware virtualization and for installers
+    # (SeaBIOS comes with it); qemu-img for mgmtd's disk image import.
+    qemu-system-x86 qemu-utils
 )
 
 key=$(sha256sum "$here/rootfs.sh" | cut -c1-16)

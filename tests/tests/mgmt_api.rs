@@ -225,6 +225,20 @@ impl Mgmtd {
         Ok(run(c)?)
     }
 
+    /// Starts `sfera ARGS` against this mgmtd with `token`, stdin closed
+    /// and stdout into `out`.
+    fn cli_spawn(&self, token: &str, args: &[&str], out: &Path) -> Result<std::process::Child> {
+        let mut c = Command::new(harness::daemons::binary("sfera")?);
+        c.args(args)
+            .env("SFERA_SERVER", &self.base)
+            .env("SFERA_TOKEN", token)
+            .env("SFERA_CONFIG", self.data.join("no-cli-config.json"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(out)?)
+            .stderr(std::fs::File::create(out.with_extension("err"))?);
+        c.spawn().context("cannot start sfera")
+    }
+
     /// SIGKILL, as a crash: the daemons and VMs it started keep running.
     fn crash(&mut self) -> Result<()> {
         if let Some(mut p) = self.process.take() {
@@ -1270,6 +1284,18 @@ fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
     // (sfera-vmm's console socket replays what the guest printed), opened
     // before the guest runs on to its end.
     let mut console = WsConsole::open(port, "tg", &token)?;
+    // And through `sfera vm console` (the same WebSocket, from the CLI):
+    // with stdin closed it shows the console until the VM ends.
+    let cli_out = dir.join("cli-console.out");
+    let mut cli_console = m.cli_spawn(&token, &["vm", "console", "tg"], &cli_out)?;
+    poll(
+        "the CLI's console to show the guest",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&cli_out).unwrap_or_default();
+            Ok(text.contains("SFERA-TESTGUEST blk capacity=").then_some(()))
+        },
+    )?;
     m.cli(&token, &["vm", "resume", "tg"])?;
     let text = console.wait("SFERA-TESTGUEST done status=", Duration::from_secs(120))?;
     let report = harness::testguest::Report::parse(&text);
@@ -1286,6 +1312,23 @@ fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
     poll("the VM to be stopped", Duration::from_secs(30), || {
         Ok((m.vm_state(&token, "tg")? == "stopped").then_some(()))
     })?;
+    let status = poll("the CLI's console to end", Duration::from_secs(30), || {
+        Ok(cli_console.try_wait()?)
+    })?;
+    let shown = std::fs::read_to_string(&cli_out)?;
+    ensure!(
+        status.success() && shown.contains("SFERA-TESTGUEST done status=ok"),
+        "sfera vm console ended with {status}; it showed:\n{shown}\n{}",
+        std::fs::read_to_string(cli_out.with_extension("err"))?
+    );
+    // A stopped VM has no console: the CLI says so.
+    let refused = m.cli(&token, &["vm", "console", "tg"]);
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("power it on first")),
+        "{refused:?}"
+    );
 
     // Again, this time powered off through mgmtd while it runs; a second
     // crash of mgmtd in between finds it running.

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Uri};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Where mgmtd is and how to prove who we are.
@@ -17,6 +18,11 @@ pub(crate) struct Client {
     token: Option<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
 }
+
+/// A connection to mgmtd, plain or TLS.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// An answer.
 #[derive(Debug)]
@@ -56,14 +62,14 @@ impl Client {
         self.token = Some(token);
     }
 
-    /// Sends one request; `cookie` is sent as the Cookie header.
-    pub(crate) async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-        cookie: Option<&str>,
-    ) -> Result<Answer> {
+    /// The bearer token, if the client has one.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Opens a connection to mgmtd (TLS when the URL is https) and says
+    /// which authority it reached.
+    pub(crate) async fn connect(&self) -> Result<(Box<dyn Stream>, String)> {
         let authority = self
             .base
             .authority()
@@ -80,6 +86,31 @@ impl Client {
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .with_context(|| format!("Cannot connect to {authority}"))?;
+        let stream: Box<dyn Stream> = match &self.tls {
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .with_context(|| format!("{host:?} is not a valid server name"))?;
+                Box::new(
+                    tokio_rustls::TlsConnector::from(Arc::clone(config))
+                        .connect(name, tcp)
+                        .await
+                        .with_context(|| format!("TLS with {authority} failed"))?,
+                )
+            }
+            None => Box::new(tcp),
+        };
+        Ok((stream, authority.to_string()))
+    }
+
+    /// Sends one request; `cookie` is sent as the Cookie header.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        cookie: Option<&str>,
+    ) -> Result<Answer> {
+        let (stream, authority) = self.connect().await?;
         let text = body.map(|b| b.to_string()).unwrap_or_default();
         let mut request = hyper::Request::builder()
             .method(method)
@@ -93,26 +124,10 @@ impl Client {
             request = request.header(hyper::header::COOKIE, c);
         }
         let request = request.body(Full::new(Bytes::from(text)))?;
-        let response = match &self.tls {
-            Some(config) => {
-                let name = rustls::pki_types::ServerName::try_from(host.clone())
-                    .with_context(|| format!("{host:?} is not a valid server name"))?;
-                let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
-                    .connect(name, tcp)
-                    .await
-                    .with_context(|| format!("TLS with {authority} failed"))?;
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(conn);
-                sender.send_request(request).await?
-            }
-            None => {
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-                tokio::spawn(conn);
-                sender.send_request(request).await?
-            }
-        };
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
         let set_cookie = response
             .headers()

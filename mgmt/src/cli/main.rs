@@ -156,7 +156,7 @@ enum VmCmd {
         #[arg(long)]
         disks: bool,
     },
-    /// Attach this terminal to the VM's serial console (on mgmtd's host).
+    /// Attach this terminal to the VM's serial console (Ctrl-] leaves).
     Console {
         vm: String,
     },
@@ -562,15 +562,7 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
         }
         VmCmd::Console { vm } => {
             let v = client.call(Method::GET, &path(&vm), None).await?;
-            let socket = v["console_socket"]
-                .as_str()
-                .context("the VM has no console socket")?;
-            let name = s(&v["name"]);
-            tokio::task::spawn_blocking({
-                let socket = PathBuf::from(socket);
-                move || console::attach(&socket, &name)
-            })
-            .await??;
+            console::attach(client, &s(&v["id"]), &s(&v["name"])).await?;
         }
     }
     Ok(())

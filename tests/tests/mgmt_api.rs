@@ -198,21 +198,8 @@ fn mgmt_api_end_to_end() -> Result<()> {
     );
 
     // A read-only user reads and changes nothing.
-    m.expect(
-        admin,
-        "POST",
-        "/api/v1/users",
-        Some(&json!({ "name": "viewer", "password": "viewer-password-1", "role": "read-only" })),
-        201,
-    )?;
     let vjar = dir.join("viewer-cookies");
-    m.expect(
-        Cred::Cookies(&vjar),
-        "POST",
-        "/api/v1/session",
-        Some(&json!({ "username": "viewer", "password": "viewer-password-1" })),
-        200,
-    )?;
+    m.add_viewer(admin, &vjar)?;
     let viewer = Cred::Cookies(&vjar);
     m.expect(viewer, "GET", "/api/v1/vms", None, 200)?;
     for (method, path) in [

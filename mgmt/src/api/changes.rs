@@ -318,7 +318,20 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
                     group[key] = Value::Object(merged);
                 }
             }
-            let done = mgmt.vswitchd.set_port_group(&name, &group).await?;
+            // The group exists (it was just read): a 404 names something
+            // else the body refers to (a teaming uplink), so it is the
+            // body that is wrong.
+            let done = match mgmt.vswitchd.set_port_group(&name, &group).await {
+                Ok(v) => v,
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    return Err(if e.status == 404 {
+                        ApiError::invalid(e.message)
+                    } else {
+                        e
+                    });
+                }
+            };
             mgmt.sync_networks().await?;
             event(
                 &mgmt,

@@ -127,9 +127,9 @@ pub struct EditPlan {
     pub removed_nics: Vec<VmNic>,
 }
 
-/// The first `{prefix}{k}` not in `used`.
-fn free_name(prefix: &str, used: &HashSet<String>) -> String {
-    (0..)
+/// The first `{prefix}{k}`, from `k = start` on, not in `used`.
+fn free_name(prefix: &str, start: usize, used: &HashSet<String>) -> String {
+    (start..)
         .map(|k| format!("{prefix}{k}"))
         .find(|n| !used.contains(n))
         .expect("a finite set leaves a free name")
@@ -245,11 +245,13 @@ impl Mgmt {
                     (None, size) => {
                         let mut used = names;
                         used.extend(after.disks.iter().map(|x| x.volume.clone()));
-                        let name = free_name(&format!("{}/disk", after.name), &used);
+                        // Named after its place in the VM, as at creation.
+                        let name =
+                            free_name(&format!("{}/disk", after.name), after.disks.len(), &used);
                         (name, size.unwrap_or_default(), false)
                     }
                 };
-                let export_id = free_name(&format!("{}-disk", vm.id), &exports);
+                let export_id = free_name(&format!("{}-disk", vm.id), 0, &exports);
                 exports.insert(export_id.clone());
                 let disk = VmDisk {
                     datastore: d.datastore.clone(),
@@ -301,7 +303,7 @@ impl Mgmt {
                         n.port_group
                     )));
                 }
-                let port = free_name(&format!("{}-nic", vm.id), &ports);
+                let port = free_name(&format!("{}-nic", vm.id), 0, &ports);
                 ports.insert(port.clone());
                 let nic = VmNic {
                     port_group: n.port_group.clone(),
@@ -585,6 +587,7 @@ mod tests {
     #[test]
     fn free_names_skip_the_used_ones() {
         let used: HashSet<String> = ["vm-1-nic0", "vm-1-nic2"].map(String::from).into();
-        assert_eq!(free_name("vm-1-nic", &used), "vm-1-nic1");
+        assert_eq!(free_name("vm-1-nic", 0, &used), "vm-1-nic1");
+        assert_eq!(free_name("vm-1-nic", 2, &used), "vm-1-nic3");
     }
 }

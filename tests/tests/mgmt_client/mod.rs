@@ -166,6 +166,27 @@ impl Mgmtd {
         Ok(token["token"].as_str().context("no token")?.to_owned())
     }
 
+    /// Creates the read-only user "viewer" and logs it in (cookies in `jar`).
+    pub(crate) fn add_viewer(&self, admin: Cred<'_>, jar: &Path) -> Result<()> {
+        self.expect(
+            admin,
+            "POST",
+            "/api/v1/users",
+            Some(
+                &json!({ "name": "viewer", "password": "viewer-password-1", "role": "read-only" }),
+            ),
+            201,
+        )?;
+        self.expect(
+            Cred::Cookies(jar),
+            "POST",
+            "/api/v1/session",
+            Some(&json!({ "username": "viewer", "password": "viewer-password-1" })),
+            200,
+        )?;
+        Ok(())
+    }
+
     /// Waits for the default datastore and port group of a new install.
     pub(crate) fn wait_defaults(&self, cred: Cred<'_>) -> Result<()> {
         poll("the default datastore", Duration::from_secs(60), || {
@@ -261,4 +282,3 @@ pub(crate) fn unauthorized(a: &Answer, what: &str) -> Result<()> {
     );
     Ok(())
 }
-

@@ -9,14 +9,15 @@
 //! - every change with invalid input (negative mode): refused with a 4xx,
 //!   never a 5xx, never accepted;
 //! - the changes that stay inside mgmtd and its daemons (users, tokens,
-//!   port groups, power and delete of VMs that mostly do not exist) with
-//!   valid input too.
+//!   port groups, volumes, power, edit and delete of VMs that mostly do
+//!   not exist) with valid input too.
 //!
 //! Left out: the console (a WebSocket, which OpenAPI cannot describe:
 //! mgmt_web covers it); revoking tokens and logging out (they would end
-//! the run's own credentials); and valid creates of VMs and datastores
-//! and valid disk imports (they would boot guests of any size, register
-//! any host directory and copy any host file: mgmt_api covers them).
+//! the run's own credentials); and valid creates of VMs, datastores and
+//! switches and valid disk imports (they would boot guests of any size,
+//! register any host directory, bind uplinks to any host interface and
+//! copy any host file: mgmt_api and mgmt_edit cover them).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -168,6 +169,8 @@ fn mgmt_openapi_schemathesis() -> Result<()> {
                 "/api/v1/vms",
                 "--exclude-path",
                 "/api/v1/datastores/{datastore}/import",
+                "--exclude-path",
+                "/api/v1/switches",
                 "--exclude-by",
                 "method == \"DELETE\" and path == \"/api/v1/session\"",
                 "--mode",

@@ -9,15 +9,12 @@ import { ApiError, call, seg, waitTask } from '../api';
 import type { Task, Vm, VmEdit } from '../api';
 import { Card, ErrorBox, Facts } from '../components/common';
 import { TaskProgress } from '../components/progress';
+import { GIB, MAC, NAME, NAME_RULE, VOLUME, cpuMemoryProblem, firstProblem, sectors } from '../components/wizard';
 import { bytes } from '../format';
 import { go } from '../router';
 import { refreshActivity, refreshAll, useStore } from '../store';
 
-const GIB = 1024 ** 3;
 const STEPS = ['Name', 'CPU and memory', 'Disks', 'Network', 'Ready to complete'];
-const NAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
-const VOLUME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(\/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$/;
 
 /** What happens to an existing disk. */
 type Fate = 'keep' | 'remove' | 'delete';
@@ -40,16 +37,10 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
 
   const check = (i: number): string | null => {
     if (i === 0) {
-      if (!NAME.test(name)) return "The name must be 1 to 63 letters, digits or '-', not starting or ending with '-'";
+      if (!NAME.test(name)) return NAME_RULE;
       if (name !== vm.name && s.vms.some((v) => v.name === name)) return `A VM named ${name} exists`;
     }
-    if (i === 1) {
-      const c = Number(vcpus);
-      const m = Number(memory);
-      if (!Number.isInteger(c) || c < 1 || c > 64) return 'vCPUs must be 1 to 64';
-      if (!Number.isInteger(m) || m < 128) return 'Memory must be at least 128 MiB';
-      if (s.host && m > s.host.memory_bytes / 2 ** 20) return `Memory cannot exceed the host's ${bytes(s.host.memory_bytes)}`;
-    }
+    if (i === 1) return cpuMemoryProblem(vcpus, memory, s.host);
     if (i === 2) {
       const kept = vm.disks.filter((d) => (fates[d.export_id] ?? 'keep') === 'keep').length;
       if (kept + newDisks.length > 8) return 'At most 8 disks';
@@ -81,7 +72,7 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
     if (Number(memory) !== vm.memory_mib) b.memory_mib = Number(memory);
     const removed = vm.disks.filter((d) => (fates[d.export_id] ?? 'keep') !== 'keep');
     if (removed.length) b.remove_disks = removed.map((d) => ({ datastore: d.datastore, volume: d.volume, delete_volume: fates[d.export_id] === 'delete' }));
-    if (newDisks.length) b.add_disks = newDisks.map((d) => (d.volume ? { datastore: d.datastore, volume: d.volume } : { datastore: d.datastore, size_bytes: Math.round((Number(d.gib) * GIB) / 512) * 512 }));
+    if (newDisks.length) b.add_disks = newDisks.map((d) => (d.volume ? { datastore: d.datastore, volume: d.volume } : { datastore: d.datastore, size_bytes: sectors(d.gib) }));
     const dropped = vm.nics.filter((n) => dropNics[n.mac]);
     if (dropped.length) b.remove_nics = dropped.map((n) => ({ mac: n.mac }));
     if (newNics.length) b.add_nics = newNics.map((n) => ({ port_group: n.port_group, ...(n.mac ? { mac: n.mac } : {}) }));
@@ -95,13 +86,11 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
   };
 
   const finish = async () => {
-    for (let i = 0; i < 4; i++) {
-      const e = check(i);
-      if (e) {
-        setStep(i);
-        setError(e);
-        return;
-      }
+    const problem = firstProblem(4, check);
+    if (problem) {
+      setStep(problem[0]);
+      setError(problem[1]);
+      return;
     }
     const b = body();
     if (Object.keys(b).length === 0) {

@@ -586,6 +586,15 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         Some(&json!({ "name": "ds2", "path": ds2 })),
         201,
     )?;
+    refused(
+        &m,
+        admin,
+        "POST",
+        "/api/v1/datastores",
+        &json!({ "name": "root", "path": "/" }),
+        400,
+        "host's root",
+    )?;
     let vols = "/api/v1/datastores/ds2/volumes";
     m.expect(
         admin,

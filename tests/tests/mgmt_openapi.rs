@@ -130,7 +130,15 @@ fn mgmt_openapi_schemathesis() -> Result<()> {
     let config = dir.join("schemathesis.toml");
     std::fs::write(
         &config,
-        "[auth.openapi.bearer]\nbearer = \"${SFERA_TOKEN}\"\n",
+        "[auth.openapi.bearer]\nbearer = \"${SFERA_TOKEN}\"\n\
+         # Rules JSON Schema cannot state: a port group's shaping needs\n\
+         # peak_bps >= average_bps, and a volume's size must fit in one file\n\
+         # of its datastore's filesystem (ext4: 16 TiB). A schema-valid\n\
+         # request may be refused (400) for them, so 400 is expected there.\n\
+         [[operations]]\n\
+         include-operation-id = [\"EditPortGroup\", \"CreateVolume\", \"ResizeVolume\"]\n\
+         checks.positive_data_acceptance.expected-statuses = \
+         [\"2xx\", \"400\", \"401\", \"403\", \"404\", \"409\"]\n",
     )?;
 
     let runs: [(&str, &[&str]); 3] = [
@@ -152,6 +160,14 @@ fn mgmt_openapi_schemathesis() -> Result<()> {
                 "/api/v1/tokens/{id}",
                 "--exclude-path",
                 "/api/v1/session",
+                // A body can be valid while another part of the request is
+                // made invalid: registering any host directory (even "/") as
+                // a datastore or binding uplinks to host interfaces must not
+                // happen here either.
+                "--exclude-operation-id",
+                "AddDatastore",
+                "--exclude-operation-id",
+                "AddSwitch",
                 "--mode",
                 "negative",
             ],

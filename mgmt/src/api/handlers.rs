@@ -565,6 +565,11 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             if !std::path::Path::new(&body.path).is_absolute() {
                 return Err(ApiError::invalid("path must be absolute"));
             }
+            if std::path::Path::new(&body.path).parent().is_none() {
+                return Err(ApiError::invalid(
+                    "path / is the host's root: give a directory or block device for the datastore",
+                ));
+            }
             mgmt.need_blockd().await?;
             let v = mgmt.blockd.add_datastore(&body.name, &body.path).await?;
             mgmt.sync_datastores().await?;

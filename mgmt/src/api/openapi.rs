@@ -218,11 +218,18 @@ fn schemas() -> Map<String, Value> {
                     "uplinks": { "type": "array", "maxItems": 8, "items": uplink } }),
         ),
     );
-    let rule = input(
+    // sfera-vswitchd's limits; that peak_bps must not be below average_bps
+    // is a rule between two fields, which JSON Schema cannot say.
+    let mut rule = input(
         &["average_bps", "peak_bps", "burst_bytes"],
-        json!({ "average_bps": { "type": "integer", "minimum": 1, "maximum": 1_000_000_000_000_u64 },
-                "peak_bps": { "type": "integer", "minimum": 1, "maximum": 1_000_000_000_000_u64 },
-                "burst_bytes": { "type": "integer", "minimum": 1, "maximum": 1_000_000_000_000_u64 } }),
+        json!({ "average_bps": { "type": "integer", "minimum": 8000, "maximum": 1_000_000_000_000_u64 },
+                "peak_bps": { "type": "integer", "minimum": 8000, "maximum": 1_000_000_000_000_u64,
+                              "description": "At least average_bps" },
+                "burst_bytes": { "type": "integer", "minimum": 1518, "maximum": 1_000_000_000_000_u64,
+                                 "description": "At least one frame" } }),
+    );
+    rule["description"] = json!(
+        "Bits per second sustained and at peak (peak_bps >= average_bps), and the burst allowance in bytes"
     );
     put(
         "PortGroupEdit",

@@ -102,6 +102,39 @@ impl Blockd {
             .map(drop)
     }
 
+    /// Grows a volume (sfera-blockd refuses while it is exported, and to
+    /// shrink it).
+    pub async fn resize_volume(
+        &self,
+        datastore: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<serde_json::Value, DaemonCallError> {
+        self.api
+            .call(
+                Method::PATCH,
+                &format!(
+                    "/v1/datastores/{}/volumes/{}",
+                    encode_segment(datastore),
+                    encode_segment(name)
+                ),
+                Some(&json!({ "size": size })),
+            )
+            .await
+    }
+
+    /// Unregisters a datastore (its files stay).
+    pub async fn remove_datastore(&self, name: &str) -> Result<(), DaemonCallError> {
+        self.api
+            .call(
+                Method::DELETE,
+                &format!("/v1/datastores/{}", encode_segment(name)),
+                None,
+            )
+            .await
+            .map(drop)
+    }
+
     /// Exports a volume; returns its vhost-user-blk socket.
     pub async fn create_export(
         &self,

@@ -59,6 +59,47 @@ impl Vswitchd {
         Ok(())
     }
 
+    pub async fn add_switch(&self, switch: &Value) -> Result<Value, SwitchError> {
+        Ok(self
+            .supervisor
+            .api()
+            .call(Method::POST, "/v1/switches", Some(switch))
+            .await?)
+    }
+
+    pub async fn remove_switch(&self, name: &str) -> Result<(), SwitchError> {
+        let path = format!("/v1/switches/{}", encode_segment(name));
+        self.supervisor
+            .api()
+            .call(Method::DELETE, &path, None)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn port_group(&self, name: &str) -> Result<Value, SwitchError> {
+        let path = format!("/v1/port-groups/{}", encode_segment(name));
+        Ok(self.supervisor.api().get(&path).await?)
+    }
+
+    /// Replaces a port group's policy (VLAN, security, shaping, teaming).
+    pub async fn set_port_group(&self, name: &str, group: &Value) -> Result<Value, SwitchError> {
+        let path = format!("/v1/port-groups/{}", encode_segment(name));
+        Ok(self
+            .supervisor
+            .api()
+            .call(Method::PUT, &path, Some(group))
+            .await?)
+    }
+
+    pub async fn remove_port_group(&self, name: &str) -> Result<(), SwitchError> {
+        let path = format!("/v1/port-groups/{}", encode_segment(name));
+        self.supervisor
+            .api()
+            .call(Method::DELETE, &path, None)
+            .await?;
+        Ok(())
+    }
+
     /// Adds a server-mode port to the running switch: it listens on
     /// `socket`, QEMU connects.
     pub async fn add_port(

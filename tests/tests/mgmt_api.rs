@@ -5,7 +5,6 @@
 //! crash of mgmtd itself: the VM keeps running, the next mgmtd adopts it
 //! and its daemons, and the inventory, users and tokens are still there.
 
-use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,261 +14,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use harness::guest::{GuestImage, READY_LINE};
 use harness::mgmtd::{self, Leftovers};
-use harness::process::{Process, run};
+use harness::process::run;
 use harness::testdir::TestDir;
 use harness::tools;
 use serde_json::{Value, json};
 
+mod mgmt_client;
+
+use mgmt_client::{Cred, Mgmtd, poll, unauthorized};
+
 const GIB: u64 = 1 << 30;
-
-/// How a request proves who sends it.
-#[derive(Clone, Copy)]
-enum Cred<'a> {
-    None,
-    Bearer(&'a str),
-    Cookies(&'a Path),
-}
-
-struct Answer {
-    status: u16,
-    headers: String,
-    body: Value,
-}
-
-struct Mgmtd {
-    base: String,
-    data: PathBuf,
-    process: Option<Process>,
-}
-
-impl Mgmtd {
-    fn start(
-        dir: &TestDir,
-        port: u16,
-        guest_dir: &Path,
-        stop_on_exit: bool,
-        n: u32,
-    ) -> Result<Self> {
-        let extra: Vec<OsString> = if stop_on_exit {
-            vec!["--stop-on-exit".into()]
-        } else {
-            Vec::new()
-        };
-        let process = mgmtd::start(dir, port, guest_dir, n, &extra)?;
-        Ok(Mgmtd {
-            base: format!("http://127.0.0.1:{port}"),
-            data: dir.join("data"),
-            process: Some(process),
-        })
-    }
-
-    fn call(
-        &self,
-        cred: Cred<'_>,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Answer> {
-        let mut cmd = Command::new(tools::require("curl", "curl")?);
-        cmd.args([
-            "--silent",
-            "--show-error",
-            "--include",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ]);
-        match cred {
-            Cred::None => {}
-            Cred::Bearer(t) => {
-                cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
-            }
-            Cred::Cookies(jar) => {
-                cmd.arg("-b").arg(jar).arg("-c").arg(jar);
-            }
-        }
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
-                .arg(b.to_string());
-        }
-        cmd.arg(format!("{}{path}", self.base));
-        let out = run(cmd)?;
-        let (rest, status) = out.rsplit_once('\n').context("no status from curl")?;
-        let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
-        Ok(Answer {
-            status: status.trim().parse()?,
-            headers: headers.to_owned(),
-            body: if body.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()))
-            },
-        })
-    }
-
-    /// Calls and checks the status; returns the body.
-    fn expect(
-        &self,
-        cred: Cred<'_>,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        status: u16,
-    ) -> Result<Value> {
-        let a = self.call(cred, method, path, body)?;
-        ensure!(
-            a.status == status,
-            "{method} {path}: HTTP {} (wanted {status}): {}",
-            a.status,
-            a.body
-        );
-        Ok(a.body)
-    }
-
-    /// Waits for a task (from a 202 answer) to succeed; returns its result.
-    fn wait_task(&self, token: &str, task: &Value, timeout: Duration) -> Result<Value> {
-        let id = task["id"].as_i64().context("not a task")?;
-        let t = poll(&format!("task {id}"), timeout, || {
-            let t = self.expect(
-                Cred::Bearer(token),
-                "GET",
-                &format!("/api/v1/tasks/{id}"),
-                None,
-                200,
-            )?;
-            Ok(match t["state"].as_str() {
-                Some("running") | Some("queued") => None,
-                _ => Some(t),
-            })
-        })?;
-        ensure!(t["state"] == "success", "task failed: {t}");
-        Ok(t["result"].clone())
-    }
-
-    /// Logs in as admin with the generated password (cookies in `jar`).
-    fn login_admin(&self, jar: &Path) -> Result<Answer> {
-        let password = std::fs::read_to_string(self.data.join("admin-password"))?
-            .trim()
-            .to_owned();
-        self.call(
-            Cred::Cookies(jar),
-            "POST",
-            "/api/v1/session",
-            Some(&json!({ "username": "admin", "password": password })),
-        )
-    }
-
-    /// A new API token of the user logged in with `jar`.
-    fn new_token(&self, jar: &Path) -> Result<String> {
-        let token = self.expect(
-            Cred::Cookies(jar),
-            "POST",
-            "/api/v1/tokens",
-            Some(&json!({ "name": "test" })),
-            201,
-        )?;
-        Ok(token["token"].as_str().context("no token")?.to_owned())
-    }
-
-    /// Waits for the default datastore and port group of a new install.
-    fn wait_defaults(&self, cred: Cred<'_>) -> Result<()> {
-        poll("the default datastore", Duration::from_secs(60), || {
-            let d = self.expect(cred, "GET", "/api/v1/datastores", None, 200)?;
-            Ok(d["items"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == "local"))
-                .cloned())
-        })?;
-        poll("the default port group", Duration::from_secs(60), || {
-            let n = self.expect(cred, "GET", "/api/v1/networks", None, 200)?;
-            Ok(n["port_groups"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == "vm-network"))
-                .cloned())
-        })?;
-        Ok(())
-    }
-
-    /// Runs a power action (a task) and waits for it.
-    fn power(&self, token: &str, vm: &str, action: &str) -> Result<Value> {
-        let task = self.expect(
-            Cred::Bearer(token),
-            "POST",
-            &format!("/api/v1/vms/{vm}/power/{action}"),
-            None,
-            202,
-        )?;
-        self.wait_task(token, &task, Duration::from_secs(120))
-    }
-
-    /// The VM's state as mgmtd shows it.
-    fn vm_state(&self, token: &str, vm: &str) -> Result<String> {
-        let v = self.expect(
-            Cred::Bearer(token),
-            "GET",
-            &format!("/api/v1/vms/{vm}"),
-            None,
-            200,
-        )?;
-        Ok(v["state"].as_str().context("no state")?.to_owned())
-    }
-
-    /// Runs the `sfera` CLI against this mgmtd with `token`; its stdout.
-    fn cli(&self, token: &str, args: &[&str]) -> Result<String> {
-        let mut c = Command::new(harness::daemons::binary("sfera")?);
-        c.args(args)
-            .env("SFERA_SERVER", &self.base)
-            .env("SFERA_TOKEN", token)
-            .env("SFERA_CONFIG", self.data.join("no-cli-config.json"));
-        Ok(run(c)?)
-    }
-
-    /// Starts `sfera ARGS` against this mgmtd with `token`, stdin closed
-    /// and stdout into `out`.
-    fn cli_spawn(&self, token: &str, args: &[&str], out: &Path) -> Result<std::process::Child> {
-        let mut c = Command::new(harness::daemons::binary("sfera")?);
-        c.args(args)
-            .env("SFERA_SERVER", &self.base)
-            .env("SFERA_TOKEN", token)
-            .env("SFERA_CONFIG", self.data.join("no-cli-config.json"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::fs::File::create(out)?)
-            .stderr(std::fs::File::create(out.with_extension("err"))?);
-        c.spawn().context("cannot start sfera")
-    }
-
-    /// SIGKILL, as a crash: the daemons and VMs it started keep running.
-    fn crash(&mut self) -> Result<()> {
-        if let Some(mut p) = self.process.take() {
-            // SAFETY: kill(2) on the pid of a child this test started; no
-            // memory is involved.
-            unsafe {
-                libc::kill(p.pid() as libc::pid_t, libc::SIGKILL);
-            }
-            p.wait_timeout(Duration::from_secs(10))?;
-        }
-        Ok(())
-    }
-}
-
-/// Polls with a deadline (harness's `wait_until`, for anyhow errors).
-fn poll<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe()? {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// Reads the VM's serial console socket until `needle` shows up.
 fn console_wait(
@@ -312,17 +66,6 @@ fn console_wait(
         "no {needle:?} on the console within {timeout:?}; it said: {}",
         String::from_utf8_lossy(&seen)
     )
-}
-
-fn unauthorized(a: &Answer, what: &str) -> Result<()> {
-    ensure!(a.status == 401, "{what}: HTTP {} {}", a.status, a.body);
-    ensure!(
-        a.body
-            == json!({ "error": { "code": "unauthorized", "message": "Authentication required" } }),
-        "{what}: a 401 must say nothing more: {}",
-        a.body
-    );
-    Ok(())
 }
 
 /// The port's counters on sfera-vswitchd, if the switch has the port.
@@ -455,21 +198,8 @@ fn mgmt_api_end_to_end() -> Result<()> {
     );
 
     // A read-only user reads and changes nothing.
-    m.expect(
-        admin,
-        "POST",
-        "/api/v1/users",
-        Some(&json!({ "name": "viewer", "password": "viewer-password-1", "role": "read-only" })),
-        201,
-    )?;
     let vjar = dir.join("viewer-cookies");
-    m.expect(
-        Cred::Cookies(&vjar),
-        "POST",
-        "/api/v1/session",
-        Some(&json!({ "username": "viewer", "password": "viewer-password-1" })),
-        200,
-    )?;
+    m.add_viewer(admin, &vjar)?;
     let viewer = Cred::Cookies(&vjar);
     m.expect(viewer, "GET", "/api/v1/vms", None, 200)?;
     for (method, path) in [

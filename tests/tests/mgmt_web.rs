@@ -1,11 +1,14 @@
 //! The web console end to end in a real browser: sfera-mgmtd serves the
 //! built console (mgmt/web/dist) and `mgmt/web/e2e/console.mjs` drives
 //! Debian's chromium through Playwright (playwright-core, headless): log
-//! in, create a Tiny Linux VM with a disk and a NIC in the wizard, power it
+//! in, create a Tiny Linux VM with a disk and a NIC in the wizard, edit it
+//! (more memory, a second NIC) in the edit wizard, power it
 //! on, pause and resume it, see SFERA-GUEST-READY in the browser's serial
 //! console, make disk and network traffic from that console and see the
 //! VM's disk and network charts move (mgmtd samples every 2 s here instead
-//! of 20 s), power it off and delete it with its disk; the host page shows
+//! of 20 s), power it off and delete it with its disk; change a port group's VLAN
+//! and security from its page, create and delete a volume from the
+//! datastore page; the host page shows
 //! the VM's driver, and a qcow2 image with a boot sector is imported from
 //! the datastore page and booted (through firmware, under QEMU) by a VM
 //! made in the wizard.

@@ -237,6 +237,13 @@ impl From<DatastoreError> for ApiError {
             {
                 ApiError::invalid(message)
             }
+            // A size beyond what the datastore's filesystem can hold in
+            // one file (EFBIG): the request's size is wrong for it.
+            DatastoreError::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::FileTooLarge =>
+            {
+                ApiError::invalid(message)
+            }
             DatastoreError::BadMetadata { .. } | DatastoreError::Io { .. } => {
                 ApiError::internal(message)
             }
@@ -323,5 +330,15 @@ mod tests {
         let e: ApiError = DatastoreError::InvalidSize { size: 3, why: "x" }.into();
         assert_eq!(e.status, 400);
         assert_eq!(e.body()["error"]["code"], "invalid_request");
+        let io = |kind| -> ApiError {
+            DatastoreError::Io {
+                what: "Cannot size volume data",
+                path: "v.img".into(),
+                source: std::io::Error::from(kind),
+            }
+            .into()
+        };
+        assert_eq!(io(std::io::ErrorKind::FileTooLarge).status, 400);
+        assert_eq!(io(std::io::ErrorKind::PermissionDenied).status, 500);
     }
 }

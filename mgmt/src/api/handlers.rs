@@ -81,22 +81,22 @@ impl Reply {
     }
 }
 
-fn ok(v: Value) -> Result<Reply, ApiError> {
+pub(super) fn ok(v: Value) -> Result<Reply, ApiError> {
     Ok(Reply::Json(StatusCode::OK, v))
 }
 
-fn created(v: Value) -> Result<Reply, ApiError> {
+pub(super) fn created(v: Value) -> Result<Reply, ApiError> {
     Ok(Reply::Json(StatusCode::CREATED, v))
 }
 
-fn accepted(task: &crate::db::Task) -> Result<Reply, ApiError> {
+pub(super) fn accepted(task: &crate::db::Task) -> Result<Reply, ApiError> {
     Ok(Reply::Json(StatusCode::ACCEPTED, json!(task)))
 }
 
 /// Reads a JSON body. Numbers with a zero fraction (`2.0`) count as the
 /// integers they are, as JSON Schema has it, so a client that writes every
 /// number as a float is not refused where an integer is due.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let invalid = |e: serde_json::Error| ApiError::invalid(format!("Invalid JSON body: {e}"));
     let mut v: Value = serde_json::from_slice(body).map_err(invalid)?;
     integral_floats_to_integers(&mut v);
@@ -122,7 +122,7 @@ fn integral_floats_to_integers(v: &mut Value) {
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::internal(e.to_string()))
 }
 
@@ -174,11 +174,11 @@ impl Page {
     }
 }
 
-fn param<'a>(r: &'a ApiRequest, name: &str) -> &'a str {
+pub(super) fn param<'a>(r: &'a ApiRequest, name: &str) -> &'a str {
     r.params.get(name).map(String::as_str).unwrap_or_default()
 }
 
-fn principal(r: &ApiRequest) -> Result<&Principal, ApiError> {
+pub(super) fn principal(r: &ApiRequest) -> Result<&Principal, ApiError> {
     r.principal.as_ref().ok_or_else(ApiError::unauthorized)
 }
 
@@ -229,7 +229,7 @@ struct PortGroupBody {
 }
 
 /// A name of a datastore or port group: what the daemons accept in paths.
-fn check_object_name(what: &str, name: &str) -> Result<(), ApiError> {
+pub(super) fn check_object_name(what: &str, name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -565,6 +565,11 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             if !std::path::Path::new(&body.path).is_absolute() {
                 return Err(ApiError::invalid("path must be absolute"));
             }
+            if std::path::Path::new(&body.path).parent().is_none() {
+                return Err(ApiError::invalid(
+                    "path / is the host's root: give a directory or block device for the datastore",
+                ));
+            }
             mgmt.need_blockd().await?;
             let v = mgmt.blockd.add_datastore(&body.name, &body.path).await?;
             mgmt.sync_datastores().await?;
@@ -756,6 +761,15 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         }
         Op::OpenApi => ok(super::openapi::document()),
         Op::MgmtdMetrics => Ok(Reply::Text(crate::metrics::own::render(&mgmt)?)),
+        Op::EditVm
+        | Op::AddSwitch
+        | Op::DeleteSwitch
+        | Op::EditPortGroup
+        | Op::DeletePortGroup
+        | Op::RemoveDatastore
+        | Op::CreateVolume
+        | Op::ResizeVolume
+        | Op::DeleteVolume => super::changes::handle(mgmt, r).await,
         Op::ImportDisk => {
             let ds = param(&r, "datastore").to_owned();
             check_object_name("datastore", &ds)?;

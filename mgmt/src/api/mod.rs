@@ -1,6 +1,7 @@
 //! The `/api/v1` REST API: routes (one table), the OpenAPI document made
 //! from it, authentication, the handlers, and the HTTP(S) server.
 
+pub mod changes;
 pub mod console_ws;
 pub mod error;
 pub mod handlers;

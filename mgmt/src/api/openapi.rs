@@ -210,6 +210,66 @@ fn schemas() -> Map<String, Value> {
                     "vlan": { "oneOf": [{ "type": "null" }, vlan_in], "description": "Default (or null): no VLAN" } }),
         ),
     );
+    let uplink = input(
+        &["name", "type", "interface"],
+        json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
+                "type": { "type": "string", "enum": ["tap", "af_packet"], "description": "tap: a TAP device the switch creates; af_packet: an existing host interface" },
+                "interface": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,15}$", "description": "The host interface name" } }),
+    );
+    put(
+        "SwitchCreate",
+        input(
+            &["name"],
+            json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
+                    "mac_ageing_s": { "type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000, "description": "Default (or null): 300" },
+                    "uplinks": { "type": "array", "maxItems": 8, "items": uplink } }),
+        ),
+    );
+    // sfera-vswitchd's limits; that peak_bps must not be below average_bps
+    // is a rule between two fields, which JSON Schema cannot say.
+    let mut rule = input(
+        &["average_bps", "peak_bps", "burst_bytes"],
+        json!({ "average_bps": { "type": "integer", "minimum": 8000, "maximum": 1_000_000_000_000_u64 },
+                "peak_bps": { "type": "integer", "minimum": 8000, "maximum": 1_000_000_000_000_u64,
+                              "description": "At least average_bps" },
+                "burst_bytes": { "type": "integer", "minimum": 1518, "maximum": 1_000_000_000_000_u64,
+                                 "description": "At least one frame" } }),
+    );
+    rule["description"] = json!(
+        "Bits per second sustained and at peak (peak_bps >= average_bps), and the burst allowance in bytes"
+    );
+    put(
+        "PortGroupEdit",
+        input(
+            &[],
+            json!({ "vlan": vlan_in.clone(),
+                    "security": input(&[], json!({ "promiscuous": { "type": "boolean" }, "mac_changes": { "type": "boolean" },
+                                                   "forged_transmits": { "type": "boolean" } })),
+                    "shaping": input(&[], json!({ "ingress": { "oneOf": [{ "type": "null" }, rule.clone()] },
+                                                  "egress": { "oneOf": [{ "type": "null" }, rule] } })),
+                    "teaming": input(&[], json!({ "policy": { "type": "string", "enum": ["originating_port", "source_mac", "ip_hash", "failover_order"] },
+                                                  "active": { "type": "array", "maxItems": 8, "items": { "type": "string", "pattern": OBJECT_NAME } },
+                                                  "standby": { "type": "array", "maxItems": 8, "items": { "type": "string", "pattern": OBJECT_NAME } } })) }),
+        ),
+    );
+    put(
+        "VolumeCreate",
+        input(
+            &["name", "size_bytes"],
+            json!({ "name": { "type": "string", "pattern": VOLUME_NAME, "description": "NAME or FOLDER/NAME" },
+                    "size_bytes": { "type": "integer", "minimum": crate::vm::request::MIN_DISK_BYTES,
+                                    "maximum": crate::vm::request::MAX_DISK_BYTES, "multipleOf": 512 } }),
+        ),
+    );
+    put(
+        "VolumeResize",
+        input(
+            &["size_bytes"],
+            json!({ "size_bytes": { "type": "integer", "minimum": crate::vm::request::MIN_DISK_BYTES,
+                                    "maximum": crate::vm::request::MAX_DISK_BYTES, "multipleOf": 512,
+                                    "description": "The new size: larger than the current one" } }),
+        ),
+    );
     put(
         "Networks",
         obj(
@@ -274,24 +334,44 @@ fn schemas() -> Map<String, Value> {
         { "required": ["size_bytes"], "properties": { "size_bytes": { "type": "integer" } } },
         { "required": ["volume"], "properties": { "volume": { "type": "string" } } }
     ]);
+    let vm_create = input(
+        &["name"],
+        json!({
+            "name": { "type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$" },
+            "template": { "type": ["string", "null"], "enum": [crate::vm::request::TINY_LINUX, null], "description": "A template's boot source, vCPUs and memory (unless given here); without one, boot is required" },
+            "vcpus": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::vm::request::MAX_VCPUS, "description": "Default (or null): the template's, else 1" },
+            "memory_mib": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_MEMORY_MIB, "description": "At most the host's memory; default (or null): the template's, else 512" },
+            "boot": { "oneOf": [{ "type": "null" }, boot_in, input(&["kind"], json!({ "kind": disk_boot })),
+                                input(&["kind", "iso"], json!({ "kind": iso_boot, "iso": host_path.clone() }))] },
+            "disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": disk_in },
+            "nics": { "type": "array", "maxItems": crate::vm::request::MAX_NICS, "items": input(&["port_group"],
+                json!({ "port_group": { "type": "string", "pattern": OBJECT_NAME },
+                        "mac": { "type": ["string", "null"], "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "description": "Unicast; generated when left out or null" } })) },
+            "power_on": { "type": "boolean" },
+            "driver": { "type": ["string", "null"], "enum": ["sfera-vmm", "qemu", null],
+                        "description": "The hypervisor driver; default (or null): sfera-vmm for a kernel boot on hardware virtualization, QEMU otherwise. sfera-vmm needs /dev/kvm" }
+        }),
+    );
+    put("VmCreate", vm_create.clone());
+    let mac_in = json!({ "type": "string", "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$" });
     put(
-        "VmCreate",
+        "VmEdit",
         input(
-            &["name"],
+            &[],
             json!({
-                "name": { "type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$" },
-                "template": { "type": ["string", "null"], "enum": [crate::vm::request::TINY_LINUX, null], "description": "A template's boot source, vCPUs and memory (unless given here); without one, boot is required" },
-                "vcpus": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::vm::request::MAX_VCPUS, "description": "Default (or null): the template's, else 1" },
-                "memory_mib": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_MEMORY_MIB, "description": "At most the host's memory; default (or null): the template's, else 512" },
-                "boot": { "oneOf": [{ "type": "null" }, boot_in, input(&["kind"], json!({ "kind": disk_boot })),
-                                    input(&["kind", "iso"], json!({ "kind": iso_boot, "iso": host_path.clone() }))] },
-                "disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": disk_in },
-                "nics": { "type": "array", "maxItems": crate::vm::request::MAX_NICS, "items": input(&["port_group"],
-                    json!({ "port_group": { "type": "string", "pattern": OBJECT_NAME },
-                            "mac": { "type": ["string", "null"], "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "description": "Unicast; generated when left out or null" } })) },
-                "power_on": { "type": "boolean" },
-                "driver": { "type": ["string", "null"], "enum": ["sfera-vmm", "qemu", null],
-                            "description": "The hypervisor driver; default (or null): sfera-vmm for a kernel boot on hardware virtualization, QEMU otherwise. sfera-vmm needs /dev/kvm" }
+                "name": { "type": ["string", "null"], "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", "description": "A new name (any time)" },
+                "vcpus": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::vm::request::MAX_VCPUS },
+                "memory_mib": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_MEMORY_MIB, "description": "At most the host's memory" },
+                "boot": vm_create["properties"]["boot"].clone(),
+                "driver": vm_create["properties"]["driver"].clone(),
+                "add_disks": vm_create["properties"]["disks"].clone(),
+                "remove_disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": input(&["datastore", "volume"],
+                    json!({ "datastore": { "type": "string", "pattern": OBJECT_NAME },
+                            "volume": { "type": "string", "pattern": VOLUME_NAME },
+                            "delete_volume": { "type": "boolean", "description": "Delete the volume too (default false)" } })) },
+                "add_nics": vm_create["properties"]["nics"].clone(),
+                "remove_nics": { "type": "array", "maxItems": crate::vm::request::MAX_NICS,
+                    "items": input(&["mac"], json!({ "mac": mac_in })) }
             }),
         ),
     );
@@ -429,6 +509,8 @@ fn path_schema(name: &str) -> Value {
         "datastore" => {
             json!({ "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$" })
         }
+        "switch" | "port_group" => json!({ "type": "string", "pattern": OBJECT_NAME }),
+        "volume" => json!({ "type": "string", "pattern": VOLUME_NAME }),
         "kind" => json!({ "type": "string", "enum": crate::metrics::KINDS }),
         "daemon" => json!({ "type": "string", "enum": ["blockd", "vswitchd"] }),
         "action" => {

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod changes;
 mod client;
 mod config;
 mod console;
@@ -57,7 +58,7 @@ enum Cmd {
     Datastore(DatastoreCmd),
     /// Switches and port groups.
     #[command(subcommand)]
-    Network(ListCmd),
+    Network(changes::NetworkCmd),
     /// Tasks.
     #[command(subcommand)]
     Task(ListCmd),
@@ -82,6 +83,13 @@ enum DatastoreCmd {
         #[arg(long, value_parser = ["raw", "qcow2", "vmdk"])]
         format: String,
     },
+    /// Unregister a datastore that holds no VM's disk (its files stay).
+    Remove {
+        name: String,
+    },
+    /// Volumes of a datastore.
+    #[command(subcommand)]
+    Volume(changes::VolumeCmd),
 }
 
 // Parsed once per run: the size of the Create variant does not matter.
@@ -131,6 +139,8 @@ enum VmCmd {
         #[arg(long, value_parser = ["sfera-vmm", "qemu"])]
         driver: Option<String>,
     },
+    /// Change a VM: its name at any time, the rest while it is stopped.
+    Edit(changes::VmEdit),
     /// Power on.
     Start {
         vm: String,
@@ -374,7 +384,13 @@ async fn run(args: Args) -> Result<()> {
             }
             table(&rows);
         }
-        Cmd::Network(ListCmd::List) => {
+        Cmd::Datastore(DatastoreCmd::Remove { name }) => {
+            changes::remove_datastore(&client, &name, json_out).await?;
+        }
+        Cmd::Datastore(DatastoreCmd::Volume(cmd)) => {
+            changes::volume(&client, cmd, json_out).await?;
+        }
+        Cmd::Network(changes::NetworkCmd::List) => {
             let v = client.call(Method::GET, "/api/v1/networks", None).await?;
             if json_out {
                 show(&v);
@@ -395,6 +411,7 @@ async fn run(args: Args) -> Result<()> {
             }
             table(&rows);
         }
+        Cmd::Network(cmd) => changes::network(&client, cmd, json_out).await?,
         Cmd::Task(ListCmd::List) => {
             let v = client
                 .call(Method::GET, "/api/v1/tasks?limit=20", None)
@@ -533,6 +550,7 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
                 eprintln!("Created {} ({id}), {}", s(&vm["name"]), s(&vm["state"]));
             }
         }
+        VmCmd::Edit(args) => changes::vm_edit(client, args, json_out).await?,
         VmCmd::Start { vm } => power(client, &path(&vm), "on", json_out).await?,
         VmCmd::Stop { vm } => power(client, &path(&vm), "off", json_out).await?,
         VmCmd::Reset { vm } => power(client, &path(&vm), "reset", json_out).await?,

@@ -138,6 +138,24 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<(Vm, String)> {
     ))
 }
 
+/// Records a VM's disk and NIC rows, in their order.
+fn insert_devices(tx: &rusqlite::Transaction<'_>, vm: &Vm) -> rusqlite::Result<()> {
+    for (i, d) in vm.disks.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO vm_disks (vm_id, idx, datastore, volume, size_bytes, export_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![vm.id, i, d.datastore, d.volume, d.size_bytes, d.export_id],
+        )?;
+    }
+    for (i, n) in vm.nics.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO vm_nics (vm_id, idx, port_group, mac, port) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![vm.id, i, n.port_group, n.mac, n.port],
+        )?;
+    }
+    Ok(())
+}
+
 impl Db {
     /// Records the host's facts.
     pub fn set_host(&self, facts: &serde_json::Value) -> Result<(), DbError> {
@@ -267,19 +285,34 @@ impl Db {
                 vm.driver_reason
             ],
         )?;
-        for (i, d) in vm.disks.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO vm_disks (vm_id, idx, datastore, volume, size_bytes, export_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![vm.id, i, d.datastore, d.volume, d.size_bytes, d.export_id],
-            )?;
-        }
-        for (i, n) in vm.nics.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO vm_nics (vm_id, idx, port_group, mac, port) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![vm.id, i, n.port_group, n.mac, n.port],
-            )?;
-        }
+        insert_devices(&tx, vm)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces a VM's settings, disks and NICs (an edit), in one
+    /// transaction: all of it or nothing. Fails with a constraint error
+    /// when the new name is taken.
+    pub fn update_vm(&self, vm: &Vm) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE vms SET name = ?2, vcpus = ?3, memory_mib = ?4, boot = ?5, driver = ?6,
+                            driver_reason = ?7, updated_at = ?8 WHERE id = ?1",
+            params![
+                vm.id,
+                vm.name,
+                vm.vcpus,
+                vm.memory_mib,
+                serde_json::to_string(&vm.boot)?,
+                vm.driver,
+                vm.driver_reason,
+                now()
+            ],
+        )?;
+        tx.execute("DELETE FROM vm_disks WHERE vm_id = ?1", params![vm.id])?;
+        tx.execute("DELETE FROM vm_nics WHERE vm_id = ?1", params![vm.id])?;
+        insert_devices(&tx, vm)?;
         tx.commit()?;
         Ok(())
     }
@@ -405,7 +438,28 @@ mod tests {
         db.set_vm_state("vm-1", VmState::Running, Some(42)).unwrap();
         let got = db.vm("web").unwrap().unwrap();
         assert_eq!((got.state, got.pid), (VmState::Running, Some(42)));
+        let mut edited = db.vm("vm-1").unwrap().unwrap();
+        edited.name = "web2".into();
+        edited.memory_mib = 1024;
+        edited.nics.clear();
+        edited.disks.push(VmDisk {
+            datastore: "local".into(),
+            volume: "web/disk1".into(),
+            size_bytes: 1 << 20,
+            export_id: "vm-1-disk1".into(),
+        });
+        db.update_vm(&edited).unwrap();
+        let got = db.vm("web2").unwrap().unwrap();
+        assert_eq!(
+            (got.memory_mib, got.disks.len(), got.nics.len()),
+            (1024, 2, 0)
+        );
+        db.insert_vm(&sample("vm-3", "other")).unwrap();
+        edited.name = "other".into();
+        assert!(db.update_vm(&edited).is_err(), "a taken name");
+        assert_eq!(db.vm("vm-1").unwrap().unwrap().name, "web2");
         db.delete_vm("vm-1").unwrap();
+        db.delete_vm("vm-3").unwrap();
         assert!(db.vm("vm-1").unwrap().is_none());
         let orphans: i64 = db
             .conn()

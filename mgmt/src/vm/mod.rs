@@ -1,5 +1,6 @@
 //! VMs: what a client may ask for, and the operations that make, run and
 //! remove them.
 
+pub mod edit;
 pub mod request;
 pub mod service;

@@ -185,6 +185,128 @@ fn check_path(what: &str, path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a boot source: its host files exist, its command line is one
+/// line, a firmware boot from disk has a disk.
+pub fn check_boot(boot: &Boot, has_disks: bool) -> Result<(), ApiError> {
+    match boot {
+        Boot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            check_path("boot.kernel", kernel)?;
+            if let Some(i) = initrd {
+                check_path("boot.initrd", i)?;
+            }
+            if cmdline.chars().count() > 2048 || cmdline.contains('\n') {
+                return Err(ApiError::invalid(
+                    "boot.cmdline must be one line of at most 2048 characters",
+                ));
+            }
+        }
+        Boot::Disk if !has_disks => {
+            return Err(ApiError::invalid(
+                "boot.kind disk boots the first disk: give disks[0]",
+            ));
+        }
+        Boot::Disk => {}
+        Boot::Iso { iso } => check_path("boot.iso", iso)?,
+    }
+    Ok(())
+}
+
+pub fn check_vcpus(vcpus: u32) -> Result<(), ApiError> {
+    if (1..=MAX_VCPUS).contains(&vcpus) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!("vcpus must be 1 to {MAX_VCPUS}")))
+    }
+}
+
+pub fn check_memory(memory_mib: u32, host_memory_mib: u64) -> Result<(), ApiError> {
+    let max_mem = u32::try_from(host_memory_mib)
+        .unwrap_or(u32::MAX)
+        .max(MIN_MEMORY_MIB);
+    if (MIN_MEMORY_MIB..=max_mem).contains(&memory_mib) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "memory_mib must be {MIN_MEMORY_MIB} to {max_mem} (the host's memory)"
+        )))
+    }
+}
+
+/// Checks `list[i]`, a disk request; `before` are the list's earlier ones.
+pub fn check_disk(
+    list: &str,
+    i: usize,
+    d: &DiskRequest,
+    before: &[DiskRequest],
+) -> Result<(), ApiError> {
+    check_disk_datastore(list, i, &d.datastore)?;
+    match (d.size_bytes, &d.volume) {
+        (Some(size), None) => {
+            if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&size) || size % 512 != 0 {
+                return Err(ApiError::invalid(format!(
+                    "{list}[{i}].size_bytes must be a multiple of 512 from 1 MiB to 64 TiB"
+                )));
+            }
+        }
+        (None, Some(v)) => {
+            crate::import::check_volume_name(v)
+                .map_err(|e| ApiError::invalid(format!("{list}[{i}].{}", e.message)))?;
+            if before
+                .iter()
+                .any(|x| x.datastore == d.datastore && x.volume.as_ref() == Some(v))
+            {
+                return Err(ApiError::invalid(format!(
+                    "{list}[{i}]: volume {v} is given twice"
+                )));
+            }
+        }
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "{list}[{i}]: give size_bytes for a new disk or volume for an existing one (one of them)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_disk_datastore(list: &str, i: usize, ds: &str) -> Result<(), ApiError> {
+    if ds.is_empty() {
+        return Err(ApiError::invalid(format!("{list}[{i}].datastore is empty")));
+    }
+    Ok(())
+}
+
+/// Checks `list[i]`, a NIC request, against the MACs already taken;
+/// returns its MAC (generated when not given).
+pub fn check_nic<'a>(
+    list: &str,
+    i: usize,
+    n: &NicRequest,
+    mut taken: impl Iterator<Item = &'a str>,
+) -> Result<String, ApiError> {
+    if n.port_group.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "{list}[{i}].port_group is empty"
+        )));
+    }
+    let mac = match &n.mac {
+        Some(m) => {
+            check_mac(m).map_err(|e| ApiError::invalid(format!("{list}[{i}]: {}", e.message)))?
+        }
+        None => random_mac()?,
+    };
+    if taken.any(|m| m == mac) {
+        return Err(ApiError::invalid(format!(
+            "{list}[{i}]: MAC {mac} is used twice"
+        )));
+    }
+    Ok(mac)
+}
+
 impl CreateVm {
     /// Checks every field and fills in what the template gives.
     pub fn plan(self, guest_dir: &Path, host_memory_mib: u64) -> Result<VmPlan, ApiError> {
@@ -221,95 +343,28 @@ impl CreateVm {
         let Some(boot) = boot else {
             return Err(ApiError::invalid("boot is required without a template"));
         };
-        match &boot {
-            Boot::Kernel {
-                kernel,
-                initrd,
-                cmdline,
-            } => {
-                check_path("boot.kernel", kernel)?;
-                if let Some(i) = initrd {
-                    check_path("boot.initrd", i)?;
-                }
-                if cmdline.chars().count() > 2048 || cmdline.contains('\n') {
-                    return Err(ApiError::invalid(
-                        "boot.cmdline must be one line of at most 2048 characters",
-                    ));
-                }
-            }
-            Boot::Disk if self.disks.is_empty() => {
-                return Err(ApiError::invalid(
-                    "boot.kind disk boots the first disk: give disks[0]",
-                ));
-            }
-            Boot::Disk => {}
-            Boot::Iso { iso } => check_path("boot.iso", iso)?,
-        }
+        check_boot(&boot, !self.disks.is_empty())?;
         let vcpus = self.vcpus.unwrap_or(vcpus);
-        if !(1..=MAX_VCPUS).contains(&vcpus) {
-            return Err(ApiError::invalid(format!("vcpus must be 1 to {MAX_VCPUS}")));
-        }
+        check_vcpus(vcpus)?;
         let memory_mib = self.memory_mib.unwrap_or(memory_mib);
-        let max_mem = u32::try_from(host_memory_mib)
-            .unwrap_or(u32::MAX)
-            .max(MIN_MEMORY_MIB);
-        if !(MIN_MEMORY_MIB..=max_mem).contains(&memory_mib) {
-            return Err(ApiError::invalid(format!(
-                "memory_mib must be {MIN_MEMORY_MIB} to {max_mem} (the host's memory)"
-            )));
-        }
+        check_memory(memory_mib, host_memory_mib)?;
         if self.disks.len() > MAX_DISKS {
             return Err(ApiError::invalid(format!("at most {MAX_DISKS} disks")));
         }
         for (i, d) in self.disks.iter().enumerate() {
-            if d.datastore.is_empty() {
-                return Err(ApiError::invalid(format!("disks[{i}].datastore is empty")));
-            }
-            match (d.size_bytes, &d.volume) {
-                (Some(size), None) => {
-                    if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&size) || size % 512 != 0 {
-                        return Err(ApiError::invalid(format!(
-                            "disks[{i}].size_bytes must be a multiple of 512 from 1 MiB to 64 TiB"
-                        )));
-                    }
-                }
-                (None, Some(v)) => {
-                    crate::import::check_volume_name(v)
-                        .map_err(|e| ApiError::invalid(format!("disks[{i}].{}", e.message)))?;
-                    if self.disks[..i]
-                        .iter()
-                        .any(|x| x.datastore == d.datastore && x.volume.as_ref() == Some(v))
-                    {
-                        return Err(ApiError::invalid(format!(
-                            "disks[{i}]: volume {v} is given twice"
-                        )));
-                    }
-                }
-                _ => {
-                    return Err(ApiError::invalid(format!(
-                        "disks[{i}]: give size_bytes for a new disk or volume for an existing one (one of them)"
-                    )));
-                }
-            }
+            check_disk("disks", i, d, &self.disks[..i])?;
         }
         if self.nics.len() > MAX_NICS {
             return Err(ApiError::invalid(format!("at most {MAX_NICS} NICs")));
         }
         let mut nics = Vec::new();
         for (i, n) in self.nics.iter().enumerate() {
-            if n.port_group.is_empty() {
-                return Err(ApiError::invalid(format!("nics[{i}].port_group is empty")));
-            }
-            let mac = match &n.mac {
-                Some(m) => check_mac(m)
-                    .map_err(|e| ApiError::invalid(format!("nics[{i}]: {}", e.message)))?,
-                None => random_mac()?,
-            };
-            if nics.iter().any(|(_, m)| *m == mac) {
-                return Err(ApiError::invalid(format!(
-                    "nics[{i}]: MAC {mac} is used twice"
-                )));
-            }
+            let mac = check_nic(
+                "nics",
+                i,
+                n,
+                nics.iter().map(|(_, m): &(String, String)| m.as_str()),
+            )?;
             nics.push((n.port_group.clone(), mac));
         }
         Ok(VmPlan {

@@ -51,10 +51,10 @@ impl PowerAction {
 
 /// What a create made so far, to undo on failure.
 #[derive(Debug, Default)]
-struct Made {
-    volumes: Vec<(String, String)>,
-    exports: Vec<String>,
-    ports: Vec<String>,
+pub(super) struct Made {
+    pub(super) volumes: Vec<(String, String)>,
+    pub(super) exports: Vec<String>,
+    pub(super) ports: Vec<String>,
 }
 
 fn new_vm_id() -> Result<String, ApiError> {
@@ -277,7 +277,7 @@ impl Mgmt {
         Ok(())
     }
 
-    async fn undo(&self, made: &Made) {
+    pub(super) async fn undo(&self, made: &Made) {
         for p in made.ports.iter().rev() {
             if let Err(e) = self.vswitchd.remove_port(p).await {
                 tracing::warn!(port = p, "Cannot remove port while undoing: {e}");

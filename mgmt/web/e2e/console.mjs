@@ -1,6 +1,7 @@
 // End to end in a real browser: Debian's chromium, driven by Playwright,
 // logs in to a running sfera-mgmtd, creates a Tiny Linux VM with a disk and
-// a NIC in the wizard, powers it on, sees SFERA-GUEST-READY in the serial
+// a NIC in the wizard, edits it (memory, a second NIC) in the edit
+// wizard, powers it on, sees SFERA-GUEST-READY in the serial
 // console, makes disk and network traffic from that console and sees the
 // charts move, powers the VM off and deletes it.
 //
@@ -143,6 +144,34 @@ try {
   await page.locator(`[data-testid=tasks] tr[data-task-kind="vm.create"][data-task-state=success]`).first().waitFor();
   log('created');
 
+  // Edit in the wizard: more memory (a value too small is refused on the
+  // spot) and a second NIC; the VM's page shows them once the task is done.
+  await page.getByTestId('edit').click();
+  await page.getByTestId('edit-wizard').waitFor();
+  await page.getByTestId('edit-next').click();
+  await page.getByTestId('edit-memory').fill('64');
+  await page.getByTestId('edit-next').click();
+  await page.getByTestId('edit-wizard').getByText('Memory must be at least 128 MiB').waitFor();
+  await page.getByTestId('edit-memory').fill('640');
+  await page.getByTestId('edit-next').click();
+  await page.getByTestId('edit-disk-0').waitFor();
+  await page.getByTestId('edit-next').click();
+  await page.getByTestId('edit-nic-0').waitFor();
+  await page.getByTestId('edit-add-nic').click();
+  await page.getByLabel('New NIC 0 port group').selectOption('vm-network');
+  await page.getByLabel('New NIC 0 MAC').fill('52:54:00:0e:d1:70');
+  await page.getByTestId('edit-next').click();
+  await shot('edit-review');
+  await page.getByTestId('edit-finish').click();
+  await until('the edit to reach the VM', 60_000, async () => {
+    const vm = await apiVm();
+    return vm?.memory_mib === 640 && vm.nics.length === 2 && vm.nics[1].mac === '52:54:00:0e:d1:70';
+  });
+  await page.getByTestId('edit-wizard').waitFor({ state: 'detached', timeout: 30_000 });
+  await page.getByTestId('vm-nics').getByText('52:54:00:0e:d1:70').waitFor();
+  await page.locator(`[data-testid=tasks] tr[data-task-kind="vm.edit"][data-task-state=success]`).first().waitFor();
+  log('edited in the wizard: 640 MiB and a second NIC');
+
   // The host page shows the VM's hypervisor driver and why.
   await page.getByTestId('tree-host').click();
   const hostDriver = await page.getByTestId('host-driver').innerText();
@@ -212,6 +241,40 @@ try {
   const volumes = await page.evaluate(async () => (await fetch('/api/v1/datastores/local/volumes')).json());
   if (volumes.items.some((v) => v.name.startsWith(`${vmName}/`))) fail(`the VM's volume is still there: ${JSON.stringify(volumes.items)}`);
   log('deleted with its disk');
+
+  // A port group's policy from its page: a VLAN ID out of range is refused
+  // in the form, then an access VLAN and promiscuous mode are saved.
+  await page.goto(`${base}/#/port-groups/vm-network`);
+  await page.getByTestId('pg-edit').click();
+  await page.getByTestId('pg-vlan-mode').selectOption('access');
+  await page.getByTestId('pg-vlan-id').fill('5000');
+  await page.getByTestId('pg-save').click();
+  await page.getByTestId('pg-form').getByText('1 to 4094').waitFor();
+  await page.getByTestId('pg-vlan-id').fill('12');
+  await page.getByTestId('pg-promiscuous').check();
+  await page.getByTestId('pg-save').click();
+  await until('the port group to carry VLAN 12', 30_000, async () => {
+    const groups = await page.evaluate(async () => (await fetch('/api/v1/port-groups')).json());
+    const g = groups.items.find((x) => x.name === 'vm-network');
+    return g?.vlan?.mode === 'access' && g.vlan.id === 12 && g.security?.promiscuous === true;
+  });
+  await page.getByTestId('pg-form').waitFor({ state: 'detached', timeout: 30_000 });
+  log('port group policy changed from its page');
+
+  // A volume from the datastore page: created, then deleted.
+  await page.goto(`${base}/#/datastores/local`);
+  await page.getByTestId('volume-new').click();
+  await page.getByTestId('volume-name').fill('web/blank');
+  await page.getByLabel('Size in GiB', { exact: true }).fill('0.0625');
+  await page.getByRole('button', { name: 'Create', exact: true }).click();
+  await page.getByTestId('volumes').getByText('web/blank').waitFor({ timeout: 30_000 });
+  page.once('dialog', (d) => d.accept());
+  await page.getByTestId('volume-delete-web/blank').click();
+  await until('the volume to be deleted', 30_000, async () => {
+    const v = await page.evaluate(async () => (await fetch('/api/v1/datastores/local/volumes')).json());
+    return !v.items.some((x) => x.name === 'web/blank');
+  });
+  log('volume created and deleted from the datastore page');
 
   // Import a disk image from the datastore page, with its progress.
   if (importImage) {

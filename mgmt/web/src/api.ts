@@ -200,6 +200,19 @@ export interface VmCreate {
   power_on: boolean;
 }
 
+/** Body of PATCH /vms/{vm}: what is left out stays. */
+export interface VmEdit {
+  name?: string;
+  vcpus?: number;
+  memory_mib?: number;
+  boot?: Boot;
+  driver?: Driver | null;
+  add_disks?: { datastore: string; size_bytes?: number; volume?: string }[];
+  remove_disks?: { datastore: string; volume: string; delete_volume: boolean }[];
+  add_nics?: { port_group: string; mac?: string }[];
+  remove_nics?: { mac: string }[];
+}
+
 export type TaskState = 'queued' | 'running' | 'success' | 'error';
 
 export interface Task {

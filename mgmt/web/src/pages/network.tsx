@@ -1,13 +1,14 @@
 // Switches, port groups and ports.
 
 import { useState } from 'preact/hooks';
-import { ApiError, call } from '../api';
+import { ApiError, call, seg } from '../api';
 import type { Port, PortGroup, Vlan } from '../api';
 import { Card, ErrorBox, Facts, PageHeader } from '../components/common';
 import { bytes, count, vlan } from '../format';
-import { href } from '../router';
+import { go, href } from '../router';
 import { refreshInventory, useStore } from '../store';
 import { Performance } from './charts';
+import { DeleteButton, EditPortGroup, NewSwitch } from './manage-forms';
 
 function PortTable({ ports }: { ports: Port[] }) {
   if (ports.length === 0) return <p class="muted">No ports.</p>;
@@ -48,9 +49,17 @@ export function SwitchPage({ sw }: { sw: string }) {
   const sw0 = s.networks?.switches.find((x) => x.name === sw);
   if (!sw0) return <p class="muted">{s.loaded ? `No switch ${sw}.` : 'Loading…'}</p>;
   const groups = s.networks?.port_groups.filter((g) => g.switch === sw) ?? [];
+  const admin = s.session?.role === 'administrator';
   return (
     <div>
-      <PageHeader icon="switch" title={sw0.name} subtitle="Virtual switch" />
+      <PageHeader icon="switch" title={sw0.name} subtitle="Virtual switch">
+        {admin && (
+          <>
+            <NewSwitch />
+            <DeleteButton what={`switch ${sw}`} path={`/switches/${seg(sw)}`} after={() => go({ page: 'host' })} testid="switch-delete" />
+          </>
+        )}
+      </PageHeader>
       <div class="cards">
         <Card title="Uplinks">
           {(sw0.uplinks ?? []).length === 0 ? (
@@ -99,9 +108,11 @@ export function PortGroupPage({ pg }: { pg: string }) {
   if (!g) return <p class="muted">{s.loaded ? `No port group ${pg}.` : 'Loading…'}</p>;
   return (
     <div>
-      <PageHeader icon="portgroup" title={g.name} subtitle={<>Port group on <a href={href({ page: 'switch', sw: g.switch })}>{g.switch}</a></>} />
+      <PageHeader icon="portgroup" title={g.name} subtitle={<>Port group on <a href={href({ page: 'switch', sw: g.switch })}>{g.switch}</a></>}>
+        {s.session?.role === 'administrator' && <DeleteButton what={`port group ${g.name}`} path={`/port-groups/${seg(g.name)}`} after={() => go({ page: 'switch', sw: g.switch })} testid="pg-delete" />}
+      </PageHeader>
       <div class="cards">
-        <Card title="Policy">
+        <Card title="Policy" actions={s.session?.role === 'administrator' && <EditPortGroup key={JSON.stringify(g)} g={g} />}>
           <Facts
             rows={[
               ['VLAN', vlan(g.vlan)],

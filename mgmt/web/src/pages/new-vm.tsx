@@ -8,14 +8,12 @@ import { ApiError, call, get, waitTask } from '../api';
 import type { Driver, Page, Task, Template, VmCreate } from '../api';
 import { Card, ErrorBox, Facts, PageHeader } from '../components/common';
 import { TaskProgress } from '../components/progress';
+import { GIB, MAC, NAME, NAME_RULE, VOLUME, cpuMemoryProblem, firstProblem, sectors } from '../components/wizard';
 import { bytes } from '../format';
 import { go } from '../router';
 import { refreshActivity, refreshAll, useStore } from '../store';
 
-const GIB = 1024 ** 3;
 const STEPS = ['Name and boot source', 'CPU and memory', 'Disks', 'Network', 'Ready to complete'];
-const NAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
 interface Disk {
   datastore: string;
@@ -23,7 +21,6 @@ interface Disk {
   /** An existing volume instead of a new disk. */
   volume: string;
 }
-const VOLUME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(\/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$/;
 interface Nic {
   port_group: string;
   mac: string;
@@ -74,20 +71,14 @@ export function NewVmPage() {
   /** What is wrong with a step, if anything. */
   const check = (i: number): string | null => {
     if (i === 0) {
-      if (!NAME.test(name)) return "The name must be 1 to 63 letters, digits or '-', not starting or ending with '-'";
+      if (!NAME.test(name)) return NAME_RULE;
       if (s.vms.some((v) => v.name === name)) return `A VM named ${name} exists`;
       if (source === 'template' && !templates.find((t) => t.name === template)?.available) return `The template ${template} is not available (make guest-image builds it)`;
       if (source === 'custom' && !kernel.startsWith('/')) return 'The kernel must be an absolute path on the host';
       if (source === 'custom' && initrd && !initrd.startsWith('/')) return 'The initrd must be an absolute path on the host';
       if (source === 'iso' && !iso.startsWith('/')) return 'The ISO must be an absolute path on the host';
     }
-    if (i === 1) {
-      const c = Number(vcpus);
-      const m = Number(memory);
-      if (!Number.isInteger(c) || c < 1 || c > 64) return 'vCPUs must be 1 to 64';
-      if (!Number.isInteger(m) || m < 128) return 'Memory must be at least 128 MiB';
-      if (s.host && m > s.host.memory_bytes / 2 ** 20) return `Memory cannot exceed the host's ${bytes(s.host.memory_bytes)}`;
-    }
+    if (i === 1) return cpuMemoryProblem(vcpus, memory, s.host);
     if (i === 2) {
       if (disks.length > 8) return 'At most 8 disks';
       if (source === 'disk' && disks.length === 0) return 'Booting from the first disk needs a disk (an existing volume, say)';
@@ -121,7 +112,7 @@ export function NewVmPage() {
     vcpus: Number(vcpus),
     memory_mib: Number(memory),
     // Whole 512-byte sectors.
-    disks: disks.map((d) => (d.volume ? { datastore: d.datastore, volume: d.volume } : { datastore: d.datastore, size_bytes: Math.round((Number(d.gib) * GIB) / 512) * 512 })),
+    disks: disks.map((d) => (d.volume ? { datastore: d.datastore, volume: d.volume } : { datastore: d.datastore, size_bytes: sectors(d.gib) })),
     nics: nics.map((n) => ({ port_group: n.port_group, ...(n.mac ? { mac: n.mac } : {}) })),
     power_on: powerOn,
     driver: driver === 'default' ? null : driver,
@@ -134,13 +125,11 @@ export function NewVmPage() {
   };
 
   const finish = async () => {
-    for (let i = 0; i < 4; i++) {
-      const e = check(i);
-      if (e) {
-        setStep(i);
-        setError(e);
-        return;
-      }
+    const problem = firstProblem(4, check);
+    if (problem) {
+      setStep(problem[0]);
+      setError(problem[1]);
+      return;
     }
     setError(null);
     setSubmitting(true);

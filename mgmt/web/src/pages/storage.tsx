@@ -6,9 +6,10 @@ import type { Datastore, Page, Task, Volume } from '../api';
 import { Card, ErrorBox, Facts, Meter, PageHeader, useFetch } from '../components/common';
 import { TaskProgress } from '../components/progress';
 import { bytes } from '../format';
-import { href } from '../router';
+import { go, href } from '../router';
 import { refreshActivity, refreshInventory, useStore } from '../store';
 import { Performance } from './charts';
+import { DeleteButton, GrowVolume, NewVolume } from './manage-forms';
 
 export function DatastorePage({ ds }: { ds: string }) {
   const s = useStore();
@@ -17,10 +18,13 @@ export function DatastorePage({ ds }: { ds: string }) {
   if (!d) return <p class="muted">{s.loaded ? `No datastore ${ds}.` : 'Loading…'}</p>;
   const cap = d.capacity_bytes ?? 0;
   const free = d.free_bytes ?? 0;
+  const admin = s.session?.role === 'administrator';
   const owner = (v: Volume) => s.vms.find((vm) => vm.disks.some((x) => x.datastore === ds && x.volume === v.name));
   return (
     <div>
-      <PageHeader icon="datastore" title={d.name} subtitle="Datastore" />
+      <PageHeader icon="datastore" title={d.name} subtitle="Datastore">
+        {admin && <DeleteButton what={`the registration of datastore ${ds} (its files stay)`} path={`/datastores/${seg(ds)}`} after={() => go({ page: 'host' })} testid="datastore-remove" />}
+      </PageHeader>
       <div class="cards">
         <Card title="Capacity">
           <Facts
@@ -34,7 +38,17 @@ export function DatastorePage({ ds }: { ds: string }) {
           <Meter used={cap - free} total={cap} />
         </Card>
       </div>
-      <Card title="Volumes" actions={s.session?.role === 'administrator' && <ImportDisk ds={ds} onDone={volumes.reload} />}>
+      <Card
+        title="Volumes"
+        actions={
+          admin && (
+            <>
+              <NewVolume ds={ds} onDone={volumes.reload} />
+              <ImportDisk ds={ds} onDone={volumes.reload} />
+            </>
+          )
+        }
+      >
         <ErrorBox error={volumes.error} />
         <table class="grid" data-testid="volumes">
           <thead>
@@ -43,6 +57,7 @@ export function DatastorePage({ ds }: { ds: string }) {
               <th>Size</th>
               <th>Allocated</th>
               <th>VM</th>
+              {admin && <th />}
             </tr>
           </thead>
           <tbody>
@@ -56,6 +71,12 @@ export function DatastorePage({ ds }: { ds: string }) {
                   <td>{bytes(v.size)}</td>
                   <td>{bytes(v.allocated)}</td>
                   <td>{vm ? <a href={href({ page: 'vm', vm: vm.name, tab: 'summary' })}>{vm.name}</a> : '—'}</td>
+                  {admin && (
+                    <td>
+                      <GrowVolume ds={ds} v={v} onDone={volumes.reload} />
+                      {!vm && <DeleteButton what={`volume ${ds}/${v.name}`} path={`/datastores/${seg(ds)}/volumes/${seg(v.name)}`} after={volumes.reload} testid={`volume-delete-${v.name}`} />}
+                    </td>
+                  )}
                 </tr>
               );
             })}

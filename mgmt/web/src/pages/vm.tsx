@@ -11,6 +11,7 @@ import { go, href } from '../router';
 import type { Route } from '../router';
 import { refreshActivity, refreshAll, runningTasks, useStore } from '../store';
 import { Performance } from './charts';
+import { EditVmWizard } from './edit-vm';
 
 type Tab = Extract<Route, { page: 'vm' }>['tab'];
 
@@ -150,6 +151,7 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
   const [pending, setPending] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [confirmDelete, setConfirmDelete] = useState(false);
+  const [editing, setEditing] = useState(false);
   if (!vm) return <p class="muted">{s.loaded ? `No VM ${name}.` : 'Loading…'}</p>;
   const admin = s.session?.role === 'administrator';
   const running = current && (current.state === 'running' || current.state === 'queued') ? current : runningTasks(vm.id)[0];
@@ -201,6 +203,9 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
             <button disabled={busy || vm.state !== 'running'} onClick={() => power('reset')} data-testid="reset">
               ↻ Reset
             </button>
+            <button disabled={busy || vm.state === 'creating' || vm.state === 'deleting'} onClick={() => setEditing(true)} data-testid="edit">
+              ✎ Edit…
+            </button>
             <button class="danger" disabled={busy || vm.state !== 'stopped'} onClick={() => setConfirmDelete(true)} data-testid="delete">
               Delete…
             </button>
@@ -219,6 +224,7 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
       {tab === 'summary' && <Summary vm={vm} />}
       {tab === 'console' && (admin ? <SerialConsole vm={vm.id} running={live} /> : <p class="muted">The console is for administrators.</p>)}
       {tab === 'performance' && <Performance kind="vm" object={vm.id} />}
+      {editing && <EditVmWizard vm={vm} onClose={() => setEditing(false)} />}
       {confirmDelete && (
         <DeleteDialog
           vm={vm}

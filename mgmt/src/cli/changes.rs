@@ -1,0 +1,574 @@
+//! `sfera vm edit`, `sfera network switch|port-group ...` and `sfera
+//! datastore remove|volume ...`: the commands that change what exists.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::{Map, Value, json};
+
+use crate::client::Client;
+use crate::{parse_size, print, s, wait_task};
+use mgmt::blockd::encode_segment;
+
+/// `sfera vm edit`: what is left out stays.
+#[derive(Debug, Args)]
+pub(crate) struct VmEdit {
+    vm: String,
+    /// A new name (any time; the rest only while the VM is stopped).
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long)]
+    memory: Option<u32>,
+    /// A new disk, DATASTORE:SIZE (SIZE with K, M, G, T), repeatable.
+    #[arg(long = "add-disk")]
+    add_disks: Vec<String>,
+    /// An existing volume as a new disk, DATASTORE:VOLUME, repeatable.
+    #[arg(long = "attach")]
+    attach: Vec<String>,
+    /// Take a disk off, DATASTORE:VOLUME, repeatable; its volume stays
+    /// unless --delete-volumes.
+    #[arg(long = "remove-disk")]
+    remove_disks: Vec<String>,
+    /// Delete the volumes of the disks taken off.
+    #[arg(long)]
+    delete_volumes: bool,
+    /// A new NIC, PORT_GROUP or PORT_GROUP=MAC, repeatable.
+    #[arg(long = "add-nic")]
+    add_nics: Vec<String>,
+    /// Take the NIC with this MAC off, repeatable.
+    #[arg(long = "remove-nic")]
+    remove_nics: Vec<String>,
+    /// Boot this kernel (with --initrd and --cmdline).
+    #[arg(long, conflicts_with_all = ["boot_disk", "iso"])]
+    kernel: Option<String>,
+    #[arg(long, requires = "kernel")]
+    initrd: Option<String>,
+    #[arg(long, requires = "kernel", default_value = "")]
+    cmdline: String,
+    /// Boot the first disk through firmware (QEMU).
+    #[arg(long, conflicts_with = "iso")]
+    boot_disk: bool,
+    /// Boot this ISO image of the host (QEMU).
+    #[arg(long)]
+    iso: Option<String>,
+    #[arg(long, value_parser = ["sfera-vmm", "qemu"])]
+    driver: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NetworkCmd {
+    /// Port groups and their switches.
+    List,
+    /// Virtual switches.
+    #[command(subcommand)]
+    Switch(SwitchCmd),
+    /// Port groups.
+    #[command(subcommand, name = "port-group")]
+    PortGroup(PortGroupCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SwitchCmd {
+    List,
+    /// Create a switch.
+    Create {
+        name: String,
+        /// An uplink, NAME:tap:INTERFACE (a TAP device the switch creates)
+        /// or NAME:af_packet:INTERFACE (an existing host NIC), repeatable.
+        #[arg(long = "uplink")]
+        uplinks: Vec<String>,
+        /// Seconds a learned MAC address is kept (default 300).
+        #[arg(long)]
+        mac_ageing: Option<u32>,
+    },
+    /// Delete a switch without port groups.
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PortGroupCmd {
+    /// Create a port group.
+    Create {
+        name: String,
+        #[arg(long)]
+        switch: Option<String>,
+        /// none, an access VLAN ID (1-4094), or trunk:ID,ID...[:NATIVE].
+        #[arg(long)]
+        vlan: Option<String>,
+    },
+    /// Change a port group's policy; what is left out stays.
+    Edit {
+        name: String,
+        /// none, an access VLAN ID (1-4094), or trunk:ID,ID...[:NATIVE].
+        #[arg(long)]
+        vlan: Option<String>,
+        #[arg(long)]
+        promiscuous: Option<bool>,
+        #[arg(long)]
+        mac_changes: Option<bool>,
+        #[arg(long)]
+        forged_transmits: Option<bool>,
+        /// Shaping of traffic from the VMs: AVERAGE_BPS:PEAK_BPS:BURST_BYTES, or off.
+        #[arg(long)]
+        ingress: Option<String>,
+        /// Shaping of traffic to the VMs: AVERAGE_BPS:PEAK_BPS:BURST_BYTES, or off.
+        #[arg(long)]
+        egress: Option<String>,
+        /// originating_port, source_mac, ip_hash or failover_order.
+        #[arg(long, value_parser = ["originating_port", "source_mac", "ip_hash", "failover_order"])]
+        teaming: Option<String>,
+        /// Active uplinks in failover order, comma-separated ("" for all).
+        #[arg(long)]
+        active: Option<String>,
+        /// Standby uplinks in order, comma-separated.
+        #[arg(long)]
+        standby: Option<String>,
+    },
+    /// Delete a port group without VM NICs.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VolumeCmd {
+    List {
+        datastore: String,
+    },
+    /// Create a thin volume.
+    Create {
+        datastore: String,
+        /// NAME or FOLDER/NAME.
+        volume: String,
+        /// With K, M, G, T.
+        size: String,
+    },
+    /// Grow a volume (a VM's disk only while the VM is stopped).
+    Resize {
+        datastore: String,
+        volume: String,
+        size: String,
+    },
+    /// Delete a volume that is no VM's disk.
+    Delete {
+        datastore: String,
+        volume: String,
+    },
+}
+
+fn split2<'a>(what: &str, spec: &'a str, form: &str) -> Result<(&'a str, &'a str)> {
+    spec.split_once(':')
+        .with_context(|| format!("{what} {spec:?}: expected {form}"))
+}
+
+fn show(v: &Value, json_out: bool, text: &str) {
+    if json_out {
+        print(&v.to_string());
+    } else {
+        eprintln!("{text}");
+    }
+}
+
+/// `none`, `N` or `trunk:A,B[:NATIVE]` as the API's VLAN object.
+fn vlan(spec: &str) -> Result<Value> {
+    if spec == "none" {
+        return Ok(json!({ "mode": "none" }));
+    }
+    if let Some(rest) = spec.strip_prefix("trunk:") {
+        let (ids, native) = match rest.split_once(':') {
+            Some((ids, n)) => (ids, Some(n.parse::<u16>().context("trunk native VLAN")?)),
+            None => (rest, None),
+        };
+        let allowed = ids
+            .split(',')
+            .map(|i| i.parse::<u16>().with_context(|| format!("VLAN ID {i:?}")))
+            .collect::<Result<Vec<_>>>()?;
+        let mut v = json!({ "mode": "trunk", "allowed": allowed });
+        if let Some(n) = native {
+            v["native"] = json!(n);
+        }
+        return Ok(v);
+    }
+    let id: u16 = spec
+        .parse()
+        .with_context(|| format!("--vlan {spec:?}: none, an ID or trunk:IDS[:NATIVE]"))?;
+    Ok(json!({ "mode": "access", "id": id }))
+}
+
+fn shaping(spec: &str) -> Result<Value> {
+    if spec == "off" {
+        return Ok(Value::Null);
+    }
+    let parts = spec
+        .split(':')
+        .map(|p| {
+            p.parse::<u64>()
+                .with_context(|| format!("{p:?} is not a number"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let [average, peak, burst] = parts[..] else {
+        bail!("shaping {spec:?}: expected AVERAGE_BPS:PEAK_BPS:BURST_BYTES or off");
+    };
+    Ok(json!({ "average_bps": average, "peak_bps": peak, "burst_bytes": burst }))
+}
+
+fn names(list: &str) -> Vec<&str> {
+    list.split(',').filter(|n| !n.is_empty()).collect()
+}
+
+pub(crate) async fn vm_edit(client: &Client, a: VmEdit, json_out: bool) -> Result<()> {
+    let mut body = Map::new();
+    if let Some(n) = a.name {
+        body.insert("name".into(), json!(n));
+    }
+    if let Some(v) = a.vcpus {
+        body.insert("vcpus".into(), json!(v));
+    }
+    if let Some(m) = a.memory {
+        body.insert("memory_mib".into(), json!(m));
+    }
+    if let Some(k) = a.kernel {
+        body.insert(
+            "boot".into(),
+            json!({ "kind": "kernel", "kernel": k, "initrd": a.initrd, "cmdline": a.cmdline }),
+        );
+    } else if a.boot_disk {
+        body.insert("boot".into(), json!({ "kind": "disk" }));
+    } else if let Some(iso) = a.iso {
+        body.insert("boot".into(), json!({ "kind": "iso", "iso": iso }));
+    }
+    if let Some(d) = a.driver {
+        body.insert("driver".into(), json!(d));
+    }
+    let mut add = Vec::new();
+    for spec in &a.add_disks {
+        let (ds, size) = split2("--add-disk", spec, "DATASTORE:SIZE")?;
+        add.push(json!({ "datastore": ds, "size_bytes": parse_size(size)? }));
+    }
+    for spec in &a.attach {
+        let (ds, volume) = split2("--attach", spec, "DATASTORE:VOLUME")?;
+        add.push(json!({ "datastore": ds, "volume": volume }));
+    }
+    if !add.is_empty() {
+        body.insert("add_disks".into(), json!(add));
+    }
+    let mut remove = Vec::new();
+    for spec in &a.remove_disks {
+        let (ds, volume) = split2("--remove-disk", spec, "DATASTORE:VOLUME")?;
+        remove
+            .push(json!({ "datastore": ds, "volume": volume, "delete_volume": a.delete_volumes }));
+    }
+    if !remove.is_empty() {
+        body.insert("remove_disks".into(), json!(remove));
+    }
+    if !a.add_nics.is_empty() {
+        let nics: Vec<Value> = a
+            .add_nics
+            .iter()
+            .map(|n| match n.split_once('=') {
+                Some((g, mac)) => json!({ "port_group": g, "mac": mac }),
+                None => json!({ "port_group": n }),
+            })
+            .collect();
+        body.insert("add_nics".into(), json!(nics));
+    }
+    if !a.remove_nics.is_empty() {
+        let macs: Vec<Value> = a.remove_nics.iter().map(|m| json!({ "mac": m })).collect();
+        body.insert("remove_nics".into(), json!(macs));
+    }
+    let path = format!("/api/v1/vms/{}", encode_segment(&a.vm));
+    let task = client
+        .call(Method::PATCH, &path, Some(&Value::Object(body)))
+        .await?;
+    let result = wait_task(client, &task).await?;
+    let id = s(&result["id"]);
+    let vm = client
+        .call(
+            Method::GET,
+            &format!("/api/v1/vms/{}", encode_segment(&id)),
+            None,
+        )
+        .await?;
+    let not_deleted = result["volumes_not_deleted"]
+        .as_array()
+        .filter(|a| !a.is_empty());
+    show(
+        &vm,
+        json_out,
+        &format!(
+            "Edited {}: {} vCPUs, {} MiB, {} disks, {} NICs{}",
+            s(&vm["name"]),
+            s(&vm["vcpus"]),
+            s(&vm["memory_mib"]),
+            vm["disks"].as_array().map_or(0, Vec::len),
+            vm["nics"].as_array().map_or(0, Vec::len),
+            not_deleted.map_or(String::new(), |v| format!(
+                "; volumes not deleted: {}",
+                Value::Array(v.clone())
+            ))
+        ),
+    );
+    Ok(())
+}
+
+pub(crate) async fn network(client: &Client, cmd: NetworkCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        // Listed by the caller.
+        NetworkCmd::List => bail!("network list is not a change"),
+        NetworkCmd::Switch(SwitchCmd::List) => {
+            let v = client.call(Method::GET, "/api/v1/switches", None).await?;
+            if json_out {
+                print(&v.to_string());
+                return Ok(());
+            }
+            for sw in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let uplinks: Vec<String> = sw["uplinks"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|u| format!("{}:{}:{}", s(&u["name"]), s(&u["type"]), s(&u["interface"])))
+                    .collect();
+                print(&format!("{}  {}", s(&sw["name"]), uplinks.join(" ")));
+            }
+        }
+        NetworkCmd::Switch(SwitchCmd::Create {
+            name,
+            uplinks,
+            mac_ageing,
+        }) => {
+            let mut list = Vec::new();
+            for u in &uplinks {
+                let mut parts = u.splitn(3, ':');
+                let (Some(n), Some(kind), Some(iface)) = (parts.next(), parts.next(), parts.next())
+                else {
+                    bail!("--uplink {u:?}: expected NAME:tap|af_packet:INTERFACE");
+                };
+                list.push(json!({ "name": n, "type": kind, "interface": iface }));
+            }
+            let v = client
+                .call(
+                    Method::POST,
+                    "/api/v1/switches",
+                    Some(&json!({ "name": name, "uplinks": list, "mac_ageing_s": mac_ageing })),
+                )
+                .await?;
+            show(&v, json_out, &format!("Created switch {name}"));
+        }
+        NetworkCmd::Switch(SwitchCmd::Delete { name }) => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/switches/{}", encode_segment(&name)),
+                    None,
+                )
+                .await?;
+            show(
+                &json!({ "deleted": name }),
+                json_out,
+                &format!("Deleted switch {name}"),
+            );
+        }
+        NetworkCmd::PortGroup(PortGroupCmd::Create {
+            name,
+            switch,
+            vlan: v,
+        }) => {
+            let mut body = json!({ "name": name, "switch": switch });
+            if let Some(spec) = v {
+                body["vlan"] = vlan(&spec)?;
+            }
+            let g = client
+                .call(Method::POST, "/api/v1/port-groups", Some(&body))
+                .await?;
+            show(&g, json_out, &format!("Created port group {name}"));
+        }
+        NetworkCmd::PortGroup(PortGroupCmd::Edit {
+            name,
+            vlan: v,
+            promiscuous,
+            mac_changes,
+            forged_transmits,
+            ingress,
+            egress,
+            teaming,
+            active,
+            standby,
+        }) => {
+            let mut body = Map::new();
+            if let Some(spec) = v {
+                body.insert("vlan".into(), vlan(&spec)?);
+            }
+            let mut security = Map::new();
+            for (k, flag) in [
+                ("promiscuous", promiscuous),
+                ("mac_changes", mac_changes),
+                ("forged_transmits", forged_transmits),
+            ] {
+                if let Some(f) = flag {
+                    security.insert(k.into(), json!(f));
+                }
+            }
+            if !security.is_empty() {
+                body.insert("security".into(), Value::Object(security));
+            }
+            let mut shaping_part = Map::new();
+            if let Some(spec) = ingress {
+                shaping_part.insert("ingress".into(), shaping(&spec)?);
+            }
+            if let Some(spec) = egress {
+                shaping_part.insert("egress".into(), shaping(&spec)?);
+            }
+            if !shaping_part.is_empty() {
+                body.insert("shaping".into(), Value::Object(shaping_part));
+            }
+            let mut team = Map::new();
+            if let Some(p) = teaming {
+                team.insert("policy".into(), json!(p));
+            }
+            if let Some(list) = &active {
+                team.insert("active".into(), json!(names(list)));
+            }
+            if let Some(list) = &standby {
+                team.insert("standby".into(), json!(names(list)));
+            }
+            if !team.is_empty() {
+                body.insert("teaming".into(), Value::Object(team));
+            }
+            let g = client
+                .call(
+                    Method::PATCH,
+                    &format!("/api/v1/port-groups/{}", encode_segment(&name)),
+                    Some(&Value::Object(body)),
+                )
+                .await?;
+            show(&g, json_out, &format!("Changed port group {name}"));
+        }
+        NetworkCmd::PortGroup(PortGroupCmd::Delete { name }) => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/port-groups/{}", encode_segment(&name)),
+                    None,
+                )
+                .await?;
+            show(
+                &json!({ "deleted": name }),
+                json_out,
+                &format!("Deleted port group {name}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn remove_datastore(client: &Client, name: &str, json_out: bool) -> Result<()> {
+    client
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/datastores/{}", encode_segment(name)),
+            None,
+        )
+        .await?;
+    show(
+        &json!({ "removed": name }),
+        json_out,
+        &format!("Removed datastore {name} (its files stay)"),
+    );
+    Ok(())
+}
+
+pub(crate) async fn volume(client: &Client, cmd: VolumeCmd, json_out: bool) -> Result<()> {
+    let base = |ds: &str| format!("/api/v1/datastores/{}/volumes", encode_segment(ds));
+    match cmd {
+        VolumeCmd::List { datastore } => {
+            let v = client.call(Method::GET, &base(&datastore), None).await?;
+            if json_out {
+                print(&v.to_string());
+                return Ok(());
+            }
+            for vol in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                print(&format!("{}  {}", s(&vol["name"]), s(&vol["size"])));
+            }
+        }
+        VolumeCmd::Create {
+            datastore,
+            volume,
+            size,
+        } => {
+            let size = parse_size(&size)?;
+            let v = client
+                .call(
+                    Method::POST,
+                    &base(&datastore),
+                    Some(&json!({ "name": volume, "size_bytes": size })),
+                )
+                .await?;
+            show(
+                &v,
+                json_out,
+                &format!("Created {datastore}/{volume} ({size} bytes)"),
+            );
+        }
+        VolumeCmd::Resize {
+            datastore,
+            volume,
+            size,
+        } => {
+            let size = parse_size(&size)?;
+            let v = client
+                .call(
+                    Method::PATCH,
+                    &format!("{}/{}", base(&datastore), encode_segment(&volume)),
+                    Some(&json!({ "size_bytes": size })),
+                )
+                .await?;
+            show(
+                &v,
+                json_out,
+                &format!("Grew {datastore}/{volume} to {size} bytes"),
+            );
+        }
+        VolumeCmd::Delete { datastore, volume } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("{}/{}", base(&datastore), encode_segment(&volume)),
+                    None,
+                )
+                .await?;
+            show(
+                &json!({ "deleted": format!("{datastore}/{volume}") }),
+                json_out,
+                &format!("Deleted {datastore}/{volume}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlans_and_shaping_parse() {
+        assert_eq!(vlan("none").unwrap(), json!({ "mode": "none" }));
+        assert_eq!(vlan("12").unwrap(), json!({ "mode": "access", "id": 12 }));
+        assert_eq!(
+            vlan("trunk:10,20:10").unwrap(),
+            json!({ "mode": "trunk", "allowed": [10, 20], "native": 10 })
+        );
+        assert!(vlan("trunk:x").is_err());
+        assert!(vlan("vlan9").is_err());
+        assert_eq!(shaping("off").unwrap(), Value::Null);
+        assert_eq!(
+            shaping("1000:2000:3000").unwrap(),
+            json!({ "average_bps": 1000, "peak_bps": 2000, "burst_bytes": 3000 })
+        );
+        assert!(shaping("1:2").is_err());
+    }
+}

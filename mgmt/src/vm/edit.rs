@@ -1,0 +1,593 @@
+//! Editing a VM (`PATCH /api/v1/vms/{vm}`): checked field by field and
+//! against the daemons before anything is done, then made as a task that
+//! undoes what it did when a step fails, so a failed edit leaves the
+//! inventory, the datastores and the switch as they were. The name may
+//! change at any time; the hardware only while the VM is stopped.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::request::{
+    DiskRequest, MAX_DISKS, MAX_NICS, NicRequest, check_boot, check_disk, check_mac, check_memory,
+    check_nic, check_vcpus, check_vm_name,
+};
+use super::service::Made;
+use crate::api::error::ApiError;
+use crate::db::{Boot, Vm, VmDisk, VmNic, VmState};
+use crate::driver::{self, Driver};
+use crate::service::Mgmt;
+use crate::tasks::TaskCtx;
+
+/// Body of `PATCH /api/v1/vms/{vm}`: what is left out stays.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditVm {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    #[serde(default)]
+    pub boot: Option<Boot>,
+    #[serde(default)]
+    pub driver: Option<Driver>,
+    #[serde(default)]
+    pub add_disks: Vec<DiskRequest>,
+    #[serde(default)]
+    pub remove_disks: Vec<RemoveDisk>,
+    #[serde(default)]
+    pub add_nics: Vec<NicRequest>,
+    #[serde(default)]
+    pub remove_nics: Vec<RemoveNic>,
+}
+
+/// A disk to take off the VM, by its volume.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveDisk {
+    pub datastore: String,
+    pub volume: String,
+    /// Delete the volume too (default: it stays on its datastore).
+    #[serde(default)]
+    pub delete_volume: bool,
+}
+
+/// A NIC to take off the VM, by its MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveNic {
+    pub mac: String,
+}
+
+impl EditVm {
+    /// Changes anything but the name.
+    pub fn changes_hardware(&self) -> bool {
+        self.vcpus.is_some()
+            || self.memory_mib.is_some()
+            || self.boot.is_some()
+            || self.driver.is_some()
+            || !self.add_disks.is_empty()
+            || !self.remove_disks.is_empty()
+            || !self.add_nics.is_empty()
+            || !self.remove_nics.is_empty()
+    }
+
+    /// The checks that need nothing but the request.
+    pub fn check(&self, host_memory_mib: u64) -> Result<(), ApiError> {
+        if self.name.is_none() && !self.changes_hardware() {
+            return Err(ApiError::invalid(
+                "Nothing to change: give at least one field",
+            ));
+        }
+        if let Some(n) = &self.name {
+            check_vm_name(n)?;
+        }
+        if let Some(v) = self.vcpus {
+            check_vcpus(v)?;
+        }
+        if let Some(m) = self.memory_mib {
+            check_memory(m, host_memory_mib)?;
+        }
+        if self.add_disks.len() > MAX_DISKS {
+            return Err(ApiError::invalid(format!("at most {MAX_DISKS} disks")));
+        }
+        for (i, d) in self.add_disks.iter().enumerate() {
+            check_disk("add_disks", i, d, &self.add_disks[..i])?;
+        }
+        for (i, d) in self.remove_disks.iter().enumerate() {
+            crate::import::check_volume_name(&d.volume)
+                .map_err(|e| ApiError::invalid(format!("remove_disks[{i}].{}", e.message)))?;
+        }
+        if self.add_nics.len() > MAX_NICS {
+            return Err(ApiError::invalid(format!("at most {MAX_NICS} NICs")));
+        }
+        for (i, n) in self.remove_nics.iter().enumerate() {
+            check_mac(&n.mac)
+                .map_err(|e| ApiError::invalid(format!("remove_nics[{i}]: {}", e.message)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A checked edit: the VM before and after, and what changes on the
+/// daemons.
+#[derive(Debug, Clone)]
+pub struct EditPlan {
+    pub before: Vm,
+    pub after: Vm,
+    /// New disks, with whether each is an existing volume.
+    pub added_disks: Vec<(VmDisk, bool)>,
+    /// Disks taken off, with whether their volume goes too.
+    pub removed_disks: Vec<(VmDisk, bool)>,
+    pub added_nics: Vec<VmNic>,
+    pub removed_nics: Vec<VmNic>,
+}
+
+/// The first `{prefix}{k}`, from `k = start` on, not in `used`.
+fn free_name(prefix: &str, start: usize, used: &HashSet<String>) -> String {
+    (start..)
+        .map(|k| format!("{prefix}{k}"))
+        .find(|n| !used.contains(n))
+        .expect("a finite set leaves a free name")
+}
+
+/// What an edit made and unmade on the daemons, to undo on failure.
+#[derive(Debug, Default)]
+struct Done {
+    made: Made,
+    removed_exports: Vec<VmDisk>,
+    removed_ports: Vec<VmNic>,
+}
+
+fn refuse_unless_stopped(vm: &Vm, edit_hardware: bool) -> Result<(), ApiError> {
+    match vm.state {
+        VmState::Creating | VmState::Deleting => Err(ApiError::conflict(format!(
+            "VM {} is being {}: it cannot be edited now",
+            vm.name,
+            if vm.state == VmState::Creating {
+                "created"
+            } else {
+                "deleted"
+            }
+        ))),
+        VmState::Running | VmState::Paused if edit_hardware => Err(ApiError::conflict(format!(
+            "VM {} is {}: power it off to change its hardware (only the name can change while it runs)",
+            vm.name,
+            vm.state.as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl Mgmt {
+    /// Checks an edit against the VM and the daemons; nothing is changed.
+    pub async fn plan_edit(&self, vm: &Vm, edit: &EditVm) -> Result<EditPlan, ApiError> {
+        refuse_unless_stopped(vm, edit.changes_hardware())?;
+        let mut after = vm.clone();
+        if let Some(n) = &edit.name
+            && *n != vm.name
+        {
+            if self.db.vm(n)?.is_some_and(|o| o.id != vm.id) {
+                return Err(ApiError::conflict(format!("A VM named {n:?} exists")));
+            }
+            after.name = n.clone();
+        }
+        after.vcpus = edit.vcpus.unwrap_or(vm.vcpus);
+        after.memory_mib = edit.memory_mib.unwrap_or(vm.memory_mib);
+
+        // Disks taken off.
+        let mut removed_disks = Vec::new();
+        for (i, r) in edit.remove_disks.iter().enumerate() {
+            let Some(pos) = after
+                .disks
+                .iter()
+                .position(|d| d.datastore == r.datastore && d.volume == r.volume)
+            else {
+                return Err(ApiError::invalid(format!(
+                    "remove_disks[{i}]: VM {} has no disk {}/{}",
+                    vm.name, r.datastore, r.volume
+                )));
+            };
+            removed_disks.push((after.disks.remove(pos), r.delete_volume));
+        }
+        // Disks added.
+        let mut added_disks = Vec::new();
+        if !edit.add_disks.is_empty() {
+            self.need_blockd().await?;
+            let (stores, _) = self.sync_datastores().await?;
+            let vms = self.db.vms()?;
+            let mut exports: HashSet<String> =
+                vm.disks.iter().map(|d| d.export_id.clone()).collect();
+            for (i, d) in edit.add_disks.iter().enumerate() {
+                if !stores.iter().any(|s| s.name == d.datastore) {
+                    return Err(ApiError::invalid(format!(
+                        "add_disks[{i}]: datastore {:?} does not exist",
+                        d.datastore
+                    )));
+                }
+                let listed = self.blockd.volumes(&d.datastore).await?;
+                let names: HashSet<String> = listed
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|v| v["name"].as_str().map(str::to_owned))
+                    .collect();
+                let (volume, size, attached) = match (&d.volume, d.size_bytes) {
+                    (Some(name), _) => {
+                        let Some(size) = listed
+                            .as_array()
+                            .and_then(|a| a.iter().find(|v| v["name"] == name.as_str()))
+                            .and_then(|v| v["size"].as_u64())
+                        else {
+                            return Err(ApiError::invalid(format!(
+                                "add_disks[{i}]: datastore {} has no volume {name}",
+                                d.datastore
+                            )));
+                        };
+                        let owner = vms.iter().find(|o| {
+                            o.disks
+                                .iter()
+                                .any(|x| x.datastore == d.datastore && &x.volume == name)
+                        });
+                        if let Some(o) = owner {
+                            return Err(ApiError::conflict(format!(
+                                "add_disks[{i}]: volume {}/{name} is a disk of VM {}",
+                                d.datastore, o.name
+                            )));
+                        }
+                        (name.clone(), size, true)
+                    }
+                    (None, size) => {
+                        let mut used = names;
+                        used.extend(after.disks.iter().map(|x| x.volume.clone()));
+                        // Named after its place in the VM, as at creation.
+                        let name =
+                            free_name(&format!("{}/disk", after.name), after.disks.len(), &used);
+                        (name, size.unwrap_or_default(), false)
+                    }
+                };
+                let export_id = free_name(&format!("{}-disk", vm.id), 0, &exports);
+                exports.insert(export_id.clone());
+                let disk = VmDisk {
+                    datastore: d.datastore.clone(),
+                    volume,
+                    size_bytes: size,
+                    export_id,
+                };
+                after.disks.push(disk.clone());
+                added_disks.push((disk, attached));
+            }
+            if after.disks.len() > MAX_DISKS {
+                return Err(ApiError::invalid(format!(
+                    "A VM has at most {MAX_DISKS} disks"
+                )));
+            }
+        }
+
+        // NICs taken off, then added.
+        let mut removed_nics = Vec::new();
+        for (i, r) in edit.remove_nics.iter().enumerate() {
+            let mac = check_mac(&r.mac)?;
+            let Some(pos) = after.nics.iter().position(|n| n.mac == mac) else {
+                return Err(ApiError::invalid(format!(
+                    "remove_nics[{i}]: VM {} has no NIC {mac}",
+                    vm.name
+                )));
+            };
+            removed_nics.push(after.nics.remove(pos));
+        }
+        let mut added_nics = Vec::new();
+        if !edit.add_nics.is_empty() {
+            self.need_vswitchd().await?;
+            let (_, groups, _) = self.sync_networks().await?;
+            let mut ports: HashSet<String> = vm.nics.iter().map(|n| n.port.clone()).collect();
+            for (i, n) in edit.add_nics.iter().enumerate() {
+                let mac = check_nic(
+                    "add_nics",
+                    i,
+                    n,
+                    after
+                        .nics
+                        .iter()
+                        .map(|x| x.mac.as_str())
+                        .chain(removed_nics.iter().map(|x| x.mac.as_str())),
+                )?;
+                if !groups.iter().any(|x| x["name"] == n.port_group.as_str()) {
+                    return Err(ApiError::invalid(format!(
+                        "add_nics[{i}]: port group {:?} does not exist",
+                        n.port_group
+                    )));
+                }
+                let port = free_name(&format!("{}-nic", vm.id), 0, &ports);
+                ports.insert(port.clone());
+                let nic = VmNic {
+                    port_group: n.port_group.clone(),
+                    mac,
+                    port,
+                };
+                after.nics.push(nic.clone());
+                added_nics.push(nic);
+            }
+            if after.nics.len() > MAX_NICS {
+                return Err(ApiError::invalid(format!(
+                    "A VM has at most {MAX_NICS} NICs"
+                )));
+            }
+        }
+
+        // Boot source and driver.
+        if let Some(b) = &edit.boot {
+            check_boot(b, !after.disks.is_empty())?;
+            after.boot = b.clone();
+        } else if after.boot == Boot::Disk && after.disks.is_empty() {
+            return Err(ApiError::invalid(
+                "The VM boots from its first disk: it cannot lose all its disks",
+            ));
+        }
+        if edit.boot.is_some() || edit.driver.is_some() {
+            let current = Driver::parse(&vm.driver);
+            let (d, why) = match edit.driver {
+                Some(d) => driver::choose(&self.host, &after.boot, Some(d))?,
+                // Keep the driver if it can boot the new source.
+                None => driver::choose(&self.host, &after.boot, Some(current))
+                    .or_else(|_| driver::choose(&self.host, &after.boot, None))?,
+            };
+            after.driver = d.as_str().to_owned();
+            after.driver_reason = why;
+        }
+        Ok(EditPlan {
+            before: vm.clone(),
+            after,
+            added_disks,
+            removed_disks,
+            added_nics,
+            removed_nics,
+        })
+    }
+
+    /// Makes a planned edit under the VM's lock.
+    pub async fn edit_vm(
+        self: Arc<Self>,
+        plan: EditPlan,
+        user: String,
+        ctx: TaskCtx,
+    ) -> Result<serde_json::Value, ApiError> {
+        let id = plan.before.id.clone();
+        let lock = self.vm_lock(&id);
+        let _guard = lock.lock().await;
+        let now = self.find_vm(&id)?;
+        let hardware = plan.before.disks != plan.after.disks
+            || plan.before.nics != plan.after.nics
+            || (
+                plan.before.vcpus,
+                plan.before.memory_mib,
+                &plan.before.boot,
+                &plan.before.driver,
+            ) != (
+                plan.after.vcpus,
+                plan.after.memory_mib,
+                &plan.after.boot,
+                &plan.after.driver,
+            );
+        refuse_unless_stopped(&now, hardware)?;
+        if (&now.disks, &now.nics, &now.name)
+            != (&plan.before.disks, &plan.before.nics, &plan.before.name)
+        {
+            return Err(ApiError::conflict(format!(
+                "VM {} changed while this edit waited: edit it again",
+                now.name
+            )));
+        }
+        let mut done = Done::default();
+        ctx.progress(10, "changing devices");
+        let result = self.edit_devices(&plan, &mut done).await;
+        let result = match result {
+            Ok(()) => self.db.update_vm(&plan.after).map_err(|e| match e {
+                crate::db::DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    ApiError::conflict(format!("A VM named {:?} exists", plan.after.name))
+                }
+                other => other.into(),
+            }),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            ctx.progress(90, "undoing");
+            self.undo_edit(&done).await;
+            self.db.event(
+                "error",
+                "vm.edit_failed",
+                &id,
+                &format!("VM {} was not changed: {}", plan.before.name, e.message),
+                Some(&user),
+            );
+            return Err(e);
+        }
+        // Volumes go last: their deletion cannot be undone.
+        let mut kept = Vec::new();
+        for (d, delete) in &plan.removed_disks {
+            if !delete {
+                continue;
+            }
+            match self.blockd.delete_volume(&d.datastore, &d.volume).await {
+                Ok(()) => {}
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => {
+                    self.db.event(
+                        "warning",
+                        "volume.delete_failed",
+                        &format!("{}/{}", d.datastore, d.volume),
+                        &format!(
+                            "Volume {}/{} left VM {} but could not be deleted: {e}",
+                            d.datastore, d.volume, plan.after.name
+                        ),
+                        Some(&user),
+                    );
+                    kept.push(format!("{}/{}", d.datastore, d.volume));
+                }
+            }
+        }
+        let mut what = Vec::new();
+        if plan.before.name != plan.after.name {
+            what.push(format!("renamed from {}", plan.before.name));
+        }
+        if plan.before.vcpus != plan.after.vcpus {
+            what.push(format!("{} vCPUs", plan.after.vcpus));
+        }
+        if plan.before.memory_mib != plan.after.memory_mib {
+            what.push(format!("{} MiB", plan.after.memory_mib));
+        }
+        for (d, _) in &plan.added_disks {
+            what.push(format!("disk {}/{} added", d.datastore, d.volume));
+        }
+        for (d, del) in &plan.removed_disks {
+            what.push(format!(
+                "disk {}/{} removed{}",
+                d.datastore,
+                d.volume,
+                if *del { " and deleted" } else { "" }
+            ));
+        }
+        for n in &plan.added_nics {
+            what.push(format!("NIC {} on {} added", n.mac, n.port_group));
+        }
+        for n in &plan.removed_nics {
+            what.push(format!("NIC {} removed", n.mac));
+        }
+        if plan.before.boot != plan.after.boot {
+            what.push("boot source changed".to_owned());
+        }
+        if plan.before.driver != plan.after.driver {
+            what.push(format!("driver {}", plan.after.driver));
+        }
+        self.db.event(
+            "info",
+            "vm.edited",
+            &id,
+            &format!("VM {} edited: {}", plan.after.name, what.join(", ")),
+            Some(&user),
+        );
+        Ok(json!({ "id": id, "name": plan.after.name, "volumes_not_deleted": kept }))
+    }
+
+    async fn edit_devices(&self, plan: &EditPlan, done: &mut Done) -> Result<(), ApiError> {
+        for (d, attached) in &plan.added_disks {
+            self.need_blockd().await?;
+            if !attached {
+                self.blockd
+                    .create_volume(&d.datastore, &d.volume, d.size_bytes)
+                    .await?;
+                done.made
+                    .volumes
+                    .push((d.datastore.clone(), d.volume.clone()));
+            }
+            self.blockd
+                .create_export(&d.export_id, &d.datastore, &d.volume)
+                .await?;
+            done.made.exports.push(d.export_id.clone());
+        }
+        for n in &plan.added_nics {
+            self.need_vswitchd().await?;
+            self.vswitchd
+                .add_port(
+                    &n.port,
+                    &self.paths.net_dir.join(format!("{}.sock", n.port)),
+                    &n.mac,
+                    &n.port_group,
+                )
+                .await?;
+            done.made.ports.push(n.port.clone());
+        }
+        for n in &plan.removed_nics {
+            self.need_vswitchd().await?;
+            self.vswitchd.remove_port(&n.port).await?;
+            done.removed_ports.push(n.clone());
+        }
+        for (d, _) in &plan.removed_disks {
+            self.need_blockd().await?;
+            match self.blockd.delete_export(&d.export_id).await {
+                Err(e) if e.status() != Some(404) => return Err(e.into()),
+                _ => done.removed_exports.push(d.clone()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn undo_edit(&self, done: &Done) {
+        for d in done.removed_exports.iter().rev() {
+            if let Err(e) = self
+                .blockd
+                .create_export(&d.export_id, &d.datastore, &d.volume)
+                .await
+            {
+                tracing::warn!(
+                    export = d.export_id,
+                    "Cannot export again while undoing: {e}"
+                );
+            }
+        }
+        for n in done.removed_ports.iter().rev() {
+            let socket = self.paths.net_dir.join(format!("{}.sock", n.port));
+            if let Err(e) = self
+                .vswitchd
+                .add_port(&n.port, &socket, &n.mac, &n.port_group)
+                .await
+            {
+                tracing::warn!(port = n.port, "Cannot add port again while undoing: {e}");
+            }
+        }
+        self.undo(&done.made).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> EditVm {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn bad_edits_are_refused_with_their_field() {
+        let cases = [
+            ("{}", "Nothing to change"),
+            (r#"{"name":"bad name"}"#, "name"),
+            (r#"{"vcpus":0}"#, "vcpus"),
+            (r#"{"memory_mib":64}"#, "memory_mib"),
+            (r#"{"memory_mib":9000}"#, "memory_mib"),
+            (
+                r#"{"add_disks":[{"datastore":"l","size_bytes":1000}]}"#,
+                "add_disks[0].size_bytes",
+            ),
+            (r#"{"add_disks":[{"datastore":"l"}]}"#, "one of them"),
+            (
+                r#"{"remove_disks":[{"datastore":"l","volume":"a/b/c"}]}"#,
+                "remove_disks[0].volume",
+            ),
+            (r#"{"remove_nics":[{"mac":"zz"}]}"#, "remove_nics[0]"),
+        ];
+        for (json, word) in cases {
+            let e = parse(json).check(4096).unwrap_err();
+            assert_eq!(e.status, 400, "{json}");
+            assert!(e.message.contains(word), "{json}: {}", e.message);
+        }
+        assert!(serde_json::from_str::<EditVm>(r#"{"state":"running"}"#).is_err());
+        assert!(parse(r#"{"name":"ok-1"}"#).check(4096).is_ok());
+        assert!(!parse(r#"{"name":"ok-1"}"#).changes_hardware());
+        assert!(parse(r#"{"memory_mib":256}"#).changes_hardware());
+    }
+
+    #[test]
+    fn free_names_skip_the_used_ones() {
+        let used: HashSet<String> = ["vm-1-nic0", "vm-1-nic2"].map(String::from).into();
+        assert_eq!(free_name("vm-1-nic", 0, &used), "vm-1-nic1");
+        assert_eq!(free_name("vm-1-nic", 2, &used), "vm-1-nic3");
+    }
+}

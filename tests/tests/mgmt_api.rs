@@ -305,6 +305,11 @@ fn mgmt_api_end_to_end() -> Result<()> {
     );
     vswitchd_unrestarted(&m, admin, Some(vswitchd_pid))?;
     m.expect(admin, "POST", "/api/v1/vms/tiny", None, 405)?;
+    // Without credentials a wrong method is a 401 (the path stays secret),
+    // except on a public path, whose methods are no secret.
+    m.expect(Cred::None, "POST", "/api/v1/vms/tiny", None, 401)?;
+    m.expect(Cred::None, "DELETE", "/api/v1/health", None, 405)?;
+    m.expect(Cred::None, "GET", "/api/v1/health", None, 200)?;
     let task = m.expect(admin, "POST", "/api/v1/vms/tiny/power/on", None, 202)?;
     m.wait_task(&token, &task, Duration::from_secs(120))?;
     let console = PathBuf::from(vm["console_socket"].as_str().context("no console socket")?);
@@ -897,14 +902,19 @@ impl WsConsole {
         }
     }
 
-    /// Reads until a line contains `needle`; returns all the text so far.
+    /// Reads until a whole line (its newline arrived) contains `needle`;
+    /// returns all the text so far.
     fn wait(&mut self, needle: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 8192];
         loop {
             let open = self.frames();
             let text = String::from_utf8_lossy(&self.seen).into_owned();
-            if text.lines().any(|l| l.contains(needle)) {
+            // Whole lines only: a line still arriving may be cut short.
+            if text
+                .split_inclusive('\n')
+                .any(|l| l.ends_with('\n') && l.contains(needle))
+            {
                 return Ok(text);
             }
             ensure!(open, "the console closed before {needle:?}: {text}");

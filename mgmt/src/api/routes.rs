@@ -260,24 +260,9 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 pub fn find(method: &str, path: &[String]) -> Result<(&'static Route, Params), ApiError> {
     let mut allowed: Vec<&str> = Vec::new();
     for r in ROUTES {
-        let template: Vec<&'static str> = segments(r.path).collect();
-        if template.len() != path.len() {
+        let Some(params) = match_path(r, path) else {
             continue;
-        }
-        let mut params = Params::new();
-        let matched = template.iter().zip(path).all(|(t, s)| {
-            match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-                Some(name) if !s.is_empty() => {
-                    params.insert(name, s.clone());
-                    true
-                }
-                Some(_) => false,
-                None => t == s,
-            }
-        });
-        if !matched {
-            continue;
-        }
+        };
         if r.method == method {
             return Ok((r, params));
         }
@@ -292,6 +277,34 @@ pub fn find(method: &str, path: &[String]) -> Result<(&'static Route, Params), A
     } else {
         Err(ApiError::not_found(format!("No such resource: {shown}")))
     }
+}
+
+/// The parameters of `path` if it is `route`'s path.
+fn match_path(route: &Route, path: &[String]) -> Option<Params> {
+    let template: Vec<&'static str> = segments(route.path).collect();
+    if template.len() != path.len() {
+        return None;
+    }
+    let mut params = Params::new();
+    let matched = template.iter().zip(path).all(|(t, s)| {
+        match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+            Some(name) if !s.is_empty() => {
+                params.insert(name, s.clone());
+                true
+            }
+            Some(_) => false,
+            None => t == s,
+        }
+    });
+    matched.then_some(params)
+}
+
+/// Whether `path` is the path of a public route (one anyone may call), so
+/// what it allows is no secret.
+pub fn is_public_path(path: &[String]) -> bool {
+    ROUTES
+        .iter()
+        .any(|r| r.access == Access::Public && match_path(r, path).is_some())
 }
 
 /// Decodes `%XX` escapes of a path segment.
@@ -369,6 +382,14 @@ mod tests {
             find("GET", &split("/api/v1/vms/")).unwrap().0.op,
             Op::ListVms
         );
+    }
+
+    #[test]
+    fn only_public_paths_are_public() {
+        assert!(is_public_path(&split("/api/v1/health")));
+        assert!(is_public_path(&split("/api/v1/session")));
+        assert!(!is_public_path(&split("/api/v1/vms")));
+        assert!(!is_public_path(&split("/api/v1/nope")));
     }
 
     #[test]

@@ -144,6 +144,10 @@ async fn api(
         let (route, params) = match (found, &principal) {
             (Ok(f), _) => f,
             (Err(e), Some(_)) => return Err(e),
+            // A public path's methods are no secret: 405 with Allow.
+            (Err(e), None) if e.status == 405 && routes::is_public_path(&segments) => {
+                return Err(e);
+            }
             (Err(_), None) => return Err(ApiError::unauthorized()),
         };
         matched = route.path;

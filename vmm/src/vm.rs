@@ -122,10 +122,9 @@ impl Vm {
                 memory_size: region.len(),
                 userspace_addr: host as u64,
             };
-            // SAFETY: the mapping of `region` stays alive as long as the
-            // GuestMemory that the VMM keeps for the VM's whole life (vCPUs
-            // and devices hold clones of it), so KVM never sees it unmapped
-            // while the VM can run.
+            // The VMM keeps the GuestMemory (and so this mapping) for the
+            // VM's whole life: vCPUs and devices hold clones of it.
+            // SAFETY: KVM never sees the region unmapped while the VM runs.
             unsafe { self.fd.set_user_memory_region(slot) }
                 .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
         }

@@ -326,9 +326,9 @@ impl Worker {
         let mut n = 0;
         edited.for_each_span(|ptr, len| {
             if let Some(slot) = iov.get_mut(n) {
-                // SAFETY: each span is live for this call (guest memory
-                // held by the source ring, the worker's buffer, or the
-                // edit's tag); the kernel only reads it.
+                // Spans are guest memory held by the source ring, the
+                // worker's buffer, or the edit's tag.
+                // SAFETY: each span is live for this call; the kernel reads it.
                 *slot = IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) });
                 n += 1;
             }

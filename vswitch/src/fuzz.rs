@@ -330,9 +330,8 @@ impl Guest {
     /// The guest writes `bytes` at `at`, if that lies in its memory.
     fn poke(&self, at: Addr, bytes: &[u8]) {
         if let Some(p) = self.span(at, bytes.len()) {
-            // SAFETY: `span` checked that `bytes.len()` bytes at `p` lie in
-            // one mapping, which `self.mem` keeps alive; a byte copy needs
-            // no alignment, and `bytes` is the harness's, not the mapping.
+            // `bytes` is the harness's, not the mapping; no alignment needed.
+            // SAFETY: `span` checked that the bytes at `p` lie in one live mapping.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) }
         }
     }

@@ -30,9 +30,8 @@ pub(crate) fn valid_ifname(name: &str) -> bool {
 
 /// A zeroed `ifreq` naming `name` (checked by [`valid_ifname`]).
 pub(crate) fn ifreq_for(name: &str) -> libc::ifreq {
-    // SAFETY: `ifreq` is a C struct of integers, byte arrays, and a union
-    // of those and raw pointers, for all of which zero bytes are a valid
-    // value (an empty name, null pointers).
+    // `ifreq` holds integers, byte arrays and a union of those and pointers.
+    // SAFETY: zero bytes are a valid `ifreq` (empty name, null pointers).
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req
         .ifr_name
@@ -84,9 +83,9 @@ impl Control {
 
     /// Runs an `ifreq` ioctl on the control socket.
     fn ioctl(&self, request: libc::c_ulong, req: &mut libc::ifreq) -> io::Result<()> {
-        // SAFETY: every request passed here (SIOCGIFINDEX, SIOCGIFFLAGS,
-        // SIOCSIFFLAGS) reads and writes one `ifreq`, and `req` is a live,
-        // exclusively borrowed `ifreq` for the duration of the call.
+        // The requests passed here (SIOCGIFINDEX, SIOCGIFFLAGS, SIOCSIFFLAGS)
+        // each read and write one `ifreq`.
+        // SAFETY: `req` is a live, exclusively borrowed `ifreq` for the call.
         check(unsafe { libc::ioctl(self.sock.as_raw_fd(), request, req as *mut libc::ifreq) })?;
         Ok(())
     }

@@ -120,9 +120,9 @@ impl BlkioClient {
 
     /// The shared buffer.
     pub fn buffer(&mut self) -> &mut [u8] {
-        // SAFETY: the region is mapped read-write for `len` bytes and lives
-        // as long as `self`; no request is in flight outside `wait()`, and
-        // the returned borrow of `self` prevents starting one.
+        // No request is in flight outside `wait()`, and this borrow of `self`
+        // prevents starting one.
+        // SAFETY: the region is mapped read-write for `len` bytes as long as `self`.
         unsafe { std::slice::from_raw_parts_mut(self.buffer.addr as *mut u8, self.buffer.len) }
     }
 

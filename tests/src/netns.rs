@@ -69,9 +69,9 @@ impl NetNs {
         std::thread::scope(|s| {
             s.spawn(move || {
                 use std::os::fd::AsRawFd;
-                // SAFETY: `file` is an open namespace file that outlives the
-                // call; setns(2) changes only this thread's network
-                // namespace, and the thread exists only to run `body`.
+                // setns(2) changes only this thread's network namespace, and the
+                // thread exists only to run `body`.
+                // SAFETY: `file` is an open namespace file that outlives the call.
                 let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
                 if rc != 0 {
                     return Err(crate::Error::io(

@@ -86,9 +86,9 @@ impl Process {
 
     fn start(name: &str, mut command: Command, log: &Path) -> Result<Self> {
         command.process_group(0);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls prctl(2) and getppid(2), both async-signal-safe; it touches no
+        // The closure runs in the forked child before exec; it touches no
         // memory shared with the parent.
+        // SAFETY: it only calls prctl(2) and getppid(2), both async-signal-safe.
         unsafe {
             command.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
@@ -206,9 +206,9 @@ impl Process {
         let Ok(pgid) = libc::pid_t::try_from(self.child.id()) else {
             return;
         };
-        // SAFETY: kill(2) with a negative pid signals the process group this
-        // harness created for the child (process_group(0) above); it has no
-        // memory-safety preconditions. ESRCH (group already gone) is fine.
+        // A negative pid signals the group made by process_group(0) above;
+        // ESRCH (group already gone) is fine.
+        // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe {
             libc::kill(-pgid, signal);
         }

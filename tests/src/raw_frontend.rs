@@ -211,10 +211,9 @@ impl RawFrontend {
             gpa + bytes.len() as u64 <= MEM_SIZE,
             "write outside the test memory"
         );
-        // SAFETY: the range is inside the live MEM_SIZE mapping (checked
-        // above); the backend may access it concurrently, as a device
-        // accesses guest RAM, which is why tests only touch buffers the
-        // backend does not own at the time.
+        // The backend may access the memory concurrently, as a device does
+        // guest RAM: tests only touch buffers the backend does not own now.
+        // SAFETY: the range is inside the live MEM_SIZE mapping (checked above).
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mem.add(gpa as usize), bytes.len());
         };

@@ -33,9 +33,9 @@ fn in_netns<T: Send>(ns: &NetNs, body: impl FnOnce() -> Result<T> + Send) -> Res
     let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
     std::thread::scope(|s| {
         s.spawn(move || {
-            // SAFETY: `file` is an open namespace file owned by this closure
-            // for the call; setns(2) changes only this thread's network
-            // namespace, and this thread exists only to run `body`.
+            // setns(2) changes only this thread's network namespace, and this
+            // thread exists only to run `body`.
+            // SAFETY: `file` is an open namespace file this closure owns.
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             if rc != 0 {
                 bail!("setns: {}", std::io::Error::last_os_error());

@@ -103,9 +103,9 @@ impl Control {
     pub(crate) fn flags(&self, name: &str) -> io::Result<libc::c_int> {
         let mut req = ifreq_for(name);
         self.ioctl(libc::SIOCGIFFLAGS, &mut req)?;
-        // SAFETY: SIOCGIFFLAGS succeeded, so the kernel wrote the union's
-        // `ifru_flags` member. The kernel's flags are an unsigned short
-        // carried in a signed one: widen without sign extension.
+        // The flags are an unsigned short carried in a signed one: widen
+        // without sign extension.
+        // SAFETY: SIOCGIFFLAGS succeeded, so the kernel wrote `ifru_flags`.
         Ok(libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags } as u16))
     }
 

@@ -27,10 +27,9 @@ pub(crate) struct PacketSocket {
 /// Sets a socket option whose value is `value`.
 fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     let len = size_of::<T>() as libc::socklen_t;
-    // SAFETY: the kernel reads `len` bytes, the size of `*value`, from a
-    // reference that is live for the call. Which type an option expects is
-    // the caller's concern: a wrong size makes the call fail, not read
-    // beyond `value`.
+    // Which type an option expects is the caller's concern: a wrong
+    // size makes the call fail, not read beyond `value`.
+    // SAFETY: the kernel reads `len` bytes, the size of `*value`, from a live reference.
     check(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -104,9 +103,9 @@ impl PacketSocket {
         msg.msg_iovlen = 1;
         msg.msg_control = control.0.as_mut_ptr().cast();
         msg.msg_controllen = CONTROL_LEN as _;
-        // SAFETY: `msg` points at one iovec covering `buf` and at `control`,
-        // CONTROL_LEN bytes; all three are exclusively borrowed locals that
-        // outlive the call, and the kernel writes only within those lengths.
+        // `msg` points at one iovec covering `buf` and at `control`
+        // (CONTROL_LEN bytes); the kernel writes only within those lengths.
+        // SAFETY: all three are exclusively borrowed locals that outlive the call.
         let ret = unsafe { libc::recvmsg(self.fd(), &mut msg, libc::MSG_TRUNC) };
         let len = match check_len(ret) {
             Ok(n) => n,
@@ -170,11 +169,10 @@ impl PacketSocket {
             hdr.msg_control = controls[i].0.as_mut_ptr().cast();
             hdr.msg_controllen = CONTROL_LEN as _;
         }
-        // SAFETY: the first `n` headers each point at one iovec covering
-        // `bufs[i]` (exclusively borrowed for the call) and at `controls[i]`
-        // (CONTROL_LEN bytes); `iovs`, `controls` and `msgs` are locals that
-        // outlive the call, and the kernel writes only within those lengths
-        // and into the `n` headers. A null timeout is allowed.
+        // The first `n` headers each point at one iovec covering `bufs[i]` and
+        // at `controls[i]` (CONTROL_LEN bytes); the kernel writes only within
+        // those lengths and into the `n` headers. A null timeout is allowed.
+        // SAFETY: `bufs` is exclusively borrowed; `iovs`, `controls`, `msgs` outlive the call.
         let ret = unsafe {
             libc::recvmmsg(
                 self.fd(),
@@ -209,9 +207,8 @@ impl PacketSocket {
         // reads through this pointer despite its `*mut` type.
         msg.msg_iov = frame.as_ptr().cast_mut().cast();
         msg.msg_iovlen = frame.len() as _;
-        // SAFETY: `msg` points at `frame.len()` iovecs in `frame`, which with
-        // the bytes they point to stay borrowed for the call; the kernel only
-        // reads them.
+        // `msg` points at `frame.len()` iovecs in `frame`; the kernel only reads.
+        // SAFETY: the iovecs and the bytes they point to stay borrowed for the call.
         let ret = unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_DONTWAIT) };
         check_len(ret)
     }

@@ -79,9 +79,9 @@ impl TapDevice {
                 iov_len: self.overflow.len(),
             },
         ];
-        // SAFETY: the two iovecs cover `buf` and `self.overflow`, both
-        // exclusively borrowed for the call; the kernel writes only within
-        // their lengths and reads the iovec array, a live local.
+        // The kernel writes only within the iovecs' lengths and reads the
+        // iovec array, a live local.
+        // SAFETY: they cover `buf` and `self.overflow`, both exclusively borrowed.
         let ret = unsafe { libc::readv(self.fd(), iov.as_ptr(), 2) };
         match check_len(ret) {
             Ok(n) => Ok(Some(n)),
@@ -114,9 +114,8 @@ impl TapDevice {
     pub(crate) fn send(&self, frame: &[IoSlice<'_>]) -> io::Result<usize> {
         let count = libc::c_int::try_from(frame.len())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std guarantees
-        // it on Unix); the kernel reads `count` of them from `frame` and the
-        // bytes they point to, all borrowed for the duration of the call.
+        // `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix).
+        // SAFETY: the kernel reads `count` of them and their bytes, all borrowed for the call.
         let ret = unsafe { libc::writev(self.fd(), frame.as_ptr().cast(), count) };
         check_len(ret)
     }

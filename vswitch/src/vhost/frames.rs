@@ -69,9 +69,8 @@ impl<'a> Frame<'a> {
     pub fn read_head(&self, out: &mut [u8]) -> usize {
         let mut done = 0;
         self.for_each_span(0, out.len(), |ptr, n| {
-            // SAFETY: `ptr..ptr+n` is a live span of the frame; `out` has
-            // room for `n` more bytes (spans cover at most out.len()).
             // Raw copy: the guest may be writing the bytes, untrusted.
+            // SAFETY: `ptr..ptr+n` is a live span; `out` has room (spans cover at most out.len()).
             unsafe { std::ptr::copy_nonoverlapping(ptr, out.as_mut_ptr().add(done), n) };
             done += n;
         });
@@ -243,9 +242,8 @@ impl<'c> Scatter<'c> {
             }
             let seg = segs[self.seg];
             let n = (seg.len as usize - self.off).min(len);
-            // SAFETY: the destination `off..off+n` lies in a buffer the
-            // ring translated (device-writable, in guest memory); the
-            // source span is live for the call (see `Frame`).
+            // The source span is live for the call (see `Frame`).
+            // SAFETY: `off..off+n` lies in a device-writable buffer the ring translated.
             unsafe { std::ptr::copy_nonoverlapping(src, seg.ptr.add(self.off), n) };
             // SAFETY: `n <= len`: still inside the source span.
             src = unsafe { src.add(n) };

@@ -91,9 +91,9 @@ impl GuestMemory {
                     return Err(MemError::Overlap(other.gpa, r.guest_phys_addr));
                 }
             }
-            // SAFETY: a fresh shared mapping of the frontend's file; the
-            // kernel checks the fd and length. The mapping is owned by the
-            // Region and unmapped in Drop.
+            // The kernel checks the fd and length; the Region owns the
+            // mapping and unmaps it in Drop.
+            // SAFETY: a fresh shared mapping of the frontend's file.
             let base = unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
@@ -184,9 +184,8 @@ fn memfd(size: u64) -> std::io::Result<File> {
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         for r in &self.regions {
-            // SAFETY: the mapping was made in `map` with this base and
-            // length; every user holds an `Arc<GuestMemory>`, so none is
-            // left when Drop runs.
+            // Every user holds an `Arc<GuestMemory>`, so none is left when Drop runs.
+            // SAFETY: the mapping was made in `map` with this base and length.
             unsafe {
                 libc::munmap(r.map_base, r.map_len);
             }

@@ -189,9 +189,8 @@ impl SplitRing {
 
     #[inline]
     fn read_u16(base: *const u8, off: usize) -> u16 {
-        // SAFETY: callers pass offsets inside the part translated in
-        // `new` (header fields, or ring entries with a masked index);
-        // ring parts are 2-aligned.
+        // Callers pass header fields, or ring entries with a masked index.
+        // SAFETY: such offsets lie in the part translated in `new`, 2-aligned.
         u16::from_le(unsafe { std::ptr::read_volatile(base.add(off).cast::<u16>()) })
     }
 

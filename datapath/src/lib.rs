@@ -6,10 +6,12 @@
 //! - [`token_bucket`]: rate limits with burst, on an injectable clock.
 //! - [`reactor`]: busy-poll with adaptive fall-back to eventfd waits, and
 //!   CPU pinning, for worker threads.
+//! - [`cycles`]: the TSC as a cycle counter, and its measured rate.
 //! - [`counters`]: per-thread counters, written by their owner without
 //!   atomic read-modify-write and summed when read.
 
 pub mod counters;
+pub mod cycles;
 pub mod reactor;
 pub mod token_bucket;
 pub mod uring;

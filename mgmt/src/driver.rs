@@ -219,6 +219,7 @@ mod tests {
             } else {
                 Accel::Tcg
             },
+            qemu_cpu: None,
             driver_reason: format!("{kind} host"),
             sfera_vmm_available: vmm,
         }

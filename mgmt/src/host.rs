@@ -39,6 +39,9 @@ pub struct HostFacts {
     pub default_driver: String,
     /// How QEMU accelerates guests here.
     pub accel: Accel,
+    /// The `-cpu` model QEMU guests get under KVM (`host`, or what this
+    /// KVM accepts: see `qemu::cpu`); `None` under TCG.
+    pub qemu_cpu: Option<String>,
     /// Why, in a sentence for the host page.
     pub driver_reason: String,
     /// sfera-vmm can run VMs here at all (a `/dev/kvm` and the binary):
@@ -124,6 +127,7 @@ pub fn detect(root: &Path, forced: Option<Accel>, vmm: &Path) -> HostFacts {
         kvm_kind: kvm_kind.to_owned(),
         default_driver: default_driver.to_owned(),
         accel,
+        qemu_cpu: None,
         driver_reason,
         sfera_vmm_available: kvm && vmm_found,
     }

@@ -143,7 +143,15 @@ pub async fn run(o: Options) -> Result<()> {
     if abandoned > 0 {
         tracing::warn!(abandoned, "Tasks of the previous mgmtd marked failed");
     }
-    let facts = host::detect(Path::new("/"), o.accel, &paths.vmm);
+    let mut facts = host::detect(Path::new("/"), o.accel, &paths.vmm);
+    if facts.accel == Accel::Kvm {
+        match crate::qemu::cpu::probe(&paths.qemu) {
+            Ok(model) => facts.qemu_cpu = Some(model),
+            Err(why) => {
+                tracing::error!(%why, "QEMU does not start on this KVM: VMs that QEMU runs will fail to start");
+            }
+        }
+    }
     db.set_host(&serde_json::to_value(&facts)?)?;
     tracing::info!(kvm = %facts.kvm_kind, driver = facts.default_driver, accel = facts.accel.as_str(), "{}", facts.driver_reason);
     first_admin(&db, &data_dir, o.admin_password_hash_file.as_deref())?;

@@ -190,6 +190,7 @@ mod tests {
             vm: &vm,
             paths: &paths,
             accel: Accel::Tcg,
+            qemu_cpu: None,
             disk_sockets: &[PathBuf::from("/r/blk/d.sock")],
             nic_sockets: &[PathBuf::from("/r/net/n.sock")],
         })

@@ -102,9 +102,11 @@ impl SwitchBackend {
         Self::start_on(kind, dir, None)
     }
 
-    /// Starts a switch whose forwarding runs on CPU `cpu`, busy-polling
+    /// Starts a switch whose forwarding runs on one CPU, the `cpu`-th this
+    /// process may run on ([`crate::cpus::nth`]), busy-polling
     /// (benchmarks), or shares the CPUs and sleeps when idle (`None`, tests).
     pub fn start_on(kind: SwitchBackendKind, dir: &TestDir, cpu: Option<usize>) -> Result<Self> {
+        let cpu = cpu.map(crate::cpus::nth).transpose()?;
         match kind {
             SwitchBackendKind::OvsDpdk => {
                 let hugepages = Hugepages::reserve(dir, Self::OVS_HUGEPAGES)?;

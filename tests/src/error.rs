@@ -88,6 +88,10 @@ pub enum Error {
     #[error("Cannot reserve {wanted} hugepages of 2 MiB: only {got} could be allocated")]
     Hugepages { wanted: u64, got: u64 },
 
+    /// QEMU starts on this host's KVM with none of the CPU models tried.
+    #[error("QEMU cannot run guests on this KVM with any CPU model tried: {tried}")]
+    QemuCpu { tried: String },
+
     /// A value read from a tool or file could not be parsed.
     #[error("Cannot parse {what}: {text:?}")]
     Parse { what: String, text: String },

@@ -6,6 +6,8 @@
 //!   `vhost-user-blk-pci` and NICs as vhost-user `virtio-net-pci`.
 //! - [`console`]: drives a serial console or any line-oriented program: wait
 //!   for a line with a deadline, run a command, capture its output and status.
+//! - [`cpus`]: the CPUs this process may run on; tests and benchmarks pin
+//!   to the n-th of them, never to a CPU number they assume.
 //! - [`process`]: external processes that are always stopped, on every exit
 //!   path including panics.
 //! - [`testdir`]: a private directory per test, so tests run in parallel.
@@ -23,6 +25,8 @@
 //!   descriptors it likes, for protocol and bad-guest tests.
 //! - [`raw_nic`]: a virtio-net NIC on a raw frontend, for byte-exact frames.
 //! - [`frames`]: Ethernet, 802.1Q, ARP and ICMP echo frames byte by byte.
+//! - [`qemu_kvm`]: how QEMU runs on this host's KVM (the `-cpu` model the
+//!   KVM accepts), probed once; every QEMU started with `-accel kvm` uses it.
 //! - [`testguest`]: sfera-vmm's CPL3 test guest under sfera-vmm or QEMU on
 //!   KVM, its console report and its disk pattern.
 //! - [`boot_sector`]: a disk image whose boot sector prints a line, for
@@ -34,6 +38,7 @@ pub mod backend;
 pub mod blkio_client;
 pub mod boot_sector;
 pub mod console;
+pub mod cpus;
 pub mod daemons;
 pub mod error;
 pub mod frames;
@@ -44,6 +49,7 @@ pub mod mgmtd;
 pub mod netns;
 pub mod peers;
 pub mod process;
+pub mod qemu_kvm;
 pub mod raw_frontend;
 pub mod raw_nic;
 pub mod testdir;

@@ -381,7 +381,8 @@ pub fn vmm_config(memory_mib: u64, cmdline: &str, devices: &Devices) -> Result<s
     }))
 }
 
-/// QEMU's arguments for the test guest: KVM, guest RAM in a shared memfd
+/// QEMU's arguments for the test guest: KVM (with the CPU model
+/// [`crate::qemu_kvm`] found this KVM accepts), guest RAM in a shared memfd
 /// (the vhost-user backends map it), modern-only virtio-pci devices,
 /// `vhost-user-blk-pci` and a vhost-user netdev on the same sockets
 /// sfera-vmm would use, the serial console on stdout, and `-no-reboot` so
@@ -401,34 +402,32 @@ pub fn qemu_args(
         ),
         _ => ("pc,memory-backend=mem".to_owned(), cmdline.to_owned()),
     };
-    let mut args: Vec<String> = [
-        "-accel",
-        "kvm",
-        "-cpu",
-        "host,-arch-capabilities",
-        "-machine",
-        &machine,
-        "-m",
-        &mem,
-        "-object",
-        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-chardev",
-        "stdio,id=con,signal=off",
-        "-serial",
-        "chardev:con",
-        "-kernel",
-        &elf()?.to_string_lossy(),
-        "-append",
-        &cmdline,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let mut args: Vec<String> = crate::qemu_kvm::kvm_args()?.into();
+    args.extend(
+        [
+            "-machine",
+            &machine,
+            "-m",
+            &mem,
+            "-object",
+            &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-chardev",
+            "stdio,id=con,signal=off",
+            "-serial",
+            "chardev:con",
+            "-kernel",
+            &elf()?.to_string_lossy(),
+            "-append",
+            &cmdline,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
     // The same slot order as sfera-vmm: rng, disk, NIC.
     if devices.rng {
         args.extend(["-device".into(), "virtio-rng-pci,disable-legacy=on".into()]);

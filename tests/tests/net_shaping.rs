@@ -106,7 +106,7 @@ fn shaped_rate(direction: Direction) -> Result<()> {
     let tx_socket = dir.join("sender.sock");
     let rx_socket = dir.join("receiver.sock");
     let mut sw = Vswitchd::new(&dir);
-    sw.pin_to(Some(1));
+    sw.pin_to(Some(harness::cpus::nth(1)?));
     sw.set_config(json!({
         "port_groups": [
             { "name": "senders", "shaping": tx_shaping },

@@ -257,7 +257,8 @@ fn compare_with_qemu(ours: &Boot, qemu: &Boot, kaslr: bool) -> Result<()> {
 fn qemu_boot(dir: &TestDir, kernel: &Path, cmdline: &str) -> Result<Boot> {
     let mut command = Command::new(tools::require("qemu-system-x86_64", "qemu-system-x86")?);
     command
-        .args(["-accel", "kvm", "-M", "microvm,acpi=off", "-cpu", "host"])
+        .args(harness::qemu_kvm::kvm_args()?)
+        .args(["-M", "microvm,acpi=off"])
         .args(["-m", "512", "-smp", "1", "-nodefaults", "-no-reboot"])
         .args(["-display", "none", "-serial", "stdio"])
         .arg("-kernel")

@@ -22,6 +22,22 @@ die() { echo "run-qemu.sh: $*" >&2; exit 2; }
 
 build() { make -s -C "$HERE" >/dev/null; }
 
+# The CPU model this KVM accepts: -cpu host, or without the
+# IA32_ARCH_CAPABILITIES MSR that some KVMs refuse to set (QEMU then aborts
+# creating the vCPU). The tests probe the same way (tests/src/qemu_kvm.rs).
+kvm_cpu() {
+	local model
+	for model in host host,-arch-capabilities; do
+		if echo quit | "$QEMU" -accel kvm -cpu "$model" -M microvm -nodefaults \
+			-no-user-config -display none -S -monitor stdio >/dev/null 2>&1; then
+			echo "$model"
+			return
+		fi
+		echo "run-qemu.sh: QEMU on this KVM refuses -cpu $model" >&2
+	done
+	die "QEMU starts on this KVM with no CPU model tried"
+}
+
 # Prints each console line with the seconds since QEMU was started.
 stamp() {
 	local t0=${EPOCHREALTIME/./} line d
@@ -59,7 +75,9 @@ guest() {
 		machine=(-M microvm,pcie=on,rtc=off)
 		words=(pci.ecam=0xe0000000 "${words[@]}")
 	fi
-	"$QEMU" -accel kvm -cpu host,-arch-capabilities "${machine[@]}" -m 256 -nodefaults \
+	local cpu
+	cpu=$(kvm_cpu)
+	"$QEMU" -accel kvm -cpu "$cpu" "${machine[@]}" -m 256 -nodefaults \
 		-display none -no-reboot -serial stdio -kernel "$ELF" -append "${words[*]}" \
 		"${args[@]}" 2>&1 | stamp
 }

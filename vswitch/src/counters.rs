@@ -50,19 +50,5 @@ pub struct WorkerCounters {
     pub packets: Counter,
 }
 
-/// A cycle counter: the TSC on x86-64, nanoseconds elsewhere.
-#[inline]
-pub fn cycles() -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: RDTSC has no preconditions and every x86-64 CPU has it.
-        unsafe { core::arch::x86_64::_rdtsc() }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        use std::sync::OnceLock;
-        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-        let o = ORIGIN.get_or_init(std::time::Instant::now);
-        u64::try_from(o.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
+/// The cycle counter of the worker's busy time (the TSC on x86-64).
+pub use datapath::cycles::now as cycles;

@@ -1,11 +1,12 @@
 //! `sfera-bench-net`: sfera-vswitchd against Open vSwitch with DPDK.
 //!
-//! One dpdk-testpmd with two `net_virtio_user` ports plays two VMs on CPU 0
-//! and forwards in `io` mode after `tx_first`, so frames circulate
-//! VM → switch → VM both ways; the switch under test runs on CPU 1 (OVS:
-//! one busy-polling PMD thread, netdev bridge, two dpdkvhostuserclient
-//! ports, NORMAL action; sfera-vswitchd: pinned to CPU 1). Both switches in
-//! one run, 64- and 1518-byte frames.
+//! One dpdk-testpmd with two `net_virtio_user` ports plays two VMs on the
+//! first CPU this process may run on and forwards in `io` mode after
+//! `tx_first`, so frames circulate VM → switch → VM both ways; the switch
+//! under test runs on the second (OVS: one busy-polling PMD thread, netdev
+//! bridge, two dpdkvhostuserclient ports, NORMAL action; sfera-vswitchd:
+//! pinned there). With one CPU both share it, and the table says so. Both
+//! switches in one run, 64- and 1518-byte frames.
 //!
 //! Cycles per packet, counted the same way for both: TSC cycles of the
 //! poll iterations that moved packets, divided by the packets. OVS reports
@@ -58,17 +59,6 @@ fn worker_counters(switch: &SwitchBackend) -> Result<Option<(u64, u64)>> {
     Ok(Some((get("worker_busy_cycles")?, get("worker_packets")?)))
 }
 
-/// TSC frequency in Hz, from the kernel's reported CPU clock.
-fn tsc_hz() -> Result<f64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo")?;
-    let mhz: f64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("cpu MHz").and_then(|r| r.split(':').nth(1)))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no 'cpu MHz' in /proc/cpuinfo")?;
-    Ok(mhz * 1e6)
-}
-
 fn rx_total(testpmd: &mut Testpmd) -> Result<u64> {
     Ok(testpmd.port_stats(0)?.rx_packets + testpmd.port_stats(1)?.rx_packets)
 }
@@ -89,7 +79,8 @@ fn measure(kind: SwitchBackendKind, args: &Args) -> Result<Vec<Measured>> {
     let hugepages = Hugepages::reserve(&dir, 256)?;
     let mut testpmd = Testpmd::start(&dir, "testpmd", &hugepages, &[p0, p1], 0)?;
     testpmd.command("set fwd io")?;
-    let hz = tsc_hz()?;
+    // Measured, not read from "cpu MHz" (see datapath::cycles).
+    let hz = datapath::cycles::hz();
     let mut out = Vec::new();
     for size in SIZES {
         // Frame sizes include the 4-byte FCS, which virtio does not carry.
@@ -138,6 +129,12 @@ fn measure(kind: SwitchBackendKind, args: &Args) -> Result<Vec<Measured>> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let cpus = harness::cpus::allowed()?;
+    if cpus.len() < 2 {
+        eprintln!(
+            "only CPU {cpus:?} here: testpmd and the switch share it, so both figures include the generator's time"
+        );
+    }
     eprintln!("measuring sfera-vswitchd ...");
     let ours = measure(SwitchBackendKind::SferaVswitchd, &args)?;
     eprintln!("measuring Open vSwitch with DPDK ...");

@@ -135,6 +135,7 @@ fn schemas() -> Map<String, Value> {
                 "kvm_kind": { "type": "string", "enum": ["intel", "amd", "pvm", "unknown", "none"] },
                 "default_driver": { "type": "string", "enum": crate::driver::Driver::NAMES, "description": "The driver of new kernel-boot VMs" },
                 "accel": { "type": "string", "enum": ["kvm", "tcg"] },
+                "qemu_cpu": { "type": ["string", "null"], "description": "The -cpu model QEMU guests get under KVM (null under TCG)" },
                 "driver_reason": string,
                 "sfera_vmm_available": { "type": "boolean", "description": "sfera-vmm can run VMs here (a VM may ask for it)" },
                 "vms": obj(&["total", "running", "paused"], json!({ "total": int, "running": int, "paused": int })),

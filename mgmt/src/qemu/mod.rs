@@ -6,6 +6,7 @@
 //! console printed); mgmtd finds a running VM again from these after a
 //! restart.
 
+pub mod cpu;
 pub mod qmp;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ pub struct Launch<'a> {
     pub vm: &'a Vm,
     pub paths: &'a VmPaths,
     pub accel: Accel,
+    /// The `-cpu` model under KVM ([`cpu::probe`]'s answer); `host` when
+    /// none was probed.
+    pub qemu_cpu: Option<&'a str>,
     /// The vhost-user-blk socket of each disk, in order.
     pub disk_sockets: &'a [PathBuf],
     /// The vhost-user-net socket of each NIC, in order.
@@ -40,7 +44,7 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         l.accel.as_str().into(),
     ];
     if l.accel == Accel::Kvm {
-        a.extend(["-cpu".into(), "host".into()]);
+        a.extend(["-cpu".into(), l.qemu_cpu.unwrap_or("host").into()]);
     }
     a.extend([
         "-machine".into(),
@@ -247,6 +251,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn kvm_guests_get_the_probed_cpu_model() {
+        let vm = one_disk_one_nic();
+        let paths = VmPaths::new(Path::new("/r/vms"), "vm-1");
+        let kvm = |qemu_cpu| {
+            args(&Launch {
+                vm: &vm,
+                paths: &paths,
+                accel: Accel::Kvm,
+                qemu_cpu,
+                disk_sockets: &[],
+                nic_sockets: &[],
+            })
+            .join(" ")
+        };
+        let a = kvm(Some("host,-arch-capabilities"));
+        assert!(
+            a.contains("-accel kvm -cpu host,-arch-capabilities "),
+            "{a}"
+        );
+        let a = kvm(None);
+        assert!(a.contains("-accel kvm -cpu host "), "{a}");
+    }
+
+    #[test]
     fn args_follow_the_harness() {
         let vm = one_disk_one_nic();
         let paths = VmPaths::new(Path::new("/r/vms"), "vm-1");
@@ -254,6 +282,7 @@ pub(crate) mod tests {
             vm: &vm,
             paths: &paths,
             accel: Accel::Tcg,
+            qemu_cpu: None,
             disk_sockets: &[PathBuf::from("/r/blk/vm-1-disk0.sock")],
             nic_sockets: &[PathBuf::from("/r/net/vm-1-nic0.sock")],
         })
@@ -279,6 +308,7 @@ pub(crate) mod tests {
                 vm: &vm,
                 paths: &paths,
                 accel: Accel::Tcg,
+                qemu_cpu: None,
                 disk_sockets: &[PathBuf::from("/r/blk/vm-1-disk0.sock")],
                 nic_sockets: &[],
             })

@@ -440,6 +440,7 @@ impl Mgmt {
             vm: &vm,
             paths: &paths,
             accel: self.host.accel,
+            qemu_cpu: self.host.qemu_cpu.as_deref(),
             disk_sockets: &disk_sockets,
             nic_sockets: &nic_sockets,
         };

@@ -77,8 +77,8 @@ pub struct Testpmd {
 
 impl Testpmd {
     /// Starts testpmd with `vdevs` on its hugepage reservation, with the main
-    /// lcore and one forwarding lcore sharing CPU `cpu`, and waits for its
-    /// prompt.
+    /// lcore and one forwarding lcore sharing one CPU, the `cpu`-th this
+    /// process may run on ([`crate::cpus::nth`]), and waits for its prompt.
     pub fn start(
         dir: &TestDir,
         name: &str,
@@ -104,6 +104,7 @@ impl Testpmd {
         // its prompt bypasses stdio. Unbuffered output keeps the two in order.
         let mut command = Command::new(tools::require("stdbuf", "coreutils")?);
         command.arg("--output=0").arg(program);
+        let cpu = crate::cpus::nth(cpu as usize)?;
         command.args(["--lcores", &format!("0@{cpu},1@{cpu}")]);
         command.args(["--no-pci", "--single-file-segments"]);
         command.args(["--file-prefix", &super::dpdk_file_prefix("testpmd")]);

@@ -112,7 +112,7 @@ impl SwitchBackend {
                 let hugepages = Hugepages::reserve(dir, Self::OVS_HUGEPAGES)?;
                 let options = match cpu {
                     Some(cpu) => OvsOptions {
-                        pmd_cpu_mask: format!("{:#x}", 1u64 << cpu),
+                        pmd_cpu_mask: crate::peers::ovs::pmd_mask(cpu),
                         pmd_max_sleep_us: 0,
                     },
                     None => OvsOptions::default(),

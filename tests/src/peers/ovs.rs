@@ -30,12 +30,20 @@ pub struct OvsOptions {
 }
 
 impl Default for OvsOptions {
+    /// One sleeping PMD thread on the second CPU this process may run on
+    /// (the only one, where there is one).
     fn default() -> Self {
         OvsOptions {
-            pmd_cpu_mask: "0x2".into(),
+            pmd_cpu_mask: pmd_mask(crate::cpus::nth(1).unwrap_or(0)),
             pmd_max_sleep_us: 1000,
         }
     }
+}
+
+/// OVS's hex CPU mask with CPU `cpu` alone.
+pub fn pmd_mask(cpu: usize) -> String {
+    // Hex digit `cpu / 4` from the right holds the bit.
+    format!("0x{:x}{}", 1u8 << (cpu % 4), "0".repeat(cpu / 4))
 }
 
 /// A running OVS-DPDK: `ovsdb-server` and `ovs-vswitchd-dpdk`.
@@ -248,5 +256,18 @@ fn daemon_options(command: &mut Command, run_dir: &Path, name: &str) {
 fn set_ovs_env(command: &mut Command, run_dir: &Path) {
     for var in ["OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR"] {
         command.env(var, run_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pmd_masks_name_one_cpu() {
+        assert_eq!(pmd_mask(0), "0x1");
+        assert_eq!(pmd_mask(1), "0x2");
+        assert_eq!(pmd_mask(5), "0x20");
+        assert_eq!(pmd_mask(67), "0x80000000000000000");
     }
 }

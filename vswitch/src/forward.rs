@@ -404,3 +404,6 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

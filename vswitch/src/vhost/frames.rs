@@ -115,6 +115,8 @@ impl<'a> Frame<'a> {
             if s < e {
                 // SAFETY: `s - at < len`: inside this translated buffer.
                 f(unsafe { seg.ptr.add(s - at) }, e - s);
+                #[cfg(test)]
+                racing_guest::after_read();
             }
             at += len;
         }
@@ -131,6 +133,40 @@ impl<'a> Frame<'a> {
             done += n;
         });
         done
+    }
+}
+
+/// A second vCPU of the guest, for tests: a writer that runs after each
+/// read of a frame's bytes in guest memory on this thread, so that every
+/// read sees what the previous one did not (the worst interleaving a real
+/// racing vCPU can produce, made deterministic).
+#[cfg(test)]
+pub(crate) mod racing_guest {
+    use std::cell::RefCell;
+
+    type Writer = Box<dyn FnMut()>;
+
+    thread_local! {
+        static WRITER: RefCell<Option<Writer>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `writer` after each read of guest frame bytes on this thread
+    /// until [`stop`].
+    pub(crate) fn start(writer: impl FnMut() + 'static) {
+        WRITER.with(|w| *w.borrow_mut() = Some(Box::new(writer)));
+    }
+
+    /// No more writes.
+    pub(crate) fn stop() {
+        WRITER.with(|w| *w.borrow_mut() = None);
+    }
+
+    pub(super) fn after_read() {
+        WRITER.with(|w| {
+            if let Some(write) = w.borrow_mut().as_mut() {
+                write();
+            }
+        });
     }
 }
 

@@ -328,9 +328,9 @@ impl RawFrontend {
     /// The guest memory mapped a second time, for another thread to write
     /// while this frontend goes on: a second vCPU of the guest.
     pub fn second_vcpu(&self) -> Result<SecondVcpu> {
-        // SAFETY: a new shared mapping of the memfd this frontend owns
-        // (the mapping keeps the memory alive); `SecondVcpu` unmaps it in
+        // The mapping keeps the memory alive; `SecondVcpu` unmaps it in
         // Drop and only accesses it within MEM_SIZE.
+        // SAFETY: a new shared mapping of the memfd this frontend owns.
         let mem = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -358,9 +358,9 @@ pub struct SecondVcpu {
     mem: *mut u8,
 }
 
-// SAFETY: the mapping belongs to this value alone (unmapped in Drop), and
-// the memory is shared with other processes anyway: a thread that owns
+// The memory is shared with other processes anyway: a thread that owns
 // the value may write it.
+// SAFETY: the mapping belongs to this value alone (unmapped in Drop).
 unsafe impl Send for SecondVcpu {}
 
 impl SecondVcpu {
@@ -383,8 +383,8 @@ impl SecondVcpu {
 
 impl Drop for SecondVcpu {
     fn drop(&mut self) {
-        // SAFETY: unmapping the mapping made in `second_vcpu`, which
-        // nothing uses after this.
+        // Nothing uses the mapping after this.
+        // SAFETY: unmapping the mapping made in `second_vcpu`.
         unsafe {
             libc::munmap(self.mem.cast(), MEM_SIZE as usize);
         }

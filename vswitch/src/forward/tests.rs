@@ -56,8 +56,8 @@ fn frame(dst: [u8; 6], src: [u8; 6], tag: Option<u16>) -> Vec<u8> {
 fn rewriting(mem: Arc<GuestMemory>, gpa: u64, bytes: Vec<u8>) -> impl FnMut() {
     move || {
         let p = mem.translate(gpa, bytes.len() as u64).expect("in memory");
-        // SAFETY: `p..p+len` was translated in the test guest's memory,
-        // which `mem` keeps mapped.
+        // `mem` keeps the test guest's memory mapped.
+        // SAFETY: `p..p+len` was translated in that memory.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
     }
 }

@@ -61,8 +61,7 @@ impl<'a> Frame<'a> {
         let mut done = 0;
         frame.guest_spans(0, HEAD_COPY, |ptr, n| {
             // Raw copy: the guest may be writing the bytes, untrusted.
-            // SAFETY: `ptr..ptr+n` is a live span of guest memory; the
-            // spans cover at most HEAD_COPY bytes, so `head` has room.
+            // SAFETY: `ptr..ptr+n` is a live span; `head` has room (spans cover at most HEAD_COPY).
             unsafe { std::ptr::copy_nonoverlapping(ptr, head.as_mut_ptr().add(done), n) };
             done += n;
         });
@@ -451,8 +450,8 @@ mod tests {
         assert_eq!(f.head(), &want[..HEAD_COPY]);
         // The guest rewrites the whole frame after the copy.
         for s in &segs {
-            // SAFETY: each segment is a range of `bytes`, which lives on
-            // and is only reached through these pointers meanwhile.
+            // `bytes` lives on and is only reached through these pointers meanwhile.
+            // SAFETY: each segment is a range of `bytes`.
             unsafe { std::ptr::write_bytes(s.ptr, 0xee, s.len as usize) };
         }
         let mut later = want.clone();

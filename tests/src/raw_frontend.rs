@@ -65,7 +65,7 @@ fn ring_base(queue: usize) -> u64 {
 pub struct RawFrontend {
     frontend: Frontend,
     mem: *mut u8,
-    _memfd: OwnedFd,
+    memfd: OwnedFd,
     queues: Vec<QueueState>,
 }
 
@@ -200,7 +200,7 @@ impl RawFrontend {
         Ok(RawFrontend {
             frontend,
             mem,
-            _memfd: memfd,
+            memfd,
             queues,
         })
     }
@@ -323,6 +323,71 @@ impl RawFrontend {
     /// The frontend, for further protocol messages.
     pub fn frontend(&mut self) -> &mut Frontend {
         &mut self.frontend
+    }
+
+    /// The guest memory mapped a second time, for another thread to write
+    /// while this frontend goes on: a second vCPU of the guest.
+    pub fn second_vcpu(&self) -> Result<SecondVcpu> {
+        // The mapping keeps the memory alive; `SecondVcpu` unmaps it in
+        // Drop and only accesses it within MEM_SIZE.
+        // SAFETY: a new shared mapping of the memfd this frontend owns.
+        let mem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                MEM_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.memfd.as_raw_fd(),
+                0,
+            )
+        };
+        if mem == libc::MAP_FAILED {
+            return Err(err("mmap", std::io::Error::last_os_error()));
+        }
+        Ok(SecondVcpu {
+            mem: mem.cast::<u8>(),
+        })
+    }
+}
+
+/// A frontend's guest memory as a second vCPU of the guest sees it: its
+/// own mapping, written from any thread while the backend and the
+/// frontend use the memory.
+#[derive(Debug)]
+pub struct SecondVcpu {
+    mem: *mut u8,
+}
+
+// The memory is shared with other processes anyway: a thread that owns
+// the value may write it.
+// SAFETY: the mapping belongs to this value alone (unmapped in Drop).
+unsafe impl Send for SecondVcpu {}
+
+impl SecondVcpu {
+    /// Writes `bytes` at guest address `gpa` one byte at a time, as plain
+    /// stores of a CPU land: a reader meanwhile may see any mix of the old
+    /// and new bytes.
+    pub fn write(&self, gpa: u64, bytes: &[u8]) {
+        assert!(
+            gpa + bytes.len() as u64 <= MEM_SIZE,
+            "write outside the test memory"
+        );
+        for (i, b) in bytes.iter().enumerate() {
+            // The backend reads these bytes concurrently, as a device
+            // does guest RAM a vCPU writes: volatile, byte-sized stores.
+            // SAFETY: inside the live MEM_SIZE mapping (checked above).
+            unsafe { std::ptr::write_volatile(self.mem.add(gpa as usize + i), *b) };
+        }
+    }
+}
+
+impl Drop for SecondVcpu {
+    fn drop(&mut self) {
+        // Nothing uses the mapping after this.
+        // SAFETY: unmapping the mapping made in `second_vcpu`.
+        unsafe {
+            libc::munmap(self.mem.cast(), MEM_SIZE as usize);
+        }
     }
 }
 

@@ -9,10 +9,15 @@
 //! to the bad port too (a trunk of VLANs 10 and 20). After each step their
 //! counters must keep growing, the daemon must still run, and (while its
 //! transmit ring is intact) a valid frame the bad port sends in VLAN 20
-//! must reach a well-behaved witness port there, alone.
-//! The switch's drop counters are not read here: it has no API yet.
+//! must reach a well-behaved witness port there, alone. In the end every
+//! refusal must have been counted on the bad port, per reason.
+//!
+//! A second case races the switch: a guest whose second vCPU flips the
+//! source address of the frame it keeps sending between the port's own
+//! and a forged one, while the switch checks and delivers it.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::daemons::vswitchd::Vswitchd;
@@ -20,7 +25,7 @@ use harness::frames::{self, BROADCAST, Mac};
 use harness::hugepages::Hugepages;
 use harness::peers::testpmd::{Testpmd, Vdev};
 use harness::raw_frontend::{BUFFERS, Desc, F_NEXT, F_WRITE, QUEUE_SIZE};
-use harness::raw_nic::{HDR, RX, RawNic, TX};
+use harness::raw_nic::{HDR, RX, RawNic, TX, TX_AT};
 use harness::testdir::TestDir;
 use harness::wait::wait_until;
 use serde_json::json;
@@ -336,5 +341,147 @@ fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
             "no {reason} drops counted on the bad port: {bad_port}"
         );
     }
+    Ok(())
+}
+
+/// Frames port `port` dropped for `reason`, from the switch's stats.
+fn port_drops(sw: &Vswitchd, port: &str, reason: &str) -> Result<u64> {
+    let stats = sw.stats()?;
+    let entry = stats["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == port))
+        .with_context(|| format!("no port {port:?} in {stats}"))?;
+    entry["drops"][reason]
+        .as_u64()
+        .with_context(|| format!("no {reason} drops in {entry}"))
+}
+
+const RACER: Mac = [2, 0, 0, 0, 0x0a, 0x01];
+/// Differs from RACER in two bytes: a read during a flip may see a mix.
+const FORGED: Mac = [2, 0, 0, 0, 0xf0, 0x0f];
+const LISTENER: Mac = [2, 0, 0, 0, 0x0b, 0x01];
+/// The racing sender stops after this long or this many frames.
+const RACE_TIME: Duration = Duration::from_secs(2);
+const RACE_FRAMES: u64 = 500_000;
+
+/// What the listener received from the racing sender.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The frame as sent, from the port's own address.
+    own: u64,
+    /// From the forged address.
+    forged: u64,
+    /// From a mix of both.
+    torn: u64,
+    /// Anything else (a frame the switch changed elsewhere).
+    other: u64,
+}
+
+impl Seen {
+    fn count(&mut self, got: &[u8], sent: &[u8]) {
+        let src = frames::parse(got).map(|p| p.src);
+        if got == sent {
+            self.own += 1;
+        } else if got.len() != sent.len() || got[..6] != sent[..6] || got[12..] != sent[12..] {
+            self.other += 1;
+        } else if src == Some(FORGED) {
+            self.forged += 1;
+        } else {
+            self.torn += 1;
+        }
+    }
+}
+
+/// Keeps the racer's whole transmit ring offered, every chain the same
+/// buffer, for [`RACE_TIME`] or [`RACE_FRAMES`], while taking what the
+/// listener receives; returns the frames sent and what was seen.
+fn race(racer: &mut RawNic, listener: &mut RawNic, frame: &[u8]) -> Result<(u64, Seen)> {
+    let tx = racer.frontend();
+    let deadline = Instant::now() + RACE_TIME;
+    let mut offered = 0u16;
+    let mut sent = 0u64;
+    let mut seen = Seen::default();
+    while Instant::now() < deadline && sent < RACE_FRAMES {
+        let used = tx.used_idx_q(TX);
+        while offered.wrapping_sub(used) < QUEUE_SIZE && sent < RACE_FRAMES {
+            tx.offer_q(TX, offered % QUEUE_SIZE)?;
+            offered = offered.wrapping_add(1);
+            sent += 1;
+        }
+        for got in listener.take_received()? {
+            seen.count(&got, frame);
+        }
+    }
+    tx.wait_used_q(TX, offered, Duration::from_secs(10))
+        .context("the switch did not take the racer's last frames")?;
+    for got in listener.take_received()? {
+        seen.count(&got, frame);
+    }
+    Ok((sent, seen))
+}
+
+#[test]
+fn a_source_flipped_while_the_switch_reads_it_is_never_delivered() -> Result<()> {
+    // Proves that the switch delivers the source it checked: no frame
+    // from a forged or half-forged source gets through, however the
+    // flips fall, while the forged ones it saw are dropped and counted.
+    let dir = TestDir::new("net-racing-source")?;
+    let socket = |name: &str| dir.join(format!("{name}.sock"));
+    let mut sw = Vswitchd::new(&dir);
+    sw.enable_api();
+    sw.set_config(json!({
+        "port_groups": [{ "name": "lan", "vlan": { "mode": "none" } }],
+        "ports": [
+            { "name": "racer", "socket": socket("racer"), "mac": frames::mac_text(RACER),
+              "port_group": "lan" },
+            { "name": "listener", "socket": socket("listener"),
+              "mac": frames::mac_text(LISTENER), "port_group": "lan" },
+        ],
+    }))?;
+    let mut listener = RawNic::connect(&socket("listener"), LISTENER)?;
+    let mut racer = RawNic::connect_with_buffers(&socket("racer"), RACER, 0)?;
+    let frame = frames::patterned(BROADCAST, RACER, None, 60, 7);
+    let mut bytes = vec![0u8; HDR];
+    bytes.extend_from_slice(&frame);
+    racer.frontend().write(TX_AT, &bytes);
+    for i in 0..QUEUE_SIZE {
+        let d = desc(TX_AT, bytes.len() as u32, 0, 0);
+        racer.frontend().set_desc_q(TX, i, d);
+    }
+    let forged_before = port_drops(&sw, "racer", "forged_source")?;
+
+    let vcpu = racer.frontend().second_vcpu()?;
+    let src_at = TX_AT + (HDR + 6) as u64;
+    let stop = AtomicBool::new(false);
+    let (sent, seen) = std::thread::scope(|s| {
+        let stop = &stop;
+        s.spawn(move || {
+            // Bounded on its own too, should the sender fail.
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < 5 * RACE_TIME {
+                vcpu.write(src_at, &FORGED);
+                vcpu.write(src_at, &RACER);
+            }
+        });
+        let result = race(&mut racer, &mut listener, &frame);
+        stop.store(true, Ordering::Relaxed);
+        result
+    })?;
+
+    sw.ensure_running()?;
+    let forged = port_drops(&sw, "racer", "forged_source")? - forged_before;
+    eprintln!("racer sent {sent} frames; listener got {seen:?}; forged_source drops: {forged}");
+    ensure!(
+        seen.forged == 0 && seen.torn == 0 && seen.other == 0,
+        "frames the switch never admitted were delivered: {seen:?} of {sent} sent"
+    );
+    ensure!(
+        seen.own > 0,
+        "no frame from the racer got through: {seen:?}"
+    );
+    ensure!(
+        forged > 0,
+        "no forged_source drops counted for {sent} frames"
+    );
     Ok(())
 }

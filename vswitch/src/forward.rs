@@ -18,9 +18,6 @@ pub(crate) const UPLINK_BASE: PortId = 1 << 31;
 /// A source address seen again within this is not learned again.
 const RELEARN_NS: u64 = 1_000_000_000;
 
-/// Bytes of a frame's headers the switch reads.
-const HEAD: usize = ETH_HLEN + VLAN_HLEN;
-
 /// Where a MAC table entry points, by name.
 pub(crate) fn place_of(w: &Worker, id: PortId) -> Option<MacPlace> {
     if id < UPLINK_BASE {
@@ -121,13 +118,13 @@ impl Worker {
     /// and one receiver are known).
     fn on_port_frame(&mut self, p: usize, q: usize, frame: &Frame<'_>) -> Result<(), u64> {
         let now = self.now_ns;
-        let mut head = [0u8; HEAD];
-        let n = frame.read_head(&mut head);
         let port = &mut self.ports[p];
         let policy = &port.entry.policy;
         let counters = &port.entry.counters;
         let max_len = usize::from(policy.mtu) + ETH_HLEN;
-        let info = match frame::parse(&head[..n], frame.len(), max_len) {
+        // The header copied once when the frame was taken: what is checked
+        // here is what every destination gets (see `Frame`).
+        let info = match frame::parse(frame.head(), frame.len(), max_len) {
             Ok(i) => i,
             Err(r) => {
                 counters.count_drop(r);
@@ -289,10 +286,8 @@ impl Worker {
             return;
         }
         let ip = if team.wants_ip() {
-            let mut head = [0u8; 64];
-            let n = frame.read_head(&mut head);
             let l3 = ETH_HLEN + if info.tag.is_some() { VLAN_HLEN } else { 0 };
-            ip_pair_hash(&head[..n], info.ethertype, l3)
+            ip_pair_hash(frame.head(), info.ethertype, l3)
         } else {
             None
         };
@@ -327,7 +322,7 @@ impl Worker {
         edited.for_each_span(|ptr, len| {
             if let Some(slot) = iov.get_mut(n) {
                 // Spans are guest memory held by the source ring, the
-                // worker's buffer, or the edit's tag.
+                // worker's buffer, the frame's copied head or the edit's tag.
                 // SAFETY: each span is live for this call; the kernel reads it.
                 *slot = IoSlice::new(unsafe { std::slice::from_raw_parts(ptr, len) });
                 n += 1;
@@ -373,11 +368,9 @@ impl Worker {
 
     fn on_uplink_frame(&mut self, u: usize, frame: &Frame<'_>) {
         let now = self.now_ns;
-        let mut head = [0u8; HEAD];
-        let n = frame.read_head(&mut head);
         let up = &self.uplinks[u];
         let counters = &up.entry.counters;
-        let info = match frame::parse(&head[..n], frame.len(), MAX_FRAME - VLAN_HLEN) {
+        let info = match frame::parse(frame.head(), frame.len(), MAX_FRAME - VLAN_HLEN) {
             Ok(i) => i,
             Err(r) => return counters.count_drop(r),
         };
@@ -411,3 +404,6 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

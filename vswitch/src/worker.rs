@@ -297,7 +297,7 @@ impl Worker {
             .collect()
     }
 
-    fn update(
+    pub(crate) fn update(
         &mut self,
         switches: Vec<SwitchEntry>,
         ports: Vec<PortEntry>,

@@ -1,38 +1,73 @@
 //! Frames in guest memory: a frame ([`Frame`]) is the buffers of a
-//! transmit chain (or an uplink's buffer), edited for its destination
+//! transmit chain (or an uplink's buffer) whose first bytes, the headers
+//! the switch checks, are copied out once; edited for its destination
 //! without moving bytes ([`Edited`]: a tag push is a 4-byte span between
 //! two ranges), and copied once, straight into the destination guest's
-//! receive chains ([`deliver`]).
+//! receive chains ([`deliver`]), the header from that copy.
 
 use super::ring::{Chain, Seg, SplitRing};
 use crate::frame::{DropReason, TagEdit, VLAN_HLEN, tci_bytes};
 
-/// Most spans an edited frame is made of (a chain's buffers, split once
-/// at the tag, plus the tag).
-pub const MAX_SPANS: usize = super::ring::MAX_SEGS + 2;
+/// Most spans an edited frame is made of: the copied head split around
+/// the tag (two), the tag, and a chain's buffers after the head.
+pub const MAX_SPANS: usize = super::ring::MAX_SEGS + 3;
 /// Offset of `num_buffers` in the virtio-net header.
 const NUM_BUFFERS: usize = 10;
 /// Most receive chains one frame may span (mergeable buffers).
 pub const MAX_RX_CHAINS: usize = 32;
 
+/// Bytes at the start of a frame copied out of guest memory once, when
+/// the frame is taken: every header the switch reads (Ethernet, 802.1Q,
+/// the IP addresses teaming hashes) lies in them, so every check, every
+/// forwarding decision and every copy to a destination sees the same
+/// bytes, whatever a second vCPU of the guest writes meanwhile. One cache
+/// line: the copy costs about what the first read of it did.
+pub const HEAD_COPY: usize = 64;
+
 /// A frame in memory: buffers (of a transmit chain, or a worker buffer
-/// for uplinks) after `skip` bytes. The buffers stay valid while the frame
-/// is handled: the worker holds the source ring, and with it the memory,
-/// for the whole burst.
-#[derive(Debug, Clone, Copy)]
+/// for uplinks) after `skip` bytes, with its first bytes copied once
+/// ([`HEAD_COPY`]). The buffers stay valid while the frame is handled:
+/// the worker holds the source ring, and with it the memory, for the
+/// whole burst.
+///
+/// The guest may rewrite its buffers at any time. Bytes of the copy are
+/// never read from guest memory again: [`Frame::head`] and
+/// [`Frame::for_each_span`] give them from the copy; only the bytes after
+/// it come from guest memory, once per destination.
+#[derive(Debug, Clone)]
 pub struct Frame<'a> {
     segs: &'a [Seg],
     skip: usize,
     len: usize,
+    head: [u8; HEAD_COPY],
+    head_len: usize,
 }
 
 impl<'a> Frame<'a> {
     /// The frame in `segs` after the first `skip` bytes (the virtio-net
-    /// header); None when they hold fewer.
+    /// header), its first bytes copied; None when they hold fewer.
+    #[inline]
     pub fn from_segs(segs: &'a [Seg], skip: usize) -> Option<Self> {
         let total: usize = segs.iter().map(|s| s.len as usize).sum();
         let len = total.checked_sub(skip)?;
-        Some(Frame { segs, skip, len })
+        let mut frame = Frame {
+            segs,
+            skip,
+            len,
+            head: [0; HEAD_COPY],
+            head_len: 0,
+        };
+        let mut head = [0u8; HEAD_COPY];
+        let mut done = 0;
+        frame.guest_spans(0, HEAD_COPY, |ptr, n| {
+            // Raw copy: the guest may be writing the bytes, untrusted.
+            // SAFETY: `ptr..ptr+n` is a live span; `head` has room (spans cover at most HEAD_COPY).
+            unsafe { std::ptr::copy_nonoverlapping(ptr, head.as_mut_ptr().add(done), n) };
+            done += n;
+        });
+        frame.head = head;
+        frame.head_len = done;
+        Some(frame)
     }
 
     /// Total length.
@@ -45,22 +80,44 @@ impl<'a> Frame<'a> {
         self.len == 0
     }
 
-    /// Calls `f` with each span of bytes `start..end` of the frame.
+    /// The first bytes (all of them, up to [`HEAD_COPY`]), as copied once:
+    /// what the switch parses and checks.
+    #[inline]
+    pub fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
+    }
+
+    /// Calls `f` with each span of bytes `start..end` of the frame: the
+    /// copied head from the copy, the rest from guest memory.
     #[inline]
     pub fn for_each_span(&self, start: usize, end: usize, mut f: impl FnMut(*const u8, usize)) {
+        let end = end.min(self.len);
+        if start < self.head_len.min(end) {
+            let copied = &self.head[start..self.head_len.min(end)];
+            f(copied.as_ptr(), copied.len());
+        }
+        self.guest_spans(start.max(self.head_len), end, f);
+    }
+
+    /// Calls `f` with each span of bytes `start..end` of the frame as they
+    /// are in guest memory.
+    #[inline]
+    fn guest_spans(&self, start: usize, end: usize, mut f: impl FnMut(*const u8, usize)) {
         let (start, end) = (start + self.skip, end.min(self.len) + self.skip);
         let mut at = 0;
         for seg in self.segs {
+            if at >= end {
+                break;
+            }
             let len = seg.len as usize;
             let (s, e) = (start.max(at), end.min(at + len));
             if s < e {
                 // SAFETY: `s - at < len`: inside this translated buffer.
                 f(unsafe { seg.ptr.add(s - at) }, e - s);
+                #[cfg(test)]
+                racing_guest::after_read();
             }
             at += len;
-            if at >= end {
-                break;
-            }
         }
     }
 
@@ -75,6 +132,40 @@ impl<'a> Frame<'a> {
             done += n;
         });
         done
+    }
+}
+
+/// A second vCPU of the guest, for tests: a writer that runs after each
+/// read of a frame's bytes in guest memory on this thread, so that every
+/// read sees what the previous one did not (the worst interleaving a real
+/// racing vCPU can produce, made deterministic).
+#[cfg(test)]
+pub(crate) mod racing_guest {
+    use std::cell::RefCell;
+
+    type Writer = Box<dyn FnMut()>;
+
+    thread_local! {
+        static WRITER: RefCell<Option<Writer>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `writer` after each read of guest frame bytes on this thread
+    /// until [`stop`].
+    pub(crate) fn start(writer: impl FnMut() + 'static) {
+        WRITER.with(|w| *w.borrow_mut() = Some(Box::new(writer)));
+    }
+
+    /// No more writes.
+    pub(crate) fn stop() {
+        WRITER.with(|w| *w.borrow_mut() = None);
+    }
+
+    pub(super) fn after_read() {
+        WRITER.with(|w| {
+            if let Some(write) = w.borrow_mut().as_mut() {
+                write();
+            }
+        });
     }
 }
 
@@ -262,6 +353,7 @@ impl<'c> Scatter<'c> {
 mod tests {
     use super::*;
     use crate::frame::VlanTag;
+    use crate::vhost::ring::MAX_SEGS;
     use crate::vhost::ring::tests::{BUFS, Driver};
 
     const WRITE: u16 = 2;
@@ -333,6 +425,71 @@ mod tests {
         assert_eq!(collect(&rewritten), want);
         assert_eq!(collect(&Edited::new(&t, TagEdit::Keep)), tagged);
         assert!(Frame::from_segs(&segs[..2], 13).is_none());
+    }
+
+    #[test]
+    fn the_head_is_read_from_guest_memory_once() {
+        // A long tagged frame over many small buffers, the copied head
+        // ending inside one of them.
+        let mut bytes = vec![0u8; 12];
+        bytes.extend(frame(true));
+        bytes.extend((0..150u8).map(|i| i ^ 0x5a));
+        let want = bytes[12..].to_vec();
+        let mut cuts: Vec<usize> = (0..bytes.len()).step_by(7).collect();
+        cuts.push(bytes.len());
+        let base = bytes.as_mut_ptr();
+        let segs: Vec<Seg> = cuts
+            .windows(2)
+            .map(|w| Seg {
+                // SAFETY: `w[0] < bytes.len()`: inside the vector.
+                ptr: unsafe { base.add(w[0]) },
+                len: (w[1] - w[0]) as u32,
+            })
+            .collect();
+        let f = Frame::from_segs(&segs, 12).expect("long enough");
+        assert_eq!(f.head(), &want[..HEAD_COPY]);
+        // The guest rewrites the whole frame after the copy.
+        for s in &segs {
+            // `bytes` lives on and is only reached through these pointers meanwhile.
+            // SAFETY: each segment is a range of `bytes`.
+            unsafe { std::ptr::write_bytes(s.ptr, 0xee, s.len as usize) };
+        }
+        let mut later = want.clone();
+        later[HEAD_COPY..].fill(0xee);
+        assert_eq!(f.head(), &want[..HEAD_COPY]);
+        let tag = VlanTag { vid: 20, pcp: 5 };
+        for edit in [
+            TagEdit::Keep,
+            TagEdit::Push(tag),
+            TagEdit::Pop,
+            TagEdit::Rewrite(tag),
+        ] {
+            let mut expected = vec![0u8; later.len() + VLAN_HLEN];
+            let n = crate::frame::copy_with_edit(&later, edit, &mut expected).expect("room");
+            let edited = Edited::new(&f, edit);
+            assert_eq!(collect(&edited), expected[..n], "{edit:?}");
+        }
+    }
+
+    #[test]
+    fn edited_frames_stay_within_max_spans() {
+        // The worst case: the first buffer holds the virtio-net header and
+        // the whole copied head, every other buffer one byte after it.
+        let mut bytes = vec![0u8; 12];
+        bytes.extend(frame(true));
+        let first = 12 + HEAD_COPY + 1;
+        bytes.resize(first + MAX_SEGS - 1, 7);
+        let segs: Vec<Seg> = std::iter::once(seg(&bytes[..first]))
+            .chain((first..bytes.len()).map(|i| seg(&bytes[i..=i])))
+            .collect();
+        assert_eq!(segs.len(), MAX_SEGS);
+        let f = Frame::from_segs(&segs, 12).expect("long enough");
+        let tag = VlanTag { vid: 20, pcp: 5 };
+        for edit in [TagEdit::Push(tag), TagEdit::Rewrite(tag)] {
+            let mut spans = 0;
+            Edited::new(&f, edit).for_each_span(|_, _| spans += 1);
+            assert_eq!(spans, MAX_SPANS, "{edit:?}");
+        }
     }
 
     #[test]

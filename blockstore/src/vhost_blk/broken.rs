@@ -6,7 +6,15 @@
 //! that GET_VRING_BASE needs. Such a ring is stopped instead, counted and
 //! logged, until the frontend sets it up again.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
 use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemory;
+
+use super::metrics::QueueMetrics;
 
 /// Why a queue was stopped; each is a counter in the volume's metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +72,110 @@ impl RingSetup {
     }
 }
 
+/// Whether a queue's ring is broken, kept by the queue's worker.
+#[derive(Debug)]
+pub(crate) struct RingGuard {
+    /// How the ring was set up when the guest broke it.
+    broken: Option<RingSetup>,
+    last_log: Option<Instant>,
+    volume: PathBuf,
+    metrics: Arc<QueueMetrics>,
+}
+
+impl RingGuard {
+    /// A guard for a queue of `volume`, counting into `metrics`.
+    pub(crate) fn new(volume: &Path, metrics: Arc<QueueMetrics>) -> Self {
+        RingGuard {
+            broken: None,
+            last_log: None,
+            volume: volume.to_owned(),
+            metrics,
+        }
+    }
+
+    /// Whether `queue` may be served: not while it is stopped as broken
+    /// and set up as it was when it broke.
+    pub(crate) fn serving(&mut self, queue: &Queue) -> bool {
+        match self.broken {
+            None => true,
+            Some(setup) if setup == RingSetup::of(queue) => false,
+            Some(_) => {
+                self.broken = None;
+                tracing::debug!(
+                    volume = %self.volume.display(),
+                    "The frontend set a broken queue up again; serving it"
+                );
+                true
+            }
+        }
+    }
+
+    /// How many requests wait in `queue`; None when it is not ready, or
+    /// when the guest broke it (which stops it).
+    pub(crate) fn waiting<M: GuestMemory>(&mut self, queue: &Queue, mem: &M) -> Option<u16> {
+        if !queue.ready() {
+            return None;
+        }
+        let fault = match queue.avail_idx(mem, Ordering::Acquire) {
+            Ok(idx) => match pending(queue, idx.0) {
+                Ok(waiting) => return Some(waiting),
+                Err(fault) => fault,
+            },
+            Err(_) => RingFault::AvailRing,
+        };
+        self.stop(fault, queue);
+        None
+    }
+
+    /// A chain [`RingGuard::waiting`] counted could not be taken: the guest
+    /// moved the index since, or the entry is outside its memory.
+    pub(crate) fn chain_missing<M: GuestMemory>(&mut self, queue: &Queue, mem: &M) {
+        let fault = match queue.avail_idx(mem, Ordering::Acquire) {
+            Ok(idx) if pending(queue, idx.0).is_err() => RingFault::AvailIndex,
+            _ => RingFault::AvailRing,
+        };
+        self.stop(fault, queue);
+    }
+
+    /// Stops taking from `queue` until the frontend sets it up again;
+    /// counts it and logs it, at most once a second.
+    fn stop(&mut self, fault: RingFault, queue: &Queue) {
+        self.broken = Some(RingSetup::of(queue));
+        self.metrics.broken_rings[fault.index()].inc();
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_log = Some(now);
+        tracing::warn!(
+            volume = %self.volume.display(),
+            reason = fault.reason(),
+            next_avail = queue.next_avail(),
+            size = queue.size(),
+            "Stopped a queue the guest broke until the frontend sets it up again \
+             (further ones are counted, logged at most once a second)"
+        );
+    }
+
+    /// The frontend stopped the ring, or reset the device: it sets the
+    /// ring up again before it starts it.
+    pub(crate) fn clear(&mut self) {
+        self.broken = None;
+    }
+
+    /// Whether the ring is stopped as broken.
+    #[cfg(test)]
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+}
+
 /// How many entries wait in the ring, given the guest's available index:
 /// the fault when that is more than the ring holds.
-pub(crate) fn pending(queue: &Queue, avail_idx: u16) -> Result<u16, RingFault> {
+fn pending(queue: &Queue, avail_idx: u16) -> Result<u16, RingFault> {
     let pending = avail_idx.wrapping_sub(queue.next_avail());
     if pending > queue.size() {
         return Err(RingFault::AvailIndex);

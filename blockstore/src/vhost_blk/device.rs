@@ -318,7 +318,8 @@ impl VhostUserBackend for BlkDevice {
     fn reset_device(&self) {
         for index in 0..self.inner.workers.len() {
             if let Some(mut w) = self.worker(index) {
-                w.forget_broken();
+                // The frontend sets the rings up anew before using them.
+                w.guard.clear();
             }
         }
     }

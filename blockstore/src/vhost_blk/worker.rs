@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types};
 use vhost_user_backend::{VringRwLock, VringState, VringT};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{
     Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
 };
@@ -21,7 +21,7 @@ use vm_memory::{
 use datapath::uring::{Completion, Ring};
 use vmm_sys_util::timerfd::TimerFd;
 
-use super::broken::{self, RingFault, RingSetup};
+use super::broken::RingGuard;
 use super::metrics::QueueMetrics;
 use super::qos::{Limiter, QosShared};
 use super::request::{self, DiskLimits, Fault, HEADER_LEN, Op, Parsed, Segment};
@@ -104,10 +104,8 @@ pub(crate) struct QueueWorker {
     /// queue is drained from the control thread.
     vring: Option<VringRwLock<GuestMemoryAtomic<Memory>>>,
     last_fault_log: Option<Instant>,
-    /// Set when the guest broke the ring: how it was set up then. Nothing
-    /// is taken from it until the frontend sets it up again.
-    broken: Option<RingSetup>,
-    last_broken_log: Option<Instant>,
+    /// Whether the guest broke the ring (nothing is taken from it then).
+    pub(crate) guard: RingGuard,
     qos: Arc<QosShared>,
     qos_seen: u64,
     limiter: Option<Limiter>,
@@ -133,6 +131,7 @@ impl QueueWorker {
             capacity_bytes: backing.capacity(),
             read_only: backing.read_only(),
         };
+        let guard = RingGuard::new(backing.path(), Arc::clone(&metrics));
         QueueWorker {
             ring,
             backing,
@@ -143,9 +142,8 @@ impl QueueWorker {
             immediate: Vec::with_capacity(usize::from(queue_size)),
             metrics,
             vring: None,
+            guard,
             last_fault_log: None,
-            broken: None,
-            last_broken_log: None,
             qos,
             qos_seen: u64::MAX,
             limiter: None,
@@ -176,7 +174,7 @@ impl QueueWorker {
             let queue = state.get_queue();
             let guard = mem.memory();
             queue.ready()
-                && self.serving(queue)
+                && self.guard.serving(queue)
                 && queue
                     .avail_idx(&*guard, Ordering::Acquire)
                     .is_ok_and(|idx| idx.0 != queue.next_avail())
@@ -223,7 +221,7 @@ impl QueueWorker {
         self.throttled_until = None;
         let mem = mem.memory().into_inner();
         let mut state = vring.get_mut();
-        if !self.serving(state.get_queue()) {
+        if !self.guard.serving(state.get_queue()) {
             return;
         }
         'batch: loop {
@@ -232,20 +230,13 @@ impl QueueWorker {
             }
             // Takes what the index says waits, no more: a ring that hands
             // out less is broken, and going round again would spin.
-            let Some(waiting) = self.waiting(state.get_queue(), &mem) else {
+            let Some(waiting) = self.guard.waiting(state.get_queue(), &*mem) else {
                 break;
             };
             for _ in 0..waiting {
                 let before = state.get_queue().next_avail();
                 let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) else {
-                    // The guest moved the index since, or an entry is
-                    // outside its memory.
-                    let queue = state.get_queue();
-                    let fault = match queue.avail_idx(&*mem, Ordering::Acquire) {
-                        Ok(idx) if broken::pending(queue, idx.0).is_err() => RingFault::AvailIndex,
-                        _ => RingFault::AvailRing,
-                    };
-                    self.mark_broken(fault, queue);
+                    self.guard.chain_missing(state.get_queue(), &*mem);
                     break 'batch;
                 };
                 let head = chain.head_index();
@@ -285,63 +276,6 @@ impl QueueWorker {
         if self.ring.has_completions() {
             self.process_completions();
         }
-    }
-
-    /// How many requests wait in `queue`; None when it is not ready, or
-    /// when the guest broke it (which marks it broken).
-    fn waiting(&mut self, queue: &Queue, mem: &Memory) -> Option<u16> {
-        if !queue.ready() {
-            return None;
-        }
-        let fault = match queue.avail_idx(mem, Ordering::Acquire) {
-            Ok(idx) => match broken::pending(queue, idx.0) {
-                Ok(waiting) => return Some(waiting),
-                Err(fault) => fault,
-            },
-            Err(_) => RingFault::AvailRing,
-        };
-        self.mark_broken(fault, queue);
-        None
-    }
-
-    /// Whether `queue` may be served: not while it is stopped as broken
-    /// and set up as it was when it broke.
-    fn serving(&mut self, queue: &Queue) -> bool {
-        match self.broken {
-            None => true,
-            Some(setup) if setup == RingSetup::of(queue) => false,
-            Some(_) => {
-                self.broken = None;
-                tracing::debug!(
-                    volume = %self.backing.path().display(),
-                    "The frontend set a broken queue up again; serving it"
-                );
-                true
-            }
-        }
-    }
-
-    /// Stops taking from `queue` until the frontend sets it up again;
-    /// counts it and logs it, at most once a second.
-    fn mark_broken(&mut self, fault: RingFault, queue: &Queue) {
-        self.broken = Some(RingSetup::of(queue));
-        self.metrics.broken_rings[fault.index()].inc();
-        if log_due(&mut self.last_broken_log) {
-            tracing::warn!(
-                volume = %self.backing.path().display(),
-                reason = fault.reason(),
-                next_avail = queue.next_avail(),
-                size = queue.size(),
-                "Stopped a queue the guest broke until the frontend sets it up again \
-                 (further ones are counted, logged at most once a second)"
-            );
-        }
-    }
-
-    /// Whether the guest broke the queue (and it was not set up since).
-    #[cfg(test)]
-    pub(crate) fn is_broken(&self) -> bool {
-        self.broken.is_some()
     }
 
     /// Starts one request: parses it, then submits its I/O or queues an
@@ -625,12 +559,7 @@ impl QueueWorker {
     /// ring up again before it starts it.
     pub(crate) fn stop(&mut self) {
         self.drain();
-        self.broken = None;
-    }
-
-    /// The device is reset: a broken ring is set up anew before use.
-    pub(crate) fn forget_broken(&mut self) {
-        self.broken = None;
+        self.guard.clear();
     }
 
     /// Forgets the connection's vring once everything in flight is done,

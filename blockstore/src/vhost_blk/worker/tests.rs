@@ -93,7 +93,7 @@ fn an_avail_index_more_than_a_ring_ahead_stops_the_queue() {
     let f = fixture(true);
     f.set_avail_idx(QUEUE_SIZE + 1);
     let mut f = f.process_queue_within_deadline(true);
-    assert!(f.worker.is_broken(), "the queue is marked broken");
+    assert!(f.worker.guard.is_broken(), "the queue is marked broken");
     assert_eq!(
         f.metrics.broken_rings[RingFault::AvailIndex.index()].get(),
         1
@@ -123,7 +123,7 @@ fn without_event_idx_a_broken_ring_is_not_polled_as_work() {
     // The first poll finds the index moved and stops the ring; the unchecked
     // worker found "work" on every poll and never went back to sleep.
     f.worker.poll(&vring, &mem, false);
-    assert!(f.worker.is_broken());
+    assert!(f.worker.guard.is_broken());
     assert!(
         !f.worker.poll(&vring, &mem, false),
         "no work on a broken ring"
@@ -136,24 +136,24 @@ fn a_broken_ring_is_served_again_once_set_up_again() {
     f.set_avail_idx(QUEUE_SIZE + 1);
     let (vring, mem) = (f.vring.clone(), f.mem.clone());
     f.worker.process_queue(&vring, &mem, true);
-    assert!(f.worker.is_broken());
+    assert!(f.worker.guard.is_broken());
 
     // SET_VRING_BASE to where the guest's index now is: nothing waits, the
     // ring is good again.
     vring.set_queue_next_avail(QUEUE_SIZE + 1);
     f.worker.process_queue(&vring, &mem, true);
-    assert!(!f.worker.is_broken(), "set up again");
+    assert!(!f.worker.guard.is_broken(), "set up again");
 
     // Broken again, then stopped (GET_VRING_BASE) and restarted as it was.
     f.set_avail_idx(3 * QUEUE_SIZE);
     f.worker.process_queue(&vring, &mem, true);
-    assert!(f.worker.is_broken());
+    assert!(f.worker.guard.is_broken());
     assert_eq!(
         f.metrics.broken_rings[RingFault::AvailIndex.index()].get(),
         2
     );
     f.worker.stop();
-    assert!(!f.worker.is_broken(), "a stopped ring starts clean");
+    assert!(!f.worker.guard.is_broken(), "a stopped ring starts clean");
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn an_avail_ring_outside_guest_memory_stops_the_queue() {
         .write_obj(1u16, GuestAddress(avail + 2))
         .expect("avail idx");
     let f = f.process_queue_within_deadline(true);
-    assert!(f.worker.is_broken());
+    assert!(f.worker.guard.is_broken());
     assert_eq!(
         f.metrics.broken_rings[RingFault::AvailRing.index()].get(),
         1

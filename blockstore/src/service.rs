@@ -200,6 +200,10 @@ impl Blockd {
                     .iter()
                     .map(|f| (f.reason().to_owned(), serde_json::json!(m.fault(*f))))
                     .collect::<serde_json::Map<_, _>>(),
+                "broken_queues": crate::vhost_blk::broken::RingFault::ALL
+                    .iter()
+                    .map(|f| (f.reason().to_owned(), serde_json::json!(m.broken(*f))))
+                    .collect::<serde_json::Map<_, _>>(),
             },
         })
     }

@@ -288,6 +288,32 @@ pub fn run(mut command: Command) -> Result<String> {
     }
 }
 
+/// CPU time (user and system, all threads) process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io("Cannot read the process's CPU times", &path, e))?;
+    // Fields after the command name (which may hold spaces), from field 3
+    // on: utime and stime are fields 14 and 15.
+    let ticks: Option<u64> = stat.rsplit_once(')').and_then(|(_, rest)| {
+        let mut fields = rest.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some(utime + stime)
+    });
+    let ticks = ticks.ok_or_else(|| Error::Parse {
+        what: format!("utime and stime in {path}"),
+        text: stat.clone(),
+    })?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second)
+        .ok()
+        .filter(|&t| t > 0)
+        .unwrap_or(100);
+    Ok(Duration::from_millis(ticks * 1000 / per_second))
+}
+
 /// A command line as a shell user would type it, for messages.
 pub fn render(command: &Command) -> String {
     std::iter::once(command.get_program())

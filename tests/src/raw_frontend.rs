@@ -320,6 +320,26 @@ impl RawFrontend {
         Ok(())
     }
 
+    /// Stops queue `q` with GET_VRING_BASE (as a VMM does to stop, reset or
+    /// migrate a VM) and returns the backend's next available index; fails
+    /// when no answer comes within `timeout` (a wedged backend).
+    pub fn get_vring_base_within(&self, q: usize, timeout: Duration) -> Result<u32> {
+        let frontend = self.frontend.clone();
+        let (answer, answered) = std::sync::mpsc::channel();
+        // The protocol call blocks; a thread lets the test give up on it.
+        std::thread::spawn(move || {
+            let _ = answer.send(frontend.get_vring_base(q));
+        });
+        match answered.recv_timeout(timeout) {
+            Ok(reply) => reply.map_err(|e| err("GET_VRING_BASE", e)),
+            Err(_) => Err(Error::Timeout {
+                what: format!("an answer to GET_VRING_BASE on queue {q}"),
+                timeout,
+                context: String::new(),
+            }),
+        }
+    }
+
     /// The frontend, for further protocol messages.
     pub fn frontend(&mut self) -> &mut Frontend {
         &mut self.frontend

@@ -3,16 +3,20 @@
 //! uses another export of the same daemon: every bad request completes with
 //! an error status (or is returned untouched when it has no place for one),
 //! is counted per reason, and neither the daemon nor the other volume
-//! notices.
+//! notices. A frontend that breaks a queue's available ring gets that
+//! queue stopped, not spun on: the VM stays stoppable and the export takes
+//! the next frontend.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use harness::blkio_client::BlkioClient;
 use harness::daemons::blockd::BlockdDaemon;
 use harness::http::call;
-use harness::raw_frontend::{Desc, F_NEXT, F_WRITE, RawFrontend};
+use harness::process::cpu_time;
+use harness::raw_frontend::{BUFFERS, Desc, F_NEXT, F_WRITE, QUEUE_SIZE, RawFrontend};
 use harness::testdir::TestDir;
+use harness::wait::wait_until;
 
 const MIB: u64 = 1 << 20;
 const VOLUME: u64 = 4 * MIB;
@@ -261,4 +265,128 @@ fn bad_requests_fail_alone_and_are_counted() -> Result<()> {
     ensure!(total == 0, "the good export counted refusals: {good_stats}");
     d.ensure_running()?;
     Ok(())
+}
+
+/// VIRTIO_F_VERSION_1 and VIRTIO_RING_F_EVENT_IDX.
+const F_VERSION_1: u64 = 1 << 32;
+const F_EVENT_IDX: u64 = 1 << 29;
+
+/// A 4 KiB read of sector 0 on queue `q`, with its buffers in a region of
+/// their own; returns the status byte.
+fn read_q(f: &mut RawFrontend, q: usize) -> Result<u8> {
+    let base = BUFFERS + q as u64 * 0x4000;
+    let (header_at, data, status) = (base, base + 0x1000, base + 0x3000);
+    f.write(header_at, &header(T_IN, 0));
+    f.write(status, &[0xff]);
+    let descs = [
+        (header_at, 16, F_NEXT),
+        (data, 4096, F_WRITE | F_NEXT),
+        (status, 1, F_WRITE),
+    ];
+    for (i, (addr, len, flags)) in descs.into_iter().enumerate() {
+        let next = if flags & F_NEXT != 0 { i as u16 + 1 } else { 0 };
+        f.set_desc_q(
+            q,
+            i as u16,
+            Desc {
+                addr,
+                len,
+                flags,
+                next,
+            },
+        );
+    }
+    let target = f.used_idx_q(q).wrapping_add(1);
+    f.offer_q(q, 0)?;
+    f.wait_used_q(q, target, Duration::from_secs(10))?;
+    Ok(f.read(status, 1)[0])
+}
+
+/// The export's count of queues stopped for an available index too far
+/// ahead (None when the export does not report it).
+fn broken_avail_index(d: &BlockdDaemon, export: &str) -> harness::Result<Option<u64>> {
+    let stats = call(d.api(), "GET", &format!("/v1/exports/{export}"), None)?.json()?;
+    Ok(stats["stats"]["broken_queues"]["avail_index"].as_u64())
+}
+
+/// A frontend sets queue 0's available index more than a ring ahead and
+/// kicks: queue 0 stops (counted, no spinning), queue 1 goes on,
+/// GET_VRING_BASE answers, and the next frontend gets the export.
+fn avail_index_far_ahead(features: u64) -> Result<()> {
+    let dir = TestDir::new("blk-bad-avail")?;
+    let store = dir.subdir("store")?;
+    let mut d = BlockdDaemon::start(&dir)?;
+    let post = |path: &str, body: &str| -> Result<()> {
+        let a = call(d.api(), "POST", path, Some(body))?;
+        ensure!(a.status == 201, "POST {path}: {} {}", a.status, a.body);
+        Ok(())
+    };
+    post(
+        "/v1/datastores",
+        &format!(r#"{{"name":"local","path":"{}"}}"#, store.display()),
+    )?;
+    post(
+        "/v1/datastores/local/volumes",
+        &format!(r#"{{"name":"v","size":{VOLUME}}}"#),
+    )?;
+    post(
+        "/v1/exports",
+        r#"{"id":"v","datastore":"local","volume":"v","queues":2}"#,
+    )?;
+    let pid = d.pid().context("blockd's pid")?;
+    let mut f = RawFrontend::connect_queues(&d.export_socket("v"), 2, features)?;
+    for q in 0..2 {
+        ensure!(read_q(&mut f, q)? == S_OK, "queue {q} before");
+    }
+
+    let ahead = f.used_idx_q(0).wrapping_add(QUEUE_SIZE + 1);
+    f.set_avail_idx_q(0, ahead)?;
+    wait_until(
+        "the broken queue to be counted",
+        Duration::from_secs(10),
+        || Ok(broken_avail_index(&d, "v")?.filter(|&n| n >= 1)),
+    )?;
+    ensure!(read_q(&mut f, 1)? == S_OK, "queue 1 next to the broken one");
+
+    // No thread spins on the stopped queue: over a second, the daemon uses
+    // a small part of a CPU (a spinning queue thread takes most of one).
+    let (cpu, wall) = (cpu_time(pid)?, Instant::now());
+    f.set_avail_idx_q(0, ahead)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (used, elapsed) = (cpu_time(pid)? - cpu, wall.elapsed());
+    ensure!(
+        used < elapsed / 3,
+        "blockd used {used:?} of CPU in {elapsed:?} with a queue stopped"
+    );
+
+    // The VM can still be stopped: each queue answers GET_VRING_BASE.
+    let base = f.get_vring_base_within(0, Duration::from_secs(10))?;
+    ensure!(
+        base == 1,
+        "queue 0 stopped at {base}, after the one request"
+    );
+    f.get_vring_base_within(1, Duration::from_secs(10))?;
+    drop(f);
+
+    // The bad frontend went away; a well-behaved one gets the export.
+    let mut good = BlkioClient::vhost_user(&d.export_socket("v"), 1, MIB as usize)?;
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    good.write(0, 0, &pattern)?;
+    ensure!(
+        good.read(0, 0, 4096)? == pattern,
+        "I/O of the next frontend"
+    );
+    ensure!(broken_avail_index(&d, "v")? >= Some(1), "the count stays");
+    d.ensure_running()?;
+    Ok(())
+}
+
+#[test]
+fn avail_index_far_ahead_with_event_idx_stops_the_queue() -> Result<()> {
+    avail_index_far_ahead(F_VERSION_1 | F_EVENT_IDX)
+}
+
+#[test]
+fn avail_index_far_ahead_without_event_idx_stops_the_queue() -> Result<()> {
+    avail_index_far_ahead(F_VERSION_1)
 }

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use datapath::counters::Histogram;
 
+use crate::vhost_blk::broken::RingFault;
 use crate::vhost_blk::metrics::MetricsSnapshot;
 use crate::vhost_blk::request::Fault;
 
@@ -78,6 +79,23 @@ pub fn render<'a>(exports: impl Iterator<Item = (&'a str, MetricsSnapshot)>) -> 
                     "sfera_blk_errors_total{{export=\"{id}\",reason=\"io_error\"}} {}",
                     m.io_errors
                 );
+            }
+        },
+    );
+    family(
+        "sfera_blk_broken_queues_total",
+        "counter",
+        "Times a queue was stopped because the guest broke its ring, by export and reason.",
+        &mut |out| {
+            for (id, m) in &exports {
+                for f in RingFault::ALL {
+                    let _ = writeln!(
+                        out,
+                        "sfera_blk_broken_queues_total{{export=\"{id}\",reason=\"{}\"}} {}",
+                        f.reason(),
+                        m.broken(f)
+                    );
+                }
             }
         },
     );
@@ -156,11 +174,15 @@ mod tests {
         m.latency_buckets[3] = 2;
         m.latency_buckets[5] = 1;
         m.faults[Fault::OutOfRange.index()] = 7;
+        m.broken_rings[RingFault::AvailIndex.index()] = 1;
         let text = render([("vm1-disk0", m)].into_iter());
         assert!(text.contains("sfera_blk_requests_total{export=\"vm1-disk0\",op=\"read\"} 5"));
         assert!(
             text.contains("sfera_blk_errors_total{export=\"vm1-disk0\",reason=\"out_of_range\"} 7")
         );
+        assert!(text.contains(
+            "sfera_blk_broken_queues_total{export=\"vm1-disk0\",reason=\"avail_index\"} 1"
+        ));
         assert!(
             text.contains("sfera_blk_latency_seconds_bucket{export=\"vm1-disk0\",le=\"+Inf\"} 3")
         );

@@ -315,6 +315,15 @@ impl VhostUserBackend for BlkDevice {
         config::protocol_features()
     }
 
+    fn reset_device(&self) {
+        for index in 0..self.inner.workers.len() {
+            if let Some(mut w) = self.worker(index) {
+                // The frontend sets the rings up anew before using them.
+                w.guard.clear();
+            }
+        }
+    }
+
     fn set_event_idx(&self, enabled: bool) {
         self.inner.event_idx.store(enabled, Ordering::Relaxed);
     }
@@ -364,7 +373,7 @@ impl VhostUserBackend for BlkDevice {
 
     fn stop_vring(&self, queue_index: u32) -> std::io::Result<()> {
         if let Some(mut w) = self.worker(queue_index as usize) {
-            w.drain();
+            w.stop();
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use datapath::counters::{Counter, Histogram};
 
+use super::broken::RingFault;
 use super::request::Fault;
 
 /// The counters of one queue.
@@ -18,6 +19,8 @@ pub struct QueueMetrics {
     pub write_bytes: Counter,
     /// Requests refused, by [`Fault::index`].
     pub faults: [Counter; Fault::ALL.len()],
+    /// Times the guest broke the queue's ring, by [`RingFault::index`].
+    pub broken_rings: [Counter; RingFault::ALL.len()],
     /// Requests the backing store failed (negative io_uring result).
     pub io_errors: Counter,
     /// Times QoS held a request back.
@@ -42,6 +45,7 @@ pub struct MetricsSnapshot {
     pub read_bytes: u64,
     pub write_bytes: u64,
     pub faults: [u64; Fault::ALL.len()],
+    pub broken_rings: [u64; RingFault::ALL.len()],
     pub io_errors: u64,
     pub throttled: u64,
     /// Submitted minus completed, across queues (the queue depth).
@@ -66,6 +70,9 @@ impl MetricsSnapshot {
             for (total, c) in s.faults.iter_mut().zip(&q.faults) {
                 *total += c.get();
             }
+            for (total, c) in s.broken_rings.iter_mut().zip(&q.broken_rings) {
+                *total += c.get();
+            }
             s.io_errors += q.io_errors.get();
             s.throttled += q.throttled.get();
             s.in_flight += q.submitted.get().saturating_sub(q.completed.get());
@@ -81,5 +88,10 @@ impl MetricsSnapshot {
     /// Requests refused for `fault`.
     pub fn fault(&self, fault: Fault) -> u64 {
         self.faults[fault.index()]
+    }
+
+    /// Queues stopped because the guest broke their ring for `fault`.
+    pub fn broken(&self, fault: RingFault) -> u64 {
+        self.broken_rings[fault.index()]
     }
 }

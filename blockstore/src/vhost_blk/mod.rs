@@ -1,6 +1,7 @@
 //! The vhost-user-blk target: one socket per exported volume, one worker
 //! thread and io_uring per queue.
 
+pub mod broken;
 pub mod config;
 pub mod device;
 pub mod export;

@@ -21,6 +21,7 @@ use vm_memory::{
 use datapath::uring::{Completion, Ring};
 use vmm_sys_util::timerfd::TimerFd;
 
+use super::broken::RingGuard;
 use super::metrics::QueueMetrics;
 use super::qos::{Limiter, QosShared};
 use super::request::{self, DiskLimits, Fault, HEADER_LEN, Op, Parsed, Segment};
@@ -103,6 +104,8 @@ pub(crate) struct QueueWorker {
     /// queue is drained from the control thread.
     vring: Option<VringRwLock<GuestMemoryAtomic<Memory>>>,
     last_fault_log: Option<Instant>,
+    /// Whether the guest broke the ring (nothing is taken from it then).
+    pub(crate) guard: RingGuard,
     qos: Arc<QosShared>,
     qos_seen: u64,
     limiter: Option<Limiter>,
@@ -128,6 +131,7 @@ impl QueueWorker {
             capacity_bytes: backing.capacity(),
             read_only: backing.read_only(),
         };
+        let guard = RingGuard::new(backing.path(), Arc::clone(&metrics));
         QueueWorker {
             ring,
             backing,
@@ -138,6 +142,7 @@ impl QueueWorker {
             immediate: Vec::with_capacity(usize::from(queue_size)),
             metrics,
             vring: None,
+            guard,
             last_fault_log: None,
             qos,
             qos_seen: u64::MAX,
@@ -169,6 +174,7 @@ impl QueueWorker {
             let queue = state.get_queue();
             let guard = mem.memory();
             queue.ready()
+                && self.guard.serving(queue)
                 && queue
                     .avail_idx(&*guard, Ordering::Acquire)
                     .is_ok_and(|idx| idx.0 != queue.next_avail())
@@ -215,12 +221,24 @@ impl QueueWorker {
         self.throttled_until = None;
         let mem = mem.memory().into_inner();
         let mut state = vring.get_mut();
+        if !self.guard.serving(state.get_queue()) {
+            return;
+        }
         'batch: loop {
             if event_idx && let Err(e) = state.disable_notification() {
                 tracing::warn!("Cannot disable queue notifications: {e}");
             }
-            let mut before = state.get_queue().next_avail();
-            while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) {
+            // Takes what the index says waits, no more: a ring that hands
+            // out less is broken, and going round again would spin.
+            let Some(waiting) = self.guard.waiting(state.get_queue(), &*mem) else {
+                break;
+            };
+            for _ in 0..waiting {
+                let before = state.get_queue().next_avail();
+                let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) else {
+                    self.guard.chain_missing(state.get_queue(), &*mem);
+                    break 'batch;
+                };
                 let head = chain.head_index();
                 let (first_writable, malformed) = request::collect(chain, &mut self.segments);
                 if let Some(wait) = self.start(head, first_writable, malformed, &mem) {
@@ -234,7 +252,6 @@ impl QueueWorker {
                     }
                     break 'batch;
                 }
-                before = state.get_queue().next_avail();
             }
             if !event_idx {
                 break;
@@ -537,22 +554,25 @@ impl QueueWorker {
         }
     }
 
+    /// The frontend stops the queue (GET_VRING_BASE): completes what is in
+    /// flight, and lifts a stop for a broken ring, as the frontend sets the
+    /// ring up again before it starts it.
+    pub(crate) fn stop(&mut self) {
+        self.drain();
+        self.guard.clear();
+    }
+
     /// Forgets the connection's vring once everything in flight is done,
     /// so the next connection starts clean.
     pub(crate) fn reset(&mut self) {
-        self.drain();
+        self.stop();
         self.vring = None;
     }
 
     /// Counts a refused request and logs it, at most once a second.
     fn fault(&mut self, fault: Fault, head: u16) {
         self.metrics.faults[fault.index()].inc();
-        let now = Instant::now();
-        if self
-            .last_fault_log
-            .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
-        {
-            self.last_fault_log = Some(now);
+        if log_due(&mut self.last_fault_log) {
             tracing::warn!(
                 volume = %self.backing.path().display(),
                 head,
@@ -561,6 +581,17 @@ impl QueueWorker {
             );
         }
     }
+}
+
+/// Whether a rate-limited log line may go out now (at most one a second);
+/// if so, notes the time in `last`.
+fn log_due(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 /// The outcome of parsing a request.
@@ -702,3 +733,6 @@ fn fill_iovecs(
     }
     true
 }
+
+#[cfg(test)]
+mod tests;

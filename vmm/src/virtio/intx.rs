@@ -13,6 +13,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// ISR bit: a queue needs service.
 pub const ISR_QUEUE: u8 = 1;
+/// ISR bit: the device configuration (or status) changed.
+pub const ISR_CONFIG: u8 = 2;
 
 /// A worker thread woken by eventfds, stopped by its own.
 #[derive(Debug)]
@@ -89,16 +91,26 @@ impl Drop for Worker {
     }
 }
 
-/// Relays queue interrupts to the INTx line.
+/// Relays queue interrupts, and the configuration change interrupt written
+/// to `config`, to the INTx line.
 pub fn start_relay(
     name: &str,
     calls: Vec<Arc<EventFd>>,
+    config: Arc<EventFd>,
     isr: Arc<AtomicU8>,
     line: Arc<EventFd>,
     relayed: Arc<AtomicU64>,
 ) -> std::io::Result<Worker> {
-    Worker::start(format!("{name}-intx"), calls, move |_| {
-        isr.fetch_or(ISR_QUEUE, Ordering::SeqCst);
+    let config_index = calls.len();
+    let mut fds = calls;
+    fds.push(config);
+    Worker::start(format!("{name}-intx"), fds, move |i| {
+        let bit = if i == config_index {
+            ISR_CONFIG
+        } else {
+            ISR_QUEUE
+        };
+        isr.fetch_or(bit, Ordering::SeqCst);
         relayed.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = line.write(1) {
             tracing::warn!("Cannot raise INTx: {e}");
@@ -113,12 +125,14 @@ mod tests {
     #[test]
     fn relay_sets_isr_and_pulses_the_line() {
         let call = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let config = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
         let line = Arc::new(EventFd::new(0).unwrap());
         let isr = Arc::new(AtomicU8::new(0));
         let relayed = Arc::new(AtomicU64::new(0));
         let mut w = start_relay(
             "t",
             vec![call.clone()],
+            config.clone(),
             isr.clone(),
             line.clone(),
             relayed.clone(),
@@ -128,6 +142,10 @@ mod tests {
         assert_eq!(line.read().unwrap(), 1, "blocking read: the pulse came");
         assert_eq!(isr.load(Ordering::SeqCst), ISR_QUEUE);
         assert_eq!(relayed.load(Ordering::Relaxed), 1);
+        isr.store(0, Ordering::SeqCst);
+        config.write(1).unwrap();
+        assert_eq!(line.read().unwrap(), 1, "the configuration change pulse");
+        assert_eq!(isr.load(Ordering::SeqCst), ISR_CONFIG);
         w.stop();
     }
 }

@@ -10,6 +10,7 @@ pub mod transport;
 pub mod vhost_user;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -53,6 +54,52 @@ pub struct QueueSetup {
     pub call: Arc<EventFd>,
 }
 
+/// How a device tells the driver that it broke down and must be reset
+/// (virtio 1.x 2.1.2): DEVICE_NEEDS_RESET in the device status, then a
+/// configuration change notification. The device's workers raise it; the
+/// transport shows it and clears it when the driver resets the device.
+#[derive(Debug, Clone)]
+pub struct NeedsReset {
+    raised: Arc<AtomicBool>,
+    /// Written to send the configuration change interrupt.
+    config_call: Arc<EventFd>,
+}
+
+impl NeedsReset {
+    /// Interrupts through `config_call` when raised.
+    pub fn new(config_call: Arc<EventFd>) -> NeedsReset {
+        NeedsReset {
+            raised: Arc::new(AtomicBool::new(false)),
+            config_call,
+        }
+    }
+
+    /// Sets DEVICE_NEEDS_RESET and notifies the driver, once until the
+    /// device is reset.
+    pub fn raise(&self) {
+        if !self.raised.swap(true, Ordering::SeqCst)
+            && let Err(e) = self.config_call.write(1)
+        {
+            tracing::warn!("Cannot send the configuration change interrupt: {e}");
+        }
+    }
+
+    /// Whether the device needs a reset.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// The driver reset the device.
+    pub fn clear(&self) {
+        self.raised.store(false, Ordering::SeqCst);
+    }
+
+    /// The eventfd of the configuration change interrupt.
+    pub fn config_call(&self) -> &Arc<EventFd> {
+        &self.config_call
+    }
+}
+
 /// What a device gets when the driver sets DRIVER_OK.
 #[derive(Debug, Clone)]
 pub struct Activation {
@@ -60,6 +107,8 @@ pub struct Activation {
     /// The features the driver accepted.
     pub features: u64,
     pub queues: Vec<QueueSetup>,
+    /// Raised by the device when the driver must reset it.
+    pub needs_reset: NeedsReset,
 }
 
 /// Errors starting a device.

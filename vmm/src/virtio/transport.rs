@@ -12,7 +12,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::common_cfg::{COMMON_CFG_SIZE, CommonCfg, CommonEvent};
 use super::intx::{Worker, start_relay};
-use super::{Activation, QueueSetup, VirtioDevice, status};
+use super::{Activation, NeedsReset, QueueSetup, VirtioDevice, status};
 use crate::bus::BusDevice;
 use crate::memory::GuestRam;
 use crate::pci::PciError;
@@ -163,6 +163,10 @@ pub struct VirtioPci {
     kicks: Vec<Arc<EventFd>>,
     calls: Vec<Arc<EventFd>>,
     bound: Vec<(usize, u32)>,
+    /// Raised by the device when it broke down (DEVICE_NEEDS_RESET).
+    needs_reset: NeedsReset,
+    /// The GSI the configuration change eventfd is bound to (MSI-X).
+    config_bound: Option<u32>,
     intx_line: Arc<EventFd>,
     isr: Arc<AtomicU8>,
     relay: Option<Worker>,
@@ -208,6 +212,7 @@ impl VirtioPci {
             kicks.push(kick);
             calls.push(Arc::new(eventfd()?));
         }
+        let needs_reset = NeedsReset::new(Arc::new(eventfd()?));
         let intx_line = Arc::new(eventfd()?);
         vm.register_irqfd(&intx_line, u32::from(irq))?;
         Ok(Arc::new(Mutex::new(VirtioPci {
@@ -223,6 +228,8 @@ impl VirtioPci {
             kicks,
             calls,
             bound: Vec::new(),
+            needs_reset,
+            config_bound: None,
             intx_line,
             isr: Arc::new(AtomicU8::new(0)),
             relay: None,
@@ -247,6 +254,12 @@ impl VirtioPci {
                 if self.common.queues[q].vector == v {
                     let _ = self.calls[q].write(1);
                 }
+            }
+            if self.config_bound.is_some()
+                && self.common.msix_config == v
+                && self.needs_reset.is_raised()
+            {
+                let _ = self.needs_reset.config_call().write(1);
             }
         }
     }
@@ -279,11 +292,19 @@ impl VirtioPci {
                     Err(e) => tracing::error!(device = name, "Cannot bind queue {}: {e}", q.index),
                 }
             }
+            let config = self.needs_reset.config_call();
+            if let Some(&gsi) = self.gsis.get(usize::from(self.common.msix_config)) {
+                match self.vm.register_irqfd(config, gsi) {
+                    Ok(()) => self.config_bound = Some(gsi),
+                    Err(e) => tracing::error!(device = name, "Cannot bind the config vector: {e}"),
+                }
+            }
         } else {
             let calls = queues.iter().map(|q| Arc::clone(&q.call)).collect();
             match start_relay(
                 &name,
                 calls,
+                Arc::clone(self.needs_reset.config_call()),
                 Arc::clone(&self.isr),
                 Arc::clone(&self.intx_line),
                 Arc::clone(&self.counters.intx_relayed),
@@ -296,6 +317,7 @@ impl VirtioPci {
             ram: self.ram.clone(),
             features: self.common.driver_features,
             queues,
+            needs_reset: self.needs_reset.clone(),
         };
         self.counters.activations.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.device.activate(activation) {
@@ -311,12 +333,19 @@ impl VirtioPci {
         for (q, gsi) in self.bound.drain(..) {
             let _ = self.vm.unregister_irqfd(&self.calls[q], gsi);
         }
+        if let Some(gsi) = self.config_bound.take() {
+            let _ = self
+                .vm
+                .unregister_irqfd(self.needs_reset.config_call(), gsi);
+        }
         if let Some(mut relay) = self.relay.take() {
             relay.stop();
         }
         for evt in self.kicks.iter().chain(&self.calls) {
             let _ = evt.read();
         }
+        let _ = self.needs_reset.config_call().read();
+        self.needs_reset.clear();
         self.isr.store(0, Ordering::SeqCst);
         self.counters.resets.fetch_add(1, Ordering::Relaxed);
     }
@@ -420,7 +449,12 @@ impl PciFunction for VirtioPci {
 impl BusDevice for VirtioPci {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         match offset {
-            o if o < COMMON_CFG_SIZE => self.common.read(o - COMMON_OFFSET, data),
+            o if o < COMMON_CFG_SIZE => {
+                if self.needs_reset.is_raised() {
+                    self.common.status |= status::NEEDS_RESET;
+                }
+                self.common.read(o - COMMON_OFFSET, data);
+            }
             ISR_OFFSET => {
                 let v = self.isr.swap(0, Ordering::SeqCst);
                 data.fill(0);

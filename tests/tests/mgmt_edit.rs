@@ -576,8 +576,9 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         "{nets}"
     );
 
-    // Volumes and datastores.
-    let ds2 = dir.join("ds2");
+    // Volumes and datastores (a new one under <data-dir>/datastores, the
+    // default datastore root).
+    let ds2 = m.data.join("datastores/ds2");
     std::fs::create_dir_all(&ds2)?;
     m.expect(
         admin,

@@ -9,7 +9,8 @@
 //! - [`db`]: the inventory, tasks, events and users in SQLite, migrated in
 //!   order, never rebuilt.
 //! - [`host`]: CPUs, memory and the kind of KVM, which picks QEMU's
-//!   accelerator.
+//!   accelerator; [`host_paths`]: the host directories a client may name
+//!   (imports, ISOs, datastores).
 //! - [`vm`]: VMs; [`driver`] picks their hypervisor, [`sfera_vmm`] or
 //!   [`qemu`], and runs operations on it; [`tasks`] for long operations; [`console`]: serial consoles shared by web viewers.
 //! - [`metrics`]: performance samples from the daemons' metrics, for the
@@ -26,6 +27,7 @@ pub mod console;
 pub mod db;
 pub mod driver;
 pub mod host;
+pub mod host_paths;
 pub mod import;
 pub mod metrics;
 pub mod mgmtd;

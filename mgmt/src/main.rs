@@ -45,6 +45,15 @@ struct Args {
     /// qemu-img, which imports disk images (raw, qcow2, vmdk).
     #[arg(long, default_value = "qemu-img")]
     qemu_img: PathBuf,
+    /// A directory images are imported from and ISOs booted from (may be
+    /// repeated; replaces the default <data-dir>/import, which is made on
+    /// start). The API refuses files outside these directories.
+    #[arg(long = "import-dir", value_name = "DIR")]
+    import_dirs: Vec<PathBuf>,
+    /// A directory (or block device) under which the API may make
+    /// datastores, besides <data-dir>/datastores (may be repeated).
+    #[arg(long = "datastore-root", value_name = "DIR")]
+    datastore_roots: Vec<PathBuf>,
     /// The Tiny Linux image, vmlinuz and initrd.img (default: ../guest from
     /// this program, i.e. target/guest in a build tree).
     #[arg(long)]
@@ -102,6 +111,8 @@ fn main() -> Result<()> {
         qemu: args.qemu,
         vmm: args.vmm.unwrap_or_else(|| exe_dir.join("sfera-vmm")),
         qemu_img: args.qemu_img,
+        import_dirs: args.import_dirs,
+        datastore_roots: args.datastore_roots,
         guest_dir: args.guest_dir.unwrap_or_else(|| exe_dir.join("../guest")),
         web_dir,
         sample_interval: std::time::Duration::from_secs(args.sample_interval),

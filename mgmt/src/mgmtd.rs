@@ -3,6 +3,7 @@
 //! API server; and stopping it.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use crate::auth::{self, Role};
 use crate::db::Db;
 use crate::host::{self, Accel};
+use crate::host_paths::Roots;
 use crate::service::{Mgmt, Paths};
 use crate::supervisor::{DaemonSpec, Readiness, Supervisor};
 use crate::vswitchd::Vswitchd;
@@ -30,6 +32,10 @@ pub struct Options {
     pub qemu: PathBuf,
     pub vmm: PathBuf,
     pub qemu_img: PathBuf,
+    /// Where images to import and ISOs may be (empty: `<data-dir>/import`).
+    pub import_dirs: Vec<PathBuf>,
+    /// Where datastores may be made besides `<data-dir>/datastores`.
+    pub datastore_roots: Vec<PathBuf>,
     pub guest_dir: PathBuf,
     pub web_dir: Option<PathBuf>,
     pub accel: Option<Accel>,
@@ -50,6 +56,30 @@ const SYNC_EVERY: Duration = Duration::from_secs(20);
 
 fn mkdir(p: &Path) -> Result<()> {
     std::fs::create_dir_all(p).with_context(|| format!("Cannot create {}", p.display()))
+}
+
+/// The import directories and the datastore roots, made when they are
+/// the defaults (the import directory private to root), resolved.
+fn host_roots(o: &Options, data_dir: &Path) -> Result<(Roots, Roots)> {
+    let import_dirs = if o.import_dirs.is_empty() {
+        let d = data_dir.join("import");
+        if !d.exists() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&d)
+                .with_context(|| format!("Cannot create {}", d.display()))?;
+        }
+        vec![d]
+    } else {
+        o.import_dirs.clone()
+    };
+    let datastores = data_dir.join("datastores");
+    mkdir(&datastores)?;
+    let mut roots = vec![datastores];
+    roots.extend(o.datastore_roots.iter().cloned());
+    let import_dirs = Roots::new(&import_dirs).context("An import directory (--import-dir)")?;
+    let roots = Roots::new(&roots).context("A datastore root (--datastore-root)")?;
+    Ok((import_dirs, roots))
 }
 
 /// Creates the administrator on first start: with the password hash in
@@ -115,6 +145,9 @@ pub fn find_web_dir(data_dir: &Path, exe_dir: &Path) -> Option<PathBuf> {
 pub async fn run(o: Options) -> Result<()> {
     let run_dir = std::path::absolute(&o.run_dir)?;
     let data_dir = std::path::absolute(&o.data_dir)?;
+    mkdir(&data_dir)?;
+    let (import_dirs, datastore_roots) = host_roots(&o, &data_dir)?;
+    tracing::info!(import = ?import_dirs.dirs(), datastores = ?datastore_roots.dirs(), "Host directories the API may name");
     let paths = Paths {
         net_dir: run_dir.join("net"),
         vms_dir: run_dir.join("vms"),
@@ -123,6 +156,8 @@ pub async fn run(o: Options) -> Result<()> {
         qemu: o.qemu.clone(),
         vmm: std::path::absolute(&o.vmm)?,
         qemu_img: o.qemu_img.clone(),
+        import_dirs,
+        datastore_roots,
         guest_dir: o.guest_dir.clone(),
         web_dir: o.web_dir.clone(),
         sample_every: o.sample_interval,

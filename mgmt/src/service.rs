@@ -11,6 +11,7 @@ use crate::blockd::Blockd;
 use crate::console::Consoles;
 use crate::db::Db;
 use crate::host::HostFacts;
+use crate::host_paths::Roots;
 use crate::supervisor::Supervisor;
 use crate::vswitchd::Vswitchd;
 
@@ -29,12 +30,24 @@ pub struct Paths {
     pub vmm: PathBuf,
     /// qemu-img, for disk image imports.
     pub qemu_img: PathBuf,
+    /// Where images to import (and ISOs to boot) may be.
+    pub import_dirs: Roots,
+    /// Where directory datastores may be made.
+    pub datastore_roots: Roots,
     /// The Tiny Linux image (vmlinuz, initrd.img).
     pub guest_dir: PathBuf,
     /// The web console's files, served at / when present.
     pub web_dir: Option<PathBuf>,
     /// How often performance samples are taken.
     pub sample_every: Duration,
+}
+
+impl Paths {
+    /// Where an ISO to boot may be: an import directory or under a
+    /// datastore root.
+    pub fn iso_dirs(&self) -> Roots {
+        self.import_dirs.union(&self.datastore_roots)
+    }
 }
 
 /// How long an operation waits for a daemon it needs.

@@ -463,7 +463,7 @@ fn mgmt_api_end_to_end() -> Result<()> {
     ] {
         ensure!(events.contains(kind), "no {kind} event");
     }
-    import_images(&m, &token, &dir)?;
+    import_images(&m, &token)?;
     boot_an_imported_disk(&m, &token, &dir)?;
     boot_an_iso(&m, &token, &dir)?;
 
@@ -508,7 +508,7 @@ fn mgmt_api_end_to_end() -> Result<()> {
 /// Disk images made by qemu-img (raw, qcow2, vmdk) are imported as volumes
 /// holding the same bytes; bad requests are refused, and an image that
 /// fails half-way through the conversion leaves no volume behind.
-fn import_images(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
+fn import_images(m: &Mgmtd, token: &str) -> Result<()> {
     let admin = Cred::Bearer(token);
     let qemu_img = tools::require("qemu-img", "qemu-utils")?;
     const SIZE: usize = 4 << 20;
@@ -518,10 +518,12 @@ fn import_images(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
             *b = (i * 7 % 251) as u8 + 1;
         }
     }
-    let raw = dir.join("image.raw");
+    // Imports come from the import directory.
+    let import = m.data.join("import");
+    let raw = import.join("image.raw");
     std::fs::write(&raw, &data)?;
     let convert = |fmt: &str| -> Result<PathBuf> {
-        let out = dir.join(format!("image.{fmt}"));
+        let out = import.join(format!("image.{fmt}"));
         let mut c = Command::new(&qemu_img);
         c.args(["convert", "-f", "raw", "-O", fmt])
             .arg(&raw)
@@ -653,7 +655,7 @@ fn import_images(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
     let entry = be(&bad, l2);
     ensure!(entry != 0, "cluster 0 of the qcow2 image is not allocated");
     bad[l2..l2 + 8].copy_from_slice(&(entry + 512).to_be_bytes());
-    let corrupt = dir.join("corrupt.qcow2");
+    let corrupt = import.join("corrupt.qcow2");
     std::fs::write(&corrupt, &bad)?;
     let task = m.expect(
         admin,
@@ -699,7 +701,7 @@ fn boot_an_imported_disk(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
     let admin = Cred::Bearer(token);
     let raw = dir.join("mbr.raw");
     std::fs::write(&raw, harness::boot_sector::image())?;
-    let qcow2 = dir.join("mbr.qcow2");
+    let qcow2 = m.data.join("import/mbr.qcow2");
     let mut c = Command::new(tools::require("qemu-img", "qemu-utils")?);
     c.args(["convert", "-f", "raw", "-O", "qcow2"])
         .arg(&raw)
@@ -791,7 +793,8 @@ fn boot_an_iso(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
         root.join("boot.img"),
         &harness::boot_sector::image()[..2048],
     )?;
-    let iso = dir.join("installer.iso");
+    // ISOs boot from the import directory.
+    let iso = m.data.join("import/installer.iso");
     let mut c = Command::new(tools::require("xorriso", "xorriso")?);
     c.args(["-as", "mkisofs", "-quiet", "-o"])
         .arg(&iso)

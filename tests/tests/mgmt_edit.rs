@@ -120,6 +120,89 @@ fn port_group(m: &Mgmtd, cred: Cred<'_>, name: &str) -> Result<Value> {
         .with_context(|| format!("no port group {name}: {groups}"))
 }
 
+/// Host files the API names stay in their directories: an image imported
+/// from the import directory arrives whole; a qcow2 whose backing file is
+/// a host file, one outside the import directory (or a symlink out of it)
+/// and a datastore at /etc are refused with a 400 that names the problem,
+/// and nothing is made.
+fn host_files_come_from_their_directories(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
+    let admin = Cred::Bearer(token);
+    let qemu_img = tools::require("qemu-img", "qemu-utils")?;
+    let import = m.data.join("import");
+    let mut data = vec![0u8; MIB as usize];
+    for (i, b) in data.iter_mut().enumerate().take(64 << 10) {
+        *b = (i % 251) as u8 + 1;
+    }
+    let raw = import.join("good.raw");
+    std::fs::write(&raw, &data)?;
+    let mut c = Command::new(&qemu_img);
+    c.args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(import.join("good.qcow2"));
+    run(c)?;
+    let mut c = Command::new(&qemu_img);
+    c.args(["create", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw"])
+        .arg(import.join("evil.qcow2"));
+    run(c)?;
+    std::os::unix::fs::symlink("/etc/hostname", import.join("link.raw"))?;
+    let outside = dir.join("outside.raw");
+    std::fs::write(&outside, &data)?;
+
+    let url = "/api/v1/datastores/local/import";
+    let before = snapshot(m, admin)?;
+    for (source, format, word) in [
+        (import.join("evil.qcow2"), "qcow2", "backing file"),
+        (import.join("evil.qcow2"), "raw", "is a qcow2 image"),
+        (import.join("link.raw"), "raw", "import directory"),
+        (outside.clone(), "raw", "import directory"),
+        (import.join("../mgmt.db"), "raw", "import directory"),
+    ] {
+        let body = json!({ "volume": "imports/evil", "source": source, "format": format });
+        refused(m, admin, "POST", url, &body, 400, word)?;
+    }
+    refused(
+        m,
+        admin,
+        "POST",
+        "/api/v1/datastores",
+        &json!({ "name": "etc", "path": "/etc" }),
+        400,
+        "datastore root",
+    )?;
+    ensure!(
+        snapshot(m, admin)? == before,
+        "a refused import or datastore made something"
+    );
+    let stores = m.expect(admin, "GET", "/api/v1/datastores", None, 200)?;
+    ensure!(!stores.to_string().contains("\"etc\""), "{stores}");
+
+    let store = m.data.join("datastores/local");
+    for fmt in ["qcow2", "raw"] {
+        let volume = format!("imports/good-{fmt}");
+        let task = m.expect(
+            admin,
+            "POST",
+            url,
+            Some(&json!({ "volume": volume, "source": import.join(format!("good.{fmt}")), "format": fmt })),
+            202,
+        )?;
+        let result = m.wait_task(token, &task, Duration::from_secs(60))?;
+        ensure!(result["size_bytes"] == MIB, "{result}");
+        ensure!(
+            std::fs::read(store.join(format!("{volume}.img")))? == data,
+            "{fmt}: the volume does not hold the image's bytes"
+        );
+        m.expect(
+            admin,
+            "DELETE",
+            &format!("/api/v1/datastores/local/volumes/imports%2Fgood-{fmt}"),
+            None,
+            204,
+        )?;
+    }
+    Ok(())
+}
+
 #[test]
 fn mgmt_edit_vms_networks_datastores() -> Result<()> {
     let image = GuestImage::locate()?;
@@ -576,8 +659,9 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         "{nets}"
     );
 
-    // Volumes and datastores.
-    let ds2 = dir.join("ds2");
+    // Volumes and datastores (a new one under <data-dir>/datastores, the
+    // default datastore root).
+    let ds2 = m.data.join("datastores/ds2");
     std::fs::create_dir_all(&ds2)?;
     m.expect(
         admin,
@@ -733,6 +817,8 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         404,
         "ds2",
     )?;
+
+    host_files_come_from_their_directories(&m, &token, &dir)?;
 
     // The CLI on the same API.
     m.cli(

@@ -562,23 +562,24 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         Op::AddDatastore => {
             let body: DatastoreBody = parse(&r.body)?;
             check_object_name("datastore", &body.name)?;
-            if !std::path::Path::new(&body.path).is_absolute() {
-                return Err(ApiError::invalid("path must be absolute"));
-            }
-            if std::path::Path::new(&body.path).parent().is_none() {
-                return Err(ApiError::invalid(
+            if body.path == "/" {
+                return Err(ApiError::new(
+                    400,
+                    crate::host_paths::PATH_NOT_ALLOWED,
                     "path / is the host's root: give a directory or block device for the datastore",
                 ));
             }
+            let path = mgmt.paths.datastore_roots.datastore("path", &body.path)?;
+            let path = path.display().to_string();
             mgmt.need_blockd().await?;
-            let v = mgmt.blockd.add_datastore(&body.name, &body.path).await?;
+            let v = mgmt.blockd.add_datastore(&body.name, &path).await?;
             mgmt.sync_datastores().await?;
             let by = principal(&r)?.user.clone();
             mgmt.db.event(
                 "info",
                 "datastore.added",
                 &body.name,
-                &format!("Datastore {} at {}", body.name, body.path),
+                &format!("Datastore {} at {path}", body.name),
                 Some(&by),
             );
             created(v)
@@ -664,7 +665,11 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         Op::GetVm => ok(vm_json(&mgmt, &mgmt.find_vm(param(&r, "vm"))?)?),
         Op::CreateVm => {
             let body: CreateVm = parse(&r.body)?;
-            let plan = body.plan(&mgmt.paths.guest_dir, mgmt.host.memory_bytes >> 20)?;
+            let plan = body.plan(
+                &mgmt.paths.guest_dir,
+                &mgmt.paths.iso_dirs(),
+                mgmt.host.memory_bytes >> 20,
+            )?;
             let vm = mgmt.reserve_vm(&plan).await?;
             let user = principal(&r)?.user.clone();
             let m = Arc::clone(&mgmt);
@@ -774,7 +779,7 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             let ds = param(&r, "datastore").to_owned();
             check_object_name("datastore", &ds)?;
             let body: crate::import::ImportDisk = parse(&r.body)?;
-            let source = body.check()?;
+            let source = body.check(&mgmt.paths.import_dirs)?;
             mgmt.need_blockd().await?;
             let (stores, _) = mgmt.sync_datastores().await?;
             if !stores.iter().any(|s| s.name == ds) {
@@ -791,14 +796,14 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
                 )));
             }
             let size =
-                crate::import::virtual_size(&mgmt.paths.qemu_img, &source, body.format).await?;
+                crate::import::image::inspect(&mgmt.paths.qemu_img, &source, body.format).await?;
             let size = size.div_ceil(512) * 512;
             let user = principal(&r)?.user.clone();
             let target = format!("{ds}/{}", body.volume);
             let m = Arc::clone(&mgmt);
             let by = user.clone();
             let task = crate::tasks::spawn(&mgmt.db, "volume.import", &target, &by, move |ctx| {
-                m.import_disk(ds, body, size, user, ctx)
+                m.import_disk(ds, body, source, size, user, ctx)
             })?;
             accepted(&task)
         }

@@ -168,7 +168,7 @@ fn schemas() -> Map<String, Value> {
         input(
             &["name", "path"],
             json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
-                    "path": { "type": "string", "pattern": "^/", "description": "An existing directory or block device on the host" } }),
+                    "path": { "type": "string", "pattern": "^/", "description": "An existing directory inside a datastore root (<data-dir>/datastores, or a --datastore-root of sfera-mgmtd), or a block device that is a root or inside one; symlinks are resolved before the check. Elsewhere (/, /etc): 400 path_not_allowed" } }),
         ),
     );
     put(
@@ -302,6 +302,8 @@ fn schemas() -> Map<String, Value> {
     ] });
     let host_path =
         json!({ "type": "string", "pattern": "^/", "description": "An existing file on the host" });
+    let iso_path = json!({ "type": "string", "pattern": "^/",
+        "description": "A regular file inside an import directory or a datastore root, checked after symlinks are resolved (else 400 path_not_allowed)" });
     let boot_in = input(
         &["kind", "kernel"],
         json!({ "kind": { "type": "string", "enum": ["kernel"] }, "kernel": host_path,
@@ -315,7 +317,7 @@ fn schemas() -> Map<String, Value> {
             json!({
                 "volume": { "type": "string", "pattern": VOLUME_NAME,
                             "description": "The new volume: NAME or FOLDER/NAME" },
-                "source": { "type": "string", "pattern": "^/", "description": "An image file on the host" },
+                "source": { "type": "string", "pattern": "^/", "description": "A regular file inside an import directory (<data-dir>/import, or the --import-dir of sfera-mgmtd), checked after symlinks and .. are resolved (else 400 path_not_allowed). The image must be in the format given, as qemu-img probes it, and name no other file: no backing file, no qcow2 data file, no vmdk extent in another file (else 400 image_not_allowed)" },
                 "format": { "type": "string", "enum": crate::import::ImageFormat::NAMES }
             }),
         ),
@@ -343,7 +345,7 @@ fn schemas() -> Map<String, Value> {
             "vcpus": { "type": ["integer", "null"], "minimum": 1, "maximum": crate::vm::request::MAX_VCPUS, "description": "Default (or null): the template's, else 1" },
             "memory_mib": { "type": ["integer", "null"], "minimum": crate::vm::request::MIN_MEMORY_MIB, "description": "At most the host's memory; default (or null): the template's, else 512" },
             "boot": { "oneOf": [{ "type": "null" }, boot_in, input(&["kind"], json!({ "kind": disk_boot })),
-                                input(&["kind", "iso"], json!({ "kind": iso_boot, "iso": host_path.clone() }))] },
+                                input(&["kind", "iso"], json!({ "kind": iso_boot, "iso": iso_path.clone() }))] },
             "disks": { "type": "array", "maxItems": crate::vm::request::MAX_DISKS, "items": disk_in },
             "nics": { "type": "array", "maxItems": crate::vm::request::MAX_NICS, "items": input(&["port_group"],
                 json!({ "port_group": { "type": "string", "pattern": OBJECT_NAME },

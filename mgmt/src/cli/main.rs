@@ -72,13 +72,16 @@ enum ListCmd {
 #[derive(Debug, Subcommand)]
 enum DatastoreCmd {
     List,
-    /// Import a disk image file of mgmtd's host (raw, qcow2 or vmdk) as a
-    /// new volume, through qemu-img convert.
+    /// Import a disk image file (raw, qcow2 or vmdk) from mgmtd's import
+    /// directory (<data-dir>/import) as a new volume, through qemu-img
+    /// convert. Images that name other files (backing files, external
+    /// extents) are refused.
     Import {
         datastore: String,
         /// The new volume: NAME or FOLDER/NAME.
         volume: String,
-        /// The image file on mgmtd's host (an absolute path).
+        /// The image file on mgmtd's host (an absolute path inside an
+        /// import directory).
         source: String,
         #[arg(long, value_parser = ["raw", "qcow2", "vmdk"])]
         format: String,

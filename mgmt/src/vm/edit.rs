@@ -322,8 +322,7 @@ impl Mgmt {
 
         // Boot source and driver.
         if let Some(b) = &edit.boot {
-            check_boot(b, !after.disks.is_empty())?;
-            after.boot = b.clone();
+            after.boot = check_boot(b, !after.disks.is_empty(), &self.paths.iso_dirs())?;
         } else if after.boot == Boot::Disk && after.disks.is_empty() {
             return Err(ApiError::invalid(
                 "The VM boots from its first disk: it cannot lose all its disks",

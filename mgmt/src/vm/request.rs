@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::error::ApiError;
 use crate::db::Boot;
 use crate::driver::Driver;
+use crate::host_paths::Roots;
 
 /// Body of `POST /api/v1/vms`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -185,9 +186,11 @@ fn check_path(what: &str, path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks a boot source: its host files exist, its command line is one
-/// line, a firmware boot from disk has a disk.
-pub fn check_boot(boot: &Boot, has_disks: bool) -> Result<(), ApiError> {
+/// Checks a boot source: its host files exist, an ISO is a regular file
+/// inside `iso_dirs` (the import directories and datastore roots), its
+/// command line is one line, a firmware boot from disk has a disk. The
+/// boot source to keep: an ISO's path resolved (symlinks followed).
+pub fn check_boot(boot: &Boot, has_disks: bool, iso_dirs: &Roots) -> Result<Boot, ApiError> {
     match boot {
         Boot::Kernel {
             kernel,
@@ -210,9 +213,14 @@ pub fn check_boot(boot: &Boot, has_disks: bool) -> Result<(), ApiError> {
             ));
         }
         Boot::Disk => {}
-        Boot::Iso { iso } => check_path("boot.iso", iso)?,
+        Boot::Iso { iso } => {
+            let iso = iso_dirs.file("boot.iso", iso)?;
+            return Ok(Boot::Iso {
+                iso: iso.display().to_string(),
+            });
+        }
     }
-    Ok(())
+    Ok(boot.clone())
 }
 
 pub fn check_vcpus(vcpus: u32) -> Result<(), ApiError> {
@@ -308,8 +316,14 @@ pub fn check_nic<'a>(
 }
 
 impl CreateVm {
-    /// Checks every field and fills in what the template gives.
-    pub fn plan(self, guest_dir: &Path, host_memory_mib: u64) -> Result<VmPlan, ApiError> {
+    /// Checks every field and fills in what the template gives; an ISO
+    /// must be inside `iso_dirs`.
+    pub fn plan(
+        self,
+        guest_dir: &Path,
+        iso_dirs: &Roots,
+        host_memory_mib: u64,
+    ) -> Result<VmPlan, ApiError> {
         check_vm_name(&self.name)?;
         let (mut vcpus, mut memory_mib, mut boot) = (1, 512, None);
         if let Some(t) = &self.template {
@@ -343,7 +357,7 @@ impl CreateVm {
         let Some(boot) = boot else {
             return Err(ApiError::invalid("boot is required without a template"));
         };
-        check_boot(&boot, !self.disks.is_empty())?;
+        let boot = check_boot(&boot, !self.disks.is_empty(), iso_dirs)?;
         let vcpus = self.vcpus.unwrap_or(vcpus);
         check_vcpus(vcpus)?;
         let memory_mib = self.memory_mib.unwrap_or(memory_mib);
@@ -402,7 +416,7 @@ mod tests {
             r#"{"name":"web-1","template":"tiny-linux","disks":[{"datastore":"local","size_bytes":1073741824}],
                 "nics":[{"port_group":"vm-network"},{"port_group":"vm-network","mac":"52:54:00:AA:bb:01"}]}"#,
         )
-        .plan(g.path(), 4096)
+        .plan(g.path(), &Roots::default(), 4096)
         .unwrap();
         assert_eq!((plan.vcpus, plan.memory_mib), (1, 512));
         let Boot::Kernel {
@@ -460,7 +474,7 @@ mod tests {
             ),
             (
                 r#"{"name":"a","boot":{"kind":"iso","iso":"/no/such.iso"}}"#,
-                "does not exist",
+                "not a file",
             ),
             (
                 r#"{"name":"a","boot":{"kind":"disk"},"disks":[{"datastore":"l"}]}"#,
@@ -480,7 +494,9 @@ mod tests {
             ),
         ];
         for (json, word) in cases {
-            let e = parse(json).plan(g.path(), 4096).unwrap_err();
+            let e = parse(json)
+                .plan(g.path(), &Roots::default(), 4096)
+                .unwrap_err();
             assert_eq!(e.status, 400, "{json}");
             assert!(e.message.contains(word), "{json}: {}", e.message);
         }
@@ -488,7 +504,7 @@ mod tests {
         let e = serde_json::from_str::<CreateVm>(r#"{"name":"a","driver":"xen"}"#).unwrap_err();
         assert!(e.to_string().contains("sfera-vmm"), "{e}");
         let plan = parse(r#"{"name":"a","template":"tiny-linux","driver":"sfera-vmm"}"#)
-            .plan(g.path(), 4096)
+            .plan(g.path(), &Roots::default(), 4096)
             .unwrap();
         assert_eq!(plan.driver, Some(Driver::SferaVmm));
     }
@@ -498,8 +514,35 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         assert!(!templates(empty.path())[0].available);
         let e = parse(r#"{"name":"a","template":"tiny-linux"}"#)
-            .plan(empty.path(), 4096)
+            .plan(empty.path(), &Roots::default(), 4096)
             .unwrap_err();
         assert!(e.message.contains("make guest-image"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_iso_boots_only_from_an_import_directory() {
+        let g = guest();
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::fs::write(base.join("installer.iso"), "iso").unwrap();
+        std::os::unix::fs::symlink("installer.iso", base.join("link.iso")).unwrap();
+        let roots = Roots::new(std::slice::from_ref(&base)).unwrap();
+        let iso = |path: &Path| {
+            parse(&format!(
+                r#"{{"name":"a","boot":{{"kind":"iso","iso":"{}"}}}}"#,
+                path.display()
+            ))
+            .plan(g.path(), &roots, 4096)
+        };
+        let plan = iso(&base.join("link.iso")).unwrap();
+        assert_eq!(
+            plan.boot,
+            Boot::Iso {
+                iso: base.join("installer.iso").display().to_string()
+            }
+        );
+        let e = iso(Path::new("/etc/hostname")).unwrap_err();
+        assert_eq!(e.code, crate::host_paths::PATH_NOT_ALLOWED, "{e}");
+        assert!(e.message.contains("boot.iso"), "{e}");
     }
 }

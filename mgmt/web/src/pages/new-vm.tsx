@@ -205,7 +205,7 @@ export function NewVmPage() {
                 </label>
                 {source === 'iso' && (
                   <div class="indent">
-                    <label>ISO (path on the host){input(iso, setIso, { placeholder: '/srv/images/installer.iso', 'data-testid': 'wizard-iso' })}</label>
+                    <label>ISO (in the import directory, /var/lib/sfera/import, or a datastore){input(iso, setIso, { placeholder: '/var/lib/sfera/import/installer.iso', 'data-testid': 'wizard-iso' })}</label>
                   </div>
                 )}
                 {source === 'custom' && (

@@ -1,11 +1,17 @@
-//! Disk image import: a raw, qcow2 or vmdk file on the host becomes a thin
-//! volume on a datastore. sfera-blockd makes the volume (its size the
-//! image's virtual size), then `qemu-img convert` writes the image's data
-//! into it as raw, skipping what is zero (the new volume reads as zeros
-//! already), and reports progress that the task passes on. An import that
-//! fails deletes the volume: the datastore is left as it was. An import
-//! cut short by mgmtd's end (a crash, a power cut) leaves a marker in
+//! Disk image import: a raw, qcow2 or vmdk file in an import directory
+//! becomes a thin volume on a datastore. The file must be a regular file
+//! inside an import directory once its path is resolved
+//! ([`crate::host_paths`]), and an image that names no other host file
+//! ([`image`]). sfera-blockd makes the volume (its size the image's
+//! virtual size), then `qemu-img convert` writes the image's data into it
+//! as raw, skipping what is zero (the new volume reads as zeros already),
+//! and reports progress that the task passes on; the volume is synced to
+//! disk before the task succeeds. An import that fails deletes the
+//! volume: the datastore is left as it was. An import cut short by
+//! mgmtd's end (a crash, a power cut) leaves a marker in
 //! `<data>/imports/`, by which the next mgmtd deletes its volume.
+
+pub mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,6 +22,7 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use crate::api::error::ApiError;
+use crate::host_paths::Roots;
 use crate::service::Mgmt;
 use crate::tasks::TaskCtx;
 
@@ -46,7 +53,7 @@ impl ImageFormat {
 pub struct ImportDisk {
     /// The new volume: `NAME` or `FOLDER/NAME`.
     pub volume: String,
-    /// The image file on the host.
+    /// The image file, inside an import directory.
     pub source: String,
     pub format: ImageFormat,
 }
@@ -75,68 +82,12 @@ pub fn check_volume_name(name: &str) -> Result<(), ApiError> {
 
 impl ImportDisk {
     /// Checks the fields that need no daemon: the volume name and the
-    /// source file.
-    pub fn check(&self) -> Result<PathBuf, ApiError> {
+    /// source file, a regular file inside one of `import_dirs`; the
+    /// source's resolved path, the one to read.
+    pub fn check(&self, import_dirs: &Roots) -> Result<PathBuf, ApiError> {
         check_volume_name(&self.volume)?;
-        let source = PathBuf::from(&self.source);
-        if !source.is_absolute() {
-            return Err(ApiError::invalid(format!(
-                "source {:?} must be an absolute path",
-                self.source
-            )));
-        }
-        if !source.is_file() {
-            return Err(ApiError::invalid(format!(
-                "source {} is not a file on the host",
-                self.source
-            )));
-        }
-        std::fs::File::open(&source).map_err(|e| {
-            ApiError::invalid(format!("source {} cannot be read: {e}", self.source))
-        })?;
-        Ok(source)
+        import_dirs.file("source", &self.source)
     }
-}
-
-/// The image's virtual size as `qemu-img info` reads it in `format`; a
-/// file that is not in that format is the client's error.
-pub async fn virtual_size(
-    qemu_img: &Path,
-    source: &Path,
-    format: ImageFormat,
-) -> Result<u64, ApiError> {
-    let out = tokio::process::Command::new(qemu_img)
-        .args(["info", "--output=json", "-f", format.as_str()])
-        .arg(source)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| {
-            ApiError::unavailable(format!(
-                "Cannot run {} (Debian's qemu-utils): {e}",
-                qemu_img.display()
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(ApiError::invalid(format!(
-            "source {} is not a readable {} image: {}",
-            source.display(),
-            format.as_str(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| ApiError::internal(format!("qemu-img info printed no JSON: {e}")))?;
-    let size = info["virtual-size"]
-        .as_u64()
-        .ok_or_else(|| ApiError::internal(format!("qemu-img info gave no virtual-size: {info}")))?;
-    if size == 0 {
-        return Err(ApiError::invalid(format!(
-            "source {} is an empty image",
-            source.display()
-        )));
-    }
-    Ok(size)
 }
 
 /// The percentages in `qemu-img convert -p` output (`    (12.50/100%)`).
@@ -203,12 +154,14 @@ impl Mgmt {
         }
     }
 
-    /// Imports `source` as `volume` of `datastore` (a task); the volume's
-    /// size is `size` (the image's virtual size, rounded up to 512).
+    /// Imports `source` (`req.source` checked and resolved) as `volume`
+    /// of `datastore` (a task); the volume's size is `size` (the image's
+    /// virtual size, rounded up to 512).
     pub async fn import_disk(
         self: Arc<Self>,
         datastore: String,
         req: ImportDisk,
+        source: PathBuf,
         size: u64,
         user: String,
         ctx: TaskCtx,
@@ -229,7 +182,7 @@ impl Mgmt {
         std::fs::write(&marker, text)
             .map_err(|e| ApiError::internal(format!("Cannot write {}: {e}", marker.display())))?;
         let result = self
-            .import_into_new_volume(&datastore, &req, size, &user, &ctx)
+            .import_into_new_volume(&datastore, &req, &source, size, &user, &ctx)
             .await;
         let _ = std::fs::remove_file(&marker);
         result
@@ -239,6 +192,7 @@ impl Mgmt {
         &self,
         datastore: &str,
         req: &ImportDisk,
+        source: &Path,
         size: u64,
         user: &str,
         ctx: &TaskCtx,
@@ -254,7 +208,7 @@ impl Mgmt {
                 req.volume
             )));
         };
-        match self.convert(req, &target, ctx).await {
+        match self.convert(req.format, source, &target, ctx).await {
             Ok(()) => {
                 self.db.event(
                     "info",
@@ -262,7 +216,7 @@ impl Mgmt {
                     &format!("{datastore}/{}", req.volume),
                     &format!(
                         "{} ({}) imported as {}/{} ({size} bytes)",
-                        req.source,
+                        source.display(),
                         req.format.as_str(),
                         datastore,
                         req.volume
@@ -292,17 +246,42 @@ impl Mgmt {
         }
     }
 
+    /// `qemu-img convert` from `source` (checked by [`image::inspect`])
+    /// into the volume file `target`, then both synced.
+    ///
+    /// The source is opened as `format` with `backing: null` and through
+    /// the `file` driver: no format probe, no backing file, no protocol
+    /// read from its name. The target is written with `-t writeback`
+    /// (qemu-img's default for convert is `unsafe`, which drops its final
+    /// flush), so the flush at the end is an fdatasync; `-t none`
+    /// (O_DIRECT) would also skip the page cache but fails where the
+    /// datastore's filesystem has no O_DIRECT. The file and its directory
+    /// are fsynced here too before the import is reported done.
     async fn convert(
         &self,
-        req: &ImportDisk,
+        format: ImageFormat,
+        source: &Path,
         target: &Path,
         ctx: &TaskCtx,
     ) -> Result<(), ApiError> {
+        let spec = json!({
+            "driver": format.as_str(),
+            "backing": null,
+            "file": { "driver": "file", "filename": source },
+        });
         let mut child = tokio::process::Command::new(&self.paths.qemu_img)
-            .args(["convert", "-p", "-n", "--target-is-zero", "-f"])
-            .arg(req.format.as_str())
+            .args([
+                "convert",
+                "-p",
+                "-n",
+                "--target-is-zero",
+                "-t",
+                "writeback",
+                "-f",
+            ])
+            .arg(format.as_str())
             .args(["-O", "raw"])
-            .arg(&req.source)
+            .arg(format!("json:{spec}"))
             .arg(target)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -351,12 +330,30 @@ impl Mgmt {
         if !status.success() {
             return Err(ApiError::invalid(format!(
                 "qemu-img could not convert {} ({}): {}",
-                req.source,
+                source.display(),
                 status,
                 errors.trim()
             )));
         }
-        Ok(())
+        ctx.progress(96, "syncing the volume");
+        let target = target.to_owned();
+        tokio::task::spawn_blocking(move || sync_file_and_dir(&target))
+            .await
+            .map_err(|e| ApiError::internal(format!("The sync did not finish: {e}")))?
+    }
+}
+
+/// fsyncs `file` and the directory that holds it.
+fn sync_file_and_dir(file: &Path) -> Result<(), ApiError> {
+    let sync = |p: &Path| {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| ApiError::internal(format!("Cannot sync {}: {e}", p.display())))
+    };
+    sync(file)?;
+    match file.parent() {
+        Some(dir) => sync(dir),
+        None => Ok(()),
     }
 }
 
@@ -387,16 +384,29 @@ mod tests {
             serde_json::from_str::<ImportDisk>(r#"{"volume":"v","source":"/x","format":"vdi"}"#)
                 .unwrap_err();
         assert!(e.to_string().contains("qcow2"), "{e}");
+        let roots = Roots::new(&[PathBuf::from("/etc")]).unwrap();
         let rel = ImportDisk {
             volume: "v".into(),
             source: "rel/x".into(),
             format: ImageFormat::Raw,
         };
-        assert!(rel.check().unwrap_err().message.contains("absolute"));
+        assert!(rel.check(&roots).unwrap_err().message.contains("absolute"));
         let missing = ImportDisk {
             source: "/no/such/image".into(),
             ..rel
         };
-        assert!(missing.check().unwrap_err().message.contains("not a file"));
+        assert!(
+            missing
+                .check(&roots)
+                .unwrap_err()
+                .message
+                .contains("not a file")
+        );
+        let outside = ImportDisk {
+            source: "/proc/self/status".into(),
+            ..missing
+        };
+        let e = outside.check(&roots).unwrap_err();
+        assert_eq!(e.code, crate::host_paths::PATH_NOT_ALLOWED, "{e}");
     }
 }

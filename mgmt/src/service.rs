@@ -43,10 +43,12 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// Where an ISO to boot may be: an import directory or under a
-    /// datastore root.
-    pub fn iso_dirs(&self) -> Roots {
-        self.import_dirs.union(&self.datastore_roots)
+    /// Where a file a VM boots from (ISO, kernel, initrd) may be: an
+    /// import directory, under a datastore root, or the Tiny Linux image's
+    /// directory.
+    pub fn boot_dirs(&self) -> Roots {
+        let guest = Roots::new(std::slice::from_ref(&self.guest_dir)).unwrap_or_default();
+        self.import_dirs.union(&self.datastore_roots).union(&guest)
     }
 }
 

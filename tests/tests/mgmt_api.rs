@@ -961,6 +961,13 @@ fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
     m.wait_defaults(admin)?;
     let host = m.expect(admin, "GET", "/api/v1/host", None, 200)?;
     ensure!(host["sfera_vmm_available"] == true, "{host}");
+    // A kernel boots only from mgmtd's boot directories (its import
+    // directory here).
+    let elf = {
+        let imported = m.data.join("import/testguest.elf");
+        std::fs::copy(&elf, &imported)?;
+        imported
+    };
 
     // The guest benchmarks its disk for 30 s (long enough to pause it and
     // restart mgmtd), then sends frames on its NIC and powers off.

@@ -76,10 +76,11 @@ fn web_console_end_to_end() -> Result<()> {
     );
 
     // A qcow2 image with a boot sector, for the browser to import from the
-    // datastore page and boot a VM from.
+    // datastore page and boot a VM from; in mgmtd's import directory, the
+    // only place it imports host files from.
     let raw = dir.join("web-disk.raw");
     std::fs::write(&raw, harness::boot_sector::image())?;
-    let image = dir.join("web-disk.qcow2");
+    let image = dir.join("data/import/web-disk.qcow2");
     let mut make = Command::new(tools::require("qemu-img", "qemu-utils")?);
     make.args(["convert", "-f", "raw", "-O", "qcow2"])
         .arg(&raw)

@@ -667,7 +667,7 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
             let body: CreateVm = parse(&r.body)?;
             let plan = body.plan(
                 &mgmt.paths.guest_dir,
-                &mgmt.paths.iso_dirs(),
+                &mgmt.paths.boot_dirs(),
                 mgmt.host.memory_bytes >> 20,
             )?;
             let vm = mgmt.reserve_vm(&plan).await?;

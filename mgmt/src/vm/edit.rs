@@ -322,7 +322,7 @@ impl Mgmt {
 
         // Boot source and driver.
         if let Some(b) = &edit.boot {
-            after.boot = check_boot(b, !after.disks.is_empty(), &self.paths.iso_dirs())?;
+            after.boot = check_boot(b, !after.disks.is_empty(), &self.paths.boot_dirs())?;
         } else if after.boot == Boot::Disk && after.disks.is_empty() {
             return Err(ApiError::invalid(
                 "The VM boots from its first disk: it cannot lose all its disks",

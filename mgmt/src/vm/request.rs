@@ -1,7 +1,7 @@
 //! What a client may ask for a new VM, checked field by field before
 //! anything is made, and the templates a VM can start from.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -171,41 +171,34 @@ pub fn random_mac() -> Result<String, ApiError> {
     ))
 }
 
-fn check_path(what: &str, path: &str) -> Result<(), ApiError> {
-    let p = PathBuf::from(path);
-    if !p.is_absolute() {
-        return Err(ApiError::invalid(format!(
-            "{what} {path:?} must be an absolute path"
-        )));
-    }
-    if !p.is_file() {
-        return Err(ApiError::invalid(format!(
-            "{what} {path} does not exist on the host"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a boot source: its host files exist, an ISO is a regular file
-/// inside `iso_dirs` (the import directories and datastore roots), its
-/// command line is one line, a firmware boot from disk has a disk. The
-/// boot source to keep: an ISO's path resolved (symlinks followed).
-pub fn check_boot(boot: &Boot, has_disks: bool, iso_dirs: &Roots) -> Result<Boot, ApiError> {
+/// Checks a boot source: its host files (an ISO, a kernel, an initrd) are
+/// regular files inside `dirs` (the import directories, datastore roots
+/// and the Tiny Linux image's directory: a kernel or initrd is loaded into
+/// guest memory, so `/etc/shadow` as an initrd would hand a host secret to
+/// the guest), its command line is one line, a firmware boot from disk has
+/// a disk. The boot source to keep: its paths resolved (symlinks followed).
+pub fn check_boot(boot: &Boot, has_disks: bool, dirs: &Roots) -> Result<Boot, ApiError> {
     match boot {
         Boot::Kernel {
             kernel,
             initrd,
             cmdline,
         } => {
-            check_path("boot.kernel", kernel)?;
-            if let Some(i) = initrd {
-                check_path("boot.initrd", i)?;
-            }
+            let kernel = dirs.file("boot.kernel", kernel)?;
+            let initrd = match initrd {
+                Some(i) => Some(dirs.file("boot.initrd", i)?),
+                None => None,
+            };
             if cmdline.chars().count() > 2048 || cmdline.contains('\n') {
                 return Err(ApiError::invalid(
                     "boot.cmdline must be one line of at most 2048 characters",
                 ));
             }
+            return Ok(Boot::Kernel {
+                kernel: kernel.display().to_string(),
+                initrd: initrd.map(|i| i.display().to_string()),
+                cmdline: cmdline.clone(),
+            });
         }
         Boot::Disk if !has_disks => {
             return Err(ApiError::invalid(
@@ -214,7 +207,7 @@ pub fn check_boot(boot: &Boot, has_disks: bool, iso_dirs: &Roots) -> Result<Boot
         }
         Boot::Disk => {}
         Boot::Iso { iso } => {
-            let iso = iso_dirs.file("boot.iso", iso)?;
+            let iso = dirs.file("boot.iso", iso)?;
             return Ok(Boot::Iso {
                 iso: iso.display().to_string(),
             });
@@ -317,11 +310,12 @@ pub fn check_nic<'a>(
 
 impl CreateVm {
     /// Checks every field and fills in what the template gives; an ISO
-    /// must be inside `iso_dirs`.
+    /// or kernel must be inside `boot_dirs` (or, for the templates' own
+    /// files, `guest_dir`).
     pub fn plan(
         self,
         guest_dir: &Path,
-        iso_dirs: &Roots,
+        boot_dirs: &Roots,
         host_memory_mib: u64,
     ) -> Result<VmPlan, ApiError> {
         check_vm_name(&self.name)?;
@@ -357,7 +351,9 @@ impl CreateVm {
         let Some(boot) = boot else {
             return Err(ApiError::invalid("boot is required without a template"));
         };
-        let boot = check_boot(&boot, !self.disks.is_empty(), iso_dirs)?;
+        // The template's own files are in the guest directory.
+        let guest = Roots::new(&[guest_dir.to_path_buf()]).unwrap_or_default();
+        let boot = check_boot(&boot, !self.disks.is_empty(), &boot_dirs.union(&guest))?;
         let vcpus = self.vcpus.unwrap_or(vcpus);
         check_vcpus(vcpus)?;
         let memory_mib = self.memory_mib.unwrap_or(memory_mib);
@@ -465,7 +461,7 @@ mod tests {
             ),
             (
                 r#"{"name":"a","boot":{"kind":"kernel","kernel":"/no/such/kernel"}}"#,
-                "does not exist",
+                "not a file on the host",
             ),
             (r#"{"name":"a","boot":{"kind":"disk"}}"#, "disks[0]"),
             (
@@ -544,5 +540,32 @@ mod tests {
         let e = iso(Path::new("/etc/hostname")).unwrap_err();
         assert_eq!(e.code, crate::host_paths::PATH_NOT_ALLOWED, "{e}");
         assert!(e.message.contains("boot.iso"), "{e}");
+    }
+
+    #[test]
+    fn a_kernel_and_initrd_come_only_from_the_boot_directories() {
+        let g = guest();
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::fs::write(base.join("vmlinuz"), "k").unwrap();
+        std::fs::write(base.join("initrd"), "i").unwrap();
+        let roots = Roots::new(std::slice::from_ref(&base)).unwrap();
+        let boot = |kernel: &Path, initrd: &Path| {
+            parse(&format!(
+                r#"{{"name":"a","boot":{{"kind":"kernel","kernel":"{}","initrd":"{}"}}}}"#,
+                kernel.display(),
+                initrd.display()
+            ))
+            .plan(g.path(), &roots, 4096)
+        };
+        boot(&base.join("vmlinuz"), &base.join("initrd")).unwrap();
+        // The template's own files, from the guest directory.
+        boot(&g.path().join("vmlinuz"), &g.path().join("initrd.img")).unwrap();
+        // A host secret as the initrd would be loaded into guest memory.
+        let e = boot(&base.join("vmlinuz"), Path::new("/etc/shadow")).unwrap_err();
+        assert_eq!(e.code, crate::host_paths::PATH_NOT_ALLOWED, "{e}");
+        assert!(e.message.contains("boot.initrd"), "{e}");
+        let e = boot(Path::new("/etc/hostname"), &base.join("initrd")).unwrap_err();
+        assert!(e.message.contains("boot.kernel"), "{e}");
     }
 }

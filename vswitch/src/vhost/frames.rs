@@ -333,9 +333,12 @@ impl<'c> Scatter<'c> {
             }
             let seg = segs[self.seg];
             let n = (seg.len as usize - self.off).min(len);
-            // The source span is live for the call (see `Frame`).
+            // The source span is live for the call (see `Frame`). A guest
+            // with two NICs on this switch can offer a receive buffer that
+            // overlaps its own transmit buffer (one guest memory), so the
+            // copy must allow overlap: memmove, not memcpy.
             // SAFETY: `off..off+n` lies in a device-writable buffer the ring translated.
-            unsafe { std::ptr::copy_nonoverlapping(src, seg.ptr.add(self.off), n) };
+            unsafe { std::ptr::copy(src, seg.ptr.add(self.off), n) };
             // SAFETY: `n <= len`: still inside the source span.
             src = unsafe { src.add(n) };
             len -= n;

@@ -193,6 +193,12 @@ impl BlkDevice {
         MetricsSnapshot::sum(self.inner.metrics.iter().map(|m| &**m))
     }
 
+    /// Whether a flush of the volume failed since it was exported: every
+    /// flush fails from then on, until it is exported again.
+    pub fn write_back_failed(&self) -> bool {
+        self.inner.backing.write_back_failed()
+    }
+
     /// The current connection's guest memory.
     fn mem(&self) -> GuestMemoryAtomic<Memory> {
         self.inner

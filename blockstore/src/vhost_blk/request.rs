@@ -82,11 +82,15 @@ pub enum Fault {
     TooLarge,
     /// A request type this device does not offer.
     Unsupported,
+    /// A flush after an earlier flush of the volume failed: what that one
+    /// lost cannot be made durable any more (see
+    /// [`crate::backing::Backing::note_write_back_error`]).
+    WriteBackError,
 }
 
 impl Fault {
     /// Every fault, in the order of [`Fault::index`].
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::MalformedChain,
         Fault::OutsideMemory,
         Fault::OutOfRange,
@@ -94,6 +98,7 @@ impl Fault {
         Fault::ReadOnly,
         Fault::TooLarge,
         Fault::Unsupported,
+        Fault::WriteBackError,
     ];
 
     /// A dense index for counter arrays.
@@ -111,6 +116,7 @@ impl Fault {
             Fault::ReadOnly => "read_only",
             Fault::TooLarge => "too_large",
             Fault::Unsupported => "unsupported",
+            Fault::WriteBackError => "write_back_error",
         }
     }
 }

@@ -361,6 +361,7 @@ impl QueueWorker {
                 status_addr,
                 used_len: 1,
             },
+            Op::Flush if self.backing.write_back_failed() => failed(Fault::WriteBackError),
             Op::Read { len: 0, .. } | Op::Write { len: 0, .. } => Prepared::Done {
                 status_addr,
                 used_len: 1,
@@ -533,10 +534,11 @@ impl QueueWorker {
             ring,
             slots,
             metrics,
+            backing,
             ..
         } = self;
         let mut used = false;
-        ring.reap(|c| used |= complete(slots, metrics, &mut state, c));
+        ring.reap(|c| used |= complete(slots, metrics, backing, &mut state, c));
         if used {
             notify(&mut state);
         }
@@ -629,6 +631,7 @@ fn status_of_fault(fault: Fault) -> u8 {
 fn complete(
     slots: &mut [Slot],
     metrics: &QueueMetrics,
+    backing: &Backing,
     state: &mut VringState<GuestMemoryAtomic<Memory>>,
     c: Completion,
 ) -> bool {
@@ -651,7 +654,10 @@ fn complete(
         Kind::Read | Kind::Write => i64::try_from(slot.bytes).unwrap_or(i64::MAX),
         Kind::Flush | Kind::Discard => 0,
     };
-    let ok = i64::from(c.result) == expected;
+    let mut ok = i64::from(c.result) == expected;
+    if slot.kind == Kind::Flush {
+        ok = flush_durable(backing, metrics, ok, c.result);
+    }
     if ok {
         match slot.kind {
             Kind::Read => metrics.read_bytes.add(slot.bytes),
@@ -681,6 +687,28 @@ fn complete(
     let _ = mem.write_obj(status, GuestAddress(slot.status_addr));
     if let Err(e) = state.add_used(head, used_len) {
         tracing::warn!(head, "Cannot add to the used ring: {e}");
+        return false;
+    }
+    true
+}
+
+/// Whether a flush that the kernel answered with `result` made the volume
+/// durable: not if it failed, nor if any earlier flush of the volume failed
+/// (on this queue or another, even one that completed meanwhile).
+fn flush_durable(backing: &Backing, metrics: &QueueMetrics, ok: bool, result: i32) -> bool {
+    if !ok {
+        if backing.note_write_back_error() {
+            tracing::error!(
+                volume = %backing.path().display(),
+                errno = -result,
+                "A flush failed: every later flush of the volume fails until it is \
+                 exported again, as written data may be lost"
+            );
+        }
+        return false;
+    }
+    if backing.write_back_failed() {
+        metrics.faults[Fault::WriteBackError.index()].inc();
         return false;
     }
     true

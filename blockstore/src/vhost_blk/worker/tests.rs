@@ -1,18 +1,18 @@
 //! The worker against a split virtqueue in fake guest memory, driven the
 //! way vhost-user-backend's queue thread drives it.
 
+use std::os::fd::RawFd;
 use std::sync::mpsc;
 
-use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
 use crate::vhost_blk::broken::RingFault;
+use crate::vhost_blk::fake_driver::{Data, FakeDriver, MEM_LEN, QUEUE_SIZE};
 
-const QUEUE_SIZE: u16 = 16;
-const DESC: u64 = 0x0;
-const AVAIL: u64 = 0x1000;
-const USED: u64 = 0x2000;
-const MEM_LEN: usize = 0x10_0000;
+const DESC: u64 = crate::vhost_blk::fake_driver::DESC;
+const USED: u64 = crate::vhost_blk::fake_driver::USED;
+const T_FLUSH: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_FLUSH;
 /// How long a handler may take before it counts as looping.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -21,53 +21,74 @@ struct Fixture {
     metrics: Arc<QueueMetrics>,
     vring: VringRwLock<GuestMemoryAtomic<Memory>>,
     mem: GuestMemoryAtomic<Memory>,
-    _dir: tempfile::TempDir,
+    driver: FakeDriver,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A worker on a 1 MiB image, and a ready queue of 16 entries with
 /// nothing available yet.
 fn fixture(event_idx: bool) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
+    let backing = Arc::new(Backing::open(&image(&dir), false).expect("backing"));
+    let fds = backing.fds();
+    let mut f = queue_of(&backing, fds, event_idx);
+    f._dir = Some(dir);
+    f
+}
+
+/// A 1 MiB image in `dir`.
+fn image(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let image = dir.path().join("disk.img");
-    std::fs::write(&image, vec![0u8; 1 << 20]).expect("image");
-    let backing = Arc::new(Backing::open(&image, false).expect("backing"));
+    if !image.exists() {
+        std::fs::write(&image, vec![0u8; 1 << 20]).expect("image");
+    }
+    image
+}
+
+/// A worker for one queue of the volume `backing`, its io_uring doing
+/// I/O on `fds` (direct, buffered: see [`Backing::fds`]).
+fn queue_of(backing: &Arc<Backing>, fds: [RawFd; 2], event_idx: bool) -> Fixture {
     let mut ring = Ring::new(64).expect("io_uring");
-    ring.register_files(&backing.fds()).expect("fixed files");
+    ring.register_files(&fds).expect("fixed files");
     let metrics = Arc::new(QueueMetrics::default());
     let worker = QueueWorker::new(
         ring,
-        backing,
+        Arc::clone(backing),
         [0; 20],
         QUEUE_SIZE,
         Arc::clone(&metrics),
         Arc::new(QosShared::default()),
         TimerFd::new().expect("timerfd"),
     );
-    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_LEN)]).expect("mem");
-    let mem = GuestMemoryAtomic::new(memory);
-    let vring = VringRwLock::new(mem.clone(), QUEUE_SIZE).expect("vring");
-    vring.set_queue_size(QUEUE_SIZE);
-    vring
-        .set_queue_info(DESC, AVAIL, USED)
-        .expect("ring addresses");
-    vring.set_queue_event_idx(event_idx);
-    vring.set_queue_ready(true);
+    let driver = FakeDriver::new(event_idx);
     Fixture {
         worker,
         metrics,
-        vring,
-        mem,
-        _dir: dir,
+        vring: driver.vring.clone(),
+        mem: driver.mem.clone(),
+        driver,
+        _dir: None,
     }
 }
 
 impl Fixture {
     /// Writes the guest's available index.
     fn set_avail_idx(&self, idx: u16) {
-        self.mem
-            .memory()
-            .write_obj(idx, GuestAddress(AVAIL + 2))
-            .expect("avail idx");
+        self.driver.set_avail_idx(idx);
+    }
+
+    /// Makes one request available, kicks the worker and reaps its
+    /// completions until the request has a status, which it returns.
+    fn request(&mut self, kind: u32, sector: u64, data: Data) -> u8 {
+        let head = self.driver.offer(kind, sector, data);
+        let (vring, mem) = (self.vring.clone(), self.mem.clone());
+        self.worker.process_queue(&vring, &mem, false);
+        let deadline = Instant::now() + DEADLINE;
+        while self.driver.status(head) == 0xff && Instant::now() < deadline {
+            self.worker.process_completions();
+            std::thread::yield_now();
+        }
+        self.driver.status(head)
     }
 
     /// Runs `process_queue` on another thread and waits for it to return;
@@ -175,4 +196,40 @@ fn an_avail_ring_outside_guest_memory_stops_the_queue() {
         f.metrics.broken_rings[RingFault::AvailRing.index()].get(),
         1
     );
+}
+
+#[test]
+fn a_failed_flush_fails_every_later_flush_until_the_volume_is_reopened() {
+    // Two queues of one volume. Queue `a` flushes an fd the kernel cannot
+    // fdatasync (an eventfd: the io_uring fsync fails), standing in for a
+    // disk whose write-back failed; queue `b` flushes the volume's file,
+    // where fdatasync succeeds, as it does after the kernel dropped the
+    // pages it could not write back. Before the fix `b` went on reporting
+    // durable flushes.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backing = Arc::new(Backing::open(&image(&dir), false).expect("backing"));
+    let unsyncable = EventFd::new(0).expect("eventfd");
+    let mut a = queue_of(&backing, [backing.fds()[0], unsyncable.as_raw_fd()], false);
+    let mut b = queue_of(&backing, backing.fds(), false);
+    assert_eq!(b.request(T_FLUSH, 0, Data::None), VIRTIO_BLK_S_OK);
+
+    assert_eq!(a.request(T_FLUSH, 0, Data::None), VIRTIO_BLK_S_IOERR);
+    assert_eq!(a.metrics.io_errors.get(), 1, "the kernel's error");
+    assert!(backing.write_back_failed());
+    for _ in 0..2 {
+        assert_eq!(b.request(T_FLUSH, 0, Data::None), VIRTIO_BLK_S_IOERR);
+    }
+    assert_eq!(
+        b.metrics.faults[Fault::WriteBackError.index()].get(),
+        2,
+        "counted per refused flush"
+    );
+    assert_eq!(b.metrics.submitted.get(), 1, "not sent to the kernel");
+
+    // Exported again (the daemon restarted or the export was re-created):
+    // the file is opened anew and its flushes are trusted again.
+    drop((a, b, backing));
+    let reopened = Arc::new(Backing::open(&image(&dir), false).expect("backing"));
+    let mut c = queue_of(&reopened, reopened.fds(), false);
+    assert_eq!(c.request(T_FLUSH, 0, Data::None), VIRTIO_BLK_S_OK);
 }

@@ -149,7 +149,7 @@ impl BlkDevice {
                 ring,
                 Arc::clone(&backing),
                 serial,
-                MAX_QUEUE_SIZE,
+                (MAX_QUEUE_SIZE, options.blk_size),
                 Arc::clone(&m),
                 Arc::clone(&qos),
                 timer,

@@ -26,9 +26,11 @@ const F_WRITE: u16 = 2;
 
 /// The data part of a request.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Data {
+pub(crate) enum Data<'a> {
     /// Nothing between header and status (FLUSH).
     None,
+    /// Bytes the device reads (a write's data, discard segments).
+    Out(&'a [u8]),
     /// Bytes the device writes (a read's data).
     In(u32),
 }
@@ -69,7 +71,7 @@ impl FakeDriver {
 
     /// Makes a request of type `kind` at `sector` available and returns
     /// its head descriptor. The status byte starts at 0xff (none yet).
-    pub(crate) fn offer(&mut self, kind: u32, sector: u64, data: Data) -> u16 {
+    pub(crate) fn offer(&mut self, kind: u32, sector: u64, data: Data<'_>) -> u16 {
         let n = self.avail_idx % SLOTS;
         let head = n * 3;
         let base = REQ_BASE + u64::from(n) * REQ_STRIDE;
@@ -84,6 +86,11 @@ impl FakeDriver {
         let mut descs = vec![(base, 16u32, 0u16)];
         match data {
             Data::None => {}
+            Data::Out(bytes) => {
+                mem.write_slice(bytes, GuestAddress(base + DATA))
+                    .expect("data");
+                descs.push((base + DATA, bytes.len() as u32, 0));
+            }
             Data::In(len) => descs.push((base + DATA, len, F_WRITE)),
         }
         descs.push((base + STATUS, 1, F_WRITE));

@@ -23,7 +23,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use super::broken::RingGuard;
 use super::metrics::QueueMetrics;
-use super::qos::{Limiter, QosShared};
+use super::qos::{self, Limiter, QosShared};
 use super::request::{self, DiskLimits, Fault, HEADER_LEN, Op, Parsed, Segment};
 use crate::backing::Backing;
 
@@ -118,11 +118,13 @@ pub(crate) struct QueueWorker {
 }
 
 impl QueueWorker {
+    /// A worker for a queue of up to `queue_size` entries of a disk of
+    /// `blk_size`-byte blocks stored in `backing`.
     pub(crate) fn new(
         ring: Ring,
         backing: Arc<Backing>,
         serial: [u8; 20],
-        queue_size: u16,
+        (queue_size, blk_size): (u16, u32),
         metrics: Arc<QueueMetrics>,
         qos: Arc<QosShared>,
         timer: TimerFd,
@@ -130,6 +132,7 @@ impl QueueWorker {
         let limits = DiskLimits {
             capacity_bytes: backing.capacity(),
             read_only: backing.read_only(),
+            blk_size,
         };
         let guard = RingGuard::new(backing.path(), Arc::clone(&metrics));
         QueueWorker {
@@ -303,14 +306,10 @@ impl QueueWorker {
                 used_len,
             } => self.finish_now(mem, head, status_addr, VIRTIO_BLK_S_OK, used_len),
             Prepared::Io { op, status_addr } => {
-                if let Some(limiter) = self.limiter.as_mut() {
-                    let bytes = match op {
-                        Op::Read { len, .. } | Op::Write { len, .. } => len,
-                        _ => 0,
-                    };
-                    if let Err(wait) = limiter.admit(bytes) {
-                        return Some(wait);
-                    }
+                if let Some(limiter) = self.limiter.as_mut()
+                    && let Err(wait) = limiter.admit(qos::bytes_charged(&op))
+                {
+                    return Some(wait);
                 }
                 self.submit_op(head, first_writable, op, status_addr, mem);
             }

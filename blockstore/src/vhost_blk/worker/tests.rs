@@ -12,13 +12,17 @@ use crate::vhost_blk::fake_driver::{Data, FakeDriver, MEM_LEN, QUEUE_SIZE};
 
 const DESC: u64 = crate::vhost_blk::fake_driver::DESC;
 const USED: u64 = crate::vhost_blk::fake_driver::USED;
+const T_IN: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_IN;
 const T_FLUSH: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_FLUSH;
+const T_DISCARD: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_DISCARD;
+const T_WRITE_ZEROES: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_WRITE_ZEROES;
 /// How long a handler may take before it counts as looping.
 const DEADLINE: Duration = Duration::from_secs(10);
 
 struct Fixture {
     worker: QueueWorker,
     metrics: Arc<QueueMetrics>,
+    qos: Arc<QosShared>,
     vring: VringRwLock<GuestMemoryAtomic<Memory>>,
     mem: GuestMemoryAtomic<Memory>,
     driver: FakeDriver,
@@ -51,19 +55,21 @@ fn queue_of(backing: &Arc<Backing>, fds: [RawFd; 2], event_idx: bool) -> Fixture
     let mut ring = Ring::new(64).expect("io_uring");
     ring.register_files(&fds).expect("fixed files");
     let metrics = Arc::new(QueueMetrics::default());
+    let qos = Arc::new(QosShared::default());
     let worker = QueueWorker::new(
         ring,
         Arc::clone(backing),
         [0; 20],
-        QUEUE_SIZE,
+        (QUEUE_SIZE, 512),
         Arc::clone(&metrics),
-        Arc::new(QosShared::default()),
+        Arc::clone(&qos),
         TimerFd::new().expect("timerfd"),
     );
     let driver = FakeDriver::new(event_idx);
     Fixture {
         worker,
         metrics,
+        qos,
         vring: driver.vring.clone(),
         mem: driver.mem.clone(),
         driver,
@@ -79,7 +85,7 @@ impl Fixture {
 
     /// Makes one request available, kicks the worker and reaps its
     /// completions until the request has a status, which it returns.
-    fn request(&mut self, kind: u32, sector: u64, data: Data) -> u8 {
+    fn request(&mut self, kind: u32, sector: u64, data: Data<'_>) -> u8 {
         let head = self.driver.offer(kind, sector, data);
         let (vring, mem) = (self.vring.clone(), self.mem.clone());
         self.worker.process_queue(&vring, &mem, false);
@@ -232,4 +238,80 @@ fn a_failed_flush_fails_every_later_flush_until_the_volume_is_reopened() {
     let reopened = Arc::new(Backing::open(&image(&dir), false).expect("backing"));
     let mut c = queue_of(&reopened, reopened.fds(), false);
     assert_eq!(c.request(T_FLUSH, 0, Data::None), VIRTIO_BLK_S_OK);
+}
+
+/// A discard / write-zeroes segment as the guest lays it out.
+fn segment(sector: u64, num_sectors: u32, flags: u32) -> [u8; 16] {
+    let mut seg = [0u8; 16];
+    seg[0..8].copy_from_slice(&sector.to_le_bytes());
+    seg[8..12].copy_from_slice(&num_sectors.to_le_bytes());
+    seg[12..16].copy_from_slice(&flags.to_le_bytes());
+    seg
+}
+
+#[test]
+fn discards_beyond_the_advertised_limits_fail_and_are_counted() {
+    let mut f = fixture(false);
+    let too_long = segment(0, request::MAX_DISCARD_SECTORS + 1, 0);
+    assert_eq!(
+        f.request(T_DISCARD, 0, Data::Out(&too_long)),
+        VIRTIO_BLK_S_IOERR
+    );
+    let mut two = [0u8; 32];
+    two[..16].copy_from_slice(&segment(0, 8, 0));
+    two[16..].copy_from_slice(&segment(8, 8, 0));
+    assert_eq!(
+        f.request(T_WRITE_ZEROES, 0, Data::Out(&two)),
+        VIRTIO_BLK_S_IOERR
+    );
+    assert_eq!(f.metrics.faults[Fault::TooLarge.index()].get(), 2);
+    assert_eq!(f.metrics.submitted.get(), 0, "nothing reached the file");
+    // Within the limits.
+    assert_eq!(
+        f.request(T_DISCARD, 0, Data::Out(&segment(0, 8, 0))),
+        VIRTIO_BLK_S_OK
+    );
+}
+
+#[test]
+fn write_zeroes_pays_for_its_bytes_in_the_bandwidth_bucket() {
+    // 4 KiB/s with a 4 KiB burst: a 4 KiB write-zeroes empties the bucket
+    // and the read after it waits. Before, write-zeroes cost no bytes and
+    // the read went through.
+    let mut f = fixture(false);
+    f.qos.set(crate::api::request::Qos {
+        bytes_per_sec: Some(4096),
+        bytes_burst: Some(4096),
+        ..Default::default()
+    });
+    let zeroes = segment(0, 8, 0);
+    assert_eq!(
+        f.request(T_WRITE_ZEROES, 0, Data::Out(&zeroes)),
+        VIRTIO_BLK_S_OK
+    );
+    let head = f.driver.offer(T_IN, 0, Data::In(512));
+    let (vring, mem) = (f.vring.clone(), f.mem.clone());
+    f.worker.process_queue(&vring, &mem, false);
+    assert_eq!(f.metrics.throttled.get(), 1, "the read waits for tokens");
+    assert_eq!(f.driver.status(head), 0xff);
+}
+
+#[test]
+fn discard_pays_one_iop() {
+    let mut f = fixture(false);
+    f.qos.set(crate::api::request::Qos {
+        iops: Some(1),
+        iops_burst: Some(1),
+        ..Default::default()
+    });
+    let discard = segment(0, 8, 0);
+    assert_eq!(
+        f.request(T_DISCARD, 0, Data::Out(&discard)),
+        VIRTIO_BLK_S_OK
+    );
+    let head = f.driver.offer(T_IN, 0, Data::In(512));
+    let (vring, mem) = (f.vring.clone(), f.mem.clone());
+    f.worker.process_queue(&vring, &mem, false);
+    assert_eq!(f.metrics.throttled.get(), 1, "the IOP went to the discard");
+    assert_eq!(f.driver.status(head), 0xff);
 }

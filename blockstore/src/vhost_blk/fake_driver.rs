@@ -33,6 +33,9 @@ pub(crate) enum Data<'a> {
     Out(&'a [u8]),
     /// Bytes the device writes (a read's data).
     In(u32),
+    /// Bytes the device writes, in a buffer at a guest address of the
+    /// caller's choosing.
+    InAt(u64, u32),
 }
 
 /// A guest driver on one ready split virtqueue.
@@ -92,6 +95,7 @@ impl FakeDriver {
                 descs.push((base + DATA, bytes.len() as u32, 0));
             }
             Data::In(len) => descs.push((base + DATA, len, F_WRITE)),
+            Data::InAt(addr, len) => descs.push((addr, len, F_WRITE)),
         }
         descs.push((base + STATUS, 1, F_WRITE));
         let last = descs.len() - 1;

@@ -222,7 +222,7 @@ impl QueueWorker {
             self.limiter = Limiter::new(&self.qos.get());
         }
         self.throttled_until = None;
-        let mem = mem.memory().into_inner();
+        let table = mem;
         let mut state = vring.get_mut();
         if !self.guard.serving(state.get_queue()) {
             return;
@@ -233,9 +233,14 @@ impl QueueWorker {
             }
             // Takes what the index says waits, no more: a ring that hands
             // out less is broken, and going round again would spin.
-            let Some(waiting) = self.guard.waiting(state.get_queue(), &*mem) else {
+            let Some(waiting) = self.guard.waiting(state.get_queue(), &*table.memory()) else {
                 break;
             };
+            // The memory table is taken after the index that announced the
+            // requests, never before: a frontend maps a buffer (and waits
+            // for our acknowledgement) before it makes a request that uses
+            // it available, so the table of any earlier moment may lack it.
+            let mem = table.memory().into_inner();
             for _ in 0..waiting {
                 let before = state.get_queue().next_avail();
                 let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) else {

@@ -4,6 +4,7 @@
 use std::os::fd::RawFd;
 use std::sync::mpsc;
 
+use vm_memory::GuestRegionMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
@@ -314,4 +315,65 @@ fn discard_pays_one_iop() {
     f.worker.process_queue(&vring, &mem, false);
     assert_eq!(f.metrics.throttled.get(), 1, "the IOP went to the discard");
     assert_eq!(f.driver.status(head), 0xff);
+}
+
+/// The id of the calling thread.
+fn thread_id() -> u32 {
+    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    let tid = link.file_name().expect("PID/task/TID").to_string_lossy();
+    tid.parse().expect("a thread id")
+}
+
+/// Whether thread `tid` of this process is asleep (blocked on a lock).
+fn sleeping(tid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'))
+}
+
+#[test]
+fn a_request_is_served_with_the_memory_table_it_was_made_available_with() {
+    // A frontend maps a buffer (ADD_MEM_REG, acknowledged) before it makes
+    // a request that uses it available. A worker woken earlier that took
+    // the memory table and then waited (for the vring lock here, for the
+    // CPU under load) found the request when it read the available index,
+    // and served it from the old table: outside_memory, IOERR. That was the
+    // `libblkio write failed (errno 5)` of block_bad_guest under load.
+    let mut f = fixture(false);
+    let (vring, mem) = (f.vring.clone(), f.mem.clone());
+    let held = vring.get_mut();
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let mut worker = f.worker;
+    let (wvring, wmem) = (vring.clone(), mem.clone());
+    let thread = std::thread::spawn(move || {
+        tid_tx.send(thread_id()).expect("send the thread id");
+        worker.process_queue(&wvring, &wmem, false);
+        worker
+    });
+    let tid = tid_rx.recv().expect("the worker's thread id");
+    let deadline = Instant::now() + DEADLINE;
+    while !sleeping(tid) {
+        assert!(Instant::now() < deadline, "the worker never waited");
+        std::thread::yield_now();
+    }
+
+    // The frontend adds a region and makes a read into it available.
+    let base = MEM_LEN as u64;
+    let region = GuestRegionMmap::from_range(GuestAddress(base), 0x1_0000, None).expect("region");
+    let grown = mem
+        .memory()
+        .insert_region(Arc::new(region))
+        .expect("insert region");
+    mem.lock().expect("memory lock").replace(grown);
+    let head = f.driver.offer(T_IN, 0, Data::InAt(base, 4096));
+    drop(held);
+
+    f.worker = thread.join().expect("worker thread");
+    let deadline = Instant::now() + DEADLINE;
+    while f.driver.status(head) == 0xff && Instant::now() < deadline {
+        f.worker.process_completions();
+        std::thread::yield_now();
+    }
+    assert_eq!(f.driver.status(head), VIRTIO_BLK_S_OK);
+    assert_eq!(f.metrics.faults[Fault::OutsideMemory.index()].get(), 0);
 }

@@ -529,10 +529,13 @@ impl QueueWorker {
     /// Reaps io_uring completions, completes their requests into the used
     /// ring and notifies the guest once.
     pub(crate) fn process_completions(&mut self) {
+        // Cleared even without a vring: the queue thread's epoll is
+        // level-triggered, and an event left raised would wake it again
+        // and again until the guest's first kick.
+        self.ring.clear_event();
         let Some(vring) = self.vring.clone() else {
             return;
         };
-        self.ring.clear_event();
         let mut state = vring.get_mut();
         let QueueWorker {
             ring,

@@ -377,3 +377,37 @@ fn a_request_is_served_with_the_memory_table_it_was_made_available_with() {
     assert_eq!(f.driver.status(head), VIRTIO_BLK_S_OK);
     assert_eq!(f.metrics.faults[Fault::OutsideMemory.index()].get(), 0);
 }
+
+/// Whether `fd` is readable now (as the queue thread's level-triggered
+/// epoll would see it).
+fn readable(fd: RawFd) -> bool {
+    use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+    let epoll = Epoll::new().expect("epoll");
+    epoll
+        .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, 0))
+        .expect("epoll_ctl");
+    let mut events = [EpollEvent::default()];
+    epoll.wait(0, &mut events).expect("epoll_wait") > 0
+}
+
+#[test]
+fn a_completion_event_without_a_vring_is_cleared() {
+    // After a connection ends the worker forgets its vring; a completion
+    // event left raised (a completion that came between clearing the
+    // eventfd and reaping) woke the next connection's queue thread again
+    // and again, level-triggered, until the guest's first kick, because
+    // the event was cleared only when there was a vring to complete into.
+    let mut f = fixture(false);
+    f.worker.reset();
+    let nop = opcode::Nop::new().build().user_data(u64::MAX);
+    // SAFETY: a NOP reads and writes no memory.
+    unsafe { f.worker.ring.push(&nop) }.expect("push a NOP");
+    f.worker.ring.submit_and_wait(1).expect("submit the NOP");
+    assert!(
+        readable(f.worker.eventfd()),
+        "the completion raised the event"
+    );
+
+    f.worker.process_completions();
+    assert!(!readable(f.worker.eventfd()), "the event is cleared");
+}

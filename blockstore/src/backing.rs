@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Errors opening a backing file.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub struct Backing {
     /// Alignment that direct I/O needs of file offsets and lengths.
     dio_offset_align: u64,
     block_device: bool,
+    /// Whether a flush (fdatasync) failed since the file was opened.
+    write_back_error: AtomicBool,
 }
 
 impl Backing {
@@ -112,6 +115,7 @@ impl Backing {
             dio_mem_align,
             dio_offset_align,
             block_device,
+            write_back_error: AtomicBool::new(false),
         })
     }
 
@@ -144,6 +148,24 @@ impl Backing {
             self.direct.as_ref().map_or(buffered, AsRawFd::as_raw_fd),
             buffered,
         ]
+    }
+
+    /// Notes that a flush failed; true the first time since the file was
+    /// opened.
+    ///
+    /// A failed fdatasync may have left written pages clean in the page
+    /// cache but not on disk, and a later fdatasync would not see them: it
+    /// would succeed. So the error is sticky, as QEMU's file driver keeps
+    /// it (`page_cache_inconsistent`): every later flush of this open file
+    /// fails, until the volume is opened again.
+    pub fn note_write_back_error(&self) -> bool {
+        !self.write_back_error.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether a flush failed since the file was opened (see
+    /// [`Backing::note_write_back_error`]).
+    pub fn write_back_failed(&self) -> bool {
+        self.write_back_error.load(Ordering::Acquire)
     }
 
     /// Whether a transfer at `offset` with these buffers can use direct I/O.

@@ -179,7 +179,8 @@ impl Blockd {
     }
 
     fn export_json(&self, export: &Export) -> serde_json::Value {
-        let m = export.server.device().metrics();
+        let device = export.server.device();
+        let m = device.metrics();
         serde_json::json!({
             "id": export.spec.id,
             "datastore": export.spec.datastore,
@@ -196,6 +197,7 @@ impl Blockd {
                 "read_bytes": m.read_bytes, "write_bytes": m.write_bytes,
                 "io_errors": m.io_errors, "in_flight": m.in_flight,
                 "throttled": m.throttled,
+                "write_back_error": device.write_back_failed(),
                 "refused": crate::vhost_blk::request::Fault::ALL
                     .iter()
                     .map(|f| (f.reason().to_owned(), serde_json::json!(m.fault(*f))))

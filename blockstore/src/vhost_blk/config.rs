@@ -9,7 +9,9 @@ use virtio_bindings::virtio_blk::{
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
-use super::request::{MAX_TRANSFER, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
+use super::request::{
+    MAX_DISCARD_SECTORS, MAX_DISCARD_SEG, MAX_WRITE_ZEROES_SECTORS, SECTOR_SIZE, SEG_MAX, SIZE_MAX,
+};
 
 /// Size of the config space this device implements (through
 /// `write_zeroes_may_unmap` and its padding).
@@ -59,7 +61,6 @@ pub fn config_space(geometry: &BlkGeometry) -> [u8; CONFIG_LEN] {
     let put32 = |c: &mut [u8; CONFIG_LEN], at: usize, v: u32| {
         c[at..at + 4].copy_from_slice(&v.to_le_bytes());
     };
-    let max_sectors = u32::try_from(MAX_TRANSFER / SECTOR_SIZE).unwrap_or(u32::MAX);
     c[0..8].copy_from_slice(&(geometry.capacity_bytes / SECTOR_SIZE).to_le_bytes());
     // size_max: the largest single segment.
     put32(&mut c, 8, u32::try_from(SIZE_MAX).unwrap_or(u32::MAX));
@@ -76,12 +77,13 @@ pub fn config_space(geometry: &BlkGeometry) -> [u8; CONFIG_LEN] {
     // writeback (32) and unused (33): WCE not offered, the cache is write-back
     // and FLUSH makes it durable.
     c[34..36].copy_from_slice(&geometry.num_queues.to_le_bytes());
-    // Discard and write zeroes: one segment, any sector alignment.
-    put32(&mut c, 36, max_sectors);
-    put32(&mut c, 40, 1);
-    put32(&mut c, 44, geometry.blk_size / 512);
-    put32(&mut c, 48, max_sectors);
-    put32(&mut c, 52, 1);
+    // Discard and write zeroes: the limits the parser enforces (see
+    // request::decide), ranges aligned to the block size.
+    put32(&mut c, 36, MAX_DISCARD_SECTORS);
+    put32(&mut c, 40, MAX_DISCARD_SEG);
+    put32(&mut c, 44, geometry.blk_size / SECTOR_SIZE as u32);
+    put32(&mut c, 48, MAX_WRITE_ZEROES_SECTORS);
+    put32(&mut c, 52, MAX_DISCARD_SEG);
     c[56] = 1; // write_zeroes_may_unmap
     c
 }
@@ -109,6 +111,12 @@ mod tests {
         );
         assert_eq!(u32::from_le_bytes(c[20..24].try_into().unwrap()), 512);
         assert_eq!(u16::from_le_bytes(c[34..36].try_into().unwrap()), 2);
+        let at = |i: usize| u32::from_le_bytes(c[i..i + 4].try_into().unwrap());
+        assert_eq!(at(36), MAX_DISCARD_SECTORS);
+        assert_eq!(at(40), MAX_DISCARD_SEG);
+        assert_eq!(at(44), 1, "discard_sector_alignment");
+        assert_eq!(at(48), MAX_WRITE_ZEROES_SECTORS);
+        assert_eq!(at(52), MAX_DISCARD_SEG);
         assert_eq!(c[56], 1);
     }
 

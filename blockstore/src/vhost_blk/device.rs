@@ -149,7 +149,7 @@ impl BlkDevice {
                 ring,
                 Arc::clone(&backing),
                 serial,
-                MAX_QUEUE_SIZE,
+                (MAX_QUEUE_SIZE, options.blk_size),
                 Arc::clone(&m),
                 Arc::clone(&qos),
                 timer,
@@ -191,6 +191,12 @@ impl BlkDevice {
     /// The volume's counters, summed over its queues.
     pub fn metrics(&self) -> MetricsSnapshot {
         MetricsSnapshot::sum(self.inner.metrics.iter().map(|m| &**m))
+    }
+
+    /// Whether a flush of the volume failed since it was exported: every
+    /// flush fails from then on, until it is exported again.
+    pub fn write_back_failed(&self) -> bool {
+        self.inner.backing.write_back_failed()
     }
 
     /// The current connection's guest memory.
@@ -397,6 +403,10 @@ impl VhostUserBackend for BlkDevice {
                 tracing::warn!(queue = thread_id, cpu, "Cannot pin the queue's thread: {e}");
             }
         }
+        // `vrings` are this thread's own: one, the queue's (see
+        // `queues_per_thread`), whatever the queue's index. Kick events are
+        // numbered within the thread too.
+        let own = vrings.first();
         if event < num_queues {
             if let Some(vring) = vrings.get(event) {
                 let mem = self.mem();
@@ -407,13 +417,13 @@ impl VhostUserBackend for BlkDevice {
         } else if event == 2 * num_queues + 1 + thread_id {
             // The QoS timer: the throttled queue may go on.
             worker.clear_timer();
-            if let Some(vring) = vrings.get(thread_id) {
+            if let Some(vring) = own {
                 let mem = self.mem();
                 worker.process_queue(vring, &mem, self.inner.event_idx.load(Ordering::Relaxed));
             }
         }
         if self.inner.poll.enabled()
-            && let Some(vring) = vrings.get(thread_id)
+            && let Some(vring) = own
         {
             let mem = self.mem();
             let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
@@ -422,5 +432,95 @@ impl VhostUserBackend for BlkDevice {
         // Guest misbehaviour is answered per request; an error here would
         // stop the queue's thread, so there is none.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::vhost_blk::fake_driver::{Data, FakeDriver};
+
+    const T_IN: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_IN;
+    const S_OK: u8 = virtio_bindings::virtio_blk::VIRTIO_BLK_S_OK as u8;
+    const QUEUES: u16 = 2;
+    /// The queue under test: not the first, whose thread's vring list
+    /// (one vring) is indexed the same by queue and by thread.
+    const QUEUE: usize = 1;
+
+    /// A two-queue export of a 1 MiB image, with queue 1's guest driver.
+    fn export(poll_us: u32) -> (BlkDevice, FakeDriver, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let image = dir.path().join("disk.img");
+        std::fs::write(&image, vec![0u8; 1 << 20]).expect("image");
+        let options = ExportOptions {
+            num_queues: QUEUES,
+            poll_us,
+            ..ExportOptions::default()
+        };
+        let device = BlkDevice::new(&image, &options).expect("device");
+        let driver = FakeDriver::new(false);
+        device
+            .update_memory(driver.mem.clone())
+            .expect("guest memory");
+        (device, driver, dir)
+    }
+
+    /// Delivers event `event` to queue 1's thread, as vhost-user-backend
+    /// does: the thread's own vrings, thread index 1.
+    fn event(device: &BlkDevice, driver: &FakeDriver, event: usize) {
+        let vrings = [driver.vring.clone()];
+        device
+            .handle_event(event as u16, EventSet::IN, &vrings, QUEUE)
+            .expect("handle_event");
+    }
+
+    /// Reaps completions until request `head` has its status (or the
+    /// deadline passes, and returns what it has then).
+    fn wait_status(device: &BlkDevice, driver: &FakeDriver, head: u16) -> u8 {
+        let completions = usize::from(QUEUES) + 1 + QUEUE;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while driver.status(head) == 0xff && Instant::now() < deadline {
+            event(device, driver, completions);
+            std::thread::yield_now();
+        }
+        driver.status(head)
+    }
+
+    #[test]
+    fn the_qos_timer_resumes_a_throttled_queue_other_than_the_first() {
+        // Before the fix the timer looked up vrings[thread_id], which is
+        // out of range for every queue but 0: queue 1 stayed throttled.
+        let (device, mut driver, _dir) = export(0);
+        device.set_qos(Qos {
+            iops: Some(20),
+            iops_burst: Some(1),
+            ..Qos::default()
+        });
+        let first = driver.offer(T_IN, 0, Data::In(512));
+        let second = driver.offer(T_IN, 1, Data::In(512));
+        event(&device, &driver, 0);
+        assert_eq!(wait_status(&device, &driver, first), S_OK);
+        assert_eq!(driver.status(second), 0xff, "held back by QoS");
+        assert_eq!(device.metrics().throttled, 1);
+
+        // The timer fires (clearing it waits for that) and the queue goes on.
+        event(&device, &driver, 2 * usize::from(QUEUES) + 1 + QUEUE);
+        assert_eq!(wait_status(&device, &driver, second), S_OK);
+        assert_eq!(driver.used_idx(), 2);
+    }
+
+    #[test]
+    fn busy_polling_serves_a_queue_other_than_the_first() {
+        // A request made available without a kick is found by the busy
+        // poll that follows any event of the queue's thread. Before the
+        // fix the poll looked up vrings[thread_id] and never ran for
+        // queue 1.
+        let (device, mut driver, _dir) = export(50_000);
+        let head = driver.offer(T_IN, 0, Data::In(512));
+        event(&device, &driver, usize::from(QUEUES) + 1 + QUEUE);
+        assert_ne!(driver.status(head), 0xff, "the poll took the request");
+        assert_eq!(wait_status(&device, &driver, head), S_OK);
     }
 }

@@ -40,6 +40,7 @@ pub fn parse_requests(data: &[u8]) -> usize {
     let limits = DiskLimits {
         capacity_bytes: u64::from(flags >> 2) * 512 * 1024 + 512,
         read_only: flags & 2 != 0,
+        blk_size: 512,
     };
     let mut segments: Vec<Segment> = Vec::new();
     let mut valid = 0;

@@ -5,6 +5,8 @@ pub mod broken;
 pub mod config;
 pub mod device;
 pub mod export;
+#[cfg(test)]
+mod fake_driver;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 pub mod metrics;

@@ -13,7 +13,25 @@ use std::time::Duration;
 
 use datapath::token_bucket::{Clock, MonotonicClock, TokenBucket};
 
+use super::request::Op;
 use crate::api::request::Qos;
+
+/// What a request costs in the bandwidth bucket; every request also costs
+/// one token of the IOPS bucket.
+///
+/// Reads and writes pay for the bytes they move, and so does write-zeroes:
+/// the guest asks for that many bytes to be written (QEMU's throttle groups
+/// charge it the same way, as a write of its length), and where the backing
+/// store cannot punch holes it is real writing. A discard pays only its
+/// IOP: it moves no data and promises none, and charging its length would
+/// let one trim of a whole disk (what mkfs sends) stall the volume for
+/// minutes. A flush pays its IOP too.
+pub(crate) fn bytes_charged(op: &Op) -> u64 {
+    match *op {
+        Op::Read { len, .. } | Op::Write { len, .. } | Op::WriteZeroes { len, .. } => len,
+        Op::Discard { .. } | Op::Flush | Op::GetId => 0,
+    }
+}
 
 /// The limits of an export, shared by its workers and the control thread.
 #[derive(Debug, Default)]
@@ -115,6 +133,28 @@ mod tests {
         }
         let wait = l.admit(4096).unwrap_err();
         assert!(wait <= Duration::from_millis(100), "{wait:?}");
+    }
+
+    #[test]
+    fn write_zeroes_pays_for_its_bytes_discard_for_its_iop() {
+        let zeroes = Op::WriteZeroes {
+            offset: 0,
+            len: 1 << 20,
+            unmap: true,
+        };
+        assert_eq!(bytes_charged(&zeroes), 1 << 20);
+        let discard = Op::Discard {
+            offset: 0,
+            len: 1 << 20,
+        };
+        assert_eq!(bytes_charged(&discard), 0);
+        assert_eq!(
+            bytes_charged(&Op::Write {
+                offset: 0,
+                len: 4096
+            }),
+            4096
+        );
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub const SIZE_MAX: u64 = 1 << 20;
 /// The largest transfer one request can describe within the advertised
 /// `seg_max` and `size_max`.
 pub const MAX_TRANSFER: u64 = SEG_MAX as u64 * SIZE_MAX;
+/// The most sectors one discard may cover (advertised as
+/// `max_discard_sectors`).
+pub const MAX_DISCARD_SECTORS: u32 = (MAX_TRANSFER / SECTOR_SIZE) as u32;
+/// The most sectors one write-zeroes may cover (advertised as
+/// `max_write_zeroes_sectors`).
+pub const MAX_WRITE_ZEROES_SECTORS: u32 = (MAX_TRANSFER / SECTOR_SIZE) as u32;
+/// The most segments one discard or write-zeroes request may carry
+/// (advertised as `max_discard_seg` and `max_write_zeroes_seg`).
+pub const MAX_DISCARD_SEG: u32 = 1;
 /// The flag of a write-zeroes segment that allows deallocating.
 pub const WRITE_ZEROES_UNMAP: u32 = 1;
 
@@ -82,11 +91,15 @@ pub enum Fault {
     TooLarge,
     /// A request type this device does not offer.
     Unsupported,
+    /// A flush after an earlier flush of the volume failed: what that one
+    /// lost cannot be made durable any more (see
+    /// [`crate::backing::Backing::note_write_back_error`]).
+    WriteBackError,
 }
 
 impl Fault {
     /// Every fault, in the order of [`Fault::index`].
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::MalformedChain,
         Fault::OutsideMemory,
         Fault::OutOfRange,
@@ -94,6 +107,7 @@ impl Fault {
         Fault::ReadOnly,
         Fault::TooLarge,
         Fault::Unsupported,
+        Fault::WriteBackError,
     ];
 
     /// A dense index for counter arrays.
@@ -111,6 +125,7 @@ impl Fault {
             Fault::ReadOnly => "read_only",
             Fault::TooLarge => "too_large",
             Fault::Unsupported => "unsupported",
+            Fault::WriteBackError => "write_back_error",
         }
     }
 }
@@ -120,6 +135,10 @@ impl Fault {
 pub struct DiskLimits {
     pub capacity_bytes: u64,
     pub read_only: bool,
+    /// The logical block size the guest is told (512 or 4096); discard and
+    /// write-zeroes ranges must be aligned to it (advertised as
+    /// `discard_sector_alignment`).
+    pub blk_size: u32,
 }
 
 /// A chain split into its parts: the header and any payload the device
@@ -280,22 +299,17 @@ pub fn decide(
             if disk.read_only {
                 return Err(Fault::ReadOnly);
             }
-            // One segment per request (max_discard_seg = 1).
-            if readable_payload != DISCARD_SEGMENT_LEN as u64 {
-                return Err(Fault::MalformedChain);
+            let seg = discard_segment(readable_payload, discard)?;
+            let discarding = header.kind == VIRTIO_BLK_T_DISCARD;
+            let known_flags = if discarding { 0 } else { WRITE_ZEROES_UNMAP };
+            if seg.flags & !known_flags != 0 {
+                return Err(Fault::Unsupported);
             }
-            let seg = discard.ok_or(Fault::MalformedChain)?;
-            let len = u64::from(seg.num_sectors) * SECTOR_SIZE;
+            let len = check_discard(&seg, discarding, disk)?;
             let offset = range(seg.sector, len, disk)?;
-            if header.kind == VIRTIO_BLK_T_DISCARD {
-                if seg.flags != 0 {
-                    return Err(Fault::Unsupported);
-                }
+            if discarding {
                 Ok(Op::Discard { offset, len })
             } else {
-                if seg.flags & !WRITE_ZEROES_UNMAP != 0 {
-                    return Err(Fault::Unsupported);
-                }
                 Ok(Op::WriteZeroes {
                     offset,
                     len,
@@ -305,6 +319,43 @@ pub fn decide(
         }
         _ => Err(Fault::Unsupported),
     }
+}
+
+/// The one segment of a discard or write-zeroes request, whose payload is
+/// `readable_payload` bytes: more segments than advertised are too large a
+/// request, a payload that is not whole segments is malformed.
+fn discard_segment(
+    readable_payload: u64,
+    first: Option<DiscardSegment>,
+) -> Result<DiscardSegment, Fault> {
+    let len = DISCARD_SEGMENT_LEN as u64;
+    if readable_payload == 0 || !readable_payload.is_multiple_of(len) {
+        return Err(Fault::MalformedChain);
+    }
+    if readable_payload / len > u64::from(MAX_DISCARD_SEG) {
+        return Err(Fault::TooLarge);
+    }
+    first.ok_or(Fault::MalformedChain)
+}
+
+/// Checks a discard (or write-zeroes) segment against the advertised
+/// limits, as QEMU does: no more sectors than `max_discard_sectors` (or
+/// `max_write_zeroes_sectors`), start and length aligned to the block size.
+/// Returns its length in bytes.
+fn check_discard(seg: &DiscardSegment, discarding: bool, disk: &DiskLimits) -> Result<u64, Fault> {
+    let max = if discarding {
+        MAX_DISCARD_SECTORS
+    } else {
+        MAX_WRITE_ZEROES_SECTORS
+    };
+    if seg.num_sectors > max {
+        return Err(Fault::TooLarge);
+    }
+    let align = u64::from(disk.blk_size / SECTOR_SIZE as u32).max(1);
+    if !seg.sector.is_multiple_of(align) || !u64::from(seg.num_sectors).is_multiple_of(align) {
+        return Err(Fault::Unaligned);
+    }
+    Ok(u64::from(seg.num_sectors) * SECTOR_SIZE)
 }
 
 /// Collects a chain's buffers into `segments` (cleared first); returns the
@@ -461,6 +512,7 @@ mod tests {
     const DISK: DiskLimits = DiskLimits {
         capacity_bytes: 1 << 20,
         read_only: false,
+        blk_size: 512,
     };
 
     fn seg(addr: u64, len: u32) -> Segment {
@@ -570,7 +622,8 @@ mod tests {
         );
         assert_eq!(
             decide(h, 32, 0, Some(seg), &DISK),
-            Err(Fault::MalformedChain)
+            Err(Fault::TooLarge),
+            "two segments, max_discard_seg is one"
         );
         let unmap = DiscardSegment {
             flags: WRITE_ZEROES_UNMAP,
@@ -592,6 +645,60 @@ mod tests {
             ..seg
         };
         assert_eq!(decide(h, 16, 0, Some(far), &DISK), Err(Fault::OutOfRange));
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_honour_the_advertised_limits() {
+        // A disk large enough that only the advertised limits can refuse.
+        let big = DiskLimits {
+            capacity_bytes: 1 << 40,
+            ..DISK
+        };
+        let seg = |sector, num_sectors| DiscardSegment {
+            sector,
+            num_sectors,
+            flags: 0,
+        };
+        for (kind, max) in [
+            (VIRTIO_BLK_T_DISCARD, MAX_DISCARD_SECTORS),
+            (VIRTIO_BLK_T_WRITE_ZEROES, MAX_WRITE_ZEROES_SECTORS),
+        ] {
+            let h = header(kind, 0);
+            assert!(decide(h, 16, 0, Some(seg(0, max)), &big).is_ok());
+            assert_eq!(
+                decide(h, 16, 0, Some(seg(0, max + 1)), &big),
+                Err(Fault::TooLarge),
+                "more than max_*_sectors"
+            );
+            assert_eq!(
+                decide(h, 16, 0, Some(seg(0, u32::MAX)), &big),
+                Err(Fault::TooLarge)
+            );
+            assert_eq!(
+                decide(h, 32, 0, Some(seg(0, 8)), &big),
+                Err(Fault::TooLarge),
+                "more segments than max_*_seg"
+            );
+            assert_eq!(
+                decide(h, 24, 0, None, &big),
+                Err(Fault::MalformedChain),
+                "not whole segments"
+            );
+            // discard_sector_alignment: 8 sectors on a 4 KiB-block disk.
+            let blk4k = DiskLimits {
+                blk_size: 4096,
+                ..big
+            };
+            assert!(decide(h, 16, 0, Some(seg(8, 16)), &blk4k).is_ok());
+            assert_eq!(
+                decide(h, 16, 0, Some(seg(1, 8)), &blk4k),
+                Err(Fault::Unaligned)
+            );
+            assert_eq!(
+                decide(h, 16, 0, Some(seg(8, 9)), &blk4k),
+                Err(Fault::Unaligned)
+            );
+        }
     }
 
     #[test]

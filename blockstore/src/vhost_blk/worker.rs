@@ -23,7 +23,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use super::broken::RingGuard;
 use super::metrics::QueueMetrics;
-use super::qos::{Limiter, QosShared};
+use super::qos::{self, Limiter, QosShared};
 use super::request::{self, DiskLimits, Fault, HEADER_LEN, Op, Parsed, Segment};
 use crate::backing::Backing;
 
@@ -118,11 +118,13 @@ pub(crate) struct QueueWorker {
 }
 
 impl QueueWorker {
+    /// A worker for a queue of up to `queue_size` entries of a disk of
+    /// `blk_size`-byte blocks stored in `backing`.
     pub(crate) fn new(
         ring: Ring,
         backing: Arc<Backing>,
         serial: [u8; 20],
-        queue_size: u16,
+        (queue_size, blk_size): (u16, u32),
         metrics: Arc<QueueMetrics>,
         qos: Arc<QosShared>,
         timer: TimerFd,
@@ -130,6 +132,7 @@ impl QueueWorker {
         let limits = DiskLimits {
             capacity_bytes: backing.capacity(),
             read_only: backing.read_only(),
+            blk_size,
         };
         let guard = RingGuard::new(backing.path(), Arc::clone(&metrics));
         QueueWorker {
@@ -219,7 +222,7 @@ impl QueueWorker {
             self.limiter = Limiter::new(&self.qos.get());
         }
         self.throttled_until = None;
-        let mem = mem.memory().into_inner();
+        let table = mem;
         let mut state = vring.get_mut();
         if !self.guard.serving(state.get_queue()) {
             return;
@@ -230,9 +233,14 @@ impl QueueWorker {
             }
             // Takes what the index says waits, no more: a ring that hands
             // out less is broken, and going round again would spin.
-            let Some(waiting) = self.guard.waiting(state.get_queue(), &*mem) else {
+            let Some(waiting) = self.guard.waiting(state.get_queue(), &*table.memory()) else {
                 break;
             };
+            // The memory table is taken after the index that announced the
+            // requests, never before: a frontend maps a buffer (and waits
+            // for our acknowledgement) before it makes a request that uses
+            // it available, so the table of any earlier moment may lack it.
+            let mem = table.memory().into_inner();
             for _ in 0..waiting {
                 let before = state.get_queue().next_avail();
                 let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) else {
@@ -303,14 +311,10 @@ impl QueueWorker {
                 used_len,
             } => self.finish_now(mem, head, status_addr, VIRTIO_BLK_S_OK, used_len),
             Prepared::Io { op, status_addr } => {
-                if let Some(limiter) = self.limiter.as_mut() {
-                    let bytes = match op {
-                        Op::Read { len, .. } | Op::Write { len, .. } => len,
-                        _ => 0,
-                    };
-                    if let Err(wait) = limiter.admit(bytes) {
-                        return Some(wait);
-                    }
+                if let Some(limiter) = self.limiter.as_mut()
+                    && let Err(wait) = limiter.admit(qos::bytes_charged(&op))
+                {
+                    return Some(wait);
                 }
                 self.submit_op(head, first_writable, op, status_addr, mem);
             }
@@ -361,6 +365,7 @@ impl QueueWorker {
                 status_addr,
                 used_len: 1,
             },
+            Op::Flush if self.backing.write_back_failed() => failed(Fault::WriteBackError),
             Op::Read { len: 0, .. } | Op::Write { len: 0, .. } => Prepared::Done {
                 status_addr,
                 used_len: 1,
@@ -524,19 +529,23 @@ impl QueueWorker {
     /// Reaps io_uring completions, completes their requests into the used
     /// ring and notifies the guest once.
     pub(crate) fn process_completions(&mut self) {
+        // Cleared even without a vring: the queue thread's epoll is
+        // level-triggered, and an event left raised would wake it again
+        // and again until the guest's first kick.
+        self.ring.clear_event();
         let Some(vring) = self.vring.clone() else {
             return;
         };
-        self.ring.clear_event();
         let mut state = vring.get_mut();
         let QueueWorker {
             ring,
             slots,
             metrics,
+            backing,
             ..
         } = self;
         let mut used = false;
-        ring.reap(|c| used |= complete(slots, metrics, &mut state, c));
+        ring.reap(|c| used |= complete(slots, metrics, backing, &mut state, c));
         if used {
             notify(&mut state);
         }
@@ -629,6 +638,7 @@ fn status_of_fault(fault: Fault) -> u8 {
 fn complete(
     slots: &mut [Slot],
     metrics: &QueueMetrics,
+    backing: &Backing,
     state: &mut VringState<GuestMemoryAtomic<Memory>>,
     c: Completion,
 ) -> bool {
@@ -651,7 +661,10 @@ fn complete(
         Kind::Read | Kind::Write => i64::try_from(slot.bytes).unwrap_or(i64::MAX),
         Kind::Flush | Kind::Discard => 0,
     };
-    let ok = i64::from(c.result) == expected;
+    let mut ok = i64::from(c.result) == expected;
+    if slot.kind == Kind::Flush {
+        ok = flush_durable(backing, metrics, ok, c.result);
+    }
     if ok {
         match slot.kind {
             Kind::Read => metrics.read_bytes.add(slot.bytes),
@@ -681,6 +694,28 @@ fn complete(
     let _ = mem.write_obj(status, GuestAddress(slot.status_addr));
     if let Err(e) = state.add_used(head, used_len) {
         tracing::warn!(head, "Cannot add to the used ring: {e}");
+        return false;
+    }
+    true
+}
+
+/// Whether a flush that the kernel answered with `result` made the volume
+/// durable: not if it failed, nor if any earlier flush of the volume failed
+/// (on this queue or another, even one that completed meanwhile).
+fn flush_durable(backing: &Backing, metrics: &QueueMetrics, ok: bool, result: i32) -> bool {
+    if !ok {
+        if backing.note_write_back_error() {
+            tracing::error!(
+                volume = %backing.path().display(),
+                errno = -result,
+                "A flush failed: every later flush of the volume fails until it is \
+                 exported again, as written data may be lost"
+            );
+        }
+        return false;
+    }
+    if backing.write_back_failed() {
+        metrics.faults[Fault::WriteBackError.index()].inc();
         return false;
     }
     true

@@ -34,7 +34,7 @@ impl Blockd {
             .arg(name)
             .arg("--poll-us")
             .arg(export.poll_us.to_string())
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", log_filter());
         if !export.writable {
             command.arg("--read-only");
         }
@@ -114,7 +114,7 @@ impl BlockdDaemon {
             .arg(&self.data_dir)
             .arg("--run-dir")
             .arg(&self.run_dir)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", log_filter());
         let mut process = Process::spawn("sfera-blockd serve", command, &self.log)?;
         let api = self.api.clone();
         wait_until("sfera-blockd's API socket", Duration::from_secs(30), || {
@@ -161,4 +161,11 @@ impl BlockdDaemon {
             None => Ok(()),
         }
     }
+}
+
+/// The log filter blockd runs with: `SFERA_BLOCKD_LOG` when set (e.g.
+/// `debug` to chase a flake; vswitchd's is `SFERA_VSWITCHD_LOG`), `info`
+/// otherwise.
+fn log_filter() -> String {
+    std::env::var("SFERA_BLOCKD_LOG").unwrap_or_else(|_| "info".to_owned())
 }

@@ -336,7 +336,14 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         (
             json!({ "boot": { "kind": "kernel", "kernel": "/no/such/kernel" } }),
             400,
-            "does not exist",
+            "not a file on the host",
+        ),
+        (
+            // A host file outside the boot directories, loaded into guest
+            // memory, would hand it to the guest.
+            json!({ "boot": { "kind": "kernel", "kernel": "/etc/hostname", "initrd": "/etc/shadow" } }),
+            400,
+            "not inside an import directory",
         ),
         (
             json!({ "boot": { "kind": "disk" }, "remove_disks": [{ "datastore": "local", "volume": "ed/disk0" }] }),

@@ -80,6 +80,10 @@ struct Args {
     /// running for the next mgmtd to adopt.
     #[arg(long)]
     stop_on_exit: bool,
+    /// Seconds a login session may go unused before it ends (sessions
+    /// also end 12 hours after logging in).
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(10..=43200))]
+    session_idle_timeout: u64,
 }
 
 fn main() -> Result<()> {
@@ -119,6 +123,7 @@ fn main() -> Result<()> {
         accel: args.accel,
         admin_password_hash_file: args.admin_password_hash_file,
         stop_on_exit: args.stop_on_exit,
+        session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,12 +22,17 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::handlers::{self, ApiRequest, Reply};
+use super::origin::{self, Credential};
 use super::routes::{self, Access};
 use crate::auth::{self, Principal, Role};
 use crate::service::Mgmt;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 256 * 1024;
+
+/// The client's address, put in each request's extensions by [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
 
 /// Who is calling, from the request's headers.
 pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
@@ -58,7 +64,7 @@ pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal
             continue;
         };
         let hash = auth::secret_hash(secret);
-        if let Some((user, role)) = mgmt.db.session_user(&hash)? {
+        if let Some((user, role)) = mgmt.db.session_user(&hash, mgmt.session_idle_s)? {
             return Ok(Some(Principal {
                 user,
                 role,
@@ -112,6 +118,7 @@ fn parse_query(raw: &str) -> Result<HashMap<String, String>, ApiError> {
 async fn api(
     mgmt: Arc<Mgmt>,
     tls: bool,
+    peer: Option<Peer>,
     prefix: &'static [&'static str],
     tail: String,
     method: Method,
@@ -123,6 +130,14 @@ async fn api(
     let mut matched: &'static str = "unmatched";
     let result = async {
         let principal = authenticate(&mgmt, &headers)?;
+        let credential = match &principal {
+            None => Credential::None,
+            Some(p) if p.session.is_some() => Credential::Cookie,
+            Some(_) => Credential::Token,
+        };
+        if !origin::allowed(&method, &headers, tls, credential) {
+            return Err(ApiError::cross_origin());
+        }
         let segments: Vec<String> = prefix
             .iter()
             .map(|s| (*s).to_owned())
@@ -170,6 +185,7 @@ async fn api(
                 body,
                 principal,
                 tls,
+                peer: peer.map(|p| p.0.ip()),
             },
         )
         .await
@@ -193,6 +209,10 @@ async fn api(
             {
                 r.headers_mut().insert(warp::http::header::ALLOW, v);
             }
+            if let Some(secs) = e.retry_after {
+                r.headers_mut()
+                    .insert(warp::http::header::RETRY_AFTER, secs.into());
+            }
             r
         }
     };
@@ -209,6 +229,7 @@ pub fn filters(
     web_dir: Option<PathBuf>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let peer = warp::ext::optional::<Peer>();
     // The console's WebSocket: an upgrade request there is answered here;
     // any other request to the path goes on to the API (and is refused).
     let console_mgmt = Arc::clone(&mgmt);
@@ -216,21 +237,23 @@ pub fn filters(
         .and(warp::ws())
         .and(warp::header::headers_cloned())
         .then(move |vm: String, ws: warp::ws::Ws, headers: HeaderMap| {
-            super::console_ws::upgrade(Arc::clone(&console_mgmt), vm, ws, headers)
+            super::console_ws::upgrade(Arc::clone(&console_mgmt), tls, vm, ws, headers)
         });
     // mgmtd's own metrics, at the conventional /metrics, through the same
     // authentication and route table as the API.
     let metrics_mgmt = Arc::clone(&mgmt);
     let metrics = warp::path("metrics")
         .and(warp::path::end())
+        .and(peer)
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(raw_query)
         .and(warp::body::stream())
-        .then(move |method, headers, query, body| {
+        .then(move |peer, method, headers, query, body| {
             api(
                 Arc::clone(&metrics_mgmt),
                 tls,
+                peer,
                 &["metrics"],
                 String::new(),
                 method,
@@ -242,15 +265,17 @@ pub fn filters(
     let api = warp::path("api")
         .and(warp::path("v1"))
         .and(warp::path::tail())
+        .and(peer)
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(raw_query)
         .and(warp::body::stream())
         .then(
-            move |tail: warp::path::Tail, method, headers, query, body| {
+            move |tail: warp::path::Tail, peer, method, headers, query, body| {
                 api(
                     Arc::clone(&mgmt),
                     tls,
+                    peer,
                     &["api", "v1"],
                     tail.as_str().to_owned(),
                     method,
@@ -341,14 +366,18 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let service = service.clone();
+        let inner = TowerToHyperService::new(service.clone());
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(Peer(peer));
+            hyper::service::Service::call(&inner, req)
+        });
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let http = hyper::server::conn::http1::Builder::new();
             let ended = match acceptor {
                 Some(a) => match a.accept(stream).await {
                     Ok(s) => {
-                        http.serve_connection(TokioIo::new(s), TowerToHyperService::new(service))
+                        http.serve_connection(TokioIo::new(s), service)
                             .with_upgrades()
                             .await
                     }
@@ -358,7 +387,7 @@ pub async fn serve(
                     }
                 },
                 None => {
-                    http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    http.serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await
                 }

@@ -35,13 +35,32 @@ const SESSION_CHECK: Duration = Duration::from_secs(15);
 
 /// The session a console was opened with.
 struct Session {
-    mgmt: Arc<Mgmt>,
+    db: Arc<crate::db::Db>,
+    idle_s: i64,
     hash: String,
     ended: broadcast::Receiver<String>,
     check: tokio::time::Interval,
 }
 
 impl Session {
+    fn new(
+        db: Arc<crate::db::Db>,
+        idle_s: i64,
+        hash: String,
+        ended: broadcast::Receiver<String>,
+    ) -> Self {
+        Session {
+            db,
+            idle_s,
+            hash,
+            ended,
+            check: tokio::time::interval_at(
+                tokio::time::Instant::now() + SESSION_CHECK,
+                SESSION_CHECK,
+            ),
+        }
+    }
+
     /// Returns when the session ends (cancel-safe: the bridge calls it
     /// again after each message).
     async fn ended(&mut self) {
@@ -53,9 +72,9 @@ impl Session {
                     Err(RecvError::Closed) => return,
                 },
                 _ = self.check.tick() => {
-                    let live = self.mgmt.db.session_user_at(
+                    let live = self.db.session_user_at(
                         &self.hash,
-                        self.mgmt.session_idle_s,
+                        self.idle_s,
                         crate::db::now(),
                         false,
                     );
@@ -87,14 +106,13 @@ pub async fn upgrade(
 ) -> Response {
     match attach(&mgmt, tls, &vm, &headers).await {
         Ok((viewer, name, session)) => {
-            let session = session.map(|hash| Session {
-                ended: mgmt.session_ended.subscribe(),
-                mgmt: Arc::clone(&mgmt),
-                hash,
-                check: tokio::time::interval_at(
-                    tokio::time::Instant::now() + SESSION_CHECK,
-                    SESSION_CHECK,
-                ),
+            let session = session.map(|hash| {
+                Session::new(
+                    Arc::clone(&mgmt.db),
+                    mgmt.session_idle_s,
+                    hash,
+                    mgmt.session_ended.subscribe(),
+                )
             });
             ws.max_message_size(MAX_MESSAGE)
                 .on_upgrade(move |socket| bridge(socket, viewer, name, session))
@@ -207,4 +225,51 @@ async fn bridge(socket: WebSocket, mut viewer: Viewer, vm: String, mut session: 
         .send(Message::close_with(1000u16, "The VM's console closed"))
         .await;
     let _ = tx.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+    use crate::db::Db;
+
+    fn db_with_session(hash: &str) -> Arc<Db> {
+        let db = Arc::new(Db::in_memory().unwrap());
+        db.create_user("admin", "h", Role::Administrator).unwrap();
+        db.create_session(hash, "admin", 3600).unwrap();
+        db
+    }
+
+    /// Whether `session` has ended by the time every ready task has run.
+    async fn has_ended(session: &mut Session) -> bool {
+        tokio::select! {
+            biased;
+            () = session.ended() => true,
+            () = std::future::ready(()) => false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn logging_out_ends_the_console_of_that_session_only() {
+        let db = db_with_session("mine");
+        let (tx, rx) = broadcast::channel(4);
+        let mut s = Session::new(db, 1800, "mine".into(), rx);
+        tx.send("someone-else".into()).unwrap();
+        assert!(!has_ended(&mut s).await);
+        tx.send("mine".into()).unwrap();
+        assert!(has_ended(&mut s).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_gone_from_the_database_ends_the_console_at_the_next_check() {
+        let db = db_with_session("mine");
+        let (_tx, rx) = broadcast::channel(4);
+        let mut s = Session::new(Arc::clone(&db), 1800, "mine".into(), rx);
+        tokio::time::advance(SESSION_CHECK).await;
+        assert!(!has_ended(&mut s).await, "a live session");
+        db.delete_user("admin").unwrap();
+        assert!(!has_ended(&mut s).await, "not before the check");
+        tokio::time::advance(SESSION_CHECK).await;
+        assert!(has_ended(&mut s).await);
+    }
 }

@@ -50,6 +50,8 @@ pub struct Options {
     pub stop_on_exit: bool,
     /// A login session unused this long ends.
     pub session_idle_timeout: Duration,
+    /// HTTP connections served at once.
+    pub max_connections: usize,
 }
 
 /// The name of the datastore made on first start.
@@ -313,6 +315,10 @@ pub async fn run(o: Options) -> Result<()> {
         listener,
         tls,
         Arc::clone(&mgmt),
+        crate::api::server::ConnLimits {
+            max_connections: o.max_connections,
+            ..Default::default()
+        },
         stop_rx.clone(),
     ));
 

@@ -1,25 +1,60 @@
 //! sfera-mgmtd's defences against abuse of its API, end to end against a
-//! running mgmtd: login throttling, and the origin check on changes made
-//! with the session cookie (CSRF). No guest is booted.
+//! running mgmtd: login throttling, the origin check on changes made with
+//! the session cookie (CSRF), and the limits on connections. No guest is
+//! booted.
 
 mod mgmt_client;
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use harness::guest::GuestImage;
 use harness::mgmtd::{self, Leftovers};
 use harness::testdir::TestDir;
+use harness::tools;
 use mgmt_client::{Answer, Cred, Mgmtd};
 use serde_json::json;
 
 /// A test directory and an mgmtd of its own.
 fn start(name: &str) -> Result<(TestDir, Leftovers, Mgmtd)> {
+    start_with(name, &[])
+}
+
+/// [`start`] with more arguments for mgmtd.
+fn start_with(name: &str, args: &[&str]) -> Result<(TestDir, Leftovers, Mgmtd)> {
     let image = GuestImage::locate()?;
     let guest_dir = image.kernel.parent().context("kernel path")?.to_owned();
     let dir = TestDir::new(name)?;
     let port = mgmtd::free_port()?;
     let leftovers = Leftovers(dir.join("data"));
-    let m = Mgmtd::start(&dir, port, &guest_dir, true, 1)?;
+    let mut extra: Vec<OsString> = vec!["--stop-on-exit".into()];
+    extra.extend(args.iter().map(OsString::from));
+    let process = mgmtd::start(&dir, port, &guest_dir, 1, &extra)?;
+    let m = Mgmtd {
+        base: format!("http://127.0.0.1:{port}"),
+        data: dir.join("data"),
+        process: Some(process),
+    };
     Ok((dir, leftovers, m))
+}
+
+/// `GET /api/v1/health` with curl, given `seconds`: its status, or `None`
+/// when no answer came in time.
+fn health_within(m: &Mgmtd, seconds: u32) -> Result<Option<u16>> {
+    let out = Command::new(tools::require("curl", "curl")?)
+        .args(["--silent", "--output", "/dev/null", "-w", "%{http_code}"])
+        .args(["--max-time", &seconds.to_string()])
+        .arg(format!("{}/api/v1/health", m.base))
+        .output()?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .flatten())
 }
 
 /// A refusal with `status` and JSON error `code`.
@@ -147,5 +182,38 @@ fn mgmt_security_cookie_changes_need_our_origin() -> Result<()> {
         a.body
     );
     ensure!(a.body["user"] == "admin", "{}", a.body);
+    Ok(())
+}
+
+#[test]
+fn mgmt_security_silent_connections_are_closed_and_capped() -> Result<()> {
+    let (_dir, _leftovers, m) = start_with("mgmt-conns", &["--max-connections", "2"])?;
+    ensure!(health_within(&m, 10)? == Some(200), "health");
+    let address = m.base.trim_start_matches("http://");
+    // Two connections that never send a request take both slots.
+    let mut silent: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(address))
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        health_within(&m, 2)?.is_none(),
+        "a third connection was served past --max-connections 2"
+    );
+    // mgmtd closes them (10 s for the headers); the deadline is generous.
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => anyhow::bail!("a silent connection was not closed: {e}"),
+            }
+        }
+    }
+    ensure!(
+        health_within(&m, 10)? == Some(200),
+        "health after the silent connections closed"
+    );
     Ok(())
 }

@@ -9,13 +9,14 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, TryStreamExt};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
@@ -343,24 +344,57 @@ async fn static_file(dir: &std::path::Path, tail: &str) -> Option<Response> {
     Some(r)
 }
 
+/// Limits on connections, against clients that open many or hold them
+/// open without finishing a request (slowloris).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// HTTP connections served at once; more wait in the listen backlog.
+    /// (A connection upgraded to a console WebSocket no longer counts.)
+    pub max_connections: usize,
+    /// A request's headers must arrive within this, the first request's
+    /// counted from the connection's start (idle keep-alive included).
+    pub header_read: Duration,
+    /// A TLS handshake must finish within this.
+    pub tls_handshake: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 256,
+            header_read: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     mgmt: Arc<Mgmt>,
+    limits: ConnLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let web_dir = mgmt.paths.web_dir.clone();
     let service = warp::service(filters(mgmt, tls.is_some(), web_dir));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // A slot first: past the limit, connections wait in the backlog.
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => {
+                s.expect("the connection semaphore is never closed")
+            }
+            _ = shutdown.changed() => return,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of descriptors, say: keep serving.
                     tracing::warn!("Cannot accept a connection: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -373,16 +407,24 @@ pub async fn serve(
         });
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let http = hyper::server::conn::http1::Builder::new();
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read);
             let ended = match acceptor {
-                Some(a) => match a.accept(stream).await {
-                    Ok(s) => {
+                Some(a) => match tokio::time::timeout(limits.tls_handshake, a.accept(stream)).await
+                {
+                    Ok(Ok(s)) => {
                         http.serve_connection(TokioIo::new(s), service)
                             .with_upgrades()
                             .await
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
                 },

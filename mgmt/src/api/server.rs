@@ -35,6 +35,16 @@ pub const MAX_BODY: usize = 256 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+/// The header the web console puts on the requests it repeats by itself
+/// (polling): they do not count as use of the session, so an open but
+/// unattended console still reaches the idle timeout.
+pub const BACKGROUND_HEADER: &str = "x-sfera-background";
+
+/// Whether a request counts as use of its session (see [`BACKGROUND_HEADER`]).
+fn is_use(headers: &HeaderMap) -> bool {
+    !headers.contains_key(BACKGROUND_HEADER)
+}
+
 /// Who is calling, from the request's headers.
 pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
     let header = |name: warp::http::header::HeaderName| {
@@ -65,7 +75,12 @@ pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal
             continue;
         };
         let hash = auth::secret_hash(secret);
-        if let Some((user, role)) = mgmt.db.session_user(&hash, mgmt.session_idle_s)? {
+        if let Some((user, role)) = mgmt.db.session_user_at(
+            &hash,
+            mgmt.session_idle_s,
+            crate::db::now(),
+            is_use(headers),
+        )? {
             return Ok(Some(Principal {
                 user,
                 role,
@@ -438,5 +453,18 @@ pub async fn serve(
                 tracing::debug!(%peer, "Connection ended: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_is_no_use_of_a_session() {
+        let mut h = HeaderMap::new();
+        assert!(is_use(&h));
+        h.insert("X-Sfera-Background", "1".parse().unwrap());
+        assert!(!is_use(&h));
     }
 }

@@ -80,6 +80,14 @@ struct Args {
     /// running for the next mgmtd to adopt.
     #[arg(long)]
     stop_on_exit: bool,
+    /// Seconds a login session may go unused before it ends (sessions
+    /// also end 12 hours after logging in).
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(10..=43200))]
+    session_idle_timeout: u64,
+    /// HTTP connections served at once (more wait until one closes; a
+    /// client has 10 s to send a request's headers).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
 }
 
 fn main() -> Result<()> {
@@ -119,6 +127,9 @@ fn main() -> Result<()> {
         accel: args.accel,
         admin_password_hash_file: args.admin_password_hash_file,
         stop_on_exit: args.stop_on_exit,
+        session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
+        max_connections: usize::try_from(args.max_connections)
+            .context("--max-connections is too large")?,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

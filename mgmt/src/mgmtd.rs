@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::auth::{self, Role};
 use crate::db::Db;
+use crate::db::retention::Retention;
 use crate::host::{self, Accel};
 use crate::host_paths::Roots;
 use crate::service::{Mgmt, Paths};
@@ -47,10 +48,16 @@ pub struct Options {
     /// Stop the daemons and VMs when mgmtd stops (instead of leaving them
     /// for the next mgmtd to adopt).
     pub stop_on_exit: bool,
+    /// A login session unused this long ends.
+    pub session_idle_timeout: Duration,
+    /// HTTP connections served at once.
+    pub max_connections: usize,
 }
 
 /// The name of the datastore made on first start.
 pub const DEFAULT_DATASTORE: &str = "local";
+/// How often old events and tasks are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How often the inventory's copy of datastores and networks is refreshed.
 const SYNC_EVERY: Duration = Duration::from_secs(20);
 
@@ -256,10 +263,21 @@ pub async fn run(o: Options) -> Result<()> {
     daemons.spawn(Arc::clone(&blockd).run(stop_rx.clone(), o.stop_on_exit));
     daemons.spawn(Arc::clone(&vsw_supervisor).run(stop_rx.clone(), o.stop_on_exit));
 
-    let mgmt = Arc::new(Mgmt::new(Arc::clone(&db), facts, paths, blockd, vswitchd));
+    let mgmt = Arc::new(Mgmt::new(
+        Arc::clone(&db),
+        facts,
+        paths,
+        blockd,
+        vswitchd,
+        o.session_idle_timeout
+            .as_secs()
+            .try_into()
+            .unwrap_or(i64::MAX),
+    ));
     mgmt.adopt_vms().await?;
     tokio::spawn(Arc::clone(&mgmt).watch_vms());
     tokio::spawn(defaults_and_sync(Arc::clone(&mgmt)));
+    tokio::spawn(prune(Arc::clone(&db)));
     tokio::spawn(crate::metrics::sampler::run(
         Arc::clone(&mgmt),
         o.sample_interval,
@@ -297,6 +315,10 @@ pub async fn run(o: Options) -> Result<()> {
         listener,
         tls,
         Arc::clone(&mgmt),
+        crate::api::server::ConnLimits {
+            max_connections: o.max_connections,
+            ..Default::default()
+        },
         stop_rx.clone(),
     ));
 
@@ -341,6 +363,23 @@ async fn stop_vms(mgmt: &Arc<Mgmt>) {
 /// On a new install, the datastore `local` (under the data directory) and
 /// the port group `vm-network`; then the inventory's copy of datastores
 /// and networks refreshed every 20 s.
+/// Prunes events and finished tasks now and every [`PRUNE_EVERY`].
+async fn prune(db: Arc<Db>) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        every.tick().await;
+        let keep = Retention::default();
+        let t = crate::db::now();
+        match (db.prune_events(keep, t), db.prune_tasks(keep, t)) {
+            (Ok(events), Ok(tasks)) if events + tasks > 0 => {
+                tracing::info!(events, tasks, "Pruned old events and tasks");
+            }
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) | (_, Err(e)) => tracing::warn!("Cannot prune events and tasks: {e}"),
+        }
+    }
+}
+
 async fn defaults_and_sync(mgmt: Arc<Mgmt>) {
     if mgmt.need_blockd().await.is_ok() {
         mgmt.clean_abandoned_imports().await;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::api::error::ApiError;
+use crate::api::login_limit::{HashGate, LoginLimiter};
 use crate::blockd::Blockd;
 use crate::console::Consoles;
 use crate::db::Db;
@@ -68,6 +69,15 @@ pub struct Mgmt {
     pub consoles: Consoles,
     /// mgmtd's own metrics (`GET /metrics`).
     pub own_metrics: crate::metrics::own::OwnMetrics,
+    /// Failed logins per client address and user name.
+    pub login_limiter: Mutex<LoginLimiter>,
+    /// Bounds the password hashing of logins.
+    pub hash_gate: HashGate,
+    /// A session unused this long (seconds) ends.
+    pub session_idle_s: i64,
+    /// The hash of each session that ends by logging out, for the console
+    /// WebSockets opened with it.
+    pub session_ended: tokio::sync::broadcast::Sender<String>,
     /// One lock per VM: its operations run one at a time.
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -79,6 +89,7 @@ impl Mgmt {
         paths: Paths,
         blockd_supervisor: Arc<Supervisor>,
         vswitchd: Arc<Vswitchd>,
+        session_idle_s: i64,
     ) -> Self {
         Mgmt {
             db,
@@ -91,6 +102,10 @@ impl Mgmt {
             vswitchd,
             consoles: Consoles::default(),
             own_metrics: Default::default(),
+            login_limiter: Mutex::default(),
+            hash_gate: HashGate::default(),
+            session_idle_s,
+            session_ended: tokio::sync::broadcast::channel(64).0,
             vm_locks: Mutex::new(HashMap::new()),
         }
     }
@@ -102,6 +117,13 @@ impl Mgmt {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(locks.entry(id.to_owned()).or_default())
+    }
+
+    /// The login limiter (a poisoned lock still holds good counts).
+    pub fn login_limiter(&self) -> std::sync::MutexGuard<'_, LoginLimiter> {
+        self.login_limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits for sfera-blockd to be up.

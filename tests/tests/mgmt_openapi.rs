@@ -90,9 +90,10 @@ fn mgmt_openapi_schemathesis() -> Result<()> {
         "/api/v1/session",
         Some(&json!({ "username": "admin", "password": password.trim() })),
     )?;
+    let origin = format!("Origin: {base}");
     let token = call(
         &base,
-        &["-b", jar],
+        &["-b", jar, "-H", &origin],
         "POST",
         "/api/v1/tokens",
         Some(&json!({ "name": "schemathesis" })),

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     /// The methods the path allows, for a 405's `Allow` header.
     pub allow: Option<String>,
+    /// Seconds for a 429's or 503's `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +25,7 @@ impl ApiError {
             code,
             message: message.into(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -61,6 +64,36 @@ impl ApiError {
             413,
             "body_too_large",
             format!("Request bodies are limited to {limit} bytes"),
+        )
+    }
+
+    /// Too many failed logins: locked out for `wait` (rounded up).
+    pub fn too_many_logins(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs),
+            ..Self::new(
+                429,
+                "too_many_requests",
+                format!("Too many failed logins: try again in {secs} s"),
+            )
+        }
+    }
+
+    /// Too many logins at once.
+    pub fn busy() -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..Self::new(503, "busy", "Too many logins at once: try again shortly")
+        }
+    }
+
+    /// A request with the session cookie from another site (CSRF).
+    pub fn cross_origin() -> Self {
+        Self::new(
+            403,
+            "cross_origin",
+            "Changes with the session cookie need an Origin or Referer of this server",
         )
     }
 

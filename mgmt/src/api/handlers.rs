@@ -31,6 +31,8 @@ pub struct ApiRequest {
     pub principal: Option<Principal>,
     /// Over HTTPS (the session cookie is then `Secure`).
     pub tls: bool,
+    /// The client's address (for login throttling).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// An answer.
@@ -377,55 +379,65 @@ fn metric_series(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     ok(v)
 }
 
+/// Logs in: throttled per address and user name (a locked login is
+/// refused before its password is hashed), the hashing bounded by the gate.
+async fn login(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let body: LoginBody = parse(&r.body)?;
+    mgmt.login_limiter()
+        .check(r.peer, &body.username, std::time::Instant::now())
+        .map_err(ApiError::too_many_logins)?;
+    let admission = mgmt.hash_gate.admit().ok_or_else(ApiError::busy)?;
+    let creds = mgmt.db.user_credentials(&body.username)?;
+    // Hash even for an unknown user, so timing does not tell.
+    let hash_owned = match &creds {
+        Some((h, _)) => h.clone(),
+        None => dummy_hash().to_owned(),
+    };
+    let password = body.password.clone();
+    let good = admission
+        .run(move || auth::verify_password(&password, &hash_owned))
+        .await;
+    let Some((_, role)) = creds.filter(|_| good) else {
+        mgmt.login_limiter()
+            .failed(r.peer, &body.username, std::time::Instant::now());
+        mgmt.db.event(
+            "warning",
+            "session.login_failed",
+            &body.username,
+            "Login failed",
+            None,
+        );
+        return Err(ApiError::new(
+            401,
+            "unauthorized",
+            "Invalid user name or password",
+        ));
+    };
+    mgmt.login_limiter().succeeded(&body.username);
+    let secret = auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+    mgmt.db.create_session(
+        &auth::secret_hash(&secret),
+        &body.username,
+        auth::SESSION_SECONDS,
+    )?;
+    mgmt.db.event(
+        "info",
+        "session.login",
+        &body.username,
+        "Logged in",
+        Some(&body.username),
+    );
+    Ok(Reply::JsonWithCookie(
+        StatusCode::OK,
+        json!({ "user": body.username, "role": role, "expires_at": crate::db::now() + auth::SESSION_SECONDS }),
+        session_cookie(&secret, auth::SESSION_SECONDS, r.tls),
+    ))
+}
+
 /// Carries out one request.
 pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
     match r.op {
-        Op::Login => {
-            let body: LoginBody = parse(&r.body)?;
-            let creds = mgmt.db.user_credentials(&body.username)?;
-            // Hash even for an unknown user, so timing does not tell.
-            let hash_owned = match &creds {
-                Some((h, _)) => h.clone(),
-                None => dummy_hash().to_owned(),
-            };
-            let password = body.password.clone();
-            let good =
-                tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash_owned))
-                    .await
-                    .unwrap_or(false);
-            let Some((_, role)) = creds.filter(|_| good) else {
-                mgmt.db.event(
-                    "warning",
-                    "session.login_failed",
-                    &body.username,
-                    "Login failed",
-                    None,
-                );
-                return Err(ApiError::new(
-                    401,
-                    "unauthorized",
-                    "Invalid user name or password",
-                ));
-            };
-            let secret = auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
-            mgmt.db.create_session(
-                &auth::secret_hash(&secret),
-                &body.username,
-                auth::SESSION_SECONDS,
-            )?;
-            mgmt.db.event(
-                "info",
-                "session.login",
-                &body.username,
-                "Logged in",
-                Some(&body.username),
-            );
-            Ok(Reply::JsonWithCookie(
-                StatusCode::OK,
-                json!({ "user": body.username, "role": role, "expires_at": crate::db::now() + auth::SESSION_SECONDS }),
-                session_cookie(&secret, auth::SESSION_SECONDS, r.tls),
-            ))
-        }
+        Op::Login => login(&mgmt, &r).await,
         Op::WhoAmI => {
             let p = principal(&r)?;
             ok(json!({ "user": p.user, "role": p.role }))
@@ -433,6 +445,8 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         Op::Logout => {
             if let Some(hash) = &principal(&r)?.session {
                 mgmt.db.delete_session(hash)?;
+                // No console is listening when nobody has one open.
+                let _ = mgmt.session_ended.send(hash.clone());
             }
             Ok(Reply::JsonWithCookie(
                 StatusCode::NO_CONTENT,

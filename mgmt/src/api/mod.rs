@@ -5,6 +5,8 @@ pub mod changes;
 pub mod console_ws;
 pub mod error;
 pub mod handlers;
+pub mod login_limit;
 pub mod openapi;
+pub mod origin;
 pub mod routes;
 pub mod server;

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::routes::{Access, ROUTES};
+use super::routes::{Access, Op, ROUTES};
 
 fn obj(required: &[&str], props: Value) -> Value {
     json!({ "type": "object", "required": required, "properties": props })
@@ -573,6 +573,16 @@ pub fn document() -> Value {
         if r.access == Access::Public {
             op["security"] = json!([]);
         }
+        if r.op == Op::Login {
+            op["responses"]["429"] = json!({
+                "description": "Too many failed logins from this address or for this user: locked out for a while",
+                "headers": { "Retry-After": {
+                    "description": "Seconds until the lock passes",
+                    "schema": { "type": "integer", "minimum": 1 }
+                } },
+                "content": { "application/json": { "schema": schema_ref("Error") } }
+            });
+        }
         let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
         entry[r.method.to_ascii_lowercase()] = op;
     }
@@ -663,6 +673,25 @@ mod tests {
                 doc["components"]["schemas"].get(name).is_some(),
                 "{r} is not defined"
             );
+        }
+    }
+
+    #[test]
+    fn only_login_documents_429() {
+        let doc = document();
+        let login = &doc["paths"]["/api/v1/session"]["post"]["responses"];
+        assert_eq!(
+            login["429"]["headers"]["Retry-After"]["schema"]["type"],
+            "integer"
+        );
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                assert!(op["responses"]["403"].is_object(), "{method} {path}: 403");
+                assert!(op["responses"]["503"].is_object(), "{method} {path}: 503");
+                if !(path == "/api/v1/session" && method == "post") {
+                    assert!(op["responses"]["429"].is_null(), "{method} {path}");
+                }
+            }
         }
     }
 

@@ -6,27 +6,44 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, TryStreamExt};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 
 use super::error::ApiError;
 use super::handlers::{self, ApiRequest, Reply};
+use super::origin::{self, Credential};
 use super::routes::{self, Access};
 use crate::auth::{self, Principal, Role};
 use crate::service::Mgmt;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 256 * 1024;
+
+/// The client's address, put in each request's extensions by [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The header the web console puts on the requests it repeats by itself
+/// (polling): they do not count as use of the session, so an open but
+/// unattended console still reaches the idle timeout.
+pub const BACKGROUND_HEADER: &str = "x-sfera-background";
+
+/// Whether a request counts as use of its session (see [`BACKGROUND_HEADER`]).
+fn is_use(headers: &HeaderMap) -> bool {
+    !headers.contains_key(BACKGROUND_HEADER)
+}
 
 /// Who is calling, from the request's headers.
 pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
@@ -58,7 +75,12 @@ pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal
             continue;
         };
         let hash = auth::secret_hash(secret);
-        if let Some((user, role)) = mgmt.db.session_user(&hash)? {
+        if let Some((user, role)) = mgmt.db.session_user_at(
+            &hash,
+            mgmt.session_idle_s,
+            crate::db::now(),
+            is_use(headers),
+        )? {
             return Ok(Some(Principal {
                 user,
                 role,
@@ -112,6 +134,7 @@ fn parse_query(raw: &str) -> Result<HashMap<String, String>, ApiError> {
 async fn api(
     mgmt: Arc<Mgmt>,
     tls: bool,
+    peer: Option<Peer>,
     prefix: &'static [&'static str],
     tail: String,
     method: Method,
@@ -123,6 +146,14 @@ async fn api(
     let mut matched: &'static str = "unmatched";
     let result = async {
         let principal = authenticate(&mgmt, &headers)?;
+        let credential = match &principal {
+            None => Credential::None,
+            Some(p) if p.session.is_some() => Credential::Cookie,
+            Some(_) => Credential::Token,
+        };
+        if !origin::allowed(&method, &headers, tls, credential) {
+            return Err(ApiError::cross_origin());
+        }
         let segments: Vec<String> = prefix
             .iter()
             .map(|s| (*s).to_owned())
@@ -170,6 +201,7 @@ async fn api(
                 body,
                 principal,
                 tls,
+                peer: peer.map(|p| p.0.ip()),
             },
         )
         .await
@@ -193,6 +225,10 @@ async fn api(
             {
                 r.headers_mut().insert(warp::http::header::ALLOW, v);
             }
+            if let Some(secs) = e.retry_after {
+                r.headers_mut()
+                    .insert(warp::http::header::RETRY_AFTER, secs.into());
+            }
             r
         }
     };
@@ -209,6 +245,7 @@ pub fn filters(
     web_dir: Option<PathBuf>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let peer = warp::ext::optional::<Peer>();
     // The console's WebSocket: an upgrade request there is answered here;
     // any other request to the path goes on to the API (and is refused).
     let console_mgmt = Arc::clone(&mgmt);
@@ -216,21 +253,23 @@ pub fn filters(
         .and(warp::ws())
         .and(warp::header::headers_cloned())
         .then(move |vm: String, ws: warp::ws::Ws, headers: HeaderMap| {
-            super::console_ws::upgrade(Arc::clone(&console_mgmt), vm, ws, headers)
+            super::console_ws::upgrade(Arc::clone(&console_mgmt), tls, vm, ws, headers)
         });
     // mgmtd's own metrics, at the conventional /metrics, through the same
     // authentication and route table as the API.
     let metrics_mgmt = Arc::clone(&mgmt);
     let metrics = warp::path("metrics")
         .and(warp::path::end())
+        .and(peer)
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(raw_query)
         .and(warp::body::stream())
-        .then(move |method, headers, query, body| {
+        .then(move |peer, method, headers, query, body| {
             api(
                 Arc::clone(&metrics_mgmt),
                 tls,
+                peer,
                 &["metrics"],
                 String::new(),
                 method,
@@ -242,15 +281,17 @@ pub fn filters(
     let api = warp::path("api")
         .and(warp::path("v1"))
         .and(warp::path::tail())
+        .and(peer)
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(raw_query)
         .and(warp::body::stream())
         .then(
-            move |tail: warp::path::Tail, method, headers, query, body| {
+            move |tail: warp::path::Tail, peer, method, headers, query, body| {
                 api(
                     Arc::clone(&mgmt),
                     tls,
+                    peer,
                     &["api", "v1"],
                     tail.as_str().to_owned(),
                     method,
@@ -318,47 +359,92 @@ async fn static_file(dir: &std::path::Path, tail: &str) -> Option<Response> {
     Some(r)
 }
 
+/// Limits on connections, against clients that open many or hold them
+/// open without finishing a request (slowloris).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// HTTP connections served at once; more wait in the listen backlog.
+    /// (A connection upgraded to a console WebSocket no longer counts.)
+    pub max_connections: usize,
+    /// A request's headers must arrive within this, the first request's
+    /// counted from the connection's start (idle keep-alive included).
+    pub header_read: Duration,
+    /// A TLS handshake must finish within this.
+    pub tls_handshake: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 256,
+            header_read: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     mgmt: Arc<Mgmt>,
+    limits: ConnLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let web_dir = mgmt.paths.web_dir.clone();
     let service = warp::service(filters(mgmt, tls.is_some(), web_dir));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // A slot first: past the limit, connections wait in the backlog.
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => {
+                s.expect("the connection semaphore is never closed")
+            }
+            _ = shutdown.changed() => return,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of descriptors, say: keep serving.
                     tracing::warn!("Cannot accept a connection: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => return,
         };
-        let service = service.clone();
+        let inner = TowerToHyperService::new(service.clone());
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(Peer(peer));
+            hyper::service::Service::call(&inner, req)
+        });
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let http = hyper::server::conn::http1::Builder::new();
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read);
             let ended = match acceptor {
-                Some(a) => match a.accept(stream).await {
-                    Ok(s) => {
-                        http.serve_connection(TokioIo::new(s), TowerToHyperService::new(service))
+                Some(a) => match tokio::time::timeout(limits.tls_handshake, a.accept(stream)).await
+                {
+                    Ok(Ok(s)) => {
+                        http.serve_connection(TokioIo::new(s), service)
                             .with_upgrades()
                             .await
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
                 },
                 None => {
-                    http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    http.serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await
                 }
@@ -367,5 +453,18 @@ pub async fn serve(
                 tracing::debug!(%peer, "Connection ended: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_is_no_use_of_a_session() {
+        let mut h = HeaderMap::new();
+        assert!(is_use(&h));
+        h.insert("X-Sfera-Background", "1".parse().unwrap());
+        assert!(!is_use(&h));
     }
 }

@@ -121,7 +121,12 @@ impl Client {
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         if let Some(c) = cookie {
-            request = request.header(hyper::header::COOKIE, c);
+            // mgmtd refuses changes made with the session cookie that do
+            // not say they come from itself (CSRF), as a browser says.
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            request = request
+                .header(hyper::header::COOKIE, c)
+                .header(hyper::header::ORIGIN, format!("{scheme}://{authority}"));
         }
         let request = request.body(Full::new(Bytes::from(text)))?;
         let (mut sender, conn) =

@@ -24,6 +24,9 @@ pub struct ApiToken {
     pub last_used_at: Option<i64>,
 }
 
+/// How stale a session's last use may be before a request notes a new one.
+const SESSION_TOUCH_S: i64 = 10;
+
 fn role(s: &str) -> Role {
     // The column's CHECK constraint allows only the two names.
     Role::parse(s).unwrap_or(Role::ReadOnly)
@@ -81,27 +84,69 @@ impl Db {
     }
 
     pub fn create_session(&self, hash: &str, user: &str, lifetime_s: i64) -> Result<(), DbError> {
-        let t = now();
+        self.create_session_at(hash, user, lifetime_s, now())
+    }
+
+    /// [`Db::create_session`] at time `t`.
+    pub fn create_session_at(
+        &self,
+        hash: &str,
+        user: &str,
+        lifetime_s: i64,
+        t: i64,
+    ) -> Result<(), DbError> {
         let conn = self.conn();
         conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![t])?;
         conn.execute(
-            "INSERT INTO sessions (token_hash, user, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO sessions (token_hash, user, created_at, expires_at, last_seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?3)",
             params![hash, user, t, t + lifetime_s],
         )?;
         Ok(())
     }
 
-    /// The user and role of a live session.
-    pub fn session_user(&self, hash: &str) -> Result<Option<(String, Role)>, DbError> {
-        Ok(self
-            .conn()
+    /// The user and role of a live session (neither expired nor unused for
+    /// `idle_s`), noting its use.
+    pub fn session_user(&self, hash: &str, idle_s: i64) -> Result<Option<(String, Role)>, DbError> {
+        self.session_user_at(hash, idle_s, now(), true)
+    }
+
+    /// [`Db::session_user`] at time `t`; `touch`: note the use (a request),
+    /// or only look (a console checking that its session still lives).
+    pub fn session_user_at(
+        &self,
+        hash: &str,
+        idle_s: i64,
+        t: i64,
+        touch: bool,
+    ) -> Result<Option<(String, Role)>, DbError> {
+        let conn = self.conn();
+        let found = conn
             .query_row(
-                "SELECT s.user, u.role FROM sessions s JOIN users u ON u.name = s.user
-                 WHERE s.token_hash = ?1 AND s.expires_at > ?2",
-                params![hash, now()],
-                |r| Ok((r.get::<_, String>(0)?, role(&r.get::<_, String>(1)?))),
+                "SELECT s.user, u.role, s.last_seen_at FROM sessions s
+                 JOIN users u ON u.name = s.user
+                 WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND s.last_seen_at > ?2 - ?3",
+                params![hash, t, idle_s],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        role(&r.get::<_, String>(1)?),
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
             )
-            .optional()?)
+            .optional()?;
+        let Some((user, role, last_seen)) = found else {
+            return Ok(None);
+        };
+        // Not a write per request: the idle timeout is minutes long.
+        if touch && t - last_seen >= SESSION_TOUCH_S {
+            conn.execute(
+                "UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1",
+                params![hash, t],
+            )?;
+        }
+        Ok(Some((user, role)))
     }
 
     pub fn delete_session(&self, hash: &str) -> Result<(), DbError> {
@@ -189,10 +234,10 @@ mod tests {
         db.create_session("s1", "admin", 60).unwrap();
         db.create_session("old", "admin", -1).unwrap();
         assert_eq!(
-            db.session_user("s1").unwrap(),
+            db.session_user("s1", 60).unwrap(),
             Some(("admin".into(), Role::Administrator))
         );
-        assert_eq!(db.session_user("old").unwrap(), None);
+        assert_eq!(db.session_user("old", 60).unwrap(), None);
         let t = db.create_token("cli", "viewer", "t1").unwrap();
         assert_eq!(
             db.token_user("t1").unwrap(),
@@ -203,6 +248,37 @@ mod tests {
         assert!(db.delete_user("viewer").unwrap());
         assert_eq!(db.token_user("t1").unwrap(), None);
         db.delete_session("s1").unwrap();
-        assert_eq!(db.session_user("s1").unwrap(), None);
+        assert_eq!(db.session_user("s1", 60).unwrap(), None);
+    }
+
+    #[test]
+    fn a_session_ends_when_unused_for_the_idle_timeout() {
+        let db = Db::in_memory().unwrap();
+        db.create_user("admin", "h", Role::Administrator).unwrap();
+        let t0 = 1_000_000;
+        db.create_session_at("s", "admin", 12 * 3600, t0).unwrap();
+        let live = |t, touch| db.session_user_at("s", 1800, t, touch).unwrap().is_some();
+        // Used at 20 min: the idle clock restarts there.
+        assert!(live(t0 + 1200, true));
+        assert!(live(t0 + 1200 + 1799, false));
+        // Looking does not keep it alive.
+        assert!(!live(t0 + 1200 + 1800, false));
+        assert!(!live(t0 + 1200 + 1800, true));
+    }
+
+    #[test]
+    fn a_used_session_still_ends_at_its_lifetime() {
+        let db = Db::in_memory().unwrap();
+        db.create_user("admin", "h", Role::Administrator).unwrap();
+        let t0 = 1_000_000;
+        db.create_session_at("s", "admin", 3600, t0).unwrap();
+        for t in (t0..t0 + 3600).step_by(600) {
+            assert!(db.session_user_at("s", 1800, t, true).unwrap().is_some());
+        }
+        assert!(
+            db.session_user_at("s", 1800, t0 + 3600, true)
+                .unwrap()
+                .is_none()
+        );
     }
 }

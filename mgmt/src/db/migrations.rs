@@ -136,4 +136,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE vms ADD COLUMN driver_reason TEXT NOT NULL DEFAULT '';
     ",
+    // 5: when each login session was last used (for the idle timeout), and
+    // indexes for pruning old events and tasks.
+    r"
+    ALTER TABLE sessions ADD COLUMN last_seen_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE sessions SET last_seen_at = created_at;
+    CREATE INDEX events_time ON events (time);
+    CREATE INDEX tasks_finished_at ON tasks (finished_at);
+    ",
 ];

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod events;
 pub mod inventory;
 pub mod metrics;
+pub mod retention;
 pub mod tasks;
 
 pub(crate) use migrations::MIGRATIONS;

@@ -17,8 +17,18 @@ export function setUnauthorizedHandler(f: () => void) {
   onUnauthorized = f;
 }
 
-export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+/** The header that marks a request the page makes by itself (polling), so
+ * that mgmtd does not count it as use of the session (idle timeout). */
+const BACKGROUND = 'X-Sfera-Background';
+
+export async function call<T>(
+  method: string,
+  path: string,
+  body?: unknown,
+  background = false,
+): Promise<T> {
   const init: RequestInit = { method, credentials: 'same-origin', headers: {} };
+  if (background) (init.headers as Record<string, string>)[BACKGROUND] = '1';
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     (init.headers as Record<string, string>)['Content-Type'] = 'application/json';
@@ -47,6 +57,9 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
 }
 
 export const get = <T>(path: string) => call<T>('GET', path);
+
+/** A GET the page repeats by itself: it does not keep the session alive. */
+export const poll = <T>(path: string) => call<T>('GET', path, undefined, true);
 
 /** A path segment, escaped (volume names hold a '/'). */
 export const seg = (s: string) => encodeURIComponent(s);

@@ -2,7 +2,7 @@
 // seconds, tasks and events more often. Pages subscribe with useStore().
 
 import { useEffect, useState } from 'preact/hooks';
-import { ApiError, get } from './api';
+import { ApiError, poll } from './api';
 import type { Datastore, Event, Host, Networks, Page, Port, Session, Task, Vm } from './api';
 
 export interface State {
@@ -72,11 +72,11 @@ async function settle<T>(p: Promise<T>): Promise<T | null> {
 /** Refreshes the inventory (host, datastores, networks, ports, VMs). */
 export async function refreshInventory() {
   const [host, ds, nets, ports, vms] = await Promise.all([
-    settle(get<Host>('/host')),
-    settle(get<Page<Datastore>>('/datastores')),
-    settle(get<Networks>('/networks')),
-    settle(get<Page<Port>>('/ports')),
-    settle(get<Page<Vm>>('/vms?limit=500')),
+    settle(poll<Host>('/host')),
+    settle(poll<Page<Datastore>>('/datastores')),
+    settle(poll<Networks>('/networks')),
+    settle(poll<Page<Port>>('/ports')),
+    settle(poll<Page<Vm>>('/vms?limit=500')),
   ]);
   const ok = host && ds && nets && vms;
   set({
@@ -93,8 +93,8 @@ export async function refreshInventory() {
 /** Refreshes tasks and events. */
 export async function refreshActivity() {
   const [tasks, events] = await Promise.all([
-    settle(get<Page<Task>>('/tasks?limit=50')),
-    settle(get<Page<Event>>('/events?limit=100')),
+    settle(poll<Page<Task>>('/tasks?limit=50')),
+    settle(poll<Page<Event>>('/events?limit=100')),
   ]);
   set({ tasks: tasks?.items ?? state.tasks, events: events?.items ?? state.events });
 }

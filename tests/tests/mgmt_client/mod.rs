@@ -21,7 +21,12 @@ use serde_json::{Value, json};
 pub(crate) enum Cred<'a> {
     None,
     Bearer(&'a str),
+    /// The cookie jar, sent as a page of mgmtd's sends it: with mgmtd's
+    /// own `Origin`.
     Cookies(&'a Path),
+    /// The cookie jar with this `Origin:` or `Referer:` header line
+    /// instead (`None`: neither), as a page elsewhere or a non-browser.
+    CookiesFrom(&'a Path, Option<&'a str>),
 }
 
 pub(crate) struct Answer {
@@ -81,6 +86,13 @@ impl Mgmtd {
             }
             Cred::Cookies(jar) => {
                 cmd.arg("-b").arg(jar).arg("-c").arg(jar);
+                cmd.arg("-H").arg(format!("Origin: {}", self.base));
+            }
+            Cred::CookiesFrom(jar, header) => {
+                cmd.arg("-b").arg(jar).arg("-c").arg(jar);
+                if let Some(h) = header {
+                    cmd.arg("-H").arg(h);
+                }
             }
         }
         if let Some(b) = body {

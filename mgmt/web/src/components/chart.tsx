@@ -5,7 +5,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import { get, seg } from '../api';
+import { poll, seg } from '../api';
 import type { MetricKind, MetricSeries } from '../api';
 
 export interface SeriesSpec {
@@ -45,7 +45,7 @@ export function Chart({ kind, object, title, series, format, resolution, testid 
     const load = async () => {
       let every = resolution === 'raw' ? 5000 : 60000;
       try {
-        const d = await get<MetricSeries>(`/metrics/${kind}/${seg(object)}?resolution=${resolution}`);
+        const d = await poll<MetricSeries>(`/metrics/${kind}/${seg(object)}?resolution=${resolution}`);
         if (stop) return;
         setData(d);
         setError(null);

@@ -2,7 +2,7 @@
 
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { get } from '../api';
+import { get, poll } from '../api';
 
 /** Key–value rows. */
 export function Facts({ rows }: { rows: [string, ComponentChildren][] }) {
@@ -50,7 +50,8 @@ export function useFetch<T>(path: string | null, everyMs?: number): { data: T | 
     let timer: number | undefined;
     const load = async () => {
       try {
-        const d = await get<T>(path);
+        // Repeats are the page's own doing, not the user's.
+        const d = await (everyMs ? poll : get)<T>(path);
         if (!stop) {
           setData(d);
           setError(null);

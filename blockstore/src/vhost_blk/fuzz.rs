@@ -3,6 +3,7 @@
 //! and a split virtqueue built from the input, every available chain
 //! collected and parsed exactly as a worker does.
 
+pub use super::worker::fuzz as worker;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 

@@ -352,6 +352,7 @@ impl QueueWorker {
                     }
                     written += n;
                 }
+                self.metrics.get_ids.inc();
                 Prepared::Done {
                     status_addr,
                     used_len: u32::try_from(written + 1).unwrap_or(u32::MAX),
@@ -734,5 +735,7 @@ fn fill_iovecs(
     true
 }
 
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -335,6 +335,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// What the fuzzer found in seconds, from an empty corpus, against the
+    /// worker before the broken-ring stop (5901cdd): SET_VRING_BASE 0x801
+    /// with the guest's index at 0, then a kick with EVENT_IDX. The old
+    /// loop took nothing, re-enabled notifications, saw work waiting and
+    /// went round forever.
+    #[test]
+    fn next_avail_far_from_the_index_does_not_spin() {
+        let input = include_bytes!(
+            "../../../fuzz/artifacts/blk_worker/timeout-spin-before-broken-ring-stop"
+        );
+        let (done, returned) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(queue_worker(input));
+        });
+        let served = returned
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the worker returns on a broken ring");
+        assert_eq!(served, 0);
+    }
+
     /// Writes the seed corpus; run after changing the input layout:
     /// `cargo test -p sfera-blockstore write_worker_seeds -- --ignored`.
     #[test]

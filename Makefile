@@ -45,7 +45,7 @@ ISO_PACKAGES := -p sfera-blockstore -p sfera-vswitch -p sfera-mgmt -p sfera-vmm 
 APPLIANCE_TESTS := binary(appliance_install)
 
 .PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image testguest build build-release lint bench bench-blk bench-net bench-vmm clean \
-	deps-iso deps-appliance iso test-appliance
+	deps-iso deps-appliance iso test-appliance fuzz fuzz-smoke
 
 help:
 	@echo "make run    install what is missing, build, and start Sfera: the console on https://$(LISTEN), data in $(DATA_DIR)"
@@ -57,6 +57,7 @@ help:
 	@echo "make iso    build the installable ISO into target/appliance/sfera.iso"
 	@echo "make test-appliance  install the ISO unattended under QEMU (BIOS and UEFI) and reach the console"
 	@echo "make lint   rustfmt and clippy"
+	@echo "make fuzz   every fuzz target for FUZZ_SECONDS each (default 600; FUZZ_TARGETS= picks some), with executions and coverage"
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
 	@echo "make bench-net  sfera-vswitchd vs Open vSwitch with DPDK (testpmd as the VMs)"
@@ -132,6 +133,7 @@ test: deps-test deps-web
 	@$(MAKE) --no-print-directory guest-image testguest web schemathesis lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --profile ci -E 'not $(APPLIANCE_TESTS)'
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-appliance
 
 # The ISO: Debian's packages (the root file system is cached in
@@ -146,6 +148,22 @@ iso: deps-iso deps-web
 # the installed system's console banner, health endpoint and login.
 test-appliance: deps-appliance iso
 	$(CARGO) nextest run -p sfera-tests --locked --profile ci -E '$(APPLIANCE_TESTS)'
+
+# Coverage-guided fuzzing (libFuzzer through libfuzzer-sys, AddressSanitizer)
+# of every parser of guest and API input: docs/fuzzing.md. The stable
+# toolchain builds the targets (RUSTC_BOOTSTRAP=1 for the -Z flags); a C++
+# compiler builds libFuzzer itself. `fuzz-smoke` is the short run `make
+# test` does so that the targets keep building and running.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?=
+FUZZ_DEBS := g++
+
+fuzz:
+	@appliance/host/install-debs.sh $(FUZZ_DEBS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) nice -n 10 tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 
 # Benchmarks run Sfera and its peer in the same run and report the ratio.
 bench: bench-blk bench-net bench-vmm

@@ -11,6 +11,9 @@ pub mod bus;
 pub mod config;
 pub mod cpu;
 pub mod devices;
+// Built for the unit tests and for fuzzing (`--cfg fuzzing`) only.
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod layout;
 pub mod machine;
 pub mod memory;

@@ -142,6 +142,25 @@ impl Vm {
         Ok(gsi)
     }
 
+    /// Forgets every MSI route and GSI allocation, so that one VM serves
+    /// many short-lived devices (fuzzing: a VM costs milliseconds to make).
+    #[cfg(any(test, fuzzing))]
+    pub fn forget_msi_routes(&self) -> Result<(), VmError> {
+        let had_routes = {
+            let mut routes = self.lock_routes();
+            routes.next_gsi = IOAPIC_PINS;
+            let had = !routes.msi.is_empty();
+            routes.msi.clear();
+            had
+        };
+        // KVM_SET_GSI_ROUTING waits for an SRCU grace period: only when needed.
+        if had_routes {
+            self.apply_routes()
+        } else {
+            Ok(())
+        }
+    }
+
     /// Points `gsi` at `msg` (or removes its route) and reprograms KVM.
     pub fn set_msi_route(&self, gsi: u32, msg: Option<MsiMessage>) -> Result<(), VmError> {
         {

@@ -844,7 +844,7 @@ mod tests {
     /// layout changes; otherwise the committed ones must match.
     #[test]
     fn seeds() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/frame_path");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/frame_path");
         std::fs::create_dir_all(&dir).expect("seed directory");
         let script = [
             OP_TX_BURST,

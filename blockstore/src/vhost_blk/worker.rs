@@ -356,6 +356,7 @@ impl QueueWorker {
                     }
                     written += n;
                 }
+                self.metrics.get_ids.inc();
                 Prepared::Done {
                     status_addr,
                     used_len: u32::try_from(written + 1).unwrap_or(u32::MAX),
@@ -769,5 +770,7 @@ fn fill_iovecs(
     true
 }
 
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,9 @@
 pub mod changes;
 pub mod console_ws;
 pub mod error;
+// Built for the unit tests and for fuzzing (`--cfg fuzzing`) only.
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod handlers;
 pub mod login_limit;
 pub mod openapi;

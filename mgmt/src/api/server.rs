@@ -116,7 +116,7 @@ where
     Ok(out.freeze())
 }
 
-fn parse_query(raw: &str) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn parse_query(raw: &str) -> Result<HashMap<String, String>, ApiError> {
     let mut q = HashMap::new();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

@@ -350,6 +350,24 @@ impl VirtioPci {
         self.counters.resets.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes the device off the VM for good: its workers stopped, its
+    /// doorbells unbound, so that another device can take
+    /// its place on the same VM (fuzzing makes one per input). The INTx
+    /// irqfd goes when its eventfd is closed.
+    #[cfg(any(test, fuzzing))]
+    pub fn unplug(&mut self) {
+        self.shutdown();
+        for (q, kick) in self.kicks.iter().enumerate() {
+            let off = NOTIFY_OFFSET + q as u64 * u64::from(NOTIFY_MULTIPLIER);
+            let _ = self.vm.unregister_ioevent(kick, self.bar + off);
+        }
+    }
+
+    /// Where the device's BAR is now (the guest may move it).
+    pub fn bar(&self) -> u64 {
+        self.bar
+    }
+
     /// Stops the device's workers (the VM is ending).
     pub fn shutdown(&mut self) {
         if self.common.status != 0 {

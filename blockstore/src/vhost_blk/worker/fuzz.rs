@@ -90,7 +90,7 @@ fn rig() -> Rig {
         ring,
         backing,
         *b"sfera-fuzz-serial-01",
-        QUEUE_SIZE,
+        (QUEUE_SIZE, 512),
         Arc::clone(&metrics),
         Arc::new(QosShared::default()),
         TimerFd::new().expect("a timerfd can be made"),

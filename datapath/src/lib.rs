@@ -9,9 +9,11 @@
 //! - [`cycles`]: the TSC as a cycle counter, and its measured rate.
 //! - [`counters`]: per-thread counters, written by their owner without
 //!   atomic read-modify-write and summed when read.
+//! - [`log_limit`]: rate limits for log lines a guest can trigger.
 
 pub mod counters;
 pub mod cycles;
+pub mod log_limit;
 pub mod reactor;
 pub mod token_bucket;
 pub mod uring;

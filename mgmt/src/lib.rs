@@ -29,6 +29,7 @@ pub mod driver;
 pub mod host;
 pub mod host_paths;
 pub mod import;
+pub mod logs;
 pub mod metrics;
 pub mod mgmtd;
 pub mod pid;

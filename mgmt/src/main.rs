@@ -88,6 +88,15 @@ struct Args {
     /// client has 10 s to send a request's headers).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     max_connections: u64,
+    /// Bytes a daemon's or a VM's log (console, VMM, QEMU) may reach
+    /// before it is rotated.
+    #[arg(long, default_value_t = mgmt::logs::LogCap::default().max_bytes,
+          value_parser = clap::value_parser!(u64).range(4096..=(1 << 40)))]
+    log_max_size: u64,
+    /// Rotated copies kept of each log.
+    #[arg(long, default_value_t = mgmt::logs::LogCap::default().keep,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    log_keep: u32,
 }
 
 fn main() -> Result<()> {
@@ -127,6 +136,10 @@ fn main() -> Result<()> {
         accel: args.accel,
         admin_password_hash_file: args.admin_password_hash_file,
         stop_on_exit: args.stop_on_exit,
+        log_cap: mgmt::logs::LogCap {
+            max_bytes: args.log_max_size,
+            keep: args.log_keep,
+        },
         session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
         max_connections: usize::try_from(args.max_connections)
             .context("--max-connections is too large")?,

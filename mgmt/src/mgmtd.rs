@@ -52,6 +52,8 @@ pub struct Options {
     pub session_idle_timeout: Duration,
     /// HTTP connections served at once.
     pub max_connections: usize,
+    /// How big the daemons' and VMs' logs may grow.
+    pub log_cap: crate::logs::LogCap,
 }
 
 /// The name of the datastore made on first start.
@@ -278,6 +280,11 @@ pub async fn run(o: Options) -> Result<()> {
     tokio::spawn(Arc::clone(&mgmt).watch_vms());
     tokio::spawn(defaults_and_sync(Arc::clone(&mgmt)));
     tokio::spawn(prune(Arc::clone(&db)));
+    tokio::spawn(crate::logs::keep_capped(
+        logs.clone(),
+        mgmt.paths.vms_dir.clone(),
+        o.log_cap,
+    ));
     tokio::spawn(crate::metrics::sampler::run(
         Arc::clone(&mgmt),
         o.sample_interval,

@@ -302,20 +302,10 @@ fn read_q(f: &mut RawFrontend, q: usize) -> Result<u8> {
     Ok(f.read(status, 1)[0])
 }
 
-/// The export's count of queues stopped for an available index too far
-/// ahead (None when the export does not report it).
-fn broken_avail_index(d: &BlockdDaemon, export: &str) -> harness::Result<Option<u64>> {
-    let stats = call(d.api(), "GET", &format!("/v1/exports/{export}"), None)?.json()?;
-    Ok(stats["stats"]["broken_queues"]["avail_index"].as_u64())
-}
-
-/// A frontend sets queue 0's available index more than a ring ahead and
-/// kicks: queue 0 stops (counted, no spinning), queue 1 goes on,
-/// GET_VRING_BASE answers, and the next frontend gets the export.
-fn avail_index_far_ahead(features: u64) -> Result<()> {
-    let dir = TestDir::new("blk-bad-avail")?;
+/// A datastore `local` in `<dir>/store`, volume `v` on it, exported as
+/// `v` with `queues` queues.
+fn one_export(d: &BlockdDaemon, dir: &TestDir, queues: u32) -> Result<()> {
     let store = dir.subdir("store")?;
-    let mut d = BlockdDaemon::start(&dir)?;
     let post = |path: &str, body: &str| -> Result<()> {
         let a = call(d.api(), "POST", path, Some(body))?;
         ensure!(a.status == 201, "POST {path}: {} {}", a.status, a.body);
@@ -331,8 +321,87 @@ fn avail_index_far_ahead(features: u64) -> Result<()> {
     )?;
     post(
         "/v1/exports",
-        r#"{"id":"v","datastore":"local","volume":"v","queues":2}"#,
+        &format!(r#"{{"id":"v","datastore":"local","volume":"v","queues":{queues}}}"#),
+    )
+}
+
+/// A frontend (a VM process gone bad) that connects and hangs up in a
+/// loop gets a burst of log lines, not one per connection, and the next
+/// line that goes out says how many were held back.
+#[test]
+fn a_frontend_reconnecting_in_a_loop_is_logged_in_bursts() -> Result<()> {
+    const CONNECTIONS: usize = 300;
+    let dir = TestDir::new("blk-log-flood")?;
+    let mut d = BlockdDaemon::start(&dir)?;
+    one_export(&d, &dir, 1)?;
+    let socket = d.export_socket("v");
+    let lines = |d: &BlockdDaemon| {
+        d.log()
+            .lines()
+            .filter(|l| l.contains("Frontend disconnected") || l.contains("Connection ended"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let started = Instant::now();
+    for _ in 0..CONNECTIONS {
+        drop(std::os::unix::net::UnixStream::connect(&socket)?);
+    }
+    wait_until(
+        "blockd to serve every connection",
+        Duration::from_secs(30),
+        || {
+            Ok(
+                (std::os::unix::net::UnixStream::connect(&socket).is_ok() && lines(&d).len() >= 10)
+                    .then_some(()),
+            )
+        },
     )?;
+    d.ensure_running()?;
+    // One more connection after the 10 s window: its line counts the rest.
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(started.elapsed()));
+    drop(std::os::unix::net::UnixStream::connect(&socket)?);
+    let summary = wait_until(
+        "the line that counts the held-back ones",
+        Duration::from_secs(30),
+        || {
+            Ok(lines(&d).into_iter().find_map(|l| {
+                let n: u64 = l
+                    .split("held_back=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                (n > 0).then_some(n)
+            }))
+        },
+    )?;
+    let logged = lines(&d).len();
+    ensure!(
+        logged <= 30,
+        "{logged} log lines for {CONNECTIONS} connections"
+    );
+    ensure!(
+        summary as usize + logged >= CONNECTIONS,
+        "{summary} held back and {logged} logged of at least {CONNECTIONS} connections"
+    );
+    Ok(())
+}
+
+/// The export's count of queues stopped for an available index too far
+/// ahead (None when the export does not report it).
+fn broken_avail_index(d: &BlockdDaemon, export: &str) -> harness::Result<Option<u64>> {
+    let stats = call(d.api(), "GET", &format!("/v1/exports/{export}"), None)?.json()?;
+    Ok(stats["stats"]["broken_queues"]["avail_index"].as_u64())
+}
+
+/// A frontend sets queue 0's available index more than a ring ahead and
+/// kicks: queue 0 stops (counted, no spinning), queue 1 goes on,
+/// GET_VRING_BASE answers, and the next frontend gets the export.
+fn avail_index_far_ahead(features: u64) -> Result<()> {
+    let dir = TestDir::new("blk-bad-avail")?;
+    let mut d = BlockdDaemon::start(&dir)?;
+    one_export(&d, &dir, 2)?;
     let pid = d.pid().context("blockd's pid")?;
     let mut f = RawFrontend::connect_queues(&d.export_socket("v"), 2, features)?;
     for q in 0..2 {

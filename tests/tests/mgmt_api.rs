@@ -25,6 +25,61 @@ use mgmt_client::{Cred, Mgmtd, poll, unauthorized};
 
 const GIB: u64 = 1 << 30;
 
+/// The log cap the end-to-end test gives mgmtd (`--log-max-size`).
+const LOG_CAP: u64 = 16 * 1024;
+
+/// A guest that floods its serial console fills at most the capped
+/// console log and its two rotated copies: of the flood (1.2 MB, 70 times
+/// the cap, and several seconds of serial output: mgmtd looks once a
+/// second, so each copy holds about a second of it) only the newest part
+/// is kept, the live log is back under the cap once mgmtd has looked at
+/// it, and the guest still answers.
+fn console_flood_is_capped(console: &Path, vm: &Value) -> Result<()> {
+    const LINE: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+    const LINES: u64 = 20_000;
+    let flood = LINES * (LINE.len() as u64 + 2);
+    let log = PathBuf::from(vm["console_socket"].as_str().context("no console socket")?)
+        .with_file_name("console.log");
+    let started = Instant::now();
+    // The marker is computed by the shell, so the echoed command line
+    // does not match it.
+    console_wait(
+        console,
+        Some(&format!(
+            "yes {LINE} | head -n {LINES}; echo FLOOD-$((40+2))"
+        )),
+        "FLOOD-42",
+        Duration::from_secs(300),
+    )?;
+    eprintln!(
+        "console flood of {flood} bytes took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let copy = |n: u32| log.with_file_name(format!("console.log.{n}"));
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    poll(
+        "the console log back under its cap",
+        Duration::from_secs(30),
+        || Ok((copy(1).exists() && size(&log) <= LOG_CAP).then_some(())),
+    )?;
+    ensure!(!copy(3).exists(), "more rotated copies than --log-keep 2");
+    let kept: u64 = [log.clone(), copy(1), copy(2)]
+        .iter()
+        .map(|p| size(p))
+        .sum();
+    ensure!(
+        kept < flood,
+        "the console logs keep {kept} bytes of a {flood}-byte flood under a {LOG_CAP}-byte cap"
+    );
+    console_wait(
+        console,
+        Some("echo ALIVE-$((1+1))"),
+        "ALIVE-2",
+        Duration::from_secs(60),
+    )?;
+    Ok(())
+}
+
 /// Reads the VM's serial console socket until `needle` shows up.
 fn console_wait(
     socket: &Path,
@@ -106,7 +161,15 @@ fn mgmt_api_end_to_end() -> Result<()> {
     let dir = TestDir::new("mgmt-api")?;
     let port = mgmtd::free_port()?;
     let _leftovers = Leftovers(dir.join("data"));
-    let mut m = Mgmtd::start(&dir, port, &guest_dir, false, 1)?;
+    let cap = LOG_CAP.to_string();
+    let mut m = Mgmtd::start_with(
+        &dir,
+        port,
+        &guest_dir,
+        false,
+        1,
+        &["--log-max-size", &cap, "--log-keep", "2"],
+    )?;
 
     // Without credentials: 401 and nothing else, known path or not.
     unauthorized(
@@ -319,6 +382,7 @@ fn mgmt_api_end_to_end() -> Result<()> {
         "guest ready {:.1} s after power-on",
         started.elapsed().as_secs_f64()
     );
+    console_flood_is_capped(&console, &vm)?;
     let running = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
     ensure!(running["state"] == "running", "{running}");
     poll("QEMU on the NIC's port", Duration::from_secs(30), || {

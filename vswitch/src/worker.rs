@@ -407,7 +407,7 @@ impl Worker {
                     wq.epoch = qs.epoch;
                 }
                 Err(e) => {
-                    tracing::warn!(port = %shared.name, queue = i, "Ring refused: {e}");
+                    datapath::log_limited!(warn, limit: &shared.log, port = %shared.name, queue = i, "Ring refused: {e}");
                     wq.ring = None;
                     wq.kick = None;
                     wq.epoch = qs.epoch;

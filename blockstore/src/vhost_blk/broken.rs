@@ -9,10 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemory;
+
+use datapath::log_limit::LogLimit;
 
 use super::metrics::QueueMetrics;
 
@@ -77,7 +78,7 @@ impl RingSetup {
 pub(crate) struct RingGuard {
     /// How the ring was set up when the guest broke it.
     broken: Option<RingSetup>,
-    last_log: Option<Instant>,
+    log: LogLimit,
     volume: PathBuf,
     metrics: Arc<QueueMetrics>,
 }
@@ -87,7 +88,7 @@ impl RingGuard {
     pub(crate) fn new(volume: &Path, metrics: Arc<QueueMetrics>) -> Self {
         RingGuard {
             broken: None,
-            last_log: None,
+            log: LogLimit::per_second(),
             volume: volume.to_owned(),
             metrics,
         }
@@ -142,15 +143,9 @@ impl RingGuard {
     fn stop(&mut self, fault: RingFault, queue: &Queue) {
         self.broken = Some(RingSetup::of(queue));
         self.metrics.broken_rings[fault.index()].inc();
-        let now = Instant::now();
-        if self
-            .last_log
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.last_log = Some(now);
-        tracing::warn!(
+        datapath::log_limited!(
+            warn,
+            limit: &self.log,
             volume = %self.volume.display(),
             reason = fault.reason(),
             next_avail = queue.next_avail(),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use datapath::log_limit::LogLimit;
 use vhost::vhost_user::Listener;
 use vhost_user_backend::ShutdownHandle;
 
@@ -45,14 +46,23 @@ impl ExportServer {
             std::thread::Builder::new()
                 .name("blk-export".to_owned())
                 .spawn(move || {
+                    // A frontend that connects and hangs up in a loop gets
+                    // one line a second.
+                    let log = LogLimit::bursts();
                     while !stop.load(Ordering::Acquire) {
                         match device.serve_connection(&mut listener, &stop, &active) {
-                            Ok(()) => {
-                                tracing::info!(socket = %socket.display(), "Frontend disconnected");
-                            }
-                            Err(e) => {
-                                tracing::warn!(socket = %socket.display(), "Connection ended: {e}");
-                            }
+                            Ok(()) => datapath::log_limited!(
+                                info,
+                                limit: &log,
+                                socket = %socket.display(),
+                                "Frontend disconnected"
+                            ),
+                            Err(e) => datapath::log_limited!(
+                                warn,
+                                limit: &log,
+                                socket = %socket.display(),
+                                "Connection ended: {e}"
+                            ),
                         }
                     }
                 })

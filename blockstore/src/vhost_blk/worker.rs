@@ -18,6 +18,7 @@ use vm_memory::{
     Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
 };
 
+use datapath::log_limit::LogLimit;
 use datapath::uring::{Completion, Ring};
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -103,7 +104,9 @@ pub(crate) struct QueueWorker {
     /// The vring this worker serves, kept to complete requests when the
     /// queue is drained from the control thread.
     vring: Option<VringRwLock<GuestMemoryAtomic<Memory>>>,
-    last_fault_log: Option<Instant>,
+    /// Refused requests are logged through this: one line a second per
+    /// queue.
+    fault_log: LogLimit,
     /// Whether the guest broke the ring (nothing is taken from it then).
     pub(crate) guard: RingGuard,
     qos: Arc<QosShared>,
@@ -146,7 +149,7 @@ impl QueueWorker {
             metrics,
             vring: None,
             guard,
-            last_fault_log: None,
+            fault_log: LogLimit::per_second(),
             qos,
             qos_seen: u64::MAX,
             limiter: None,
@@ -229,7 +232,7 @@ impl QueueWorker {
         }
         'batch: loop {
             if event_idx && let Err(e) = state.disable_notification() {
-                tracing::warn!("Cannot disable queue notifications: {e}");
+                datapath::log_limited!(warn, "Cannot disable queue notifications: {e}");
             }
             // Takes what the index says waits, no more: a ring that hands
             // out less is broken, and going round again would spin.
@@ -268,13 +271,13 @@ impl QueueWorker {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    tracing::warn!("Cannot enable queue notifications: {e}");
+                    datapath::log_limited!(warn, "Cannot enable queue notifications: {e}");
                     break;
                 }
             }
         }
         if let Err(e) = self.ring.submit() {
-            tracing::error!("io_uring submission failed: {e}");
+            datapath::log_limited!(error, "io_uring submission failed: {e}");
         }
         self.complete_immediate(&mut state);
         drop(state);
@@ -495,7 +498,7 @@ impl QueueWorker {
         // `mem`, and a busy slot is never reused.
         // SAFETY: so the buffers outlive the operation, as `push` requires.
         if let Err(e) = unsafe { self.ring.push(&entry) } {
-            tracing::error!("io_uring push failed: {e}");
+            datapath::log_limited!(error, "io_uring push failed: {e}");
             let slot = &mut self.slots[index];
             slot.busy = false;
             slot.mem = None;
@@ -521,7 +524,7 @@ impl QueueWorker {
         }
         for done in self.immediate.drain(..) {
             if let Err(e) = state.add_used(done.head, done.used_len) {
-                tracing::warn!(head = done.head, "Cannot add to the used ring: {e}");
+                datapath::log_limited!(warn, head = done.head, "Cannot add to the used ring: {e}");
             }
         }
         notify(state);
@@ -557,7 +560,7 @@ impl QueueWorker {
     pub(crate) fn drain(&mut self) {
         while self.ring.in_flight() > 0 {
             if let Err(e) = self.ring.submit_and_wait(1) {
-                tracing::error!("Cannot wait for in-flight I/O: {e}");
+                datapath::log_limited!(error, "Cannot wait for in-flight I/O: {e}");
                 return;
             }
             self.process_completions();
@@ -582,26 +585,15 @@ impl QueueWorker {
     /// Counts a refused request and logs it, at most once a second.
     fn fault(&mut self, fault: Fault, head: u16) {
         self.metrics.faults[fault.index()].inc();
-        if log_due(&mut self.last_fault_log) {
-            tracing::warn!(
-                volume = %self.backing.path().display(),
-                head,
-                reason = fault.reason(),
-                "Refused a guest request (further ones are counted, logged at most once a second)"
-            );
-        }
+        datapath::log_limited!(
+            warn,
+            limit: &self.fault_log,
+            volume = %self.backing.path().display(),
+            head,
+            reason = fault.reason(),
+            "Refused a guest request (further ones are counted, logged at most once a second)"
+        );
     }
-}
-
-/// Whether a rate-limited log line may go out now (at most one a second);
-/// if so, notes the time in `last`.
-fn log_due(last: &mut Option<Instant>) -> bool {
-    let now = Instant::now();
-    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
-        return false;
-    }
-    *last = Some(now);
-    true
 }
 
 /// The outcome of parsing a request.
@@ -694,7 +686,7 @@ fn complete(
     // the same memory.
     let _ = mem.write_obj(status, GuestAddress(slot.status_addr));
     if let Err(e) = state.add_used(head, used_len) {
-        tracing::warn!(head, "Cannot add to the used ring: {e}");
+        datapath::log_limited!(warn, head, "Cannot add to the used ring: {e}");
         return false;
     }
     true
@@ -726,7 +718,7 @@ fn flush_durable(backing: &Backing, metrics: &QueueMetrics, ok: bool, result: i3
 fn notify(state: &mut VringState<GuestMemoryAtomic<Memory>>) {
     let needed = state.needs_notification().unwrap_or(true);
     if needed && let Err(e) = state.signal_used_queue() {
-        tracing::warn!("Cannot signal the guest: {e}");
+        datapath::log_limited!(warn, "Cannot signal the guest: {e}");
     }
 }
 

@@ -144,6 +144,11 @@ impl BlockdDaemon {
         &self.api
     }
 
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The socket of export `id`.
     pub fn export_socket(&self, id: &str) -> PathBuf {
         self.run_dir.join(format!("{id}.sock"))

@@ -49,11 +49,22 @@ impl Mgmtd {
         stop_on_exit: bool,
         n: u32,
     ) -> Result<Self> {
-        let extra: Vec<OsString> = if stop_on_exit {
-            vec!["--stop-on-exit".into()]
-        } else {
-            Vec::new()
-        };
+        Self::start_with(dir, port, guest_dir, stop_on_exit, n, &[])
+    }
+
+    /// [`Mgmtd::start`] with more options on mgmtd's command line.
+    pub(crate) fn start_with(
+        dir: &TestDir,
+        port: u16,
+        guest_dir: &Path,
+        stop_on_exit: bool,
+        n: u32,
+        more: &[&str],
+    ) -> Result<Self> {
+        let mut extra: Vec<OsString> = more.iter().map(OsString::from).collect();
+        if stop_on_exit {
+            extra.push("--stop-on-exit".into());
+        }
         let process = mgmtd::start(dir, port, guest_dir, n, &extra)?;
         Ok(Mgmtd {
             base: format!("http://127.0.0.1:{port}"),

@@ -54,7 +54,7 @@ impl BusDevice for SerialDevice {
         if let Some(&v) = data.first()
             && let Err(e) = self.uart.write(offset as u8, v)
         {
-            tracing::warn!("Serial write failed: {e}");
+            datapath::log_limited!(warn, "Serial write failed: {e}");
         }
     }
 }

@@ -135,7 +135,8 @@ impl PciRoot {
                     function.config_mut().set_mapped(mv.index, mv.new);
                     function.bar_moved(&mv);
                 }
-                Err(e) => tracing::warn!(
+                Err(e) => datapath::log_limited!(
+                    warn,
                     "Guest moved BAR {} from {:#x} to {:#x}; not moved: {e}",
                     mv.index,
                     mv.old,

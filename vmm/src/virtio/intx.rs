@@ -113,7 +113,7 @@ pub fn start_relay(
         isr.fetch_or(bit, Ordering::SeqCst);
         relayed.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = line.write(1) {
-            tracing::warn!("Cannot raise INTx: {e}");
+            datapath::log_limited!(warn, "Cannot raise INTx: {e}");
         }
     })
 }

@@ -80,7 +80,7 @@ impl NeedsReset {
         if !self.raised.swap(true, Ordering::SeqCst)
             && let Err(e) = self.config_call.write(1)
         {
-            tracing::warn!("Cannot send the configuration change interrupt: {e}");
+            datapath::log_limited!(warn, "Cannot send the configuration change interrupt: {e}");
         }
     }
 

@@ -4,10 +4,10 @@
 //! ring ahead, a ring outside its memory) is stopped, counted, and reported
 //! with DEVICE_NEEDS_RESET, never spun on.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use datapath::log_limit::LogLimit;
 use serde_json::json;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
@@ -53,28 +53,22 @@ struct Counters {
     bad_requests: AtomicU64,
     /// Times the driver broke the queue, by [`RingFault`].
     broken_rings: [AtomicU64; RingFault::ALL.len()],
-    /// When a broken queue was last logged (at most once a second).
-    last_broken_log: Mutex<Option<Instant>>,
+    /// Broken queues are logged through this, at most once a second.
+    broken_log: LogLimit,
 }
 
 impl Counters {
     /// Counts a broken queue and logs it, at most once a second.
     fn broken(&self, fault: RingFault) {
         self.broken_rings[fault as usize].fetch_add(1, Ordering::Relaxed);
-        let mut last = self
-            .last_broken_log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-            *last = Some(now);
-            tracing::warn!(
+        datapath::log_limited!(
+            warn,
+            limit: &self.broken_log,
                 device = "rng",
                 reason = fault.reason(),
                 "Stopped the queue the driver broke until it resets the device \
                  (further ones are counted, logged at most once a second)"
-            );
-        }
+        );
     }
 }
 
@@ -290,6 +284,8 @@ impl VirtioDevice for Rng {
 #[cfg(test)]
 mod tests {
     use vmm_sys_util::eventfd::EventFd;
+
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::memory;

@@ -241,7 +241,8 @@ impl VirtioPci {
         for v in change.reroute {
             let gsi = self.gsis[usize::from(v)];
             if let Err(e) = self.vm.set_msi_route(gsi, self.msix.route(v)) {
-                tracing::warn!(
+                datapath::log_limited!(
+                    warn,
                     device = self.device.name(),
                     "Cannot route MSI-X vector {v}: {e}"
                 );
@@ -454,7 +455,8 @@ impl PciFunction for VirtioPci {
             let off = NOTIFY_OFFSET + q as u64 * u64::from(NOTIFY_MULTIPLIER);
             let _ = self.vm.unregister_ioevent(kick, mv.old + off);
             if let Err(e) = self.vm.register_ioevent(kick, mv.new + off) {
-                tracing::warn!(
+                datapath::log_limited!(
+                    warn,
                     device = self.device.name(),
                     "Cannot move queue {q}'s doorbell: {e}"
                 );

@@ -10,6 +10,8 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use datapath::log_limit::LogLimit;
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{
@@ -90,6 +92,9 @@ pub struct PortShared {
     /// The worker no longer runs this port: nothing to wait for.
     detached: AtomicBool,
     wake: Arc<EventFd>,
+    /// What the frontend makes happen (connections, refused memory tables
+    /// and rings) is logged through this: one line a second per port.
+    pub log: LogLimit,
 }
 
 impl PortShared {
@@ -109,6 +114,7 @@ impl PortShared {
             connected: AtomicBool::new(false),
             detached: AtomicBool::new(false),
             wake,
+            log: LogLimit::bursts(),
         }
     }
 
@@ -299,7 +305,7 @@ impl VhostUserBackendReqHandlerMut for NetBackend {
         _postcopy: Option<bool>,
     ) -> VResult<Option<Vec<u64>>> {
         let mem = GuestMemory::map(ctx, &files).map_err(|e| {
-            tracing::warn!(port = %self.port.name, "Memory table refused: {e}");
+            datapath::log_limited!(warn, limit: &self.port.log, port = %self.port.name, "Memory table refused: {e}");
             VhostError::InvalidParam
         })?;
         {

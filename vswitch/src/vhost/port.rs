@@ -176,7 +176,7 @@ impl Ctx {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    tracing::warn!(port = %self.shared.name, "accept: {e}");
+                    datapath::log_limited!(warn, limit: &self.shared.log, port = %self.shared.name, "accept: {e}");
                     std::thread::sleep(STOP_CHECK);
                 }
             }
@@ -209,7 +209,7 @@ impl Ctx {
 
     /// Serves one frontend until it leaves (or the port stops).
     fn connection(&self, vmm: UnixStream) {
-        tracing::info!(port = %self.shared.name, "Frontend connected");
+        datapath::log_limited!(info, limit: &self.shared.log, port = %self.shared.name, "Frontend connected");
         let (relay_end, handler_end) = match UnixStream::pair() {
             Ok(p) => p,
             Err(e) => {
@@ -239,9 +239,11 @@ impl Ctx {
         };
         match ended {
             VhostError::Disconnected | VhostError::PartialMessage => {
-                tracing::info!(port = %self.shared.name, "Frontend disconnected");
+                datapath::log_limited!(info, limit: &self.shared.log, port = %self.shared.name, "Frontend disconnected");
             }
-            e => tracing::info!(port = %self.shared.name, "Connection ended: {e}"),
+            e => {
+                datapath::log_limited!(info, limit: &self.shared.log, port = %self.shared.name, "Connection ended: {e}");
+            }
         }
         self.shared.reset();
         *self

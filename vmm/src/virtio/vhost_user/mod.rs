@@ -12,6 +12,8 @@ pub mod net;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+
+use datapath::log_limit::LogLimit;
 use std::time::Duration;
 
 use serde_json::json;
@@ -141,6 +143,9 @@ fn monitor(
     max_queues: u64,
 ) {
     let stopping = || stop.load(Ordering::Relaxed);
+    // A backend that accepts and fails in a loop gets a few lines, then
+    // one now and then with a count.
+    let log = LogLimit::bursts();
     while !stopping() {
         std::thread::sleep(Duration::from_millis(100));
         {
@@ -148,7 +153,7 @@ fn monitor(
             match &s.session {
                 Some(session) if !session.hung_up() => continue,
                 Some(_) => {
-                    tracing::warn!(device = name, "Backend hung up; waiting for it to return");
+                    datapath::log_limited!(warn, limit: &log, device = name, "Backend hung up; waiting for it to return");
                     s.session = None;
                 }
                 None => {}
@@ -161,7 +166,7 @@ fn monitor(
             Ok(s) => s,
             Err(e) => {
                 counters.setup_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = name, "Backend handshake failed: {e}");
+                datapath::log_limited!(warn, limit: &log, device = name, "Backend handshake failed: {e}");
                 continue;
             }
         };
@@ -169,13 +174,13 @@ fn monitor(
         if let Some(activation) = &s.active {
             if let Err(e) = session.start(activation, activation.features, true) {
                 counters.setup_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = name, "Replaying the set-up failed: {e}");
+                datapath::log_limited!(warn, limit: &log, device = name, "Replaying the set-up failed: {e}");
                 continue;
             }
             counters.setups.fetch_add(1, Ordering::Relaxed);
         }
         counters.reconnects.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(device = name, "Backend reconnected");
+        datapath::log_limited!(info, limit: &log, device = name, "Backend reconnected");
         s.session = Some(session);
     }
 }

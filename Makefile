@@ -45,7 +45,7 @@ ISO_PACKAGES := -p sfera-blockstore -p sfera-vswitch -p sfera-mgmt -p sfera-vmm 
 APPLIANCE_TESTS := binary(appliance_install)
 
 .PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image testguest build build-release lint bench bench-blk bench-net bench-vmm clean \
-	deps-iso deps-appliance iso test-appliance fuzz fuzz-smoke
+	deps-iso deps-appliance iso test-appliance fuzz fuzz-smoke fuzz-seeds
 
 help:
 	@echo "make run    install what is missing, build, and start Sfera: the console on https://$(LISTEN), data in $(DATA_DIR)"
@@ -57,6 +57,7 @@ help:
 	@echo "make iso    build the installable ISO into target/appliance/sfera.iso"
 	@echo "make test-appliance  install the ISO unattended under QEMU (BIOS and UEFI) and reach the console"
 	@echo "make lint   rustfmt and clippy"
+	@echo "make fuzz-seeds  rewrite the fuzz targets' committed seed corpora after an input layout change"
 	@echo "make fuzz   every fuzz target for FUZZ_SECONDS each (default 600; FUZZ_TARGETS= picks some), with executions and coverage"
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
@@ -164,6 +165,13 @@ fuzz:
 
 fuzz-smoke:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
+
+# Rewrites the committed seed corpora from the code that makes them, after
+# a target's input layout changed (each crate's committed_seeds_are_current
+# / seeds test fails until then).
+fuzz-seeds:
+	SFERA_WRITE_SEEDS=1 $(CARGO) test --locked -p sfera-blockstore -p sfera-vswitch -p sfera-vmm -p sfera-mgmt \
+		-- committed_seeds_are_current fuzz::tests::seeds
 
 # Benchmarks run Sfera and its peer in the same run and report the ratio.
 bench: bench-blk bench-net bench-vmm

@@ -10,10 +10,13 @@
 //! - [`counters`]: per-thread counters, written by their owner without
 //!   atomic read-modify-write and summed when read.
 //! - [`log_limit`]: rate limits for log lines a guest can trigger.
+//! - [`seed_corpus`]: the fuzz targets' committed seeds, checked against
+//!   the code that makes them.
 
 pub mod counters;
 pub mod cycles;
 pub mod log_limit;
 pub mod reactor;
+pub mod seed_corpus;
 pub mod token_bucket;
 pub mod uring;

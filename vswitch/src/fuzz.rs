@@ -839,13 +839,11 @@ mod tests {
     }
 
     /// The fuzzer's seeds are the well-formed inputs of these tests, and
-    /// every seed still runs clean. `SFERA_WRITE_SEEDS=1 cargo test -p
-    /// sfera-vswitch fuzz::tests::seeds` rewrites them when the input
-    /// layout changes; otherwise the committed ones must match.
+    /// every seed still runs clean. `make fuzz-seeds` rewrites them when
+    /// the input layout changes; otherwise the committed ones must match.
     #[test]
     fn seeds() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/frame_path");
-        std::fs::create_dir_all(&dir).expect("seed directory");
         let script = [
             OP_TX_BURST,
             OP_POKE,
@@ -861,22 +859,14 @@ mod tests {
             OP_RX_KICKS,
         ];
         let scripted = input(FLAGS, TX, RX, &script, &image(0x60));
-        for (name, v) in [
+        let seeds = [
             ("well_formed", well_formed()),
             ("mergeable", mergeable()),
             ("scripted", scripted),
-        ] {
-            let path = dir.join(name);
-            if std::env::var_os("SFERA_WRITE_SEEDS").is_some() {
-                std::fs::write(&path, &v).expect("write seed");
-            }
-            let committed = std::fs::read(&path).expect("committed seed");
-            assert!(
-                committed == v,
-                "{} is stale: rewrite with SFERA_WRITE_SEEDS=1",
-                path.display()
-            );
-            frame_path(&committed);
+        ];
+        datapath::seed_corpus::check(&dir, seeds.clone());
+        for (_, seed) in seeds {
+            frame_path(&seed);
         }
     }
 }

@@ -355,24 +355,20 @@ pub(crate) mod tests {
         assert_eq!(served, 0);
     }
 
-    /// Writes the seed corpus; run after changing the input layout:
-    /// `cargo test -p sfera-blockstore write_worker_seeds -- --ignored`.
+    /// The committed seed corpora of blk_worker and blk_request are the
+    /// ones this code makes (`make fuzz-seeds` writes them).
     #[test]
-    #[ignore = "writes blockstore/fuzz/corpus/blk_worker and blk_request"]
-    fn write_worker_seeds() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/blk_worker");
-        std::fs::create_dir_all(&dir).expect("corpus dir");
-        for (name, seed) in seeds() {
-            std::fs::write(dir.join(name), seed).expect("seed");
-        }
+    fn committed_seeds_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        datapath::seed_corpus::check(&dir.join("blk_worker"), seeds());
         // blk_request reads the same ring layout after one flags byte
         // (bits 2-7: the disk's size in 512 KiB units).
-        let dir = dir.with_file_name("blk_request");
-        std::fs::create_dir_all(&dir).expect("corpus dir");
-        for (name, kind) in [("read", 0), ("write", 1), ("flush", 4), ("get_id", 8)] {
-            let mut seed = vec![0xfc];
-            seed.extend(image_with_requests(kind, 3));
-            std::fs::write(dir.join(name), seed).expect("seed");
-        }
+        let requests =
+            [("read", 0), ("write", 1), ("flush", 4), ("get_id", 8)].map(|(name, kind)| {
+                let mut seed = vec![0xfc];
+                seed.extend(image_with_requests(kind, 3));
+                (name, seed)
+            });
+        datapath::seed_corpus::check(&dir.join("blk_request"), requests);
     }
 }

@@ -1,14 +1,17 @@
-//! Per-export QoS in the worker: IOPS and bandwidth token buckets.
+//! Per-export QoS: IOPS and bandwidth token buckets, one pair per export,
+//! shared by all its queues.
 //!
-//! Limits are set by the control thread at any time: it stores the new
-//! [`Qos`] and bumps a generation counter; each worker compares the
-//! generation once per batch (one relaxed atomic load) and rebuilds its
-//! buckets when it changed. A request that finds the buckets short stays in
-//! the virtqueue (the worker steps the avail index back) and the worker
-//! sleeps on a timer until enough tokens have accrued.
+//! One pair per export, not per queue: a guest that spreads its I/O over
+//! four queues must not get four times its share (it did, when each queue's
+//! worker kept its own buckets). Limits are set by the control thread at
+//! any time: it replaces the buckets. A worker takes the buckets' lock once
+//! per request only when a limit is set (one relaxed atomic load tells it);
+//! a request that finds the buckets short stays in the virtqueue (the
+//! worker steps the avail index back) and the worker sleeps on a timer
+//! until enough tokens have accrued.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use datapath::token_bucket::{Clock, MonotonicClock, TokenBucket};
@@ -33,33 +36,44 @@ pub(crate) fn bytes_charged(op: &Op) -> u64 {
     }
 }
 
-/// The limits of an export, shared by its workers and the control thread.
+/// The limits of an export and their buckets, shared by its workers and
+/// the control thread.
 #[derive(Debug, Default)]
 pub(crate) struct QosShared {
-    pub(crate) generation: AtomicU64,
-    qos: Mutex<Qos>,
+    /// Whether any limit is set: the workers' fast path.
+    limited: AtomicBool,
+    limiter: Mutex<Option<Limiter>>,
 }
 
 impl QosShared {
-    /// Replaces the limits; workers pick them up at their next batch.
-    pub(crate) fn set(&self, qos: Qos) {
-        *self
-            .qos
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = qos;
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// The current limits.
-    pub(crate) fn get(&self) -> Qos {
-        *self
-            .qos
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Limiter>> {
+        self.limiter
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Replaces the limits (and the buckets, full); every queue of the
+    /// export is held to them from its next request.
+    pub(crate) fn set(&self, qos: Qos) {
+        let mut limiter = self.lock();
+        *limiter = Limiter::new(&qos);
+        self.limited.store(limiter.is_some(), Ordering::Release);
+    }
+
+    /// Takes one request of `bytes` from the export's buckets if they
+    /// allow it now; otherwise takes nothing and says how long to wait.
+    pub(crate) fn admit(&self, bytes: u64) -> Result<(), Duration> {
+        if !self.limited.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match self.lock().as_mut() {
+            Some(limiter) => limiter.admit(bytes),
+            None => Ok(()),
+        }
+    }
 }
 
-/// A worker's buckets.
+/// An export's buckets.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     clock: MonotonicClock,
@@ -155,6 +169,28 @@ mod tests {
             }),
             4096
         );
+    }
+
+    #[test]
+    fn the_queues_of_an_export_share_its_buckets() {
+        let shared = std::sync::Arc::new(QosShared::default());
+        assert!(shared.admit(4096).is_ok(), "no limit set");
+        shared.set(Qos {
+            iops: Some(1),
+            iops_burst: Some(4),
+            ..Qos::default()
+        });
+        // Four queue threads at once get the burst of four between them.
+        let admitted: usize = (0..4)
+            .map(|_| {
+                let s = std::sync::Arc::clone(&shared);
+                std::thread::spawn(move || (0..4).filter(|_| s.admit(512).is_ok()).count())
+            })
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(admitted, 4);
+        shared.set(Qos::default());
+        assert!(shared.admit(4096).is_ok(), "limits lifted");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use super::broken::RingGuard;
 use super::metrics::QueueMetrics;
-use super::qos::{self, Limiter, QosShared};
+use super::qos::{self, QosShared};
 use super::request::{self, DiskLimits, Fault, HEADER_LEN, Op, Parsed, Segment};
 use crate::backing::Backing;
 
@@ -110,8 +110,6 @@ pub(crate) struct QueueWorker {
     /// Whether the guest broke the ring (nothing is taken from it then).
     pub(crate) guard: RingGuard,
     qos: Arc<QosShared>,
-    qos_seen: u64,
-    limiter: Option<Limiter>,
     /// Wakes the worker when a throttled queue may go on.
     timer: TimerFd,
     /// Until when QoS holds the queue back (polling skips it meanwhile).
@@ -151,8 +149,6 @@ impl QueueWorker {
             guard,
             fault_log: LogLimit::per_second(),
             qos,
-            qos_seen: u64::MAX,
-            limiter: None,
             timer,
             throttled_until: None,
             pinned: false,
@@ -217,12 +213,6 @@ impl QueueWorker {
     ) {
         if self.vring.is_none() {
             self.vring = Some(vring.clone());
-        }
-
-        let generation = self.qos.generation.load(Ordering::Acquire);
-        if generation != self.qos_seen {
-            self.qos_seen = generation;
-            self.limiter = Limiter::new(&self.qos.get());
         }
         self.throttled_until = None;
         let table = mem;
@@ -314,9 +304,7 @@ impl QueueWorker {
                 used_len,
             } => self.finish_now(mem, head, status_addr, VIRTIO_BLK_S_OK, used_len),
             Prepared::Io { op, status_addr } => {
-                if let Some(limiter) = self.limiter.as_mut()
-                    && let Err(wait) = limiter.admit(qos::bytes_charged(&op))
-                {
+                if let Err(wait) = self.qos.admit(qos::bytes_charged(&op)) {
                     return Some(wait);
                 }
                 self.submit_op(head, first_writable, op, status_addr, mem);

@@ -53,10 +53,19 @@ fn image(dir: &tempfile::TempDir) -> std::path::PathBuf {
 /// A worker for one queue of the volume `backing`, its io_uring doing
 /// I/O on `fds` (direct, buffered: see [`Backing::fds`]).
 fn queue_of(backing: &Arc<Backing>, fds: [RawFd; 2], event_idx: bool) -> Fixture {
+    queue_with_qos(backing, fds, event_idx, Arc::new(QosShared::default()))
+}
+
+/// [`queue_of`] for a queue of an export whose limits are `qos`.
+fn queue_with_qos(
+    backing: &Arc<Backing>,
+    fds: [RawFd; 2],
+    event_idx: bool,
+    qos: Arc<QosShared>,
+) -> Fixture {
     let mut ring = Ring::new(64).expect("io_uring");
     ring.register_files(&fds).expect("fixed files");
     let metrics = Arc::new(QueueMetrics::default());
-    let qos = Arc::new(QosShared::default());
     let worker = QueueWorker::new(
         ring,
         Arc::clone(backing),
@@ -295,6 +304,31 @@ fn write_zeroes_pays_for_its_bytes_in_the_bandwidth_bucket() {
     f.worker.process_queue(&vring, &mem, false);
     assert_eq!(f.metrics.throttled.get(), 1, "the read waits for tokens");
     assert_eq!(f.driver.status(head), 0xff);
+}
+
+#[test]
+fn the_queues_of_an_export_share_its_limits() {
+    // Each queue's worker kept buckets of its own, so a guest that spread
+    // its I/O over four queues got four times the export's limit.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backing = Arc::new(Backing::open(&image(&dir), false).expect("backing"));
+    let mut a = queue_of(&backing, backing.fds(), false);
+    let mut b = queue_with_qos(&backing, backing.fds(), false, Arc::clone(&a.qos));
+    a.qos.set(crate::api::request::Qos {
+        iops: Some(1),
+        iops_burst: Some(2),
+        ..Default::default()
+    });
+    assert_eq!(a.request(T_IN, 0, Data::In(512)), VIRTIO_BLK_S_OK);
+    assert_eq!(b.request(T_IN, 0, Data::In(512)), VIRTIO_BLK_S_OK);
+    // The burst of two is spent, whichever queue asks next.
+    for f in [&mut a, &mut b] {
+        let head = f.driver.offer(T_IN, 0, Data::In(512));
+        let (vring, mem) = (f.vring.clone(), f.mem.clone());
+        f.worker.process_queue(&vring, &mem, false);
+        assert_eq!(f.metrics.throttled.get(), 1, "the read waits for tokens");
+        assert_eq!(f.driver.status(head), 0xff);
+    }
 }
 
 #[test]

@@ -121,6 +121,16 @@ impl FakeDriver {
         head
     }
 
+    /// Makes the chain at `head` available once more (a driver that
+    /// reuses a head still in flight).
+    pub(crate) fn offer_again(&mut self, head: u16) {
+        let mem = self.mem.memory();
+        let slot = AVAIL + 4 + u64::from(self.avail_idx % QUEUE_SIZE) * 2;
+        mem.write_obj(head, GuestAddress(slot)).expect("avail ring");
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.set_avail_idx(self.avail_idx);
+    }
+
     /// The status byte of the request whose head is `head` (0xff: not
     /// completed).
     pub(crate) fn status(&self, head: u16) -> u8 {

@@ -295,6 +295,7 @@ impl QueueWorker {
                 self.fault(fault, head);
                 self.immediate.push(Immediate { head, used_len: 0 });
             }
+            Prepared::Ignored(fault) => self.fault(fault, head),
             Prepared::Failed { fault, status_addr } => {
                 self.fault(fault, head);
                 self.finish_now(mem, head, status_addr, status_of_fault(fault), 1);
@@ -330,8 +331,9 @@ impl QueueWorker {
         let failed = |fault| Prepared::Failed { fault, status_addr };
         if self.slots.get(usize::from(head)).is_none_or(|s| s.busy) {
             // The guest resubmitted a head that is still in flight: it does
-            // not own those buffers, so nothing may be written to them.
-            return Prepared::Dropped(Fault::MalformedChain);
+            // not own those buffers, so nothing may be written to them, and
+            // the head goes back to it once, when the first request is done.
+            return Prepared::Ignored(Fault::MalformedChain);
         }
         match op {
             Op::GetId => {
@@ -588,6 +590,9 @@ impl QueueWorker {
 enum Prepared {
     /// No status byte can be written.
     Dropped(Fault),
+    /// Not a request of its own (its head is in flight): counted, nothing
+    /// goes on the used ring for it.
+    Ignored(Fault),
     Failed {
         fault: Fault,
         status_addr: u64,

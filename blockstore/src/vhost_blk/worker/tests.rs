@@ -13,6 +13,7 @@ use crate::vhost_blk::fake_driver::{Data, FakeDriver, MEM_LEN, QUEUE_SIZE};
 
 const DESC: u64 = crate::vhost_blk::fake_driver::DESC;
 const USED: u64 = crate::vhost_blk::fake_driver::USED;
+const T_OUT: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_OUT;
 const T_IN: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_IN;
 const T_FLUSH: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_FLUSH;
 const T_DISCARD: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_DISCARD;
@@ -304,6 +305,25 @@ fn write_zeroes_pays_for_its_bytes_in_the_bandwidth_bucket() {
     f.worker.process_queue(&vring, &mem, false);
     assert_eq!(f.metrics.throttled.get(), 1, "the read waits for tokens");
     assert_eq!(f.driver.status(head), 0xff);
+}
+
+#[test]
+fn a_head_offered_again_while_in_flight_is_used_once() {
+    // It used to go back at once (used length 0) and again when its I/O
+    // completed: two used entries for one head.
+    let mut f = fixture(false);
+    let head = f.driver.offer(T_OUT, 0, Data::Out(&[7u8; 512]));
+    f.driver.offer_again(head);
+    let (vring, mem) = (f.vring.clone(), f.mem.clone());
+    f.worker.process_queue(&vring, &mem, false);
+    let deadline = Instant::now() + DEADLINE;
+    while f.driver.status(head) == 0xff && Instant::now() < deadline {
+        f.worker.process_completions();
+        std::thread::yield_now();
+    }
+    assert_eq!(f.driver.status(head), VIRTIO_BLK_S_OK);
+    assert_eq!(f.driver.used_idx(), 1, "one used entry for the head");
+    assert_eq!(f.metrics.faults[Fault::MalformedChain.index()].get(), 1);
 }
 
 #[test]

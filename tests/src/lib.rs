@@ -31,6 +31,9 @@
 //!   KVM, its console report and its disk pattern.
 //! - [`boot_sector`]: a disk image whose boot sector prints a line, for
 //!   firmware boots of imported disks.
+//! - [`powerloss_fs`]: a FUSE datastore that loses unsynced data on a
+//!   simulated power cut, for crash tests that must tell a real FLUSH from
+//!   none.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
@@ -48,6 +51,7 @@ pub mod hugepages;
 pub mod mgmtd;
 pub mod netns;
 pub mod peers;
+pub mod powerloss_fs;
 pub mod process;
 pub mod qemu_kvm;
 pub mod raw_frontend;

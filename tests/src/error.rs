@@ -92,6 +92,10 @@ pub enum Error {
     #[error("QEMU cannot run guests on this KVM with any CPU model tried: {tried}")]
     QemuCpu { tried: String },
 
+    /// Data read back is not what was written (or what a crash may leave).
+    #[error("Data integrity check failed: {what}")]
+    Integrity { what: String },
+
     /// A value read from a tool or file could not be parsed.
     #[error("Cannot parse {what}: {text:?}")]
     Parse { what: String, text: String },

@@ -17,6 +17,8 @@
 //! - [`peers`]: the references Sfera is measured against:
 //!   `qemu-storage-daemon`, `dpdk-testpmd` and Open vSwitch with DPDK.
 //! - [`blkio_client`]: libblkio as an independent vhost-user-blk client.
+//! - [`flush_campaign`]: writes, flushes and a crash, then a check of what
+//!   survived, for crash and power-loss tests.
 //! - [`daemons`]: Sfera's own daemons, from the workspace's build output.
 //! - [`http`]: REST calls to a daemon's Unix-socket API through curl.
 //! - [`mgmtd`]: sfera-mgmtd on a free port with its data in the test's
@@ -44,6 +46,7 @@ pub mod console;
 pub mod cpus;
 pub mod daemons;
 pub mod error;
+pub mod flush_campaign;
 pub mod frames;
 pub mod guest;
 pub mod http;

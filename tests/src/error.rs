@@ -23,6 +23,10 @@ pub enum Error {
     #[error("Test guest not found at {}: build it with `make testguest` (or `make -C vmm/testguest`)", path.display())]
     MissingTestGuest { path: PathBuf },
 
+    /// A mutant build a test must catch has not been built.
+    #[error("Mutant build not found at {}: build it with `make mutant-blockd`", path.display())]
+    MissingMutant { path: PathBuf },
+
     /// An I/O operation on a path failed.
     #[error("{what} ({})", path.display())]
     Io {

@@ -45,7 +45,7 @@ ISO_PACKAGES := -p sfera-blockstore -p sfera-vswitch -p sfera-mgmt -p sfera-vmm 
 APPLIANCE_TESTS := binary(appliance_install)
 
 .PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image testguest build build-release lint bench bench-blk bench-net bench-vmm clean \
-	deps-iso deps-appliance iso test-appliance fuzz fuzz-smoke fuzz-seeds
+	deps-iso deps-appliance iso test-appliance fuzz fuzz-smoke fuzz-seeds mutant-blockd
 
 help:
 	@echo "make run    install what is missing, build, and start Sfera: the console on https://$(LISTEN), data in $(DATA_DIR)"
@@ -58,6 +58,7 @@ help:
 	@echo "make test-appliance  install the ISO unattended under QEMU (BIOS and UEFI) and reach the console"
 	@echo "make lint   rustfmt and clippy"
 	@echo "make fuzz-seeds  rewrite the fuzz targets' committed seed corpora after an input layout change"
+	@echo "make mutant-blockd  sfera-blockd whose FLUSH skips fdatasync, for the power-loss test (target/mutant)"
 	@echo "make fuzz   every fuzz target for FUZZ_SECONDS each (default 600; FUZZ_TARGETS= picks some), with executions and coverage"
 	@echo "make bench  every benchmark against its peer (results in bench/results/*.json)"
 	@echo "make bench-blk  sfera-blockd vs qemu-storage-daemon (libblkio client)"
@@ -133,9 +134,18 @@ lint:
 test: deps-test deps-web
 	@$(MAKE) --no-print-directory guest-image testguest web schemathesis lint
 	$(CARGO) build --workspace --bins --locked
+	@$(MAKE) --no-print-directory mutant-blockd
 	$(CARGO) nextest run --workspace --locked --profile ci -E 'not $(APPLIANCE_TESTS)'
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-appliance
+
+# sfera-blockd with a FLUSH that skips fdatasync (the `fault-injection`
+# feature), which tests/tests/block_powerloss.rs must catch. Its own target
+# directory keeps it apart from the workspace's sfera-blockd.
+MUTANT_TARGET_DIR = $${CARGO_TARGET_DIR:-target}/mutant
+mutant-blockd:
+	$(CARGO) build --locked -p sfera-blockstore --features fault-injection --bin sfera-blockd \
+		--target-dir $(MUTANT_TARGET_DIR)
 
 # The ISO: Debian's packages (the root file system is cached in
 # target/appliance, keyed by appliance/iso/rootfs.sh), Sfera's release

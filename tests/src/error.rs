@@ -23,6 +23,10 @@ pub enum Error {
     #[error("Test guest not found at {}: build it with `make testguest` (or `make -C vmm/testguest`)", path.display())]
     MissingTestGuest { path: PathBuf },
 
+    /// A mutant build a test must catch has not been built.
+    #[error("Mutant build not found at {}: build it with `make mutant-blockd`", path.display())]
+    MissingMutant { path: PathBuf },
+
     /// An I/O operation on a path failed.
     #[error("{what} ({})", path.display())]
     Io {
@@ -91,6 +95,10 @@ pub enum Error {
     /// QEMU starts on this host's KVM with none of the CPU models tried.
     #[error("QEMU cannot run guests on this KVM with any CPU model tried: {tried}")]
     QemuCpu { tried: String },
+
+    /// Data read back is not what was written (or what a crash may leave).
+    #[error("Data integrity check failed: {what}")]
+    Integrity { what: String },
 
     /// A value read from a tool or file could not be parsed.
     #[error("Cannot parse {what}: {text:?}")]

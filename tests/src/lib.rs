@@ -17,6 +17,8 @@
 //! - [`peers`]: the references Sfera is measured against:
 //!   `qemu-storage-daemon`, `dpdk-testpmd` and Open vSwitch with DPDK.
 //! - [`blkio_client`]: libblkio as an independent vhost-user-blk client.
+//! - [`flush_campaign`]: writes, flushes and a crash, then a check of what
+//!   survived, for crash and power-loss tests.
 //! - [`daemons`]: Sfera's own daemons, from the workspace's build output.
 //! - [`http`]: REST calls to a daemon's Unix-socket API through curl.
 //! - [`mgmtd`]: sfera-mgmtd on a free port with its data in the test's
@@ -31,6 +33,9 @@
 //!   KVM, its console report and its disk pattern.
 //! - [`boot_sector`]: a disk image whose boot sector prints a line, for
 //!   firmware boots of imported disks.
+//! - [`powerloss_fs`]: a FUSE datastore that loses unsynced data on a
+//!   simulated power cut, for crash tests that must tell a real FLUSH from
+//!   none.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
@@ -41,6 +46,7 @@ pub mod console;
 pub mod cpus;
 pub mod daemons;
 pub mod error;
+pub mod flush_campaign;
 pub mod frames;
 pub mod guest;
 pub mod http;
@@ -48,6 +54,7 @@ pub mod hugepages;
 pub mod mgmtd;
 pub mod netns;
 pub mod peers;
+pub mod powerloss_fs;
 pub mod process;
 pub mod qemu_kvm;
 pub mod raw_frontend;

@@ -454,9 +454,14 @@ impl QueueWorker {
                         .build(),
                 }
             }
+            #[cfg(not(feature = "fault-injection"))]
             Op::Flush => opcode::Fsync::new(FD_BUFFERED)
                 .flags(types::FsyncFlags::DATASYNC)
                 .build(),
+            // The mutant the power-loss test must catch (see Cargo.toml):
+            // FLUSH answers OK without making anything durable.
+            #[cfg(feature = "fault-injection")]
+            Op::Flush => opcode::Nop::new().build(),
             Op::Discard { offset, len } | Op::WriteZeroes { offset, len, .. } => {
                 opcode::Fallocate::new(FD_BUFFERED, len)
                     .offset(offset)

@@ -74,6 +74,7 @@ impl Blockd {
 /// A running `sfera-blockd serve`: the daemon with its API.
 #[derive(Debug)]
 pub struct BlockdDaemon {
+    binary: PathBuf,
     api: PathBuf,
     data_dir: PathBuf,
     run_dir: PathBuf,
@@ -90,7 +91,14 @@ impl BlockdDaemon {
     /// Starts the daemon with its state, sockets and log under `root`
     /// (`blockd-api.sock`, `blockd-data/`, `blk/`, `blockd.log`).
     pub fn start_in(root: &Path) -> Result<Self> {
+        Self::start_binary_in(&super::binary("sfera-blockd")?, root)
+    }
+
+    /// Like [`BlockdDaemon::start_in`] with another build of the daemon
+    /// (a mutant that a test must catch).
+    pub fn start_binary_in(binary: &Path, root: &Path) -> Result<Self> {
         let mut daemon = BlockdDaemon {
+            binary: binary.to_owned(),
             api: root.join("blockd-api.sock"),
             data_dir: root.join("blockd-data"),
             run_dir: root.join("blk"),
@@ -105,7 +113,7 @@ impl BlockdDaemon {
     /// state.
     pub fn restart(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(&self.api);
-        let mut command = Command::new(super::binary("sfera-blockd")?);
+        let mut command = Command::new(&self.binary);
         command
             .arg("--api")
             .arg(&self.api)

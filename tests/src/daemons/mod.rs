@@ -13,15 +13,7 @@ use crate::{Error, Result};
 pub fn binary(name: &str) -> Result<PathBuf> {
     let dir = match std::env::var_os("SFERA_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let exe = std::env::current_exe()
-                .map_err(|e| Error::io("Cannot find the running executable", "", e))?;
-            let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-            if dir.ends_with("deps") {
-                dir.pop();
-            }
-            dir
-        }
+        None => profile_dir()?,
     };
     let path = dir.join(name);
     if path.is_file() {
@@ -32,4 +24,36 @@ pub fn binary(name: &str) -> Result<PathBuf> {
             package: "this workspace (cargo build --workspace)".to_owned(),
         })
     }
+}
+
+/// The path of a mutant build of a daemon (one with a fault compiled in,
+/// which a test must catch): in `$SFERA_MUTANT_BIN_DIR`, or where `make
+/// mutant-blockd` builds it, its own target directory `target/mutant` (so
+/// that the workspace's binaries are never the mutants).
+pub fn mutant_binary(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("SFERA_MUTANT_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let profile = profile_dir()?;
+            let target = profile.parent().map(PathBuf::from).unwrap_or_default();
+            target.join("mutant").join("debug")
+        }
+    };
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::MissingMutant { path })
+    }
+}
+
+/// `target/<profile>`, from the running test executable's path.
+fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("Cannot find the running executable", "", e))?;
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
 }

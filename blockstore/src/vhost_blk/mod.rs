@@ -9,6 +9,7 @@ pub mod export;
 mod fake_driver;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
+pub mod inflight;
 pub mod metrics;
 mod qos;
 pub mod request;

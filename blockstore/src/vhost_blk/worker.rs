@@ -22,6 +22,8 @@ use datapath::uring::{Completion, Ring};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::broken::RingGuard;
+use super::head_chain::HeadChain;
+use super::inflight::QueueInflight;
 use super::metrics::QueueMetrics;
 use super::qos::{self, Limiter, QosShared};
 use super::request::{self, DiskLimits, Fault, HEADER_LEN, Op, Parsed, Segment};
@@ -115,6 +117,14 @@ pub(crate) struct QueueWorker {
     throttled_until: Option<Instant>,
     /// Whether this worker's thread has been pinned.
     pub(crate) pinned: bool,
+    /// The queue's inflight region, when the frontend set one up.
+    inflight: Option<QueueInflight>,
+    /// Whether the region is new and must be recovered when the ring
+    /// starts.
+    recover: bool,
+    /// Heads the previous backend left in flight, latest first: they are
+    /// served before anything new.
+    resubmit: Vec<u16>,
 }
 
 impl QueueWorker {
@@ -153,6 +163,9 @@ impl QueueWorker {
             timer,
             throttled_until: None,
             pinned: false,
+            inflight: None,
+            recover: false,
+            resubmit: Vec::new(),
         }
     }
 
@@ -227,7 +240,12 @@ impl QueueWorker {
         if !self.guard.serving(state.get_queue()) {
             return;
         }
+        let resubmitted = self.resubmit(&mut state, table);
         'batch: loop {
+            if !resubmitted {
+                // New requests wait for the resubmitted ones.
+                break;
+            }
             if event_idx && let Err(e) = state.disable_notification() {
                 tracing::warn!("Cannot disable queue notifications: {e}");
             }
@@ -253,12 +271,11 @@ impl QueueWorker {
                     // Over the limit: leave the request in the ring and
                     // come back when the buckets have refilled.
                     state.get_queue_mut().set_next_avail(before);
-                    self.metrics.throttled.inc();
-                    self.throttled_until = Some(Instant::now() + wait);
-                    if let Err(e) = self.timer.reset(wait, None) {
-                        tracing::error!("Cannot arm the QoS timer: {e}");
-                    }
+                    self.throttle(wait);
                     break 'batch;
+                }
+                if let Some(inflight) = self.inflight.as_mut() {
+                    inflight.mark(head);
                 }
             }
             if !event_idx {
@@ -283,6 +300,105 @@ impl QueueWorker {
         // waiting for the eventfd to come round through epoll.
         if self.ring.has_completions() {
             self.process_completions();
+        }
+    }
+
+    /// Holds the queue back for `wait`, until QoS admits more.
+    fn throttle(&mut self, wait: Duration) {
+        self.metrics.throttled.inc();
+        self.throttled_until = Some(Instant::now() + wait);
+        if let Err(e) = self.timer.reset(wait, None) {
+            tracing::error!("Cannot arm the QoS timer: {e}");
+        }
+    }
+
+    /// Sets up (or, with None, forgets) the queue's inflight region; a new
+    /// one is recovered when the ring starts.
+    pub(crate) fn set_inflight(&mut self, inflight: Option<QueueInflight>) {
+        self.recover = inflight.is_some();
+        self.inflight = inflight;
+        self.resubmit.clear();
+    }
+
+    /// Starts again the requests a previous backend left in flight, in the
+    /// order it took them, recovering the inflight region first if it is
+    /// new. Returns whether new requests may be taken from the ring: not
+    /// while QoS holds a resubmission back, nor when the region is broken.
+    fn resubmit(
+        &mut self,
+        state: &mut VringState<GuestMemoryAtomic<Memory>>,
+        table: &GuestMemoryAtomic<Memory>,
+    ) -> bool {
+        let recover = self.recover && state.get_queue().ready();
+        if !recover && self.resubmit.is_empty() {
+            return true;
+        }
+        let mem = table.memory().into_inner();
+        if recover {
+            self.recover = false;
+            if !self.recover_region(state, &mem) {
+                return false;
+            }
+        }
+        while let Some(&head) = self.resubmit.last() {
+            let queue = state.get_queue();
+            let chain = HeadChain::new(&*mem, queue.desc_table(), queue.size(), head);
+            let (first_writable, malformed) = request::collect(chain, &mut self.segments);
+            if let Some(wait) = self.start(head, first_writable, malformed, &mem) {
+                self.throttle(wait);
+                return false;
+            }
+            self.resubmit.pop();
+        }
+        true
+    }
+
+    /// Reads a new inflight region against the ring: where to resume in
+    /// the available ring, and what to resubmit. A region that does not
+    /// add up stops the queue and is dropped.
+    fn recover_region(
+        &mut self,
+        state: &mut VringState<GuestMemoryAtomic<Memory>>,
+        mem: &Memory,
+    ) -> bool {
+        let Some(inflight) = self.inflight.as_mut() else {
+            return true;
+        };
+        let queue = state.get_queue();
+        let recovered = queue
+            .used_idx(mem, Ordering::Acquire)
+            .map_err(|_| None)
+            .and_then(|used| {
+                inflight
+                    .recover(queue.size(), used.0, &mut self.resubmit)
+                    .map(|next_avail| (used.0, next_avail))
+                    .map_err(Some)
+            });
+        match recovered {
+            Ok((used, next_avail)) => {
+                self.resubmit.reverse();
+                if !self.resubmit.is_empty() {
+                    tracing::info!(
+                        volume = %self.backing.path().display(),
+                        requests = self.resubmit.len(),
+                        "Resubmitting the requests a previous backend left in flight"
+                    );
+                }
+                let queue = state.get_queue_mut();
+                queue.set_next_used(used);
+                queue.set_next_avail(next_avail);
+                true
+            }
+            Err(fault) => {
+                tracing::warn!(
+                    volume = %self.backing.path().display(),
+                    ?fault,
+                    "The inflight region does not match the ring; stopping the queue"
+                );
+                self.guard.inflight_broken(state.get_queue());
+                self.inflight = None;
+                false
+            }
         }
     }
 
@@ -520,7 +636,8 @@ impl QueueWorker {
             return;
         }
         for done in self.immediate.drain(..) {
-            if let Err(e) = state.add_used(done.head, done.used_len) {
+            let inflight = self.inflight.as_ref();
+            if let Err(e) = add_used(state, inflight, done.head, done.used_len) {
                 tracing::warn!(head = done.head, "Cannot add to the used ring: {e}");
             }
         }
@@ -543,10 +660,12 @@ impl QueueWorker {
             slots,
             metrics,
             backing,
+            inflight,
             ..
         } = self;
         let mut used = false;
-        ring.reap(|c| used |= complete(slots, metrics, backing, &mut state, c));
+        let inflight = inflight.as_ref();
+        ring.reap(|c| used |= complete(slots, (metrics, backing), inflight, &mut state, c));
         if used {
             notify(&mut state);
         }
@@ -577,6 +696,7 @@ impl QueueWorker {
     pub(crate) fn reset(&mut self) {
         self.stop();
         self.vring = None;
+        self.set_inflight(None);
     }
 
     /// Counts a refused request and logs it, at most once a second.
@@ -638,8 +758,8 @@ fn status_of_fault(fault: Fault) -> u8 {
 /// entry was added.
 fn complete(
     slots: &mut [Slot],
-    metrics: &QueueMetrics,
-    backing: &Backing,
+    (metrics, backing): (&QueueMetrics, &Backing),
+    inflight: Option<&QueueInflight>,
     state: &mut VringState<GuestMemoryAtomic<Memory>>,
     c: Completion,
 ) -> bool {
@@ -693,7 +813,7 @@ fn complete(
     // The status address was checked when the request was parsed, against
     // the same memory.
     let _ = mem.write_obj(status, GuestAddress(slot.status_addr));
-    if let Err(e) = state.add_used(head, used_len) {
+    if let Err(e) = add_used(state, inflight, head, used_len) {
         tracing::warn!(head, "Cannot add to the used ring: {e}");
         return false;
     }
@@ -720,6 +840,25 @@ fn flush_durable(backing: &Backing, metrics: &QueueMetrics, ok: bool, result: i3
         return false;
     }
     true
+}
+
+/// Publishes `head`'s used element, noting it in the queue's inflight
+/// region before and after, in the order that lets a restarted backend
+/// tell whether it completed (see [`super::inflight`]).
+fn add_used(
+    state: &mut VringState<GuestMemoryAtomic<Memory>>,
+    inflight: Option<&QueueInflight>,
+    head: u16,
+    used_len: u32,
+) -> Result<(), virtio_queue::Error> {
+    if let Some(inflight) = inflight {
+        inflight.before_used(head);
+    }
+    state.add_used(head, used_len)?;
+    if let Some(inflight) = inflight {
+        inflight.after_used(head, state.get_queue().next_used());
+    }
+    Ok(())
 }
 
 /// Signals the guest if the used ring's notification rules ask for it.

@@ -364,3 +364,89 @@ fn kick_once(kick: &File) {
         let _ = (&*kick).write(&1u64.to_ne_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(request: FrontendReq, flags: u32, body: &[u8]) -> Vec<u8> {
+        Message::encode(u32::from(request), flags, body)
+    }
+
+    #[test]
+    fn messages_pass_with_their_descriptors() {
+        let (a, b) = UnixStream::pair().expect("socket pair");
+        let file = tempfile::tempfile().expect("file");
+        let bytes = message(FrontendReq::SET_VRING_KICK, FLAG_VERSION_1, &[0; 8]);
+        send(&a, &bytes, &[file.as_raw_fd()]).expect("send");
+        let m = Message::read(&b).expect("read").expect("a message");
+        assert!(m.is(FrontendReq::SET_VRING_KICK));
+        assert_eq!(
+            (m.flags, m.body.len(), m.files.len()),
+            (FLAG_VERSION_1, 8, 1)
+        );
+        drop(a);
+        assert!(Message::read(&b).expect("end").is_none(), "end of stream");
+    }
+
+    #[test]
+    fn an_oversized_message_ends_the_connection() {
+        let (a, b) = UnixStream::pair().expect("socket pair");
+        let mut header = message(FrontendReq::SET_CONFIG, FLAG_VERSION_1, &[]);
+        header[8..12].copy_from_slice(&(MAX_MSG_SIZE as u32 + 1).to_le_bytes());
+        (&a).write_all(&header).expect("write");
+        assert!(Message::read(&b).is_err());
+    }
+
+    #[test]
+    fn inflight_bodies_are_checked() {
+        let read = |flags, body: &[u8]| {
+            let (a, b) = UnixStream::pair().expect("socket pair");
+            send(&a, &message(FrontendReq::GET_INFLIGHT_FD, flags, body), &[]).expect("send");
+            parse_inflight(&Message::read(&b).expect("read").expect("a message"))
+        };
+        let mut body = [0u8; INFLIGHT_LEN];
+        body[0..8].copy_from_slice(&4096u64.to_le_bytes());
+        body[16..18].copy_from_slice(&2u16.to_le_bytes());
+        body[18..20].copy_from_slice(&128u16.to_le_bytes());
+        let parsed = read(FLAG_VERSION_1, &body).expect("a well-formed body");
+        assert_eq!(
+            (parsed.mmap_size, parsed.num_queues, parsed.queue_size),
+            (4096, 2, 128)
+        );
+        assert!(read(FLAG_VERSION_1, &body[..20]).is_err(), "short");
+        assert!(read(0x2, &body).is_err(), "another protocol version");
+    }
+
+    /// A new eventfd with `flags`.
+    fn eventfd(flags: i32) -> File {
+        // SAFETY: eventfd(2) with valid flags; the result is checked.
+        let fd = unsafe { libc::eventfd(0, flags | libc::EFD_CLOEXEC) };
+        assert!(fd >= 0, "eventfd");
+        // SAFETY: a new descriptor nothing else owns.
+        unsafe { File::from_raw_fd(fd) }
+    }
+
+    /// Whether the eventfd was signalled (read without blocking).
+    fn signalled(file: &File) -> bool {
+        // SAFETY: F_SETFL on a descriptor `file` owns; no memory involved.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        (&*file).read(&mut [0u8; 8]).is_ok()
+    }
+
+    #[test]
+    fn only_a_nonblocking_eventfd_is_kicked() {
+        let nonblocking = eventfd(libc::EFD_NONBLOCK);
+        kick_once(&nonblocking);
+        assert!(signalled(&nonblocking));
+
+        // A blocking one could stall the relay when its counter is full.
+        let blocking = eventfd(0);
+        kick_once(&blocking);
+        assert!(!signalled(&blocking));
+
+        let plain = tempfile::tempfile().expect("file");
+        kick_once(&plain);
+        assert_eq!(plain.metadata().expect("stat").len(), 0, "not written");
+    }
+}

@@ -274,7 +274,11 @@ impl QueueWorker {
                     self.throttle(wait);
                     break 'batch;
                 }
-                if let Some(inflight) = self.inflight.as_mut() {
+                // A head outside the ring never reaches the used ring (and
+                // so would never be cleared): it is not marked.
+                if let Some(inflight) = self.inflight.as_mut()
+                    && head < state.get_queue().size()
+                {
                     inflight.mark(head);
                 }
             }

@@ -486,3 +486,30 @@ fn a_garbled_inflight_region_stops_the_queue() {
     assert_eq!(f.metrics.broken_rings[RingFault::Inflight.index()].get(), 1);
     assert_eq!(f.driver.status(head), 0xff, "nothing taken from the ring");
 }
+
+#[test]
+fn a_head_outside_the_ring_is_not_marked_in_flight() {
+    // The area is for 32-entry queues (the frontend's queue size), the
+    // ring has 16 (what the guest set up). A guest's avail entry of 20
+    // is refused without a used element; marked, it would stay in flight
+    // for good and make the next recovery fail.
+    let mut f = fixture(false);
+    let max = (1, 2 * QUEUE_SIZE);
+    let (file, message) = InflightArea::create(1, 2 * QUEUE_SIZE, max).expect("create");
+    let area = InflightArea::open(&message, &file, max).expect("open");
+    f.worker.set_inflight(area.queue(0));
+    let avail = crate::vhost_blk::fake_driver::AVAIL;
+    f.mem
+        .memory()
+        .write_obj(20u16, GuestAddress(avail + 4))
+        .expect("avail entry");
+    f.set_avail_idx(1);
+    let mut f = f.process_queue_within_deadline(false);
+    f.worker.drain();
+
+    let mut next = area.queue(0).expect("queue 0");
+    let mut resubmit = Vec::new();
+    let used = f.driver.used_idx();
+    assert_eq!(next.recover(QUEUE_SIZE, used, &mut resubmit), Ok(used));
+    assert!(resubmit.is_empty());
+}

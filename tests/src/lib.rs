@@ -14,6 +14,8 @@
 //! - [`netns`]: network namespaces, veth pairs and TAP devices, always removed.
 //! - [`hugepages`]: a hugepage reservation and a private hugetlbfs mount for
 //!   DPDK tools; the previous page count is put back.
+//! - [`io_throttle`]: a loop device whose writes a cgroup holds back, so a
+//!   backend keeps requests in flight long enough to crash in the middle.
 //! - [`peers`]: the references Sfera is measured against:
 //!   `qemu-storage-daemon`, `dpdk-testpmd` and Open vSwitch with DPDK.
 //! - [`blkio_client`]: libblkio as an independent vhost-user-blk client.
@@ -51,6 +53,7 @@ pub mod frames;
 pub mod guest;
 pub mod http;
 pub mod hugepages;
+pub mod io_throttle;
 pub mod mgmtd;
 pub mod netns;
 pub mod peers;

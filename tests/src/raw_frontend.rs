@@ -48,6 +48,9 @@ fn err(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// What a frontend does with the inflight area while it connects.
+pub type InflightSetup<'a> = &'a dyn Fn(&mut Frontend) -> Result<()>;
+
 /// Where buffers may start (after the rings of up to four queues).
 pub const BUFFERS: u64 = 0x1_0000;
 
@@ -87,6 +90,27 @@ impl RawFrontend {
     /// Connects, acks `features` (and the protocol-features bit when the
     /// backend offers it) and starts queues `0..num_queues` (at most 4).
     pub fn connect_queues(socket: &Path, num_queues: usize, features: u64) -> Result<Self> {
+        Self::open(socket, num_queues, features, None)
+    }
+
+    /// Connects one queue as [`RawFrontend::connect_queues`] does, with
+    /// inflight I/O tracking (and REPLY_ACK) negotiated: `inflight` sets
+    /// the area up (GET_INFLIGHT_FD, SET_INFLIGHT_FD, as it likes) before
+    /// the memory table and the ring, where a VMM does.
+    pub fn connect_inflight(
+        socket: &Path,
+        features: u64,
+        inflight: InflightSetup<'_>,
+    ) -> Result<Self> {
+        Self::open(socket, 1, features, Some(inflight))
+    }
+
+    fn open(
+        socket: &Path,
+        num_queues: usize,
+        features: u64,
+        inflight: Option<InflightSetup<'_>>,
+    ) -> Result<Self> {
         assert!((1..=4).contains(&num_queues), "1 to 4 queues");
         // SAFETY: memfd_create with a NUL-terminated name; the result is
         // checked and owned below.
@@ -132,11 +156,17 @@ impl RawFrontend {
             let protocol = frontend
                 .get_protocol_features()
                 .map_err(|e| err("GET_PROTOCOL_FEATURES", e))?;
+            let mut wanted = VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ;
+            if inflight.is_some() {
+                wanted |= VhostUserProtocolFeatures::INFLIGHT_SHMFD
+                    | VhostUserProtocolFeatures::REPLY_ACK;
+            }
             frontend
-                .set_protocol_features(
-                    protocol & (VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ),
-                )
+                .set_protocol_features(protocol & wanted)
                 .map_err(|e| err("SET_PROTOCOL_FEATURES", e))?;
+        }
+        if let Some(inflight) = inflight {
+            inflight(&mut frontend)?;
         }
         let region = VhostUserMemoryRegionInfo {
             guest_phys_addr: 0,

@@ -27,11 +27,19 @@ pub enum RingFault {
     /// The available ring's index or one of its entries is outside guest
     /// memory.
     AvailRing,
+    /// The inflight region the frontend handed back after a reconnect
+    /// does not add up (see [`super::inflight::RegionFault`]), or the used
+    /// index it is checked against is outside guest memory.
+    Inflight,
 }
 
 impl RingFault {
     /// Every fault, in the order of [`RingFault::index`].
-    pub const ALL: [RingFault; 2] = [RingFault::AvailIndex, RingFault::AvailRing];
+    pub const ALL: [RingFault; 3] = [
+        RingFault::AvailIndex,
+        RingFault::AvailRing,
+        RingFault::Inflight,
+    ];
 
     /// A dense index for counter arrays.
     pub fn index(self) -> usize {
@@ -43,6 +51,7 @@ impl RingFault {
         match self {
             RingFault::AvailIndex => "avail_index",
             RingFault::AvailRing => "avail_ring",
+            RingFault::Inflight => "inflight_region",
         }
     }
 }
@@ -138,6 +147,12 @@ impl RingGuard {
         self.stop(fault, queue);
     }
 
+    /// The queue's inflight region cannot be recovered: nothing is taken
+    /// from the ring, as where to resume in it is unknown.
+    pub(crate) fn inflight_broken(&mut self, queue: &Queue) {
+        self.stop(RingFault::Inflight, queue);
+    }
+
     /// Stops taking from `queue` until the frontend sets it up again;
     /// counts it and logs it, at most once a second.
     fn stop(&mut self, fault: RingFault, queue: &Queue) {
@@ -210,9 +225,9 @@ mod tests {
         for (i, f) in RingFault::ALL.iter().enumerate() {
             assert_eq!(f.index(), i);
         }
-        assert_ne!(
-            RingFault::AvailIndex.reason(),
-            RingFault::AvailRing.reason()
-        );
+        let mut reasons: Vec<_> = RingFault::ALL.iter().map(|f| f.reason()).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        assert_eq!(reasons.len(), RingFault::ALL.len());
     }
 }

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use std::fs::File;
+
 use vhost::vhost_user::Listener;
-use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::message::{VhostUserInflight, VhostUserProtocolFeatures};
 use vhost_user_backend::{ShutdownHandle, VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -20,8 +22,10 @@ use datapath::reactor::{AdaptivePoll, pin_current_thread};
 use datapath::uring::{Ring, UringError};
 
 use super::config::{self, BlkGeometry, CONFIG_LEN};
+use super::inflight::{InflightArea, InflightError};
 use super::metrics::{MetricsSnapshot, QueueMetrics};
 use super::qos::QosShared;
+use super::relay::Relay;
 use super::worker::QueueWorker;
 use crate::api::request::Qos;
 use crate::backing::{Backing, BackingError};
@@ -215,6 +219,36 @@ impl BlkDevice {
             .map(|w| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
+    /// GET_INFLIGHT_FD: a new inflight area of the shape the frontend asks
+    /// for, and its description.
+    pub(crate) fn get_inflight(
+        &self,
+        asked: &VhostUserInflight,
+    ) -> Result<(File, VhostUserInflight), InflightError> {
+        InflightArea::create(asked.num_queues, asked.queue_size, self.inflight_limits())
+    }
+
+    /// SET_INFLIGHT_FD: maps the area the frontend hands back and gives
+    /// each queue its region, recovered when the queue starts.
+    pub(crate) fn set_inflight(
+        &self,
+        area: &VhostUserInflight,
+        file: &File,
+    ) -> Result<(), InflightError> {
+        let area = InflightArea::open(area, file, self.inflight_limits())?;
+        for index in 0..self.inner.workers.len() {
+            if let Some(mut w) = self.worker(index) {
+                w.set_inflight(u16::try_from(index).ok().and_then(|i| area.queue(i)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The largest inflight area a frontend may set up: (queues, queue size).
+    fn inflight_limits(&self) -> (u16, u16) {
+        (self.inner.geometry.num_queues, MAX_QUEUE_SIZE)
+    }
+
     /// Accepts one frontend on `listener` and serves it until it
     /// disconnects or `stop` is set; then drains what is still in flight.
     /// `active` holds the connection's shutdown handle while it is served.
@@ -255,26 +289,42 @@ impl BlkDevice {
                 register(timer, 2 * num_queues + 1 + thread)?;
             }
         }
-        let result = daemon.start(listener).and_then(|()| {
-            let handle = daemon.shutdown_handle();
-            if stop.load(Ordering::Acquire) {
-                daemon.request_shutdown();
+        // The connection goes through a relay that answers the inflight
+        // messages (see relay.rs).
+        let frontend = loop {
+            match listener.accept() {
+                Ok(Some(stream)) => break stream,
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(vhost_err(vhost_user_backend::Error::CreateBackendListener(
+                        e,
+                    )));
+                }
             }
-            *active
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = handle;
-            // A stop that came between the check and the store above sees
-            // the handle now.
-            if stop.load(Ordering::Acquire) {
-                daemon.request_shutdown();
-            }
-            let waited = daemon.wait();
-            *active
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-            waited
-        });
+        };
+        let relay =
+            Relay::start(frontend, &mut daemon, self).map_err(|e| DeviceError::VhostUser {
+                socket: PathBuf::new(),
+                message: format!("Cannot relay the connection: {e}"),
+            })?;
+        let handle = daemon.shutdown_handle();
+        if stop.load(Ordering::Acquire) {
+            daemon.request_shutdown();
+        }
+        *active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = handle;
+        // A stop that came between the check and the store above sees
+        // the handle now.
+        if stop.load(Ordering::Acquire) {
+            daemon.request_shutdown();
+        }
+        let result = daemon.wait();
+        *active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let result = result.map_err(vhost_err);
+        relay.finish();
         // Dropping the daemon stops its worker threads.
         drop(daemon);
         self.drain_all();

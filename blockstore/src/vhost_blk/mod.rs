@@ -9,8 +9,11 @@ pub mod export;
 mod fake_driver;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
+mod head_chain;
+pub mod inflight;
 pub mod metrics;
 mod qos;
+mod relay;
 pub mod request;
 mod worker;
 

@@ -5,10 +5,8 @@
 //! request becomes a [`Fault`], which the worker answers with an error status
 //! and counts; nothing here panics or allocates.
 
-use std::ops::Deref;
-
-use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend};
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
@@ -360,12 +358,13 @@ fn check_discard(seg: &DiscardSegment, discarding: bool, disk: &DiskLimits) -> R
 
 /// Collects a chain's buffers into `segments` (cleared first); returns the
 /// index of the first device-writable buffer and whether the chain is
-/// malformed (a readable buffer after a writable one, or too many).
-pub fn collect<M>(chain: DescriptorChain<M>, segments: &mut Vec<Segment>) -> (usize, bool)
-where
-    M: Deref,
-    M::Target: GuestMemory,
-{
+/// malformed (a readable buffer after a writable one, or too many). The
+/// chain comes from the available ring or, for a request resubmitted after
+/// a restart, from its head (`head_chain`).
+pub fn collect(
+    chain: impl IntoIterator<Item = Descriptor>,
+    segments: &mut Vec<Segment>,
+) -> (usize, bool) {
     segments.clear();
     let mut first_writable = None;
     let mut malformed = false;

@@ -23,6 +23,7 @@ use datapath::uring::{Completion, Ring};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::broken::RingGuard;
+use super::inflight::QueueInflight;
 use super::metrics::QueueMetrics;
 use super::qos::{self, QosShared};
 use super::request::{self, DiskLimits, Fault, HEADER_LEN, Op, Parsed, Segment};
@@ -116,6 +117,14 @@ pub(crate) struct QueueWorker {
     throttled_until: Option<Instant>,
     /// Whether this worker's thread has been pinned.
     pub(crate) pinned: bool,
+    /// The queue's inflight region, when the frontend set one up.
+    inflight: Option<QueueInflight>,
+    /// Whether the region is new and must be recovered when the ring
+    /// starts.
+    recover: bool,
+    /// Heads the previous backend left in flight, latest first: they are
+    /// served before anything new.
+    resubmit: Vec<u16>,
 }
 
 impl QueueWorker {
@@ -152,6 +161,9 @@ impl QueueWorker {
             timer,
             throttled_until: None,
             pinned: false,
+            inflight: None,
+            recover: false,
+            resubmit: Vec::new(),
         }
     }
 
@@ -220,7 +232,12 @@ impl QueueWorker {
         if !self.guard.serving(state.get_queue()) {
             return;
         }
+        let resubmitted = self.resubmit(&mut state, table);
         'batch: loop {
+            if !resubmitted {
+                // New requests wait for the resubmitted ones.
+                break;
+            }
             if event_idx && let Err(e) = state.disable_notification() {
                 datapath::log_limited!(warn, "Cannot disable queue notifications: {e}");
             }
@@ -246,12 +263,15 @@ impl QueueWorker {
                     // Over the limit: leave the request in the ring and
                     // come back when the buckets have refilled.
                     state.get_queue_mut().set_next_avail(before);
-                    self.metrics.throttled.inc();
-                    self.throttled_until = Some(Instant::now() + wait);
-                    if let Err(e) = self.timer.reset(wait, None) {
-                        tracing::error!("Cannot arm the QoS timer: {e}");
-                    }
+                    self.throttle(wait);
                     break 'batch;
+                }
+                // A head outside the ring never reaches the used ring (and
+                // so would never be cleared): it is not marked.
+                if let Some(inflight) = self.inflight.as_mut()
+                    && head < state.get_queue().size()
+                {
+                    inflight.mark(head);
                 }
             }
             if !event_idx {
@@ -276,6 +296,15 @@ impl QueueWorker {
         // waiting for the eventfd to come round through epoll.
         if self.ring.has_completions() {
             self.process_completions();
+        }
+    }
+
+    /// Holds the queue back for `wait`, until QoS admits more.
+    fn throttle(&mut self, wait: Duration) {
+        self.metrics.throttled.inc();
+        self.throttled_until = Some(Instant::now() + wait);
+        if let Err(e) = self.timer.reset(wait, None) {
+            tracing::error!("Cannot arm the QoS timer: {e}");
         }
     }
 
@@ -518,7 +547,8 @@ impl QueueWorker {
             return;
         }
         for done in self.immediate.drain(..) {
-            if let Err(e) = state.add_used(done.head, done.used_len) {
+            let inflight = self.inflight.as_ref();
+            if let Err(e) = add_used(state, inflight, done.head, done.used_len) {
                 datapath::log_limited!(warn, head = done.head, "Cannot add to the used ring: {e}");
             }
         }
@@ -541,10 +571,12 @@ impl QueueWorker {
             slots,
             metrics,
             backing,
+            inflight,
             ..
         } = self;
         let mut used = false;
-        ring.reap(|c| used |= complete(slots, metrics, backing, &mut state, c));
+        let inflight = inflight.as_ref();
+        ring.reap(|c| used |= complete(slots, (metrics, backing), inflight, &mut state, c));
         if used {
             notify(&mut state);
         }
@@ -575,6 +607,7 @@ impl QueueWorker {
     pub(crate) fn reset(&mut self) {
         self.stop();
         self.vring = None;
+        self.set_inflight(None);
     }
 
     /// Counts a refused request and logs it, at most once a second.
@@ -628,8 +661,8 @@ fn status_of_fault(fault: Fault) -> u8 {
 /// entry was added.
 fn complete(
     slots: &mut [Slot],
-    metrics: &QueueMetrics,
-    backing: &Backing,
+    (metrics, backing): (&QueueMetrics, &Backing),
+    inflight: Option<&QueueInflight>,
     state: &mut VringState<GuestMemoryAtomic<Memory>>,
     c: Completion,
 ) -> bool {
@@ -683,7 +716,7 @@ fn complete(
     // The status address was checked when the request was parsed, against
     // the same memory.
     let _ = mem.write_obj(status, GuestAddress(slot.status_addr));
-    if let Err(e) = state.add_used(head, used_len) {
+    if let Err(e) = add_used(state, inflight, head, used_len) {
         datapath::log_limited!(warn, head, "Cannot add to the used ring: {e}");
         return false;
     }
@@ -710,6 +743,25 @@ fn flush_durable(backing: &Backing, metrics: &QueueMetrics, ok: bool, result: i3
         return false;
     }
     true
+}
+
+/// Publishes `head`'s used element, noting it in the queue's inflight
+/// region before and after, in the order that lets a restarted backend
+/// tell whether it completed (see [`super::inflight`]).
+fn add_used(
+    state: &mut VringState<GuestMemoryAtomic<Memory>>,
+    inflight: Option<&QueueInflight>,
+    head: u16,
+    used_len: u32,
+) -> Result<(), virtio_queue::Error> {
+    if let Some(inflight) = inflight {
+        inflight.before_used(head);
+    }
+    state.add_used(head, used_len)?;
+    if let Some(inflight) = inflight {
+        inflight.after_used(head, state.get_queue().next_used());
+    }
+    Ok(())
 }
 
 /// Signals the guest if the used ring's notification rules ask for it.
@@ -762,5 +814,6 @@ fn fill_iovecs(
 
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
+mod resubmit;
 #[cfg(test)]
 mod tests;

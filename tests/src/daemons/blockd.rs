@@ -65,6 +65,11 @@ impl Blockd {
         self.process.pid()
     }
 
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self) -> Result<()> {
+        self.process.kill().map(|_| ())
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.process.log_path()).unwrap_or_default()

@@ -76,7 +76,13 @@ thread_local! {
 }
 
 fn rig() -> Rig {
-    let path = std::env::temp_dir().join(format!("sfera-blk-worker-fuzz-{}", std::process::id()));
+    // One rig per thread (unit tests run in parallel threads of one
+    // process): the name carries both ids, or two threads would write,
+    // open and remove the same file.
+    static RIGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = RIGS.fetch_add(1, Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("sfera-blk-worker-fuzz-{}-{n}", std::process::id()));
     std::fs::write(&path, vec![0u8; DISK_LEN]).expect("the fuzz disk image can be written");
     let backing = Backing::open(&path, false).expect("the fuzz disk image opens");
     // The worker keeps its descriptors; the name is not needed any more.

@@ -10,11 +10,13 @@ use vmm_sys_util::eventfd::EventFd;
 use super::*;
 use crate::vhost_blk::broken::RingFault;
 use crate::vhost_blk::fake_driver::{Data, FakeDriver, MEM_LEN, QUEUE_SIZE};
+use crate::vhost_blk::inflight::InflightArea;
 
 const DESC: u64 = crate::vhost_blk::fake_driver::DESC;
 const USED: u64 = crate::vhost_blk::fake_driver::USED;
 const T_OUT: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_OUT;
 const T_IN: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_IN;
+const T_GET_ID: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_GET_ID;
 const T_FLUSH: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_FLUSH;
 const T_DISCARD: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_DISCARD;
 const T_WRITE_ZEROES: u32 = virtio_bindings::virtio_blk::VIRTIO_BLK_T_WRITE_ZEROES;
@@ -464,4 +466,104 @@ fn a_completion_event_without_a_vring_is_cleared() {
 
     f.worker.process_completions();
     assert!(!readable(f.worker.eventfd()), "the event is cleared");
+}
+
+/// An inflight area for the fixture's queue, as the frontend hands it
+/// back, and the region a crashed backend left in it.
+fn inflight_area() -> (Arc<InflightArea>, QueueInflight) {
+    let max = (1, QUEUE_SIZE);
+    let (file, message) = InflightArea::create(1, QUEUE_SIZE, max).expect("create");
+    let area = InflightArea::open(&message, &file, max).expect("open");
+    let previous = area.queue(0).expect("queue 0");
+    (area, previous)
+}
+
+/// The head of the used ring's entry `index`.
+fn used_head(f: &Fixture, index: u64) -> u32 {
+    f.mem
+        .memory()
+        .read_obj(GuestAddress(USED + 4 + 8 * index))
+        .expect("used element")
+}
+
+#[test]
+fn requests_left_in_flight_are_resubmitted_before_new_ones() {
+    let mut f = fixture(false);
+    let (area, mut previous) = inflight_area();
+    // The previous backend took two requests, in this order, and died.
+    // GET_ID requests complete as they are started, so the used ring
+    // shows the order in which they were.
+    let first = f.driver.offer(T_GET_ID, 0, Data::In(20));
+    let second = f.driver.offer(T_GET_ID, 0, Data::In(20));
+    previous.mark(second);
+    previous.mark(first);
+    // The frontend restarts the ring at its used index (0); the guest
+    // makes a third request available meanwhile.
+    let third = f.driver.offer(T_GET_ID, 0, Data::In(20));
+    f.worker.set_inflight(area.queue(0));
+
+    let (vring, mem) = (f.vring.clone(), f.mem.clone());
+    f.worker.process_queue(&vring, &mem, false);
+    let deadline = Instant::now() + DEADLINE;
+    while f.driver.used_idx() < 3 && Instant::now() < deadline {
+        f.worker.process_completions();
+        std::thread::yield_now();
+    }
+    assert_eq!(f.driver.used_idx(), 3, "each request once, none twice");
+    for head in [first, second, third] {
+        assert_eq!(f.driver.status(head), VIRTIO_BLK_S_OK);
+    }
+    // The resubmitted ones go first, in the order the previous backend
+    // took them.
+    let order: Vec<u32> = (0..3).map(|i| used_head(&f, i)).collect();
+    assert_eq!(
+        order,
+        [u32::from(second), u32::from(first), u32::from(third)]
+    );
+    // Nothing is left in flight for the next restart.
+    let mut next = area.queue(0).expect("queue 0");
+    let mut resubmit = Vec::new();
+    assert_eq!(next.recover(QUEUE_SIZE, 3, &mut resubmit), Ok(3));
+    assert!(resubmit.is_empty());
+}
+
+#[test]
+fn a_garbled_inflight_region_stops_the_queue() {
+    let mut f = fixture(false);
+    let (area, previous) = inflight_area();
+    // The frontend wrote 7 in head 5's inflight flag (0 or 1 are valid).
+    previous.set_flag(5, 7);
+    let head = f.driver.offer(T_IN, 0, Data::In(512));
+    f.worker.set_inflight(area.queue(0));
+    let f = f.process_queue_within_deadline(false);
+    assert!(f.worker.guard.is_broken());
+    assert_eq!(f.metrics.broken_rings[RingFault::Inflight.index()].get(), 1);
+    assert_eq!(f.driver.status(head), 0xff, "nothing taken from the ring");
+}
+
+#[test]
+fn a_head_outside_the_ring_is_not_marked_in_flight() {
+    // The area is for 32-entry queues (the frontend's queue size), the
+    // ring has 16 (what the guest set up). A guest's avail entry of 20
+    // is refused without a used element; marked, it would stay in flight
+    // for good and make the next recovery fail.
+    let mut f = fixture(false);
+    let max = (1, 2 * QUEUE_SIZE);
+    let (file, message) = InflightArea::create(1, 2 * QUEUE_SIZE, max).expect("create");
+    let area = InflightArea::open(&message, &file, max).expect("open");
+    f.worker.set_inflight(area.queue(0));
+    let avail = crate::vhost_blk::fake_driver::AVAIL;
+    f.mem
+        .memory()
+        .write_obj(20u16, GuestAddress(avail + 4))
+        .expect("avail entry");
+    f.set_avail_idx(1);
+    let mut f = f.process_queue_within_deadline(false);
+    f.worker.drain();
+
+    let mut next = area.queue(0).expect("queue 0");
+    let mut resubmit = Vec::new();
+    let used = f.driver.used_idx();
+    assert_eq!(next.recover(QUEUE_SIZE, used, &mut resubmit), Ok(used));
+    assert!(resubmit.is_empty());
 }

@@ -9,9 +9,14 @@
 //! - [`cycles`]: the TSC as a cycle counter, and its measured rate.
 //! - [`counters`]: per-thread counters, written by their owner without
 //!   atomic read-modify-write and summed when read.
+//! - [`privileges`]: a daemon becoming its own user with only the
+//!   capabilities it needs, and taking over state root made.
+//! - [`api_peer`]: who may call a daemon's control API (SO_PEERCRED).
 
+pub mod api_peer;
 pub mod counters;
 pub mod cycles;
+pub mod privileges;
 pub mod reactor;
 pub mod token_bucket;
 pub mod uring;

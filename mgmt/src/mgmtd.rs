@@ -2,6 +2,7 @@
 //! the certificate, the supervised daemons, the VMs found running, and the
 //! API server; and stopping it.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
+use datapath::privileges::Account;
+
 use crate::auth::{self, Role};
+use crate::daemon_users::{self, DaemonUsers};
 use crate::db::Db;
 use crate::db::retention::Retention;
 use crate::host::{self, Accel};
@@ -30,6 +34,9 @@ pub struct Options {
     pub http: bool,
     pub blockd: PathBuf,
     pub vswitchd: PathBuf,
+    /// The system users they run as (`root`: as mgmtd).
+    pub blockd_user: String,
+    pub vswitchd_user: String,
     pub qemu: PathBuf,
     pub vmm: PathBuf,
     pub qemu_img: PathBuf,
@@ -63,6 +70,14 @@ const SYNC_EVERY: Duration = Duration::from_secs(20);
 
 fn mkdir(p: &Path) -> Result<()> {
     std::fs::create_dir_all(p).with_context(|| format!("Cannot create {}", p.display()))
+}
+
+/// Makes `p` (if missing) with `mode`, and sets that mode on one made
+/// before (an upgrade from a release that used the umask's).
+fn mkdir_mode(p: &Path, mode: u32) -> Result<()> {
+    mkdir(p)?;
+    datapath::privileges::set_mode(p, mode)
+        .with_context(|| format!("Cannot set the mode of {}", p.display()))
 }
 
 /// The import directories and the datastore roots, made when they are
@@ -152,7 +167,10 @@ pub fn find_web_dir(data_dir: &Path, exe_dir: &Path) -> Option<PathBuf> {
 pub async fn run(o: Options) -> Result<()> {
     let run_dir = std::path::absolute(&o.run_dir)?;
     let data_dir = std::path::absolute(&o.data_dir)?;
-    mkdir(&data_dir)?;
+    // Others may pass through (the daemons' users reach their own
+    // directories inside), never list or read: all in it is private.
+    mkdir_mode(&data_dir, 0o711)?;
+    let users = DaemonUsers::ensure(&o.blockd_user, &o.vswitchd_user).await?;
     let (import_dirs, datastore_roots) = host_roots(&o, &data_dir)?;
     tracing::info!(import = ?import_dirs.dirs(), datastores = ?datastore_roots.dirs(), "Host directories the API may name");
     let paths = Paths {
@@ -168,18 +186,21 @@ pub async fn run(o: Options) -> Result<()> {
         guest_dir: o.guest_dir.clone(),
         web_dir: o.web_dir.clone(),
         sample_every: o.sample_interval,
+        users: users.clone(),
     };
     let logs = data_dir.join("logs");
+    mkdir_mode(&logs, 0o700)?;
     for d in [
-        &data_dir,
         &run_dir,
         &paths.net_dir,
         &paths.vms_dir,
-        &logs,
         &run_dir.join("blk"),
     ] {
         mkdir(d)?;
     }
+    // vswitchd binds the NIC sockets there; VMs' processes pass through.
+    mkdir_mode(&paths.net_dir, 0o711)?;
+    daemon_users::give(&paths.net_dir, users.vswitchd.as_ref())?;
     let db = Arc::new(Db::open(&data_dir.join("mgmt.db"))?);
     let abandoned = db.abandon_running_tasks()?;
     if abandoned > 0 {
@@ -213,19 +234,25 @@ pub async fn run(o: Options) -> Result<()> {
     let blockd_api = run_dir.join("blockd.sock");
     let blockd_data = data_dir.join("blockd");
     mkdir(&blockd_data)?;
+    for dir in [&blockd_data, &run_dir.join("blk")] {
+        daemon_users::check_reachable("sfera-blockd", users.blockd.as_ref(), dir)?;
+    }
     let blockd = Supervisor::new(
         DaemonSpec {
             name: "sfera-blockd",
             binary: o.blockd.clone(),
-            args: vec![
-                "--api".into(),
-                blockd_api.clone().into(),
-                "serve".into(),
-                "--data-dir".into(),
-                blockd_data.into(),
-                "--run-dir".into(),
-                run_dir.join("blk").into(),
-            ],
+            args: with_user(
+                vec![
+                    "--api".into(),
+                    blockd_api.clone().into(),
+                    "serve".into(),
+                    "--data-dir".into(),
+                    blockd_data.into(),
+                    "--run-dir".into(),
+                    run_dir.join("blk").into(),
+                ],
+                users.blockd.as_ref(),
+            ),
             api: blockd_api,
             log: logs.join("blockd.log"),
             pidfile: run_dir.join("blockd.pid"),
@@ -237,18 +264,24 @@ pub async fn run(o: Options) -> Result<()> {
     // sfera-vswitchd, driven over its API; it keeps its own state.
     let vsw_data = data_dir.join("vswitchd");
     mkdir(&vsw_data)?;
+    for dir in [&vsw_data, &paths.net_dir] {
+        daemon_users::check_reachable("sfera-vswitchd", users.vswitchd.as_ref(), dir)?;
+    }
     let vsw_api = run_dir.join("vswitchd.sock");
     let vsw_supervisor = Supervisor::new(
         DaemonSpec {
             name: "sfera-vswitchd",
             binary: o.vswitchd.clone(),
-            args: vec![
-                "--api".into(),
-                vsw_api.clone().into(),
-                "serve".into(),
-                "--data-dir".into(),
-                vsw_data.into(),
-            ],
+            args: with_user(
+                vec![
+                    "--api".into(),
+                    vsw_api.clone().into(),
+                    "serve".into(),
+                    "--data-dir".into(),
+                    vsw_data.into(),
+                ],
+                users.vswitchd.as_ref(),
+            ),
             api: vsw_api,
             log: logs.join("vswitchd.log"),
             pidfile: run_dir.join("vswitchd.pid"),
@@ -338,6 +371,15 @@ pub async fn run(o: Options) -> Result<()> {
     Ok(())
 }
 
+/// A daemon's arguments, with `--user` after `serve` when it runs as its
+/// own user.
+fn with_user(mut args: Vec<OsString>, account: Option<&Account>) -> Vec<OsString> {
+    if let Some(a) = account {
+        args.extend(["--user".into(), a.name.clone().into()]);
+    }
+    args
+}
+
 /// With --stop-on-exit: power off the running VMs.
 async fn stop_vms(mgmt: &Arc<Mgmt>) {
     let Ok(vms) = mgmt.db.vms() else { return };
@@ -392,6 +434,10 @@ async fn defaults_and_sync(mgmt: Arc<Mgmt>) {
                     .join(DEFAULT_DATASTORE);
                 let made = std::fs::create_dir_all(&dir)
                     .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        daemon_users::give(&dir, mgmt.paths.users.blockd.as_ref())
+                            .map_err(|e| format!("{e:#}"))
+                    })
                     .map(|()| dir.display().to_string());
                 let r = match made {
                     Ok(path) => mgmt

@@ -361,13 +361,25 @@ fn serve(
     user: Option<&str>,
 ) -> Result<()> {
     privileges::private_umask();
-    // A socket left by a previous run is stale once we hold the state.
-    let listener = api_peer::bind(api)?;
-    if let Some(name) = user {
-        become_user(name, api, &data_dir, &run_dir)?;
-    }
+    // The API socket appears once the state is restored (what scripts and
+    // tests wait for), except under --user: it must be bound before the
+    // switch to the user (its directory is root's), and answers once the
+    // state is restored. A socket left by a previous run is stale once we
+    // hold the state.
+    let early = match user {
+        Some(name) => {
+            let listener = api_peer::bind(api)?;
+            become_user(name, api, &data_dir, &run_dir)?;
+            Some(listener)
+        }
+        None => None,
+    };
     let blockd =
         Blockd::open(Config { data_dir, run_dir }).map_err(|e| anyhow::anyhow!(e.message))?;
+    let listener = match early {
+        Some(listener) => listener,
+        None => api_peer::bind(api)?,
+    };
     tracing::info!(?blockd, api = %api.display(), user, "sfera-blockd started");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -96,7 +96,7 @@ fn host_roots(o: &Options, data_dir: &Path) -> Result<(Roots, Roots)> {
         o.import_dirs.clone()
     };
     let datastores = data_dir.join("datastores");
-    mkdir(&datastores)?;
+    mkdir_mode(&datastores, 0o711)?;
     let mut roots = vec![datastores];
     roots.extend(o.datastore_roots.iter().cloned());
     let import_dirs = Roots::new(&import_dirs).context("An import directory (--import-dir)")?;
@@ -435,7 +435,10 @@ async fn defaults_and_sync(mgmt: Arc<Mgmt>) {
                 let made = std::fs::create_dir_all(&dir)
                     .map_err(|e| e.to_string())
                     .and_then(|()| {
-                        daemon_users::give(&dir, mgmt.paths.users.blockd.as_ref())
+                        mkdir_mode(&dir, 0o700)
+                            .and_then(|()| {
+                                daemon_users::give(&dir, mgmt.paths.users.blockd.as_ref())
+                            })
                             .map_err(|e| format!("{e:#}"))
                     })
                     .map(|()| dir.display().to_string());

@@ -578,6 +578,8 @@ fn state_is_private_and_state_root_made_is_taken_over() -> Result<()> {
         (data.join("logs"), 0o700),
         (data.join("logs/blockd.log"), 0o600),
         (data.join("import"), 0o700),
+        (data.join("datastores"), 0o711),
+        (data.join("datastores/local"), 0o700),
         (data.join("blockd"), 0o700),
         (data.join("blockd/blockd-state.json"), 0o600),
         (data.join("vswitchd"), 0o700),

@@ -141,11 +141,17 @@ fn run() -> Result<()> {
             let state = StateFile::in_dir(&data_dir);
             let (initial, origin) = persist::initial_config(Some(&state), config.as_deref())
                 .context("Cannot load the switch configuration")?;
-            let listener = bind_api(&args.api)?;
-            if let Some(name) = user {
-                become_user(&name, &args.api, &data_dir)?;
-            }
-            run_switch(initial, &origin, &run, Some((&args.api, state, listener)))
+            // Under --user the API socket is bound before the switch to the
+            // user (its directory is root's); otherwise once the switch runs.
+            let early = match user {
+                Some(name) => {
+                    let listener = bind_api(&args.api)?;
+                    become_user(&name, &args.api, &data_dir)?;
+                    Some(listener)
+                }
+                None => None,
+            };
+            run_switch(initial, &origin, &run, Some((&args.api, state, early)))
         }
         Some(Command::Client(command)) => {
             let mut out = std::io::stdout().lock();
@@ -222,7 +228,11 @@ fn run_switch(
     config: SwitchConfig,
     origin: &Origin,
     run: &RunOptions,
-    api: Option<(&PathBuf, StateFile, std::os::unix::net::UnixListener)>,
+    api: Option<(
+        &PathBuf,
+        StateFile,
+        Option<std::os::unix::net::UnixListener>,
+    )>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -235,7 +245,7 @@ fn run_switch(
 
     let daemon = Daemon::start(config, run.daemon_options())
         .with_context(|| format!("Cannot start the switch on the configuration from {origin}"))?;
-    let Some((api, state, listener)) = api else {
+    let Some((api, state, early)) = api else {
         tracing::info!(%origin, "sfera-vswitchd started without an API");
         let stopped_by = runtime.block_on(async {
             tokio::select! {
@@ -251,11 +261,15 @@ fn run_switch(
         return Ok(());
     };
 
-    let listener = match tokio::net::UnixListener::from_std(listener) {
+    let bound = match early {
+        Some(listener) => Ok(listener),
+        None => bind_api(api),
+    };
+    let listener = match bound.and_then(|l| Ok(tokio::net::UnixListener::from_std(l)?)) {
         Ok(l) => l,
         Err(e) => {
             daemon.shutdown();
-            return Err(e.into());
+            return Err(e);
         }
     };
     tracing::info!(%origin, api = %api.display(), "sfera-vswitchd started");

@@ -421,11 +421,11 @@ fn become_user(
     let datastores =
         blockstore::service::datastore_paths(data_dir).map_err(|e| anyhow::anyhow!(e.message))?;
     for dir in [api, data_dir, run_dir] {
-        privileges::give_tree(dir, &account)?;
+        datapath::ownership::give_tree(dir, &account)?;
     }
     // One that cannot be taken over is left out at open, as one that is gone.
     for dir in &datastores {
-        if let Err(e) = privileges::give_tree(dir, &account) {
+        if let Err(e) = datapath::ownership::give_tree(dir, &account) {
             tracing::error!(datastore = %dir.display(), "{:#}", anyhow::Error::from(e));
         }
     }

@@ -11,11 +11,14 @@
 //!   atomic read-modify-write and summed when read.
 //! - [`privileges`]: a daemon becoming its own user with only the
 //!   capabilities it needs, and taking over state root made.
+//! - [`ownership`]: a tree handed to a daemon's user without following
+//!   symlinks out of it.
 //! - [`api_peer`]: who may call a daemon's control API (SO_PEERCRED).
 
 pub mod api_peer;
 pub mod counters;
 pub mod cycles;
+pub mod ownership;
 pub mod privileges;
 pub mod reactor;
 pub mod token_bucket;

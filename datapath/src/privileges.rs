@@ -9,7 +9,6 @@
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use caps::CapSet;
@@ -238,40 +237,6 @@ pub fn become_user(account: &Account, keep: &[Capability]) -> Result<(), Privile
     let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     check("PR_SET_NO_NEW_PRIVS", name, rc)?;
     Ok(())
-}
-
-/// Gives `path` and, for a directory, everything under it to `account`
-/// (symlinks themselves, never what they point to; entries it already
-/// owns are left alone). Device nodes keep their owner: a block-device
-/// datastore is reached through the device's group. Used to take over
-/// state that root made before the daemon ran as its own user.
-pub fn give_tree(path: &Path, account: &Account) -> Result<(), PrivilegeError> {
-    let chown_err = |p: &Path| {
-        let path = p.to_owned();
-        let user = account.name.clone();
-        move |source| PrivilegeError::Chown { path, user, source }
-    };
-    let meta = std::fs::symlink_metadata(path).map_err(chown_err(path))?;
-    let kind = meta.file_type();
-    if !(kind.is_dir() || kind.is_file() || kind.is_symlink() || is_socket(&kind)) {
-        return Ok(());
-    }
-    if meta.uid() != account.uid || meta.gid() != account.gid {
-        std::os::unix::fs::lchown(path, Some(account.uid), Some(account.gid))
-            .map_err(chown_err(path))?;
-    }
-    if kind.is_dir() {
-        for entry in std::fs::read_dir(path).map_err(chown_err(path))? {
-            let entry = entry.map_err(chown_err(path))?;
-            give_tree(&entry.path(), account)?;
-        }
-    }
-    Ok(())
-}
-
-fn is_socket(kind: &std::fs::FileType) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    kind.is_socket()
 }
 
 /// Creates (or truncates) `path` for writing, private to the process's

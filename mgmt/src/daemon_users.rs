@@ -93,7 +93,7 @@ async fn ensure_user(name: &str, group: Option<&str>) -> Result<Option<Account>>
 /// daemon runs as root) leaves it alone.
 pub fn give(dir: &Path, account: Option<&Account>) -> Result<()> {
     match account {
-        Some(a) => Ok(privileges::give_tree(dir, a)?),
+        Some(a) => Ok(datapath::ownership::give_tree(dir, a)?),
         None => Ok(()),
     }
 }

@@ -19,9 +19,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use harness::guest::GuestImage;
 use harness::mgmtd::{self, Leftovers};
+use harness::netns::{NetNs, unique_name};
 use harness::process::{Process, run};
 use harness::testdir::TestDir;
-use harness::tools;
 use harness::wait::wait_until;
 use serde_json::{Value, json};
 
@@ -102,7 +102,7 @@ impl Stack {
         Ok(text.trim().parse()?)
     }
 
-    /// A call to a daemon's API as root (curl), its status and JSON.
+    /// A call to a daemon's API as root, its status and JSON.
     fn call(
         &self,
         d: &Daemon,
@@ -110,26 +110,7 @@ impl Stack {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value)> {
-        let mut cmd = Command::new(tools::require("curl", "curl")?);
-        cmd.args([
-            "--silent",
-            "--show-error",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg("--unix-socket")
-        .arg(self.api(d));
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
-                .arg(b.to_string());
-        }
-        cmd.arg(format!("http://daemon{path}"));
-        let out = run(cmd)?;
-        let (body, status) = out.rsplit_once('\n').context("no status from curl")?;
-        let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
-        Ok((status.trim().parse()?, value))
+        unix_call(&self.api(d), method, path, body)
     }
 
     /// Waits until mgmtd has made its defaults: the datastore `local` and
@@ -165,6 +146,18 @@ impl Stack {
         );
         Ok(v)
     }
+}
+
+/// A call to the API on `socket` as root (curl), its status and JSON.
+fn unix_call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value)> {
+    let body = body.map(Value::to_string);
+    let answer = harness::http::call(socket, method, path, body.as_deref())?;
+    Ok((answer.status, answer.json()?))
 }
 
 /// `id` of `user`: `-u`, `-g` or `-G`.
@@ -595,5 +588,76 @@ fn state_is_private_and_state_root_made_is_taken_over() -> Result<()> {
         );
     }
     drop(stack);
+    Ok(())
+}
+
+#[test]
+fn vswitchd_as_its_user_opens_tap_and_af_packet_uplinks() -> Result<()> {
+    // In a namespace of the test's, on a veth pair and a TAP made there.
+    let ns = NetNs::new()?;
+    let (a, b, tap) = (
+        unique_name("sfpra"),
+        unique_name("sfprb"),
+        unique_name("sfprt"),
+    );
+    ns.exec_ok(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])?;
+    for dev in [&a, &b] {
+        ns.exec_ok(&["ip", "link", "set", dev, "up"])?;
+    }
+    let dir = TestDir::new("mgmt-privileges-uplinks")?;
+    set_mode(dir.path(), 0o711)?;
+    let api = dir.join("vswitchd.sock");
+    let mut cmd = ns.command(
+        harness::daemons::binary("sfera-vswitchd")?
+            .to_str()
+            .context("path")?,
+    )?;
+    cmd.arg("--api")
+        .arg(&api)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.join("vswitchd"))
+        .args(["--user", VSWITCHD.user]);
+    let mut daemon = Process::spawn("sfera-vswitchd --user", cmd, &dir.join("vswitchd.log"))?;
+    wait_until("sfera-vswitchd's API", Duration::from_secs(30), || {
+        daemon.ensure_running()?;
+        Ok(unix_call(&api, "GET", "/v1/config", None)
+            .ok()
+            .filter(|(status, _)| *status == 200))
+    })?;
+    let pid = daemon.pid();
+    let uid = id("-u", VSWITCHD.user)?[0];
+    ensure!(
+        proc_status(pid, "Uid")?.starts_with(&format!("{uid}\t")),
+        "not {}",
+        VSWITCHD.user
+    );
+    let post = |path: &str, body: Value| -> Result<()> {
+        let (status, v) = unix_call(&api, "POST", path, Some(&body))?;
+        ensure!(
+            (200..300).contains(&status),
+            "POST {path}: HTTP {status} {v}"
+        );
+        Ok(())
+    };
+    post("/v1/switches", json!({ "name": "sw1" }))?;
+    // A TAP made and set up: CAP_NET_ADMIN.
+    post(
+        "/v1/switches/sw1/uplinks",
+        json!({ "name": "t0", "type": "tap", "interface": tap }),
+    )?;
+    let link = ns.exec_ok(&["ip", "link", "show", &tap])?;
+    ensure!(link.contains(",UP"), "{tap} is not up: {link}");
+    // An AF_PACKET socket on the veth, promiscuous: CAP_NET_RAW.
+    post(
+        "/v1/switches/sw1/uplinks",
+        json!({ "name": "p0", "type": "af_packet", "interface": a }),
+    )?;
+    let link = ns.exec_ok(&["ip", "-d", "link", "show", &a])?;
+    ensure!(
+        link.contains("promiscuity 1"),
+        "{a} is not promiscuous: {link}"
+    );
+    daemon.stop()?;
     Ok(())
 }

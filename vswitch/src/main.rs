@@ -213,7 +213,7 @@ fn become_user(name: &str, api: &Path, data_dir: &Path) -> Result<()> {
     privileges::set_mode(data_dir, 0o700)
         .with_context(|| format!("Cannot set the mode of {}", data_dir.display()))?;
     for path in [api, data_dir] {
-        privileges::give_tree(path, &account)?;
+        datapath::ownership::give_tree(path, &account)?;
     }
     privileges::become_user(
         &account,

@@ -171,6 +171,18 @@ pub async fn run(o: Options) -> Result<()> {
     // directories inside), never list or read: all in it is private.
     mkdir_mode(&data_dir, 0o711)?;
     let users = DaemonUsers::ensure(&o.blockd_user, &o.vswitchd_user).await?;
+    // Before anything is made: a data directory they cannot reach is said
+    // at once, with the fix.
+    daemon_users::check_reachable(
+        "sfera-blockd",
+        users.blockd.as_ref(),
+        &data_dir.join("blockd"),
+    )?;
+    daemon_users::check_reachable(
+        "sfera-vswitchd",
+        users.vswitchd.as_ref(),
+        &data_dir.join("vswitchd"),
+    )?;
     let (import_dirs, datastore_roots) = host_roots(&o, &data_dir)?;
     tracing::info!(import = ?import_dirs.dirs(), datastores = ?datastore_roots.dirs(), "Host directories the API may name");
     let paths = Paths {
@@ -234,9 +246,7 @@ pub async fn run(o: Options) -> Result<()> {
     let blockd_api = run_dir.join("blockd.sock");
     let blockd_data = data_dir.join("blockd");
     mkdir(&blockd_data)?;
-    for dir in [&blockd_data, &run_dir.join("blk")] {
-        daemon_users::check_reachable("sfera-blockd", users.blockd.as_ref(), dir)?;
-    }
+    daemon_users::check_reachable("sfera-blockd", users.blockd.as_ref(), &run_dir.join("blk"))?;
     let blockd = Supervisor::new(
         DaemonSpec {
             name: "sfera-blockd",
@@ -264,9 +274,7 @@ pub async fn run(o: Options) -> Result<()> {
     // sfera-vswitchd, driven over its API; it keeps its own state.
     let vsw_data = data_dir.join("vswitchd");
     mkdir(&vsw_data)?;
-    for dir in [&vsw_data, &paths.net_dir] {
-        daemon_users::check_reachable("sfera-vswitchd", users.vswitchd.as_ref(), dir)?;
-    }
+    daemon_users::check_reachable("sfera-vswitchd", users.vswitchd.as_ref(), &paths.net_dir)?;
     let vsw_api = run_dir.join("vswitchd.sock");
     let vsw_supervisor = Supervisor::new(
         DaemonSpec {

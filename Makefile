@@ -45,7 +45,7 @@ ISO_PACKAGES := -p sfera-blockstore -p sfera-vswitch -p sfera-mgmt -p sfera-vmm 
 APPLIANCE_TESTS := binary(appliance_install)
 
 .PHONY: help run test deps-run deps-test deps-web web schemathesis guest-image testguest build build-release lint bench bench-blk bench-net bench-vmm clean \
-	deps-iso deps-appliance iso test-appliance fuzz fuzz-smoke fuzz-seeds mutant-blockd
+	deps-iso deps-appliance iso test-appliance fuzz fuzz-smoke fuzz-seeds mutant-blockd users
 
 help:
 	@echo "make run    install what is missing, build, and start Sfera: the console on https://$(LISTEN), data in $(DATA_DIR)"
@@ -65,11 +65,16 @@ help:
 	@echo "make bench-net  sfera-vswitchd vs Open vSwitch with DPDK (testpmd as the VMs)"
 	@echo "make bench-vmm  sfera-vmm vs QEMU microvm on the test guest (start, memory, disk IOPS)"
 
-deps-run:
+deps-run: users
 	@appliance/host/install-debs.sh $(RUN_DEBS)
 
-deps-test:
+deps-test: users
 	@appliance/host/install-debs.sh $(TEST_DEBS)
+
+# The system users sfera-blockd and sfera-vswitchd run as
+# (docs/privileges.md); the appliance's image gets them from the same file.
+users:
+	@systemd-sysusers $(CURDIR)/appliance/rootfs/usr/lib/sysusers.d/sfera.conf
 
 deps-iso:
 	@appliance/host/install-debs.sh $(ISO_DEBS)

@@ -84,6 +84,8 @@ ln -sf ../lib/sfera/bin/sfera-install "$root/usr/sbin/sfera-install"
 install -m 0644 "$guest/vmlinuz" "$guest/initrd.img" "$root/usr/lib/sfera/guest/"
 cp -r --no-preserve=ownership "$web" "$root/usr/share/sfera/web"
 cp -r --no-preserve=ownership appliance/rootfs/. "$root/"
+# The daemons' system users, in the image's /etc/passwd from the start.
+systemd-sysusers --root="$root" "$root/usr/lib/sysusers.d/sfera.conf"
 echo "$version" > "$root/etc/sfera-version"
 systemctl --root="$root" --quiet enable \
     systemd-networkd.service systemd-resolved.service sfera-mgmtd.service sfera-installer.service

@@ -494,10 +494,11 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename,
-/// then syncs the directory.
+/// then syncs the directory. The file is private to the daemon's user
+/// (0600), whatever the umask.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DatastoreError> {
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io("Cannot write", &tmp))?;
+    let mut file = datapath::privileges::create_private(&tmp).map_err(io("Cannot write", &tmp))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(io("Cannot write", &tmp))?;

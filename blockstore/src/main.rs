@@ -14,6 +14,8 @@ use blockstore::api::request::DEFAULT_POLL_US;
 use blockstore::api::{client, http};
 use blockstore::service::{Blockd, Config};
 use blockstore::vhost_blk::{BlkDevice, ExportOptions, ExportServer};
+use datapath::api_peer::{self, ApiPeers};
+use datapath::privileges::{self, Account};
 
 const DEFAULT_API: &str = "/run/sfera/blockd.sock";
 
@@ -44,6 +46,11 @@ enum Command {
         /// Export sockets.
         #[arg(long, default_value = "/run/sfera/blk")]
         run_dir: PathBuf,
+        /// Started as root: take over the data directory, the run directory
+        /// and the datastores, bind the API socket, then run as this user
+        /// with no capabilities (see docs/privileges.md).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Export one file or block device on a socket without the API, serving
     /// frontends one after another until killed.
@@ -192,9 +199,13 @@ fn parse_size(text: &str) -> Result<u64> {
 fn main() -> Result<()> {
     let args = Args::parse();
     match args.command {
-        Command::Serve { data_dir, run_dir } => {
+        Command::Serve {
+            data_dir,
+            run_dir,
+            user,
+        } => {
             init_logging();
-            serve(&args.api, data_dir, run_dir)
+            serve(&args.api, data_dir, run_dir, user.as_deref())
         }
         Command::Export {
             image,
@@ -343,31 +354,83 @@ fn init_logging() {
         .init();
 }
 
-fn serve(api: &std::path::Path, data_dir: PathBuf, run_dir: PathBuf) -> Result<()> {
+fn serve(
+    api: &std::path::Path,
+    data_dir: PathBuf,
+    run_dir: PathBuf,
+    user: Option<&str>,
+) -> Result<()> {
+    privileges::private_umask();
+    // The API socket appears once the state is restored (what scripts and
+    // tests wait for), except under --user: it must be bound before the
+    // switch to the user (its directory is root's), and answers once the
+    // state is restored. A socket left by a previous run is stale once we
+    // hold the state.
+    let early = match user {
+        Some(name) => {
+            let listener = api_peer::bind(api)?;
+            become_user(name, api, &data_dir, &run_dir)?;
+            Some(listener)
+        }
+        None => None,
+    };
     let blockd =
         Blockd::open(Config { data_dir, run_dir }).map_err(|e| anyhow::anyhow!(e.message))?;
-    tracing::info!(?blockd, api = %api.display(), "sfera-blockd started");
-    if let Some(dir) = api.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    // A socket left by a previous run is stale once we hold the state.
-    let _ = std::fs::remove_file(api);
+    let listener = match early {
+        Some(listener) => listener,
+        None => api_peer::bind(api)?,
+    };
+    tracing::info!(?blockd, api = %api.display(), user, "sfera-blockd started");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the API runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::UnixListener::bind(api)
+        let listener = tokio::net::UnixListener::from_std(listener)
             .with_context(|| format!("cannot listen on {}", api.display()))?;
         let blockd = Arc::new(Mutex::new(blockd));
         tokio::select! {
-            r = http::serve(listener, Arc::clone(&blockd)) => r.context("API server failed"),
+            r = http::serve(listener, Arc::clone(&blockd), ApiPeers::new()) => r.context("API server failed"),
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("Interrupted; stopping");
                 Ok(())
             }
         }
     })
+}
+
+/// Hands the daemon's files to `name` (state root made before the daemon
+/// ran as its own user included: an upgrade keeps working), then becomes
+/// that user with no capabilities: files and block devices are reached
+/// through their owner and group (`disk`), io_uring needs none.
+fn become_user(
+    name: &str,
+    api: &std::path::Path,
+    data_dir: &std::path::Path,
+    run_dir: &std::path::Path,
+) -> Result<()> {
+    let account = Account::lookup(name)?;
+    for dir in [data_dir, run_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // VMs' processes reach their export sockets in the run directory.
+    privileges::set_mode(run_dir, 0o711)
+        .with_context(|| format!("cannot set the mode of {}", run_dir.display()))?;
+    privileges::set_mode(data_dir, 0o700)
+        .with_context(|| format!("cannot set the mode of {}", data_dir.display()))?;
+    let datastores =
+        blockstore::service::datastore_paths(data_dir).map_err(|e| anyhow::anyhow!(e.message))?;
+    for dir in [api, data_dir, run_dir] {
+        datapath::ownership::give_tree(dir, &account)?;
+    }
+    // One that cannot be taken over is left out at open, as one that is gone.
+    for dir in &datastores {
+        if let Err(e) = datapath::ownership::give_tree(dir, &account) {
+            tracing::error!(datastore = %dir.display(), "{:#}", anyhow::Error::from(e));
+        }
+    }
+    privileges::become_user(&account, &[])?;
+    Ok(())
 }
 
 fn run_client(

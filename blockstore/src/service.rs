@@ -62,6 +62,31 @@ impl std::fmt::Debug for Blockd {
     }
 }
 
+/// The state file in `data_dir` (empty when there is none yet).
+fn read_state(data_dir: &Path) -> Result<State, ApiError> {
+    let path = data_dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::internal(format!("State file {} is unreadable: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(ApiError::internal(format!(
+            "Cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The paths of the datastores the state file in `data_dir` records,
+/// read before the daemon opens them (to hand them to its user).
+pub fn datastore_paths(data_dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
+    Ok(read_state(data_dir)?
+        .datastores
+        .into_iter()
+        .map(|d| d.path)
+        .collect())
+}
+
 impl Blockd {
     /// Loads the state file and brings back its datastores and exports.
     /// One that cannot come back is logged and left out of the running set,
@@ -72,19 +97,7 @@ impl Blockd {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ApiError::internal(format!("Cannot create {}: {e}", dir.display())))?;
         }
-        let path = config.data_dir.join(STATE_FILE);
-        let state: State = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::internal(format!("State file {} is unreadable: {e}", path.display()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => {
-                return Err(ApiError::internal(format!(
-                    "Cannot read {}: {e}",
-                    path.display()
-                )));
-            }
-        };
+        let state = read_state(&config.data_dir)?;
         let mut blockd = Blockd {
             config,
             datastores: BTreeMap::new(),

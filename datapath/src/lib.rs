@@ -12,10 +12,18 @@
 //! - [`log_limit`]: rate limits for log lines a guest can trigger.
 //! - [`seed_corpus`]: the fuzz targets' committed seeds, checked against
 //!   the code that makes them.
+//! - [`privileges`]: a daemon becoming its own user with only the
+//!   capabilities it needs, and taking over state root made.
+//! - [`ownership`]: a tree handed to a daemon's user without following
+//!   symlinks out of it.
+//! - [`api_peer`]: who may call a daemon's control API (SO_PEERCRED).
 
+pub mod api_peer;
 pub mod counters;
 pub mod cycles;
 pub mod log_limit;
+pub mod ownership;
+pub mod privileges;
 pub mod reactor;
 pub mod seed_corpus;
 pub mod token_bucket;

@@ -3,7 +3,8 @@
 //!
 //! - [`mgmtd`]: start-up and shutdown.
 //! - [`supervisor`]: sfera-blockd and sfera-vswitchd as supervised children,
-//!   restarted with backoff, re-adopted across mgmtd restarts.
+//!   restarted with backoff, re-adopted across mgmtd restarts;
+//!   [`daemon_users`]: the unprivileged users they run as.
 //! - [`blockd`], [`vswitchd`]: what mgmtd asks of each daemon, over
 //!   [`unix_client`].
 //! - [`db`]: the inventory, tasks, events and users in SQLite, migrated in
@@ -24,6 +25,7 @@ pub mod api;
 pub mod auth;
 pub mod blockd;
 pub mod console;
+pub mod daemon_users;
 pub mod db;
 pub mod driver;
 pub mod host;

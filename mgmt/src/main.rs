@@ -84,6 +84,14 @@ struct Args {
     /// also end 12 hours after logging in).
     #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(10..=43200))]
     session_idle_timeout: u64,
+    /// The system user sfera-blockd runs as (made with useradd if missing;
+    /// `root` keeps it root).
+    #[arg(long, default_value = mgmt::daemon_users::BLOCKD_USER)]
+    blockd_user: String,
+    /// The system user sfera-vswitchd runs as (made with useradd if
+    /// missing; `root` keeps it root).
+    #[arg(long, default_value = mgmt::daemon_users::VSWITCHD_USER)]
+    vswitchd_user: String,
     /// HTTP connections served at once (more wait until one closes; a
     /// client has 10 s to send a request's headers).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
@@ -125,6 +133,8 @@ fn main() -> Result<()> {
         vswitchd: args
             .vswitchd
             .unwrap_or_else(|| exe_dir.join("sfera-vswitchd")),
+        blockd_user: args.blockd_user,
+        vswitchd_user: args.vswitchd_user,
         qemu: args.qemu,
         vmm: args.vmm.unwrap_or_else(|| exe_dir.join("sfera-vmm")),
         qemu_img: args.qemu_img,

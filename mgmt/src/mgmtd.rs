@@ -2,6 +2,7 @@
 //! the certificate, the supervised daemons, the VMs found running, and the
 //! API server; and stopping it.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
+use datapath::privileges::Account;
+
 use crate::auth::{self, Role};
+use crate::daemon_users::{self, DaemonUsers};
 use crate::db::Db;
 use crate::db::retention::Retention;
 use crate::host::{self, Accel};
@@ -30,6 +34,9 @@ pub struct Options {
     pub http: bool,
     pub blockd: PathBuf,
     pub vswitchd: PathBuf,
+    /// The system users they run as (`root`: as mgmtd).
+    pub blockd_user: String,
+    pub vswitchd_user: String,
     pub qemu: PathBuf,
     pub vmm: PathBuf,
     pub qemu_img: PathBuf,
@@ -67,6 +74,14 @@ fn mkdir(p: &Path) -> Result<()> {
     std::fs::create_dir_all(p).with_context(|| format!("Cannot create {}", p.display()))
 }
 
+/// Makes `p` (if missing) with `mode`, and sets that mode on one made
+/// before (an upgrade from a release that used the umask's).
+fn mkdir_mode(p: &Path, mode: u32) -> Result<()> {
+    mkdir(p)?;
+    datapath::privileges::set_mode(p, mode)
+        .with_context(|| format!("Cannot set the mode of {}", p.display()))
+}
+
 /// The import directories and the datastore roots, made when they are
 /// the defaults (the import directory private to root), resolved.
 fn host_roots(o: &Options, data_dir: &Path) -> Result<(Roots, Roots)> {
@@ -83,7 +98,7 @@ fn host_roots(o: &Options, data_dir: &Path) -> Result<(Roots, Roots)> {
         o.import_dirs.clone()
     };
     let datastores = data_dir.join("datastores");
-    mkdir(&datastores)?;
+    mkdir_mode(&datastores, 0o711)?;
     let mut roots = vec![datastores];
     roots.extend(o.datastore_roots.iter().cloned());
     let import_dirs = Roots::new(&import_dirs).context("An import directory (--import-dir)")?;
@@ -154,7 +169,22 @@ pub fn find_web_dir(data_dir: &Path, exe_dir: &Path) -> Option<PathBuf> {
 pub async fn run(o: Options) -> Result<()> {
     let run_dir = std::path::absolute(&o.run_dir)?;
     let data_dir = std::path::absolute(&o.data_dir)?;
-    mkdir(&data_dir)?;
+    // Others may pass through (the daemons' users reach their own
+    // directories inside), never list or read: all in it is private.
+    mkdir_mode(&data_dir, 0o711)?;
+    let users = DaemonUsers::ensure(&o.blockd_user, &o.vswitchd_user).await?;
+    // Before anything is made: a data directory they cannot reach is said
+    // at once, with the fix.
+    daemon_users::check_reachable(
+        "sfera-blockd",
+        users.blockd.as_ref(),
+        &data_dir.join("blockd"),
+    )?;
+    daemon_users::check_reachable(
+        "sfera-vswitchd",
+        users.vswitchd.as_ref(),
+        &data_dir.join("vswitchd"),
+    )?;
     let (import_dirs, datastore_roots) = host_roots(&o, &data_dir)?;
     tracing::info!(import = ?import_dirs.dirs(), datastores = ?datastore_roots.dirs(), "Host directories the API may name");
     let paths = Paths {
@@ -170,18 +200,21 @@ pub async fn run(o: Options) -> Result<()> {
         guest_dir: o.guest_dir.clone(),
         web_dir: o.web_dir.clone(),
         sample_every: o.sample_interval,
+        users: users.clone(),
     };
     let logs = data_dir.join("logs");
+    mkdir_mode(&logs, 0o700)?;
     for d in [
-        &data_dir,
         &run_dir,
         &paths.net_dir,
         &paths.vms_dir,
-        &logs,
         &run_dir.join("blk"),
     ] {
         mkdir(d)?;
     }
+    // vswitchd binds the NIC sockets there; VMs' processes pass through.
+    mkdir_mode(&paths.net_dir, 0o711)?;
+    daemon_users::give(&paths.net_dir, users.vswitchd.as_ref())?;
     let db = Arc::new(Db::open(&data_dir.join("mgmt.db"))?);
     let abandoned = db.abandon_running_tasks()?;
     if abandoned > 0 {
@@ -215,19 +248,23 @@ pub async fn run(o: Options) -> Result<()> {
     let blockd_api = run_dir.join("blockd.sock");
     let blockd_data = data_dir.join("blockd");
     mkdir(&blockd_data)?;
+    daemon_users::check_reachable("sfera-blockd", users.blockd.as_ref(), &run_dir.join("blk"))?;
     let blockd = Supervisor::new(
         DaemonSpec {
             name: "sfera-blockd",
             binary: o.blockd.clone(),
-            args: vec![
-                "--api".into(),
-                blockd_api.clone().into(),
-                "serve".into(),
-                "--data-dir".into(),
-                blockd_data.into(),
-                "--run-dir".into(),
-                run_dir.join("blk").into(),
-            ],
+            args: with_user(
+                vec![
+                    "--api".into(),
+                    blockd_api.clone().into(),
+                    "serve".into(),
+                    "--data-dir".into(),
+                    blockd_data.into(),
+                    "--run-dir".into(),
+                    run_dir.join("blk").into(),
+                ],
+                users.blockd.as_ref(),
+            ),
             api: blockd_api,
             log: logs.join("blockd.log"),
             pidfile: run_dir.join("blockd.pid"),
@@ -239,18 +276,22 @@ pub async fn run(o: Options) -> Result<()> {
     // sfera-vswitchd, driven over its API; it keeps its own state.
     let vsw_data = data_dir.join("vswitchd");
     mkdir(&vsw_data)?;
+    daemon_users::check_reachable("sfera-vswitchd", users.vswitchd.as_ref(), &paths.net_dir)?;
     let vsw_api = run_dir.join("vswitchd.sock");
     let vsw_supervisor = Supervisor::new(
         DaemonSpec {
             name: "sfera-vswitchd",
             binary: o.vswitchd.clone(),
-            args: vec![
-                "--api".into(),
-                vsw_api.clone().into(),
-                "serve".into(),
-                "--data-dir".into(),
-                vsw_data.into(),
-            ],
+            args: with_user(
+                vec![
+                    "--api".into(),
+                    vsw_api.clone().into(),
+                    "serve".into(),
+                    "--data-dir".into(),
+                    vsw_data.into(),
+                ],
+                users.vswitchd.as_ref(),
+            ),
             api: vsw_api,
             log: logs.join("vswitchd.log"),
             pidfile: run_dir.join("vswitchd.pid"),
@@ -345,6 +386,15 @@ pub async fn run(o: Options) -> Result<()> {
     Ok(())
 }
 
+/// A daemon's arguments, with `--user` after `serve` when it runs as its
+/// own user.
+fn with_user(mut args: Vec<OsString>, account: Option<&Account>) -> Vec<OsString> {
+    if let Some(a) = account {
+        args.extend(["--user".into(), a.name.clone().into()]);
+    }
+    args
+}
+
 /// With --stop-on-exit: power off the running VMs.
 async fn stop_vms(mgmt: &Arc<Mgmt>) {
     let Ok(vms) = mgmt.db.vms() else { return };
@@ -399,6 +449,13 @@ async fn defaults_and_sync(mgmt: Arc<Mgmt>) {
                     .join(DEFAULT_DATASTORE);
                 let made = std::fs::create_dir_all(&dir)
                     .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        mkdir_mode(&dir, 0o700)
+                            .and_then(|()| {
+                                daemon_users::give(&dir, mgmt.paths.users.blockd.as_ref())
+                            })
+                            .map_err(|e| format!("{e:#}"))
+                    })
                     .map(|()| dir.display().to_string());
                 let r = match made {
                     Ok(path) => mgmt

@@ -10,6 +10,7 @@ use crate::api::error::ApiError;
 use crate::api::login_limit::{HashGate, LoginLimiter};
 use crate::blockd::Blockd;
 use crate::console::Consoles;
+use crate::daemon_users::DaemonUsers;
 use crate::db::Db;
 use crate::host::HostFacts;
 use crate::host_paths::Roots;
@@ -41,6 +42,9 @@ pub struct Paths {
     pub web_dir: Option<PathBuf>,
     /// How often performance samples are taken.
     pub sample_every: Duration,
+    /// Who sfera-blockd and sfera-vswitchd run as (what mgmtd makes for
+    /// them is given to them).
+    pub users: DaemonUsers,
 }
 
 impl Paths {

@@ -5,7 +5,7 @@
 //! NICs across an mgmtd restart.
 
 use std::ffi::OsString;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -302,6 +302,7 @@ impl Supervisor {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&spec.log)
             .map_err(|e| format!("Cannot open {}: {e}", spec.log.display()))?;
         let err = log

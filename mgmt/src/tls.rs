@@ -33,14 +33,18 @@ pub fn cert_paths(dir: &Path) -> (PathBuf, PathBuf) {
 /// Makes the certificate unless it exists; returns its path.
 pub fn ensure_certificate(dir: &Path, hostname: &str) -> Result<PathBuf, TlsError> {
     let (cert, key) = cert_paths(dir);
-    if cert.is_file() && key.is_file() {
-        return Ok(cert);
-    }
     let write_err = |path: &Path| {
         let path = path.to_owned();
         move |source| TlsError::Write { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+    // Private, the key too when made by an older release.
+    std::fs::create_dir_all(dir)
+        .and_then(|()| datapath::privileges::set_mode(dir, 0o700))
+        .map_err(write_err(dir))?;
+    if cert.is_file() && key.is_file() {
+        datapath::privileges::set_mode(&key, 0o600).map_err(write_err(&key))?;
+        return Ok(cert);
+    }
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),

@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -49,6 +50,16 @@ pub fn start(
     n: u32,
     extra: &[OsString],
 ) -> Result<Process> {
+    // mgmtd runs sfera-blockd and sfera-vswitchd as users of their own,
+    // which must pass through the test's directory (made 0700) to their
+    // state in it, as they pass through /var/lib on a host.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).map_err(|e| {
+        Error::io(
+            "Cannot open the test directory to the daemons' users",
+            dir.path(),
+            e,
+        )
+    })?;
     let mut cmd = Command::new(binary("sfera-mgmtd")?);
     cmd.arg("--data-dir")
         .arg(dir.join("data"))

@@ -370,14 +370,15 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
 
     // An edit that fails on the switch after its disk was made: a port
     // with the name the new NIC gets is put on vswitchd behind mgmtd's
-    // back. The task fails and undoes the disk (volume and export).
+    // back (its socket where sfera-vswitchd's user may bind one). The
+    // task fails and undoes the disk (volume and export).
     let vsw = m.data.join("run/vswitchd.sock");
     daemon(
         &vsw,
         "POST",
         "/v1/ports",
         Some(
-            &json!({ "name": format!("{id}-nic1"), "socket": dir.join("intruder.sock"),
+            &json!({ "name": format!("{id}-nic1"), "socket": m.data.join("run/net/intruder.sock"),
                       "mac": "52:54:00:00:e0:77", "port_group": "vm-network" }),
         ),
     )?;

@@ -11,6 +11,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
+use datapath::api_peer::{self, ApiPeers};
+use datapath::privileges::{self, Account, Capability};
+
 use vswitch::api::http;
 use vswitch::cli::{self, ClientCommand};
 use vswitch::config::SwitchConfig;
@@ -86,6 +89,11 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         run: RunOptions,
+        /// Started as root: take over the data directory, bind the API
+        /// socket, then run as this user keeping only CAP_NET_ADMIN and
+        /// CAP_NET_RAW, for uplinks (see docs/privileges.md).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     #[command(flatten)]
     Client(Box<ClientCommand>),
@@ -121,8 +129,10 @@ fn run() -> Result<()> {
             data_dir,
             config,
             run,
+            user,
         }) => {
             init_logging();
+            privileges::private_umask();
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("Cannot create {}", data_dir.display()))?;
             // Held until the process exits.
@@ -131,7 +141,17 @@ fn run() -> Result<()> {
             let state = StateFile::in_dir(&data_dir);
             let (initial, origin) = persist::initial_config(Some(&state), config.as_deref())
                 .context("Cannot load the switch configuration")?;
-            run_switch(initial, &origin, &run, Some((&args.api, state)))
+            // Under --user the API socket is bound before the switch to the
+            // user (its directory is root's); otherwise once the switch runs.
+            let early = match user {
+                Some(name) => {
+                    let listener = bind_api(&args.api)?;
+                    become_user(&name, &args.api, &data_dir)?;
+                    Some(listener)
+                }
+                None => None,
+            };
+            run_switch(initial, &origin, &run, Some((&args.api, state, early)))
         }
         Some(Command::Client(command)) => {
             let mut out = std::io::stdout().lock();
@@ -179,16 +199,27 @@ fn check_api_free(api: &Path) -> Result<()> {
 
 /// Binds the API socket, replacing a stale one.
 fn bind_api(api: &Path) -> Result<std::os::unix::net::UnixListener> {
-    if let Some(dir) = api.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("Cannot create {}", dir.display()))?;
-    }
     check_api_free(api)?;
     // A socket left by a previous run is stale: no one answers on it.
-    let _ = std::fs::remove_file(api);
-    let listener = std::os::unix::net::UnixListener::bind(api)
-        .with_context(|| format!("Cannot listen on {}", api.display()))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+    Ok(api_peer::bind(api)?)
+}
+
+/// Hands the data directory (and the API socket) to `name`, then becomes
+/// that user keeping CAP_NET_ADMIN (TAP uplinks: TUNSETIFF, the link set
+/// up) and CAP_NET_RAW (AF_PACKET uplinks), which uplinks added later
+/// through the API need too. Ports' sockets need no capability.
+fn become_user(name: &str, api: &Path, data_dir: &Path) -> Result<()> {
+    let account = Account::lookup(name)?;
+    privileges::set_mode(data_dir, 0o700)
+        .with_context(|| format!("Cannot set the mode of {}", data_dir.display()))?;
+    for path in [api, data_dir] {
+        datapath::ownership::give_tree(path, &account)?;
+    }
+    privileges::become_user(
+        &account,
+        &[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW],
+    )?;
+    Ok(())
 }
 
 /// Runs the switch (with its API when `api` is given) until SIGTERM or
@@ -197,7 +228,11 @@ fn run_switch(
     config: SwitchConfig,
     origin: &Origin,
     run: &RunOptions,
-    api: Option<(&PathBuf, StateFile)>,
+    api: Option<(
+        &PathBuf,
+        StateFile,
+        Option<std::os::unix::net::UnixListener>,
+    )>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -210,7 +245,7 @@ fn run_switch(
 
     let daemon = Daemon::start(config, run.daemon_options())
         .with_context(|| format!("Cannot start the switch on the configuration from {origin}"))?;
-    let Some((api, state)) = api else {
+    let Some((api, state, early)) = api else {
         tracing::info!(%origin, "sfera-vswitchd started without an API");
         let stopped_by = runtime.block_on(async {
             tokio::select! {
@@ -226,7 +261,11 @@ fn run_switch(
         return Ok(());
     };
 
-    let listener = match bind_api(api).and_then(|l| Ok(tokio::net::UnixListener::from_std(l)?)) {
+    let bound = match early {
+        Some(listener) => Ok(listener),
+        None => bind_api(api),
+    };
+    let listener = match bound.and_then(|l| Ok(tokio::net::UnixListener::from_std(l)?)) {
         Ok(l) => l,
         Err(e) => {
             daemon.shutdown();
@@ -237,7 +276,7 @@ fn run_switch(
     let vswitchd = Arc::new(Vswitchd::new(daemon, Some(state)));
     let stopped_by = runtime.block_on(async {
         tokio::select! {
-            () = http::serve(listener, Arc::clone(&vswitchd)) => "the API server",
+            () = http::serve(listener, Arc::clone(&vswitchd), ApiPeers::new()) => "the API server",
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         }

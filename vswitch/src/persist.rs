@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{BadConfig, SwitchConfig};
@@ -132,7 +133,8 @@ impl StateFile {
             let path = path.to_owned();
             move |source| PersistError::Write { path, source }
         };
-        let mut file = File::create(&tmp).map_err(write_err(&tmp))?;
+        // Private to the daemon's user, whatever the umask.
+        let mut file = datapath::privileges::create_private(&tmp).map_err(write_err(&tmp))?;
         file.write_all(&bytes)
             .and_then(|()| file.sync_all())
             .map_err(write_err(&tmp))?;
@@ -157,6 +159,7 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File, PersistError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|source| PersistError::Lock {
             path: path.clone(),

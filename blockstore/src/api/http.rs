@@ -32,16 +32,26 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 
+use datapath::api_peer::{ApiPeers, admit};
+
 use super::request::{ApiError, Request, Response};
 use crate::service::Blockd;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve(listener: UnixListener, blockd: Arc<Mutex<Blockd>>) -> std::io::Result<()> {
+/// Serves the API on `listener` until the process ends, to the peers
+/// `peers` allows.
+pub async fn serve(
+    listener: UnixListener,
+    blockd: Arc<Mutex<Blockd>>,
+    peers: ApiPeers,
+) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
+        let Some(stream) = admit(stream, &peers) else {
+            continue;
+        };
         let blockd = Arc::clone(&blockd);
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(req, Arc::clone(&blockd)));

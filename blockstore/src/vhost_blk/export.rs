@@ -38,6 +38,11 @@ impl ExportServer {
             socket: socket.to_owned(),
             message: e.to_string(),
         })?;
+        // The daemon's user alone; mgmtd gives the socket to the VM's user.
+        datapath::privileges::set_mode(socket, 0o600).map_err(|e| DeviceError::VhostUser {
+            socket: socket.to_owned(),
+            message: format!("cannot set the socket's mode: {e}"),
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
         let active = Arc::new(Mutex::new(None));
         let thread = {

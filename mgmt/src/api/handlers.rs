@@ -584,8 +584,14 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
                 ));
             }
             let path = mgmt.paths.datastore_roots.datastore("path", &body.path)?;
-            let path = path.display().to_string();
             mgmt.need_blockd().await?;
+            // A directory becomes sfera-blockd's (made by root, it could not
+            // write its metadata); a block device is reached through its group.
+            if path.is_dir() {
+                crate::daemon_users::give(&path, mgmt.paths.users.blockd.as_ref())
+                    .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+            }
+            let path = path.display().to_string();
             let v = mgmt.blockd.add_datastore(&body.name, &path).await?;
             mgmt.sync_datastores().await?;
             let by = principal(&r)?.user.clone();

@@ -34,7 +34,10 @@ pub(crate) fn load() -> Saved {
 pub(crate) fn save(saved: &Saved) -> Result<PathBuf> {
     let path = path().context("No place for the configuration: set HOME or SFERA_CONFIG")?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("Cannot create {}", dir.display()))?;
+        // The token in it is the user's alone.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .with_context(|| format!("Cannot create {}", dir.display()))?;
     }
     mgmt::tls::write_private(&path, serde_json::to_string_pretty(saved)?.as_bytes())
         .with_context(|| format!("Cannot write {}", path.display()))?;

@@ -32,6 +32,12 @@ pub enum DbError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("Cannot make the database file {path} private (mode 0600)")]
+    Mode {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("The database is at schema version {found}, newer than this mgmtd knows ({known})")]
     TooNew { found: i64, known: i64 },
     #[error("Migration to schema version {version} failed")]
@@ -63,11 +69,23 @@ pub fn now() -> i64 {
 impl Db {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self, DbError> {
+        make_private(path)?;
         let conn = Connection::open(path).map_err(|source| DbError::Open {
             path: path.display().to_string(),
             source,
         })?;
-        Self::setup(conn)
+        let db = Self::setup(conn)?;
+        // SQLite gives its WAL and shared-memory files the database's mode;
+        // ones an older release left keep theirs until set here.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = std::path::PathBuf::from(side);
+            if side.exists() {
+                make_private(&side)?;
+            }
+        }
+        Ok(db)
     }
 
     /// An in-memory database, for tests.
@@ -98,6 +116,23 @@ impl Db {
     pub fn schema_version(&self) -> Result<i64, DbError> {
         Ok(current_version(&self.conn())?)
     }
+}
+
+/// Creates `path` with mode 0600 unless it exists, and sets 0600 on one
+/// that does (made by a release that used the umask's mode).
+fn make_private(path: &Path) -> Result<(), DbError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+        .map_err(|source| DbError::Mode {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 fn current_version(conn: &Connection) -> Result<i64, rusqlite::Error> {

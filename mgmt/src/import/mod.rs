@@ -13,6 +13,7 @@
 
 pub mod image;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -176,10 +177,13 @@ impl Mgmt {
         })
         .map_err(|e| ApiError::internal(e.to_string()))?;
         if let Some(dir) = marker.parent() {
-            std::fs::create_dir_all(dir)
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|e| ApiError::internal(format!("Cannot create {}: {e}", dir.display())))?;
         }
-        std::fs::write(&marker, text)
+        crate::tls::write_private(&marker, &text)
             .map_err(|e| ApiError::internal(format!("Cannot write {}: {e}", marker.display())))?;
         let result = self
             .import_into_new_volume(&datastore, &req, &source, size, &user, &ctx)

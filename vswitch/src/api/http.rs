@@ -31,14 +31,21 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 
+use datapath::api_peer::{ApiPeers, admit};
+
 use super::request::{ApiError, Change, Query, Request, Response};
 use crate::service::{Control, Vswitchd};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// Serves the API on `listener` until the future is dropped.
-pub async fn serve<D: Control>(listener: UnixListener, vswitchd: Arc<Vswitchd<D>>) {
+/// Serves the API on `listener` until the future is dropped, to the
+/// peers `peers` allows.
+pub async fn serve<D: Control>(
+    listener: UnixListener,
+    vswitchd: Arc<Vswitchd<D>>,
+    peers: ApiPeers,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -48,6 +55,9 @@ pub async fn serve<D: Control>(listener: UnixListener, vswitchd: Arc<Vswitchd<D>
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(stream) = admit(stream, &peers) else {
+            continue;
         };
         let vswitchd = Arc::clone(&vswitchd);
         tokio::spawn(async move {
@@ -277,7 +287,7 @@ pub(crate) fn spawn_test_server(
             .expect("a test runtime");
         runtime.block_on(async move {
             let listener = UnixListener::from_std(listener).expect("a tokio listener");
-            serve(listener, server).await;
+            serve(listener, server, ApiPeers::new()).await;
         });
     });
     (socket, vswitchd)

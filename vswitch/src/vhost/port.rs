@@ -76,10 +76,14 @@ impl PortThread {
                     socket: socket.to_owned(),
                     source,
                 })?;
-                l.set_nonblocking(true).map_err(|source| PortError::Bind {
-                    socket: socket.to_owned(),
-                    source,
-                })?;
+                // The daemon's user alone; mgmtd gives the socket to the
+                // VM's user.
+                datapath::privileges::set_mode(socket, 0o600)
+                    .and_then(|()| l.set_nonblocking(true))
+                    .map_err(|source| PortError::Bind {
+                        socket: socket.to_owned(),
+                        source,
+                    })?;
                 Some(l)
             }
             SocketMode::Client => None,

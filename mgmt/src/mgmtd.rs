@@ -32,6 +32,8 @@ pub struct Options {
     pub vswitchd: PathBuf,
     pub qemu: PathBuf,
     pub vmm: PathBuf,
+    /// sfera-jailer.
+    pub jailer: PathBuf,
     pub qemu_img: PathBuf,
     /// Where images to import and ISOs may be (empty: `<data-dir>/import`).
     pub import_dirs: Vec<PathBuf>,
@@ -162,6 +164,7 @@ pub async fn run(o: Options) -> Result<()> {
         run_dir: run_dir.clone(),
         qemu: o.qemu.clone(),
         vmm: std::path::absolute(&o.vmm)?,
+        jailer: std::path::absolute(&o.jailer)?,
         qemu_img: o.qemu_img.clone(),
         import_dirs,
         datastore_roots,

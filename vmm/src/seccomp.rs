@@ -1,10 +1,11 @@
 //! sfera-vmm's seccomp filter: the system calls it makes, nothing else.
 //!
-//! The list was taken from what sfera-vmm calls (strace of the vmm_* and
-//! mgmt_* tests: start, boot, vhost-user disks and NICs, reconnects, the
-//! API, the console, pause, resume, shutdown) plus the calls of the same
-//! code paths that those runs did not happen to reach (the `*at` and
-//! vectored variants glibc may pick, timers, hugepage memfds). One filter
+//! The list was taken from what sfera-vmm calls (`strace -f` of it in the
+//! vmm_testguest and vmm_vhost_user tests: start, boot, vhost-user disks
+//! and NICs, a backend restart, the API, the console, shutdown) plus
+//! the variants of the same calls glibc may pick (`*at`, vectored, timers).
+//! With the filter killing, vmm_hugepages and the mgmt tests that run
+//! sfera-vmm (pause, resume, adoption by a new mgmtd) pass too. One filter
 //! covers every thread: it is applied in `main` before any thread starts,
 //! and threads inherit it. Per-thread filters (Firecracker's vCPU, API
 //! and VMM thread kinds) would be narrower; here the API thread, the

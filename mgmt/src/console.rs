@@ -101,7 +101,7 @@ pub struct Consoles {
 /// The last `max` bytes of a file, from the start of a line when the cut
 /// falls inside one.
 pub fn log_tail(path: &Path, max: usize) -> Vec<u8> {
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = crate::jail::open_vm_file(path, false) else {
         return Vec::new();
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);

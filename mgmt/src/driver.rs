@@ -105,13 +105,21 @@ pub fn choose(
 /// Where a VM's runtime files live, for either driver.
 #[derive(Debug, Clone)]
 pub struct VmPaths {
+    pub id: String,
     pub dir: PathBuf,
+    /// The empty directory the VM's jail root is mounted on, in the jail's
+    /// own mount namespace (`<run>/jail/<id>`: outside the VM directory,
+    /// which the VM may write to).
+    pub jail_root: PathBuf,
 }
 
 impl VmPaths {
     pub fn new(vms_dir: &Path, vm_id: &str) -> Self {
+        let run_dir = vms_dir.parent().unwrap_or(vms_dir);
         VmPaths {
+            id: vm_id.to_owned(),
             dir: vms_dir.join(vm_id),
+            jail_root: run_dir.join("jail").join(vm_id),
         }
     }
     pub fn pidfile(&self) -> PathBuf {
@@ -141,6 +149,11 @@ impl VmPaths {
     pub fn vmm_log(&self) -> PathBuf {
         self.dir.join("vmm.log")
     }
+    /// The disk and NIC sockets bound into the VM's jail, one per line
+    /// (root's file: the VM cannot change it).
+    pub fn jail_sockets(&self) -> PathBuf {
+        self.dir.join("jail.sockets")
+    }
 }
 
 /// The hypervisor process of a VM, if it runs.
@@ -151,12 +164,15 @@ pub fn running_pid(driver: Driver, p: &VmPaths) -> Option<u32> {
     }
 }
 
-/// Ends the hypervisor process (the power cord).
+/// Ends the hypervisor process (the power cord), and removes what its
+/// sandbox left.
 pub async fn stop(driver: Driver, p: &VmPaths, pid: u32) -> Result<(), String> {
     match driver {
         Driver::Qemu => qemu::stop(p, pid).await,
         Driver::SferaVmm => sfera_vmm::stop(p, pid).await,
-    }
+    }?;
+    crate::jail::clean_up(p).await;
+    Ok(())
 }
 
 /// Stops the vCPUs (the VM's memory and devices stay).

@@ -14,6 +14,7 @@
 //!   (imports, ISOs, datastores).
 //! - [`vm`]: VMs; [`driver`] picks their hypervisor, [`sfera_vmm`] or
 //!   [`qemu`], and runs operations on it; [`tasks`] for long operations; [`console`]: serial consoles shared by web viewers.
+//! - [`jail`]: the sandbox every VM process runs in (`sfera-jailer`).
 //! - [`metrics`]: performance samples from the daemons' metrics, for the
 //!   charts.
 //! - [`api`]: the `/api/v1` REST API, its OpenAPI document and its server;
@@ -31,6 +32,7 @@ pub mod driver;
 pub mod host;
 pub mod host_paths;
 pub mod import;
+pub mod jail;
 pub mod logs;
 pub mod metrics;
 pub mod mgmtd;

@@ -42,6 +42,10 @@ struct Args {
     /// (default: next to this program).
     #[arg(long)]
     vmm: Option<PathBuf>,
+    /// sfera-jailer, which starts every VM process in its sandbox
+    /// (default: next to this program).
+    #[arg(long)]
+    jailer: Option<PathBuf>,
     /// qemu-img, which imports disk images (raw, qcow2, vmdk).
     #[arg(long, default_value = "qemu-img")]
     qemu_img: PathBuf,
@@ -137,6 +141,7 @@ fn main() -> Result<()> {
         vswitchd_user: args.vswitchd_user,
         qemu: args.qemu,
         vmm: args.vmm.unwrap_or_else(|| exe_dir.join("sfera-vmm")),
+        jailer: args.jailer.unwrap_or_else(|| exe_dir.join("sfera-jailer")),
         qemu_img: args.qemu_img,
         import_dirs: args.import_dirs,
         datastore_roots: args.datastore_roots,

@@ -39,6 +39,8 @@ pub struct Options {
     pub vswitchd_user: String,
     pub qemu: PathBuf,
     pub vmm: PathBuf,
+    /// sfera-jailer.
+    pub jailer: PathBuf,
     pub qemu_img: PathBuf,
     /// Where images to import and ISOs may be (empty: `<data-dir>/import`).
     pub import_dirs: Vec<PathBuf>,
@@ -194,6 +196,7 @@ pub async fn run(o: Options) -> Result<()> {
         run_dir: run_dir.clone(),
         qemu: o.qemu.clone(),
         vmm: std::path::absolute(&o.vmm)?,
+        jailer: std::path::absolute(&o.jailer)?,
         qemu_img: o.qemu_img.clone(),
         import_dirs,
         datastore_roots,

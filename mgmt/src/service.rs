@@ -30,6 +30,8 @@ pub struct Paths {
     pub qemu: PathBuf,
     /// sfera-vmm.
     pub vmm: PathBuf,
+    /// sfera-jailer, which starts VM processes in their sandbox.
+    pub jailer: PathBuf,
     /// qemu-img, for disk image imports.
     pub qemu_img: PathBuf,
     /// Where images to import (and ISOs to boot) may be.

@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 
 use crate::db::Boot;
 use crate::driver::VmPaths;
-use crate::pid;
 use crate::qemu::Launch;
 use crate::unix_client::UnixApi;
+use crate::{jail, pid};
 
 /// sfera-vmm's configuration for a VM (vmm/README.md, "Running a VM");
 /// sfera-vmm boots kernels only (the driver choice sees to that).
@@ -57,15 +57,14 @@ fn api(p: &VmPaths) -> UnixApi {
 
 /// The tail of the VMM's diagnostics, for an error message.
 fn log_tail(p: &VmPaths) -> String {
-    let text = std::fs::read_to_string(p.vmm_log()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().rev().take(3).collect();
-    lines.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    jail::log_tail(&p.vmm_log(), 3)
 }
 
-/// Starts sfera-vmm for the VM and waits until its API says the VM runs;
-/// returns its pid. The process is in its own process group and outlives
-/// mgmtd; a task of mgmtd's reaps it if it ends while mgmtd runs.
-pub async fn start(binary: &Path, l: &Launch<'_>) -> Result<u32, String> {
+/// Starts sfera-vmm for the VM in its sandbox (docs/sandbox.md: its own
+/// uid, namespaces and cgroup, under its seccomp filter) and waits until
+/// its API says the VM runs; returns its pid. The process is in its own
+/// process group and outlives mgmtd.
+pub async fn start(binary: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, String> {
     let p = l.paths;
     std::fs::create_dir_all(&p.dir)
         .map_err(|e| format!("Cannot create {}: {e}", p.dir.display()))?;
@@ -75,37 +74,26 @@ pub async fn start(binary: &Path, l: &Launch<'_>) -> Result<u32, String> {
     let text = serde_json::to_string_pretty(&config(l)?).map_err(|e| e.to_string())?;
     std::fs::write(p.vmm_config(), text)
         .map_err(|e| format!("Cannot write {}: {e}", p.vmm_config().display()))?;
-    let append = |path: std::path::PathBuf| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("Cannot open {}: {e}", path.display()))
-    };
-    let mut child = tokio::process::Command::new(binary)
-        .arg("--config")
-        .arg(p.vmm_config())
-        .arg("--api-sock")
-        .arg(p.vmm_api())
-        .stdin(std::process::Stdio::null())
-        .stdout(append(p.console_log())?)
-        .stderr(append(p.vmm_log())?)
-        // Its own process group: a Ctrl-C on mgmtd's terminal is not for it.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("Cannot run {}: {e}", binary.display()))?;
-    let pid = child
-        .id()
-        .ok_or_else(|| "sfera-vmm ended at once".to_owned())?;
-    std::fs::write(p.vmm_pidfile(), format!("{pid}\n"))
-        .map_err(|e| format!("Cannot write {}: {e}", p.vmm_pidfile().display()))?;
-    let vm = l.vm.name.clone();
-    tokio::spawn(async move {
-        match child.wait().await {
-            Ok(status) => tracing::info!(vm, pid, %status, "sfera-vmm ended"),
-            Err(e) => tracing::warn!(vm, pid, "Cannot wait for sfera-vmm: {e}"),
-        }
-    });
+    let pid = jail::start(jail::VmProcess {
+        launch: l,
+        jailer,
+        command: vec![
+            binary.into(),
+            "--config".into(),
+            p.vmm_config().into(),
+            "--api-sock".into(),
+            p.vmm_api().into(),
+            "--seccomp".into(),
+            "kill".into(),
+        ],
+        pidfile: p.vmm_pidfile(),
+        overhead_mib: jail::VMM_OVERHEAD_MIB,
+        kvm: true,
+        writable: Vec::new(),
+        stdout: p.console_log(),
+        stderr: p.vmm_log(),
+    })
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if !pid::alive(pid) {

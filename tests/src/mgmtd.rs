@@ -94,7 +94,8 @@ pub fn start(
 
 /// Kills, whatever happens to the test, the daemons, QEMU and sfera-vmm processes
 /// mgmtd left running in this data directory (their pidfiles name them;
-/// a pid counts only if its command line names the directory).
+/// a pid counts only if its command line names the directory), and
+/// removes the cgroups of the VMs it killed.
 #[derive(Debug)]
 pub struct Leftovers(pub PathBuf);
 
@@ -109,6 +110,7 @@ impl Drop for Leftovers {
             }
         }
         let mark = self.0.to_string_lossy().into_owned();
+        let mut killed = false;
         for f in pidfiles {
             let Some(pid) = std::fs::read_to_string(&f)
                 .ok()
@@ -120,6 +122,7 @@ impl Drop for Leftovers {
                 .map(|c| String::from_utf8_lossy(&c).contains(&mark))
                 .unwrap_or(false);
             if ours && pid > 0 {
+                killed = true;
                 // SAFETY: kill(2) on a process of this test (its command
                 // line names the test's data directory); no memory involved.
                 unsafe {
@@ -127,5 +130,49 @@ impl Drop for Leftovers {
                 }
             }
         }
+        if killed && let Ok(vms) = std::fs::read_dir(run_dir.join("vms")) {
+            for vm in vms.flatten() {
+                remove_vm_cgroups(&vm.file_name().to_string_lossy());
+            }
+        }
+    }
+}
+
+/// Removes a VM's cgroup directories (`sfera-vms/<id>` at the top of each
+/// cgroup hierarchy or under this process's own cgroup in it, as
+/// mgmt/src/jail/cgroup.rs places them), waiting up to two seconds for
+/// killed processes to leave them.
+fn remove_vm_cgroups(vm_id: &str) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut dirs = Vec::new();
+    for m in mounts.lines() {
+        let Some((left, right)) = m.split_once(" - ") else {
+            continue;
+        };
+        if !right.starts_with("cgroup") {
+            continue;
+        }
+        let Some(mount) = left.split_whitespace().nth(4) else {
+            continue;
+        };
+        for path in own.lines().filter_map(|l| l.splitn(3, ':').nth(2)) {
+            for base in [
+                Path::new(mount).to_owned(),
+                Path::new(mount).join(path.trim_start_matches('/')),
+            ] {
+                let dir = base.join("sfera-vms").join(vm_id);
+                if dir.is_dir() && !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
+    }
+    for _ in 0..20 {
+        dirs.retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
+        if dirs.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -101,6 +101,16 @@ impl Report {
             .map(|s| s == "ok")
     }
 
+    /// What is wrong unless the guest finished with `done status=ok` and
+    /// reported a line starting with each of `lines`, the report included.
+    pub fn failure(&self, lines: &[&str]) -> Option<String> {
+        if self.done() != Some(true) {
+            return Some(format!("report:\n{}", self.text()));
+        }
+        let missing = lines.iter().find(|l| self.line(l).is_none())?;
+        Some(format!("no {missing:?} in\n{}", self.text()))
+    }
+
     /// The first line starting with `prefix`.
     pub fn line(&self, prefix: &str) -> Option<&str> {
         self.lines

@@ -1113,13 +1113,8 @@ fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
     m.cli(&token, &["vm", "resume", "tg"])?;
     let text = console.wait("SFERA-TESTGUEST done status=", Duration::from_secs(120))?;
     let report = harness::testguest::Report::parse(&text);
-    ensure!(report.done() == Some(true), "report:\n{}", report.text());
-    for line in ["rng ok", "blk ok bench", "net ok role=send"] {
-        ensure!(
-            report.line(line).is_some(),
-            "no {line:?} in\n{}",
-            report.text()
-        );
+    if let Some(why) = report.failure(&["rng ok", "blk ok bench", "net ok role=send"]) {
+        bail!(why);
     }
     ensure!(report.cmdline() == Some(cmdline), "{:?}", report.cmdline());
     // The guest powered itself off: mgmtd notices.

@@ -18,6 +18,7 @@ pub mod layout;
 pub mod machine;
 pub mod memory;
 pub mod pci;
+pub mod seccomp;
 pub mod testing;
 pub mod virtio;
 pub mod vm;

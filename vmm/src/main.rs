@@ -17,6 +17,7 @@ use tracing_subscriber::EnvFilter;
 use vmm::api::request::{ApiError, Response, VmmAction};
 use vmm::api::service::{Vmm, handle};
 use vmm::config::{ConsoleConfig, VmConfig, host_limits};
+use vmm::seccomp;
 use vmm::vm::host_max_vcpus;
 
 #[derive(Debug, Parser)]
@@ -33,6 +34,18 @@ struct Args {
     /// (overrides the config's `console`).
     #[arg(long)]
     console: Option<String>,
+    /// The seccomp filter (vmm/src/seccomp.rs): `kill` ends the process on
+    /// a system call outside its list, `log` lets the call through and
+    /// has the kernel log it (to find one missing), `off` installs none.
+    #[arg(long, value_enum, default_value_t = SeccompArg::Kill)]
+    seccomp: SeccompArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SeccompArg {
+    Kill,
+    Log,
+    Off,
 }
 
 /// `--console`: replaces the config's console, except that plain `both`
@@ -75,6 +88,15 @@ fn main() -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
+    // Before any thread starts, so that every thread inherits the filter.
+    let seccomp = match args.seccomp {
+        SeccompArg::Kill => Some(seccomp::Mode::Kill),
+        SeccompArg::Log => Some(seccomp::Mode::Log),
+        SeccompArg::Off => None,
+    };
+    if let Some(mode) = seccomp {
+        seccomp::install(mode).context("Cannot sandbox sfera-vmm")?;
+    }
     if args.api_sock.is_none() && args.config.is_none() {
         bail!("Nothing to do: give --config FILE and/or --api-sock PATH");
     }

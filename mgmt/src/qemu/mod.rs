@@ -1,4 +1,4 @@
-//! The QEMU driver: a VM is a daemonized QEMU process with its RAM in a
+//! The QEMU driver: a VM is a QEMU process in its sandbox with its RAM in a
 //! shared memfd, its disks on sfera-blockd's vhost-user-blk exports and its
 //! NICs on sfera-vswitchd's vhost-user ports, exactly as the project's test
 //! harness runs guests. Each VM has a directory with its pidfile, its QMP
@@ -70,9 +70,13 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         "chardev:serial0".into(),
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", p.qmp().display()),
-        "-pidfile".into(),
-        p.pidfile().display().to_string(),
-        "-daemonize".into(),
+        // QEMU's own seccomp filter, on top of the jail (docs/sandbox.md).
+        // No -runas: the jailer has made QEMU the VM's uid before exec,
+        // so it never holds root. No -daemonize or -pidfile either: QEMU
+        // is PID 1 of its PID namespace (a daemonizing parent's exit
+        // would end the namespace) and the jailer writes the host's pid.
+        "-sandbox".into(),
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into(),
     ]);
     match &vm.boot {
         Boot::Kernel {
@@ -127,55 +131,61 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
     a
 }
 
-/// Starts QEMU daemonized; returns its pid once it runs. QEMU's parent
-/// exits when the VM is set up, with an error status and message if it
-/// could not be.
-pub async fn start(qemu: &Path, l: &Launch<'_>) -> Result<u32, String> {
+/// Starts QEMU in the VM's sandbox (docs/sandbox.md); returns its pid
+/// once its QMP monitor answers, which QEMU opens when the VM is set up.
+pub async fn start(qemu: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, String> {
     let p = l.paths;
     std::fs::create_dir_all(&p.dir)
         .map_err(|e| format!("Cannot create {}: {e}", p.dir.display()))?;
     for f in [p.pidfile(), p.qmp(), p.console()] {
         let _ = std::fs::remove_file(f);
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p.qemu_log())
-        .map_err(|e| format!("Cannot open {}: {e}", p.qemu_log().display()))?;
-    let out = tokio::process::Command::new(qemu)
-        .args(args(l))
-        .stdin(std::process::Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(|e| format!("Cannot open the QEMU log: {e}"))?,
-        )
-        .stderr(std::process::Stdio::piped())
-        // Its own process group: a Ctrl-C on mgmtd's terminal is not for it.
-        .process_group(0)
-        .output()
-        .await
-        .map_err(|e| format!("Cannot run {}: {e}", qemu.display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    if !stderr.is_empty() {
-        use std::io::Write;
-        let _ = writeln!(&log, "{stderr}");
-    }
-    if !out.status.success() {
-        return Err(format!("QEMU failed to start ({}): {stderr}", out.status));
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let program = absolute_program(qemu)?;
+    let mut command = vec![program.into_os_string()];
+    command.extend(args(l).into_iter().map(Into::into));
+    let pid = crate::jail::start(crate::jail::VmProcess {
+        launch: l,
+        jailer,
+        command,
+        pidfile: p.pidfile(),
+        overhead_mib: crate::jail::QEMU_OVERHEAD_MIB,
+        kvm: l.accel == Accel::Kvm,
+        writable: vec![p.console_log()],
+        stdout: p.qemu_log(),
+        stderr: p.qemu_log(),
+    })
+    .await?;
+    let failed = |why: &str| format!("QEMU {why}: {}", crate::jail::log_tail(&p.qemu_log(), 3));
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(pid) = running_pid(p) {
+        if !pid::alive(pid) {
+            return Err(failed("exited at start"));
+        }
+        if qmp::execute(&p.qmp(), "query-status", None).await.is_ok() {
             return Ok(pid);
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "QEMU started but {} names no running QEMU",
-                p.pidfile().display()
-            ));
+            pid::signal(pid, libc::SIGKILL);
+            return Err(failed(&format!(
+                "(pid {pid}) did not open its QMP socket within 30 s"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `program` as an absolute path, looked up in PATH when it is a bare
+/// name: the jail holds the file at that path, and no PATH.
+fn absolute_program(program: &Path) -> Result<PathBuf, String> {
+    if program.components().count() > 1 {
+        return std::path::absolute(program).map_err(|e| format!("{}: {e}", program.display()));
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("{} is not in PATH", program.display()))
 }
 
 /// The pid of this VM's QEMU if it runs: the pidfile names a live process
@@ -292,7 +302,7 @@ pub(crate) mod tests {
             "memory-backend-memfd,id=mem,size=256M,share=on",
             "-chardev socket,id=serial0,path=/r/vms/vm-1/console.sock,server=on,wait=off,logfile=/r/vms/vm-1/console.log",
             "-qmp unix:/r/vms/vm-1/qmp.sock,server=on,wait=off",
-            "-pidfile /r/vms/vm-1/qemu.pid -daemonize",
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
             "-kernel /g/vmlinuz -initrd /g/initrd.img -append console=ttyS0",
             "-chardev socket,id=blk0,path=/r/blk/vm-1-disk0.sock,reconnect=1 -device vhost-user-blk-pci,chardev=blk0",
             "-netdev vhost-user,id=net0,chardev=net0 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,vectors=0",

@@ -445,9 +445,14 @@ impl Mgmt {
             nic_sockets: &nic_sockets,
         };
         let started = match d {
-            Driver::Qemu => qemu::start(&self.paths.qemu, &launch).await,
-            Driver::SferaVmm => crate::sfera_vmm::start(&self.paths.vmm, &launch).await,
+            Driver::Qemu => qemu::start(&self.paths.qemu, &self.paths.jailer, &launch).await,
+            Driver::SferaVmm => {
+                crate::sfera_vmm::start(&self.paths.vmm, &self.paths.jailer, &launch).await
+            }
         };
+        if started.is_err() && driver::running_pid(d, &paths).is_none() {
+            crate::jail::clean_up(&paths).await;
+        }
         let pid = started.map_err(|e| {
             self.db
                 .event("error", "vm.power_on_failed", &vm.id, &e, Some(user));
@@ -590,6 +595,7 @@ impl Mgmt {
                         );
                     }
                     None => {
+                        crate::jail::clean_up(&paths).await;
                         self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
                         self.db.event(
                             "warning",
@@ -626,8 +632,23 @@ impl Mgmt {
 
     /// Notices VMs whose hypervisor exited (guest power-off, crash, kill).
     pub async fn watch_vms(self: Arc<Self>) {
+        // VMs that ended whose sandbox is not cleaned up yet (their cgroup
+        // still held by an unreaped process), and how many more times to
+        // try.
+        let mut unclean: Vec<(VmPaths, u32)> = Vec::new();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            unclean.retain_mut(|(p, tries)| {
+                *tries -= 1;
+                match crate::jail::try_clean_up(p) {
+                    Ok(()) => false,
+                    Err(e) if *tries == 0 => {
+                        tracing::warn!(vm = p.id, "Sandbox left behind: {e}");
+                        false
+                    }
+                    Err(_) => true,
+                }
+            });
             let Ok(vms) = self.db.vms() else { continue };
             for vm in vms
                 .into_iter()
@@ -639,8 +660,15 @@ impl Mgmt {
                     continue;
                 };
                 let d = Driver::parse(&vm.driver);
-                if driver::running_pid(d, &self.vm_paths(&vm.id)).is_some() {
+                let paths = self.vm_paths(&vm.id);
+                if let Some(pid) = driver::running_pid(d, &paths) {
+                    crate::jail::refresh_sockets(&self.paths.jailer, &paths, pid).await;
                     continue;
+                }
+                if crate::jail::try_clean_up(&paths).is_err()
+                    && !unclean.iter().any(|(p, _)| p.id == paths.id)
+                {
+                    unclean.push((paths, 60));
                 }
                 if self.db.set_vm_state(&vm.id, VmState::Stopped, None).is_ok() {
                     self.db.event(

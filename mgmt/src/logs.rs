@@ -19,7 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,17 +53,41 @@ fn rotated(log: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Opens `log` for `options` without following a symlink and without
+/// blocking on a FIFO.
+fn open_nofollow(log: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(log)
+}
+
 /// Rotates `log` if it is over the cap; true if it did.
+///
+/// A VM's directory is writable by the VM's (jailed, possibly hostile)
+/// process, and this runs as root: a name there may be a symlink to a host
+/// file, a FIFO, or a hard link, planted to make root copy or truncate
+/// something else. So the log is opened without following symlinks, must
+/// be a regular file with one link, and is truncated through a descriptor
+/// of that same file; the copy is made under a fresh name no one else can
+/// have prepared (created exclusively, after removing whatever was there).
 pub fn rotate_if_over(log: &Path, cap: LogCap) -> io::Result<bool> {
-    let len = match std::fs::metadata(log) {
-        Ok(m) => m.len(),
+    let mut from = match open_nofollow(log, OpenOptions::new().read(true)) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
-    if len <= cap.max_bytes {
+    let meta = from.metadata()?;
+    if !meta.file_type().is_file() || meta.nlink() != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file with one link; left alone",
+        ));
+    }
+    if meta.len() <= cap.max_bytes {
         return Ok(false);
     }
     for n in (1..cap.keep.max(1)).rev() {
+        // rename() moves a symlink itself, never what it points to.
         match std::fs::rename(rotated(log, n), rotated(log, n + 1)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -73,17 +97,27 @@ pub fn rotate_if_over(log: &Path, cap: LogCap) -> io::Result<bool> {
     let mut partial = first.as_os_str().to_owned();
     partial.push(".part");
     let partial = PathBuf::from(partial);
-    let mut from = File::open(log)?;
+    match std::fs::remove_file(&partial) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut to = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&partial)?;
     // Copy what is there, then once more what was appended meanwhile,
     // right before the truncation.
     io::copy(&mut from, &mut to)?;
-    let live = OpenOptions::new().write(true).open(log)?;
+    let live = open_nofollow(log, OpenOptions::new().write(true))?;
+    let now = live.metadata()?;
+    if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(io::Error::other(
+            "the log was replaced while it was rotated",
+        ));
+    }
     io::copy(&mut from, &mut to)?;
     live.set_len(0)?;
     to.flush()?;
@@ -91,17 +125,23 @@ pub fn rotate_if_over(log: &Path, cap: LogCap) -> io::Result<bool> {
     Ok(true)
 }
 
-/// The logs under mgmtd's care: `*.log` in `logs_dir` and in each VM's
-/// directory under `vms_dir`.
+/// The logs under mgmtd's care: regular `*.log` files (not symlinks) in
+/// `logs_dir` and in each VM's directory under `vms_dir`.
 pub fn logs(logs_dir: &Path, vms_dir: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![logs_dir.to_owned()];
     if let Ok(vms) = std::fs::read_dir(vms_dir) {
-        dirs.extend(vms.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        dirs.extend(
+            vms.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
     }
     dirs.iter()
         .filter_map(|d| std::fs::read_dir(d).ok())
-        .flat_map(|entries| entries.flatten().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "log") && p.is_file())
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect()
 }
 
@@ -187,6 +227,37 @@ mod tests {
         assert!(!rotated(&log, 3).exists(), "only `keep` copies are kept");
         assert!(read(&log).is_empty());
         assert!(!rotated(&log, 1).with_extension("1.part").exists());
+    }
+
+    #[test]
+    fn what_a_vm_plants_in_its_directory_is_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let host_file = d.path().join("shadow");
+        append(&host_file, &"s".repeat(500));
+        let vm = d.path().join("vm");
+        std::fs::create_dir(&vm).unwrap();
+        // A symlink to a host file, a hard link to it, a FIFO.
+        std::os::unix::fs::symlink(&host_file, vm.join("evil.log")).unwrap();
+        std::fs::hard_link(&host_file, vm.join("linked.log")).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(vm.join("fifo.log"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        for name in ["evil.log", "linked.log", "fifo.log"] {
+            assert!(rotate_if_over(&vm.join(name), CAP).is_err(), "{name}");
+            assert!(!rotated(&vm.join(name), 1).exists(), "{name}");
+        }
+        assert_eq!(read(&host_file).len(), 500, "the host file is untouched");
+        // The copy's name prepared as a symlink is replaced, not followed.
+        let live = vm.join("console.log");
+        append(&live, &"c".repeat(150));
+        std::os::unix::fs::symlink(&host_file, vm.join("console.log.1.part")).unwrap();
+        assert!(rotate_if_over(&live, CAP).unwrap());
+        assert_eq!(read(&host_file).len(), 500, "the host file is untouched");
+        assert_eq!(read(&rotated(&live, 1)), "c".repeat(150));
+        let listed = logs(d.path(), d.path());
+        assert!(!listed.contains(&vm.join("evil.log")), "{listed:?}");
     }
 
     #[test]

@@ -286,6 +286,12 @@ try {
   await page.getByTestId('console').click();
   await page.keyboard.type('(setsid sh </dev/tty1 >/dev/tty1 2>&1 &)');
   await page.keyboard.press('Enter');
+  // A command reading a line waits while the console is reopened below:
+  // what the reopened terminal says while it replays the history (its
+  // answers to the old prompts' cursor-position queries) must not reach it.
+  // (Its length is printed: escape sequences would not show on the screen.)
+  await page.keyboard.type('read line; echo "READ[${#line}]"');
+  await page.keyboard.press('Enter');
   await page.getByTestId('console-graphical').click();
   await until('the screen to connect', 30_000, async () => (await page.getByTestId('display-status').innerText()) === 'connected');
   const shown = await until('the screen to show something', 60_000, async () => {
@@ -302,10 +308,16 @@ try {
   await page.getByTestId('console-serial').click();
   await until('the console to connect again', 30_000, async () => (await page.getByTestId('console-status').innerText()) === 'connected');
   await page.getByTestId('console').click();
+  await page.keyboard.type('clean');
+  await page.keyboard.press('Enter');
+  // The command line itself shows READ[${#line}]; the output is the other one.
+  const readOut = async () => [...(await terminalText()).matchAll(/READ\[(.*?)\]/g)].map((m) => m[1]).find((v) => v !== '${#line}');
+  const read = await until('the line typed after reopening the console', 30_000, async () => (await readOut()) ?? false, 500);
+  if (read !== String('clean'.length)) fail(`reopening the serial console typed into the guest: it read ${read} characters for "clean"`);
   await page.keyboard.type('for i in 1 2 3 4 5 6 7 8 9 10; do [ -d /tmp/typed-on-the-screen ] && echo SCREEN-KEYS-$((40+2)) && break; sleep 1; done');
   await page.keyboard.press('Enter');
   await until('the keys typed on the screen to reach the guest', 60_000, async () => (await terminalText()).includes('SCREEN-KEYS-42'), 1000);
-  log(`graphical console: ${shown.colours}+ colours on the screen, keys typed into it reached the guest`);
+  log(`graphical console: ${shown.colours}+ colours on the screen, keys typed into it reached the guest; the serial console reopened without typing into it`);
 
   // A read-only user may open neither console: each can type into the VM.
   const viewer = { name: 'e2e-viewer', password: 'viewer-password-1' };

@@ -134,6 +134,14 @@ impl VmPaths {
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
+    /// The console log of the power-on before the current one.
+    pub fn previous_console_log(&self) -> PathBuf {
+        self.dir.join("console.previous.log")
+    }
+    /// QEMU's VNC server (the VM's screen, keyboard and mouse).
+    pub fn display(&self) -> PathBuf {
+        self.dir.join("display.sock")
+    }
     pub fn qemu_log(&self) -> PathBuf {
         self.dir.join("qemu.log")
     }
@@ -205,6 +213,32 @@ pub async fn observed_state(driver: Driver, p: &VmPaths) -> Result<VmState, Stri
     } else {
         VmState::Running
     })
+}
+
+/// Readies the VM's directory for a power-on: private to mgmtd's user (it
+/// holds the display socket, which takes no password, and the console
+/// socket, the guest's root shell), and a console log of this power-on
+/// only. The last power-on's log is kept as
+/// [`VmPaths::previous_console_log`]: seeded into a new console, its
+/// terminal queries would be answered into the new boot.
+pub fn prepare_power_on(p: &VmPaths) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&p.dir)?;
+    // A directory made before this rule keeps its mode otherwise.
+    std::fs::set_permissions(&p.dir, std::fs::Permissions::from_mode(0o700))?;
+    match std::fs::rename(p.console_log(), p.previous_console_log()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a VM under `driver` has a screen: QEMU gives it a VGA card;
+/// sfera-vmm has no framebuffer, only the serial console.
+pub fn has_display(driver: Driver) -> bool {
+    driver == Driver::Qemu
 }
 
 /// The file a console viewer's scrollback is seeded from: QEMU's console
@@ -281,6 +315,28 @@ mod tests {
             iso: "/srv/installer.iso".into(),
         };
         assert_eq!(choose(&hw, &iso, None).unwrap().0, Driver::Qemu);
+    }
+
+    #[test]
+    fn a_power_on_starts_a_new_console_log_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let p = VmPaths::new(tmp.path(), "vm-1");
+        prepare_power_on(&p).unwrap();
+        let mode = std::fs::metadata(&p.dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(!p.console_log().exists() && !p.previous_console_log().exists());
+
+        std::fs::write(p.console_log(), "first boot\x1b[6n").unwrap();
+        std::fs::set_permissions(&p.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_power_on(&p).unwrap();
+        assert!(!p.console_log().exists());
+        assert_eq!(
+            std::fs::read_to_string(p.previous_console_log()).unwrap(),
+            "first boot\x1b[6n"
+        );
+        let mode = std::fs::metadata(&p.dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]

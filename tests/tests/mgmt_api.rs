@@ -897,6 +897,33 @@ fn boot_an_iso(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
     Ok(())
 }
 
+/// Asks mgmtd to upgrade `path` to a WebSocket with a bearer `token`: the
+/// connection and the answer's head (status line and headers).
+fn ws_upgrade(port: u16, path: &str, token: &str) -> Result<(std::net::TcpStream, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Authorization: Bearer {token}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )?;
+    let mut head = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ensure!(Instant::now() < deadline, "no WebSocket answer");
+        match stream.read(&mut byte) {
+            Ok(0) => bail!("closed: {}", String::from_utf8_lossy(&head)),
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    Ok((stream, head))
+}
+
 /// A VM's serial console through mgmtd's WebSocket
 /// (`GET /api/v1/vms/{vm}/console`), as a minimal client: the upgrade, then
 /// the server's unmasked binary frames.
@@ -908,27 +935,7 @@ struct WsConsole {
 
 impl WsConsole {
     fn open(port: u16, vm: &str, token: &str) -> Result<Self> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-        write!(
-            stream,
-            "GET /api/v1/vms/{vm}/console HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-             Authorization: Bearer {token}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )?;
-        let mut head = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            ensure!(Instant::now() < deadline, "no WebSocket answer");
-            match stream.read(&mut byte) {
-                Ok(0) => bail!("closed: {}", String::from_utf8_lossy(&head)),
-                Ok(_) => head.push(byte[0]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
+        let (stream, head) = ws_upgrade(port, &format!("/api/v1/vms/{vm}/console"), token)?;
         ensure!(head.starts_with("HTTP/1.1 101"), "console: {head}");
         Ok(WsConsole {
             stream,
@@ -1072,6 +1079,12 @@ fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
     );
     let mut console = WsConsole::open(port, "tg", &token)?;
     console.wait("SFERA-TESTGUEST blk capacity=", Duration::from_secs(60))?;
+    // sfera-vmm has no framebuffer: no graphical console, and it says so.
+    let (_, head) = ws_upgrade(port, "/api/v1/vms/tg/display", &token)?;
+    ensure!(
+        head.starts_with("HTTP/1.1 409"),
+        "display of a sfera-vmm VM: {head}"
+    );
 
     // Pause through the CLI.
     m.cli(&token, &["vm", "pause", "tg"])?;
@@ -1146,6 +1159,12 @@ fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
     let pid = running["pid"].as_u64().context("no pid")?;
     let mut console = WsConsole::open(port, "tg", &token)?;
     console.wait("SFERA-TESTGUEST blk capacity=", Duration::from_secs(60))?;
+    // sfera-vmm has no framebuffer: no graphical console, and it says so.
+    let (_, head) = ws_upgrade(port, "/api/v1/vms/tg/display", &token)?;
+    ensure!(
+        head.starts_with("HTTP/1.1 409"),
+        "display of a sfera-vmm VM: {head}"
+    );
     drop(console);
     m.crash()?;
     let m = Mgmtd::start(&dir, port, &guest_dir, true, 3)?;

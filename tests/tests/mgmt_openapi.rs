@@ -12,8 +12,8 @@
 //!   port groups, volumes, power, edit and delete of VMs that mostly do
 //!   not exist) with valid input too.
 //!
-//! Left out: the console (a WebSocket, which OpenAPI cannot describe:
-//! mgmt_web covers it); revoking tokens and logging out (they would end
+//! Left out: the serial and graphical consoles (WebSockets, which OpenAPI
+//! cannot describe: mgmt_web covers them); revoking tokens and logging out (they would end
 //! the run's own credentials); and valid creates of VMs, datastores and
 //! switches and valid disk imports (they would boot guests of any size,
 //! register any host directory, bind uplinks to any host interface and
@@ -150,6 +150,8 @@ fn mgmt_openapi_schemathesis() -> Result<()> {
                 "GET",
                 "--exclude-path",
                 "/api/v1/vms/{vm}/console",
+                "--exclude-path",
+                "/api/v1/vms/{vm}/display",
             ],
         ),
         (

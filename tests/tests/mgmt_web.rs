@@ -6,7 +6,10 @@
 //! on, pause and resume it, see SFERA-GUEST-READY in the browser's serial
 //! console, make disk and network traffic from that console and see the
 //! VM's disk and network charts move (mgmtd samples every 2 s here instead
-//! of 20 s), power it off and delete it with its disk; change a port group's VLAN
+//! of 20 s), see its screen in the graphical console (noVNC) and type into
+//! it, reopen the serial console without typing into the guest, be refused
+//! both consoles as a read-only user, power it off and on and type the
+//! first command of the new boot, power it off and delete it with its disk; change a port group's VLAN
 //! and security from its page, create and delete a volume from the
 //! datastore page; the host page shows
 //! the VM's driver, and a qcow2 image with a boot sector is imported from

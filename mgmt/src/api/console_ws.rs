@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -22,7 +23,7 @@ use super::error::ApiError;
 use super::handlers::Reply;
 use super::origin::{self, Source};
 use super::server::authenticate;
-use crate::auth::Role;
+use crate::auth::{Principal, Role};
 use crate::console::{Output, Viewer};
 use crate::db::VmState;
 use crate::service::Mgmt;
@@ -34,7 +35,7 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const SESSION_CHECK: Duration = Duration::from_secs(15);
 
 /// The session a console was opened with.
-struct Session {
+pub(super) struct Session {
     db: Arc<crate::db::Db>,
     idle_s: i64,
     hash: String,
@@ -43,7 +44,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(
+    pub(super) fn new(
         db: Arc<crate::db::Db>,
         idle_s: i64,
         hash: String,
@@ -89,7 +90,7 @@ impl Session {
 }
 
 /// Returns when `session` ends; never without one (a bearer token).
-async fn session_end(session: &mut Option<Session>) {
+pub(super) async fn session_end(session: &mut Option<Session>) {
     match session {
         Some(s) => s.ended().await,
         None => std::future::pending().await,
@@ -104,8 +105,28 @@ pub async fn upgrade(
     ws: Ws,
     headers: HeaderMap,
 ) -> Response {
-    match attach(&mgmt, tls, &vm, &headers).await {
-        Ok((viewer, name, session)) => {
+    let attached = attach(&mgmt, tls, &vm, &headers).await;
+    answer(&mgmt, ws, MAX_MESSAGE, attached, bridge)
+}
+
+/// Answers a console's upgrade request once it is known whether it may
+/// open (`attached`: what to bridge to, the VM's name and the session's
+/// hash): the WebSocket, run by `bridge` with the session it was opened
+/// with, or the error as JSON.
+pub(super) fn answer<T, F, Fut>(
+    mgmt: &Mgmt,
+    ws: Ws,
+    max_message: usize,
+    attached: Result<(T, String, Option<String>), ApiError>,
+    bridge: F,
+) -> Response
+where
+    T: Send + 'static,
+    F: FnOnce(WebSocket, T, String, Option<Session>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    match attached {
+        Ok((target, name, session)) => {
             let session = session.map(|hash| {
                 Session::new(
                     Arc::clone(&mgmt.db),
@@ -114,8 +135,8 @@ pub async fn upgrade(
                     mgmt.session_ended.subscribe(),
                 )
             });
-            ws.max_message_size(MAX_MESSAGE)
-                .on_upgrade(move |socket| bridge(socket, viewer, name, session))
+            ws.max_message_size(max_message)
+                .on_upgrade(move |socket| bridge(socket, target, name, session))
                 .into_response()
         }
         Err(e) => Reply::Json(
@@ -126,13 +147,47 @@ pub async fn upgrade(
     }
 }
 
-/// The viewer, the VM's name and the session's hash (none for a token).
-async fn attach(
+/// A message from a console's client, sorted for the bridges.
+pub(super) enum FromClient {
+    /// A binary or text frame.
+    Data(Message),
+    /// A ping or pong (the WebSocket layer answers pings).
+    Other,
+    /// The client closed, failed or went away.
+    Gone,
+}
+
+pub(super) fn from_client(msg: Option<Result<Message, warp::Error>>, vm: &str) -> FromClient {
+    match msg {
+        Some(Ok(m)) if m.is_binary() || m.is_text() => FromClient::Data(m),
+        Some(Ok(m)) if m.is_close() => FromClient::Gone,
+        Some(Ok(_)) => FromClient::Other,
+        Some(Err(e)) => {
+            tracing::debug!(vm, "Console WebSocket failed: {e}");
+            FromClient::Gone
+        }
+        None => FromClient::Gone,
+    }
+}
+
+/// Closes a console's WebSocket with a code and the reason shown to the
+/// user: 1000 (normal) when the VM's side closed, 1008 (policy) when the
+/// session ended.
+pub(super) async fn close(tx: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+    let _ = tx.send(Message::close_with(code, reason)).await;
+    let _ = tx.close().await;
+}
+
+/// Lets an administrator at a running or paused VM from our origin (or
+/// with a token): the VM and the session's hash (none for a token). Used
+/// by every WebSocket that can type into a VM (the serial and graphical
+/// consoles): a read-only user gets 403.
+pub(super) fn authorize(
     mgmt: &Mgmt,
     tls: bool,
     vm: &str,
     headers: &HeaderMap,
-) -> Result<(Viewer, String, Option<String>), ApiError> {
+) -> Result<(crate::db::Vm, Principal), ApiError> {
     let principal = authenticate(mgmt, headers)?.ok_or_else(ApiError::unauthorized)?;
     if principal.role != Role::Administrator {
         return Err(ApiError::forbidden());
@@ -154,6 +209,17 @@ async fn attach(
             vm.state.as_str()
         )));
     }
+    Ok((vm, principal))
+}
+
+/// The viewer, the VM's name and the session's hash (none for a token).
+async fn attach(
+    mgmt: &Mgmt,
+    tls: bool,
+    vm: &str,
+    headers: &HeaderMap,
+) -> Result<(Viewer, String, Option<String>), ApiError> {
+    let (vm, principal) = authorize(mgmt, tls, vm, headers)?;
     let paths = mgmt.vm_paths(&vm.id);
     let viewer = mgmt
         .consoles
@@ -172,11 +238,14 @@ async fn attach(
 /// Moves bytes between the WebSocket and the console until either closes.
 async fn bridge(socket: WebSocket, mut viewer: Viewer, vm: String, mut session: Option<Session>) {
     let (mut tx, mut rx) = socket.split();
-    if !viewer.scrollback.is_empty()
-        && tx
-            .send(Message::binary(viewer.scrollback.clone()))
-            .await
-            .is_err()
+    // The history comes first, as one frame even when empty, so that a
+    // client can tell it from live output: a terminal that replays it
+    // answers the queries in it (cursor position, device attributes), and
+    // those answers are for a shell long gone, not input for the guest.
+    if tx
+        .send(Message::binary(viewer.scrollback.clone()))
+        .await
+        .is_err()
     {
         return;
     }
@@ -185,11 +254,7 @@ async fn bridge(socket: WebSocket, mut viewer: Viewer, vm: String, mut session: 
         tokio::select! {
             () = session_end(&mut session) => {
                 tracing::info!(vm, "Console closed: its session ended");
-                // 1008: policy violation; the reason is shown to the user.
-                let _ = tx
-                    .send(Message::close_with(1008u16, "Your session ended"))
-                    .await;
-                let _ = tx.close().await;
+                close(&mut tx, 1008, "Your session ended").await;
                 return;
             }
             out = viewer.output.recv() => match out {
@@ -203,28 +268,18 @@ async fn bridge(socket: WebSocket, mut viewer: Viewer, vm: String, mut session: 
                     tracing::debug!(vm, chunks = n, "A slow console viewer missed output");
                 }
             },
-            msg = rx.next() => match msg {
-                Some(Ok(m)) if m.is_binary() || m.is_text() => {
+            msg = rx.next() => match from_client(msg, &vm) {
+                FromClient::Data(m) => {
                     if !viewer.send(m.into_bytes()).await {
                         closed = true;
                     }
                 }
-                Some(Ok(m)) if m.is_close() => return,
-                // Pings are answered by the WebSocket layer.
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(vm, "Console WebSocket failed: {e}");
-                    return;
-                }
-                None => return,
+                FromClient::Other => {}
+                FromClient::Gone => return,
             },
         }
     }
-    // 1000: normal closure; the reason is shown to the user.
-    let _ = tx
-        .send(Message::close_with(1000u16, "The VM's console closed"))
-        .await;
-    let _ = tx.close().await;
+    close(&mut tx, 1000, "The VM's console closed").await;
 }
 
 #[cfg(test)]

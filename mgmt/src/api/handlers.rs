@@ -42,28 +42,39 @@ pub enum Reply {
     /// JSON with a `Set-Cookie` header.
     JsonWithCookie(StatusCode, Value, String),
     Text(String),
+    /// A file to save (`Content-Disposition: attachment`), its bytes as
+    /// they are: a console log holds escape sequences and may not be UTF-8.
+    Download {
+        filename: String,
+        bytes: Vec<u8>,
+    },
     Empty,
 }
 
 impl Reply {
     pub fn into_response(self) -> Response {
+        let mut attachment = None;
         let (status, content_type, body, cookie) = match self {
-            Reply::Json(s, v) => (s, "application/json", v.to_string(), None),
+            Reply::Json(s, v) => (s, "application/json", v.to_string().into_bytes(), None),
             Reply::JsonWithCookie(s, v, c) => {
                 let body = if s == StatusCode::NO_CONTENT {
                     String::new()
                 } else {
                     v.to_string()
                 };
-                (s, "application/json", body, Some(c))
+                (s, "application/json", body.into_bytes(), Some(c))
             }
-            Reply::Text(t) => (StatusCode::OK, "text/plain; version=0.0.4", t, None),
-            Reply::Empty => (
-                StatusCode::NO_CONTENT,
-                "application/json",
-                String::new(),
+            Reply::Text(t) => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                t.into_bytes(),
                 None,
             ),
+            Reply::Download { filename, bytes } => {
+                attachment = Some(filename);
+                (StatusCode::OK, "application/octet-stream", bytes, None)
+            }
+            Reply::Empty => (StatusCode::NO_CONTENT, "application/json", Vec::new(), None),
         };
         let mut r = Response::new(body.into());
         *r.status_mut() = status;
@@ -76,12 +87,62 @@ impl Reply {
             warp::http::header::CACHE_CONTROL,
             warp::http::HeaderValue::from_static("no-store"),
         );
+        // Our own file names: ASCII without quotes.
+        if let Some(v) = attachment.and_then(|f| {
+            warp::http::HeaderValue::from_str(&format!("attachment; filename=\"{f}\"")).ok()
+        }) {
+            headers.insert(warp::http::header::CONTENT_DISPOSITION, v);
+        }
         if let Some(c) = cookie.and_then(|c| warp::http::HeaderValue::from_str(&c).ok()) {
             headers.insert(warp::http::header::SET_COOKIE, c);
         }
         r
     }
 }
+
+/// A VM's console log as a file: `current` (this power-on's, or the last
+/// one's while stopped) or `previous` (the power-on before it).
+fn console_log(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let vm = mgmt.find_vm(param(r, "vm"))?;
+    let paths = mgmt.vm_paths(&vm.id);
+    let path = match param(r, "session") {
+        "current" => paths.console_log(),
+        "previous" => paths.previous_console_log(),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "No console log {other:?}: current or previous"
+            )));
+        }
+    };
+    let session = param(r, "session");
+    if !path.exists() {
+        return Err(ApiError::not_found(format!(
+            "VM {} has no {session} console log",
+            vm.name
+        )));
+    }
+    // The VM's process can replace its console log (a symlink to a host
+    // file, a FIFO), so it is opened as a VM's file, and read up to a
+    // bound: the newest MAX_DOWNLOAD bytes.
+    let mut file = crate::jail::open_vm_file(&path, false).map_err(ApiError::internal)?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    std::io::Seek::seek(
+        &mut file,
+        std::io::SeekFrom::Start(len.saturating_sub(MAX_DOWNLOAD)),
+    )
+    .and_then(|_| {
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_DOWNLOAD), &mut bytes)
+    })
+    .map_err(|e| ApiError::internal(format!("Cannot read {}: {e}", path.display())))?;
+    Ok(Reply::Download {
+        filename: format!("{}-console-{session}.log", vm.name),
+        bytes,
+    })
+}
+
+/// The most of a console log one download returns (its newest part).
+const MAX_DOWNLOAD: u64 = 64 << 20;
 
 pub(super) fn ok(v: Value) -> Result<Reply, ApiError> {
     Ok(Reply::Json(StatusCode::OK, v))
@@ -778,7 +839,8 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         Op::MetricSeries => metric_series(&mgmt, &r),
         // Reached only without an upgrade: the WebSocket itself is taken
         // by the server before routing.
-        Op::VmConsole => {
+        Op::VmConsoleLog => console_log(&mgmt, &r),
+        Op::VmConsole | Op::VmDisplay => {
             mgmt.find_vm(param(&r, "vm"))?;
             Err(ApiError::invalid(
                 "This is a WebSocket: connect with Upgrade: websocket",

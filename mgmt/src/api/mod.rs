@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod console_ws;
+pub mod display_ws;
 pub mod error;
 // Built for the unit tests and for fuzzing (`--cfg fuzzing`) only.
 #[cfg(any(test, fuzzing))]

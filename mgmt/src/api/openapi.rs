@@ -519,6 +519,7 @@ fn path_schema(name: &str) -> Value {
         "action" => {
             json!({ "type": "string", "enum": ["on", "off", "reset", "pause", "resume"] })
         }
+        "session" => json!({ "type": "string", "enum": ["current", "previous"] }),
         _ => json!({ "type": "string" }),
     }
 }
@@ -550,6 +551,8 @@ pub fn document() -> Value {
             None => json!({ "description": "Done" }),
             Some("text") => json!({ "description": "Prometheus text",
                                    "content": { "text/plain": { "schema": { "type": "string" } } } }),
+            Some("file") => json!({ "description": "The file",
+                                   "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } }),
             Some(name) => json!({ "description": "Done",
                                   "content": { "application/json": { "schema": schema_ref(name) } } }),
         };

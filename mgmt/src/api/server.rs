@@ -255,6 +255,14 @@ pub fn filters(
         .then(move |vm: String, ws: warp::ws::Ws, headers: HeaderMap| {
             super::console_ws::upgrade(Arc::clone(&console_mgmt), tls, vm, ws, headers)
         });
+    // The VM's screen (VNC over a WebSocket), likewise.
+    let display_mgmt = Arc::clone(&mgmt);
+    let display = warp::path!("api" / "v1" / "vms" / String / "display")
+        .and(warp::ws())
+        .and(warp::header::headers_cloned())
+        .then(move |vm: String, ws: warp::ws::Ws, headers: HeaderMap| {
+            super::display_ws::upgrade(Arc::clone(&display_mgmt), tls, vm, ws, headers)
+        });
     // mgmtd's own metrics, at the conventional /metrics, through the same
     // authentication and route table as the API.
     let metrics_mgmt = Arc::clone(&mgmt);
@@ -313,6 +321,8 @@ pub fn filters(
                 .ok_or_else(warp::reject::not_found)
         });
     console
+        .or(display)
+        .unify()
         .or(metrics)
         .unify()
         .or(api)

@@ -58,8 +58,6 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         format!("memory-backend-memfd,id=mem,size={mem},share=on"),
         "-nodefaults".into(),
         "-no-user-config".into(),
-        "-display".into(),
-        "none".into(),
         "-chardev".into(),
         format!(
             "socket,id=serial0,path={},server=on,wait=off,logfile={},logappend=on",
@@ -78,6 +76,7 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         "-sandbox".into(),
         "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into(),
     ]);
+    a.extend(display_args(p));
     match &vm.boot {
         Boot::Kernel {
             kernel,
@@ -129,6 +128,22 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         ]);
     }
     a
+}
+
+/// The VM's screen: a standard VGA card (what firmware and installers
+/// draw on) shown by QEMU's VNC server on a Unix socket in the VM's
+/// private directory, never a TCP port. It has no VNC password: only
+/// mgmtd reaches the socket, and it lets administrators in
+/// ([`crate::api::display_ws`]). No local window (`-display none`).
+fn display_args(p: &VmPaths) -> [String; 6] {
+    [
+        "-display".into(),
+        "none".into(),
+        "-vga".into(),
+        "std".into(),
+        "-vnc".into(),
+        format!("unix:{}", p.display().display()),
+    ]
 }
 
 /// Starts QEMU in the VM's sandbox (docs/sandbox.md); returns its pid
@@ -303,6 +318,7 @@ pub(crate) mod tests {
             "-chardev socket,id=serial0,path=/r/vms/vm-1/console.sock,server=on,wait=off,logfile=/r/vms/vm-1/console.log",
             "-qmp unix:/r/vms/vm-1/qmp.sock,server=on,wait=off",
             "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            "-display none -vga std -vnc unix:/r/vms/vm-1/display.sock",
             "-kernel /g/vmlinuz -initrd /g/initrd.img -append console=ttyS0",
             "-chardev socket,id=blk0,path=/r/blk/vm-1-disk0.sock,reconnect=1 -device vhost-user-blk-pci,chardev=blk0",
             "-netdev vhost-user,id=net0,chardev=net0 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,vectors=0",

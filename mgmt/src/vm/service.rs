@@ -436,6 +436,9 @@ impl Mgmt {
         }
         let paths = self.vm_paths(&vm.id);
         let d = Driver::parse(&vm.driver);
+        driver::prepare_power_on(&paths).map_err(|e| {
+            ApiError::internal(format!("Cannot prepare {}: {e}", paths.dir.display()))
+        })?;
         let launch = Launch {
             vm: &vm,
             paths: &paths,

@@ -3,7 +3,10 @@
 // a NIC in the wizard, edits it (memory, a second NIC) in the edit
 // wizard, powers it on, sees SFERA-GUEST-READY in the serial
 // console, makes disk and network traffic from that console and sees the
-// charts move, powers the VM off and deletes it.
+// charts move; sees the VM's screen in the graphical console and types into
+// it; is refused the screen as a read-only user; powers the VM off and on
+// and types a command into the fresh serial console; powers it off and
+// deletes it.
 //
 // Environment:
 //   SFERA_URL            mgmtd's base URL (http://127.0.0.1:PORT)
@@ -16,7 +19,10 @@
 // Exits 0 when every step passed, 1 with the reason otherwise. Nothing is
 // skipped: a missing browser is a failure.
 
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -94,6 +100,50 @@ const apiVm = (name = vmName) =>
 
 /** The text of the terminal's buffer as xterm.js renders it. */
 const terminalText = () => page.locator('[data-testid=console] .xterm-rows').innerText();
+
+/** What the VM's screen shows: the number of distinct colours (up to 64)
+ * on the viewer's canvas; a blank or unconnected one has at most one. */
+const screen = () =>
+  page.evaluate(() => {
+    const c = document.querySelector('[data-testid=display] canvas');
+    if (!c || !c.width || !c.height) return { colours: 0 };
+    const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const colours = new Set();
+    for (let i = 0; i < px.length && colours.size < 64; i += 4) colours.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+    return { colours: colours.size };
+  });
+
+/** The HTTP status of a WebSocket upgrade of `path` with `cookie`: 101
+ * when it opens (then closed at once), the refusal otherwise. */
+function upgradeStatus(path, cookie) {
+  const url = new URL(path, base);
+  return new Promise((resolve, reject) => {
+    const req = (url.protocol === 'https:' ? https : http).request({
+      host: url.hostname,
+      port: url.port,
+      path: url.pathname,
+      rejectUnauthorized: false,
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
+        Origin: url.origin,
+        Cookie: cookie,
+      },
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve(res.statusCode);
+    });
+    req.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 async function chartMax(testid) {
   const v = await page.locator(`[data-testid=${testid}]`).getAttribute('data-max');
@@ -226,6 +276,96 @@ try {
   await until('the network chart to show traffic', 90_000, async () => (await chartMax('chart-network')) > 0, 1000);
   log(`charts: disk max ${(await chartMax('chart-disk')).toFixed(0)} B/s, network max ${(await chartMax('chart-network')).toFixed(0)} B/s`);
   await shot('performance');
+
+  // The graphical console: a shell on the guest's VGA console (tty1),
+  // started from the serial one, shows its prompt on the screen; what is
+  // typed into the screen reaches it (a directory appears, which the
+  // serial console then sees).
+  await page.getByTestId('tab-console').click();
+  await until('the console to connect', 30_000, async () => (await page.getByTestId('console-status').innerText()) === 'connected');
+  await page.getByTestId('console').click();
+  await page.keyboard.type('(setsid sh </dev/tty1 >/dev/tty1 2>&1 &)');
+  await page.keyboard.press('Enter');
+  // A command reading a line waits while the console is reopened below:
+  // what the reopened terminal says while it replays the history (its
+  // answers to the old prompts' cursor-position queries) must not reach it.
+  // (Its length is printed: escape sequences would not show on the screen.)
+  await page.keyboard.type('read line; echo "READ[${#line}]"');
+  await page.keyboard.press('Enter');
+  await page.getByTestId('console-graphical').click();
+  await until('the screen to connect', 30_000, async () => (await page.getByTestId('display-status').innerText()) === 'connected');
+  const shown = await until('the screen to show something', 60_000, async () => {
+    const s = await screen();
+    return s.colours > 1 && s;
+  });
+  await shot('graphical', true);
+  // Unshifted keys only: the keyboard is a PS/2 one, and Playwright's
+  // typing does not hold Shift for capitals and symbols.
+  await page.getByTestId('display').locator('canvas').click();
+  await page.keyboard.type('mkdir /tmp/typed-on-the-screen');
+  await page.keyboard.press('Enter');
+  await shot('graphical-typed', true);
+  await page.getByTestId('console-serial').click();
+  await until('the console to connect again', 30_000, async () => (await page.getByTestId('console-status').innerText()) === 'connected');
+  await page.getByTestId('console').click();
+  await page.keyboard.type('clean');
+  await page.keyboard.press('Enter');
+  // The command line itself shows READ[${#line}]; the output is the other one.
+  const readOut = async () => [...(await terminalText()).matchAll(/READ\[(.*?)\]/g)].map((m) => m[1]).find((v) => v !== '${#line}');
+  const read = await until('the line typed after reopening the console', 30_000, async () => (await readOut()) ?? false, 500);
+  if (read !== String('clean'.length)) fail(`reopening the serial console typed into the guest: it read ${read} characters for "clean"`);
+  await page.keyboard.type('for i in 1 2 3 4 5 6 7 8 9 10; do [ -d /tmp/typed-on-the-screen ] && echo SCREEN-KEYS-$((40+2)) && break; sleep 1; done');
+  await page.keyboard.press('Enter');
+  await until('the keys typed on the screen to reach the guest', 60_000, async () => (await terminalText()).includes('SCREEN-KEYS-42'), 1000);
+  log(`graphical console: ${shown.colours}+ colours on the screen, keys typed into it reached the guest; the serial console reopened without typing into it`);
+
+  // A read-only user may open neither console: each can type into the VM.
+  const viewer = { name: 'e2e-viewer', password: 'viewer-password-1' };
+  const made = await page.evaluate(async (v) => {
+    const r = await fetch('/api/v1/users', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ ...v, role: 'read-only' }) });
+    return r.status;
+  }, viewer);
+  if (made !== 201) fail(`creating the read-only user: ${made}`);
+  const login = await fetch(new URL('/api/v1/session', base), {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Origin: new URL(base).origin },
+    body: JSON.stringify({ username: viewer.name, password: viewer.password }),
+  });
+  const viewerCookie = (login.headers.get('set-cookie') ?? '').split(';')[0];
+  if (login.status !== 200 || !viewerCookie) fail(`the read-only user's login: ${login.status}`);
+  const adminCookie = (await context.cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+  const vmId = (await apiVm()).id;
+  const statuses = {
+    adminDisplay: await upgradeStatus(`/api/v1/vms/${vmId}/display`, adminCookie),
+    viewerDisplay: await upgradeStatus(`/api/v1/vms/${vmId}/display`, viewerCookie),
+    viewerConsole: await upgradeStatus(`/api/v1/vms/${vmId}/console`, viewerCookie),
+  };
+  if (statuses.adminDisplay !== 101 || statuses.viewerDisplay !== 403 || statuses.viewerConsole !== 403) fail(`console upgrades: ${JSON.stringify(statuses)}`);
+  log(`consoles: the administrator's screen opens (101), the read-only user's screen and serial console are refused (403)`);
+
+  // Power off and on: the serial console starts clean (the last power-on's
+  // log is a download), and the first command typed into it works (the
+  // last session's prompts are not answered into the new boot).
+  await page.getByTestId('tab-summary').click();
+  await page.getByTestId('power-off').click();
+  await until('the VM to stop', 60_000, async () => (await apiVm())?.state === 'stopped');
+  await page.getByTestId('power-on').and(page.locator(':enabled')).click();
+  await until('the VM to run again', 120_000, async () => (await apiVm())?.state === 'running');
+  await page.getByTestId('tab-console').click();
+  await until('the console to connect after the power cycle', 30_000, async () => (await page.getByTestId('console-status').innerText()) === 'connected');
+  await until('SFERA-GUEST-READY after the power cycle', 240_000, async () => (await terminalText()).includes('SFERA-GUEST-READY'), 1000);
+  if ((await terminalText()).includes('TRAFFIC-42-DONE')) fail('the serial console replays the last power-on');
+  await page.getByTestId('console').click();
+  await page.keyboard.type('echo CYCLE-$((40+2))-OK');
+  await page.keyboard.press('Enter');
+  await until('the first command after the power cycle to run', 60_000, async () => (await terminalText()).includes('CYCLE-42-OK'), 1000);
+  const previous = await page.evaluate(async (id) => {
+    const r = await fetch(`/api/v1/vms/${id}/console-logs/previous`);
+    return { status: r.status, text: await r.text() };
+  }, vmId);
+  if (previous.status !== 200 || !previous.text.includes('TRAFFIC-42-DONE')) fail(`the previous console log: ${previous.status} ${previous.text.slice(-300)}`);
+  log('power cycled: a clean serial console that takes commands, the last log downloadable');
+  await shot('console-power-cycled');
 
   // Power off, then delete with the disk.
   await page.getByTestId('tab-summary').click();

@@ -1,6 +1,12 @@
 // The VM's serial console in the browser: xterm.js on the WebSocket
 // /api/v1/vms/{vm}/console (binary frames both ways). The session cookie
 // goes with the upgrade request, as with every other call.
+//
+// The first frame is the history (what the guest printed since this
+// power-on, before we connected). xterm answers the queries in it (the
+// shell's cursor position request at every prompt), and those answers
+// are for prompts long gone: typed into the guest they corrupt its next
+// command. So nothing xterm says while it replays the history is sent.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { Terminal } from '@xterm/xterm';
@@ -37,7 +43,19 @@ export function SerialConsole({ vm, running }: { vm: string; running: boolean })
       setStatus({ state: 'connected' });
       term.focus();
     };
-    ws.onmessage = (e) => term.write(typeof e.data === 'string' ? e.data : new Uint8Array(e.data as ArrayBuffer));
+    let history = true;
+    let replaying = false;
+    ws.onmessage = (e) => {
+      const data = typeof e.data === 'string' ? e.data : new Uint8Array(e.data as ArrayBuffer);
+      if (history) {
+        history = false;
+        replaying = true;
+        // Called once xterm has parsed the history, before any later data.
+        term.write(data, () => (replaying = false));
+      } else {
+        term.write(data);
+      }
+    };
     ws.onclose = (e) => {
       const detail = e.reason || (e.code === 1006 ? 'the connection was refused or lost' : `code ${e.code}`);
       setStatus({ state: 'closed', detail });
@@ -45,7 +63,7 @@ export function SerialConsole({ vm, running }: { vm: string; running: boolean })
     };
     const encoder = new TextEncoder();
     const typed = term.onData((d) => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(d));
+      if (!replaying && ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(d));
     });
     const ro = new ResizeObserver(() => fit.fit());
     ro.observe(el);
@@ -71,6 +89,9 @@ export function SerialConsole({ vm, running }: { vm: string; running: boolean })
           </button>
         )}
         <span class="muted right">Serial console (ttyS0); what you type goes to the guest</span>
+        <a class="small" href={`/api/v1/vms/${seg(vm)}/console-logs/previous`} download data-testid="previous-log" title="The serial console's log of the power-on before this one">
+          Previous log
+        </a>
       </div>
       <div ref={box} class="console" data-testid="console" />
     </div>

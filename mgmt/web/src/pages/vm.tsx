@@ -5,6 +5,7 @@ import { ApiError, call, seg, waitTask } from '../api';
 import type { Task, Vm } from '../api';
 import { Card, ErrorBox, Facts, PageHeader } from '../components/common';
 import { StateBadge, TaskProgress } from '../components/progress';
+import { GraphicalConsole } from '../components/display';
 import { SerialConsole } from '../components/terminal';
 import { bytes, time } from '../format';
 import { go, href } from '../router';
@@ -122,6 +123,37 @@ function Summary({ vm }: { vm: Vm }) {
   );
 }
 
+/** The console tab: the serial console, or the screen for VMs that have one. */
+function Consoles({ vm, live }: { vm: Vm; live: boolean }) {
+  const [kind, setKind] = useState<'serial' | 'graphical'>('serial');
+  // QEMU gives a VM a VGA card; sfera-vmm has no framebuffer.
+  const hasScreen = vm.driver === 'qemu';
+  return (
+    <div>
+      <div class="console-switch" role="radiogroup" aria-label="Console">
+        <button class={kind === 'serial' ? 'small active' : 'small'} aria-pressed={kind === 'serial'} onClick={() => setKind('serial')} data-testid="console-serial">
+          Serial
+        </button>
+        <button
+          class={kind === 'graphical' ? 'small active' : 'small'}
+          aria-pressed={kind === 'graphical'}
+          disabled={!hasScreen}
+          onClick={() => setKind('graphical')}
+          data-testid="console-graphical"
+        >
+          Graphical
+        </button>
+        {!hasScreen && (
+          <span class="muted" data-testid="no-display">
+            This VM runs under {vm.driver}, which has no framebuffer: it has a serial console only.
+          </span>
+        )}
+      </div>
+      {kind === 'graphical' && hasScreen ? <GraphicalConsole vm={vm.id} running={live} /> : <SerialConsole vm={vm.id} running={live} />}
+    </div>
+  );
+}
+
 function DeleteDialog({ vm, onCancel, onDelete }: { vm: Vm; onCancel: () => void; onDelete: (disks: boolean) => void }) {
   const [disks, setDisks] = useState(true);
   return (
@@ -222,7 +254,7 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
         ))}
       </nav>
       {tab === 'summary' && <Summary vm={vm} />}
-      {tab === 'console' && (admin ? <SerialConsole vm={vm.id} running={live} /> : <p class="muted">The console is for administrators.</p>)}
+      {tab === 'console' && (admin ? <Consoles vm={vm} live={live} /> : <p class="muted">The console is for administrators.</p>)}
       {tab === 'performance' && <Performance kind="vm" object={vm.id} />}
       {editing && <EditVmWizard vm={vm} onClose={() => setEditing(false)} />}
       {confirmDelete && (

@@ -1,7 +1,7 @@
 //! A running export: a device listening on its socket in its own thread,
 //! serving one frontend after another until stopped.
 
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,12 @@ pub struct ExportServer {
     stop: Arc<AtomicBool>,
     active: Arc<Mutex<Option<ShutdownHandle>>>,
     thread: Option<JoinHandle<()>>,
+    /// A second descriptor of the listening socket, to wake the thread's
+    /// accept() with shutdown(2) when the export stops. Connecting to the
+    /// socket's path did that until mgmtd began giving the socket to the
+    /// VM's user (0600): a daemon running as its own user can no longer
+    /// connect to it, and stopping the export hung in join().
+    wake: OwnedFd,
 }
 
 impl std::fmt::Debug for ExportServer {
@@ -38,6 +44,14 @@ impl ExportServer {
             socket: socket.to_owned(),
             message: e.to_string(),
         })?;
+        // SAFETY: the listener's descriptor stays open during this call,
+        // which only duplicates it.
+        let wake = unsafe { BorrowedFd::borrow_raw(listener.as_raw_fd()) }
+            .try_clone_to_owned()
+            .map_err(|e| DeviceError::VhostUser {
+                socket: socket.to_owned(),
+                message: format!("cannot duplicate the listening socket: {e}"),
+            })?;
         // The daemon's user alone; mgmtd gives the socket to the VM's user.
         datapath::privileges::set_mode(socket, 0o600).map_err(|e| DeviceError::VhostUser {
             socket: socket.to_owned(),
@@ -79,6 +93,7 @@ impl ExportServer {
             stop,
             active,
             thread: Some(thread),
+            wake,
         })
     }
 
@@ -118,8 +133,10 @@ impl ExportServer {
         {
             handle.shutdown();
         }
-        // Wake an accept() that waits for the next frontend.
-        let _ = UnixStream::connect(&self.socket);
+        // Wake an accept() that waits for the next frontend: on Linux,
+        // shutdown(2) of a listening socket makes it fail at once.
+        // SAFETY: shutdown(2) on a descriptor this server owns.
+        unsafe { libc::shutdown(self.wake.as_raw_fd(), libc::SHUT_RDWR) };
         let _ = thread.join();
         let _ = std::fs::remove_file(&self.socket);
     }

@@ -152,7 +152,10 @@ pub async fn start(qemu: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, St
     let p = l.paths;
     std::fs::create_dir_all(&p.dir)
         .map_err(|e| format!("Cannot create {}: {e}", p.dir.display()))?;
-    for f in [p.pidfile(), p.qmp(), p.console()] {
+    // The last power-on's sockets belong to its uid, and the sticky VM
+    // directory keeps this one's QEMU (its uid may differ) from removing
+    // them: mgmtd does.
+    for f in [p.pidfile(), p.qmp(), p.console(), p.display()] {
         let _ = std::fs::remove_file(f);
     }
     let program = absolute_program(qemu)?;

@@ -3,63 +3,20 @@
 //! reports it in the export's stats, and completes it, with the data
 //! intact, once space is freed on the datastore's filesystem.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use harness::blkio_client::BlkioClient;
 use harness::daemons::blockd::BlockdDaemon;
 use harness::http::call;
-use harness::process::run;
+use harness::small_fs::SmallFs;
 use harness::testdir::TestDir;
 use harness::wait::wait_until;
 
 const MIB: u64 = 1 << 20;
 /// The datastore's filesystem: much smaller than the volume on it.
 const FS_MIB: u64 = 16;
-
-/// A tmpfs of [`FS_MIB`] MiB mounted for the test, unmounted on drop.
-struct SmallFs(PathBuf);
-
-impl SmallFs {
-    fn mount(dir: &TestDir) -> Result<Self> {
-        let path = dir.subdir("fs")?;
-        let mut command = Command::new("mount");
-        command.args(["-t", "tmpfs", "-o", &format!("size={FS_MIB}M"), "tmpfs"]);
-        command.arg(&path);
-        run(command)?;
-        Ok(SmallFs(path))
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let mut command = Command::new("umount");
-        command.arg("--lazy").arg(&self.0);
-        if let Err(e) = run(command) {
-            eprintln!("cannot unmount {}: {e}", self.0.display());
-        }
-    }
-}
-
-/// Fills the filesystem holding `path` with the file `path` until a write
-/// fails for want of space.
-fn fill(path: &Path) -> Result<()> {
-    let mut file = std::fs::File::create(path)?;
-    for chunk in [MIB as usize, 4096] {
-        let block = vec![0xa5u8; chunk];
-        loop {
-            match file.write_all(&block) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => return Err(e).context("filling the datastore"),
-            }
-        }
-    }
-    Ok(())
-}
 
 fn export_stats(api: &Path) -> Result<serde_json::Value> {
     let answer = call(api, "GET", "/v1/exports/v", None)?;
@@ -77,13 +34,13 @@ fn post(api: &Path, path: &str, body: &str) -> Result<()> {
 fn a_write_without_space_waits_and_completes_once_space_is_freed() -> Result<()> {
     // Before the hold, the write failed at once with an I/O error.
     let dir = TestDir::new("blk-no-space")?;
-    let fs = SmallFs::mount(&dir)?;
+    let fs = SmallFs::mount(dir.join("fs"), FS_MIB)?;
     let d = BlockdDaemon::start(&dir)?;
     let api = d.api().to_owned();
     post(
         &api,
         "/v1/datastores",
-        &format!(r#"{{"name":"thin","path":"{}"}}"#, fs.0.display()),
+        &format!(r#"{{"name":"thin","path":"{}"}}"#, fs.path().display()),
     )?;
     post(
         &api,
@@ -95,8 +52,7 @@ fn a_write_without_space_waits_and_completes_once_space_is_freed() -> Result<()>
         "/v1/exports",
         r#"{"id":"v","datastore":"thin","volume":"v","queues":1}"#,
     )?;
-    let filler = fs.0.join("filler");
-    fill(&filler)?;
+    let filler = fs.fill("filler")?;
     let mut client = BlkioClient::vhost_user(&d.export_socket("v"), 1, 2 * MIB as usize)?;
 
     // Someone frees space once blockd reports the write held.

@@ -705,7 +705,10 @@ fn complete(
         Kind::Read | Kind::Write => i64::try_from(slot.bytes).unwrap_or(i64::MAX),
         Kind::Flush | Kind::Discard => 0,
     };
-    if no_space::out_of_space(slot.kind, c.result, expected) && slot.mem.is_some() {
+    // Only a request that can be submitted again (its entry and memory are
+    // kept) is held.
+    let retriable = slot.mem.is_some() && slot.entry.is_some();
+    if retriable && no_space::out_of_space(slot.kind, c.result, expected) {
         // Not completed: the slot stays busy, its memory mapped, until a
         // retry succeeds or the queue stops.
         if !slot.no_space {

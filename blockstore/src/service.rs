@@ -211,6 +211,14 @@ impl Blockd {
                 "io_errors": m.io_errors, "in_flight": m.in_flight,
                 "throttled": m.throttled,
                 "write_back_error": device.write_back_failed(),
+                // Writes waiting for space on the datastore (held, retried
+                // every second), and since when (seconds since the epoch).
+                "no_space": {
+                    "held": m.no_space_held,
+                    "since": m.no_space_since,
+                    "holds": m.no_space_holds,
+                    "retries": m.no_space_retries,
+                },
                 "refused": crate::vhost_blk::request::Fault::ALL
                     .iter()
                     .map(|f| (f.reason().to_owned(), serde_json::json!(m.fault(*f))))

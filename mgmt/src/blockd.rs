@@ -173,6 +173,24 @@ impl Blockd {
             .map(drop)
     }
 
+    /// The requests each export holds because its datastore is out of
+    /// space (`stats.no_space.held`), by export id.
+    pub async fn held_for_space(
+        &self,
+    ) -> Result<std::collections::HashMap<String, u64>, DaemonCallError> {
+        let list = self.api.get("/v1/exports").await?;
+        Ok(list
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                let id = e["id"].as_str()?;
+                Some((id.to_owned(), e["stats"]["no_space"]["held"].as_u64()?))
+            })
+            .collect())
+    }
+
     /// The Prometheus text.
     pub async fn metrics(&self) -> Result<String, DaemonCallError> {
         let (_, body) = self.api.raw(Method::GET, "/metrics", None).await?;

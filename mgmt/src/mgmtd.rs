@@ -322,6 +322,7 @@ pub async fn run(o: Options) -> Result<()> {
     ));
     mgmt.adopt_vms().await?;
     tokio::spawn(Arc::clone(&mgmt).watch_vms());
+    tokio::spawn(Arc::clone(&mgmt).watch_no_space());
     tokio::spawn(defaults_and_sync(Arc::clone(&mgmt)));
     tokio::spawn(prune(Arc::clone(&db)));
     tokio::spawn(crate::logs::keep_capped(

@@ -86,6 +86,8 @@ pub struct Mgmt {
     pub session_ended: tokio::sync::broadcast::Sender<String>,
     /// One lock per VM: its operations run one at a time.
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The VMs mgmtd paused because their datastore is out of space.
+    pub(crate) no_space: Mutex<crate::vm::no_space::NoSpacePauses>,
 }
 
 impl Mgmt {
@@ -113,6 +115,7 @@ impl Mgmt {
             session_idle_s,
             session_ended: tokio::sync::broadcast::channel(64).0,
             vm_locks: Mutex::new(HashMap::new()),
+            no_space: Mutex::default(),
         }
     }
 

@@ -62,6 +62,7 @@ pub mod process;
 pub mod qemu_kvm;
 pub mod raw_frontend;
 pub mod raw_nic;
+pub mod small_fs;
 pub mod testdir;
 pub mod testguest;
 pub mod tools;

@@ -6,7 +6,6 @@
 //! and its daemons, and the inventory, users and tokens are still there.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use serde_json::{Value, json};
 
 mod mgmt_client;
 
-use mgmt_client::{Cred, Mgmtd, poll, unauthorized};
+use mgmt_client::{Cred, Mgmtd, console_wait, poll, unauthorized};
 
 const GIB: u64 = 1 << 30;
 
@@ -78,49 +77,6 @@ fn console_flood_is_capped(console: &Path, vm: &Value) -> Result<()> {
         Duration::from_secs(60),
     )?;
     Ok(())
-}
-
-/// Reads the VM's serial console socket until `needle` shows up.
-fn console_wait(
-    socket: &Path,
-    send: Option<&str>,
-    needle: &str,
-    timeout: Duration,
-) -> Result<String> {
-    let mut s =
-        UnixStream::connect(socket).with_context(|| format!("console {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_millis(500)))?;
-    if let Some(line) = send {
-        s.write_all(format!("{line}\n").as_bytes())?;
-    }
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match s.read(&mut buf) {
-            Ok(0) => bail!(
-                "the console closed; it said: {}",
-                String::from_utf8_lossy(&seen)
-            ),
-            Ok(n) => {
-                seen.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&seen);
-                if text.lines().any(|l| l.contains(needle)) {
-                    return Ok(text.into_owned());
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    bail!(
-        "no {needle:?} on the console within {timeout:?}; it said: {}",
-        String::from_utf8_lossy(&seen)
-    )
 }
 
 /// The port's counters on sfera-vswitchd, if the switch has the port.

@@ -114,6 +114,20 @@ pub fn render<'a>(exports: impl Iterator<Item = (&'a str, MetricsSnapshot)>) -> 
         },
     );
     family(
+        "sfera_blk_no_space_held",
+        "gauge",
+        "Writes held because the datastore is out of space, retried until it has room.",
+        &mut |out| {
+            for (id, m) in &exports {
+                let _ = writeln!(
+                    out,
+                    "sfera_blk_no_space_held{{export=\"{id}\"}} {}",
+                    m.no_space_held
+                );
+            }
+        },
+    );
+    family(
         "sfera_blk_queue_depth",
         "gauge",
         "Requests in flight at the backing store.",

@@ -465,8 +465,10 @@ impl VhostUserBackend for BlkDevice {
         } else if event == num_queues + 1 + thread_id {
             worker.process_completions();
         } else if event == 2 * num_queues + 1 + thread_id {
-            // The QoS timer: the throttled queue may go on.
+            // The queue's timer: the throttled queue may go on, and writes
+            // held for space are due to be retried.
             worker.clear_timer();
+            worker.retry_held();
             if let Some(vring) = own {
                 let mem = self.mem();
                 worker.process_queue(vring, &mem, self.inner.event_idx.load(Ordering::Relaxed));

@@ -1,6 +1,9 @@
 //! Per-queue counters of a vhost-user-blk export, written by the queue's
 //! worker thread only and summed per volume when read.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use datapath::counters::{Counter, Histogram};
 
 use super::broken::RingFault;
@@ -31,6 +34,36 @@ pub struct QueueMetrics {
     pub completed: Counter,
     /// Completion latency of reads and writes.
     pub latency: Histogram,
+    /// Times a write was held because the backing store had no space.
+    pub no_space_holds: Counter,
+    /// Times a held write was submitted again.
+    pub no_space_retries: Counter,
+    /// Requests held right now because the backing store has no space
+    /// (a gauge: see [`QueueMetrics::hold`]).
+    pub no_space_held: AtomicU64,
+    /// When the queue's current run of held requests began, in seconds
+    /// since the Unix epoch; 0 when none is held.
+    pub no_space_since: AtomicU64,
+}
+
+impl QueueMetrics {
+    /// Notes one more request held for space.
+    pub fn hold(&self) {
+        self.no_space_holds.inc();
+        if self.no_space_held.fetch_add(1, Ordering::Relaxed) == 0 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs().max(1));
+            self.no_space_since.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes that a held request was completed or let go.
+    pub fn unhold(&self) {
+        if self.no_space_held.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.no_space_since.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A summed view of several queues' counters.
@@ -52,6 +85,14 @@ pub struct MetricsSnapshot {
     pub in_flight: u64,
     pub latency_buckets: [u64; Histogram::BUCKETS],
     pub latency_sum_us: u64,
+    /// Times a write was held for space.
+    pub no_space_holds: u64,
+    /// Times a held write was submitted again.
+    pub no_space_retries: u64,
+    /// Requests held right now, waiting for space on the backing store.
+    pub no_space_held: u64,
+    /// When the oldest current hold began (seconds since the Unix epoch).
+    pub no_space_since: Option<u64>,
 }
 
 impl MetricsSnapshot {
@@ -81,6 +122,13 @@ impl MetricsSnapshot {
                 *total += b;
             }
             s.latency_sum_us += sum;
+            s.no_space_holds += q.no_space_holds.get();
+            s.no_space_retries += q.no_space_retries.get();
+            s.no_space_held += q.no_space_held.load(Ordering::Relaxed);
+            let since = q.no_space_since.load(Ordering::Relaxed);
+            if since != 0 {
+                s.no_space_since = Some(s.no_space_since.map_or(since, |t| t.min(since)));
+            }
         }
         s
     }

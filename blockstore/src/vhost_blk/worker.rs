@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, types};
+use io_uring::{opcode, squeue, types};
 use vhost_user_backend::{VringRwLock, VringState, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{
@@ -69,6 +69,11 @@ struct Slot {
     /// Keeps the guest memory the iovecs point into mapped until the
     /// operation completes, even if the frontend replaces the memory table.
     mem: Option<Arc<Memory>>,
+    /// The operation as submitted, to submit again while the backing store
+    /// has no space for it (see [`no_space`]).
+    entry: Option<squeue::Entry>,
+    /// Whether the request is held for space (counted in the metrics).
+    no_space: bool,
 }
 
 impl Slot {
@@ -82,6 +87,8 @@ impl Slot {
             started: Instant::now(),
             iovecs: IoVecs(Vec::with_capacity(MAX_IOVECS)),
             mem: None,
+            entry: None,
+            no_space: false,
         }
     }
 }
@@ -125,6 +132,13 @@ pub(crate) struct QueueWorker {
     /// Heads the previous backend left in flight, latest first: they are
     /// served before anything new.
     resubmit: Vec<u16>,
+    /// Writes the backing store had no space for, waiting to be submitted
+    /// again (their slots stay busy; see [`no_space`]).
+    held: Vec<u16>,
+    /// When the held writes are next submitted again.
+    retry_at: Option<Instant>,
+    /// Holds are logged through this: one line a minute per queue.
+    no_space_log: LogLimit,
 }
 
 impl QueueWorker {
@@ -164,6 +178,9 @@ impl QueueWorker {
             inflight: None,
             recover: false,
             resubmit: Vec::new(),
+            held: Vec::with_capacity(usize::from(queue_size)),
+            retry_at: None,
+            no_space_log: LogLimit::new(Duration::from_secs(60), 1),
         }
     }
 
@@ -303,9 +320,7 @@ impl QueueWorker {
     fn throttle(&mut self, wait: Duration) {
         self.metrics.throttled.inc();
         self.throttled_until = Some(Instant::now() + wait);
-        if let Err(e) = self.timer.reset(wait, None) {
-            tracing::error!("Cannot arm the QoS timer: {e}");
-        }
+        self.arm_timer();
     }
 
     /// Starts one request: parses it, then submits its I/O or queues an
@@ -507,6 +522,7 @@ impl QueueWorker {
         slot.bytes = bytes;
         slot.started = Instant::now();
         slot.mem = Some(Arc::clone(mem));
+        slot.no_space = false;
         match op {
             Op::Read { .. } => self.metrics.reads.inc(),
             Op::Write { .. } => self.metrics.writes.inc(),
@@ -517,6 +533,7 @@ impl QueueWorker {
         }
         self.metrics.submitted.inc();
         let entry = entry.user_data(u64::from(head));
+        self.slots[index].entry = Some(entry.clone());
         // The slot holds the iovecs and, through `mem`, the mapping of the
         // guest buffers they point to; only `complete()` clears `busy` and
         // `mem`, and a busy slot is never reused.
@@ -572,14 +589,19 @@ impl QueueWorker {
             metrics,
             backing,
             inflight,
+            held,
             ..
         } = self;
         let mut used = false;
         let inflight = inflight.as_ref();
-        ring.reap(|c| used |= complete(slots, (metrics, backing), inflight, &mut state, c));
+        ring.reap(|c| {
+            used |= complete(slots, (metrics, backing), inflight, held, &mut state, c);
+        });
         if used {
             notify(&mut state);
         }
+        drop(state);
+        self.schedule_retry();
     }
 
     /// Waits for every in-flight request and completes it (the queue is
@@ -595,10 +617,12 @@ impl QueueWorker {
     }
 
     /// The frontend stops the queue (GET_VRING_BASE): completes what is in
-    /// flight, and lifts a stop for a broken ring, as the frontend sets the
-    /// ring up again before it starts it.
+    /// flight, lets go of the writes held for space (see
+    /// [`QueueWorker::release_held`]), and lifts a stop for a broken ring,
+    /// as the frontend sets the ring up again before it starts it.
     pub(crate) fn stop(&mut self) {
         self.drain();
+        self.release_held();
         self.guard.clear();
     }
 
@@ -663,6 +687,7 @@ fn complete(
     slots: &mut [Slot],
     (metrics, backing): (&QueueMetrics, &Backing),
     inflight: Option<&QueueInflight>,
+    held: &mut Vec<u16>,
     state: &mut VringState<GuestMemoryAtomic<Memory>>,
     c: Completion,
 ) -> bool {
@@ -676,15 +701,33 @@ fn complete(
     if !slot.busy {
         return false;
     }
-    slot.busy = false;
-    let Some(mem) = slot.mem.take() else {
-        return false;
-    };
-    metrics.completed.inc();
     let expected = match slot.kind {
         Kind::Read | Kind::Write => i64::try_from(slot.bytes).unwrap_or(i64::MAX),
         Kind::Flush | Kind::Discard => 0,
     };
+    // Only a request that can be submitted again (its entry and memory are
+    // kept) is held.
+    let retriable = slot.mem.is_some() && slot.entry.is_some();
+    if retriable && no_space::out_of_space(slot.kind, c.result, expected) {
+        // Not completed: the slot stays busy, its memory mapped, until a
+        // retry succeeds or the queue stops.
+        if !slot.no_space {
+            slot.no_space = true;
+            metrics.hold();
+        }
+        held.push(head);
+        return false;
+    }
+    if slot.no_space {
+        slot.no_space = false;
+        metrics.unhold();
+    }
+    slot.busy = false;
+    slot.entry = None;
+    let Some(mem) = slot.mem.take() else {
+        return false;
+    };
+    metrics.completed.inc();
     let mut ok = i64::from(c.result) == expected;
     if slot.kind == Kind::Flush {
         ok = flush_durable(backing, metrics, ok, c.result);
@@ -814,6 +857,7 @@ fn fill_iovecs(
 
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
+mod no_space;
 mod resubmit;
 #[cfg(test)]
 mod tests;

@@ -325,6 +325,7 @@ fn vm_json(mgmt: &Mgmt, vm: &crate::db::Vm) -> Result<Value, ApiError> {
     let paths = mgmt.vm_paths(&vm.id);
     v["console_socket"] = json!(paths.console());
     v["console_log"] = json!(paths.console_log());
+    v["paused_reason"] = json!(mgmt.paused_reason(&vm.id));
     Ok(v)
 }
 

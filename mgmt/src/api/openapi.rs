@@ -404,6 +404,8 @@ fn schemas() -> Map<String, Value> {
                     json!({ "port_group": string, "mac": string, "port": string })) },
                 "console_socket": { "type": "string", "description": "The serial console's Unix socket on the host" },
                 "console_log": { "type": "string", "description": "Everything the serial console printed" },
+                "paused_reason": { "type": ["string", "null"],
+                    "description": "Why mgmtd paused the VM (its datastore is out of space); null otherwise" },
                 "created_at": time, "updated_at": time
             }),
         ),

@@ -2,5 +2,6 @@
 //! remove them.
 
 pub mod edit;
+pub mod no_space;
 pub mod request;
 pub mod service;

@@ -373,6 +373,8 @@ impl Mgmt {
             driver::resume(d, &paths).await
         };
         done.map_err(|e| ApiError::internal(format!("{} could not be {verb}: {e}", vm.name)))?;
+        // The user's pause or resume ends mgmtd's own (for space).
+        self.no_space().forget(&vm.id);
         self.db.set_vm_state(&vm.id, to, vm.pid)?;
         self.db.event(
             "info",

@@ -11,6 +11,7 @@ use super::*;
 use crate::vhost_blk::broken::RingFault;
 use crate::vhost_blk::fake_driver::{Data, FakeDriver, MEM_LEN, QUEUE_SIZE};
 use crate::vhost_blk::inflight::InflightArea;
+use crate::vhost_blk::metrics::MetricsSnapshot;
 
 const DESC: u64 = crate::vhost_blk::fake_driver::DESC;
 const USED: u64 = crate::vhost_blk::fake_driver::USED;
@@ -566,4 +567,99 @@ fn a_head_outside_the_ring_is_not_marked_in_flight() {
     let used = f.driver.used_idx();
     assert_eq!(next.recover(QUEUE_SIZE, used, &mut resubmit), Ok(used));
     assert!(resubmit.is_empty());
+}
+
+/// A worker whose writes all fail with ENOSPC: its ring does I/O on
+/// `/dev/full` (kept open in the returned file).
+fn full_fixture() -> (Fixture, std::fs::File) {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backing = Arc::new(Backing::open(&image(&dir), false).expect("backing"));
+    let full = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let mut f = queue_of(&backing, [full.as_raw_fd(); 2], false);
+    f._dir = Some(dir);
+    (f, full)
+}
+
+impl Fixture {
+    /// Makes a 512-byte write available and reaps until the worker holds
+    /// `held` requests for space; returns its head.
+    fn write_until_held(&mut self, held: u64) -> u16 {
+        let head = self.driver.offer(T_OUT, 0, Data::Out(&[0x5a; 512]));
+        let (vring, mem) = (self.vring.clone(), self.mem.clone());
+        self.worker.process_queue(&vring, &mem, false);
+        let deadline = Instant::now() + DEADLINE;
+        while self.metrics.no_space_held.load(Ordering::Relaxed) < held && Instant::now() < deadline
+        {
+            self.worker.process_completions();
+            std::thread::yield_now();
+        }
+        assert_eq!(self.metrics.no_space_held.load(Ordering::Relaxed), held);
+        head
+    }
+}
+
+#[test]
+fn a_write_without_space_is_held_and_retried_not_failed() {
+    // Before the hold, the write completed at once with IOERR.
+    let (mut f, _full) = full_fixture();
+    let head = f.write_until_held(1);
+    assert_eq!(f.driver.status(head), 0xff, "not completed");
+    assert_eq!(f.driver.used_idx(), 0);
+    assert_eq!(f.metrics.io_errors.get(), 0);
+    assert_ne!(f.metrics.no_space_since.load(Ordering::Relaxed), 0);
+
+    // The timer fires a second later; the retry fails again and the
+    // write is held again, still not completed.
+    let armed = Instant::now();
+    f.worker.clear_timer();
+    assert!(
+        armed.elapsed() >= Duration::from_millis(500),
+        "rate-limited"
+    );
+    f.worker.retry_held();
+    let deadline = Instant::now() + DEADLINE;
+    assert_eq!(f.metrics.no_space_retries.get(), 1, "retried once");
+    while f.worker.ring.in_flight() > 0 && Instant::now() < deadline {
+        f.worker.process_completions();
+        std::thread::yield_now();
+    }
+    assert_eq!(f.worker.held, [head], "held again");
+    assert_eq!(f.metrics.no_space_held.load(Ordering::Relaxed), 1);
+    assert_eq!(f.metrics.no_space_holds.get(), 1, "one request held");
+    assert_eq!(f.driver.status(head), 0xff);
+
+    // The frontend stops the queue and tracks no inflight I/O: the write
+    // fails rather than hanging GET_VRING_BASE.
+    f.worker.stop();
+    assert_eq!(f.driver.status(head), VIRTIO_BLK_S_IOERR);
+    assert_eq!(f.driver.used_idx(), 1);
+    assert_eq!(f.metrics.no_space_held.load(Ordering::Relaxed), 0);
+    assert_eq!(f.metrics.no_space_since.load(Ordering::Relaxed), 0);
+    let m = MetricsSnapshot::sum([&*f.metrics]);
+    assert_eq!(m.in_flight, 0);
+}
+
+#[test]
+fn held_writes_stay_in_flight_when_a_tracked_queue_stops() {
+    let (mut f, _full) = full_fixture();
+    let (area, _) = inflight_area();
+    f.worker.set_inflight(area.queue(0));
+    let head = f.write_until_held(1);
+
+    // GET_VRING_BASE returns at once; the write is neither completed nor
+    // forgotten: the region still has it in flight, for the frontend to
+    // hand back when it starts the queue again.
+    f.worker.stop();
+    assert_eq!(f.driver.status(head), 0xff);
+    assert_eq!(f.driver.used_idx(), 0);
+    assert_eq!(f.metrics.no_space_held.load(Ordering::Relaxed), 0);
+    let mut next = area.queue(0).expect("queue 0");
+    let mut resubmit = Vec::new();
+    assert_eq!(next.recover(QUEUE_SIZE, 0, &mut resubmit), Ok(1));
+    assert_eq!(resubmit, [head]);
 }

@@ -31,6 +31,12 @@ pub enum BackingError {
     },
     #[error("{} is empty or not a multiple of 512 bytes ({size} bytes)", path.display())]
     BadSize { path: PathBuf, size: u64 },
+    #[error(
+        "{} is in use: it is mounted, or another program (another export, a device mapper, \
+         mkfs) holds it exclusively",
+        path.display()
+    )]
+    InUse { path: PathBuf },
 }
 
 /// An open backing store.
@@ -52,18 +58,34 @@ pub struct Backing {
 
 impl Backing {
     /// Opens `path` for an export.
+    ///
+    /// A block device is claimed exclusively (`O_EXCL` without `O_CREAT`):
+    /// while it is exported nothing can mount it, and no other exclusive
+    /// user (a second export of it, mkfs, a device mapper) can take it,
+    /// as a filesystem's or a VM's data would be written from two sides.
     pub fn open(path: &Path, read_only: bool) -> Result<Self, BackingError> {
-        let open = |direct: bool| {
+        let exclusive = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
+        let open = |direct: bool, exclusive: bool| {
             let mut options = OpenOptions::new();
             options.read(true).write(!read_only);
+            let mut flags = 0;
             if direct {
-                options.custom_flags(libc::O_DIRECT);
+                flags |= libc::O_DIRECT;
             }
+            if exclusive {
+                flags |= libc::O_EXCL;
+            }
+            options.custom_flags(flags);
             options.open(path)
         };
-        let buffered = open(false).map_err(|source| BackingError::Open {
-            path: path.to_owned(),
-            source,
+        let buffered = open(false, exclusive).map_err(|source| match source.raw_os_error() {
+            Some(libc::EBUSY) if exclusive => BackingError::InUse {
+                path: path.to_owned(),
+            },
+            _ => BackingError::Open {
+                path: path.to_owned(),
+                source,
+            },
         })?;
         let meta = buffered.metadata().map_err(|source| BackingError::Size {
             path: path.to_owned(),
@@ -89,7 +111,9 @@ impl Backing {
                 size: capacity,
             });
         }
-        let direct = match open(true) {
+        // The buffered descriptor holds the claim; a second exclusive
+        // open, even from here, would find the device busy.
+        let direct = match open(true, false) {
             Ok(f) => Some(f),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::warn!(path = %path.display(), "O_DIRECT not supported here; using the page cache");
@@ -117,6 +141,12 @@ impl Backing {
             block_device,
             write_back_error: AtomicBool::new(false),
         })
+    }
+
+    /// The size of the block device at `path`, without claiming it (an
+    /// export may hold it).
+    pub fn device_size(path: &Path) -> std::io::Result<u64> {
+        block_device_size(&File::open(path)?)
     }
 
     /// The path it was opened from.
@@ -233,6 +263,58 @@ mod tests {
         assert!(!b.read_only());
         assert!(b.direct_ok(4096, [(0x10000, 4096)].into_iter()) || b.fds()[0] == b.fds()[1]);
         assert!(!b.direct_ok(4096, [(0x10001, 4096)].into_iter()));
+    }
+
+    /// A loop device over a 1 MiB file, detached on drop.
+    struct Loop {
+        dev: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Loop {
+        fn new() -> Loop {
+            let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+            let image = dir.path().join("disk.img");
+            File::create(&image).unwrap().set_len(1 << 20).unwrap();
+            let out = std::process::Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&image)
+                .output()
+                .expect("losetup (util-linux) runs");
+            assert!(
+                out.status.success(),
+                "losetup needs root: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Loop {
+                dev: PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()),
+                _dir: dir,
+            }
+        }
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(&self.dev)
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_block_device_is_held_exclusively_while_open() {
+        let dev = Loop::new();
+        let first = Backing::open(&dev.dev, false).unwrap();
+        assert!(first.is_block_device());
+        assert_eq!(first.capacity(), 1 << 20);
+        // A second export of it, or a mount, finds it busy.
+        assert!(matches!(
+            Backing::open(&dev.dev, false),
+            Err(BackingError::InUse { .. })
+        ));
+        drop(first);
+        Backing::open(&dev.dev, true).expect("free again once closed");
     }
 
     #[test]

@@ -266,9 +266,7 @@ impl Datastore {
     pub fn info(&self) -> Result<DatastoreInfo, DatastoreError> {
         let (capacity, free) = match self.kind {
             DatastoreKind::BlockDevice => {
-                let size = crate::backing::Backing::open(&self.path, true)
-                    .map(|b| b.capacity())
-                    .unwrap_or(0);
+                let size = crate::backing::Backing::device_size(&self.path).unwrap_or(0);
                 (size, 0)
             }
             DatastoreKind::Directory => statvfs(&self.path)?,
@@ -383,9 +381,7 @@ impl Datastore {
                     name: name.to_owned(),
                 });
             }
-            let size = crate::backing::Backing::open(&self.path, true)
-                .map(|b| b.capacity())
-                .unwrap_or(0);
+            let size = crate::backing::Backing::device_size(&self.path).unwrap_or(0);
             return Ok(VolumeInfo {
                 datastore: self.name.clone(),
                 name: name.to_owned(),

@@ -63,6 +63,10 @@ impl Backing {
     /// while it is exported nothing can mount it, and no other exclusive
     /// user (a second export of it, mkfs, a device mapper) can take it,
     /// as a filesystem's or a VM's data would be written from two sides.
+    /// A device found busy is tried again for up to 10 s: a blockd killed
+    /// a moment ago keeps its claim until the kernel has finished the I/O
+    /// it had in flight, and its successor must be able to take over (seen
+    /// in `block_inflight`, whose device throttles writes).
     pub fn open(path: &Path, read_only: bool) -> Result<Self, BackingError> {
         let exclusive = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
         let open = |direct: bool, exclusive: bool| {
@@ -78,7 +82,19 @@ impl Backing {
             options.custom_flags(flags);
             options.open(path)
         };
-        let buffered = open(false, exclusive).map_err(|source| match source.raw_os_error() {
+        // A blockd that crashed a moment ago may still hold the claim while
+        // the kernel finishes its I/O in flight: wait a little for it.
+        let mut tries = 0;
+        let first = loop {
+            match open(false, exclusive) {
+                Err(e) if exclusive && e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other,
+            }
+        };
+        let buffered = first.map_err(|source| match source.raw_os_error() {
             Some(libc::EBUSY) if exclusive => BackingError::InUse {
                 path: path.to_owned(),
             },

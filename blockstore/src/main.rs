@@ -14,7 +14,7 @@ use blockstore::api::request::DEFAULT_POLL_US;
 use blockstore::api::{client, http};
 use blockstore::service::{Blockd, Config};
 use blockstore::vhost_blk::{BlkDevice, ExportOptions, ExportServer};
-use datapath::api_peer::{self, ApiPeers};
+use control::peers::ApiPeers;
 use datapath::privileges::{self, Account};
 
 const DEFAULT_API: &str = "/run/sfera/blockd.sock";
@@ -368,17 +368,21 @@ fn serve(
     // hold the state.
     let early = match user {
         Some(name) => {
-            let listener = api_peer::bind(api)?;
+            let socket = control::socket::bind(api)?;
             become_user(name, api, &data_dir, &run_dir)?;
-            Some(listener)
+            Some(socket)
         }
         None => None,
     };
     let blockd =
         Blockd::open(Config { data_dir, run_dir }).map_err(|e| anyhow::anyhow!(e.message))?;
-    let listener = match early {
-        Some(listener) => listener,
-        None => api_peer::bind(api)?,
+    // The socket's lock is held until the process ends.
+    let control::socket::ApiSocket {
+        listener,
+        lock: _lock,
+    } = match early {
+        Some(socket) => socket,
+        None => control::socket::bind(api)?,
     };
     tracing::info!(?blockd, api = %api.display(), user, "sfera-blockd started");
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -16,9 +16,7 @@
 //!   capabilities it needs, and taking over state root made.
 //! - [`ownership`]: a tree handed to a daemon's user without following
 //!   symlinks out of it.
-//! - [`api_peer`]: who may call a daemon's control API (SO_PEERCRED).
 
-pub mod api_peer;
 pub mod counters;
 pub mod cycles;
 pub mod log_limit;

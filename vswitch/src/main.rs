@@ -11,7 +11,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use datapath::api_peer::{self, ApiPeers};
+use control::peers::ApiPeers;
+use control::socket::ApiSocket;
 use datapath::privileges::{self, Account, Capability};
 
 use vswitch::api::http;
@@ -198,10 +199,10 @@ fn check_api_free(api: &Path) -> Result<()> {
 }
 
 /// Binds the API socket, replacing a stale one.
-fn bind_api(api: &Path) -> Result<std::os::unix::net::UnixListener> {
+fn bind_api(api: &Path) -> Result<ApiSocket> {
     check_api_free(api)?;
     // A socket left by a previous run is stale: no one answers on it.
-    Ok(api_peer::bind(api)?)
+    Ok(control::socket::bind(api)?)
 }
 
 /// Hands the data directory (and the API socket) to `name`, then becomes
@@ -228,11 +229,7 @@ fn run_switch(
     config: SwitchConfig,
     origin: &Origin,
     run: &RunOptions,
-    api: Option<(
-        &PathBuf,
-        StateFile,
-        Option<std::os::unix::net::UnixListener>,
-    )>,
+    api: Option<(&PathBuf, StateFile, Option<ApiSocket>)>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -262,16 +259,18 @@ fn run_switch(
     };
 
     let bound = match early {
-        Some(listener) => Ok(listener),
+        Some(socket) => Ok(socket),
         None => bind_api(api),
     };
-    let listener = match bound.and_then(|l| Ok(tokio::net::UnixListener::from_std(l)?)) {
-        Ok(l) => l,
-        Err(e) => {
-            daemon.shutdown();
-            return Err(e);
-        }
-    };
+    // The socket's lock is held until the process ends.
+    let (listener, _lock) =
+        match bound.and_then(|s| Ok((tokio::net::UnixListener::from_std(s.listener)?, s.lock))) {
+            Ok(l) => l,
+            Err(e) => {
+                daemon.shutdown();
+                return Err(e);
+            }
+        };
     tracing::info!(%origin, api = %api.display(), "sfera-vswitchd started");
     let vswitchd = Arc::new(Vswitchd::new(daemon, Some(state)));
     let stopped_by = runtime.block_on(async {

@@ -32,7 +32,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 
-use datapath::api_peer::{ApiPeers, admit};
+use control::peers::{ApiPeers, admit};
 
 use super::request::{ApiError, Request, Response};
 use crate::service::Blockd;

@@ -31,7 +31,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 
-use datapath::api_peer::{ApiPeers, admit};
+use control::peers::{ApiPeers, admit};
 
 use super::request::{ApiError, Change, Query, Request, Response};
 use crate::service::{Control, Vswitchd};

@@ -5,7 +5,6 @@
 //! The vhost-user sockets VMs connect to are not checked this way: their
 //! owner and mode, set by mgmtd per VM, are their access control.
 
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -81,39 +80,6 @@ impl ApiPeers {
             log: logged,
         })
     }
-}
-
-/// Errors binding an API socket.
-#[derive(Debug, thiserror::Error)]
-#[error("Cannot {step} {}", path.display())]
-pub struct BindError {
-    step: &'static str,
-    path: PathBuf,
-    #[source]
-    source: std::io::Error,
-}
-
-/// Binds a daemon's API socket at `path`, replacing a stale one (the
-/// caller has made sure no live daemon answers on it), with mode 0600
-/// whatever the umask, non-blocking for tokio.
-pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> {
-    let err = |step| {
-        move |source| BindError {
-            step,
-            path: path.to_owned(),
-            source,
-        }
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err("create the directory of"))?;
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(err("listen on"))?;
-    crate::privileges::set_mode(path, 0o600).map_err(err("set the mode of"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(err("make non-blocking"))?;
-    Ok(listener)
 }
 
 /// `stream` if its peer may use the API; otherwise the peer is answered

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::db::DatastoreRow;
 use crate::db::now;
-use crate::unix_client::{DaemonCallError, UnixApi};
+use control::client::{CallError, UnixApi};
 
 /// sfera-blockd's API.
 #[derive(Debug, Clone)]
@@ -16,21 +16,10 @@ pub struct Blockd {
     pub api: UnixApi,
 }
 
-/// Percent-encodes a path segment (volume names hold a '/').
-pub fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+pub use control::path::encode_segment;
 
 impl Blockd {
-    pub async fn datastores(&self) -> Result<Vec<DatastoreRow>, DaemonCallError> {
+    pub async fn datastores(&self) -> Result<Vec<DatastoreRow>, CallError> {
         let list = self.api.get("/v1/datastores").await?;
         let t = now();
         Ok(list
@@ -53,7 +42,7 @@ impl Blockd {
         &self,
         name: &str,
         path: &str,
-    ) -> Result<serde_json::Value, DaemonCallError> {
+    ) -> Result<serde_json::Value, CallError> {
         self.api
             .call(
                 Method::POST,
@@ -63,7 +52,7 @@ impl Blockd {
             .await
     }
 
-    pub async fn volumes(&self, datastore: &str) -> Result<serde_json::Value, DaemonCallError> {
+    pub async fn volumes(&self, datastore: &str) -> Result<serde_json::Value, CallError> {
         self.api
             .get(&format!(
                 "/v1/datastores/{}/volumes",
@@ -77,7 +66,7 @@ impl Blockd {
         datastore: &str,
         name: &str,
         size: u64,
-    ) -> Result<serde_json::Value, DaemonCallError> {
+    ) -> Result<serde_json::Value, CallError> {
         self.api
             .call(
                 Method::POST,
@@ -87,7 +76,7 @@ impl Blockd {
             .await
     }
 
-    pub async fn delete_volume(&self, datastore: &str, name: &str) -> Result<(), DaemonCallError> {
+    pub async fn delete_volume(&self, datastore: &str, name: &str) -> Result<(), CallError> {
         self.api
             .call(
                 Method::DELETE,
@@ -109,7 +98,7 @@ impl Blockd {
         datastore: &str,
         name: &str,
         size: u64,
-    ) -> Result<serde_json::Value, DaemonCallError> {
+    ) -> Result<serde_json::Value, CallError> {
         self.api
             .call(
                 Method::PATCH,
@@ -124,7 +113,7 @@ impl Blockd {
     }
 
     /// Unregisters a datastore (its files stay).
-    pub async fn remove_datastore(&self, name: &str) -> Result<(), DaemonCallError> {
+    pub async fn remove_datastore(&self, name: &str) -> Result<(), CallError> {
         self.api
             .call(
                 Method::DELETE,
@@ -141,7 +130,7 @@ impl Blockd {
         id: &str,
         datastore: &str,
         volume: &str,
-    ) -> Result<PathBuf, DaemonCallError> {
+    ) -> Result<PathBuf, CallError> {
         let v = self
             .api
             .call(
@@ -154,7 +143,7 @@ impl Blockd {
     }
 
     /// The socket of an existing export.
-    pub async fn export_socket(&self, id: &str) -> Result<PathBuf, DaemonCallError> {
+    pub async fn export_socket(&self, id: &str) -> Result<PathBuf, CallError> {
         let v = self
             .api
             .get(&format!("/v1/exports/{}", encode_segment(id)))
@@ -162,7 +151,7 @@ impl Blockd {
         Ok(PathBuf::from(v["socket"].as_str().unwrap_or_default()))
     }
 
-    pub async fn delete_export(&self, id: &str) -> Result<(), DaemonCallError> {
+    pub async fn delete_export(&self, id: &str) -> Result<(), CallError> {
         self.api
             .call(
                 Method::DELETE,
@@ -177,7 +166,7 @@ impl Blockd {
     /// space (`stats.no_space.held`), by export id.
     pub async fn held_for_space(
         &self,
-    ) -> Result<std::collections::HashMap<String, u64>, DaemonCallError> {
+    ) -> Result<std::collections::HashMap<String, u64>, CallError> {
         let list = self.api.get("/v1/exports").await?;
         Ok(list
             .as_array()
@@ -192,7 +181,7 @@ impl Blockd {
     }
 
     /// The Prometheus text.
-    pub async fn metrics(&self) -> Result<String, DaemonCallError> {
+    pub async fn metrics(&self) -> Result<String, CallError> {
         let (_, body) = self.api.raw(Method::GET, "/metrics", None).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }

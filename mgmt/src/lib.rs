@@ -6,7 +6,7 @@
 //!   restarted with backoff, re-adopted across mgmtd restarts;
 //!   [`daemon_users`]: the unprivileged users they run as.
 //! - [`blockd`], [`vswitchd`]: what mgmtd asks of each daemon, over
-//!   [`unix_client`].
+//!   `control::client`.
 //! - [`db`]: the inventory, tasks, events and users in SQLite, migrated in
 //!   order, never rebuilt.
 //! - [`host`]: CPUs, memory and the kind of KVM, which picks QEMU's
@@ -43,6 +43,5 @@ pub mod sfera_vmm;
 pub mod supervisor;
 pub mod tasks;
 pub mod tls;
-pub mod unix_client;
 pub mod vm;
 pub mod vswitchd;

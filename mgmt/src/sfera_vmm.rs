@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use crate::db::Boot;
 use crate::driver::VmPaths;
 use crate::qemu::Launch;
-use crate::unix_client::UnixApi;
 use crate::{jail, pid};
+use control::client::UnixApi;
 
 /// sfera-vmm's configuration for a VM (vmm/README.md, "Running a VM");
 /// sfera-vmm boots kernels only (the driver choice sees to that).

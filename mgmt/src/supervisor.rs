@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::db::{Db, now};
 use crate::pid;
-use crate::unix_client::UnixApi;
+use control::client::UnixApi;
 
 /// How a daemon shows it is ready.
 #[derive(Debug, Clone)]

@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 
 use crate::blockd::encode_segment;
 use crate::supervisor::Supervisor;
-use crate::unix_client::DaemonCallError;
+use control::client::CallError;
 
 /// Errors changing the switch.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
     #[error(transparent)]
-    Call(#[from] DaemonCallError),
+    Call(#[from] CallError),
 }
 
 /// The port group mgmtd creates when the switch has none.

@@ -2,8 +2,8 @@
 //! with an HTTP status.
 
 use crate::db::DbError;
-use crate::unix_client::DaemonCallError;
 use crate::vswitchd::SwitchError;
+use control::client::CallError;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,12 +118,12 @@ impl From<DbError> for ApiError {
     }
 }
 
-impl From<DaemonCallError> for ApiError {
-    fn from(e: DaemonCallError) -> Self {
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
         match &e {
             // The daemon's own refusal, with its status for the client
             // errors (a name taken, a datastore path that does not exist).
-            DaemonCallError::Refused {
+            CallError::Refused {
                 status, message, ..
             } if (400..500).contains(status) => {
                 let code = match status {

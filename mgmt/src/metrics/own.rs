@@ -4,9 +4,10 @@
 //! restarts, and how long the performance sampler's rounds take.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use control::prometheus::{Exposition, Kind};
 
 use crate::service::Mgmt;
 
@@ -23,13 +24,6 @@ struct SamplerTimes {
     rounds: u64,
     seconds_total: f64,
     last_seconds: f64,
-}
-
-/// A label value with `\`, `"` and newlines escaped.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl OwnMetrics {
@@ -55,62 +49,61 @@ impl OwnMetrics {
     }
 
     /// The in-memory counters as Prometheus text.
-    fn render_counters(&self, out: &mut String) {
+    fn render_counters(&self, page: &mut Exposition) {
         let requests = self
             .requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let _ = writeln!(
-            out,
-            "# HELP sfera_mgmtd_api_requests_total API requests answered, by route and status\n# TYPE sfera_mgmtd_api_requests_total counter"
+        let mut family = page.family(
+            "sfera_mgmtd_api_requests_total",
+            Kind::Counter,
+            "API requests answered, by route and status",
         );
         for ((method, route, status), n) in &requests {
-            let _ = writeln!(
-                out,
-                "sfera_mgmtd_api_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
-                label(method),
-                label(route)
+            let status = status.to_string();
+            family.sample(
+                &[("method", method), ("route", route), ("status", &status)],
+                n,
             );
         }
         let s = *self
             .sampler
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = writeln!(
-            out,
-            "# HELP sfera_mgmtd_sampler_rounds_total Performance sampling rounds\n# TYPE sfera_mgmtd_sampler_rounds_total counter\nsfera_mgmtd_sampler_rounds_total {}",
-            s.rounds
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sfera_mgmtd_sampler_seconds_total Time spent in sampling rounds\n# TYPE sfera_mgmtd_sampler_seconds_total counter\nsfera_mgmtd_sampler_seconds_total {}",
-            s.seconds_total
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sfera_mgmtd_sampler_last_round_seconds Duration of the last sampling round\n# TYPE sfera_mgmtd_sampler_last_round_seconds gauge\nsfera_mgmtd_sampler_last_round_seconds {}",
-            s.last_seconds
-        );
+        page.family(
+            "sfera_mgmtd_sampler_rounds_total",
+            Kind::Counter,
+            "Performance sampling rounds",
+        )
+        .sample(&[], s.rounds);
+        page.family(
+            "sfera_mgmtd_sampler_seconds_total",
+            Kind::Counter,
+            "Time spent in sampling rounds",
+        )
+        .sample(&[], s.seconds_total);
+        page.family(
+            "sfera_mgmtd_sampler_last_round_seconds",
+            Kind::Gauge,
+            "Duration of the last sampling round",
+        )
+        .sample(&[], s.last_seconds);
     }
 }
 
 /// The whole text: the counters, and what the inventory and the
 /// supervisors say now.
 pub fn render(mgmt: &Mgmt) -> Result<String, crate::db::DbError> {
-    let mut out = String::new();
-    mgmt.own_metrics.render_counters(&mut out);
-    let _ = writeln!(
-        out,
-        "# HELP sfera_mgmtd_tasks Tasks recorded, by kind and state\n# TYPE sfera_mgmtd_tasks gauge"
+    let mut page = Exposition::new();
+    mgmt.own_metrics.render_counters(&mut page);
+    let mut tasks = page.family(
+        "sfera_mgmtd_tasks",
+        Kind::Gauge,
+        "Tasks recorded, by kind and state",
     );
     for (kind, state, n) in mgmt.db.task_counts()? {
-        let _ = writeln!(
-            out,
-            "sfera_mgmtd_tasks{{kind=\"{}\",state=\"{}\"}} {n}",
-            label(&kind),
-            label(&state)
-        );
+        tasks.sample(&[("kind", &kind), ("state", &state)], n);
     }
     let mut vms: BTreeMap<(String, String), u64> = BTreeMap::new();
     for state in ["creating", "stopped", "running", "paused", "deleting"] {
@@ -122,38 +115,35 @@ pub fn render(mgmt: &Mgmt) -> Result<String, crate::db::DbError> {
         *vms.entry((vm.state.as_str().to_owned(), vm.driver.clone()))
             .or_default() += 1;
     }
-    let _ = writeln!(
-        out,
-        "# HELP sfera_mgmtd_vms VMs by state and hypervisor driver\n# TYPE sfera_mgmtd_vms gauge"
+    let mut family = page.family(
+        "sfera_mgmtd_vms",
+        Kind::Gauge,
+        "VMs by state and hypervisor driver",
     );
     for ((state, driver), n) in &vms {
-        let _ = writeln!(
-            out,
-            "sfera_mgmtd_vms{{state=\"{state}\",driver=\"{}\"}} {n}",
-            label(driver)
-        );
+        family.sample(&[("state", state), ("driver", driver)], n);
     }
-    let _ = writeln!(
-        out,
-        "# HELP sfera_mgmtd_daemon_restarts_total Restarts of a supervised daemon after it died\n# TYPE sfera_mgmtd_daemon_restarts_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP sfera_mgmtd_daemon_up The supervised daemon runs\n# TYPE sfera_mgmtd_daemon_up gauge"
-    );
-    for d in [
+    let daemons = [
         mgmt.blockd_supervisor.status(),
         mgmt.vswitchd.supervisor.status(),
-    ] {
-        let name = label(&d.name);
-        let _ = writeln!(
-            out,
-            "sfera_mgmtd_daemon_restarts_total{{daemon=\"{name}\"}} {}\nsfera_mgmtd_daemon_up{{daemon=\"{name}\"}} {}",
-            d.restarts,
-            u8::from(d.state == "running")
-        );
+    ];
+    let mut restarts = page.family(
+        "sfera_mgmtd_daemon_restarts_total",
+        Kind::Counter,
+        "Restarts of a supervised daemon after it died",
+    );
+    for d in &daemons {
+        restarts.sample(&[("daemon", &d.name)], d.restarts);
     }
-    Ok(out)
+    let mut up = page.family(
+        "sfera_mgmtd_daemon_up",
+        Kind::Gauge,
+        "The supervised daemon runs",
+    );
+    for d in &daemons {
+        up.sample(&[("daemon", &d.name)], u8::from(d.state == "running"));
+    }
+    Ok(page.into_text())
 }
 
 #[cfg(test)]
@@ -167,8 +157,9 @@ mod tests {
         m.request("GET", "/api/v1/vms/{vm}", 200);
         m.request("POST", "/api/v1/vms", 400);
         m.sampler_round(Duration::from_millis(250));
-        let mut out = String::new();
-        m.render_counters(&mut out);
+        let mut page = Exposition::new();
+        m.render_counters(&mut page);
+        let out = page.into_text();
         assert!(out.contains(
             "sfera_mgmtd_api_requests_total{method=\"GET\",route=\"/api/v1/vms/{vm}\",status=\"200\"} 2"
         ), "{out}");
@@ -178,6 +169,5 @@ mod tests {
             out.contains("sfera_mgmtd_sampler_last_round_seconds 0.25"),
             "{out}"
         );
-        assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

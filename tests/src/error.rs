@@ -100,6 +100,15 @@ pub enum Error {
     #[error("Data integrity check failed: {what}")]
     Integrity { what: String },
 
+    /// An HTTP answer with another status than the one wanted.
+    #[error("{what}: HTTP {status} (wanted {wanted}): {body}")]
+    Http {
+        what: String,
+        status: u16,
+        wanted: String,
+        body: String,
+    },
+
     /// A value read from a tool or file could not be parsed.
     #[error("Cannot parse {what}: {text:?}")]
     Parse { what: String, text: String },

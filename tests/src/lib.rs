@@ -22,12 +22,15 @@
 //! - [`flush_campaign`]: writes, flushes and a crash, then a check of what
 //!   survived, for crash and power-loss tests.
 //! - [`daemons`]: Sfera's own daemons, from the workspace's build output.
-//! - [`http`]: REST calls to a daemon's Unix-socket API through curl.
+//! - [`http`]: every HTTP call the tests make (daemons' Unix-socket APIs,
+//!   mgmtd and the appliance over TCP), through curl.
 //! - [`mgmtd`]: sfera-mgmtd on a free port with its data in the test's
 //!   directory, and the cleanup of what it leaves running.
 //! - [`raw_frontend`]: a raw vhost-user frontend that writes any
 //!   descriptors it likes, for protocol and bad-guest tests.
 //! - [`raw_nic`]: a virtio-net NIC on a raw frontend, for byte-exact frames.
+//! - [`scenario`]: the named cases one heavy set-up (a booted guest) runs
+//!   in order, each failure naming its case.
 //! - [`frames`]: Ethernet, 802.1Q, ARP and ICMP echo frames byte by byte.
 //! - [`qemu_kvm`]: how QEMU runs on this host's KVM (the `-cpu` model the
 //!   KVM accepts), probed once; every QEMU started with `-accel kvm` uses it.
@@ -62,6 +65,7 @@ pub mod process;
 pub mod qemu_kvm;
 pub mod raw_frontend;
 pub mod raw_nic;
+pub mod scenario;
 pub mod small_fs;
 pub mod testdir;
 pub mod testguest;

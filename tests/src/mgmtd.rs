@@ -17,6 +17,66 @@ use crate::testdir::TestDir;
 use crate::wait::wait_until;
 use crate::{Error, Result};
 
+/// Where a test runs its mgmtd: its own directory (mgmtd's data in
+/// `data/`), a free port, the guest image's directory for the Tiny Linux
+/// template, and [`Leftovers`], which kills what mgmtd leaves running.
+/// Fields drop in order: the leftovers are killed before the directory
+/// goes.
+#[derive(Debug)]
+pub struct Site {
+    pub leftovers: Leftovers,
+    pub dir: TestDir,
+    pub port: u16,
+    pub guest_dir: PathBuf,
+}
+
+impl Site {
+    /// A site named `name` with the guest image (`make guest-image`).
+    pub fn new(name: &str) -> Result<Self> {
+        let image = crate::guest::GuestImage::locate()?;
+        let guest_dir =
+            image
+                .kernel
+                .parent()
+                .map(Path::to_owned)
+                .ok_or_else(|| Error::MissingGuestImage {
+                    dir: image.kernel.clone(),
+                })?;
+        Self::with_guest_dir(name, |_| guest_dir)
+    }
+
+    /// A site named `name` whose VMs boot no Tiny Linux (its guest
+    /// directory does not exist).
+    pub fn without_guest_image(name: &str) -> Result<Self> {
+        Self::with_guest_dir(name, |dir| dir.join("no-guest-image"))
+    }
+
+    fn with_guest_dir(name: &str, guest_dir: impl FnOnce(&TestDir) -> PathBuf) -> Result<Self> {
+        let dir = TestDir::new(name)?;
+        Ok(Site {
+            leftovers: Leftovers(dir.join("data")),
+            guest_dir: guest_dir(&dir),
+            port: free_port()?,
+            dir,
+        })
+    }
+
+    /// mgmtd's data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts mgmtd #`n` here ([`start`]).
+    pub fn start(&self, n: u32, extra: &[OsString]) -> Result<Process> {
+        start(&self.dir, self.port, &self.guest_dir, n, extra)
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -11,6 +11,7 @@ use harness::daemons::blockd::BlockdDaemon;
 use harness::http::{Answer, call};
 use harness::testdir::TestDir;
 use harness::wait::wait_until;
+use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
@@ -18,26 +19,14 @@ fn api(d: &BlockdDaemon, method: &str, path: &str, body: Option<&str>) -> Result
     Ok(call(d.api(), method, path, body)?)
 }
 
-fn expect(answer: &Answer, status: u16, what: &str) -> Result<serde_json::Value> {
-    ensure!(
-        answer.status == status,
-        "{what}: HTTP {} (wanted {status}): {}",
-        answer.status,
-        answer.body
-    );
-    Ok(answer.json()?)
+/// [`Answer::expect`], for anyhow.
+fn expect(answer: &Answer, status: u16, what: &str) -> Result<Value> {
+    Ok(answer.expect(status, what)?)
 }
 
+/// [`Answer::expect_error`], for anyhow.
 fn expect_error(answer: &Answer, status: u16, code: &str, what: &str) -> Result<()> {
-    let body = expect(answer, status, what)?;
-    ensure!(body["error"]["code"] == code, "{what}: error body {body}");
-    ensure!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{what}: no message"
-    );
-    Ok(())
+    Ok(answer.expect_error(status, code, what)?)
 }
 
 #[test]
@@ -277,7 +266,7 @@ fn qos_limits_iops_while_in_use_and_the_cli_sees_it() -> Result<()> {
     cli(&["datastore", "add", "local", &store.display().to_string()])?;
     cli(&["volume", "create", "local", "v", "16M"])?;
     cli(&["export-ctl", "create", "v", "local", "v"])?;
-    let listed: serde_json::Value = serde_json::from_str(&cli(&["--json", "export-ctl", "list"])?)?;
+    let listed: Value = serde_json::from_str(&cli(&["--json", "export-ctl", "list"])?)?;
     ensure!(listed[0]["id"] == "v", "{listed}");
     // A bad request through the CLI fails with the API's message.
     let err = cli(&["volume", "create", "local", "bad", "1000"])
@@ -308,14 +297,13 @@ fn qos_limits_iops_while_in_use_and_the_cli_sees_it() -> Result<()> {
         took >= Duration::from_millis(1000),
         "60 reads at 50 IOPS took {took:?}"
     );
-    let stats: serde_json::Value =
-        serde_json::from_str(&cli(&["--json", "export-ctl", "show", "v"])?)?;
+    let stats: Value = serde_json::from_str(&cli(&["--json", "export-ctl", "show", "v"])?)?;
     ensure!(stats["stats"]["throttled"].as_u64() > Some(0), "{stats}");
 
     // Limits lifted while in use: nothing is held back any more.
     cli(&["export-ctl", "qos", "v"])?;
     client.read(0, 0, 4096)?; // the worker picks up the change at this batch
-    let before = serde_json::from_str::<serde_json::Value>(&cli(&[
+    let before = serde_json::from_str::<Value>(&cli(&[
         "--json",
         "export-ctl",
         "show",
@@ -325,7 +313,7 @@ fn qos_limits_iops_while_in_use_and_the_cli_sees_it() -> Result<()> {
     for i in 0..200u64 {
         client.read(0, i * 4096, 4096)?;
     }
-    let after = serde_json::from_str::<serde_json::Value>(&cli(&[
+    let after = serde_json::from_str::<Value>(&cli(&[
         "--json",
         "export-ctl",
         "show",

@@ -5,20 +5,20 @@
 //! crash of mgmtd itself: the VM keeps running, the next mgmtd adopts it
 //! and its daemons, and the inventory, users and tokens are still there.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use harness::guest::{GuestImage, READY_LINE};
-use harness::mgmtd::{self, Leftovers};
-use harness::process::run;
-use harness::testdir::TestDir;
-use harness::tools;
+use anyhow::{Context, Result, ensure};
+use harness::guest::READY_LINE;
+use harness::mgmtd::Site;
+use harness::scenario::case;
 use serde_json::{Value, json};
 
+#[path = "mgmt_api/images.rs"]
+mod images;
 mod mgmt_client;
+#[path = "mgmt_api/sfera_vmm.rs"]
+mod sfera_vmm;
 
 use mgmt_client::{Cred, Mgmtd, console_wait, poll, unauthorized};
 
@@ -110,24 +110,91 @@ fn vswitchd_unrestarted(m: &Mgmtd, cred: Cred<'_>, pid: Option<i64>) -> Result<i
     Ok(now)
 }
 
+/// The end-to-end scenario's state: one mgmtd (the next after a crash)
+/// on one site, and the admin's token.
+pub(crate) struct EndToEnd {
+    pub(crate) site: Site,
+    pub(crate) m: Mgmtd,
+    pub(crate) token: String,
+}
+
+/// The Tiny Linux VM of the scenario, as it was made and booted.
+struct Tiny {
+    vm: Value,
+    nic_port: String,
+    vswitchd_pid: i64,
+    console: PathBuf,
+    qemu_pid: u64,
+}
+
 #[test]
 fn mgmt_api_end_to_end() -> Result<()> {
-    let image = GuestImage::locate()?;
-    let guest_dir = image.kernel.parent().context("kernel path")?.to_owned();
-    let dir = TestDir::new("mgmt-api")?;
-    let port = mgmtd::free_port()?;
-    let _leftovers = Leftovers(dir.join("data"));
+    let site = Site::new("mgmt-api")?;
     let cap = LOG_CAP.to_string();
-    let mut m = Mgmtd::start_with(
-        &dir,
-        port,
-        &guest_dir,
+    let m = Mgmtd::start_with(
+        &site,
         false,
         1,
         &["--log-max-size", &cap, "--log-keep", "2"],
     )?;
+    case(
+        "callers_without_credentials_get_401_and_nothing_more",
+        || callers_without_credentials_get_401_and_nothing_more(&m),
+    )?;
+    let token = case("the_admin_logs_in_with_an_http_only_cookie", || {
+        the_admin_logs_in_with_an_http_only_cookie(&m, &site)
+    })?;
+    let mut s = EndToEnd { site, m, token };
+    let host = case("the_inventory_answers_every_parameterless_get", || {
+        the_inventory_answers_every_parameterless_get(&s)
+    })?;
+    case("a_read_only_user_changes_nothing", || {
+        a_read_only_user_changes_nothing(&s)
+    })?;
+    case("bad_vm_input_is_refused_and_leaves_nothing", || {
+        bad_vm_input_is_refused_and_leaves_nothing(&s)
+    })?;
+    let mut tiny = case("a_vm_is_made_with_a_disk_and_a_port_on_the_switch", || {
+        a_vm_is_made_with_a_disk_and_a_port_on_the_switch(&s, &host)
+    })?;
+    let running = case("the_vm_boots_and_its_console_flood_is_capped", || {
+        the_vm_boots_and_its_console_flood_is_capped(&s, &mut tiny)
+    })?;
+    case("a_paused_vm_refuses_power_on_and_delete", || {
+        a_paused_vm_refuses_power_on_and_delete(&s)
+    })?;
+    case("the_next_mgmtd_adopts_the_vm_after_a_crash", || {
+        the_next_mgmtd_adopts_the_vm_after_a_crash(&mut s, &tiny, &running)
+    })?;
+    case("a_killed_blockd_is_restarted_and_the_disk_works", || {
+        a_killed_blockd_is_restarted_and_the_disk_works(&s, &tiny)
+    })?;
+    case("power_off_and_delete_leave_nothing", || {
+        power_off_and_delete_leave_nothing(&s, &tiny)
+    })?;
+    let (m, token) = (&s.m, s.token.as_str());
+    case("disk_images_are_imported", || {
+        images::import_images(m, token)
+    })?;
+    case("bad_imports_are_refused", || {
+        images::bad_imports_are_refused(m, token)
+    })?;
+    case("a_failed_import_leaves_no_volume", || {
+        images::a_failed_import_leaves_no_volume(m, token)
+    })?;
+    case("an_imported_disk_boots_through_firmware", || {
+        images::boot_an_imported_disk(m, token, &s.site.dir)
+    })?;
+    case("an_iso_boots_through_firmware", || {
+        images::boot_an_iso(m, token, &s.site.dir)
+    })?;
+    case("the_next_mgmtd_removes_an_import_cut_short", || {
+        the_next_mgmtd_removes_an_import_cut_short(&mut s)
+    })
+}
 
-    // Without credentials: 401 and nothing else, known path or not.
+/// Without credentials: 401 and nothing else, known path or not.
+fn callers_without_credentials_get_401_and_nothing_more(m: &Mgmtd) -> Result<()> {
     unauthorized(
         &m.call(Cred::None, "GET", "/api/v1/host", None)?,
         "GET host",
@@ -156,9 +223,13 @@ fn mgmt_api_end_to_end() -> Result<()> {
         Some(&json!({ "username": "admin", "password": "wrong password" })),
     )?;
     ensure!(wrong.status == 401, "a wrong password: {}", wrong.status);
+    Ok(())
+}
 
-    // Log in with the generated password: an HttpOnly cookie.
-    let jar = dir.join("cookies");
+/// Login with the generated password gives an HttpOnly cookie of an
+/// administrator, who makes an API token; the token.
+fn the_admin_logs_in_with_an_http_only_cookie(m: &Mgmtd, site: &Site) -> Result<String> {
+    let jar = site.dir.join("cookies");
     let login = m.login_admin(&jar)?;
     ensure!(
         login.status == 200,
@@ -177,10 +248,13 @@ fn mgmt_api_end_to_end() -> Result<()> {
     );
     let me = m.expect(Cred::Cookies(&jar), "GET", "/api/v1/session", None, 200)?;
     ensure!(me["role"] == "administrator", "{me}");
-    let token = m.new_token(&jar)?;
-    let admin = Cred::Bearer(&token);
+    m.new_token(&jar)
+}
 
-    // The inventory: host, datastores, networks.
+/// The inventory (host, datastores, networks, templates) and every
+/// parameterless GET of the OpenAPI document answer; the host.
+fn the_inventory_answers_every_parameterless_get(s: &EndToEnd) -> Result<Value> {
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
     let host = m.expect(admin, "GET", "/api/v1/host", None, 200)?;
     ensure!(
         host["cpus"].as_u64() > Some(0) && host["accel"] == "tcg",
@@ -202,8 +276,6 @@ fn mgmt_api_end_to_end() -> Result<()> {
     m.wait_defaults(admin)?;
     let templates = m.expect(admin, "GET", "/api/v1/templates", None, 200)?;
     ensure!(templates["items"][0]["available"] == true, "{templates}");
-
-    // Every parameterless GET of the OpenAPI document answers 200.
     let doc = m.expect(admin, "GET", "/api/v1/openapi.json", None, 200)?;
     for (path, ops) in doc["paths"].as_object().context("no paths")? {
         if ops.get("get").is_some() && !path.contains('{') {
@@ -215,10 +287,14 @@ fn mgmt_api_end_to_end() -> Result<()> {
         page["items"].as_array().map(Vec::len) == Some(1) && page["total"].as_u64() > Some(1),
         "{page}"
     );
+    Ok(host)
+}
 
-    // A read-only user reads and changes nothing.
-    let vjar = dir.join("viewer-cookies");
-    m.add_viewer(admin, &vjar)?;
+/// A read-only user reads and changes nothing.
+fn a_read_only_user_changes_nothing(s: &EndToEnd) -> Result<()> {
+    let m = &s.m;
+    let vjar = s.site.dir.join("viewer-cookies");
+    m.add_viewer(Cred::Bearer(&s.token), &vjar)?;
     let viewer = Cred::Cookies(&vjar);
     m.expect(viewer, "GET", "/api/v1/vms", None, 200)?;
     for (method, path) in [
@@ -236,8 +312,12 @@ fn mgmt_api_end_to_end() -> Result<()> {
             a.body
         );
     }
+    Ok(())
+}
 
-    // Bad input is refused with a message and leaves nothing behind.
+/// Bad input is refused with a message and leaves nothing behind.
+fn bad_vm_input_is_refused_and_leaves_nothing(s: &EndToEnd) -> Result<()> {
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
     for (body, word) in [
         (
             json!({ "name": "bad name", "template": "tiny-linux" }),
@@ -275,12 +355,15 @@ fn mgmt_api_end_to_end() -> Result<()> {
     }
     let vms = m.expect(admin, "GET", "/api/v1/vms", None, 200)?;
     ensure!(vms["total"] == 0, "{vms}");
+    Ok(())
+}
 
-    // sfera-vswitchd runs with its API; NIC changes go to the running
-    // switch (POST/DELETE /v1/ports), never through a restart.
-    let vswitchd_pid = vswitchd_unrestarted(&m, admin, None)?;
-
-    // Create the Tiny Linux VM with a disk and a NIC, and power it on.
+/// The Tiny Linux VM is made with a disk and a NIC, on the host's default
+/// driver (the host page says why); its NIC's port goes to the running
+/// sfera-vswitchd (POST /v1/ports), never through a restart.
+fn a_vm_is_made_with_a_disk_and_a_port_on_the_switch(s: &EndToEnd, host: &Value) -> Result<Tiny> {
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
+    let vswitchd_pid = vswitchd_unrestarted(m, admin, None)?;
     let task = m.expect(
         admin,
         "POST",
@@ -291,7 +374,7 @@ fn mgmt_api_end_to_end() -> Result<()> {
         202,
     )?;
     ensure!(task["kind"] == "vm.create", "{task}");
-    m.wait_task(&token, &task, Duration::from_secs(120))?;
+    m.wait_task(&s.token, &task, Duration::from_secs(120))?;
     let vm = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
     ensure!(
         vm["state"] == "stopped"
@@ -301,7 +384,6 @@ fn mgmt_api_end_to_end() -> Result<()> {
     );
     let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
     ensure!(volumes["items"][0]["name"] == "tiny/disk0", "{volumes}");
-    // The host's default driver, and the host page says why.
     ensure!(
         vm["driver"] == host["default_driver"]
             && vm["driver_reason"].as_str().is_some_and(|r| !r.is_empty()),
@@ -319,10 +401,26 @@ fn mgmt_api_end_to_end() -> Result<()> {
         .context("no port")?
         .to_owned();
     ensure!(
-        port_stats(&m, admin, &nic_port)?.is_some(),
+        port_stats(m, admin, &nic_port)?.is_some(),
         "port {nic_port} not on the switch"
     );
-    vswitchd_unrestarted(&m, admin, Some(vswitchd_pid))?;
+    vswitchd_unrestarted(m, admin, Some(vswitchd_pid))?;
+    let console = PathBuf::from(vm["console_socket"].as_str().context("no console socket")?);
+    Ok(Tiny {
+        vm,
+        nic_port,
+        vswitchd_pid,
+        console,
+        qemu_pid: 0,
+    })
+}
+
+/// Wrong methods are refused (401 without credentials, but for public
+/// paths); the VM powers on, its guest comes up, floods its console
+/// within the log cap, reaches the switch, and a running VM is not
+/// deleted. The running VM.
+fn the_vm_boots_and_its_console_flood_is_capped(s: &EndToEnd, tiny: &mut Tiny) -> Result<Value> {
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
     m.expect(admin, "POST", "/api/v1/vms/tiny", None, 405)?;
     // Without credentials a wrong method is a 401 (the path stays secret),
     // except on a public path, whose methods are no secret.
@@ -330,26 +428,30 @@ fn mgmt_api_end_to_end() -> Result<()> {
     m.expect(Cred::None, "DELETE", "/api/v1/health", None, 405)?;
     m.expect(Cred::None, "GET", "/api/v1/health", None, 200)?;
     let task = m.expect(admin, "POST", "/api/v1/vms/tiny/power/on", None, 202)?;
-    m.wait_task(&token, &task, Duration::from_secs(120))?;
-    let console = PathBuf::from(vm["console_socket"].as_str().context("no console socket")?);
+    m.wait_task(&s.token, &task, Duration::from_secs(120))?;
     let started = Instant::now();
-    console_wait(&console, None, READY_LINE, Duration::from_secs(180))?;
+    console_wait(&tiny.console, None, READY_LINE, Duration::from_secs(180))?;
     eprintln!(
         "guest ready {:.1} s after power-on",
         started.elapsed().as_secs_f64()
     );
-    console_flood_is_capped(&console, &vm)?;
+    console_flood_is_capped(&tiny.console, &tiny.vm)?;
     let running = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
     ensure!(running["state"] == "running", "{running}");
     poll("QEMU on the NIC's port", Duration::from_secs(30), || {
-        Ok(port_stats(&m, admin, &nic_port)?.filter(|p| p["connected"] == true))
+        Ok(port_stats(m, admin, &tiny.nic_port)?.filter(|p| p["connected"] == true))
     })?;
     m.expect(admin, "DELETE", "/api/v1/vms/tiny", None, 409)?;
+    tiny.qemu_pid = running["pid"].as_u64().context("no pid")?;
+    Ok(running)
+}
 
-    // Pause: QEMU stops the vCPUs (QMP stop); power-on and delete are
-    // refused while paused.
-    m.power(&token, "tiny", "pause")?;
-    ensure!(m.vm_state(&token, "tiny")? == "paused");
+/// Pause: QEMU stops the vCPUs (QMP stop); power-on and delete are
+/// refused while paused, and the metrics count it all.
+fn a_paused_vm_refuses_power_on_and_delete(s: &EndToEnd) -> Result<()> {
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
+    m.power(&s.token, "tiny", "pause")?;
+    ensure!(m.vm_state(&s.token, "tiny")? == "paused");
     let e = m.expect(admin, "POST", "/api/v1/vms/tiny/power/on", None, 202)?;
     let id = e["id"].as_i64().context("no task id")?;
     let failed = poll("the refused power-on", Duration::from_secs(30), || {
@@ -376,23 +478,30 @@ fn mgmt_api_end_to_end() -> Result<()> {
     ] {
         ensure!(metrics.contains(line), "no {line} in\n{metrics}");
     }
+    Ok(())
+}
 
-    // mgmtd crashes; the VM runs on (paused); the next mgmtd adopts it
-    // and the daemons, and still knows the token.
-    m.crash()?;
-    let qemu_pid = running["pid"].as_u64().context("no pid")?;
+/// mgmtd crashes; the VM runs on (paused); the next mgmtd adopts it and
+/// the daemons, still knows the token, and resumes the guest.
+fn the_next_mgmtd_adopts_the_vm_after_a_crash(
+    s: &mut EndToEnd,
+    tiny: &Tiny,
+    running: &Value,
+) -> Result<()> {
+    s.m.crash()?;
     ensure!(
-        Path::new(&format!("/proc/{qemu_pid}")).exists(),
+        Path::new(&format!("/proc/{}", tiny.qemu_pid)).exists(),
         "QEMU died with mgmtd"
     );
-    let mut m = Mgmtd::start(&dir, port, &guest_dir, true, 2)?;
+    s.m = Mgmtd::start(&s.site, true, 2)?;
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
     let again = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
     ensure!(
         again["state"] == "paused" && again["pid"] == running["pid"],
         "not adopted as paused: {again}"
     );
-    m.power(&token, "tiny", "resume")?;
-    ensure!(m.vm_state(&token, "tiny")? == "running");
+    m.power(&s.token, "tiny", "resume")?;
+    ensure!(m.vm_state(&s.token, "tiny")? == "running");
     let daemons = m.expect(admin, "GET", "/api/v1/daemons", None, 200)?;
     ensure!(
         daemons["items"]
@@ -401,16 +510,21 @@ fn mgmt_api_end_to_end() -> Result<()> {
         "daemons not adopted: {daemons}"
     );
     console_wait(
-        &console,
+        &tiny.console,
         Some("echo hello-$((6*7))"),
         "hello-42",
         Duration::from_secs(60),
     )?;
     let events = m.expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?;
     ensure!(events.to_string().contains("vm.adopted"), "{events}");
+    Ok(())
+}
 
-    // kill -9 sfera-blockd: mgmtd restarts it, the export comes back, and
-    // the guest's disk writes go through again.
+/// kill -9 sfera-blockd: mgmtd restarts it, the export comes back, and
+/// the guest's disk writes go through again.
+fn a_killed_blockd_is_restarted_and_the_disk_works(s: &EndToEnd, tiny: &Tiny) -> Result<()> {
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
+    let daemons = m.expect(admin, "GET", "/api/v1/daemons", None, 200)?;
     let blockd_pid = daemons["items"]
         .as_array()
         .and_then(|a| a.iter().find(|d| d["name"] == "sfera-blockd"))
@@ -434,7 +548,7 @@ fn mgmt_api_end_to_end() -> Result<()> {
         },
     )?;
     console_wait(
-        &console,
+        &tiny.console,
         Some(
             "dd if=/dev/urandom of=/dev/vda bs=4k count=64 conv=fsync 2>/dev/null && echo io-$((1+1))-ok",
         ),
@@ -448,10 +562,17 @@ fn mgmt_api_end_to_end() -> Result<()> {
         ),
         "{metrics}"
     );
+    Ok(())
+}
 
-    // Power off and delete, disks included.
+/// Power off and delete, disks included: QEMU, the VM, its port and its
+/// volume go, the switch process is the same from the first mgmtd on,
+/// and the events tell the VM's whole life.
+fn power_off_and_delete_leave_nothing(s: &EndToEnd, tiny: &Tiny) -> Result<()> {
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
+    let qemu_pid = tiny.qemu_pid;
     let task = m.expect(admin, "POST", "/api/v1/vms/tiny/power/off", None, 202)?;
-    m.wait_task(&token, &task, Duration::from_secs(60))?;
+    m.wait_task(&s.token, &task, Duration::from_secs(60))?;
     ensure!(
         !Path::new(&format!("/proc/{qemu_pid}/cmdline")).exists()
             || !std::fs::read(format!("/proc/{qemu_pid}/cmdline"))?
@@ -460,14 +581,14 @@ fn mgmt_api_end_to_end() -> Result<()> {
         "QEMU still runs"
     );
     let task = m.expect(admin, "DELETE", "/api/v1/vms/tiny?disks=true", None, 202)?;
-    m.wait_task(&token, &task, Duration::from_secs(60))?;
+    m.wait_task(&s.token, &task, Duration::from_secs(60))?;
     m.expect(admin, "GET", "/api/v1/vms/tiny", None, 404)?;
     ensure!(
-        port_stats(&m, admin, &nic_port)?.is_none(),
-        "port {nic_port} still on the switch"
+        port_stats(m, admin, &tiny.nic_port)?.is_none(),
+        "port {} still on the switch",
+        tiny.nic_port
     );
-    // The same switch process from the first mgmtd to here.
-    vswitchd_unrestarted(&m, admin, Some(vswitchd_pid))?;
+    vswitchd_unrestarted(m, admin, Some(tiny.vswitchd_pid))?;
     let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
     ensure!(volumes["total"] == 0, "{volumes}");
     let events = m
@@ -483,28 +604,29 @@ fn mgmt_api_end_to_end() -> Result<()> {
     ] {
         ensure!(events.contains(kind), "no {kind} event");
     }
-    import_images(&m, &token)?;
-    boot_an_imported_disk(&m, &token, &dir)?;
-    boot_an_iso(&m, &token, &dir)?;
+    Ok(())
+}
 
-    // An import cut short by mgmtd's end leaves its marker and a volume
-    // (made here on sfera-blockd directly, as a crash would leave it): the
-    // next mgmtd removes the volume.
-    let blockd = m.data.join("run/blockd.sock");
+/// An import cut short by mgmtd's end leaves its marker and a volume
+/// (made here on sfera-blockd directly, as a crash would leave it): the
+/// next mgmtd removes the volume and the marker.
+fn the_next_mgmtd_removes_an_import_cut_short(s: &mut EndToEnd) -> Result<()> {
+    let data = s.m.data.clone();
     let made = harness::http::call(
-        &blockd,
+        &data.join("run/blockd.sock"),
         "POST",
         "/v1/datastores/local/volumes",
         Some(r#"{"name":"imports/cut","size":1048576}"#),
     )?;
     ensure!(made.status / 100 == 2, "{made:?}");
-    std::fs::create_dir_all(m.data.join("imports"))?;
+    std::fs::create_dir_all(data.join("imports"))?;
     std::fs::write(
-        m.data.join("imports/local@imports%2Fcut.json"),
+        data.join("imports/local@imports%2Fcut.json"),
         json!({ "datastore": "local", "volume": "imports/cut" }).to_string(),
     )?;
-    m.crash()?;
-    let m = Mgmtd::start(&dir, port, &guest_dir, true, 3)?;
+    s.m.crash()?;
+    s.m = Mgmtd::start(&s.site, true, 3)?;
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
     poll(
         "the abandoned import's volume to go",
         Duration::from_secs(60),
@@ -519,451 +641,10 @@ fn mgmt_api_end_to_end() -> Result<()> {
         "{events}"
     );
     ensure!(
-        !m.data.join("imports/local@imports%2Fcut.json").exists(),
+        !data.join("imports/local@imports%2Fcut.json").exists(),
         "the marker stays"
     );
     Ok(())
-}
-
-/// Disk images made by qemu-img (raw, qcow2, vmdk) are imported as volumes
-/// holding the same bytes; bad requests are refused, and an image that
-/// fails half-way through the conversion leaves no volume behind.
-fn import_images(m: &Mgmtd, token: &str) -> Result<()> {
-    let admin = Cred::Bearer(token);
-    let qemu_img = tools::require("qemu-img", "qemu-utils")?;
-    const SIZE: usize = 4 << 20;
-    let mut data = vec![0u8; SIZE];
-    for (i, b) in data.iter_mut().enumerate() {
-        if !((1 << 20)..SIZE - (64 << 10)).contains(&i) {
-            *b = (i * 7 % 251) as u8 + 1;
-        }
-    }
-    // Imports come from the import directory.
-    let import = m.data.join("import");
-    let raw = import.join("image.raw");
-    std::fs::write(&raw, &data)?;
-    let convert = |fmt: &str| -> Result<PathBuf> {
-        let out = import.join(format!("image.{fmt}"));
-        let mut c = Command::new(&qemu_img);
-        c.args(["convert", "-f", "raw", "-O", fmt])
-            .arg(&raw)
-            .arg(&out);
-        run(c)?;
-        Ok(out)
-    };
-    let images = [
-        ("raw", raw.clone()),
-        ("qcow2", convert("qcow2")?),
-        ("vmdk", convert("vmdk")?),
-    ];
-    let store = m.data.join("datastores/local");
-    // The CLI imports too.
-    let out = m.cli(
-        token,
-        &[
-            "--json",
-            "datastore",
-            "import",
-            "local",
-            "imports/cli",
-            &raw.display().to_string(),
-            "--format",
-            "raw",
-        ],
-    )?;
-    let out: Value = serde_json::from_str(&out).with_context(|| out.clone())?;
-    ensure!(out["size_bytes"] == SIZE as u64, "{out}");
-    ensure!(std::fs::read(store.join("imports/cli.img"))? == data);
-    for (fmt, path) in &images {
-        let volume = format!("imports/from-{fmt}");
-        let task = m.expect(
-            admin,
-            "POST",
-            "/api/v1/datastores/local/import",
-            Some(&json!({ "volume": volume, "source": path, "format": fmt })),
-            202,
-        )?;
-        ensure!(task["kind"] == "volume.import", "{task}");
-        let result = m.wait_task(token, &task, Duration::from_secs(120))?;
-        ensure!(
-            result["size_bytes"] == SIZE as u64 && result["format"] == *fmt,
-            "{result}"
-        );
-        let copy = std::fs::read(store.join(format!("{volume}.img")))?;
-        ensure!(
-            copy == data,
-            "{fmt}: the volume does not hold the image's bytes"
-        );
-    }
-    let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
-    ensure!(volumes["total"] == 4, "{volumes}");
-
-    // Refused before anything is made.
-    let qcow2 = images[1].1.display().to_string();
-    for (ds, body, status, word) in [
-        (
-            "local",
-            json!({ "volume": "v", "source": qcow2, "format": "vmdk" }),
-            400,
-            "vmdk",
-        ),
-        (
-            "local",
-            json!({ "volume": "v", "source": "image.raw", "format": "raw" }),
-            400,
-            "absolute",
-        ),
-        (
-            "local",
-            json!({ "volume": "v", "source": "/no/such.img", "format": "raw" }),
-            400,
-            "not a file",
-        ),
-        (
-            "local",
-            json!({ "volume": "a/b/c", "source": qcow2, "format": "qcow2" }),
-            400,
-            "FOLDER/NAME",
-        ),
-        (
-            "local",
-            json!({ "volume": "v", "source": qcow2, "format": "vdi" }),
-            400,
-            "qcow2",
-        ),
-        (
-            "local",
-            json!({ "volume": "v", "source": qcow2 }),
-            400,
-            "format",
-        ),
-        (
-            "local",
-            json!({ "volume": "imports/from-raw", "source": qcow2, "format": "qcow2" }),
-            409,
-            "already",
-        ),
-        (
-            "nope",
-            json!({ "volume": "v", "source": qcow2, "format": "qcow2" }),
-            404,
-            "nope",
-        ),
-    ] {
-        let e = m.expect(
-            admin,
-            "POST",
-            &format!("/api/v1/datastores/{ds}/import"),
-            Some(&body),
-            status,
-        )?;
-        ensure!(
-            e["error"]["message"]
-                .as_str()
-                .is_some_and(|s| s.contains(word)),
-            "{body}: {e}"
-        );
-    }
-
-    // A qcow2 whose first data cluster's L2 entry is corrupt (unaligned):
-    // qemu-img info reads its header fine, the conversion fails on the
-    // data, and the volume made for it is removed.
-    let mut bad = std::fs::read(&images[1].1)?;
-    let be = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    let l1 = usize::try_from(be(&bad, 40))?;
-    let l2 = usize::try_from(be(&bad, l1) & 0x00ff_ffff_ffff_fe00)?;
-    let entry = be(&bad, l2);
-    ensure!(entry != 0, "cluster 0 of the qcow2 image is not allocated");
-    bad[l2..l2 + 8].copy_from_slice(&(entry + 512).to_be_bytes());
-    let corrupt = import.join("corrupt.qcow2");
-    std::fs::write(&corrupt, &bad)?;
-    let task = m.expect(
-        admin,
-        "POST",
-        "/api/v1/datastores/local/import",
-        Some(&json!({ "volume": "imports/corrupt", "source": corrupt, "format": "qcow2" })),
-        202,
-    )?;
-    let id = task["id"].as_i64().context("no task id")?;
-    let failed = poll("the failed import", Duration::from_secs(60), || {
-        let t = m.expect(admin, "GET", &format!("/api/v1/tasks/{id}"), None, 200)?;
-        Ok(matches!(t["state"].as_str(), Some("error") | Some("success")).then_some(t))
-    })?;
-    ensure!(
-        failed["state"] == "error"
-            && failed["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("qemu-img")),
-        "{failed}"
-    );
-    let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
-    ensure!(
-        volumes["total"] == 4,
-        "the failed import left a volume: {volumes}"
-    );
-    ensure!(
-        !store.join("imports/corrupt.img").exists(),
-        "the failed import left its file"
-    );
-    let events = m.expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?;
-    ensure!(
-        events.to_string().contains("volume.import_failed"),
-        "{events}"
-    );
-    Ok(())
-}
-
-/// An imported qcow2 disk with a boot sector boots through firmware: the
-/// VM gets QEMU (sfera-vmm, which has none, is refused), the volume is
-/// attached as it is, no second VM may have it, and deleting the VM
-/// without its disks leaves it on the datastore.
-fn boot_an_imported_disk(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
-    let admin = Cred::Bearer(token);
-    let raw = dir.join("mbr.raw");
-    std::fs::write(&raw, harness::boot_sector::image())?;
-    let qcow2 = m.data.join("import/mbr.qcow2");
-    let mut c = Command::new(tools::require("qemu-img", "qemu-utils")?);
-    c.args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&qcow2);
-    run(c)?;
-    let task = m.expect(
-        admin,
-        "POST",
-        "/api/v1/datastores/local/import",
-        Some(&json!({ "volume": "boot/mbr", "source": qcow2, "format": "qcow2" })),
-        202,
-    )?;
-    m.wait_task(token, &task, Duration::from_secs(60))?;
-
-    let disk = json!([{ "datastore": "local", "volume": "boot/mbr" }]);
-    let e = m.expect(
-        admin,
-        "POST",
-        "/api/v1/vms",
-        Some(&json!({ "name": "fw", "boot": { "kind": "disk" }, "disks": disk, "driver": "sfera-vmm" })),
-        400,
-    )?;
-    ensure!(e.to_string().contains("firmware"), "{e}");
-    let e = m.expect(
-        admin,
-        "POST",
-        "/api/v1/vms",
-        Some(&json!({ "name": "fw", "boot": { "kind": "disk" },
-                      "disks": [{ "datastore": "local", "volume": "boot/none" }] })),
-        400,
-    )?;
-    ensure!(e.to_string().contains("no volume"), "{e}");
-    let task = m.expect(
-        admin,
-        "POST",
-        "/api/v1/vms",
-        Some(
-            &json!({ "name": "fw", "boot": { "kind": "disk" }, "disks": disk, "memory_mib": 128 }),
-        ),
-        202,
-    )?;
-    m.wait_task(token, &task, Duration::from_secs(60))?;
-    let vm = m.expect(admin, "GET", "/api/v1/vms/fw", None, 200)?;
-    ensure!(
-        vm["driver"] == "qemu"
-            && vm["driver_reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("firmware"))
-            && vm["disks"][0]["volume"] == "boot/mbr"
-            && vm["disks"][0]["size_bytes"] == 1 << 20,
-        "{vm}"
-    );
-    let e = m.expect(
-        admin,
-        "POST",
-        "/api/v1/vms",
-        Some(&json!({ "name": "fw2", "boot": { "kind": "disk" }, "disks": disk })),
-        409,
-    )?;
-    ensure!(e.to_string().contains("VM fw"), "{e}");
-
-    m.power(token, "fw", "on")?;
-    // The boot sector prints before anyone can attach to QEMU's console
-    // socket: mgmtd's WebSocket shows it from the console's log.
-    let port: u16 = m.base.rsplit(':').next().context("no port")?.parse()?;
-    let mut console = WsConsole::open(port, "fw", token)?;
-    console.wait(harness::boot_sector::MESSAGE, Duration::from_secs(120))?;
-    drop(console);
-    m.power(token, "fw", "off")?;
-    let task = m.expect(admin, "DELETE", "/api/v1/vms/fw", None, 202)?;
-    m.wait_task(token, &task, Duration::from_secs(60))?;
-    let volumes = m.expect(admin, "GET", "/api/v1/datastores/local/volumes", None, 200)?;
-    ensure!(
-        volumes["items"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|v| v["name"] == "boot/mbr")),
-        "the attached volume went with its VM: {volumes}"
-    );
-    Ok(())
-}
-
-/// An ISO (made by xorriso, El Torito without emulation, the boot sector
-/// as its boot image) boots through firmware as a CD-ROM, under QEMU.
-fn boot_an_iso(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
-    let admin = Cred::Bearer(token);
-    let root = dir.join("iso-root");
-    std::fs::create_dir_all(&root)?;
-    std::fs::write(
-        root.join("boot.img"),
-        &harness::boot_sector::image()[..2048],
-    )?;
-    // ISOs boot from the import directory.
-    let iso = m.data.join("import/installer.iso");
-    let mut c = Command::new(tools::require("xorriso", "xorriso")?);
-    c.args(["-as", "mkisofs", "-quiet", "-o"])
-        .arg(&iso)
-        .args(["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"])
-        .arg(&root);
-    run(c)?;
-    let boot = json!({ "kind": "iso", "iso": iso });
-    let e = m.expect(
-        admin,
-        "POST",
-        "/api/v1/vms",
-        Some(&json!({ "name": "installer", "boot": boot, "driver": "sfera-vmm" })),
-        400,
-    )?;
-    ensure!(e.to_string().contains("firmware"), "{e}");
-    let task = m.expect(
-        admin,
-        "POST",
-        "/api/v1/vms",
-        Some(&json!({ "name": "installer", "boot": boot, "memory_mib": 128, "power_on": true })),
-        202,
-    )?;
-    m.wait_task(token, &task, Duration::from_secs(60))?;
-    let vm = m.expect(admin, "GET", "/api/v1/vms/installer", None, 200)?;
-    ensure!(
-        vm["state"] == "running" && vm["driver"] == "qemu" && vm["boot"]["kind"] == "iso",
-        "{vm}"
-    );
-    let port: u16 = m.base.rsplit(':').next().context("no port")?.parse()?;
-    let mut console = WsConsole::open(port, "installer", token)?;
-    console.wait(harness::boot_sector::MESSAGE, Duration::from_secs(120))?;
-    drop(console);
-    m.power(token, "installer", "off")?;
-    let task = m.expect(admin, "DELETE", "/api/v1/vms/installer", None, 202)?;
-    m.wait_task(token, &task, Duration::from_secs(60))?;
-    Ok(())
-}
-
-/// Asks mgmtd to upgrade `path` to a WebSocket with a bearer `token`: the
-/// connection and the answer's head (status line and headers).
-fn ws_upgrade(port: u16, path: &str, token: &str) -> Result<(std::net::TcpStream, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-             Authorization: Bearer {token}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )?;
-    let mut head = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        ensure!(Instant::now() < deadline, "no WebSocket answer");
-        match stream.read(&mut byte) {
-            Ok(0) => bail!("closed: {}", String::from_utf8_lossy(&head)),
-            Ok(_) => head.push(byte[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    Ok((stream, head))
-}
-
-/// A VM's serial console through mgmtd's WebSocket
-/// (`GET /api/v1/vms/{vm}/console`), as a minimal client: the upgrade, then
-/// the server's unmasked binary frames.
-struct WsConsole {
-    stream: std::net::TcpStream,
-    pending: Vec<u8>,
-    seen: Vec<u8>,
-}
-
-impl WsConsole {
-    fn open(port: u16, vm: &str, token: &str) -> Result<Self> {
-        let (stream, head) = ws_upgrade(port, &format!("/api/v1/vms/{vm}/console"), token)?;
-        ensure!(head.starts_with("HTTP/1.1 101"), "console: {head}");
-        Ok(WsConsole {
-            stream,
-            pending: Vec::new(),
-            seen: Vec::new(),
-        })
-    }
-
-    /// Moves whole frames from `pending` to `seen`; false on a close frame.
-    fn frames(&mut self) -> bool {
-        loop {
-            let p = &self.pending;
-            if p.len() < 2 {
-                return true;
-            }
-            let (len, at) = match p[1] & 0x7f {
-                126 if p.len() >= 4 => (usize::from(u16::from_be_bytes([p[2], p[3]])), 4),
-                127 if p.len() >= 10 => (
-                    usize::try_from(u64::from_be_bytes(p[2..10].try_into().expect("8 bytes")))
-                        .unwrap_or(usize::MAX),
-                    10,
-                ),
-                126 | 127 => return true,
-                n => (usize::from(n), 2),
-            };
-            if p.len() < at + len {
-                return true;
-            }
-            let opcode = p[0] & 0x0f;
-            if opcode == 8 {
-                return false;
-            }
-            if opcode <= 2 {
-                let payload = p[at..at + len].to_vec();
-                self.seen.extend_from_slice(&payload);
-            }
-            self.pending.drain(..at + len);
-        }
-    }
-
-    /// Reads until a whole line (its newline arrived) contains `needle`;
-    /// returns all the text so far.
-    fn wait(&mut self, needle: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 8192];
-        loop {
-            let open = self.frames();
-            let text = String::from_utf8_lossy(&self.seen).into_owned();
-            // Whole lines only: a line still arriving may be cut short.
-            if text
-                .split_inclusive('\n')
-                .any(|l| l.ends_with('\n') && l.contains(needle))
-            {
-                return Ok(text);
-            }
-            ensure!(open, "the console closed before {needle:?}: {text}");
-            ensure!(
-                Instant::now() < deadline,
-                "no {needle:?} on the console within {timeout:?}: {text}"
-            );
-            match self.stream.read(&mut buf) {
-                Ok(0) => bail!("the console connection ended before {needle:?}: {text}"),
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
 }
 
 /// The sfera-vmm driver end to end on this machine's KVM: sfera-vmm's test
@@ -975,183 +656,30 @@ impl WsConsole {
 #[test]
 fn mgmt_runs_a_vm_under_sfera_vmm() -> Result<()> {
     let elf = harness::testguest::elf()?;
-    let dir = TestDir::new("mgmt-vmm")?;
     // No Tiny Linux here: the VM boots the test guest.
-    let guest_dir = dir.join("no-guest-image");
-    let port = mgmtd::free_port()?;
-    let _leftovers = Leftovers(dir.join("data"));
-    let mut m = Mgmtd::start(&dir, port, &guest_dir, false, 1)?;
-    let jar = dir.join("cookies");
-    ensure!(m.login_admin(&jar)?.status == 200, "login");
-    let token = m.new_token(&jar)?;
-    let admin = Cred::Bearer(&token);
-    m.wait_defaults(admin)?;
-    let host = m.expect(admin, "GET", "/api/v1/host", None, 200)?;
+    let site = Site::without_guest_image("mgmt-vmm")?;
+    let m = Mgmtd::start(&site, false, 1)?;
+    let token = m.admin_token(&site.dir.join("cookies"))?;
+    let host = m.expect(Cred::Bearer(&token), "GET", "/api/v1/host", None, 200)?;
     ensure!(host["sfera_vmm_available"] == true, "{host}");
     // A kernel boots only from mgmtd's boot directories (its import
     // directory here).
-    let elf = {
-        let imported = m.data.join("import/testguest.elf");
-        std::fs::copy(&elf, &imported)?;
-        imported
-    };
-
-    // The guest benchmarks its disk for 30 s (long enough to pause it and
-    // restart mgmtd), then sends frames on its NIC and powers off.
-    let cmdline =
-        "require=rng,blk,net blk.bench=30000 blk.req=8 blk.depth=4 net.role=send net.count=4";
-    let body = json!({ "name": "tg", "driver": "sfera-vmm", "vcpus": 1, "memory_mib": 128,
-                       "boot": { "kind": "kernel", "kernel": elf, "cmdline": cmdline },
-                       "disks": [{ "datastore": "local", "size_bytes": 64 << 20 }],
-                       "nics": [{ "port_group": "vm-network" }] });
-    let bad = json!({ "name": "tg", "driver": "vmware", "boot": body["boot"] });
-    let e = m.expect(admin, "POST", "/api/v1/vms", Some(&bad), 400)?;
-    ensure!(e.to_string().contains("sfera-vmm"), "{e}");
-    let task = m.expect(admin, "POST", "/api/v1/vms", Some(&body), 202)?;
-    m.wait_task(&token, &task, Duration::from_secs(60))?;
-    let vm = m.expect(admin, "GET", "/api/v1/vms/tg", None, 200)?;
-    ensure!(
-        vm["driver"] == "sfera-vmm"
-            && vm["driver_reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("asked for")),
-        "{vm}"
-    );
-    let host = m.expect(admin, "GET", "/api/v1/host", None, 200)?;
-    ensure!(
-        host["vm_drivers"].as_array().is_some_and(|a| a
-            .iter()
-            .any(|v| v["name"] == "tg" && v["driver"] == "sfera-vmm")),
-        "{host}"
-    );
-
-    m.power(&token, "tg", "on")?;
-    let running = m.expect(admin, "GET", "/api/v1/vms/tg", None, 200)?;
-    let pid = running["pid"].as_u64().context("no pid")?;
-    let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    ensure!(
-        running["state"] == "running" && cmd.windows(9).any(|w| w == b"sfera-vmm"),
-        "{running}"
-    );
-    let mut console = WsConsole::open(port, "tg", &token)?;
-    console.wait("SFERA-TESTGUEST blk capacity=", Duration::from_secs(60))?;
-    // sfera-vmm has no framebuffer: no graphical console, and it says so.
-    let (_, head) = ws_upgrade(port, "/api/v1/vms/tg/display", &token)?;
-    ensure!(
-        head.starts_with("HTTP/1.1 409"),
-        "display of a sfera-vmm VM: {head}"
-    );
-
-    // Pause through the CLI.
-    m.cli(&token, &["vm", "pause", "tg"])?;
-    ensure!(m.vm_state(&token, "tg")? == "paused");
-    let list = m.cli(&token, &["vm", "list"])?;
-    ensure!(
-        list.lines()
-            .any(|l| l.contains("tg") && l.contains("paused") && l.contains("sfera-vmm")),
-        "{list}"
-    );
-    drop(console);
-    m.crash()?;
-    ensure!(
-        Path::new(&format!("/proc/{pid}")).exists(),
-        "sfera-vmm died with mgmtd"
-    );
-    let mut m = Mgmtd::start(&dir, port, &guest_dir, false, 2)?;
-    let again = m.expect(admin, "GET", "/api/v1/vms/tg", None, 200)?;
-    ensure!(
-        again["state"] == "paused" && again["pid"] == running["pid"],
-        "not adopted as paused: {again}"
-    );
-    // The report, through the console WebSocket of the second mgmtd
-    // (sfera-vmm's console socket replays what the guest printed), opened
-    // before the guest runs on to its end.
-    let mut console = WsConsole::open(port, "tg", &token)?;
-    // And through `sfera vm console` (the same WebSocket, from the CLI):
-    // with stdin closed it shows the console until the VM ends.
-    let cli_out = dir.join("cli-console.out");
-    let mut cli_console = m.cli_spawn(&token, &["vm", "console", "tg"], &cli_out)?;
-    poll(
-        "the CLI's console to show the guest",
-        Duration::from_secs(30),
-        || {
-            let text = std::fs::read_to_string(&cli_out).unwrap_or_default();
-            Ok(text.contains("SFERA-TESTGUEST blk capacity=").then_some(()))
-        },
-    )?;
-    m.cli(&token, &["vm", "resume", "tg"])?;
-    let text = console.wait("SFERA-TESTGUEST done status=", Duration::from_secs(120))?;
-    let report = harness::testguest::Report::parse(&text);
-    if let Some(why) = report.failure(&["rng ok", "blk ok bench", "net ok role=send"]) {
-        bail!(why);
-    }
-    ensure!(report.cmdline() == Some(cmdline), "{:?}", report.cmdline());
-    // The guest powered itself off: mgmtd notices.
-    poll("the VM to be stopped", Duration::from_secs(30), || {
-        Ok((m.vm_state(&token, "tg")? == "stopped").then_some(()))
+    let imported = m.data.join("import/testguest.elf");
+    std::fs::copy(&elf, &imported)?;
+    let mut s = EndToEnd { site, m, token };
+    case("a_vm_asks_for_sfera_vmm_and_gets_it", || {
+        sfera_vmm::a_vm_asks_for_sfera_vmm_and_gets_it(&s, &imported)
     })?;
-    let status = poll("the CLI's console to end", Duration::from_secs(30), || {
-        Ok(cli_console.try_wait()?)
+    let running = case("it_runs_with_a_console_and_no_display", || {
+        sfera_vmm::it_runs_with_a_console_and_no_display(&s)
     })?;
-    let shown = std::fs::read_to_string(&cli_out)?;
-    ensure!(
-        status.success() && shown.contains("SFERA-TESTGUEST done status=ok"),
-        "sfera vm console ended with {status}; it showed:\n{shown}\n{}",
-        std::fs::read_to_string(cli_out.with_extension("err"))?
-    );
-    // A stopped VM has no console: the CLI says so.
-    let refused = m.cli(&token, &["vm", "console", "tg"]);
-    ensure!(
-        refused
-            .as_ref()
-            .is_err_and(|e| format!("{e:#}").contains("power it on first")),
-        "{refused:?}"
-    );
-
-    // Again, this time powered off through mgmtd while it runs; a second
-    // crash of mgmtd in between finds it running.
-    m.power(&token, "tg", "on")?;
-    let running = m.expect(admin, "GET", "/api/v1/vms/tg", None, 200)?;
-    let pid = running["pid"].as_u64().context("no pid")?;
-    let mut console = WsConsole::open(port, "tg", &token)?;
-    console.wait("SFERA-TESTGUEST blk capacity=", Duration::from_secs(60))?;
-    // sfera-vmm has no framebuffer: no graphical console, and it says so.
-    let (_, head) = ws_upgrade(port, "/api/v1/vms/tg/display", &token)?;
-    ensure!(
-        head.starts_with("HTTP/1.1 409"),
-        "display of a sfera-vmm VM: {head}"
-    );
-    drop(console);
-    m.crash()?;
-    let m = Mgmtd::start(&dir, port, &guest_dir, true, 3)?;
-    let again = m.expect(admin, "GET", "/api/v1/vms/tg", None, 200)?;
-    ensure!(
-        again["state"] == "running" && again["pid"] == running["pid"],
-        "not adopted: {again}"
-    );
-    m.power(&token, "tg", "off")?;
-    ensure!(m.vm_state(&token, "tg")? == "stopped");
-    ensure!(
-        !Path::new(&format!("/proc/{pid}")).exists()
-            || !std::fs::read(format!("/proc/{pid}/cmdline"))?
-                .windows(9)
-                .any(|w| w == b"sfera-vmm"),
-        "sfera-vmm still runs"
-    );
-    let events = m
-        .expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?
-        .to_string();
-    for kind in [
-        "vm.powered_on",
-        "vm.paused",
-        "vm.adopted",
-        "vm.resumed",
-        "vm.stopped",
-        "vm.powered_off",
-    ] {
-        ensure!(events.contains(kind), "no {kind} event in {events}");
-    }
-    let task = m.expect(admin, "DELETE", "/api/v1/vms/tg?disks=true", None, 202)?;
-    m.wait_task(&token, &task, Duration::from_secs(60))?;
-    Ok(())
+    case("paused_through_the_cli_it_outlives_mgmtd", || {
+        sfera_vmm::paused_through_the_cli_it_outlives_mgmtd(&mut s, &running)
+    })?;
+    case("its_report_shows_on_the_console_and_in_the_cli", || {
+        sfera_vmm::its_report_shows_on_the_console_and_in_the_cli(&s)
+    })?;
+    case("running_it_is_adopted_and_powered_off", || {
+        sfera_vmm::running_it_is_adopted_and_powered_off(&mut s)
+    })
 }

@@ -11,35 +11,30 @@
 //! here an AF_PACKET uplink on an interface that does not exist is refused.
 
 mod mgmt_client;
+#[path = "mgmt_edit/network.rs"]
+mod network;
+#[path = "mgmt_edit/storage.rs"]
+mod storage;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use harness::guest::GuestImage;
-use harness::mgmtd::{self, Leftovers};
-use harness::process::run;
-use harness::testdir::TestDir;
-use harness::tools;
+use harness::http;
+use harness::mgmtd::Site;
+use harness::scenario::case;
 use mgmt_client::{Cred, Mgmtd, poll};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
 
-/// A call to a daemon's own API on its Unix socket.
+/// A call to a daemon's own API on its Unix socket, which must succeed;
+/// the answer's JSON.
 fn daemon(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-    let mut cmd = Command::new(tools::require("curl", "curl")?);
-    cmd.args(["--silent", "--show-error", "--fail-with-body", "-X", method])
-        .arg("--unix-socket")
-        .arg(socket);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
-            .arg(b.to_string());
-    }
-    cmd.arg(format!("http://daemon{path}"));
-    let out = run(cmd)?;
-    Ok(serde_json::from_str(&out).unwrap_or(Value::Null))
+    let body = body.map(Value::to_string);
+    let answer = http::call(socket, method, path, body.as_deref())?;
+    Ok(answer.success(&format!("{method} {path}"))?.value())
 }
 
 /// What a change must leave as it was when it fails: the VMs as mgmtd
@@ -111,115 +106,70 @@ fn vm(m: &Mgmtd, cred: Cred<'_>, name: &str) -> Result<Value> {
     m.expect(cred, "GET", &format!("/api/v1/vms/{name}"), None, 200)
 }
 
-fn port_group(m: &Mgmtd, cred: Cred<'_>, name: &str) -> Result<Value> {
-    let groups = m.expect(cred, "GET", "/api/v1/port-groups", None, 200)?;
-    groups["items"]
-        .as_array()
-        .and_then(|a| a.iter().find(|g| g["name"] == name))
-        .cloned()
-        .with_context(|| format!("no port group {name}: {groups}"))
-}
-
-/// Host files the API names stay in their directories: an image imported
-/// from the import directory arrives whole; a qcow2 whose backing file is
-/// a host file, one outside the import directory (or a symlink out of it)
-/// and a datastore at /etc are refused with a 400 that names the problem,
-/// and nothing is made.
-fn host_files_come_from_their_directories(m: &Mgmtd, token: &str, dir: &TestDir) -> Result<()> {
-    let admin = Cred::Bearer(token);
-    let qemu_img = tools::require("qemu-img", "qemu-utils")?;
-    let import = m.data.join("import");
-    let mut data = vec![0u8; MIB as usize];
-    for (i, b) in data.iter_mut().enumerate().take(64 << 10) {
-        *b = (i % 251) as u8 + 1;
-    }
-    let raw = import.join("good.raw");
-    std::fs::write(&raw, &data)?;
-    let mut c = Command::new(&qemu_img);
-    c.args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(import.join("good.qcow2"));
-    run(c)?;
-    let mut c = Command::new(&qemu_img);
-    c.args(["create", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw"])
-        .arg(import.join("evil.qcow2"));
-    run(c)?;
-    std::os::unix::fs::symlink("/etc/hostname", import.join("link.raw"))?;
-    let outside = dir.join("outside.raw");
-    std::fs::write(&outside, &data)?;
-
-    let url = "/api/v1/datastores/local/import";
-    let before = snapshot(m, admin)?;
-    for (source, format, word) in [
-        (import.join("evil.qcow2"), "qcow2", "backing file"),
-        (import.join("evil.qcow2"), "raw", "is a qcow2 image"),
-        (import.join("link.raw"), "raw", "import directory"),
-        (outside.clone(), "raw", "import directory"),
-        (import.join("../mgmt.db"), "raw", "import directory"),
-    ] {
-        let body = json!({ "volume": "imports/evil", "source": source, "format": format });
-        refused(m, admin, "POST", url, &body, 400, word)?;
-    }
-    refused(
-        m,
-        admin,
-        "POST",
-        "/api/v1/datastores",
-        &json!({ "name": "etc", "path": "/etc" }),
-        400,
-        "datastore root",
-    )?;
-    ensure!(
-        snapshot(m, admin)? == before,
-        "a refused import or datastore made something"
-    );
-    let stores = m.expect(admin, "GET", "/api/v1/datastores", None, 200)?;
-    ensure!(!stores.to_string().contains("\"etc\""), "{stores}");
-
-    let store = m.data.join("datastores/local");
-    for fmt in ["qcow2", "raw"] {
-        let volume = format!("imports/good-{fmt}");
-        let task = m.expect(
-            admin,
-            "POST",
-            url,
-            Some(&json!({ "volume": volume, "source": import.join(format!("good.{fmt}")), "format": fmt })),
-            202,
-        )?;
-        let result = m.wait_task(token, &task, Duration::from_secs(60))?;
-        ensure!(result["size_bytes"] == MIB, "{result}");
-        ensure!(
-            std::fs::read(store.join(format!("{volume}.img")))? == data,
-            "{fmt}: the volume does not hold the image's bytes"
-        );
-        m.expect(
-            admin,
-            "DELETE",
-            &format!("/api/v1/datastores/local/volumes/imports%2Fgood-{fmt}"),
-            None,
-            204,
-        )?;
-    }
-    Ok(())
+/// The scenario's state: one mgmtd, the admin's token and the id of the
+/// VM `ed` every case edits (renamed `ed2`, then `ed3`, on the way).
+struct Edit {
+    site: Site,
+    m: Mgmtd,
+    token: String,
+    id: String,
 }
 
 #[test]
 fn mgmt_edit_vms_networks_datastores() -> Result<()> {
-    let image = GuestImage::locate()?;
-    let guest_dir = image.kernel.parent().context("kernel path")?.to_owned();
-    let dir = TestDir::new("mgmt-edit")?;
-    let port = mgmtd::free_port()?;
-    let _leftovers = Leftovers(dir.join("data"));
-    let m = Mgmtd::start(&dir, port, &guest_dir, true, 1)?;
-    let jar = dir.join("cookies");
-    ensure!(m.login_admin(&jar)?.status == 200, "login");
-    let token = m.new_token(&jar)?;
-    let admin = Cred::Bearer(&token);
-    m.wait_defaults(admin)?;
+    let site = Site::new("mgmt-edit")?;
+    let m = Mgmtd::start(&site, true, 1)?;
+    let token = m.admin_token(&site.dir.join("cookies"))?;
+    let id = case("a_stopped_vm_is_made_with_a_disk_and_a_nic", || {
+        a_stopped_vm_is_made_with_a_disk_and_a_nic(&m, &token)
+    })?;
+    let s = Edit { site, m, token, id };
+    case("a_read_only_user_changes_nothing", || {
+        a_read_only_user_changes_nothing(&s)
+    })?;
+    case("bad_edits_are_refused_and_change_nothing", || {
+        bad_edits_are_refused_and_change_nothing(&s)
+    })?;
+    case("an_edit_failing_on_the_switch_undoes_its_disk", || {
+        an_edit_failing_on_the_switch_undoes_its_disk(&s)
+    })?;
+    let new_port = case("a_good_edit_renames_and_adds_a_disk_and_a_nic", || {
+        a_good_edit_renames_and_adds_a_disk_and_a_nic(&s)
+    })?;
+    case("disks_and_nics_come_off_again", || {
+        disks_and_nics_come_off_again(&s, &new_port)
+    })?;
+    case("switches_are_made_and_bad_ones_refused", || {
+        network::switches_are_made_and_bad_ones_refused(&s)
+    })?;
+    case("port_group_edits_merge_and_bad_ones_change_nothing", || {
+        network::port_group_edits_merge_and_bad_ones_change_nothing(&s)
+    })?;
+    case("port_groups_and_switches_in_use_stay", || {
+        network::port_groups_and_switches_in_use_stay(&s)
+    })?;
+    case("bad_volume_changes_are_refused_and_change_nothing", || {
+        storage::bad_volume_changes_are_refused_and_change_nothing(&s)
+    })?;
+    case("a_volume_in_use_stays_and_grows_with_its_vm", || {
+        storage::a_volume_in_use_stays_and_grows_with_its_vm(&s)
+    })?;
+    case("host_files_come_from_their_directories", || {
+        storage::host_files_come_from_their_directories(&s.m, &s.token, &s.site.dir)
+    })?;
+    case("the_cli_edits_through_the_same_api", || {
+        the_cli_edits_through_the_same_api(&s)
+    })?;
+    case("a_running_vm_is_renamed_but_not_changed", || {
+        a_running_vm_is_renamed_but_not_changed(&s)
+    })?;
+    Ok(())
+}
 
-    // A stopped VM with a disk and a NIC.
+/// A stopped VM `ed` with a disk and a NIC; its id.
+fn a_stopped_vm_is_made_with_a_disk_and_a_nic(m: &Mgmtd, token: &str) -> Result<String> {
     let task = m.expect(
-        admin,
+        Cred::Bearer(token),
         "POST",
         "/api/v1/vms",
         Some(
@@ -229,16 +179,21 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         ),
         202,
     )?;
-    let id = m.wait_task(&token, &task, Duration::from_secs(60))?["id"]
+    Ok(m.wait_task(token, &task, Duration::from_secs(60))?["id"]
         .as_str()
         .context("vm id")?
-        .to_owned();
+        .to_owned())
+}
 
-    // A read-only user changes nothing.
-    let vjar = dir.join("viewer-cookies");
+/// A read-only user changes nothing: every change it tries is refused
+/// (403) and the inventory, datastores and switch stay as they were.
+fn a_read_only_user_changes_nothing(s: &Edit) -> Result<()> {
+    let (m, token) = (&s.m, s.token.as_str());
+    let admin = Cred::Bearer(token);
+    let vjar = s.site.dir.join("viewer-cookies");
     m.add_viewer(admin, &vjar)?;
     let viewer = Cred::Cookies(&vjar);
-    let before = snapshot(&m, admin)?;
+    let before = snapshot(m, admin)?;
     for (method, path, body) in [
         ("PATCH", "/api/v1/vms/ed", json!({ "memory_mib": 512 })),
         ("PATCH", "/api/v1/vms/ed", json!({ "name": "renamed" })),
@@ -276,11 +231,17 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         );
     }
     ensure!(
-        snapshot(&m, admin)? == before,
+        snapshot(m, admin)? == before,
         "a read-only user changed something"
     );
+    Ok(())
+}
 
-    // Bad edits: refused with the field's name; nothing changes.
+/// Bad edits are refused with the field's name; nothing changes.
+fn bad_edits_are_refused_and_change_nothing(s: &Edit) -> Result<()> {
+    let (m, token) = (&s.m, s.token.as_str());
+    let admin = Cred::Bearer(token);
+    let before = snapshot(m, admin)?;
     let bad_edits = [
         (json!({}), 400, "Nothing to change"),
         (json!({ "memory_mib": 64 }), 400, "memory_mib"),
@@ -352,10 +313,10 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         ),
     ];
     for (body, status, word) in &bad_edits {
-        refused(&m, admin, "PATCH", "/api/v1/vms/ed", body, *status, word)?;
+        refused(m, admin, "PATCH", "/api/v1/vms/ed", body, *status, word)?;
     }
     refused(
-        &m,
+        m,
         admin,
         "PATCH",
         "/api/v1/vms/no-such-vm",
@@ -364,25 +325,30 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         "No VM",
     )?;
     ensure!(
-        snapshot(&m, admin)? == before,
+        snapshot(m, admin)? == before,
         "a refused edit changed something"
     );
+    Ok(())
+}
 
-    // An edit that fails on the switch after its disk was made: a port
-    // with the name the new NIC gets is put on vswitchd behind mgmtd's
-    // back (its socket where sfera-vswitchd's user may bind one). The
-    // task fails and undoes the disk (volume and export).
+/// An edit that fails on the switch after its disk was made: a port with
+/// the name the new NIC gets is put on vswitchd behind mgmtd's back (its
+/// socket where sfera-vswitchd's user may bind one). The task fails and
+/// undoes the disk (volume and export).
+fn an_edit_failing_on_the_switch_undoes_its_disk(s: &Edit) -> Result<()> {
+    let (m, token) = (&s.m, s.token.as_str());
+    let admin = Cred::Bearer(token);
     let vsw = m.data.join("run/vswitchd.sock");
     daemon(
         &vsw,
         "POST",
         "/v1/ports",
         Some(
-            &json!({ "name": format!("{id}-nic1"), "socket": m.data.join("run/net/intruder.sock"),
+            &json!({ "name": format!("{}-nic1", s.id), "socket": m.data.join("run/net/intruder.sock"),
                       "mac": "52:54:00:00:e0:77", "port_group": "vm-network" }),
         ),
     )?;
-    let before = snapshot(&m, admin)?;
+    let before = snapshot(m, admin)?;
     let task = m.expect(
         admin,
         "PATCH",
@@ -393,7 +359,7 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         202,
     )?;
     let failed = m
-        .wait_task(&token, &task, Duration::from_secs(60))
+        .wait_task(token, &task, Duration::from_secs(60))
         .err()
         .context("the edit succeeded over a taken port name")?;
     ensure!(
@@ -401,25 +367,32 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         "the edit failed for another reason: {failed:#}"
     );
     ensure!(
-        snapshot(&m, admin)? == before,
+        snapshot(m, admin)? == before,
         "a failed edit left something behind:\nbefore {before}\nafter {}",
-        snapshot(&m, admin)?
+        snapshot(m, admin)?
     );
-    daemon(&vsw, "DELETE", &format!("/v1/ports/{id}-nic1"), None)?;
+    daemon(&vsw, "DELETE", &format!("/v1/ports/{}-nic1", s.id), None)?;
+    Ok(())
+}
 
-    // A good edit: rename, vCPUs, memory, a new disk, a new NIC.
+/// A good edit: rename, vCPUs, memory, a new disk (exported), a new NIC
+/// (a port on the switch). The new NIC's port.
+fn a_good_edit_renames_and_adds_a_disk_and_a_nic(s: &Edit) -> Result<String> {
+    let (m, token) = (&s.m, s.token.as_str());
+    let admin = Cred::Bearer(token);
+    let vsw = m.data.join("run/vswitchd.sock");
     let result = edit(
-        &m,
-        &token,
+        m,
+        token,
         "ed",
         &json!({ "name": "ed2", "vcpus": 2, "memory_mib": 384,
                  "add_disks": [{ "datastore": "local", "size_bytes": 32 * MIB }],
                  "add_nics": [{ "port_group": "vm-network", "mac": "52:54:00:00:e0:02" }] }),
     )?;
     ensure!(result["name"] == "ed2", "{result}");
-    let v = vm(&m, admin, "ed2")?;
+    let v = vm(m, admin, "ed2")?;
     ensure!(
-        v["id"] == id.as_str() && v["vcpus"] == 2 && v["memory_mib"] == 384,
+        v["id"] == s.id.as_str() && v["vcpus"] == 2 && v["memory_mib"] == 384,
         "{v}"
     );
     let disks = v["disks"].as_array().context("disks")?;
@@ -447,397 +420,51 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
             .is_some_and(|e| e.iter().any(|x| x["volume"] == "ed2/disk1")),
         "the new disk is not exported: {exports}"
     );
+    Ok(new_port)
+}
 
-    // Take them off again; the disk's volume goes with it.
+/// The disk and NIC of [`a_good_edit_renames_and_adds_a_disk_and_a_nic`]
+/// come off again; the disk's volume goes with it.
+fn disks_and_nics_come_off_again(s: &Edit, new_port: &str) -> Result<()> {
+    let (m, token) = (&s.m, s.token.as_str());
+    let admin = Cred::Bearer(token);
     edit(
-        &m,
-        &token,
+        m,
+        token,
         "ed2",
         &json!({ "remove_disks": [{ "datastore": "local", "volume": "ed2/disk1", "delete_volume": true }],
                  "remove_nics": [{ "mac": "52:54:00:00:e0:02" }] }),
     )?;
-    let v = vm(&m, admin, "ed2")?;
+    let v = vm(m, admin, "ed2")?;
     ensure!(
         v["disks"].as_array().map(Vec::len) == Some(1)
             && v["nics"].as_array().map(Vec::len) == Some(1),
         "{v}"
     );
-    let snap = snapshot(&m, admin)?;
+    let snap = snapshot(m, admin)?;
     ensure!(
         !snap["volumes"].to_string().contains("ed2/disk1")
             && !snap["exports"].to_string().contains("ed2/disk1")
-            && !snap["switch"]["ports"].to_string().contains(&new_port),
+            && !snap["switch"]["ports"].to_string().contains(new_port),
         "the disk or NIC taken off is still there: {snap}"
     );
+    Ok(())
+}
 
-    // Switches and port groups.
-    let networks = || daemon(&vsw, "GET", "/v1/config", None);
-    let nets = networks()?;
-    for (body, status, word) in [
-        (json!({ "name": "bad name" }), 400, "switch name"),
-        (json!({ "name": "sw2", "extra": 1 }), 400, "unknown field"),
-        (
-            json!({ "name": "sw2", "uplinks": [{ "name": "u0", "type": "bogus", "interface": "x0" }] }),
-            400,
-            "Invalid JSON",
-        ),
-        (
-            json!({ "name": "sw2", "uplinks": [{ "name": "u0", "type": "af_packet", "interface": "sfera-nope0" }] }),
-            400,
-            "no interface",
-        ),
-        (
-            json!({ "name": "sw2", "uplinks": [{ "name": "u0", "type": "tap", "interface": "a-name-too-long-for-linux" }] }),
-            400,
-            "1 to 15",
-        ),
-        (
-            json!({ "name": "sw2", "mac_ageing_s": 0 }),
-            400,
-            "mac_ageing_s",
-        ),
-        (json!({ "name": "vSwitch0" }), 409, "vSwitch0"),
-    ] {
-        refused(&m, admin, "POST", "/api/v1/switches", &body, status, word)?;
-    }
-    ensure!(networks()? == nets, "a refused switch changed the switch");
-    m.expect(
-        admin,
-        "POST",
-        "/api/v1/switches",
-        Some(&json!({ "name": "sw-test", "mac_ageing_s": 60 })),
-        201,
-    )?;
-    m.expect(
-        admin,
-        "POST",
-        "/api/v1/port-groups",
-        Some(&json!({ "name": "pg-test", "switch": "sw-test", "vlan": { "mode": "access", "id": 10 } })),
-        201,
-    )?;
-    let sws = m.expect(admin, "GET", "/api/v1/switches", None, 200)?;
-    ensure!(
-        sws["items"].as_array().is_some_and(|a| a
-            .iter()
-            .any(|s| s["name"] == "sw-test" && s["mac_ageing_s"] == 60)),
-        "{sws}"
-    );
-    refused(
-        &m,
-        admin,
-        "DELETE",
-        "/api/v1/switches/sw-test",
-        &json!({}),
-        409,
-        "pg-test",
-    )?;
-    refused(
-        &m,
-        admin,
-        "DELETE",
-        "/api/v1/switches/no-such-switch",
-        &json!({}),
-        404,
-        "no-such-switch",
-    )?;
-    // Port group edits: bad ones change nothing, a good one merges.
-    let pg = port_group(&m, admin, "pg-test")?;
-    for (body, status, word) in [
-        (json!({ "vlan": { "mode": "access", "id": 5000 } }), 400, ""),
-        (json!({ "vlan": "ten" }), 400, "vlan"),
-        (
-            json!({ "security": { "promiscuous": "yes" } }),
-            400,
-            "security.promiscuous",
-        ),
-        (
-            json!({ "security": { "sniff": true } }),
-            400,
-            "security.sniff",
-        ),
-        (json!({ "teaming": { "policy": "random" } }), 400, ""),
-        (
-            json!({ "teaming": { "active": ["no-such-uplink"] } }),
-            400,
-            "no-such-uplink",
-        ),
-        (json!({ "colour": "blue" }), 400, "unknown field"),
-    ] {
-        refused(
-            &m,
-            admin,
-            "PATCH",
-            "/api/v1/port-groups/pg-test",
-            &body,
-            status,
-            word,
-        )?;
-    }
-    refused(
-        &m,
-        admin,
-        "PATCH",
-        "/api/v1/port-groups/no-such-group",
-        &json!({ "vlan": { "mode": "none" } }),
-        404,
-        "",
-    )?;
-    ensure!(
-        port_group(&m, admin, "pg-test")? == pg,
-        "a refused port group edit changed it"
-    );
-    let shaped = json!({ "average_bps": 1_000_000, "peak_bps": 2_000_000, "burst_bytes": 100_000 });
-    let changed = m.expect(
-        admin,
-        "PATCH",
-        "/api/v1/port-groups/pg-test",
-        Some(&json!({ "vlan": { "mode": "trunk", "allowed": [10, 20] },
-                      "security": { "promiscuous": true },
-                      "shaping": { "ingress": shaped },
-                      "teaming": { "policy": "failover_order" } })),
-        200,
-    )?;
-    let pg = port_group(&m, admin, "pg-test")?;
-    ensure!(
-        pg["vlan"]["mode"] == "trunk"
-            && pg["vlan"]["allowed"] == json!([10, 20])
-            && pg["security"]["promiscuous"] == true
-            && pg["shaping"]["ingress"] == shaped
-            && pg["teaming"]["policy"] == "failover_order"
-            && pg["switch"] == "sw-test",
-        "answer {changed}, port group {pg}"
-    );
-    // Only the part given changes: egress shaping stays off, the rest stays.
-    m.expect(
-        admin,
-        "PATCH",
-        "/api/v1/port-groups/pg-test",
-        Some(&json!({ "security": { "mac_changes": true } })),
-        200,
-    )?;
-    let pg2 = port_group(&m, admin, "pg-test")?;
-    ensure!(
-        pg2["security"]["promiscuous"] == true
-            && pg2["security"]["mac_changes"] == true
-            && pg2["vlan"] == pg["vlan"]
-            && pg2["shaping"] == pg["shaping"],
-        "{pg2}"
-    );
-    // A port group with a VM's NIC on it stays.
-    edit(
-        &m,
-        &token,
-        "ed2",
-        &json!({ "add_nics": [{ "port_group": "pg-test", "mac": "52:54:00:00:e0:03" }] }),
-    )?;
-    let before = snapshot(&m, admin)?;
-    refused(
-        &m,
-        admin,
-        "DELETE",
-        "/api/v1/port-groups/pg-test",
-        &json!({}),
-        409,
-        "ed2",
-    )?;
-    refused(
-        &m,
-        admin,
-        "DELETE",
-        "/api/v1/switches/sw-test",
-        &json!({}),
-        409,
-        "ed2",
-    )?;
-    ensure!(
-        snapshot(&m, admin)? == before,
-        "a refused delete changed something"
-    );
-    edit(
-        &m,
-        &token,
-        "ed2",
-        &json!({ "remove_nics": [{ "mac": "52:54:00:00:e0:03" }] }),
-    )?;
-    m.expect(admin, "DELETE", "/api/v1/port-groups/pg-test", None, 204)?;
-    m.expect(admin, "DELETE", "/api/v1/switches/sw-test", None, 204)?;
-    let nets = networks()?;
-    ensure!(
-        !nets.to_string().contains("pg-test") && !nets.to_string().contains("sw-test"),
-        "{nets}"
-    );
-
-    // Volumes and datastores (a new one under <data-dir>/datastores, the
-    // default datastore root).
-    let ds2 = m.data.join("datastores/ds2");
-    std::fs::create_dir_all(&ds2)?;
-    m.expect(
-        admin,
-        "POST",
-        "/api/v1/datastores",
-        Some(&json!({ "name": "ds2", "path": ds2 })),
-        201,
-    )?;
-    refused(
-        &m,
-        admin,
-        "POST",
-        "/api/v1/datastores",
-        &json!({ "name": "root", "path": "/" }),
-        400,
-        "host's root",
-    )?;
-    let vols = "/api/v1/datastores/ds2/volumes";
-    m.expect(
-        admin,
-        "POST",
-        vols,
-        Some(&json!({ "name": "v1", "size_bytes": 64 * MIB })),
-        201,
-    )?;
-    let before = snapshot(&m, admin)?;
-    for (body, status, word) in [
-        (
-            json!({ "name": "v2", "size_bytes": 1000 }),
-            400,
-            "size_bytes",
-        ),
-        (
-            json!({ "name": "v2", "size_bytes": 128 * MIB + 1 }),
-            400,
-            "size_bytes",
-        ),
-        (json!({ "name": "a/b/c", "size_bytes": MIB }), 400, "volume"),
-        (json!({ "name": "v2" }), 400, "size_bytes"),
-        (json!({ "name": "v1", "size_bytes": MIB }), 409, "already"),
-    ] {
-        refused(&m, admin, "POST", vols, &body, status, word)?;
-    }
-    refused(
-        &m,
-        admin,
-        "POST",
-        "/api/v1/datastores/nope/volumes",
-        &json!({ "name": "v2", "size_bytes": MIB }),
-        404,
-        "nope",
-    )?;
-    let v1 = format!("{vols}/v1");
-    for (body, status, word) in [
-        (json!({ "size_bytes": 32 * MIB }), 400, "only grow"),
-        (json!({ "size_bytes": 64 * MIB }), 400, "only grow"),
-        (json!({ "size_bytes": 513 }), 400, "size_bytes"),
-        (json!({ "size": 128 * MIB }), 400, "unknown field"),
-    ] {
-        refused(&m, admin, "PATCH", &v1, &body, status, word)?;
-    }
-    refused(
-        &m,
-        admin,
-        "PATCH",
-        &format!("{vols}/no-such"),
-        &json!({ "size_bytes": 128 * MIB }),
-        404,
-        "no volume",
-    )?;
-    refused(
-        &m,
-        admin,
-        "DELETE",
-        &format!("{vols}/no-such"),
-        &json!({}),
-        404,
-        "no volume",
-    )?;
-    ensure!(
-        snapshot(&m, admin)? == before,
-        "a refused volume change changed something"
-    );
-    let grown = m.expect(
-        admin,
-        "PATCH",
-        &v1,
-        Some(&json!({ "size_bytes": 128 * MIB })),
-        200,
-    )?;
-    ensure!(grown["size"] == 128 * MIB, "{grown}");
-    // As a disk of a VM, the volume and its datastore stay.
-    edit(
-        &m,
-        &token,
-        "ed2",
-        &json!({ "add_disks": [{ "datastore": "ds2", "volume": "v1" }] }),
-    )?;
-    let before = snapshot(&m, admin)?;
-    refused(&m, admin, "DELETE", &v1, &json!({}), 409, "ed2")?;
-    refused(
-        &m,
-        admin,
-        "DELETE",
-        "/api/v1/datastores/ds2",
-        &json!({}),
-        409,
-        "ed2",
-    )?;
-    ensure!(
-        snapshot(&m, admin)? == before,
-        "a refused delete changed something"
-    );
-    // Grown as a stopped VM's disk: re-exported, the VM's record follows.
-    m.expect(
-        admin,
-        "PATCH",
-        &v1,
-        Some(&json!({ "size_bytes": 192 * MIB })),
-        200,
-    )?;
-    let v = vm(&m, admin, "ed2")?;
-    ensure!(
-        v["disks"][1]["volume"] == "v1" && v["disks"][1]["size_bytes"] == 192 * MIB,
-        "{v}"
-    );
-    let exports = daemon(&m.data.join("run/blockd.sock"), "GET", "/v1/exports", None)?;
-    ensure!(
-        exports.as_array().is_some_and(|e| e
-            .iter()
-            .any(|x| x["datastore"] == "ds2" && x["volume"] == "v1")),
-        "the grown disk is not exported again: {exports}"
-    );
-    // Taken off without delete_volume: the volume stays, then goes.
-    edit(
-        &m,
-        &token,
-        "ed2",
-        &json!({ "remove_disks": [{ "datastore": "ds2", "volume": "v1" }] }),
-    )?;
-    let list = m.expect(admin, "GET", vols, None, 200)?;
-    ensure!(list["items"][0]["name"] == "v1", "{list}");
-    m.expect(admin, "DELETE", &v1, None, 204)?;
-    m.expect(admin, "DELETE", "/api/v1/datastores/ds2", None, 204)?;
-    let stores = m.expect(admin, "GET", "/api/v1/datastores", None, 200)?;
-    ensure!(!stores.to_string().contains("\"ds2\""), "{stores}");
-    refused(
-        &m,
-        admin,
-        "DELETE",
-        "/api/v1/datastores/ds2",
-        &json!({}),
-        404,
-        "ds2",
-    )?;
-
-    host_files_come_from_their_directories(&m, &token, &dir)?;
-
-    // The CLI on the same API.
+/// The CLI on the same API: VM edits, switches, port groups and volumes;
+/// a bad edit fails with the field's name.
+fn the_cli_edits_through_the_same_api(s: &Edit) -> Result<()> {
+    let (m, token) = (&s.m, s.token.as_str());
+    let admin = Cred::Bearer(token);
     m.cli(
-        &token,
+        token,
         &["vm", "edit", "ed2", "--memory", "320", "--vcpus", "1"],
     )?;
-    let v = vm(&m, admin, "ed2")?;
+    let v = vm(m, admin, "ed2")?;
     ensure!(v["memory_mib"] == 320 && v["vcpus"] == 1, "{v}");
-    m.cli(&token, &["network", "switch", "create", "sw-cli"])?;
+    m.cli(token, &["network", "switch", "create", "sw-cli"])?;
     m.cli(
-        &token,
+        token,
         &[
             "network",
             "port-group",
@@ -850,7 +477,7 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         ],
     )?;
     m.cli(
-        &token,
+        token,
         &[
             "network",
             "port-group",
@@ -863,45 +490,50 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         ],
     )?;
     ensure!(
-        port_group(&m, admin, "pg-cli")?["vlan"]["allowed"] == json!([7, 8]),
+        network::port_group(m, admin, "pg-cli")?["vlan"]["allowed"] == json!([7, 8]),
         "the CLI's port group edit"
     );
-    m.cli(&token, &["network", "port-group", "delete", "pg-cli"])?;
-    m.cli(&token, &["network", "switch", "delete", "sw-cli"])?;
+    m.cli(token, &["network", "port-group", "delete", "pg-cli"])?;
+    m.cli(token, &["network", "switch", "delete", "sw-cli"])?;
     m.cli(
-        &token,
+        token,
         &["datastore", "volume", "create", "local", "cli/vol", "4M"],
     )?;
     m.cli(
-        &token,
+        token,
         &["datastore", "volume", "resize", "local", "cli/vol", "8M"],
     )?;
-    let out = m.cli(&token, &["--json", "datastore", "volume", "list", "local"])?;
+    let out = m.cli(token, &["--json", "datastore", "volume", "list", "local"])?;
     ensure!(
         out.contains("\"cli/vol\"") && out.contains(&(8 * MIB).to_string()),
         "{out}"
     );
     m.cli(
-        &token,
+        token,
         &["datastore", "volume", "delete", "local", "cli/vol"],
     )?;
     let mut shrink = Command::new(harness::daemons::binary("sfera")?);
     shrink
         .args(["vm", "edit", "ed2", "--memory", "1"])
         .env("SFERA_SERVER", &m.base)
-        .env("SFERA_TOKEN", &token)
+        .env("SFERA_TOKEN", token)
         .env("SFERA_CONFIG", m.data.join("no-cli-config.json"));
     let out = shrink.output()?;
     ensure!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("memory_mib"),
         "a bad CLI edit: {out:?}"
     );
+    Ok(())
+}
 
-    // Running: the name changes, the hardware does not.
-    m.power(&token, "ed2", "on")?;
-    let before = snapshot(&m, admin)?;
+/// Running: the name changes, the hardware does not.
+fn a_running_vm_is_renamed_but_not_changed(s: &Edit) -> Result<()> {
+    let (m, token) = (&s.m, s.token.as_str());
+    let admin = Cred::Bearer(token);
+    m.power(token, "ed2", "on")?;
+    let before = snapshot(m, admin)?;
     refused(
-        &m,
+        m,
         admin,
         "PATCH",
         "/api/v1/vms/ed2",
@@ -910,7 +542,7 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         "power it off",
     )?;
     refused(
-        &m,
+        m,
         admin,
         "PATCH",
         "/api/v1/vms/ed2",
@@ -919,19 +551,19 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
         "power it off",
     )?;
     ensure!(
-        snapshot(&m, admin)?["vms"] == before["vms"],
+        snapshot(m, admin)?["vms"] == before["vms"],
         "a refused edit of a running VM changed it"
     );
-    edit(&m, &token, "ed2", &json!({ "name": "ed3" }))?;
+    edit(m, token, "ed2", &json!({ "name": "ed3" }))?;
     ensure!(
-        m.vm_state(&token, "ed3")? == "running",
+        m.vm_state(token, "ed3")? == "running",
         "renamed while running"
     );
-    m.power(&token, "ed3", "off")?;
+    m.power(token, "ed3", "off")?;
     poll("ed3 stopped", Duration::from_secs(30), || {
-        Ok((m.vm_state(&token, "ed3")? == "stopped").then_some(()))
+        Ok((m.vm_state(token, "ed3")? == "stopped").then_some(()))
     })?;
     let task = m.expect(admin, "DELETE", "/api/v1/vms/ed3?disks=true", None, 202)?;
-    m.wait_task(&token, &task, Duration::from_secs(60))?;
+    m.wait_task(token, &task, Duration::from_secs(60))?;
     Ok(())
 }

@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use harness::guest::{GuestImage, READY_LINE};
-use harness::mgmtd::{self, Leftovers};
+use harness::guest::READY_LINE;
+use harness::mgmtd::Site;
 use harness::small_fs::SmallFs;
-use harness::testdir::TestDir;
 use serde_json::{Value, json};
 
 mod mgmt_client;
@@ -22,17 +21,10 @@ const MIB: u64 = 1 << 20;
 #[test]
 fn a_vm_paused_for_space_resumes_when_space_is_freed() -> Result<()> {
     // Before the hold, the guest's write failed with an I/O error.
-    let image = GuestImage::locate()?;
-    let guest_dir = image.kernel.parent().context("kernel path")?.to_owned();
-    let dir = TestDir::new("mgmt-no-space")?;
-    let port = mgmtd::free_port()?;
-    let _leftovers = Leftovers(dir.join("data"));
-    let m = Mgmtd::start(&dir, port, &guest_dir, false, 1)?;
-    let jar = dir.join("cookies");
-    ensure!(m.login_admin(&jar)?.status == 200, "login");
-    let token = m.new_token(&jar)?;
+    let site = Site::new("mgmt-no-space")?;
+    let m = Mgmtd::start(&site, false, 1)?;
+    let token = m.admin_token(&site.dir.join("cookies"))?;
     let admin = Cred::Bearer(&token);
-    m.wait_defaults(admin)?;
 
     let fs = SmallFs::mount(m.data.join("datastores/thin"), 32)?;
     let path = fs.path().display().to_string();

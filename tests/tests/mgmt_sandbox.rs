@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use harness::mgmtd::{self, Leftovers};
-use harness::testdir::TestDir;
+use harness::mgmtd::Site;
 use mgmt_client::{Cred, Mgmtd, poll};
 use serde_json::{Value, json};
 
@@ -186,14 +185,9 @@ fn create(m: &Mgmtd, token: &str, body: &Value) -> Result<()> {
 #[test]
 fn vm_processes_run_in_their_sandbox() -> Result<()> {
     let elf = harness::testguest::elf()?;
-    let dir = TestDir::new("mgmt-sandbox")?;
-    let port = mgmtd::free_port()?;
-    let _leftovers = Leftovers(dir.join("data"));
-    let m = Mgmtd::start(&dir, port, &dir.join("no-guest-image"), false, 1)?;
-    let jar = dir.join("cookies");
-    ensure!(m.login_admin(&jar)?.status == 200, "login");
-    let token = m.new_token(&jar)?;
-    m.wait_defaults(Cred::Bearer(&token))?;
+    let site = Site::without_guest_image("mgmt-sandbox")?;
+    let m = Mgmtd::start(&site, false, 1)?;
+    let token = m.admin_token(&site.dir.join("cookies"))?;
     let mgmtd_pid = u64::from(m.process.as_ref().context("no mgmtd")?.pid());
     let imported = m.data.join("import/testguest.elf");
     std::fs::copy(&elf, &imported)?;

@@ -5,56 +5,21 @@
 
 mod mgmt_client;
 
-use std::ffi::OsString;
 use std::io::Read;
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use harness::guest::GuestImage;
-use harness::mgmtd::{self, Leftovers};
-use harness::testdir::TestDir;
-use harness::tools;
+use harness::http;
+use harness::mgmtd::Site;
 use mgmt_client::{Answer, Cred, Mgmtd};
 use serde_json::json;
-
-/// A test directory and an mgmtd of its own.
-fn start(name: &str) -> Result<(TestDir, Leftovers, Mgmtd)> {
-    start_with(name, &[])
-}
-
-/// [`start`] with more arguments for mgmtd.
-fn start_with(name: &str, args: &[&str]) -> Result<(TestDir, Leftovers, Mgmtd)> {
-    let image = GuestImage::locate()?;
-    let guest_dir = image.kernel.parent().context("kernel path")?.to_owned();
-    let dir = TestDir::new(name)?;
-    let port = mgmtd::free_port()?;
-    let leftovers = Leftovers(dir.join("data"));
-    let mut extra: Vec<OsString> = vec!["--stop-on-exit".into()];
-    extra.extend(args.iter().map(OsString::from));
-    let process = mgmtd::start(&dir, port, &guest_dir, 1, &extra)?;
-    let m = Mgmtd {
-        base: format!("http://127.0.0.1:{port}"),
-        data: dir.join("data"),
-        process: Some(process),
-    };
-    Ok((dir, leftovers, m))
-}
 
 /// `GET /api/v1/health` with curl, given `seconds`: its status, or `None`
 /// when no answer came in time.
 fn health_within(m: &Mgmtd, seconds: u32) -> Result<Option<u16>> {
-    let out = Command::new(tools::require("curl", "curl")?)
-        .args(["--silent", "--output", "/dev/null", "-w", "%{http_code}"])
-        .args(["--max-time", &seconds.to_string()])
-        .arg(format!("{}/api/v1/health", m.base))
-        .output()?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .flatten())
+    let request = http::Request::url(&m.base, "GET", "/api/v1/health").max_time(seconds);
+    Ok(request.try_send()?.map(|a| a.status))
 }
 
 /// A refusal with `status` and JSON error `code`.
@@ -73,16 +38,10 @@ fn refused(a: &Answer, status: u16, code: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
-    a.headers.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 #[test]
 fn mgmt_security_failed_logins_lock_out_even_the_right_password() -> Result<()> {
-    let (dir, _leftovers, m) = start("mgmt-throttle")?;
+    let site = Site::new("mgmt-throttle")?;
+    let m = Mgmtd::start(&site, true, 1)?;
     let wrong = json!({ "username": "admin", "password": "not-the-password" });
     let mut statuses = Vec::new();
     for _ in 0..10 {
@@ -90,7 +49,8 @@ fn mgmt_security_failed_logins_lock_out_even_the_right_password() -> Result<()> 
         statuses.push(a.status);
         if a.status == 429 {
             refused(&a, 429, "too_many_requests", "a locked login")?;
-            let wait: u64 = header(&a, "retry-after")
+            let wait: u64 = a
+                .header("retry-after")
                 .context("a 429 without Retry-After")?
                 .parse()?;
             ensure!((1..=30).contains(&wait), "Retry-After: {wait}");
@@ -101,7 +61,7 @@ fn mgmt_security_failed_logins_lock_out_even_the_right_password() -> Result<()> 
         statuses == [401, 401, 401, 401, 401, 429],
         "five failures, then locked: {statuses:?}"
     );
-    let jar = dir.join("cookies");
+    let jar = site.dir.join("cookies");
     let right = m.login_admin(&jar)?;
     refused(
         &right,
@@ -114,8 +74,9 @@ fn mgmt_security_failed_logins_lock_out_even_the_right_password() -> Result<()> 
 
 #[test]
 fn mgmt_security_cookie_changes_need_our_origin() -> Result<()> {
-    let (dir, _leftovers, m) = start("mgmt-csrf")?;
-    let jar = dir.join("cookies");
+    let site = Site::new("mgmt-csrf")?;
+    let m = Mgmtd::start(&site, true, 1)?;
+    let jar = site.dir.join("cookies");
     ensure!(m.login_admin(&jar)?.status == 200, "login");
     let token = json!({ "name": "t" });
     let ours = format!("Referer: {}/tokens", m.base);
@@ -166,7 +127,7 @@ fn mgmt_security_cookie_changes_need_our_origin() -> Result<()> {
     // A page elsewhere cannot log the browser in (login CSRF).
     let password = std::fs::read_to_string(m.data.join("admin-password"))?;
     let login = json!({ "username": "admin", "password": password.trim() });
-    let fresh = dir.join("fresh-cookies");
+    let fresh = site.dir.join("fresh-cookies");
     let a = m.call(
         Cred::CookiesFrom(&fresh, Some("Origin: https://evil.example")),
         "POST",
@@ -187,7 +148,8 @@ fn mgmt_security_cookie_changes_need_our_origin() -> Result<()> {
 
 #[test]
 fn mgmt_security_silent_connections_are_closed_and_capped() -> Result<()> {
-    let (_dir, _leftovers, m) = start_with("mgmt-conns", &["--max-connections", "2"])?;
+    let site = Site::new("mgmt-conns")?;
+    let m = Mgmtd::start_with(&site, true, 1, &["--max-connections", "2"])?;
     ensure!(health_within(&m, 10)? == Some(200), "health");
     let address = m.base.trim_start_matches("http://");
     // Two connections that never send a request take both slots.

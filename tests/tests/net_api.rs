@@ -20,26 +20,14 @@ fn api(d: &VswitchdDaemon, method: &str, path: &str, body: Option<&str>) -> Resu
     Ok(call(d.api(), method, path, body)?)
 }
 
+/// [`Answer::expect`], for anyhow.
 fn expect(answer: &Answer, status: u16, what: &str) -> Result<Value> {
-    ensure!(
-        answer.status == status,
-        "{what}: HTTP {} (wanted {status}): {}",
-        answer.status,
-        answer.body
-    );
-    Ok(answer.json()?)
+    Ok(answer.expect(status, what)?)
 }
 
+/// [`Answer::expect_error`], for anyhow.
 fn expect_error(answer: &Answer, status: u16, code: &str, what: &str) -> Result<()> {
-    let body = expect(answer, status, what)?;
-    ensure!(body["error"]["code"] == code, "{what}: error body {body}");
-    ensure!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{what}: no message"
-    );
-    Ok(())
+    Ok(answer.expect_error(status, code, what)?)
 }
 
 fn get(d: &VswitchdDaemon, path: &str) -> Result<Value> {

@@ -2,20 +2,21 @@
 //! bearer token or a cookie jar, answers as status, headers and JSON, and
 //! the calls the tests share (log in, wait for a task, run the CLI).
 
-#![allow(dead_code)] // Each test crate uses its own part of it.
+#![allow(dead_code, unused_imports)] // Each test crate uses its own part of it.
+
+mod console;
+
+pub(crate) use console::{WsConsole, console_wait, ws_upgrade};
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use harness::mgmtd;
+use harness::http;
+use harness::mgmtd::Site;
 use harness::process::{Process, run};
-use harness::testdir::TestDir;
-use harness::tools;
 use serde_json::{Value, json};
 
 /// How a request proves who sends it.
@@ -31,10 +32,19 @@ pub(crate) enum Cred<'a> {
     CookiesFrom(&'a Path, Option<&'a str>),
 }
 
+/// An answer of mgmtd: the status, the header lines, and the body as JSON
+/// (text as a JSON string).
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) headers: String,
     pub(crate) body: Value,
+}
+
+impl Answer {
+    /// The value of header `name` (any case), if the answer has it.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        http::header(&self.headers, name)
+    }
 }
 
 pub(crate) struct Mgmtd {
@@ -44,21 +54,14 @@ pub(crate) struct Mgmtd {
 }
 
 impl Mgmtd {
-    pub(crate) fn start(
-        dir: &TestDir,
-        port: u16,
-        guest_dir: &Path,
-        stop_on_exit: bool,
-        n: u32,
-    ) -> Result<Self> {
-        Self::start_with(dir, port, guest_dir, stop_on_exit, n, &[])
+    /// Starts mgmtd #`n` on `site`.
+    pub(crate) fn start(site: &Site, stop_on_exit: bool, n: u32) -> Result<Self> {
+        Self::start_with(site, stop_on_exit, n, &[])
     }
 
     /// [`Mgmtd::start`] with more options on mgmtd's command line.
     pub(crate) fn start_with(
-        dir: &TestDir,
-        port: u16,
-        guest_dir: &Path,
+        site: &Site,
         stop_on_exit: bool,
         n: u32,
         more: &[&str],
@@ -67,12 +70,32 @@ impl Mgmtd {
         if stop_on_exit {
             extra.push("--stop-on-exit".into());
         }
-        let process = mgmtd::start(dir, port, guest_dir, n, &extra)?;
+        let process = site.start(n, &extra)?;
         Ok(Mgmtd {
-            base: format!("http://127.0.0.1:{port}"),
-            data: dir.join("data"),
+            base: site.base(),
+            data: site.data(),
             process: Some(process),
         })
+    }
+
+    /// Logs in as admin (cookies in `jar`), makes an API token and waits
+    /// for the defaults of a new install; the token.
+    pub(crate) fn admin_token(&self, jar: &Path) -> Result<String> {
+        let login = self.login_admin(jar)?;
+        ensure!(
+            login.status == 200,
+            "login: {} {}",
+            login.status,
+            login.body
+        );
+        let token = self.new_token(jar)?;
+        self.wait_defaults(Cred::Bearer(&token))?;
+        Ok(token)
+    }
+
+    /// The port mgmtd listens on.
+    pub(crate) fn port(&self) -> Result<u16> {
+        Ok(self.base.rsplit(':').next().context("no port")?.parse()?)
     }
 
     pub(crate) fn call(
@@ -82,48 +105,30 @@ impl Mgmtd {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Answer> {
-        let mut cmd = Command::new(tools::require("curl", "curl")?);
-        cmd.args([
-            "--silent",
-            "--show-error",
-            "--include",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ]);
+        let mut request = http::Request::url(&self.base, method, path);
         match cred {
             Cred::None => {}
-            Cred::Bearer(t) => {
-                cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
-            }
+            Cred::Bearer(t) => request = request.header(&format!("Authorization: Bearer {t}")),
             Cred::Cookies(jar) => {
-                cmd.arg("-b").arg(jar).arg("-c").arg(jar);
-                cmd.arg("-H").arg(format!("Origin: {}", self.base));
+                request = request
+                    .cookies(jar)
+                    .header(&format!("Origin: {}", self.base));
             }
             Cred::CookiesFrom(jar, header) => {
-                cmd.arg("-b").arg(jar).arg("-c").arg(jar);
+                request = request.cookies(jar);
                 if let Some(h) = header {
-                    cmd.arg("-H").arg(h);
+                    request = request.header(h);
                 }
             }
         }
         if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
-                .arg(b.to_string());
+            request = request.json(&b.to_string());
         }
-        cmd.arg(format!("{}{path}", self.base));
-        let out = run(cmd)?;
-        let (rest, status) = out.rsplit_once('\n').context("no status from curl")?;
-        let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+        let answer = request.send()?;
         Ok(Answer {
-            status: status.trim().parse()?,
-            headers: headers.to_owned(),
-            body: if body.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()))
-            },
+            status: answer.status,
+            body: answer.value(),
+            headers: answer.headers,
         })
     }
 
@@ -325,47 +330,4 @@ pub(crate) fn unauthorized(a: &Answer, what: &str) -> Result<()> {
         a.body
     );
     Ok(())
-}
-
-/// Reads the VM's serial console socket until `needle` shows up.
-pub(crate) fn console_wait(
-    socket: &Path,
-    send: Option<&str>,
-    needle: &str,
-    timeout: Duration,
-) -> Result<String> {
-    let mut s =
-        UnixStream::connect(socket).with_context(|| format!("console {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_millis(500)))?;
-    if let Some(line) = send {
-        s.write_all(format!("{line}\n").as_bytes())?;
-    }
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match s.read(&mut buf) {
-            Ok(0) => bail!(
-                "the console closed; it said: {}",
-                String::from_utf8_lossy(&seen)
-            ),
-            Ok(n) => {
-                seen.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&seen);
-                if text.lines().any(|l| l.contains(needle)) {
-                    return Ok(text.into_owned());
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    bail!(
-        "no {needle:?} on the console within {timeout:?}; it said: {}",
-        String::from_utf8_lossy(&seen)
-    )
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::error::ApiError;
 use crate::db::{Boot, VmState};
 use crate::host::HostFacts;
+use crate::qemu::qmp;
 use crate::{qemu, sfera_vmm};
 
 /// A hypervisor driver.
@@ -164,6 +165,56 @@ impl VmPaths {
     }
 }
 
+/// A hypervisor operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("VM {vm} boots through firmware, which sfera-vmm has not")]
+    NeedsFirmware { vm: String },
+    #[error("Cannot {what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not in PATH", program.display())]
+    NotInPath { program: PathBuf },
+    #[error("Cannot sandbox the VM")]
+    Jail(#[from] crate::jail::JailError),
+    #[error("QEMU's monitor")]
+    Qmp(#[from] qmp::QmpError),
+    #[error("sfera-vmm's API")]
+    VmmApi(#[from] control::client::CallError),
+    #[error("{hypervisor} exited at start: {log}")]
+    ExitedAtStart {
+        hypervisor: &'static str,
+        log: String,
+    },
+    #[error("{hypervisor} (pid {pid}) did not {what} within {secs} s: {log}")]
+    StartTimeout {
+        hypervisor: &'static str,
+        pid: u32,
+        what: &'static str,
+        secs: u64,
+        log: String,
+    },
+    #[error("{hypervisor} (pid {pid}) does not exit")]
+    DoesNotExit {
+        hypervisor: &'static str,
+        pid: u32,
+        /// Why the clean stop failed, if it did.
+        #[source]
+        stop: Option<Box<DriverError>>,
+    },
+}
+
+impl DriverError {
+    /// The error and its causes in one line, for events and answers.
+    pub fn chain(&self) -> String {
+        control::error_chain(self)
+    }
+}
+
 /// The hypervisor process of a VM, if it runs.
 pub fn running_pid(driver: Driver, p: &VmPaths) -> Option<u32> {
     match driver {
@@ -174,7 +225,7 @@ pub fn running_pid(driver: Driver, p: &VmPaths) -> Option<u32> {
 
 /// Ends the hypervisor process (the power cord), and removes what its
 /// sandbox left.
-pub async fn stop(driver: Driver, p: &VmPaths, pid: u32) -> Result<(), String> {
+pub async fn stop(driver: Driver, p: &VmPaths, pid: u32) -> Result<(), DriverError> {
     match driver {
         Driver::Qemu => qemu::stop(p, pid).await,
         Driver::SferaVmm => sfera_vmm::stop(p, pid).await,
@@ -184,29 +235,31 @@ pub async fn stop(driver: Driver, p: &VmPaths, pid: u32) -> Result<(), String> {
 }
 
 /// Stops the vCPUs (the VM's memory and devices stay).
-pub async fn pause(driver: Driver, p: &VmPaths) -> Result<(), String> {
+pub async fn pause(driver: Driver, p: &VmPaths) -> Result<(), DriverError> {
     match driver {
-        Driver::Qemu => qemu::qmp::execute(&p.qmp(), "stop", None).await.map(drop),
-        Driver::SferaVmm => sfera_vmm::put(p, "pause").await,
-    }
+        Driver::Qemu => drop(qmp::execute(&p.qmp(), qmp::Command::Stop).await?),
+        Driver::SferaVmm => sfera_vmm::request(p, sfera_vmm::Request::Pause).await?,
+    };
+    Ok(())
 }
 
 /// Runs the vCPUs again.
-pub async fn resume(driver: Driver, p: &VmPaths) -> Result<(), String> {
+pub async fn resume(driver: Driver, p: &VmPaths) -> Result<(), DriverError> {
     match driver {
-        Driver::Qemu => qemu::qmp::execute(&p.qmp(), "cont", None).await.map(drop),
-        Driver::SferaVmm => sfera_vmm::put(p, "resume").await,
-    }
+        Driver::Qemu => drop(qmp::execute(&p.qmp(), qmp::Command::Cont).await?),
+        Driver::SferaVmm => sfera_vmm::request(p, sfera_vmm::Request::Resume).await?,
+    };
+    Ok(())
 }
 
 /// Whether a running hypervisor has the VM running or paused, as it says.
-pub async fn observed_state(driver: Driver, p: &VmPaths) -> Result<VmState, String> {
+pub async fn observed_state(driver: Driver, p: &VmPaths) -> Result<VmState, DriverError> {
     let paused = match driver {
         Driver::Qemu => {
-            let s = qemu::qmp::execute(&p.qmp(), "query-status", None).await?;
+            let s = qmp::execute(&p.qmp(), qmp::Command::QueryStatus).await?;
             s["status"] == "paused"
         }
-        Driver::SferaVmm => sfera_vmm::state(p).await? == "paused",
+        Driver::SferaVmm => sfera_vmm::info(p).await?.state == "paused",
     };
     Ok(if paused {
         VmState::Paused

@@ -1,12 +1,10 @@
 //! `sfera-mgmtd`: Sfera's management plane.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use mgmt::host::Accel;
 use mgmt::mgmtd::{Options, run};
@@ -113,13 +111,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    control::logging::init();
     let exe_dir = std::env::current_exe()
         .context("Cannot find this program")?
         .parent()

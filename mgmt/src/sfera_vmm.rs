@@ -11,17 +11,44 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use serde_json::{Value, json};
+use vmm::config::{ConsoleConfig, DiskConfig, NetConfig, SocketMode, VmConfig};
 
 use crate::db::Boot;
-use crate::driver::VmPaths;
+use crate::driver::{DriverError, VmPaths};
 use crate::qemu::Launch;
 use crate::{jail, pid};
-use control::client::UnixApi;
+use control::client::{CallError, UnixApi};
+
+/// The requests mgmtd sends a running sfera-vmm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Pause,
+    Resume,
+    /// Ends the VM at once (a power cord) and the process with it.
+    Shutdown,
+}
+
+impl Request {
+    /// Its path on sfera-vmm's API (all are `PUT`s without a body).
+    pub fn path(self) -> &'static str {
+        match self {
+            Request::Pause => "/v1/vm/pause",
+            Request::Resume => "/v1/vm/resume",
+            Request::Shutdown => "/v1/vm/shutdown",
+        }
+    }
+}
+
+/// What mgmtd reads of sfera-vmm's `GET /v1/vm`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Info {
+    /// `created`, `running`, `paused`, `shutdown`...
+    pub state: String,
+}
 
 /// sfera-vmm's configuration for a VM (vmm/README.md, "Running a VM");
 /// sfera-vmm boots kernels only (the driver choice sees to that).
-pub fn config(l: &Launch<'_>) -> Result<Value, String> {
+pub fn config(l: &Launch<'_>) -> Result<VmConfig, DriverError> {
     let vm = l.vm;
     let Boot::Kernel {
         kernel,
@@ -29,26 +56,43 @@ pub fn config(l: &Launch<'_>) -> Result<Value, String> {
         cmdline,
     } = &vm.boot
     else {
-        return Err(format!(
-            "VM {} boots through firmware, which sfera-vmm has not",
-            vm.name
-        ));
+        return Err(DriverError::NeedsFirmware {
+            vm: vm.name.clone(),
+        });
     };
-    Ok(json!({
-        "vcpus": vm.vcpus,
-        "memory_mib": vm.memory_mib,
-        "kernel": kernel,
-        "initrd": initrd,
-        "cmdline": cmdline,
-        "console": { "stdout": true, "socket": l.paths.console() },
-        "disks": l.disk_sockets.iter()
-            .map(|s| json!({ "socket": s, "mode": "connect", "read_only": false }))
-            .collect::<Vec<_>>(),
-        "nets": l.nic_sockets.iter().zip(&vm.nics)
-            .map(|(s, n)| json!({ "socket": s, "mode": "connect", "mac": n.mac }))
-            .collect::<Vec<_>>(),
-        "rng": true,
-    }))
+    Ok(VmConfig {
+        vcpus: vm.vcpus,
+        memory_mib: u64::from(vm.memory_mib),
+        hugepages: false,
+        kernel: kernel.into(),
+        initrd: initrd.as_ref().map(Into::into),
+        cmdline: cmdline.clone(),
+        console: ConsoleConfig {
+            stdout: true,
+            socket: Some(l.paths.console()),
+        },
+        disks: l
+            .disk_sockets
+            .iter()
+            .map(|s| DiskConfig {
+                socket: s.clone(),
+                mode: SocketMode::Connect,
+                read_only: false,
+            })
+            .collect(),
+        nets: l
+            .nic_sockets
+            .iter()
+            .zip(&vm.nics)
+            .map(|(s, n)| NetConfig {
+                socket: s.clone(),
+                mode: SocketMode::Connect,
+                mac: n.mac.clone(),
+                mtu: vmm::config::DEFAULT_MTU,
+            })
+            .collect(),
+        rng: true,
+    })
 }
 
 fn api(p: &VmPaths) -> UnixApi {
@@ -60,20 +104,26 @@ fn log_tail(p: &VmPaths) -> String {
     jail::log_tail(&p.vmm_log(), 3)
 }
 
+/// How long sfera-vmm has to report a running VM.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Starts sfera-vmm for the VM in its sandbox (docs/sandbox.md: its own
 /// uid, namespaces and cgroup, under its seccomp filter) and waits until
 /// its API says the VM runs; returns its pid. The process is in its own
 /// process group and outlives mgmtd.
-pub async fn start(binary: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, String> {
+pub async fn start(binary: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, DriverError> {
     let p = l.paths;
-    std::fs::create_dir_all(&p.dir)
-        .map_err(|e| format!("Cannot create {}: {e}", p.dir.display()))?;
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| DriverError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(&p.dir).map_err(io("create", &p.dir))?;
     for f in [p.vmm_pidfile(), p.vmm_api(), p.console()] {
         let _ = std::fs::remove_file(f);
     }
-    let text = serde_json::to_string_pretty(&config(l)?).map_err(|e| e.to_string())?;
-    std::fs::write(p.vmm_config(), text)
-        .map_err(|e| format!("Cannot write {}: {e}", p.vmm_config().display()))?;
+    let mut text = serde_json::to_vec_pretty(&config(l)?).expect("a VmConfig serialises");
+    text.push(b'\n');
+    std::fs::write(p.vmm_config(), text).map_err(io("write", &p.vmm_config()))?;
     let pid = jail::start(jail::VmProcess {
         launch: l,
         jailer,
@@ -94,22 +144,28 @@ pub async fn start(binary: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, 
         stderr: p.vmm_log(),
     })
     .await?;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if !pid::alive(pid) {
-            return Err(format!("sfera-vmm exited at start: {}", log_tail(p)));
+            return Err(DriverError::ExitedAtStart {
+                hypervisor: "sfera-vmm",
+                log: log_tail(p),
+            });
         }
-        if let Ok(s) = state(p).await
-            && (s == "running" || s == "paused")
+        if let Ok(info) = info(p).await
+            && (info.state == "running" || info.state == "paused")
         {
             return Ok(pid);
         }
         if Instant::now() >= deadline {
             pid::signal(pid, libc::SIGKILL);
-            return Err(format!(
-                "sfera-vmm (pid {pid}) did not report a running VM within 15 s: {}",
-                log_tail(p)
-            ));
+            return Err(DriverError::StartTimeout {
+                hypervisor: "sfera-vmm",
+                pid,
+                what: "report a running VM",
+                secs: START_TIMEOUT.as_secs(),
+                log: log_tail(p),
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -122,35 +178,31 @@ pub fn running_pid(p: &VmPaths) -> Option<u32> {
     pid::alive_with_arg(pid, &p.vmm_api().to_string_lossy()).then_some(pid)
 }
 
-/// The VM's state as sfera-vmm reports it (`running`, `paused`, ...).
-pub async fn state(p: &VmPaths) -> Result<String, String> {
-    let v = api(p).get("/v1/vm").await.map_err(|e| e.to_string())?;
-    v["state"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("sfera-vmm answered GET /v1/vm without a state: {v}"))
+/// The VM as sfera-vmm reports it.
+pub async fn info(p: &VmPaths) -> Result<Info, CallError> {
+    api(p).get_as("/v1/vm").await
 }
 
-/// `PUT /v1/vm/{action}`: pause, resume or shutdown.
-pub async fn put(p: &VmPaths, action: &str) -> Result<(), String> {
+/// Sends `request` (a `PUT` without a body).
+pub async fn request(p: &VmPaths, request: Request) -> Result<(), CallError> {
     api(p)
-        .call(Method::PUT, &format!("/v1/vm/{action}"), None)
+        .call(Method::PUT, request.path(), None)
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
 }
 
 /// Stops sfera-vmm: a shutdown request (the VM ends at once, like a power
 /// cord), SIGKILL if it lingers.
-pub async fn stop(p: &VmPaths, pid: u32) -> Result<(), String> {
-    let err = put(p, "shutdown").await.err();
+pub async fn stop(p: &VmPaths, pid: u32) -> Result<(), DriverError> {
+    let err = request(p, Request::Shutdown).await.err();
     if !crate::qemu::wait_gone(pid, Duration::from_secs(10)).await {
         pid::signal(pid, libc::SIGKILL);
         if !crate::qemu::wait_gone(pid, Duration::from_secs(5)).await {
-            return Err(format!(
-                "sfera-vmm (pid {pid}) does not exit{}",
-                err.map(|e| format!(" ({e})")).unwrap_or_default()
-            ));
+            return Err(DriverError::DoesNotExit {
+                hypervisor: "sfera-vmm",
+                pid,
+                stop: err.map(|e| Box::new(e.into())),
+            });
         }
     }
     let _ = std::fs::remove_file(p.vmm_pidfile());
@@ -183,12 +235,21 @@ mod tests {
             nic_sockets: &[PathBuf::from("/r/net/n.sock")],
         })
         .unwrap();
-        assert_eq!(c["vcpus"], 2);
-        assert_eq!(c["memory_mib"], 64);
-        assert_eq!(c["initrd"], Value::Null);
-        assert_eq!(c["console"]["socket"], "/r/vms/vm-1/console.sock");
-        assert_eq!(c["disks"][0]["socket"], "/r/blk/d.sock");
-        assert_eq!(c["disks"][0]["mode"], "connect");
-        assert_eq!(c["nets"][0]["mac"], "52:54:00:12:34:56");
+        assert_eq!((c.vcpus, c.memory_mib, c.initrd.as_deref()), (2, 64, None));
+        assert_eq!(
+            c.console.socket.as_deref(),
+            Some(Path::new("/r/vms/vm-1/console.sock"))
+        );
+        assert_eq!(c.disks[0].socket, Path::new("/r/blk/d.sock"));
+        assert_eq!(c.disks[0].mode, SocketMode::Connect);
+        assert_eq!(c.nets[0].mac, "52:54:00:12:34:56");
+        // The file mgmtd writes is what sfera-vmm reads.
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<VmConfig>(&text).unwrap(), c);
+        assert_eq!(
+            Request::Shutdown.path(),
+            "/v1/vm/shutdown",
+            "sfera-vmm's route"
+        );
     }
 }

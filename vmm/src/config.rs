@@ -51,8 +51,11 @@ pub struct NetConfig {
     pub mtu: u16,
 }
 
+/// A NIC's MTU when the configuration gives none.
+pub const DEFAULT_MTU: u16 = 1500;
+
 fn default_mtu() -> u16 {
-    1500
+    DEFAULT_MTU
 }
 
 /// Where the serial console goes.

@@ -124,7 +124,8 @@ fn console_log(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     // The VM's process can replace its console log (a symlink to a host
     // file, a FIFO), so it is opened as a VM's file, and read up to a
     // bound: the newest MAX_DOWNLOAD bytes.
-    let mut file = crate::jail::open_vm_file(&path, false).map_err(ApiError::internal)?;
+    let mut file = crate::jail::open_vm_file(&path, false)
+        .map_err(|e| ApiError::internal(control::error_chain(&e)))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut bytes = Vec::new();
     std::io::Seek::seek(

@@ -185,24 +185,52 @@ pub fn system_read_only() -> Vec<PathBuf> {
         .collect()
 }
 
+/// A VM process that could not be put in its sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("Cannot {what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("sfera-jailer failed ({status}): {log}")]
+    Jailer {
+        status: std::process::ExitStatus,
+        log: String,
+    },
+    #[error("sfera-jailer succeeded but wrote no pid to {}", pidfile.display())]
+    NoPid { pidfile: PathBuf },
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JailError {
+    let path = path.to_owned();
+    move |source| JailError::Io { what, path, source }
+}
+
 /// Lets the VM's uid use its runtime directory: root owns it, the VM's
 /// group may create its sockets there, and the sticky bit keeps the VM
 /// from removing or replacing mgmtd's files (pidfile, config, logs).
 /// `writable` are files there that the VM process opens for writing
 /// (QEMU's console log).
-pub fn prepare_vm_dir(p: &VmPaths, uid: u32, gid: u32, writable: &[PathBuf]) -> Result<(), String> {
+pub fn prepare_vm_dir(
+    p: &VmPaths,
+    uid: u32,
+    gid: u32,
+    writable: &[PathBuf],
+) -> Result<(), JailError> {
     use std::os::unix::fs::PermissionsExt;
-    let chown = |path: &Path, uid: Option<u32>, gid: Option<u32>| {
-        std::os::unix::fs::chown(path, uid, gid)
-            .map_err(|e| format!("Cannot give {} to uid {uid:?}: {e}", path.display()))
-    };
-    chown(&p.dir, Some(0), Some(gid))?;
+    std::os::unix::fs::chown(&p.dir, Some(0), Some(gid))
+        .map_err(io_error("give the VM's group", &p.dir))?;
     std::fs::set_permissions(&p.dir, std::fs::Permissions::from_mode(0o1770))
-        .map_err(|e| format!("Cannot set the mode of {}: {e}", p.dir.display()))?;
+        .map_err(io_error("set the mode of", &p.dir))?;
     for f in writable {
         let file = open_vm_file(f, true)?;
         std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-            .map_err(|e| format!("Cannot give {} to uid {uid}: {e}", f.display()))?;
+            .map_err(io_error("give the VM's uid", f))?;
     }
     Ok(())
 }
@@ -211,7 +239,7 @@ pub fn prepare_vm_dir(p: &VmPaths, uid: u32, gid: u32, writable: &[PathBuf]) -> 
 /// `append`) the way a file the VM may have replaced must be: a symlink
 /// (to a host file) is refused and so is anything but a regular file (a
 /// FIFO would block mgmtd).
-pub fn open_vm_file(path: &Path, append: bool) -> Result<std::fs::File, String> {
+pub fn open_vm_file(path: &Path, append: bool) -> Result<std::fs::File, JailError> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(!append)
@@ -219,21 +247,23 @@ pub fn open_vm_file(path: &Path, append: bool) -> Result<std::fs::File, String> 
         .append(append)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| format!("Cannot open {}: {e}", path.display()))?;
+        .map_err(io_error("open", path))?;
     match file.metadata() {
         Ok(m) if m.is_file() => Ok(file),
-        _ => Err(format!("{} is not a regular file", path.display())),
+        _ => Err(JailError::NotAFile {
+            path: path.to_owned(),
+        }),
     }
 }
 
 /// Gives the vhost-user sockets of the VM's disks and NICs to its uid
 /// alone (connecting needs write permission on the socket).
-pub fn give_sockets(sockets: &[PathBuf], uid: u32, gid: u32) -> Result<(), String> {
+pub fn give_sockets(sockets: &[PathBuf], uid: u32, gid: u32) -> Result<(), JailError> {
     use std::os::unix::fs::PermissionsExt;
     for s in sockets {
         std::os::unix::fs::chown(s, Some(uid), Some(gid))
             .and_then(|()| std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o600)))
-            .map_err(|e| format!("Cannot give socket {} to uid {uid}: {e}", s.display()))?;
+            .map_err(io_error("give the VM's uid the socket", s))?;
     }
     Ok(())
 }
@@ -272,7 +302,7 @@ fn boot_files(boot: &Boot) -> Vec<PathBuf> {
 /// Starts a VM process in its sandbox: picks its uid, gives it its
 /// directory and sockets, and runs the jailer, which returns once the
 /// process has been exec'd. Returns its pid.
-pub async fn start(v: VmProcess<'_>) -> Result<u32, String> {
+pub async fn start(v: VmProcess<'_>) -> Result<u32, JailError> {
     let l = v.launch;
     let sockets: Vec<PathBuf> = l
         .disk_sockets
@@ -320,24 +350,21 @@ pub async fn start(v: VmProcess<'_>) -> Result<u32, String> {
         .process_group(0)
         .status()
         .await
-        .map_err(|e| format!("Cannot run {}: {e}", v.jailer.display()))?;
+        .map_err(io_error("run", v.jailer))?;
     if !status.success() {
-        return Err(format!(
-            "sfera-jailer failed ({status}): {}",
-            log_tail(&v.stderr, 1)
-        ));
+        return Err(JailError::Jailer {
+            status,
+            log: log_tail(&v.stderr, 1),
+        });
     }
-    crate::pid::read_pidfile(&jail.pidfile).ok_or_else(|| {
-        format!(
-            "sfera-jailer succeeded but wrote no pid to {}",
-            jail.pidfile.display()
-        )
+    crate::pid::read_pidfile(&jail.pidfile).ok_or(JailError::NoPid {
+        pidfile: jail.pidfile,
     })
 }
 
 /// Writes the list [`refresh_sockets`] works from, as a new file of
 /// root's (one the VM left there is removed first).
-fn record_sockets(p: &VmPaths, sockets: &[PathBuf]) -> Result<(), String> {
+fn record_sockets(p: &VmPaths, sockets: &[PathBuf]) -> Result<(), JailError> {
     use std::io::Write;
     let file = p.jail_sockets();
     let _ = std::fs::remove_file(&file);
@@ -351,7 +378,7 @@ fn record_sockets(p: &VmPaths, sockets: &[PathBuf]) -> Result<(), String> {
         .create_new(true)
         .open(&file)
         .and_then(|mut f| f.write_all(&text))
-        .map_err(|e| format!("Cannot write {}: {e}", file.display()))
+        .map_err(io_error("write", &file))
 }
 
 /// Shows a running VM's jail each of its sockets that its daemon has made

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::db::{Boot, Vm};
+use crate::driver::DriverError;
 pub use crate::driver::VmPaths;
 use crate::host::Accel;
 use crate::pid;
@@ -146,12 +147,18 @@ fn display_args(p: &VmPaths) -> [String; 6] {
     ]
 }
 
+/// How long QEMU has to open its QMP socket.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Starts QEMU in the VM's sandbox (docs/sandbox.md); returns its pid
 /// once its QMP monitor answers, which QEMU opens when the VM is set up.
-pub async fn start(qemu: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, String> {
+pub async fn start(qemu: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, DriverError> {
     let p = l.paths;
-    std::fs::create_dir_all(&p.dir)
-        .map_err(|e| format!("Cannot create {}: {e}", p.dir.display()))?;
+    std::fs::create_dir_all(&p.dir).map_err(|source| DriverError::Io {
+        what: "create",
+        path: p.dir.clone(),
+        source,
+    })?;
     // The last power-on's sockets belong to its uid, and the sticky VM
     // directory keeps this one's QEMU (its uid may differ) from removing
     // them: mgmtd does.
@@ -173,20 +180,30 @@ pub async fn start(qemu: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, St
         stderr: p.qemu_log(),
     })
     .await?;
-    let failed = |why: &str| format!("QEMU {why}: {}", crate::jail::log_tail(&p.qemu_log(), 3));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = || crate::jail::log_tail(&p.qemu_log(), 3);
+    let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if !pid::alive(pid) {
-            return Err(failed("exited at start"));
+            return Err(DriverError::ExitedAtStart {
+                hypervisor: "QEMU",
+                log: log(),
+            });
         }
-        if qmp::execute(&p.qmp(), "query-status", None).await.is_ok() {
+        if qmp::execute(&p.qmp(), qmp::Command::QueryStatus)
+            .await
+            .is_ok()
+        {
             return Ok(pid);
         }
         if Instant::now() >= deadline {
             pid::signal(pid, libc::SIGKILL);
-            return Err(failed(&format!(
-                "(pid {pid}) did not open its QMP socket within 30 s"
-            )));
+            return Err(DriverError::StartTimeout {
+                hypervisor: "QEMU",
+                pid,
+                what: "open its QMP socket",
+                secs: START_TIMEOUT.as_secs(),
+                log: log(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -194,16 +211,22 @@ pub async fn start(qemu: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, St
 
 /// `program` as an absolute path, looked up in PATH when it is a bare
 /// name: the jail holds the file at that path, and no PATH.
-fn absolute_program(program: &Path) -> Result<PathBuf, String> {
+fn absolute_program(program: &Path) -> Result<PathBuf, DriverError> {
     if program.components().count() > 1 {
-        return std::path::absolute(program).map_err(|e| format!("{}: {e}", program.display()));
+        return std::path::absolute(program).map_err(|source| DriverError::Io {
+            what: "find",
+            path: program.to_owned(),
+            source,
+        });
     }
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
-        .ok_or_else(|| format!("{} is not in PATH", program.display()))
+        .ok_or_else(|| DriverError::NotInPath {
+            program: program.to_owned(),
+        })
 }
 
 /// The pid of this VM's QEMU if it runs: the pidfile names a live process
@@ -214,15 +237,16 @@ pub fn running_pid(p: &VmPaths) -> Option<u32> {
 }
 
 /// Stops QEMU: `quit` over QMP (the power cord), SIGKILL if it lingers.
-pub async fn stop(p: &VmPaths, pid: u32) -> Result<(), String> {
-    let qmp_err = qmp::execute(&p.qmp(), "quit", None).await.err();
+pub async fn stop(p: &VmPaths, pid: u32) -> Result<(), DriverError> {
+    let qmp_err = qmp::execute(&p.qmp(), qmp::Command::Quit).await.err();
     if !wait_gone(pid, Duration::from_secs(10)).await {
         pid::signal(pid, libc::SIGKILL);
         if !wait_gone(pid, Duration::from_secs(5)).await {
-            return Err(format!(
-                "QEMU (pid {pid}) does not exit{}",
-                qmp_err.map(|e| format!(" ({e})")).unwrap_or_default()
-            ));
+            return Err(DriverError::DoesNotExit {
+                hypervisor: "QEMU",
+                pid,
+                stop: qmp_err.map(|e| Box::new(e.into())),
+            });
         }
     }
     let _ = std::fs::remove_file(p.pidfile());

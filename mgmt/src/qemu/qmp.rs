@@ -1,5 +1,5 @@
 //! A QMP client for the few commands mgmtd sends a running QEMU:
-//! `system_reset`, `system_powerdown`, `quit`, `query-status`.
+//! pause and resume, `system_reset`, `quit`, `query-status`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,17 +10,65 @@ use tokio::net::UnixStream;
 
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends `command` (with `arguments`) on the QMP socket and returns its
-/// `return` value.
-pub async fn execute(
-    socket: &Path,
-    command: &str,
-    arguments: Option<Value>,
-) -> Result<Value, String> {
+/// The QMP commands mgmtd sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Stops the vCPUs (pause).
+    Stop,
+    /// Runs them again (resume).
+    Cont,
+    QueryStatus,
+    SystemReset,
+    /// Ends QEMU at once (the power cord).
+    Quit,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Stop => "stop",
+            Command::Cont => "cont",
+            Command::QueryStatus => "query-status",
+            Command::SystemReset => "system_reset",
+            Command::Quit => "quit",
+        }
+    }
+}
+
+/// A QMP command that did not return.
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    #[error("Cannot connect to QMP {}", socket.display())]
+    Connect {
+        socket: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QMP {step} failed")]
+    Io {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QEMU closed the QMP connection")]
+    Closed,
+    #[error("Bad QMP line {0:?}")]
+    BadLine(String),
+    #[error("QEMU refused: {desc}")]
+    Refused { class: String, desc: String },
+    #[error("QMP {command} timed out")]
+    Timeout { command: &'static str },
+}
+
+/// Sends `command` on the QMP socket and returns its `return` value.
+pub async fn execute(socket: &Path, command: Command) -> Result<Value, QmpError> {
     let exchange = async {
         let stream = UnixStream::connect(socket)
             .await
-            .map_err(|e| format!("Cannot connect to QMP {}: {e}", socket.display()))?;
+            .map_err(|source| QmpError::Connect {
+                socket: socket.to_owned(),
+                source,
+            })?;
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
         // The greeting.
@@ -29,20 +77,21 @@ pub async fn execute(
             write
                 .write_all(format!("{v}\n").as_bytes())
                 .await
-                .map_err(|e| format!("QMP write failed: {e}"))
+                .map_err(|source| QmpError::Io {
+                    step: "write",
+                    source,
+                })
         };
         send(json!({ "execute": "qmp_capabilities" })).await?;
         next_reply(&mut lines, false).await?;
-        let mut msg = json!({ "execute": command });
-        if let Some(a) = arguments {
-            msg["arguments"] = a;
-        }
-        send(msg).await?;
+        send(json!({ "execute": command.as_str() })).await?;
         next_reply(&mut lines, false).await
     };
     tokio::time::timeout(QMP_TIMEOUT, exchange)
         .await
-        .map_err(|_| format!("QMP {command} timed out"))?
+        .map_err(|_| QmpError::Timeout {
+            command: command.as_str(),
+        })?
 }
 
 /// The next message that is not an event: the greeting, or a command's
@@ -50,16 +99,18 @@ pub async fn execute(
 async fn next_reply(
     lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
     greeting: bool,
-) -> Result<Value, String> {
+) -> Result<Value, QmpError> {
     loop {
-        let Some(line) = lines
-            .next_line()
-            .await
-            .map_err(|e| format!("QMP read failed: {e}"))?
+        let Some(line) = lines.next_line().await.map_err(|source| QmpError::Io {
+            step: "read",
+            source,
+        })?
         else {
-            return Err("QEMU closed the QMP connection".to_owned());
+            return Err(QmpError::Closed);
         };
-        let v: Value = serde_json::from_str(&line).map_err(|_| format!("Bad QMP line {line:?}"))?;
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            return Err(QmpError::BadLine(line));
+        };
         if greeting && v.get("QMP").is_some() {
             return Ok(v);
         }
@@ -67,10 +118,11 @@ async fn next_reply(
             return Ok(r.clone());
         }
         if let Some(e) = v.get("error") {
-            return Err(format!(
-                "QEMU refused: {}",
-                e["desc"].as_str().unwrap_or("unknown error")
-            ));
+            let text = |key: &str, default: &str| e[key].as_str().unwrap_or(default).to_owned();
+            return Err(QmpError::Refused {
+                class: text("class", "GenericError"),
+                desc: text("desc", "unknown error"),
+            });
         }
         // An event: not ours.
     }
@@ -104,10 +156,13 @@ mod tests {
                 w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
             }
         });
-        let v = execute(&path, "query-status", None).await.unwrap();
+        let v = execute(&path, Command::QueryStatus).await.unwrap();
         assert_eq!(v["status"], "running");
-        let e = execute(&path, "system_reset", None).await.unwrap_err();
-        assert!(e.contains("nope"), "{e}");
+        let e = execute(&path, Command::SystemReset).await.unwrap_err();
+        assert!(
+            matches!(&e, QmpError::Refused { class, desc } if class == "GenericError" && desc == "nope"),
+            "{e}"
+        );
         server.await.unwrap();
     }
 }

@@ -219,7 +219,7 @@ impl Mgmt {
         let Ok(_guard) = lock.try_lock() else { return };
         let d = Driver::parse(&vm.driver);
         if let Err(e) = driver::pause(d, &self.vm_paths(&vm.id)).await {
-            datapath::log_limited!(warn, vm = %vm.name, "Cannot pause a VM waiting for space: {e}");
+            datapath::log_limited!(warn, vm = %vm.name, "Cannot pause a VM waiting for space: {}", e.chain());
             return;
         }
         let backoff = self
@@ -247,7 +247,7 @@ impl Mgmt {
         let Ok(_guard) = lock.try_lock() else { return };
         let d = Driver::parse(&vm.driver);
         if let Err(e) = driver::resume(d, &self.vm_paths(&vm.id)).await {
-            datapath::log_limited!(warn, vm = %vm.name, "Cannot resume a VM paused for space: {e}");
+            datapath::log_limited!(warn, vm = %vm.name, "Cannot resume a VM paused for space: {}", e.chain());
             return;
         }
         self.no_space().resumed(&vm.id, Instant::now());

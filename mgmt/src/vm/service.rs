@@ -318,9 +318,10 @@ impl Mgmt {
                 }
                 match Driver::parse(&vm.driver) {
                     Driver::Qemu => {
-                        qemu::qmp::execute(&self.vm_paths(&id).qmp(), "system_reset", None)
+                        let qmp = self.vm_paths(&id).qmp();
+                        qemu::qmp::execute(&qmp, qemu::qmp::Command::SystemReset)
                             .await
-                            .map_err(ApiError::internal)?;
+                            .map_err(|e| ApiError::internal(control::error_chain(&e)))?;
                     }
                     // sfera-vmm has no reset request: a cold reset, the
                     // process ended and started again on the same devices.
@@ -372,7 +373,9 @@ impl Mgmt {
         } else {
             driver::resume(d, &paths).await
         };
-        done.map_err(|e| ApiError::internal(format!("{} could not be {verb}: {e}", vm.name)))?;
+        done.map_err(|e| {
+            ApiError::internal(format!("{} could not be {verb}: {}", vm.name, e.chain()))
+        })?;
         // The user's pause or resume ends mgmtd's own (for space).
         self.no_space().forget(&vm.id);
         self.db.set_vm_state(&vm.id, to, vm.pid)?;
@@ -459,9 +462,10 @@ impl Mgmt {
             crate::jail::clean_up(&paths).await;
         }
         let pid = started.map_err(|e| {
+            let message = e.chain();
             self.db
-                .event("error", "vm.power_on_failed", &vm.id, &e, Some(user));
-            ApiError::internal(e)
+                .event("error", "vm.power_on_failed", &vm.id, &message, Some(user));
+            ApiError::internal(message)
         })?;
         self.db.set_vm_state(&vm.id, VmState::Running, Some(pid))?;
         self.db.event(
@@ -488,7 +492,7 @@ impl Mgmt {
         if let Some(pid) = driver::running_pid(d, &paths) {
             driver::stop(d, &paths, pid)
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(|e| ApiError::internal(e.chain()))?;
         }
         if matches!(vm.state, VmState::Running | VmState::Paused) {
             self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
@@ -581,7 +585,7 @@ impl Mgmt {
                         let state = match driver::observed_state(d, &paths).await {
                             Ok(s) => s,
                             Err(e) => {
-                                tracing::warn!(vm = vm.name, "Cannot ask its state: {e}");
+                                tracing::warn!(vm = vm.name, "Cannot ask its state: {}", e.chain());
                                 vm.state
                             }
                         };

@@ -301,9 +301,11 @@ async fn run(args: Args) -> Result<()> {
         }
         Cmd::Vm(cmd) => vm(&client, cmd, json_out).await?,
         Cmd::Datastore(cmd) => datastore(&client, cmd, json_out).await?,
-        Cmd::Network(changes::NetworkCmd::List) => list_networks(&client, json_out).await?,
+        Cmd::Network(changes::NetworkCmd::List) => {
+            list(&client, &PORT_GROUPS, json_out, port_group_row).await?;
+        }
         Cmd::Network(cmd) => changes::network(&client, cmd, json_out).await?,
-        Cmd::Task(ListCmd::List) => list_tasks(&client, json_out).await?,
+        Cmd::Task(ListCmd::List) => list(&client, &TASKS, json_out, task_row).await?,
     }
     Ok(())
 }
@@ -403,7 +405,7 @@ async fn datastore(client: &Client, cmd: DatastoreCmd, json_out: bool) -> Result
                 );
             }
         }
-        DatastoreCmd::List => list_datastores(client, json_out).await?,
+        DatastoreCmd::List => list(client, &DATASTORES, json_out, datastore_row).await?,
         DatastoreCmd::Remove { name } => {
             changes::remove_datastore(client, &name, json_out).await?;
         }
@@ -412,83 +414,103 @@ async fn datastore(client: &Client, cmd: DatastoreCmd, json_out: bool) -> Result
     Ok(())
 }
 
-async fn list_datastores(client: &Client, json_out: bool) -> Result<()> {
-    let v = client.call(Method::GET, "/api/v1/datastores", None).await?;
-    if json_out {
-        print_value(&v, json_out);
-        return Ok(());
-    }
-    let mut rows = vec![vec![
-        "NAME".into(),
-        "CAPACITY".into(),
-        "FREE".into(),
-        "VOLUMES".into(),
-        "PATH".into(),
-    ]];
-    for d in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        rows.push(vec![
-            s(&d["name"]),
-            gib(&d["capacity_bytes"]),
-            gib(&d["free_bytes"]),
-            s(&d["volumes"]),
-            s(&d["path"]),
-        ]);
-    }
-    table(&rows);
-    Ok(())
+/// A collection `sfera ... list` shows: where the API has it, which array
+/// of the answer holds its items, and the table's columns.
+struct Listing {
+    path: &'static str,
+    items: &'static str,
+    header: &'static [&'static str],
 }
 
-async fn list_networks(client: &Client, json_out: bool) -> Result<()> {
-    let v = client.call(Method::GET, "/api/v1/networks", None).await?;
+const DATASTORES: Listing = Listing {
+    path: "/api/v1/datastores",
+    items: "items",
+    header: &["NAME", "CAPACITY", "FREE", "VOLUMES", "PATH"],
+};
+const PORT_GROUPS: Listing = Listing {
+    path: "/api/v1/networks",
+    items: "port_groups",
+    header: &["PORT GROUP", "SWITCH", "VLAN"],
+};
+const TASKS: Listing = Listing {
+    path: "/api/v1/tasks?limit=20",
+    items: "items",
+    header: &["ID", "KIND", "TARGET", "STATE", "PROGRESS", "USER"],
+};
+const VMS: Listing = Listing {
+    path: "/api/v1/vms",
+    items: "items",
+    header: &[
+        "NAME", "ID", "STATE", "DRIVER", "VCPUS", "MEMORY", "DISKS", "NICS",
+    ],
+};
+
+/// Lists a collection: its JSON with --json, else a table of one `row`
+/// per item.
+async fn list(
+    client: &Client,
+    what: &Listing,
+    json_out: bool,
+    row: fn(&Value) -> Vec<String>,
+) -> Result<()> {
+    let v = client.call(Method::GET, what.path, None).await?;
     if json_out {
         print_value(&v, json_out);
         return Ok(());
     }
-    let mut rows = vec![vec!["PORT GROUP".into(), "SWITCH".into(), "VLAN".into()]];
-    for g in v["port_groups"]
+    let mut rows = vec![what.header.iter().map(|h| (*h).to_owned()).collect()];
+    for item in v[what.items]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
     {
-        let vlan = match g["vlan"]["mode"].as_str() {
-            Some("access") => format!("access {}", s(&g["vlan"]["id"])),
-            Some("trunk") => format!("trunk {}", g["vlan"]["allowed"]),
-            _ => "none".to_owned(),
-        };
-        rows.push(vec![s(&g["name"]), s(&g["switch"]), vlan]);
+        rows.push(row(item));
     }
     table(&rows);
     Ok(())
 }
 
-async fn list_tasks(client: &Client, json_out: bool) -> Result<()> {
-    let v = client
-        .call(Method::GET, "/api/v1/tasks?limit=20", None)
-        .await?;
-    if json_out {
-        print_value(&v, json_out);
-        return Ok(());
-    }
-    let mut rows = vec![vec![
-        "ID".into(),
-        "KIND".into(),
-        "TARGET".into(),
-        "STATE".into(),
-        "PROGRESS".into(),
-        "USER".into(),
-    ]];
-    for t in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        rows.push(vec![
-            s(&t["id"]),
-            s(&t["kind"]),
-            s(&t["target"]),
-            s(&t["state"]),
-            format!("{}%", s(&t["progress"])),
-            s(&t["user"]),
-        ]);
-    }
-    table(&rows);
-    Ok(())
+fn datastore_row(d: &Value) -> Vec<String> {
+    vec![
+        s(&d["name"]),
+        gib(&d["capacity_bytes"]),
+        gib(&d["free_bytes"]),
+        s(&d["volumes"]),
+        s(&d["path"]),
+    ]
+}
+
+fn port_group_row(g: &Value) -> Vec<String> {
+    let vlan = match g["vlan"]["mode"].as_str() {
+        Some("access") => format!("access {}", s(&g["vlan"]["id"])),
+        Some("trunk") => format!("trunk {}", g["vlan"]["allowed"]),
+        _ => "none".to_owned(),
+    };
+    vec![s(&g["name"]), s(&g["switch"]), vlan]
+}
+
+fn task_row(t: &Value) -> Vec<String> {
+    vec![
+        s(&t["id"]),
+        s(&t["kind"]),
+        s(&t["target"]),
+        s(&t["state"]),
+        format!("{}%", s(&t["progress"])),
+        s(&t["user"]),
+    ]
+}
+
+fn vm_row(m: &Value) -> Vec<String> {
+    vec![
+        s(&m["name"]),
+        s(&m["id"]),
+        s(&m["state"]),
+        s(&m["driver"]),
+        s(&m["vcpus"]),
+        format!("{}M", s(&m["memory_mib"])),
+        m["disks"].as_array().map_or(0, Vec::len).to_string(),
+        m["nics"].as_array().map_or(0, Vec::len).to_string(),
+    ]
 }
 
 /// The API path of a VM (by name or ID).
@@ -498,7 +520,7 @@ fn vm_path(vm: &str) -> String {
 
 async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
     match cmd {
-        VmCmd::List => list_vms(client, json_out).await?,
+        VmCmd::List => list(client, &VMS, json_out, vm_row).await?,
         VmCmd::Show { vm } => print_value(
             &client.call(Method::GET, &vm_path(&vm), None).await?,
             json_out,
@@ -516,38 +538,6 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
             console::attach(client, &s(&v["id"]), &s(&v["name"])).await?;
         }
     }
-    Ok(())
-}
-
-async fn list_vms(client: &Client, json_out: bool) -> Result<()> {
-    let v = client.call(Method::GET, "/api/v1/vms", None).await?;
-    if json_out {
-        print_value(&v, json_out);
-        return Ok(());
-    }
-    let mut rows = vec![vec![
-        "NAME".into(),
-        "ID".into(),
-        "STATE".into(),
-        "DRIVER".into(),
-        "VCPUS".into(),
-        "MEMORY".into(),
-        "DISKS".into(),
-        "NICS".into(),
-    ]];
-    for m in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        rows.push(vec![
-            s(&m["name"]),
-            s(&m["id"]),
-            s(&m["state"]),
-            s(&m["driver"]),
-            s(&m["vcpus"]),
-            format!("{}M", s(&m["memory_mib"])),
-            m["disks"].as_array().map_or(0, Vec::len).to_string(),
-            m["nics"].as_array().map_or(0, Vec::len).to_string(),
-        ]);
-    }
-    table(&rows);
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use crate::answer::{
     self, Admin, Answer, Install, NetMode, Network, Plan, check_hostname, human_bytes, parse_cidr,
 };
-use crate::inventory::Inventory;
+use crate::inventory::{Disk, Inventory};
 use crate::password;
 
 /// A console to ask questions on.
@@ -83,6 +83,36 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
     /// or `None` if they decline.
     pub fn run(&mut self, inv: &Inventory) -> Result<Option<Plan>> {
         self.say("\nSfera installer\n===============\n")?;
+        let disk = self.ask_disk(inv)?;
+        let hostname = self.ask_valid("Host name", Some("sfera"), |a| {
+            check_hostname(a).map(|()| a.to_owned())
+        })?;
+        let network = self.ask_network(inv)?;
+        let admin_password = self.ask_new_password()?;
+        let answer = Answer {
+            install: Install {
+                disk: format!("/dev/{}", disk.name),
+                hostname,
+                wipe: true,
+            },
+            network,
+            admin: Admin {
+                password: Some(admin_password),
+                password_hash: None,
+            },
+        };
+        let plan = match answer::validate(&answer, inv) {
+            Ok(p) => p,
+            Err(problems) => {
+                self.say(&format!("The answers do not fit this machine:\n{problems}"))?;
+                return Ok(None);
+            }
+        };
+        self.confirm(plan)
+    }
+
+    /// Lists the disks that can take the appliance and asks which.
+    fn ask_disk(&mut self, inv: &Inventory) -> Result<Disk> {
         self.say("Disks:")?;
         let usable: Vec<_> = inv
             .disks
@@ -110,17 +140,18 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
             ))?;
         }
         let count = usable.len();
-        let disk = self.ask_valid("Install on disk number", Some("1"), |a| {
+        self.ask_valid("Install on disk number", Some("1"), |a| {
             a.parse::<usize>()
                 .ok()
                 .filter(|n| (1..=count).contains(n))
                 .map(|n| usable[n - 1].clone())
                 .ok_or_else(|| format!("Give a number from 1 to {count}"))
-        })?;
-        let hostname = self.ask_valid("Host name", Some("sfera"), |a| {
-            check_hostname(a).map(|()| a.to_owned())
-        })?;
+        })
+    }
 
+    /// Lists the NICs and asks which manages the host, and how it gets
+    /// its address.
+    fn ask_network(&mut self, inv: &Inventory) -> Result<Network> {
         self.say("Network interfaces:")?;
         for (i, n) in inv.nics.iter().enumerate() {
             let link = if n.carrier { "link up" } else { "no link" };
@@ -156,20 +187,31 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
             dns: Vec::new(),
         };
         if mode == NetMode::Static {
-            let address =
-                self.ask_valid("Address with prefix length (192.0.2.10/24)", None, |a| {
-                    parse_cidr(a).map(|_| a.to_owned())
-                })?;
-            network.address = Some(address);
-            let gw = self.ask("Gateway (empty for none)", Some(""))?;
-            network.gateway = (!gw.is_empty()).then_some(gw);
-            let dns = self.ask(
-                "DNS servers, separated by spaces (empty for none)",
-                Some(""),
-            )?;
-            network.dns = dns.split_whitespace().map(str::to_owned).collect();
+            self.ask_static_address(&mut network)?;
         }
-        let admin_password = loop {
+        Ok(network)
+    }
+
+    /// Asks for the address, the gateway and the DNS servers.
+    fn ask_static_address(&mut self, network: &mut Network) -> Result<()> {
+        let address = self.ask_valid("Address with prefix length (192.0.2.10/24)", None, |a| {
+            parse_cidr(a).map(|_| a.to_owned())
+        })?;
+        network.address = Some(address);
+        let gw = self.ask("Gateway (empty for none)", Some(""))?;
+        network.gateway = (!gw.is_empty()).then_some(gw);
+        let dns = self.ask(
+            "DNS servers, separated by spaces (empty for none)",
+            Some(""),
+        )?;
+        network.dns = dns.split_whitespace().map(str::to_owned).collect();
+        Ok(())
+    }
+
+    /// Asks for the administrator's password, twice, until it is strong
+    /// enough and both match.
+    fn ask_new_password(&mut self) -> Result<String> {
+        loop {
             let p = self.ask_secret("Password of the web console's admin (and root)")?;
             if let Err(e) = password::check_strength(&p) {
                 self.say(&format!("  The password {e}"))?;
@@ -179,27 +221,13 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
                 self.say("  The two passwords differ")?;
                 continue;
             }
-            break p;
-        };
-        let answer = Answer {
-            install: Install {
-                disk: format!("/dev/{}", disk.name),
-                hostname,
-                wipe: true,
-            },
-            network,
-            admin: Admin {
-                password: Some(admin_password),
-                password_hash: None,
-            },
-        };
-        let plan = match answer::validate(&answer, inv) {
-            Ok(p) => p,
-            Err(problems) => {
-                self.say(&format!("The answers do not fit this machine:\n{problems}"))?;
-                return Ok(None);
-            }
-        };
+            return Ok(p);
+        }
+    }
+
+    /// Says what will be installed where; the plan if the operator types
+    /// ERASE.
+    fn confirm(&mut self, plan: Plan) -> Result<Option<Plan>> {
         self.say(&format!(
             "\nSfera will be installed on /dev/{} ({}), host {}, management NIC {}.",
             plan.disk.name,
@@ -239,7 +267,7 @@ impl Drop for EchoOff {
 mod tests {
     use super::*;
     use crate::answer::{AdminPassword, NetConfig};
-    use crate::inventory::{Disk, Nic};
+    use crate::inventory::Nic;
 
     fn inventory() -> Inventory {
         Inventory {

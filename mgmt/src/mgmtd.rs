@@ -18,7 +18,7 @@ use crate::auth::{self, Role};
 use crate::daemon_users::{self, DaemonUsers};
 use crate::db::Db;
 use crate::db::retention::Retention;
-use crate::host::{self, Accel};
+use crate::host::{self, Accel, HostFacts};
 use crate::host_paths::Roots;
 use crate::service::{Mgmt, Paths};
 use crate::supervisor::{DaemonSpec, Readiness, Supervisor};
@@ -187,121 +187,22 @@ pub async fn run(o: Options) -> Result<()> {
         users.vswitchd.as_ref(),
         &data_dir.join("vswitchd"),
     )?;
-    let (import_dirs, datastore_roots) = host_roots(&o, &data_dir)?;
-    tracing::info!(import = ?import_dirs.dirs(), datastores = ?datastore_roots.dirs(), "Host directories the API may name");
-    let paths = Paths {
-        net_dir: run_dir.join("net"),
-        vms_dir: run_dir.join("vms"),
-        data_dir: data_dir.clone(),
-        run_dir: run_dir.clone(),
-        qemu: o.qemu.clone(),
-        vmm: std::path::absolute(&o.vmm)?,
-        jailer: std::path::absolute(&o.jailer)?,
-        qemu_img: o.qemu_img.clone(),
-        import_dirs,
-        datastore_roots,
-        guest_dir: o.guest_dir.clone(),
-        web_dir: o.web_dir.clone(),
-        sample_every: o.sample_interval,
-        users: users.clone(),
-    };
-    let logs = data_dir.join("logs");
-    mkdir_mode(&logs, 0o700)?;
-    for d in [
-        &run_dir,
-        &paths.net_dir,
-        &paths.vms_dir,
-        &run_dir.join("blk"),
-    ] {
-        mkdir(d)?;
-    }
-    // vswitchd binds the NIC sockets there; VMs' processes pass through.
-    mkdir_mode(&paths.net_dir, 0o711)?;
-    daemon_users::give(&paths.net_dir, users.vswitchd.as_ref())?;
-    let db = Arc::new(Db::open(&data_dir.join("mgmt.db"))?);
+    let paths = paths(&o, run_dir, data_dir, users)?;
+    let logs = make_run_dirs(&paths)?;
+    let db = Arc::new(Db::open(&paths.data_dir.join("mgmt.db"))?);
     let abandoned = db.abandon_running_tasks()?;
     if abandoned > 0 {
         tracing::warn!(abandoned, "Tasks of the previous mgmtd marked failed");
     }
-    let mut facts = host::detect(Path::new("/"), o.accel, &paths.vmm);
-    if facts.accel == Accel::Kvm {
-        match crate::qemu::cpu::probe(&paths.qemu) {
-            Ok(model) => facts.qemu_cpu = Some(model),
-            Err(why) => {
-                tracing::error!(%why, "QEMU does not start on this KVM: VMs that QEMU runs will fail to start");
-            }
-        }
-    }
-    db.set_host(&serde_json::to_value(&facts)?)?;
-    tracing::info!(kvm = %facts.kvm_kind, driver = facts.default_driver, accel = facts.accel.as_str(), "{}", facts.driver_reason);
-    first_admin(&db, &data_dir, o.admin_password_hash_file.as_deref())?;
-    let tls = if o.http {
-        None
-    } else {
-        let dir = data_dir.join("tls");
-        let cert = crate::tls::ensure_certificate(&dir, &facts.hostname)?;
-        tracing::info!(cert = %cert.display(), "HTTPS certificate");
-        Some(crate::tls::server_config(&dir)?)
-    };
+    let facts = host_facts(&o, &paths, &db)?;
+    first_admin(&db, &paths.data_dir, o.admin_password_hash_file.as_deref())?;
+    let tls = tls_config(&o, &paths.data_dir, &facts.hostname)?;
     let listener = tokio::net::TcpListener::bind(o.listen)
         .await
         .with_context(|| format!("Cannot listen on {}", o.listen))?;
 
-    // sfera-blockd.
-    let blockd_api = run_dir.join("blockd.sock");
-    let blockd_data = data_dir.join("blockd");
-    mkdir(&blockd_data)?;
-    daemon_users::check_reachable("sfera-blockd", users.blockd.as_ref(), &run_dir.join("blk"))?;
-    let blockd = Supervisor::new(
-        DaemonSpec {
-            name: "sfera-blockd",
-            binary: o.blockd.clone(),
-            args: with_user(
-                vec![
-                    "--api".into(),
-                    blockd_api.clone().into(),
-                    "serve".into(),
-                    "--data-dir".into(),
-                    blockd_data.into(),
-                    "--run-dir".into(),
-                    run_dir.join("blk").into(),
-                ],
-                users.blockd.as_ref(),
-            ),
-            api: blockd_api,
-            log: logs.join("blockd.log"),
-            pidfile: run_dir.join("blockd.pid"),
-            ready: Readiness::Api("/v1/datastores"),
-        },
-        Arc::clone(&db),
-    );
-
-    // sfera-vswitchd, driven over its API; it keeps its own state.
-    let vsw_data = data_dir.join("vswitchd");
-    mkdir(&vsw_data)?;
-    daemon_users::check_reachable("sfera-vswitchd", users.vswitchd.as_ref(), &paths.net_dir)?;
-    let vsw_api = run_dir.join("vswitchd.sock");
-    let vsw_supervisor = Supervisor::new(
-        DaemonSpec {
-            name: "sfera-vswitchd",
-            binary: o.vswitchd.clone(),
-            args: with_user(
-                vec![
-                    "--api".into(),
-                    vsw_api.clone().into(),
-                    "serve".into(),
-                    "--data-dir".into(),
-                    vsw_data.into(),
-                ],
-                users.vswitchd.as_ref(),
-            ),
-            api: vsw_api,
-            log: logs.join("vswitchd.log"),
-            pidfile: run_dir.join("vswitchd.pid"),
-            ready: Readiness::Api("/v1/config"),
-        },
-        Arc::clone(&db),
-    );
+    let blockd = blockd_supervisor(&o, &paths, &logs, &db)?;
+    let vsw_supervisor = vswitchd_supervisor(&o, &paths, &logs, &db)?;
     let vswitchd = Arc::new(Vswitchd::new(Arc::clone(&vsw_supervisor)));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -321,48 +222,9 @@ pub async fn run(o: Options) -> Result<()> {
             .unwrap_or(i64::MAX),
     ));
     mgmt.adopt_vms().await?;
-    tokio::spawn(Arc::clone(&mgmt).watch_vms());
-    tokio::spawn(Arc::clone(&mgmt).watch_no_space());
-    tokio::spawn(defaults_and_sync(Arc::clone(&mgmt)));
-    tokio::spawn(prune(Arc::clone(&db)));
-    tokio::spawn(crate::logs::keep_capped(
-        logs.clone(),
-        mgmt.paths.vms_dir.clone(),
-        o.log_cap,
-    ));
-    tokio::spawn(crate::metrics::sampler::run(
-        Arc::clone(&mgmt),
-        o.sample_interval,
-    ));
-    match &o.web_dir {
-        Some(d) => tracing::info!(dir = %d.display(), "Web console files"),
-        None => tracing::warn!(
-            "No web console files (make web builds them into mgmt/web/dist; --web-dir names them)"
-        ),
-    }
+    spawn_background(&mgmt, &o, logs);
 
-    let scheme = if o.http { "http" } else { "https" };
-    let local = listener.local_addr()?;
-    tracing::info!(%local, "sfera-mgmtd listening");
-    let password = data_dir.join("admin-password");
-    if o.web_dir.is_some() {
-        eprintln!(
-            "sfera-mgmtd: the console is on {scheme}://{local}/ and the API on {scheme}://{local}/api/v1 (user admin, password in {})",
-            password.display()
-        );
-    } else {
-        eprintln!(
-            "sfera-mgmtd: the API is on {scheme}://{local}/api/v1 (user admin, password in {}); no web console files",
-            password.display()
-        );
-    }
-    db.event(
-        "info",
-        "mgmtd.started",
-        "mgmtd",
-        &format!("Listening on {scheme}://{local}"),
-        None,
-    );
+    announce(&o, &mgmt, &listener)?;
     let server = tokio::spawn(crate::api::server::serve(
         listener,
         tls,
@@ -374,11 +236,7 @@ pub async fn run(o: Options) -> Result<()> {
         stop_rx.clone(),
     ));
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    wait_for_stop_signal().await?;
     tracing::info!("Stopping");
     if o.stop_on_exit {
         stop_vms(&mgmt).await;
@@ -387,6 +245,218 @@ pub async fn run(o: Options) -> Result<()> {
     let _ = server.await;
     while daemons.join_next().await.is_some() {}
     db.event("info", "mgmtd.stopped", "mgmtd", "Stopped", None);
+    Ok(())
+}
+
+/// Where things are: the host directories the API may name (made when
+/// they are the defaults) and the programs to run.
+fn paths(o: &Options, run_dir: PathBuf, data_dir: PathBuf, users: DaemonUsers) -> Result<Paths> {
+    let (import_dirs, datastore_roots) = host_roots(o, &data_dir)?;
+    tracing::info!(import = ?import_dirs.dirs(), datastores = ?datastore_roots.dirs(), "Host directories the API may name");
+    Ok(Paths {
+        net_dir: run_dir.join("net"),
+        vms_dir: run_dir.join("vms"),
+        data_dir,
+        run_dir,
+        qemu: o.qemu.clone(),
+        vmm: std::path::absolute(&o.vmm)?,
+        jailer: std::path::absolute(&o.jailer)?,
+        qemu_img: o.qemu_img.clone(),
+        import_dirs,
+        datastore_roots,
+        guest_dir: o.guest_dir.clone(),
+        web_dir: o.web_dir.clone(),
+        sample_every: o.sample_interval,
+        users,
+    })
+}
+
+/// Makes the logs directory (private) and the run directory with its
+/// `net`, `vms` and `blk`; `net` is given to vswitchd. Returns the logs
+/// directory.
+fn make_run_dirs(paths: &Paths) -> Result<PathBuf> {
+    let logs = paths.data_dir.join("logs");
+    mkdir_mode(&logs, 0o700)?;
+    for d in [
+        &paths.run_dir,
+        &paths.net_dir,
+        &paths.vms_dir,
+        &paths.run_dir.join("blk"),
+    ] {
+        mkdir(d)?;
+    }
+    // vswitchd binds the NIC sockets there; VMs' processes pass through.
+    mkdir_mode(&paths.net_dir, 0o711)?;
+    daemon_users::give(&paths.net_dir, paths.users.vswitchd.as_ref())?;
+    Ok(logs)
+}
+
+/// The host's facts (with the CPU model QEMU runs on KVM), recorded in
+/// the database.
+fn host_facts(o: &Options, paths: &Paths, db: &Db) -> Result<HostFacts> {
+    let mut facts = host::detect(Path::new("/"), o.accel, &paths.vmm);
+    if facts.accel == Accel::Kvm {
+        match crate::qemu::cpu::probe(&paths.qemu) {
+            Ok(model) => facts.qemu_cpu = Some(model),
+            Err(why) => {
+                tracing::error!(%why, "QEMU does not start on this KVM: VMs that QEMU runs will fail to start");
+            }
+        }
+    }
+    db.set_host(&serde_json::to_value(&facts)?)?;
+    tracing::info!(kvm = %facts.kvm_kind, driver = facts.default_driver, accel = facts.accel.as_str(), "{}", facts.driver_reason);
+    Ok(facts)
+}
+
+/// The HTTPS server's configuration, its certificate made on first start;
+/// none with `--http`.
+fn tls_config(
+    o: &Options,
+    data_dir: &Path,
+    hostname: &str,
+) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    if o.http {
+        return Ok(None);
+    }
+    let dir = data_dir.join("tls");
+    let cert = crate::tls::ensure_certificate(&dir, hostname)?;
+    tracing::info!(cert = %cert.display(), "HTTPS certificate");
+    Ok(Some(crate::tls::server_config(&dir)?))
+}
+
+/// sfera-blockd's supervisor, its data directory made.
+fn blockd_supervisor(
+    o: &Options,
+    paths: &Paths,
+    logs: &Path,
+    db: &Arc<Db>,
+) -> Result<Arc<Supervisor>> {
+    let run_dir = &paths.run_dir;
+    let blockd_api = run_dir.join("blockd.sock");
+    let blockd_data = paths.data_dir.join("blockd");
+    mkdir(&blockd_data)?;
+    let user = paths.users.blockd.as_ref();
+    daemon_users::check_reachable("sfera-blockd", user, &run_dir.join("blk"))?;
+    Ok(Supervisor::new(
+        DaemonSpec {
+            name: "sfera-blockd",
+            binary: o.blockd.clone(),
+            args: with_user(
+                vec![
+                    "--api".into(),
+                    blockd_api.clone().into(),
+                    "serve".into(),
+                    "--data-dir".into(),
+                    blockd_data.into(),
+                    "--run-dir".into(),
+                    run_dir.join("blk").into(),
+                ],
+                user,
+            ),
+            api: blockd_api,
+            log: logs.join("blockd.log"),
+            pidfile: run_dir.join("blockd.pid"),
+            ready: Readiness::Api("/v1/datastores"),
+        },
+        Arc::clone(db),
+    ))
+}
+
+/// sfera-vswitchd's supervisor, its data directory made; mgmtd drives it
+/// over its API and it keeps its own state.
+fn vswitchd_supervisor(
+    o: &Options,
+    paths: &Paths,
+    logs: &Path,
+    db: &Arc<Db>,
+) -> Result<Arc<Supervisor>> {
+    let vsw_data = paths.data_dir.join("vswitchd");
+    mkdir(&vsw_data)?;
+    let user = paths.users.vswitchd.as_ref();
+    daemon_users::check_reachable("sfera-vswitchd", user, &paths.net_dir)?;
+    let vsw_api = paths.run_dir.join("vswitchd.sock");
+    Ok(Supervisor::new(
+        DaemonSpec {
+            name: "sfera-vswitchd",
+            binary: o.vswitchd.clone(),
+            args: with_user(
+                vec![
+                    "--api".into(),
+                    vsw_api.clone().into(),
+                    "serve".into(),
+                    "--data-dir".into(),
+                    vsw_data.into(),
+                ],
+                user,
+            ),
+            api: vsw_api,
+            log: logs.join("vswitchd.log"),
+            pidfile: paths.run_dir.join("vswitchd.pid"),
+            ready: Readiness::Api("/v1/config"),
+        },
+        Arc::clone(db),
+    ))
+}
+
+/// The tasks that run beside the API: watching VMs and free space, the
+/// defaults and the inventory's sync, pruning, log caps and sampling.
+fn spawn_background(mgmt: &Arc<Mgmt>, o: &Options, logs: PathBuf) {
+    tokio::spawn(Arc::clone(mgmt).watch_vms());
+    tokio::spawn(Arc::clone(mgmt).watch_no_space());
+    tokio::spawn(defaults_and_sync(Arc::clone(mgmt)));
+    tokio::spawn(prune(Arc::clone(&mgmt.db)));
+    tokio::spawn(crate::logs::keep_capped(
+        logs,
+        mgmt.paths.vms_dir.clone(),
+        o.log_cap,
+    ));
+    tokio::spawn(crate::metrics::sampler::run(
+        Arc::clone(mgmt),
+        o.sample_interval,
+    ));
+}
+
+/// Says where the console and the API are: in the log, on stderr and as
+/// an event.
+fn announce(o: &Options, mgmt: &Mgmt, listener: &tokio::net::TcpListener) -> Result<()> {
+    match &o.web_dir {
+        Some(d) => tracing::info!(dir = %d.display(), "Web console files"),
+        None => tracing::warn!(
+            "No web console files (make web builds them into mgmt/web/dist; --web-dir names them)"
+        ),
+    }
+    let scheme = if o.http { "http" } else { "https" };
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "sfera-mgmtd listening");
+    let password = mgmt.paths.data_dir.join("admin-password");
+    if o.web_dir.is_some() {
+        eprintln!(
+            "sfera-mgmtd: the console is on {scheme}://{local}/ and the API on {scheme}://{local}/api/v1 (user admin, password in {})",
+            password.display()
+        );
+    } else {
+        eprintln!(
+            "sfera-mgmtd: the API is on {scheme}://{local}/api/v1 (user admin, password in {}); no web console files",
+            password.display()
+        );
+    }
+    mgmt.db.event(
+        "info",
+        "mgmtd.started",
+        "mgmtd",
+        &format!("Listening on {scheme}://{local}"),
+        None,
+    );
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn wait_for_stop_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -59,6 +60,33 @@ fn measure_server(backend: &BlockBackend, spec: &LoadSpec) -> Result<Measured> {
     })
 }
 
+/// One load's measurements: the two servers and the ceiling.
+struct Outcome {
+    ours: Measured,
+    peer: Measured,
+    ceiling: LoadResult,
+}
+
+impl Outcome {
+    fn ratio_to_ceiling(&self) -> f64 {
+        self.ours.load.iops() / self.ceiling.iops()
+    }
+}
+
+/// The columns of the summary table, one row per load.
+const COLUMNS: [&str; 10] = [
+    "load",
+    "sfera IOPS",
+    "qsd IOPS",
+    "ceiling",
+    "vs qsd",
+    "vs ceiling",
+    "sfera p50/p99 us",
+    "qsd p50/p99 us",
+    "sfera ns/IO",
+    "qsd ns/IO",
+];
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let shm = tempfile::Builder::new()
@@ -66,18 +94,7 @@ fn main() -> Result<()> {
         .tempdir_in("/dev/shm")
         .context("cannot make a folder in /dev/shm")?;
     let disk = shm.path().join("disk.img");
-    let span = args.size_mib << 20;
-    {
-        // Real data, so reads do not hit holes.
-        let mut f = File::create(&disk)?;
-        let chunk: Vec<u8> = (0..1 << 20)
-            .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
-        for _ in 0..args.size_mib {
-            f.write_all(&chunk)?;
-        }
-        f.sync_all()?;
-    }
+    write_backing_file(&disk, args.size_mib)?;
     let dir = TestDir::new("bench-blk")?;
     let mut export = Export::new(&disk);
     export.num_queues = 2;
@@ -86,6 +103,52 @@ fn main() -> Result<()> {
     let sfera = BlockBackend::start(BlockBackendKind::SferaBlockd, &dir, "sfera", &export)?;
     let qsd = BlockBackend::start(BlockBackendKind::QemuStorageDaemon, &dir, "qsd", &export)?;
 
+    let mut rows = Vec::new();
+    let mut headline = None;
+    for spec in &loads(&args) {
+        let name = format!(
+            "blk-{}-4k-qd{}-q{}",
+            spec.direction.name(),
+            spec.depth,
+            spec.queues
+        );
+        eprintln!("measuring {name} ...");
+        let outcome = measure_load(&name, spec, &disk, &sfera, &qsd)?;
+        let c = record(&name, &args, &outcome)?;
+        rows.push(table_row(name, &outcome, c.ratio));
+        if spec.direction == Direction::Read && spec.depth == 32 && spec.queues == 1 {
+            headline = Some((c.ratio, outcome.ratio_to_ceiling()));
+        }
+    }
+    print_table(&COLUMNS, &rows);
+    if let Some((vs_qsd, vs_ceiling)) = headline {
+        eprintln!(
+            "headline randread 4k QD32 1 queue: {vs_qsd:.2}x qemu-storage-daemon (target 1.5x), \
+             {vs_ceiling:.2}x the io_uring ceiling (target 0.8x)"
+        );
+    }
+    eprintln!("results in {}", results_dir().display());
+    Ok(())
+}
+
+/// Writes the backing file, `size_mib` MiB of real data so that reads do
+/// not hit holes.
+fn write_backing_file(disk: &Path, size_mib: u64) -> Result<()> {
+    let mut f = File::create(disk)?;
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    for _ in 0..size_mib {
+        f.write_all(&chunk)?;
+    }
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The loads to measure: reads and writes at depth 1 and 32 on 1 and 2
+/// queues, or only the headline with `--quick`.
+fn loads(args: &Args) -> Vec<LoadSpec> {
+    let span = args.size_mib << 20;
     let mut loads = Vec::new();
     for queues in [1usize, 2] {
         for depth in [1usize, 32] {
@@ -104,91 +167,78 @@ fn main() -> Result<()> {
             }
         }
     }
+    loads
+}
 
-    let mut rows = Vec::new();
-    let mut headline = None;
-    for spec in &loads {
-        let name = format!(
-            "blk-{}-4k-qd{}-q{}",
-            spec.direction.name(),
-            spec.depth,
-            spec.queues
-        );
-        eprintln!("measuring {name} ...");
-        let mut ceiling_client =
-            BlkioClient::io_uring(&disk, spec.queues as i32, spec.buffer_len(), true)?;
-        let ceiling = blk_load::run(&mut ceiling_client, spec)?;
-        drop(ceiling_client);
-        let ours =
-            measure_server(&sfera, spec).with_context(|| format!("{name} on sfera-blockd"))?;
-        let peer =
-            measure_server(&qsd, spec).with_context(|| format!("{name} on qemu-storage-daemon"))?;
+/// Runs one load on the file directly (the ceiling), then on each server.
+fn measure_load(
+    name: &str,
+    spec: &LoadSpec,
+    disk: &Path,
+    sfera: &BlockBackend,
+    qsd: &BlockBackend,
+) -> Result<Outcome> {
+    let mut ceiling_client =
+        BlkioClient::io_uring(disk, spec.queues as i32, spec.buffer_len(), true)?;
+    let ceiling = blk_load::run(&mut ceiling_client, spec)?;
+    drop(ceiling_client);
+    let ours = measure_server(sfera, spec).with_context(|| format!("{name} on sfera-blockd"))?;
+    let peer =
+        measure_server(qsd, spec).with_context(|| format!("{name} on qemu-storage-daemon"))?;
+    Ok(Outcome {
+        ours,
+        peer,
+        ceiling,
+    })
+}
 
-        let mut c = Comparison::new(
-            &name,
-            "IOPS",
-            ours.load.iops(),
-            peer.load.iops(),
-            "qemu-storage-daemon",
-        );
-        c.detail("ceiling_name", "libblkio io_uring on the file (O_DIRECT)");
-        c.detail("ceiling_iops", ceiling.iops());
-        c.detail("ratio_to_ceiling", ours.load.iops() / ceiling.iops());
-        c.detail("ours_p50_us", ours.load.percentile_us(50.0));
-        c.detail("ours_p99_us", ours.load.percentile_us(99.0));
-        c.detail("peer_p50_us", peer.load.percentile_us(50.0));
-        c.detail("peer_p99_us", peer.load.percentile_us(99.0));
-        c.detail("ceiling_p50_us", ceiling.percentile_us(50.0));
-        c.detail("ours_server_cpu_ns_per_io", ours.cpu_ns_per_io);
-        c.detail("peer_server_cpu_ns_per_io", peer.cpu_ns_per_io);
-        c.detail("seconds", args.seconds);
-        c.detail("sfera_poll_us", args.poll_us);
-        c.write(&results_dir())?;
-        rows.push(vec![
-            name.clone(),
-            format!("{:.0}", ours.load.iops()),
-            format!("{:.0}", peer.load.iops()),
-            format!("{:.0}", ceiling.iops()),
-            format!("{:.2}", c.ratio),
-            format!("{:.2}", ours.load.iops() / ceiling.iops()),
-            format!(
-                "{:.1}/{:.1}",
-                ours.load.percentile_us(50.0),
-                ours.load.percentile_us(99.0)
-            ),
-            format!(
-                "{:.1}/{:.1}",
-                peer.load.percentile_us(50.0),
-                peer.load.percentile_us(99.0)
-            ),
-            format!("{:.0}", ours.cpu_ns_per_io),
-            format!("{:.0}", peer.cpu_ns_per_io),
-        ]);
-        if spec.direction == Direction::Read && spec.depth == 32 && spec.queues == 1 {
-            headline = Some((c.ratio, ours.load.iops() / ceiling.iops()));
-        }
-    }
-    print_table(
-        &[
-            "load",
-            "sfera IOPS",
-            "qsd IOPS",
-            "ceiling",
-            "vs qsd",
-            "vs ceiling",
-            "sfera p50/p99 us",
-            "qsd p50/p99 us",
-            "sfera ns/IO",
-            "qsd ns/IO",
-        ],
-        &rows,
+/// Writes one load's comparison, with its details, to the results.
+fn record(name: &str, args: &Args, o: &Outcome) -> Result<Comparison> {
+    let (ours, peer, ceiling) = (&o.ours, &o.peer, &o.ceiling);
+    let mut c = Comparison::new(
+        name,
+        "IOPS",
+        ours.load.iops(),
+        peer.load.iops(),
+        "qemu-storage-daemon",
     );
-    if let Some((vs_qsd, vs_ceiling)) = headline {
-        eprintln!(
-            "headline randread 4k QD32 1 queue: {vs_qsd:.2}x qemu-storage-daemon (target 1.5x), \
-             {vs_ceiling:.2}x the io_uring ceiling (target 0.8x)"
-        );
-    }
-    eprintln!("results in {}", results_dir().display());
-    Ok(())
+    c.detail("ceiling_name", "libblkio io_uring on the file (O_DIRECT)");
+    c.detail("ceiling_iops", ceiling.iops());
+    c.detail("ratio_to_ceiling", o.ratio_to_ceiling());
+    c.detail("ours_p50_us", ours.load.percentile_us(50.0));
+    c.detail("ours_p99_us", ours.load.percentile_us(99.0));
+    c.detail("peer_p50_us", peer.load.percentile_us(50.0));
+    c.detail("peer_p99_us", peer.load.percentile_us(99.0));
+    c.detail("ceiling_p50_us", ceiling.percentile_us(50.0));
+    c.detail("ours_server_cpu_ns_per_io", ours.cpu_ns_per_io);
+    c.detail("peer_server_cpu_ns_per_io", peer.cpu_ns_per_io);
+    c.detail("seconds", args.seconds);
+    c.detail("sfera_poll_us", args.poll_us);
+    c.write(&results_dir())?;
+    Ok(c)
+}
+
+/// One load's row of the summary table ([`COLUMNS`]).
+fn table_row(name: String, o: &Outcome, ratio: f64) -> Vec<String> {
+    let (ours, peer) = (&o.ours, &o.peer);
+    vec![
+        name,
+        format!("{:.0}", ours.load.iops()),
+        format!("{:.0}", peer.load.iops()),
+        format!("{:.0}", o.ceiling.iops()),
+        format!("{ratio:.2}"),
+        format!("{:.2}", o.ratio_to_ceiling()),
+        format!(
+            "{:.1}/{:.1}",
+            ours.load.percentile_us(50.0),
+            ours.load.percentile_us(99.0)
+        ),
+        format!(
+            "{:.1}/{:.1}",
+            peer.load.percentile_us(50.0),
+            peer.load.percentile_us(99.0)
+        ),
+        format!("{:.0}", ours.cpu_ns_per_io),
+        format!("{:.0}", peer.cpu_ns_per_io),
+    ]
 }

@@ -318,7 +318,14 @@ pub(crate) async fn network(client: &Client, cmd: NetworkCmd, json_out: bool) ->
     match cmd {
         // Listed by the caller.
         NetworkCmd::List => bail!("network list is not a change"),
-        NetworkCmd::Switch(SwitchCmd::List) => {
+        NetworkCmd::Switch(cmd) => switch(client, cmd, json_out).await,
+        NetworkCmd::PortGroup(cmd) => port_group(client, cmd, json_out).await,
+    }
+}
+
+async fn switch(client: &Client, cmd: SwitchCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        SwitchCmd::List => {
             let v = client.call(Method::GET, "/api/v1/switches", None).await?;
             if json_out {
                 print(&v.to_string());
@@ -335,11 +342,11 @@ pub(crate) async fn network(client: &Client, cmd: NetworkCmd, json_out: bool) ->
                 print(&format!("{}  {}", s(&sw["name"]), uplinks.join(" ")));
             }
         }
-        NetworkCmd::Switch(SwitchCmd::Create {
+        SwitchCmd::Create {
             name,
             uplinks,
             mac_ageing,
-        }) => {
+        } => {
             let mut list = Vec::new();
             for u in &uplinks {
                 let mut parts = u.splitn(3, ':');
@@ -358,7 +365,7 @@ pub(crate) async fn network(client: &Client, cmd: NetworkCmd, json_out: bool) ->
                 .await?;
             show(&v, json_out, &format!("Created switch {name}"));
         }
-        NetworkCmd::Switch(SwitchCmd::Delete { name }) => {
+        SwitchCmd::Delete { name } => {
             client
                 .call(
                     Method::DELETE,
@@ -372,11 +379,17 @@ pub(crate) async fn network(client: &Client, cmd: NetworkCmd, json_out: bool) ->
                 &format!("Deleted switch {name}"),
             );
         }
-        NetworkCmd::PortGroup(PortGroupCmd::Create {
+    }
+    Ok(())
+}
+
+async fn port_group(client: &Client, cmd: PortGroupCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        PortGroupCmd::Create {
             name,
             switch,
             vlan: v,
-        }) => {
+        } => {
             let mut body = json!({ "name": name, "switch": switch });
             if let Some(spec) = v {
                 body["vlan"] = vlan(&spec)?;
@@ -386,7 +399,7 @@ pub(crate) async fn network(client: &Client, cmd: NetworkCmd, json_out: bool) ->
                 .await?;
             show(&g, json_out, &format!("Created port group {name}"));
         }
-        NetworkCmd::PortGroup(PortGroupCmd::Edit {
+        PortGroupCmd::Edit {
             name,
             vlan: v,
             promiscuous,
@@ -397,47 +410,16 @@ pub(crate) async fn network(client: &Client, cmd: NetworkCmd, json_out: bool) ->
             teaming,
             active,
             standby,
-        }) => {
+        } => {
             let mut body = Map::new();
             if let Some(spec) = v {
                 body.insert("vlan".into(), vlan(&spec)?);
             }
-            let mut security = Map::new();
-            for (k, flag) in [
-                ("promiscuous", promiscuous),
-                ("mac_changes", mac_changes),
-                ("forged_transmits", forged_transmits),
-            ] {
-                if let Some(f) = flag {
-                    security.insert(k.into(), json!(f));
-                }
-            }
-            if !security.is_empty() {
-                body.insert("security".into(), Value::Object(security));
-            }
-            let mut shaping_part = Map::new();
-            if let Some(spec) = ingress {
-                shaping_part.insert("ingress".into(), shaping(&spec)?);
-            }
-            if let Some(spec) = egress {
-                shaping_part.insert("egress".into(), shaping(&spec)?);
-            }
-            if !shaping_part.is_empty() {
-                body.insert("shaping".into(), Value::Object(shaping_part));
-            }
-            let mut team = Map::new();
-            if let Some(p) = teaming {
-                team.insert("policy".into(), json!(p));
-            }
-            if let Some(list) = &active {
-                team.insert("active".into(), json!(names(list)));
-            }
-            if let Some(list) = &standby {
-                team.insert("standby".into(), json!(names(list)));
-            }
-            if !team.is_empty() {
-                body.insert("teaming".into(), Value::Object(team));
-            }
+            let security = security_patch(promiscuous, mac_changes, forged_transmits);
+            insert_unless_empty(&mut body, "security", security);
+            insert_unless_empty(&mut body, "shaping", shaping_patch(ingress, egress)?);
+            let team = teaming_patch(teaming, active.as_deref(), standby.as_deref());
+            insert_unless_empty(&mut body, "teaming", team);
             let g = client
                 .call(
                     Method::PATCH,
@@ -447,7 +429,7 @@ pub(crate) async fn network(client: &Client, cmd: NetworkCmd, json_out: bool) ->
                 .await?;
             show(&g, json_out, &format!("Changed port group {name}"));
         }
-        NetworkCmd::PortGroup(PortGroupCmd::Delete { name }) => {
+        PortGroupCmd::Delete { name } => {
             client
                 .call(
                     Method::DELETE,
@@ -463,6 +445,64 @@ pub(crate) async fn network(client: &Client, cmd: NetworkCmd, json_out: bool) ->
         }
     }
     Ok(())
+}
+
+/// Adds `part` to `body` as `key` when it says anything.
+fn insert_unless_empty(body: &mut Map<String, Value>, key: &str, part: Map<String, Value>) {
+    if !part.is_empty() {
+        body.insert(key.into(), Value::Object(part));
+    }
+}
+
+/// The security flags given, as a port group's `security` patch.
+fn security_patch(
+    promiscuous: Option<bool>,
+    mac_changes: Option<bool>,
+    forged_transmits: Option<bool>,
+) -> Map<String, Value> {
+    let mut security = Map::new();
+    for (k, flag) in [
+        ("promiscuous", promiscuous),
+        ("mac_changes", mac_changes),
+        ("forged_transmits", forged_transmits),
+    ] {
+        if let Some(f) = flag {
+            security.insert(k.into(), json!(f));
+        }
+    }
+    security
+}
+
+/// `--ingress` and `--egress`, as a port group's `shaping` patch.
+fn shaping_patch(ingress: Option<String>, egress: Option<String>) -> Result<Map<String, Value>> {
+    let mut part = Map::new();
+    if let Some(spec) = ingress {
+        part.insert("ingress".into(), shaping(&spec)?);
+    }
+    if let Some(spec) = egress {
+        part.insert("egress".into(), shaping(&spec)?);
+    }
+    Ok(part)
+}
+
+/// `--teaming`, `--active` and `--standby`, as a port group's `teaming`
+/// patch.
+fn teaming_patch(
+    policy: Option<String>,
+    active: Option<&str>,
+    standby: Option<&str>,
+) -> Map<String, Value> {
+    let mut team = Map::new();
+    if let Some(p) = policy {
+        team.insert("policy".into(), json!(p));
+    }
+    if let Some(list) = active {
+        team.insert("active".into(), json!(names(list)));
+    }
+    if let Some(list) = standby {
+        team.insert("standby".into(), json!(names(list)));
+    }
+    team
 }
 
 pub(crate) async fn remove_datastore(client: &Client, name: &str, json_out: bool) -> Result<()> {

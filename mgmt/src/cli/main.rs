@@ -105,43 +105,7 @@ enum VmCmd {
     },
     /// Create a VM (from the Tiny Linux template unless --kernel or
     /// --boot-disk is given).
-    Create {
-        name: String,
-        #[arg(long)]
-        template: Option<String>,
-        /// Boot this kernel (instead of a template).
-        #[arg(long)]
-        kernel: Option<String>,
-        #[arg(long)]
-        initrd: Option<String>,
-        #[arg(long, default_value = "")]
-        cmdline: String,
-        #[arg(long)]
-        vcpus: Option<u32>,
-        /// Memory in MiB.
-        #[arg(long)]
-        memory: Option<u32>,
-        /// A new disk, DATASTORE:SIZE (SIZE with K, M, G, T), repeatable.
-        #[arg(long = "disk")]
-        disks: Vec<String>,
-        /// An existing volume as a disk (an imported image),
-        /// DATASTORE:VOLUME, repeatable; after the new disks.
-        #[arg(long = "attach")]
-        attach: Vec<String>,
-        /// Boot the first disk through firmware (QEMU) instead of a kernel.
-        #[arg(long, conflicts_with_all = ["kernel", "template"])]
-        boot_disk: bool,
-        /// A NIC, PORT_GROUP or PORT_GROUP=MAC, repeatable.
-        #[arg(long = "nic")]
-        nics: Vec<String>,
-        /// Power it on once created.
-        #[arg(long)]
-        power_on: bool,
-        /// The hypervisor driver (default: the host's choice, see `GET
-        /// /api/v1/host`).
-        #[arg(long, value_parser = ["sfera-vmm", "qemu"])]
-        driver: Option<String>,
-    },
+    Create(VmCreate),
     /// Change a VM: its name at any time, the rest while it is stopped.
     Edit(changes::VmEdit),
     /// Power on.
@@ -173,6 +137,46 @@ enum VmCmd {
     Console {
         vm: String,
     },
+}
+
+// The variant's doc comment is the command's help.
+#[derive(Debug, clap::Args)]
+struct VmCreate {
+    name: String,
+    #[arg(long)]
+    template: Option<String>,
+    /// Boot this kernel (instead of a template).
+    #[arg(long)]
+    kernel: Option<String>,
+    #[arg(long)]
+    initrd: Option<String>,
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long)]
+    memory: Option<u32>,
+    /// A new disk, DATASTORE:SIZE (SIZE with K, M, G, T), repeatable.
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// An existing volume as a disk (an imported image),
+    /// DATASTORE:VOLUME, repeatable; after the new disks.
+    #[arg(long = "attach")]
+    attach: Vec<String>,
+    /// Boot the first disk through firmware (QEMU) instead of a kernel.
+    #[arg(long, conflicts_with_all = ["kernel", "template"])]
+    boot_disk: bool,
+    /// A NIC, PORT_GROUP or PORT_GROUP=MAC, repeatable.
+    #[arg(long = "nic")]
+    nics: Vec<String>,
+    /// Power it on once created.
+    #[arg(long)]
+    power_on: bool,
+    /// The hypervisor driver (default: the host's choice, see `GET
+    /// /api/v1/host`).
+    #[arg(long, value_parser = ["sfera-vmm", "qemu"])]
+    driver: Option<String>,
 }
 
 /// Parses `4096`, `512K`, `10G`...
@@ -262,6 +266,15 @@ fn read_password(stdin: bool) -> Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+/// Prints `v`: as one line of JSON with --json, else indented.
+fn print_value(v: &Value, json_out: bool) {
+    print(&if json_out {
+        v.to_string()
+    } else {
+        serde_json::to_string_pretty(v).unwrap_or_default()
+    });
+}
+
 async fn run(args: Args) -> Result<()> {
     let saved = config::load();
     let server = args
@@ -278,71 +291,100 @@ async fn run(args: Args) -> Result<()> {
         .or_else(|| saved.token.clone());
     let mut client = Client::new(&server, token, ca_cert.as_deref())?;
     let json_out = args.json;
-    let show = |v: &Value| {
-        print(&if json_out {
-            v.to_string()
-        } else {
-            serde_json::to_string_pretty(v).unwrap_or_default()
-        });
-    };
     match args.command {
         Cmd::Login {
             user,
             password_stdin,
         } => {
             let password = read_password(password_stdin)?;
-            let login = client
-                .send(
-                    Method::POST,
-                    "/api/v1/session",
-                    Some(&json!({ "username": user, "password": password })),
-                    None,
-                )
-                .await?;
-            client::json_of(&login)?;
-            let cookie = login
-                .set_cookie
-                .as_deref()
-                .and_then(|c| c.split(';').next())
-                .context("mgmtd set no session cookie")?
-                .to_owned();
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            let made = client
-                .send(
-                    Method::POST,
-                    "/api/v1/tokens",
-                    Some(&json!({ "name": format!("sfera CLI on {}", host.trim()) })),
-                    Some(&cookie),
-                )
-                .await?;
-            let token = client::json_of(&made)?;
-            let secret = token["token"].as_str().context("no token in the answer")?;
-            // The session was only needed to make the token.
-            let _ = client
-                .send(Method::DELETE, "/api/v1/session", None, Some(&cookie))
-                .await;
-            let path = config::save(&config::Saved {
-                server: Some(server.clone()),
-                token: Some(secret.to_owned()),
-                ca_cert: ca_cert.map(|p| std::path::absolute(&p).unwrap_or(p)),
-            })?;
-            client.set_token(secret.to_owned());
-            if json_out {
-                show(&json!({ "server": server, "user": user, "config": path }));
-            } else {
-                eprintln!(
-                    "Logged in to {server} as {user}; token saved in {}",
-                    path.display()
-                );
-            }
+            login(&mut client, &server, ca_cert, &user, &password, json_out).await?;
         }
         Cmd::Vm(cmd) => vm(&client, cmd, json_out).await?,
-        Cmd::Datastore(DatastoreCmd::Import {
+        Cmd::Datastore(cmd) => datastore(&client, cmd, json_out).await?,
+        Cmd::Network(changes::NetworkCmd::List) => {
+            list(&client, &PORT_GROUPS, json_out, port_group_row).await?;
+        }
+        Cmd::Network(cmd) => changes::network(&client, cmd, json_out).await?,
+        Cmd::Task(ListCmd::List) => list(&client, &TASKS, json_out, task_row).await?,
+    }
+    Ok(())
+}
+
+/// `sfera login`: makes an API token through a login session, saves it
+/// with the server and the certificate, and says where.
+async fn login(
+    client: &mut Client,
+    server: &str,
+    ca_cert: Option<PathBuf>,
+    user: &str,
+    password: &str,
+    json_out: bool,
+) -> Result<()> {
+    let secret = new_token(client, user, password).await?;
+    let path = config::save(&config::Saved {
+        server: Some(server.to_owned()),
+        token: Some(secret.clone()),
+        ca_cert: ca_cert.map(|p| std::path::absolute(&p).unwrap_or(p)),
+    })?;
+    client.set_token(secret);
+    if json_out {
+        print_value(
+            &json!({ "server": server, "user": user, "config": path }),
+            json_out,
+        );
+    } else {
+        eprintln!(
+            "Logged in to {server} as {user}; token saved in {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Logs in, makes an API token named after this host, and logs out: the
+/// token's secret.
+async fn new_token(client: &Client, user: &str, password: &str) -> Result<String> {
+    let login = client
+        .send(
+            Method::POST,
+            "/api/v1/session",
+            Some(&json!({ "username": user, "password": password })),
+            None,
+        )
+        .await?;
+    client::json_of(&login)?;
+    let cookie = login
+        .set_cookie
+        .as_deref()
+        .and_then(|c| c.split(';').next())
+        .context("mgmtd set no session cookie")?
+        .to_owned();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let made = client
+        .send(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&json!({ "name": format!("sfera CLI on {}", host.trim()) })),
+            Some(&cookie),
+        )
+        .await?;
+    let token = client::json_of(&made)?;
+    let secret = token["token"].as_str().context("no token in the answer")?;
+    // The session was only needed to make the token.
+    let _ = client
+        .send(Method::DELETE, "/api/v1/session", None, Some(&cookie))
+        .await;
+    Ok(secret.to_owned())
+}
+
+async fn datastore(client: &Client, cmd: DatastoreCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        DatastoreCmd::Import {
             datastore,
             volume,
             source,
             format,
-        }) => {
+        } => {
             let task = client
                 .call(
                     Method::POST,
@@ -353,9 +395,9 @@ async fn run(args: Args) -> Result<()> {
                     Some(&json!({ "volume": volume, "source": source, "format": format })),
                 )
                 .await?;
-            let result = wait_task(&client, &task).await?;
+            let result = wait_task(client, &task).await?;
             if json_out {
-                show(&result);
+                print_value(&result, json_out);
             } else {
                 eprintln!(
                     "Imported {source} as {datastore}/{volume} ({} bytes)",
@@ -363,228 +405,223 @@ async fn run(args: Args) -> Result<()> {
                 );
             }
         }
-        Cmd::Datastore(DatastoreCmd::List) => {
-            let v = client.call(Method::GET, "/api/v1/datastores", None).await?;
-            if json_out {
-                show(&v);
-                return Ok(());
-            }
-            let mut rows = vec![vec![
-                "NAME".into(),
-                "CAPACITY".into(),
-                "FREE".into(),
-                "VOLUMES".into(),
-                "PATH".into(),
-            ]];
-            for d in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                rows.push(vec![
-                    s(&d["name"]),
-                    gib(&d["capacity_bytes"]),
-                    gib(&d["free_bytes"]),
-                    s(&d["volumes"]),
-                    s(&d["path"]),
-                ]);
-            }
-            table(&rows);
+        DatastoreCmd::List => list(client, &DATASTORES, json_out, datastore_row).await?,
+        DatastoreCmd::Remove { name } => {
+            changes::remove_datastore(client, &name, json_out).await?;
         }
-        Cmd::Datastore(DatastoreCmd::Remove { name }) => {
-            changes::remove_datastore(&client, &name, json_out).await?;
-        }
-        Cmd::Datastore(DatastoreCmd::Volume(cmd)) => {
-            changes::volume(&client, cmd, json_out).await?;
-        }
-        Cmd::Network(changes::NetworkCmd::List) => {
-            let v = client.call(Method::GET, "/api/v1/networks", None).await?;
-            if json_out {
-                show(&v);
-                return Ok(());
-            }
-            let mut rows = vec![vec!["PORT GROUP".into(), "SWITCH".into(), "VLAN".into()]];
-            for g in v["port_groups"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                let vlan = match g["vlan"]["mode"].as_str() {
-                    Some("access") => format!("access {}", s(&g["vlan"]["id"])),
-                    Some("trunk") => format!("trunk {}", g["vlan"]["allowed"]),
-                    _ => "none".to_owned(),
-                };
-                rows.push(vec![s(&g["name"]), s(&g["switch"]), vlan]);
-            }
-            table(&rows);
-        }
-        Cmd::Network(cmd) => changes::network(&client, cmd, json_out).await?,
-        Cmd::Task(ListCmd::List) => {
-            let v = client
-                .call(Method::GET, "/api/v1/tasks?limit=20", None)
-                .await?;
-            if json_out {
-                show(&v);
-                return Ok(());
-            }
-            let mut rows = vec![vec![
-                "ID".into(),
-                "KIND".into(),
-                "TARGET".into(),
-                "STATE".into(),
-                "PROGRESS".into(),
-                "USER".into(),
-            ]];
-            for t in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                rows.push(vec![
-                    s(&t["id"]),
-                    s(&t["kind"]),
-                    s(&t["target"]),
-                    s(&t["state"]),
-                    format!("{}%", s(&t["progress"])),
-                    s(&t["user"]),
-                ]);
-            }
-            table(&rows);
+        DatastoreCmd::Volume(cmd) => changes::volume(client, cmd, json_out).await?,
+    }
+    Ok(())
+}
+
+/// A collection `sfera ... list` shows: where the API has it, which array
+/// of the answer holds its items, and the table's columns.
+struct Listing {
+    path: &'static str,
+    items: &'static str,
+    header: &'static [&'static str],
+}
+
+const DATASTORES: Listing = Listing {
+    path: "/api/v1/datastores",
+    items: "items",
+    header: &["NAME", "CAPACITY", "FREE", "VOLUMES", "PATH"],
+};
+const PORT_GROUPS: Listing = Listing {
+    path: "/api/v1/networks",
+    items: "port_groups",
+    header: &["PORT GROUP", "SWITCH", "VLAN"],
+};
+const TASKS: Listing = Listing {
+    path: "/api/v1/tasks?limit=20",
+    items: "items",
+    header: &["ID", "KIND", "TARGET", "STATE", "PROGRESS", "USER"],
+};
+const VMS: Listing = Listing {
+    path: "/api/v1/vms",
+    items: "items",
+    header: &[
+        "NAME", "ID", "STATE", "DRIVER", "VCPUS", "MEMORY", "DISKS", "NICS",
+    ],
+};
+
+/// Lists a collection: its JSON with --json, else a table of one `row`
+/// per item.
+async fn list(
+    client: &Client,
+    what: &Listing,
+    json_out: bool,
+    row: fn(&Value) -> Vec<String>,
+) -> Result<()> {
+    let v = client.call(Method::GET, what.path, None).await?;
+    if json_out {
+        print_value(&v, json_out);
+        return Ok(());
+    }
+    let mut rows = vec![what.header.iter().map(|h| (*h).to_owned()).collect()];
+    for item in v[what.items]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        rows.push(row(item));
+    }
+    table(&rows);
+    Ok(())
+}
+
+fn datastore_row(d: &Value) -> Vec<String> {
+    vec![
+        s(&d["name"]),
+        gib(&d["capacity_bytes"]),
+        gib(&d["free_bytes"]),
+        s(&d["volumes"]),
+        s(&d["path"]),
+    ]
+}
+
+fn port_group_row(g: &Value) -> Vec<String> {
+    let vlan = match g["vlan"]["mode"].as_str() {
+        Some("access") => format!("access {}", s(&g["vlan"]["id"])),
+        Some("trunk") => format!("trunk {}", g["vlan"]["allowed"]),
+        _ => "none".to_owned(),
+    };
+    vec![s(&g["name"]), s(&g["switch"]), vlan]
+}
+
+fn task_row(t: &Value) -> Vec<String> {
+    vec![
+        s(&t["id"]),
+        s(&t["kind"]),
+        s(&t["target"]),
+        s(&t["state"]),
+        format!("{}%", s(&t["progress"])),
+        s(&t["user"]),
+    ]
+}
+
+fn vm_row(m: &Value) -> Vec<String> {
+    vec![
+        s(&m["name"]),
+        s(&m["id"]),
+        s(&m["state"]),
+        s(&m["driver"]),
+        s(&m["vcpus"]),
+        format!("{}M", s(&m["memory_mib"])),
+        m["disks"].as_array().map_or(0, Vec::len).to_string(),
+        m["nics"].as_array().map_or(0, Vec::len).to_string(),
+    ]
+}
+
+/// The API path of a VM (by name or ID).
+fn vm_path(vm: &str) -> String {
+    format!("/api/v1/vms/{}", mgmt::blockd::encode_segment(vm))
+}
+
+async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        VmCmd::List => list(client, &VMS, json_out, vm_row).await?,
+        VmCmd::Show { vm } => print_value(
+            &client.call(Method::GET, &vm_path(&vm), None).await?,
+            json_out,
+        ),
+        VmCmd::Create(c) => create_vm(client, c, json_out).await?,
+        VmCmd::Edit(args) => changes::vm_edit(client, args, json_out).await?,
+        VmCmd::Start { vm } => power(client, &vm_path(&vm), "on", json_out).await?,
+        VmCmd::Stop { vm } => power(client, &vm_path(&vm), "off", json_out).await?,
+        VmCmd::Reset { vm } => power(client, &vm_path(&vm), "reset", json_out).await?,
+        VmCmd::Pause { vm } => power(client, &vm_path(&vm), "pause", json_out).await?,
+        VmCmd::Resume { vm } => power(client, &vm_path(&vm), "resume", json_out).await?,
+        VmCmd::Delete { vm, disks } => delete_vm(client, &vm, disks, json_out).await?,
+        VmCmd::Console { vm } => {
+            let v = client.call(Method::GET, &vm_path(&vm), None).await?;
+            console::attach(client, &s(&v["id"]), &s(&v["name"])).await?;
         }
     }
     Ok(())
 }
 
-async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
-    let show = |v: &Value| {
-        print(&if json_out {
-            v.to_string()
-        } else {
-            serde_json::to_string_pretty(v).unwrap_or_default()
-        });
-    };
-    let path = |vm: &str| format!("/api/v1/vms/{}", mgmt::blockd::encode_segment(vm));
-    match cmd {
-        VmCmd::List => {
-            let v = client.call(Method::GET, "/api/v1/vms", None).await?;
-            if json_out {
-                show(&v);
-                return Ok(());
-            }
-            let mut rows = vec![vec![
-                "NAME".into(),
-                "ID".into(),
-                "STATE".into(),
-                "DRIVER".into(),
-                "VCPUS".into(),
-                "MEMORY".into(),
-                "DISKS".into(),
-                "NICS".into(),
-            ]];
-            for m in v["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                rows.push(vec![
-                    s(&m["name"]),
-                    s(&m["id"]),
-                    s(&m["state"]),
-                    s(&m["driver"]),
-                    s(&m["vcpus"]),
-                    format!("{}M", s(&m["memory_mib"])),
-                    m["disks"].as_array().map_or(0, Vec::len).to_string(),
-                    m["nics"].as_array().map_or(0, Vec::len).to_string(),
-                ]);
-            }
-            table(&rows);
+async fn create_vm(client: &Client, c: VmCreate, json_out: bool) -> Result<()> {
+    let body = create_body(c)?;
+    let task = client
+        .call(Method::POST, "/api/v1/vms", Some(&body))
+        .await?;
+    let result = wait_task(client, &task).await?;
+    let id = s(&result["id"]);
+    let vm = client.call(Method::GET, &vm_path(&id), None).await?;
+    if json_out {
+        print_value(&vm, json_out);
+    } else {
+        eprintln!("Created {} ({id}), {}", s(&vm["name"]), s(&vm["state"]));
+    }
+    Ok(())
+}
+
+/// The API's request to create the VM `sfera vm create` describes.
+fn create_body(c: VmCreate) -> Result<Value> {
+    let mut body = json!({ "name": c.name, "power_on": c.power_on, "driver": c.driver });
+    match c.kernel {
+        Some(k) => {
+            body["boot"] =
+                json!({ "kind": "kernel", "kernel": k, "initrd": c.initrd, "cmdline": c.cmdline });
         }
-        VmCmd::Show { vm } => show(&client.call(Method::GET, &path(&vm), None).await?),
-        VmCmd::Create {
-            name,
-            template,
-            kernel,
-            initrd,
-            cmdline,
-            vcpus,
-            memory,
-            disks,
-            attach,
-            boot_disk,
-            nics,
-            power_on,
-            driver,
-        } => {
-            let mut body = json!({ "name": name, "power_on": power_on, "driver": driver });
-            match kernel {
-                Some(k) => {
-                    body["boot"] = json!({ "kind": "kernel", "kernel": k, "initrd": initrd, "cmdline": cmdline });
-                }
-                None if boot_disk => body["boot"] = json!({ "kind": "disk" }),
-                None => {
-                    body["template"] = json!(template.unwrap_or_else(|| "tiny-linux".to_owned()));
-                }
-            }
-            if let Some(v) = vcpus {
-                body["vcpus"] = json!(v);
-            }
-            if let Some(m) = memory {
-                body["memory_mib"] = json!(m);
-            }
-            let mut d = Vec::new();
-            for spec in &disks {
-                let (ds, size) = spec
-                    .split_once(':')
-                    .with_context(|| format!("--disk {spec:?}: expected DATASTORE:SIZE"))?;
-                d.push(json!({ "datastore": ds, "size_bytes": parse_size(size)? }));
-            }
-            for spec in &attach {
-                let (ds, volume) = spec
-                    .split_once(':')
-                    .with_context(|| format!("--attach {spec:?}: expected DATASTORE:VOLUME"))?;
-                d.push(json!({ "datastore": ds, "volume": volume }));
-            }
-            body["disks"] = json!(d);
-            body["nics"] = json!(
-                nics.iter()
-                    .map(|n| match n.split_once('=') {
-                        Some((g, mac)) => json!({ "port_group": g, "mac": mac }),
-                        None => json!({ "port_group": n }),
-                    })
-                    .collect::<Vec<_>>()
-            );
-            let task = client
-                .call(Method::POST, "/api/v1/vms", Some(&body))
-                .await?;
-            let result = wait_task(client, &task).await?;
-            let id = s(&result["id"]);
-            let vm = client.call(Method::GET, &path(&id), None).await?;
-            if json_out {
-                show(&vm);
+        None if c.boot_disk => body["boot"] = json!({ "kind": "disk" }),
+        None => {
+            body["template"] = json!(c.template.unwrap_or_else(|| "tiny-linux".to_owned()));
+        }
+    }
+    if let Some(v) = c.vcpus {
+        body["vcpus"] = json!(v);
+    }
+    if let Some(m) = c.memory {
+        body["memory_mib"] = json!(m);
+    }
+    let mut d = Vec::new();
+    for spec in &c.disks {
+        let (ds, size) = spec
+            .split_once(':')
+            .with_context(|| format!("--disk {spec:?}: expected DATASTORE:SIZE"))?;
+        d.push(json!({ "datastore": ds, "size_bytes": parse_size(size)? }));
+    }
+    for spec in &c.attach {
+        let (ds, volume) = spec
+            .split_once(':')
+            .with_context(|| format!("--attach {spec:?}: expected DATASTORE:VOLUME"))?;
+        d.push(json!({ "datastore": ds, "volume": volume }));
+    }
+    body["disks"] = json!(d);
+    body["nics"] = json!(
+        c.nics
+            .iter()
+            .map(|n| match n.split_once('=') {
+                Some((g, mac)) => json!({ "port_group": g, "mac": mac }),
+                None => json!({ "port_group": n }),
+            })
+            .collect::<Vec<_>>()
+    );
+    Ok(body)
+}
+
+async fn delete_vm(client: &Client, vm: &str, disks: bool, json_out: bool) -> Result<()> {
+    let task = client
+        .call(
+            Method::DELETE,
+            &format!("{}?disks={disks}", vm_path(vm)),
+            None,
+        )
+        .await?;
+    let result = wait_task(client, &task).await?;
+    if json_out {
+        print_value(&result, json_out);
+    } else {
+        eprintln!(
+            "Deleted {vm}{}",
+            if disks {
+                " with its disks"
             } else {
-                eprintln!("Created {} ({id}), {}", s(&vm["name"]), s(&vm["state"]));
+                "; its disks stay"
             }
-        }
-        VmCmd::Edit(args) => changes::vm_edit(client, args, json_out).await?,
-        VmCmd::Start { vm } => power(client, &path(&vm), "on", json_out).await?,
-        VmCmd::Stop { vm } => power(client, &path(&vm), "off", json_out).await?,
-        VmCmd::Reset { vm } => power(client, &path(&vm), "reset", json_out).await?,
-        VmCmd::Pause { vm } => power(client, &path(&vm), "pause", json_out).await?,
-        VmCmd::Resume { vm } => power(client, &path(&vm), "resume", json_out).await?,
-        VmCmd::Delete { vm, disks } => {
-            let task = client
-                .call(
-                    Method::DELETE,
-                    &format!("{}?disks={disks}", path(&vm)),
-                    None,
-                )
-                .await?;
-            let result = wait_task(client, &task).await?;
-            if json_out {
-                show(&result);
-            } else {
-                eprintln!(
-                    "Deleted {vm}{}",
-                    if disks {
-                        " with its disks"
-                    } else {
-                        "; its disks stay"
-                    }
-                );
-            }
-        }
-        VmCmd::Console { vm } => {
-            let v = client.call(Method::GET, &path(&vm), None).await?;
-            console::attach(client, &s(&v["id"]), &s(&v["name"])).await?;
-        }
+        );
     }
     Ok(())
 }
@@ -647,7 +684,7 @@ mod tests {
         ])
         .unwrap();
         assert!(a.json);
-        assert!(matches!(a.command, Cmd::Vm(VmCmd::Create { .. })));
+        assert!(matches!(a.command, Cmd::Vm(VmCmd::Create(_))));
         let a = Args::try_parse_from(["sfera", "vm", "pause", "t1"]).unwrap();
         assert!(matches!(a.command, Cmd::Vm(VmCmd::Pause { .. })));
         let a = Args::try_parse_from([
@@ -678,10 +715,10 @@ mod tests {
         .unwrap();
         assert!(matches!(
             a.command,
-            Cmd::Vm(VmCmd::Create {
+            Cmd::Vm(VmCmd::Create(VmCreate {
                 boot_disk: true,
                 ..
-            })
+            }))
         ));
         let both = [
             "sfera",

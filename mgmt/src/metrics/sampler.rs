@@ -59,6 +59,27 @@ impl Sums {
             value,
         }));
     }
+
+    /// Adds the bytes per second of every export and every port: the
+    /// host's disk and network throughput.
+    fn add_io_totals(&mut self, io: &IoRates) {
+        for sums in io.exports.values() {
+            for (m, h) in [
+                ("read_bytes_per_s", "disk_read_bytes_per_s"),
+                ("write_bytes_per_s", "disk_write_bytes_per_s"),
+            ] {
+                self.add(h, sums.0.get(m).copied());
+            }
+        }
+        for sums in io.ports.values() {
+            for (m, h) in [
+                ("rx_bytes_per_s", "net_rx_bytes_per_s"),
+                ("tx_bytes_per_s", "net_tx_bytes_per_s"),
+            ] {
+                self.add(h, sums.0.get(m).copied());
+            }
+        }
+    }
 }
 
 /// `(busy, total)` jiffies of all CPUs, from `/proc/stat`.
@@ -111,9 +132,41 @@ pub struct Reading {
     pub vm_cpu: HashMap<String, f64>,
 }
 
+/// One round's rates of the exports and of the ports, by name.
+#[derive(Debug, Default)]
+struct IoRates {
+    exports: HashMap<String, Sums>,
+    ports: HashMap<String, Sums>,
+}
+
 /// Turns a reading into points.
 pub fn points(rates: &mut Rates, at: Instant, host: &str, vms: &[Vm], r: &Reading) -> Vec<Point> {
     let mut out = Vec::new();
+    let mut host_sums = host_usage(rates, at, r);
+    let io = IoRates {
+        exports: export_rates(rates, at, &r.blockd),
+        ports: port_rates(rates, at, &r.vswitchd),
+    };
+    host_sums.add_io_totals(&io);
+    host_sums.points("host", host, &mut out);
+    for vm in vms {
+        vm_points(rates, at, vm, r.vm_cpu.get(&vm.id), &io, &mut out);
+    }
+    // Every port is a chart of its own, a VM's or not.
+    let mut ports = io.ports;
+    let mut names: Vec<_> = ports.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        if let Some(p) = ports.remove(&name) {
+            p.points("port", &name, &mut out);
+        }
+    }
+    rates.keep_only(at);
+    out
+}
+
+/// The host's CPU use (in percent) and used memory.
+fn host_usage(rates: &mut Rates, at: Instant, r: &Reading) -> Sums {
     let mut host_sums = Sums::default();
     if let Some((busy, total)) = r.host_cpu {
         let b = rates.rate("host:busy".into(), busy, at);
@@ -125,10 +178,13 @@ pub fn points(rates: &mut Rates, at: Instant, host: &str, vms: &[Vm], r: &Readin
         }
     }
     host_sums.add("memory_used_bytes", r.host_memory_used);
+    host_sums
+}
 
-    // Per export and per port rates, by name.
+/// The rates of blockd's exports, by export.
+fn export_rates(rates: &mut Rates, at: Instant, blockd: &[Sample]) -> HashMap<String, Sums> {
     let mut exports: HashMap<String, Sums> = HashMap::new();
-    for s in &r.blockd {
+    for s in blockd {
         let Some(export) = s.label("export") else {
             continue;
         };
@@ -145,8 +201,13 @@ pub fn points(rates: &mut Rates, at: Instant, host: &str, vms: &[Vm], r: &Readin
             .or_default()
             .add(metric, rate);
     }
+    exports
+}
+
+/// The rates of vswitchd's ports, by port (drops of all reasons summed).
+fn port_rates(rates: &mut Rates, at: Instant, vswitchd: &[Sample]) -> HashMap<String, Sums> {
     let mut ports: HashMap<String, Sums> = HashMap::new();
-    for s in &r.vswitchd {
+    for s in vswitchd {
         let Some(port) = s.label("port") else {
             continue;
         };
@@ -162,78 +223,62 @@ pub fn points(rates: &mut Rates, at: Instant, host: &str, vms: &[Vm], r: &Readin
         let rate = rates.rate(format!("net:{port}:{metric}:{reason}"), s.value, at);
         ports.entry(port.to_owned()).or_default().add(metric, rate);
     }
-    for sums in exports.values() {
-        for (m, h) in [
-            ("read_bytes_per_s", "disk_read_bytes_per_s"),
-            ("write_bytes_per_s", "disk_write_bytes_per_s"),
-        ] {
-            host_sums.add(h, sums.0.get(m).copied());
-        }
-    }
-    for sums in ports.values() {
-        for (m, h) in [
-            ("rx_bytes_per_s", "net_rx_bytes_per_s"),
-            ("tx_bytes_per_s", "net_tx_bytes_per_s"),
-        ] {
-            host_sums.add(h, sums.0.get(m).copied());
-        }
-    }
-    host_sums.points("host", host, &mut out);
+    ports
+}
 
-    for vm in vms {
-        let mut sums = Sums::default();
-        for d in &vm.disks {
-            let Some(e) = exports.get(&d.export_id) else {
-                continue;
-            };
-            let mut volume = Sums::default();
-            for (m, v) in &e.0 {
-                volume.add(m, Some(*v));
-                sums.add(
-                    match *m {
-                        "read_bytes_per_s" => "disk_read_bytes_per_s",
-                        "write_bytes_per_s" => "disk_write_bytes_per_s",
-                        "read_ops_per_s" => "disk_read_ops_per_s",
-                        _ => "disk_write_ops_per_s",
-                    },
-                    Some(*v),
-                );
-            }
-            volume.points("volume", &format!("{}/{}", d.datastore, d.volume), &mut out);
+/// The points of a VM's volumes, then (while it runs) of the VM: its
+/// disks' and NICs' rates summed, and its CPU use from `cpu`, its CPU
+/// seconds.
+fn vm_points(
+    rates: &mut Rates,
+    at: Instant,
+    vm: &Vm,
+    cpu: Option<&f64>,
+    io: &IoRates,
+    out: &mut Vec<Point>,
+) {
+    let mut sums = Sums::default();
+    for d in &vm.disks {
+        let Some(e) = io.exports.get(&d.export_id) else {
+            continue;
+        };
+        let mut volume = Sums::default();
+        for (m, v) in &e.0 {
+            volume.add(m, Some(*v));
+            sums.add(
+                match *m {
+                    "read_bytes_per_s" => "disk_read_bytes_per_s",
+                    "write_bytes_per_s" => "disk_write_bytes_per_s",
+                    "read_ops_per_s" => "disk_read_ops_per_s",
+                    _ => "disk_write_ops_per_s",
+                },
+                Some(*v),
+            );
         }
-        for n in &vm.nics {
-            let Some(p) = ports.get(&n.port) else {
-                continue;
+        volume.points("volume", &format!("{}/{}", d.datastore, d.volume), out);
+    }
+    for n in &vm.nics {
+        let Some(p) = io.ports.get(&n.port) else {
+            continue;
+        };
+        for (m, v) in &p.0 {
+            let vm_metric = match *m {
+                "rx_bytes_per_s" => "net_rx_bytes_per_s",
+                "tx_bytes_per_s" => "net_tx_bytes_per_s",
+                "rx_packets_per_s" => "net_rx_packets_per_s",
+                "tx_packets_per_s" => "net_tx_packets_per_s",
+                _ => continue,
             };
-            for (m, v) in &p.0 {
-                let vm_metric = match *m {
-                    "rx_bytes_per_s" => "net_rx_bytes_per_s",
-                    "tx_bytes_per_s" => "net_tx_bytes_per_s",
-                    "rx_packets_per_s" => "net_rx_packets_per_s",
-                    "tx_packets_per_s" => "net_tx_packets_per_s",
-                    _ => continue,
-                };
-                sums.add(vm_metric, Some(*v));
-            }
-        }
-        if matches!(vm.state, VmState::Running | VmState::Paused) {
-            if let Some(cpu) = r.vm_cpu.get(&vm.id) {
-                let rate = rates.rate(format!("vm:{}:cpu", vm.id), *cpu, at);
-                sums.add("cpu_percent", rate.map(|r| r * 100.0));
-            }
-            sums.points("vm", &vm.id, &mut out);
+            sums.add(vm_metric, Some(*v));
         }
     }
-    // Every port is a chart of its own, a VM's or not.
-    let mut names: Vec<_> = ports.keys().cloned().collect();
-    names.sort();
-    for name in names {
-        if let Some(p) = ports.remove(&name) {
-            p.points("port", &name, &mut out);
+    if matches!(vm.state, VmState::Running | VmState::Paused) {
+        if let Some(cpu) = cpu {
+            let rate = rates.rate(format!("vm:{}:cpu", vm.id), *cpu, at);
+            sums.add("cpu_percent", rate.map(|r| r * 100.0));
         }
+        sums.points("vm", &vm.id, out);
     }
-    rates.keep_only(at);
-    out
 }
 
 fn read(path: &Path) -> Option<String> {

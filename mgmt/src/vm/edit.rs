@@ -163,6 +163,147 @@ fn refuse_unless_stopped(vm: &Vm, edit_hardware: bool) -> Result<(), ApiError> {
     }
 }
 
+impl EditPlan {
+    /// Changes anything but the name.
+    fn changes_hardware(&self) -> bool {
+        let (before, after) = (&self.before, &self.after);
+        before.disks != after.disks
+            || before.nics != after.nics
+            || (
+                before.vcpus,
+                before.memory_mib,
+                &before.boot,
+                &before.driver,
+            ) != (after.vcpus, after.memory_mib, &after.boot, &after.driver)
+    }
+
+    /// What the edit changed, for its event: "renamed from a, 2 vCPUs, ...".
+    fn summary(&self) -> String {
+        let (before, after) = (&self.before, &self.after);
+        let mut what = Vec::new();
+        if before.name != after.name {
+            what.push(format!("renamed from {}", before.name));
+        }
+        if before.vcpus != after.vcpus {
+            what.push(format!("{} vCPUs", after.vcpus));
+        }
+        if before.memory_mib != after.memory_mib {
+            what.push(format!("{} MiB", after.memory_mib));
+        }
+        for (d, _) in &self.added_disks {
+            what.push(format!("disk {}/{} added", d.datastore, d.volume));
+        }
+        for (d, del) in &self.removed_disks {
+            what.push(format!(
+                "disk {}/{} removed{}",
+                d.datastore,
+                d.volume,
+                if *del { " and deleted" } else { "" }
+            ));
+        }
+        for n in &self.added_nics {
+            what.push(format!("NIC {} on {} added", n.mac, n.port_group));
+        }
+        for n in &self.removed_nics {
+            what.push(format!("NIC {} removed", n.mac));
+        }
+        if before.boot != after.boot {
+            what.push("boot source changed".to_owned());
+        }
+        if before.driver != after.driver {
+            what.push(format!("driver {}", after.driver));
+        }
+        what.join(", ")
+    }
+}
+
+/// Takes the disks to remove off `after`: each, with whether its volume
+/// goes too.
+fn take_off_disks(
+    vm: &Vm,
+    after: &mut Vm,
+    remove: &[RemoveDisk],
+) -> Result<Vec<(VmDisk, bool)>, ApiError> {
+    let mut removed = Vec::new();
+    for (i, r) in remove.iter().enumerate() {
+        let Some(pos) = after
+            .disks
+            .iter()
+            .position(|d| d.datastore == r.datastore && d.volume == r.volume)
+        else {
+            return Err(ApiError::invalid(format!(
+                "remove_disks[{i}]: VM {} has no disk {}/{}",
+                vm.name, r.datastore, r.volume
+            )));
+        };
+        removed.push((after.disks.remove(pos), r.delete_volume));
+    }
+    Ok(removed)
+}
+
+/// The size of the existing volume `name` that `add_disks[i]` attaches,
+/// which must be no VM's disk yet; `listed` is its datastore's volumes.
+fn attached_volume_size(
+    i: usize,
+    d: &DiskRequest,
+    name: &str,
+    listed: &serde_json::Value,
+    vms: &[Vm],
+) -> Result<u64, ApiError> {
+    let Some(size) = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["name"] == name))
+        .and_then(|v| v["size"].as_u64())
+    else {
+        return Err(ApiError::invalid(format!(
+            "add_disks[{i}]: datastore {} has no volume {name}",
+            d.datastore
+        )));
+    };
+    let owner = vms.iter().find(|o| {
+        o.disks
+            .iter()
+            .any(|x| x.datastore == d.datastore && x.volume == name)
+    });
+    if let Some(o) = owner {
+        return Err(ApiError::conflict(format!(
+            "add_disks[{i}]: volume {}/{name} is a disk of VM {}",
+            d.datastore, o.name
+        )));
+    }
+    Ok(size)
+}
+
+/// The name of a new volume for the next disk of `after`: named after its
+/// place in the VM, as at creation, and free on its datastore (`listed`).
+fn new_volume_name(after: &Vm, listed: &serde_json::Value) -> String {
+    let mut used: HashSet<String> = listed
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect();
+    used.extend(after.disks.iter().map(|x| x.volume.clone()));
+    free_name(&format!("{}/disk", after.name), after.disks.len(), &used)
+}
+
+/// Takes the NICs to remove off `after`.
+fn take_off_nics(vm: &Vm, after: &mut Vm, remove: &[RemoveNic]) -> Result<Vec<VmNic>, ApiError> {
+    let mut removed = Vec::new();
+    for (i, r) in remove.iter().enumerate() {
+        let mac = check_mac(&r.mac)?;
+        let Some(pos) = after.nics.iter().position(|n| n.mac == mac) else {
+            return Err(ApiError::invalid(format!(
+                "remove_nics[{i}]: VM {} has no NIC {mac}",
+                vm.name
+            )));
+        };
+        removed.push(after.nics.remove(pos));
+    }
+    Ok(removed)
+}
+
 impl Mgmt {
     /// Checks an edit against the VM and the daemons; nothing is changed.
     pub async fn plan_edit(&self, vm: &Vm, edit: &EditVm) -> Result<EditPlan, ApiError> {
@@ -178,149 +319,132 @@ impl Mgmt {
         }
         after.vcpus = edit.vcpus.unwrap_or(vm.vcpus);
         after.memory_mib = edit.memory_mib.unwrap_or(vm.memory_mib);
+        let removed_disks = take_off_disks(vm, &mut after, &edit.remove_disks)?;
+        let added_disks = self.add_disks(vm, &mut after, &edit.add_disks).await?;
+        let removed_nics = take_off_nics(vm, &mut after, &edit.remove_nics)?;
+        let added_nics = self
+            .add_nics(vm, &mut after, &edit.add_nics, &removed_nics)
+            .await?;
+        self.plan_boot_and_driver(vm, &mut after, edit)?;
+        Ok(EditPlan {
+            before: vm.clone(),
+            after,
+            added_disks,
+            removed_disks,
+            added_nics,
+            removed_nics,
+        })
+    }
 
-        // Disks taken off.
-        let mut removed_disks = Vec::new();
-        for (i, r) in edit.remove_disks.iter().enumerate() {
-            let Some(pos) = after
-                .disks
-                .iter()
-                .position(|d| d.datastore == r.datastore && d.volume == r.volume)
-            else {
-                return Err(ApiError::invalid(format!(
-                    "remove_disks[{i}]: VM {} has no disk {}/{}",
-                    vm.name, r.datastore, r.volume
-                )));
-            };
-            removed_disks.push((after.disks.remove(pos), r.delete_volume));
+    /// Adds the new disks to `after`, checked against the datastores: each,
+    /// with whether it is an existing volume.
+    async fn add_disks(
+        &self,
+        vm: &Vm,
+        after: &mut Vm,
+        add: &[DiskRequest],
+    ) -> Result<Vec<(VmDisk, bool)>, ApiError> {
+        let mut added = Vec::new();
+        if add.is_empty() {
+            return Ok(added);
         }
-        // Disks added.
-        let mut added_disks = Vec::new();
-        if !edit.add_disks.is_empty() {
-            self.need_blockd().await?;
-            let (stores, _) = self.sync_datastores().await?;
-            let vms = self.db.vms()?;
-            let mut exports: HashSet<String> =
-                vm.disks.iter().map(|d| d.export_id.clone()).collect();
-            for (i, d) in edit.add_disks.iter().enumerate() {
-                if !stores.iter().any(|s| s.name == d.datastore) {
-                    return Err(ApiError::invalid(format!(
-                        "add_disks[{i}]: datastore {:?} does not exist",
-                        d.datastore
-                    )));
+        self.need_blockd().await?;
+        let (stores, _) = self.sync_datastores().await?;
+        let vms = self.db.vms()?;
+        let mut exports: HashSet<String> = vm.disks.iter().map(|d| d.export_id.clone()).collect();
+        for (i, d) in add.iter().enumerate() {
+            if !stores.iter().any(|s| s.name == d.datastore) {
+                return Err(ApiError::invalid(format!(
+                    "add_disks[{i}]: datastore {:?} does not exist",
+                    d.datastore
+                )));
+            }
+            let listed = self.blockd.volumes(&d.datastore).await?;
+            let (volume, size, attached) = match (&d.volume, d.size_bytes) {
+                (Some(name), _) => {
+                    let size = attached_volume_size(i, d, name, &listed, &vms)?;
+                    (name.clone(), size, true)
                 }
-                let listed = self.blockd.volumes(&d.datastore).await?;
-                let names: HashSet<String> = listed
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
+                (None, size) => (
+                    new_volume_name(after, &listed),
+                    size.unwrap_or_default(),
+                    false,
+                ),
+            };
+            let export_id = free_name(&format!("{}-disk", vm.id), 0, &exports);
+            exports.insert(export_id.clone());
+            let disk = VmDisk {
+                datastore: d.datastore.clone(),
+                volume,
+                size_bytes: size,
+                export_id,
+            };
+            after.disks.push(disk.clone());
+            added.push((disk, attached));
+        }
+        if after.disks.len() > MAX_DISKS {
+            return Err(ApiError::invalid(format!(
+                "A VM has at most {MAX_DISKS} disks"
+            )));
+        }
+        Ok(added)
+    }
+
+    /// Adds the new NICs to `after`, checked against the port groups; their
+    /// MACs differ from those kept and those `removed`.
+    async fn add_nics(
+        &self,
+        vm: &Vm,
+        after: &mut Vm,
+        add: &[NicRequest],
+        removed: &[VmNic],
+    ) -> Result<Vec<VmNic>, ApiError> {
+        let mut added = Vec::new();
+        if add.is_empty() {
+            return Ok(added);
+        }
+        self.need_vswitchd().await?;
+        let (_, groups, _) = self.sync_networks().await?;
+        let mut ports: HashSet<String> = vm.nics.iter().map(|n| n.port.clone()).collect();
+        for (i, n) in add.iter().enumerate() {
+            let mac = check_nic(
+                "add_nics",
+                i,
+                n,
+                after
+                    .nics
                     .iter()
-                    .filter_map(|v| v["name"].as_str().map(str::to_owned))
-                    .collect();
-                let (volume, size, attached) = match (&d.volume, d.size_bytes) {
-                    (Some(name), _) => {
-                        let Some(size) = listed
-                            .as_array()
-                            .and_then(|a| a.iter().find(|v| v["name"] == name.as_str()))
-                            .and_then(|v| v["size"].as_u64())
-                        else {
-                            return Err(ApiError::invalid(format!(
-                                "add_disks[{i}]: datastore {} has no volume {name}",
-                                d.datastore
-                            )));
-                        };
-                        let owner = vms.iter().find(|o| {
-                            o.disks
-                                .iter()
-                                .any(|x| x.datastore == d.datastore && &x.volume == name)
-                        });
-                        if let Some(o) = owner {
-                            return Err(ApiError::conflict(format!(
-                                "add_disks[{i}]: volume {}/{name} is a disk of VM {}",
-                                d.datastore, o.name
-                            )));
-                        }
-                        (name.clone(), size, true)
-                    }
-                    (None, size) => {
-                        let mut used = names;
-                        used.extend(after.disks.iter().map(|x| x.volume.clone()));
-                        // Named after its place in the VM, as at creation.
-                        let name =
-                            free_name(&format!("{}/disk", after.name), after.disks.len(), &used);
-                        (name, size.unwrap_or_default(), false)
-                    }
-                };
-                let export_id = free_name(&format!("{}-disk", vm.id), 0, &exports);
-                exports.insert(export_id.clone());
-                let disk = VmDisk {
-                    datastore: d.datastore.clone(),
-                    volume,
-                    size_bytes: size,
-                    export_id,
-                };
-                after.disks.push(disk.clone());
-                added_disks.push((disk, attached));
-            }
-            if after.disks.len() > MAX_DISKS {
+                    .map(|x| x.mac.as_str())
+                    .chain(removed.iter().map(|x| x.mac.as_str())),
+            )?;
+            if !groups.iter().any(|x| x["name"] == n.port_group.as_str()) {
                 return Err(ApiError::invalid(format!(
-                    "A VM has at most {MAX_DISKS} disks"
+                    "add_nics[{i}]: port group {:?} does not exist",
+                    n.port_group
                 )));
             }
-        }
-
-        // NICs taken off, then added.
-        let mut removed_nics = Vec::new();
-        for (i, r) in edit.remove_nics.iter().enumerate() {
-            let mac = check_mac(&r.mac)?;
-            let Some(pos) = after.nics.iter().position(|n| n.mac == mac) else {
-                return Err(ApiError::invalid(format!(
-                    "remove_nics[{i}]: VM {} has no NIC {mac}",
-                    vm.name
-                )));
+            let port = free_name(&format!("{}-nic", vm.id), 0, &ports);
+            ports.insert(port.clone());
+            let nic = VmNic {
+                port_group: n.port_group.clone(),
+                mac,
+                port,
             };
-            removed_nics.push(after.nics.remove(pos));
+            after.nics.push(nic.clone());
+            added.push(nic);
         }
-        let mut added_nics = Vec::new();
-        if !edit.add_nics.is_empty() {
-            self.need_vswitchd().await?;
-            let (_, groups, _) = self.sync_networks().await?;
-            let mut ports: HashSet<String> = vm.nics.iter().map(|n| n.port.clone()).collect();
-            for (i, n) in edit.add_nics.iter().enumerate() {
-                let mac = check_nic(
-                    "add_nics",
-                    i,
-                    n,
-                    after
-                        .nics
-                        .iter()
-                        .map(|x| x.mac.as_str())
-                        .chain(removed_nics.iter().map(|x| x.mac.as_str())),
-                )?;
-                if !groups.iter().any(|x| x["name"] == n.port_group.as_str()) {
-                    return Err(ApiError::invalid(format!(
-                        "add_nics[{i}]: port group {:?} does not exist",
-                        n.port_group
-                    )));
-                }
-                let port = free_name(&format!("{}-nic", vm.id), 0, &ports);
-                ports.insert(port.clone());
-                let nic = VmNic {
-                    port_group: n.port_group.clone(),
-                    mac,
-                    port,
-                };
-                after.nics.push(nic.clone());
-                added_nics.push(nic);
-            }
-            if after.nics.len() > MAX_NICS {
-                return Err(ApiError::invalid(format!(
-                    "A VM has at most {MAX_NICS} NICs"
-                )));
-            }
+        if after.nics.len() > MAX_NICS {
+            return Err(ApiError::invalid(format!(
+                "A VM has at most {MAX_NICS} NICs"
+            )));
         }
+        Ok(added)
+    }
 
-        // Boot source and driver.
+    /// Sets the new boot source on `after` (a VM booting from its disk
+    /// keeps one), and the driver: the one asked for, else the current one
+    /// if it can boot the source, else the host's choice.
+    fn plan_boot_and_driver(&self, vm: &Vm, after: &mut Vm, edit: &EditVm) -> Result<(), ApiError> {
         if let Some(b) = &edit.boot {
             after.boot = check_boot(b, !after.disks.is_empty(), &self.paths.boot_dirs())?;
         } else if after.boot == Boot::Disk && after.disks.is_empty() {
@@ -339,14 +463,7 @@ impl Mgmt {
             after.driver = d.as_str().to_owned();
             after.driver_reason = why;
         }
-        Ok(EditPlan {
-            before: vm.clone(),
-            after,
-            added_disks,
-            removed_disks,
-            added_nics,
-            removed_nics,
-        })
+        Ok(())
     }
 
     /// Makes a planned edit under the VM's lock.
@@ -359,41 +476,12 @@ impl Mgmt {
         let id = plan.before.id.clone();
         let lock = self.vm_lock(&id);
         let _guard = lock.lock().await;
-        let now = self.find_vm(&id)?;
-        let hardware = plan.before.disks != plan.after.disks
-            || plan.before.nics != plan.after.nics
-            || (
-                plan.before.vcpus,
-                plan.before.memory_mib,
-                &plan.before.boot,
-                &plan.before.driver,
-            ) != (
-                plan.after.vcpus,
-                plan.after.memory_mib,
-                &plan.after.boot,
-                &plan.after.driver,
-            );
-        refuse_unless_stopped(&now, hardware)?;
-        if (&now.disks, &now.nics, &now.name)
-            != (&plan.before.disks, &plan.before.nics, &plan.before.name)
-        {
-            return Err(ApiError::conflict(format!(
-                "VM {} changed while this edit waited: edit it again",
-                now.name
-            )));
-        }
+        self.check_still_planned(&plan)?;
         let mut done = Done::default();
         ctx.progress(10, "changing devices");
         let result = self.edit_devices(&plan, &mut done).await;
         let result = match result {
-            Ok(()) => self.db.update_vm(&plan.after).map_err(|e| match e {
-                crate::db::DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    ApiError::conflict(format!("A VM named {:?} exists", plan.after.name))
-                }
-                other => other.into(),
-            }),
+            Ok(()) => self.save_edited(&plan.after),
             Err(e) => Err(e),
         };
         if let Err(e) = result {
@@ -409,6 +497,49 @@ impl Mgmt {
             return Err(e);
         }
         // Volumes go last: their deletion cannot be undone.
+        let kept = self.delete_removed_volumes(&plan, &user).await;
+        self.db.event(
+            "info",
+            "vm.edited",
+            &id,
+            &format!("VM {} edited: {}", plan.after.name, plan.summary()),
+            Some(&user),
+        );
+        Ok(json!({ "id": id, "name": plan.after.name, "volumes_not_deleted": kept }))
+    }
+
+    /// Refuses the edit if the VM runs and the edit changes its hardware,
+    /// or if its disks, NICs or name changed since the edit was planned.
+    fn check_still_planned(&self, plan: &EditPlan) -> Result<(), ApiError> {
+        let now = self.find_vm(&plan.before.id)?;
+        refuse_unless_stopped(&now, plan.changes_hardware())?;
+        if (&now.disks, &now.nics, &now.name)
+            != (&plan.before.disks, &plan.before.nics, &plan.before.name)
+        {
+            return Err(ApiError::conflict(format!(
+                "VM {} changed while this edit waited: edit it again",
+                now.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes the edited VM to the inventory; a name taken meanwhile is a
+    /// conflict.
+    fn save_edited(&self, after: &Vm) -> Result<(), ApiError> {
+        self.db.update_vm(after).map_err(|e| match e {
+            crate::db::DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                ApiError::conflict(format!("A VM named {:?} exists", after.name))
+            }
+            other => other.into(),
+        })
+    }
+
+    /// Deletes the volumes of the disks taken off that go too: the ones
+    /// that could not be deleted (each also an event).
+    async fn delete_removed_volumes(&self, plan: &EditPlan, user: &str) -> Vec<String> {
         let mut kept = Vec::new();
         for (d, delete) in &plan.removed_disks {
             if !delete {
@@ -426,53 +557,13 @@ impl Mgmt {
                             "Volume {}/{} left VM {} but could not be deleted: {e}",
                             d.datastore, d.volume, plan.after.name
                         ),
-                        Some(&user),
+                        Some(user),
                     );
                     kept.push(format!("{}/{}", d.datastore, d.volume));
                 }
             }
         }
-        let mut what = Vec::new();
-        if plan.before.name != plan.after.name {
-            what.push(format!("renamed from {}", plan.before.name));
-        }
-        if plan.before.vcpus != plan.after.vcpus {
-            what.push(format!("{} vCPUs", plan.after.vcpus));
-        }
-        if plan.before.memory_mib != plan.after.memory_mib {
-            what.push(format!("{} MiB", plan.after.memory_mib));
-        }
-        for (d, _) in &plan.added_disks {
-            what.push(format!("disk {}/{} added", d.datastore, d.volume));
-        }
-        for (d, del) in &plan.removed_disks {
-            what.push(format!(
-                "disk {}/{} removed{}",
-                d.datastore,
-                d.volume,
-                if *del { " and deleted" } else { "" }
-            ));
-        }
-        for n in &plan.added_nics {
-            what.push(format!("NIC {} on {} added", n.mac, n.port_group));
-        }
-        for n in &plan.removed_nics {
-            what.push(format!("NIC {} removed", n.mac));
-        }
-        if plan.before.boot != plan.after.boot {
-            what.push("boot source changed".to_owned());
-        }
-        if plan.before.driver != plan.after.driver {
-            what.push(format!("driver {}", plan.after.driver));
-        }
-        self.db.event(
-            "info",
-            "vm.edited",
-            &id,
-            &format!("VM {} edited: {}", plan.after.name, what.join(", ")),
-            Some(&user),
-        );
-        Ok(json!({ "id": id, "name": plan.after.name, "volumes_not_deleted": kept }))
+        kept
     }
 
     async fn edit_devices(&self, plan: &EditPlan, done: &mut Done) -> Result<(), ApiError> {

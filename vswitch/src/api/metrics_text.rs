@@ -267,6 +267,14 @@ mod tests {
         }
     }
 
+    /// The whole page, byte for byte: what Prometheus scrapes must not
+    /// change when the code writing it does.
+    #[test]
+    fn renders_the_same_text() {
+        let text = render(&stats(), &[("vSwitch0".into(), 2), ("sw\"1".into(), 0)]);
+        assert_eq!(text, include_str!("testdata/metrics.txt"));
+    }
+
     #[test]
     fn renders_every_family_with_labels() {
         let text = render(&stats(), &[("vSwitch0".into(), 2)]);

@@ -212,7 +212,7 @@ pub fn initial_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::request::error_chain;
+    use control::error_chain;
 
     fn sample() -> SwitchConfig {
         serde_json::from_str(

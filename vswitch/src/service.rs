@@ -14,7 +14,10 @@ use serde::Serialize;
 
 use crate::api::edit;
 use crate::api::metrics_text;
-use crate::api::request::{ApiError, Change, Query, Request, Response, error_chain};
+use control::error_chain;
+use control::server::{PROMETHEUS_TEXT, Reply};
+
+use crate::api::request::{ApiError, Change, Query, Request};
 use crate::config::SwitchConfig;
 use crate::daemon::{Daemon, DaemonError, MacEntry, PortStats, Stats};
 use crate::persist::StateFile;
@@ -117,14 +120,14 @@ impl Outcome {
         }
     }
 
-    fn answer(self, c: &SwitchConfig) -> Result<Response, ApiError> {
+    fn answer(self, c: &SwitchConfig) -> Result<Reply, ApiError> {
         match self {
             Outcome::Config => json(false, c),
             Outcome::Switch { name, created } => json(created, find_switch(c, &name)?),
             Outcome::Uplink { switch, name } => json(true, find_uplink(c, &switch, &name)?),
             Outcome::PortGroup { name, created } => json(created, find_port_group(c, &name)?),
             Outcome::Port { name, created } => json(created, find_port(c, &name)?),
-            Outcome::Removed => Ok(Response::Empty),
+            Outcome::Removed => Ok(Reply::Empty),
         }
     }
 }
@@ -151,10 +154,14 @@ fn describe(change: &Change) -> String {
     }
 }
 
-fn json<T: Serialize + ?Sized>(created: bool, value: &T) -> Result<Response, ApiError> {
+fn json<T: Serialize + ?Sized>(created: bool, value: &T) -> Result<Reply, ApiError> {
     let body = serde_json::to_value(value)
         .map_err(|e| ApiError::internal(format!("Cannot encode the answer: {e}")))?;
-    Ok(Response::Json { created, body })
+    Ok(if created {
+        Reply::Created(body)
+    } else {
+        Reply::Json(body)
+    })
 }
 
 fn find_switch<'a>(
@@ -218,14 +225,14 @@ impl<D: Control> Vswitchd<D> {
     }
 
     /// Carries out one request.
-    pub fn handle(&self, request: Request) -> Result<Response, ApiError> {
+    pub fn handle(&self, request: Request) -> Result<Reply, ApiError> {
         match request {
             Request::Query(q) => self.query(q),
             Request::Change(c) => self.change(c),
         }
     }
 
-    fn change(&self, change: Change) -> Result<Response, ApiError> {
+    fn change(&self, change: Change) -> Result<Reply, ApiError> {
         let _changing = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.daemon.config();
         let outcome = Outcome::of(&change);
@@ -254,7 +261,7 @@ impl<D: Control> Vswitchd<D> {
         outcome.answer(&new)
     }
 
-    fn query(&self, query: Query) -> Result<Response, ApiError> {
+    fn query(&self, query: Query) -> Result<Reply, ApiError> {
         let c = self.daemon.config();
         match query {
             Query::Config => json(false, &c),
@@ -303,7 +310,10 @@ impl<D: Control> Vswitchd<D> {
                         (s.name.clone(), n)
                     })
                     .collect();
-                Ok(Response::Metrics(metrics_text::render(&stats, &entries)))
+                Ok(Reply::Text {
+                    content_type: PROMETHEUS_TEXT,
+                    body: metrics_text::render(&stats, &entries),
+                })
             }
         }
     }
@@ -379,9 +389,10 @@ mod tests {
         ))
     }
 
-    fn body(r: Result<Response, ApiError>) -> (bool, serde_json::Value) {
+    fn body(r: Result<Reply, ApiError>) -> (bool, serde_json::Value) {
         match r.unwrap() {
-            Response::Json { created, body } => (created, body),
+            Reply::Json(body) => (false, body),
+            Reply::Created(body) => (true, body),
             other => panic!("not JSON: {other:?}"),
         }
     }
@@ -429,7 +440,7 @@ mod tests {
         assert_eq!(state.load().unwrap().unwrap().ports.len(), 1);
         assert_eq!(
             v.handle(Request::Change(Change::RemovePort { name: "a".into() })),
-            Ok(Response::Empty)
+            Ok(Reply::Empty)
         );
         assert!(state.load().unwrap().unwrap().ports.is_empty());
     }
@@ -493,7 +504,7 @@ mod tests {
             let e = q(query.clone()).unwrap_err();
             assert_eq!(e.status, 404, "{query:?}");
         }
-        let Ok(Response::Metrics(text)) = q(Query::Metrics) else {
+        let Ok(Reply::Text { body: text, .. }) = q(Query::Metrics) else {
             panic!("metrics");
         };
         assert!(text.contains("sfera_vswitch_mac_table_entries{switch=\"vSwitch0\"} 1"));

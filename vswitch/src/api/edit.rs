@@ -9,7 +9,7 @@
 
 use crate::config::{PortConfig, SwitchConfig, Teaming, UplinkConfig, VSwitchConfig};
 
-use super::request::{ApiError, Change, PortGroupSettings, PortSettings, SwitchSettings};
+use super::request::{ApiError, Change, PortGroupSettings, PortSettings, SwitchSettings, invalid};
 
 /// The configuration `current` with `change` made, validated.
 pub fn change(current: &SwitchConfig, change: Change) -> Result<SwitchConfig, ApiError> {
@@ -104,7 +104,7 @@ fn same<T: PartialEq + std::fmt::Debug>(
     how: &str,
 ) -> Result<(), ApiError> {
     match given {
-        Some(v) if v != current => Err(ApiError::invalid(format!(
+        Some(v) if v != current => Err(invalid(format!(
             "{what} cannot change from {current:?} to {v:?}; {how}"
         ))),
         _ => Ok(()),

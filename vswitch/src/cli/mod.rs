@@ -12,6 +12,7 @@ pub mod show;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use hyper::Method;
@@ -19,7 +20,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::api::client::{self, ClientError};
+use control::client::{CallError, UnixApi};
+use control::path::encode_segment as seg;
+
 use crate::config::{DEFAULT_SWITCH, PortConfig, PortGroupConfig, VSwitchConfig};
 
 pub use policy_flags::PolicyFlags;
@@ -31,7 +34,7 @@ pub enum CliError {
     Connect {
         api: PathBuf,
         #[source]
-        source: ClientError,
+        source: Box<CallError>,
     },
     /// The daemon refused: its message.
     #[error("{message} (HTTP {status})")]
@@ -227,18 +230,24 @@ fn to_json<T: Serialize>(value: &T) -> Result<Value, CliError> {
     serde_json::to_value(value).map_err(CliError::Answer)
 }
 
+/// How long the daemon has to answer (applying a change may create TAPs
+/// and sockets, but never takes this long).
+const TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A client of one daemon.
-struct Api<'a> {
-    socket: &'a Path,
+struct Api {
+    client: UnixApi,
 }
 
-impl Api<'_> {
+impl Api {
     /// Sends a request; a refusal is an error with the daemon's message.
     fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<String, CliError> {
-        let (status, text) =
-            client::call(self.socket, method, path, body).map_err(|source| CliError::Connect {
-                api: self.socket.to_owned(),
-                source,
+        let (status, text) = self
+            .client
+            .call_blocking(method, path, body)
+            .map_err(|source| CliError::Connect {
+                api: self.client.socket.clone(),
+                source: Box::new(source),
             })?;
         if status >= 400 {
             let message = serde_json::from_str::<Value>(&text)
@@ -263,7 +272,9 @@ pub fn run(
     command: ClientCommand,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let api = Api { socket: api };
+    let api = Api {
+        client: UnixApi::new("sfera-vswitchd", api).with_timeout(TIMEOUT),
+    };
     let (method, path, body, output) = plan(&api, command)?;
     let text = api.call(method, &path, body.as_ref())?;
     let shown = if text.is_empty() {
@@ -285,23 +296,8 @@ pub fn run(
 
 type Plan = (Method, String, Option<Value>, Output);
 
-/// A name as one URL path segment: everything but letters, digits and
-/// `-._~` percent-encoded (the daemon refuses such names, with its own
-/// message, rather than the URL breaking).
-fn seg(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The request a command makes (after reading the object, for `set`).
-fn plan(api: &Api<'_>, command: ClientCommand) -> Result<Plan, CliError> {
+fn plan(api: &Api, command: ClientCommand) -> Result<Plan, CliError> {
     let get = |path: String, output: Output| -> Result<Plan, CliError> {
         Ok((Method::GET, path, None, output))
     };
@@ -591,11 +587,5 @@ mod tests {
         assert!(vswitchd.daemon().config().ports.is_empty());
         let e = cli(Path::new("/nonexistent/api.sock"), "switch list").unwrap_err();
         assert!(matches!(e, CliError::Connect { .. }), "{e}");
-    }
-
-    #[test]
-    fn names_are_escaped_in_paths() {
-        assert_eq!(seg("vm1-eth0.x_y"), "vm1-eth0.x_y");
-        assert_eq!(seg("a b/c?"), "a%20b%2Fc%3F");
     }
 }

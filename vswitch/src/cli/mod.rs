@@ -296,173 +296,34 @@ pub fn run(
 
 type Plan = (Method, String, Option<Value>, Output);
 
+fn get(path: String, output: Output) -> Plan {
+    (Method::GET, path, None, output)
+}
+
+fn delete(path: String) -> Plan {
+    (Method::DELETE, path, None, Output::Object)
+}
+
 /// The request a command makes (after reading the object, for `set`).
 fn plan(api: &Api, command: ClientCommand) -> Result<Plan, CliError> {
-    let get = |path: String, output: Output| -> Result<Plan, CliError> {
-        Ok((Method::GET, path, None, output))
-    };
-    let delete = |path: String| -> Result<Plan, CliError> {
-        Ok((Method::DELETE, path, None, Output::Object))
-    };
     Ok(match command {
-        ClientCommand::Switch(cmd) => match cmd {
-            SwitchCmd::List => get(
-                "/v1/switches".into(),
-                Output::Table(|v| Ok(show::switches(&typed::<Vec<VSwitchConfig>>(v)?))),
-            )?,
-            SwitchCmd::Show { name } => {
-                get(format!("/v1/switches/{}", seg(&name)), Output::Object)?
-            }
-            SwitchCmd::Add { name, mac_ageing } => {
-                let mut body = json!({ "name": name });
-                if let Some(s) = mac_ageing {
-                    body["mac_ageing_s"] = s.into();
-                }
-                (
-                    Method::POST,
-                    "/v1/switches".into(),
-                    Some(body),
-                    Output::Object,
-                )
-            }
-            SwitchCmd::Set { name, mac_ageing } => {
-                let path = format!("/v1/switches/{}", seg(&name));
-                let current: VSwitchConfig = api.get(&path)?;
-                let body = json!({ "mac_ageing_s": mac_ageing.unwrap_or(current.mac_ageing_s) });
-                (Method::PUT, path, Some(body), Output::Object)
-            }
-            SwitchCmd::Remove { name } => delete(format!("/v1/switches/{}", seg(&name)))?,
-        },
-        ClientCommand::Uplink(cmd) => match cmd {
-            UplinkCmd::List { switch } => get(
-                format!("/v1/switches/{}/uplinks", seg(&switch)),
-                Output::Table(|v| Ok(show::uplinks(&typed::<Vec<_>>(v)?))),
-            )?,
-            UplinkCmd::Show { switch, name } => get(
-                format!("/v1/switches/{}/uplinks/{}", seg(&switch), seg(&name)),
-                Output::Object,
-            )?,
-            UplinkCmd::Add {
-                switch,
-                name,
-                kind,
-                interface,
-            } => {
-                let kind = match kind {
-                    UplinkKind::Tap => "tap",
-                    UplinkKind::AfPacket => "af_packet",
-                };
-                let interface = interface.unwrap_or_else(|| name.clone());
-                let body = json!({ "name": name, "type": kind, "interface": interface });
-                (
-                    Method::POST,
-                    format!("/v1/switches/{}/uplinks", seg(&switch)),
-                    Some(body),
-                    Output::Object,
-                )
-            }
-            UplinkCmd::Remove { switch, name } => delete(format!(
-                "/v1/switches/{}/uplinks/{}",
-                seg(&switch),
-                seg(&name)
-            ))?,
-        },
-        ClientCommand::PortGroup(cmd) => match cmd {
-            PortGroupCmd::List => get(
-                "/v1/port-groups".into(),
-                Output::Table(|v| Ok(show::port_groups(&typed::<Vec<_>>(v)?))),
-            )?,
-            PortGroupCmd::Show { name } => {
-                get(format!("/v1/port-groups/{}", seg(&name)), Output::Object)?
-            }
-            PortGroupCmd::Add {
-                name,
-                switch,
-                policy,
-            } => {
-                let mut group: PortGroupConfig = typed(&json!({ "name": name, "switch": switch }))?;
-                policy.apply_to(&mut group)?;
-                (
-                    Method::POST,
-                    "/v1/port-groups".into(),
-                    Some(to_json(&group)?),
-                    Output::Object,
-                )
-            }
-            PortGroupCmd::Set { name, policy } => {
-                let path = format!("/v1/port-groups/{}", seg(&name));
-                let mut group: PortGroupConfig = api.get(&path)?;
-                policy.apply_to(&mut group)?;
-                (Method::PUT, path, Some(to_json(&group)?), Output::Object)
-            }
-            PortGroupCmd::Remove { name } => delete(format!("/v1/port-groups/{}", seg(&name)))?,
-        },
-        ClientCommand::Port(cmd) => match cmd {
-            PortCmd::List => get(
-                "/v1/ports".into(),
-                Output::Table(|v| Ok(show::ports(&typed::<Vec<_>>(v)?))),
-            )?,
-            PortCmd::Show { name } => get(format!("/v1/ports/{}", seg(&name)), Output::Object)?,
-            PortCmd::Add {
-                name,
-                socket,
-                mac,
-                port_group,
-                mode,
-                mtu,
-                queues,
-            } => {
-                let socket = std::path::absolute(&socket).map_err(|source| CliError::Read {
-                    path: socket.clone(),
-                    source,
-                })?;
-                let mut body = json!({
-                    "name": name, "socket": socket, "mac": mac, "port_group": port_group,
-                    "mode": match mode { Mode::Server => "server", Mode::Client => "client" },
-                });
-                if let Some(m) = mtu {
-                    body["mtu"] = m.into();
-                }
-                if let Some(q) = queues {
-                    body["queues"] = q.into();
-                }
-                (Method::POST, "/v1/ports".into(), Some(body), Output::Object)
-            }
-            PortCmd::Set {
-                name,
-                port_group,
-                mac,
-                mtu,
-            } => {
-                let path = format!("/v1/ports/{}", seg(&name));
-                let current: PortConfig = api.get(&path)?;
-                let mut body = to_json(&current)?;
-                if let Some(g) = port_group {
-                    body["port_group"] = g.into();
-                }
-                if let Some(m) = mac {
-                    body["mac"] = m.into();
-                }
-                if let Some(m) = mtu {
-                    body["mtu"] = m.into();
-                }
-                (Method::PUT, path, Some(body), Output::Object)
-            }
-            PortCmd::Remove { name } => delete(format!("/v1/ports/{}", seg(&name)))?,
-        },
+        ClientCommand::Switch(cmd) => plan_switch(api, cmd)?,
+        ClientCommand::Uplink(cmd) => plan_uplink(cmd),
+        ClientCommand::PortGroup(cmd) => plan_port_group(api, cmd)?,
+        ClientCommand::Port(cmd) => plan_port(api, cmd)?,
         ClientCommand::MacTable { switch } => get(
             format!("/v1/switches/{}/mac-table", seg(&switch)),
             Output::Table(|v| Ok(show::mac_table(v))),
-        )?,
+        ),
         ClientCommand::Stats { port: None } => {
-            get("/v1/stats".into(), Output::Table(|v| Ok(show::stats(v))))?
+            get("/v1/stats".into(), Output::Table(|v| Ok(show::stats(v))))
         }
         ClientCommand::Stats { port: Some(port) } => get(
             format!("/v1/ports/{}/stats", seg(&port)),
             Output::Table(|v| Ok(show::port_stats(v))),
-        )?,
-        ClientCommand::Metrics => get("/metrics".into(), Output::Text)?,
-        ClientCommand::Config(ConfigCmd::Show) => get("/v1/config".into(), Output::Object)?,
+        ),
+        ClientCommand::Metrics => get("/metrics".into(), Output::Text),
+        ClientCommand::Config(ConfigCmd::Show) => get("/v1/config".into(), Output::Object),
         ClientCommand::Config(ConfigCmd::Replace { file }) => {
             let text = std::fs::read_to_string(&file).map_err(|source| CliError::Read {
                 path: file.clone(),
@@ -472,6 +333,161 @@ fn plan(api: &Api, command: ClientCommand) -> Result<Plan, CliError> {
                 .map_err(|e| CliError::Usage(format!("{} is not JSON: {e}", file.display())))?;
             (Method::PUT, "/v1/config".into(), Some(body), Output::Object)
         }
+    })
+}
+
+fn plan_switch(api: &Api, cmd: SwitchCmd) -> Result<Plan, CliError> {
+    Ok(match cmd {
+        SwitchCmd::List => get(
+            "/v1/switches".into(),
+            Output::Table(|v| Ok(show::switches(&typed::<Vec<VSwitchConfig>>(v)?))),
+        ),
+        SwitchCmd::Show { name } => get(format!("/v1/switches/{}", seg(&name)), Output::Object),
+        SwitchCmd::Add { name, mac_ageing } => {
+            let mut body = json!({ "name": name });
+            if let Some(s) = mac_ageing {
+                body["mac_ageing_s"] = s.into();
+            }
+            (
+                Method::POST,
+                "/v1/switches".into(),
+                Some(body),
+                Output::Object,
+            )
+        }
+        SwitchCmd::Set { name, mac_ageing } => {
+            let path = format!("/v1/switches/{}", seg(&name));
+            let current: VSwitchConfig = api.get(&path)?;
+            let body = json!({ "mac_ageing_s": mac_ageing.unwrap_or(current.mac_ageing_s) });
+            (Method::PUT, path, Some(body), Output::Object)
+        }
+        SwitchCmd::Remove { name } => delete(format!("/v1/switches/{}", seg(&name))),
+    })
+}
+
+fn plan_uplink(cmd: UplinkCmd) -> Plan {
+    match cmd {
+        UplinkCmd::List { switch } => get(
+            format!("/v1/switches/{}/uplinks", seg(&switch)),
+            Output::Table(|v| Ok(show::uplinks(&typed::<Vec<_>>(v)?))),
+        ),
+        UplinkCmd::Show { switch, name } => get(
+            format!("/v1/switches/{}/uplinks/{}", seg(&switch), seg(&name)),
+            Output::Object,
+        ),
+        UplinkCmd::Add {
+            switch,
+            name,
+            kind,
+            interface,
+        } => {
+            let kind = match kind {
+                UplinkKind::Tap => "tap",
+                UplinkKind::AfPacket => "af_packet",
+            };
+            let interface = interface.unwrap_or_else(|| name.clone());
+            let body = json!({ "name": name, "type": kind, "interface": interface });
+            (
+                Method::POST,
+                format!("/v1/switches/{}/uplinks", seg(&switch)),
+                Some(body),
+                Output::Object,
+            )
+        }
+        UplinkCmd::Remove { switch, name } => delete(format!(
+            "/v1/switches/{}/uplinks/{}",
+            seg(&switch),
+            seg(&name)
+        )),
+    }
+}
+
+fn plan_port_group(api: &Api, cmd: PortGroupCmd) -> Result<Plan, CliError> {
+    Ok(match cmd {
+        PortGroupCmd::List => get(
+            "/v1/port-groups".into(),
+            Output::Table(|v| Ok(show::port_groups(&typed::<Vec<_>>(v)?))),
+        ),
+        PortGroupCmd::Show { name } => {
+            get(format!("/v1/port-groups/{}", seg(&name)), Output::Object)
+        }
+        PortGroupCmd::Add {
+            name,
+            switch,
+            policy,
+        } => {
+            let mut group: PortGroupConfig = typed(&json!({ "name": name, "switch": switch }))?;
+            policy.apply_to(&mut group)?;
+            (
+                Method::POST,
+                "/v1/port-groups".into(),
+                Some(to_json(&group)?),
+                Output::Object,
+            )
+        }
+        PortGroupCmd::Set { name, policy } => {
+            let path = format!("/v1/port-groups/{}", seg(&name));
+            let mut group: PortGroupConfig = api.get(&path)?;
+            policy.apply_to(&mut group)?;
+            (Method::PUT, path, Some(to_json(&group)?), Output::Object)
+        }
+        PortGroupCmd::Remove { name } => delete(format!("/v1/port-groups/{}", seg(&name))),
+    })
+}
+
+fn plan_port(api: &Api, cmd: PortCmd) -> Result<Plan, CliError> {
+    Ok(match cmd {
+        PortCmd::List => get(
+            "/v1/ports".into(),
+            Output::Table(|v| Ok(show::ports(&typed::<Vec<_>>(v)?))),
+        ),
+        PortCmd::Show { name } => get(format!("/v1/ports/{}", seg(&name)), Output::Object),
+        PortCmd::Add {
+            name,
+            socket,
+            mac,
+            port_group,
+            mode,
+            mtu,
+            queues,
+        } => {
+            let socket = std::path::absolute(&socket).map_err(|source| CliError::Read {
+                path: socket.clone(),
+                source,
+            })?;
+            let mut body = json!({
+                "name": name, "socket": socket, "mac": mac, "port_group": port_group,
+                "mode": match mode { Mode::Server => "server", Mode::Client => "client" },
+            });
+            if let Some(m) = mtu {
+                body["mtu"] = m.into();
+            }
+            if let Some(q) = queues {
+                body["queues"] = q.into();
+            }
+            (Method::POST, "/v1/ports".into(), Some(body), Output::Object)
+        }
+        PortCmd::Set {
+            name,
+            port_group,
+            mac,
+            mtu,
+        } => {
+            let path = format!("/v1/ports/{}", seg(&name));
+            let current: PortConfig = api.get(&path)?;
+            let mut body = to_json(&current)?;
+            if let Some(g) = port_group {
+                body["port_group"] = g.into();
+            }
+            if let Some(m) = mac {
+                body["mac"] = m.into();
+            }
+            if let Some(m) = mtu {
+                body["mtu"] = m.into();
+            }
+            (Method::PUT, path, Some(body), Output::Object)
+        }
+        PortCmd::Remove { name } => delete(format!("/v1/ports/{}", seg(&name))),
     })
 }
 

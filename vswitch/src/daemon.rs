@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use crate::api::types::{MacEntry, PortStats, Stats, UplinkStats};
 use crate::config::{BadConfig, PortConfig, PortGroupConfig, SwitchConfig, UplinkConfig};
 use crate::counters::{PortCounters, WorkerCounters};
 use crate::teaming::Team;
@@ -41,65 +41,6 @@ pub struct DaemonOptions {
     /// Microseconds the worker keeps polling after its last frame before it
     /// sleeps on the guests' kicks (0: always sleep when idle).
     pub poll_us: u32,
-}
-
-/// Counters of a VM port.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PortStats {
-    pub name: String,
-    pub port_group: String,
-    pub switch: String,
-    /// A frontend is connected and the port's queues are running.
-    pub connected: bool,
-    /// Queue pairs the guest enabled.
-    pub queues_enabled: u16,
-    /// Frames and bytes delivered to the guest.
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    /// Frames and bytes the guest sent that the switch accepted.
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    /// Frames dropped at this port, by reason label ([`crate::frame::DropReason::label`]).
-    pub drops: BTreeMap<&'static str, u64>,
-}
-
-/// Counters of an uplink.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct UplinkStats {
-    pub name: String,
-    pub switch: String,
-    pub interface: String,
-    pub link_up: bool,
-    /// Frames received from the host network.
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    /// Frames sent to the host network.
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub drops: BTreeMap<&'static str, u64>,
-}
-
-/// Everything the switch counts.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
-    pub ports: Vec<PortStats>,
-    pub uplinks: Vec<UplinkStats>,
-    /// Forwarding worker: poll rounds that moved frames, and the TSC cycles
-    /// they took (OVS's "processing cycles").
-    pub worker_busy_rounds: u64,
-    pub worker_busy_cycles: u64,
-    pub worker_packets: u64,
-}
-
-/// One learned address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MacEntry {
-    pub vlan: u16,
-    pub mac: crate::frame::MacAddr,
-    /// Port or uplink name.
-    pub port: String,
-    /// Seconds since the address was last seen.
-    pub age_s: u64,
 }
 
 /// How long the daemon waits for the worker to take a change.

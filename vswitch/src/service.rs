@@ -18,8 +18,9 @@ use control::error_chain;
 use control::server::{PROMETHEUS_TEXT, Reply};
 
 use crate::api::request::{ApiError, Change, Query, Request};
+use crate::api::types::{MacEntry, PortStats, Stats};
 use crate::config::SwitchConfig;
-use crate::daemon::{Daemon, DaemonError, MacEntry, PortStats, Stats};
+use crate::daemon::{Daemon, DaemonError};
 use crate::persist::StateFile;
 
 /// What the API needs of the running switch: the [`Daemon`], or a stand-in

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 
 use control::prometheus::{Exposition, Kind};
 
-use crate::daemon::{PortStats, Stats, UplinkStats};
+use super::types::{PortStats, Stats, UplinkStats};
 use crate::frame::DropReason;
 
 /// Every drop reason with its count: the known reasons always (0 when not
 /// counted), then any other the dataplane reports.
-fn drop_counts(drops: &BTreeMap<&'static str, u64>) -> Vec<(&'static str, u64)> {
-    let mut all: Vec<(&'static str, u64)> = DropReason::ALL
+fn drop_counts(drops: &BTreeMap<String, u64>) -> Vec<(&str, u64)> {
+    let mut all: Vec<(&str, u64)> = DropReason::ALL
         .iter()
         .map(|r| (r.label(), drops.get(r.label()).copied().unwrap_or(0)))
         .collect();
@@ -193,7 +193,7 @@ mod tests {
                 rx_bytes: 500,
                 tx_packets: 7,
                 tx_bytes: 700,
-                drops: [("forged_source", 3), ("something_new", 1)].into(),
+                drops: [("forged_source".into(), 3), ("something_new".into(), 1)].into(),
             }],
             uplinks: vec![UplinkStats {
                 name: "u0".into(),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 pub use control::ApiError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{
     BadConfig, PortConfig, PortGroupConfig, Shaping, SocketMode, SwitchConfig, Teaming,
@@ -18,14 +18,14 @@ use crate::policy::{Security, VlanMode};
 /// Body of `PUT /v1/switches/{name}`: the switch as `GET` shows it. `name`
 /// may be left out; `uplinks`, when left out, stay as they are (they have
 /// their own resource), and when given replace the switch's list.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchSettings {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default = "default_mac_ageing_s")]
     pub mac_ageing_s: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplinks: Option<Vec<UplinkConfig>>,
 }
 
@@ -33,12 +33,12 @@ pub struct SwitchSettings {
 /// policy (`vlan`, `security`, `shaping`, `teaming`) is replaced, a missing
 /// one taking its default; `name` and `switch` may be left out and cannot
 /// change.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortGroupSettings {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch: Option<String>,
     #[serde(default = "no_vlan")]
     pub vlan: VlanMode,
@@ -54,16 +54,16 @@ pub struct PortGroupSettings {
 /// `mac` and `mtu` may change (a missing `mtu` is 1500); `name`, `socket`,
 /// `mode` and `queues` may be left out and cannot change (the VMM would
 /// have to reconnect: delete the port and create it again).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortSettings {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<SocketMode>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<u16>,
     pub port_group: String,
     pub mac: MacAddr,

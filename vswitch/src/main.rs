@@ -14,12 +14,12 @@ use control::shutdown::Shutdown;
 use control::socket::ApiSocket;
 use datapath::privileges::{self, Account, Capability};
 
-use vswitch::api::http::{MAX_BODY, VswitchdApi};
 use vswitch::cli::{self, ClientCommand};
-use vswitch::config::SwitchConfig;
-use vswitch::daemon::{Daemon, DaemonOptions};
-use vswitch::persist::{self, Origin, StateFile};
-use vswitch::service::Vswitchd;
+use vswitch::control_plane::api::http::{MAX_BODY, VswitchdApi};
+use vswitch::control_plane::config::SwitchConfig;
+use vswitch::control_plane::daemon::{Daemon, DaemonOptions};
+use vswitch::control_plane::persist::{self, Origin, StateFile};
+use vswitch::control_plane::service::Vswitchd;
 
 const DEFAULT_API: &str = "/run/sfera/vswitchd.sock";
 const DEFAULT_DATA_DIR: &str = "/var/lib/sfera/vswitchd";

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use control::client::{CallError, UnixApi};
 use control::path::encode_segment as seg;
 
-use crate::config::{DEFAULT_SWITCH, PortConfig, PortGroupConfig, VSwitchConfig};
+use crate::control_plane::config::{DEFAULT_SWITCH, PortConfig, PortGroupConfig, VSwitchConfig};
 
 pub use policy_flags::PolicyFlags;
 
@@ -496,9 +496,9 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::api::http::spawn_test_server;
-    use crate::policy::VlanMode;
-    use crate::service::Control;
+    use crate::control_plane::api::http::spawn_test_server;
+    use crate::control_plane::service::Control;
+    use crate::dataplane::policy::VlanMode;
 
     #[derive(Debug, Parser)]
     struct Cli {

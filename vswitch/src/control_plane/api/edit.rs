@@ -7,7 +7,9 @@
 //! a duplicate name, interface or socket, or removing something still in
 //! use, is 409; anything else [`SwitchConfig::validate`] refuses is 400.
 
-use crate::config::{PortConfig, SwitchConfig, Teaming, UplinkConfig, VSwitchConfig};
+use crate::control_plane::config::{
+    PortConfig, SwitchConfig, Teaming, UplinkConfig, VSwitchConfig,
+};
 
 use super::request::{ApiError, Change, PortGroupSettings, PortSettings, SwitchSettings, invalid};
 
@@ -325,8 +327,8 @@ fn set_port(c: &mut SwitchConfig, name: &str, body: PortSettings) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{LoadBalancing, PortGroupConfig, SocketMode, UplinkType};
-    use crate::policy::VlanMode;
+    use crate::control_plane::config::{LoadBalancing, PortGroupConfig, SocketMode, UplinkType};
+    use crate::dataplane::policy::VlanMode;
 
     /// vSwitch0 with uplinks u0 and u1 (pg teams them), sw1 without uplinks
     /// (pg2); port a in pg, b in pg2.

@@ -26,12 +26,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use super::request::{PortGroupSettings, PortSettings, SwitchSettings};
-pub use crate::config::{
+pub use crate::control_plane::config::{
     LoadBalancing, PortConfig, PortGroupConfig, Shaping, ShapingRule, SocketMode, SwitchConfig,
     Teaming, UplinkConfig, UplinkType, VSwitchConfig,
 };
-pub use crate::frame::MacAddr;
-pub use crate::policy::{Security, VlanMode};
+pub use crate::dataplane::frame::MacAddr;
+pub use crate::dataplane::policy::{Security, VlanMode};
 
 /// Counters of a VM port.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub struct PortStats {
     /// Frames and bytes the guest sent that the switch accepted.
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Frames dropped at this port, by reason label ([`crate::frame::DropReason::label`]).
+    /// Frames dropped at this port, by reason label ([`crate::dataplane::frame::DropReason::label`]).
     pub drops: BTreeMap<String, u64>,
 }
 

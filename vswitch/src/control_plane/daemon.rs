@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::api::types::{MacEntry, PortStats, Stats, UplinkStats};
-use crate::config::{BadConfig, PortConfig, PortGroupConfig, SwitchConfig, UplinkConfig};
-use crate::counters::{PortCounters, WorkerCounters};
-use crate::teaming::Team;
-use crate::uplink::Uplink;
-use crate::vhost::backend::PortShared;
-use crate::vhost::port::PortThread;
-use crate::worker::{
+use crate::control_plane::api::types::{MacEntry, PortStats, Stats, UplinkStats};
+use crate::control_plane::config::{
+    BadConfig, PortConfig, PortGroupConfig, SwitchConfig, UplinkConfig,
+};
+use crate::dataplane::counters::{PortCounters, WorkerCounters};
+use crate::dataplane::teaming::Team;
+use crate::dataplane::uplink::Uplink;
+use crate::dataplane::vhost::backend::PortShared;
+use crate::dataplane::vhost::port::PortThread;
+use crate::dataplane::worker::{
     Command, MacPlace, PortEntry, PortPolicy, SwitchEntry, UplinkEntry, Worker, WorkerSetup,
 };
 

@@ -12,16 +12,16 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
-use crate::api::edit;
-use crate::api::metrics_text;
+use crate::control_plane::api::edit;
+use crate::control_plane::api::metrics_text;
 use control::error_chain;
 use control::server::{PROMETHEUS_TEXT, Reply};
 
-use crate::api::request::{ApiError, Change, Query, Request};
-use crate::api::types::{MacEntry, PortStats, Stats};
-use crate::config::SwitchConfig;
-use crate::daemon::{Daemon, DaemonError};
-use crate::persist::StateFile;
+use crate::control_plane::api::request::{ApiError, Change, Query, Request};
+use crate::control_plane::api::types::{MacEntry, PortStats, Stats};
+use crate::control_plane::config::SwitchConfig;
+use crate::control_plane::daemon::{Daemon, DaemonError};
+use crate::control_plane::persist::StateFile;
 
 /// What the API needs of the running switch: the [`Daemon`], or a stand-in
 /// in tests.
@@ -168,7 +168,7 @@ fn json<T: Serialize + ?Sized>(created: bool, value: &T) -> Result<Reply, ApiErr
 fn find_switch<'a>(
     c: &'a SwitchConfig,
     name: &str,
-) -> Result<&'a crate::config::VSwitchConfig, ApiError> {
+) -> Result<&'a crate::control_plane::config::VSwitchConfig, ApiError> {
     c.switch(name)
         .ok_or_else(|| ApiError::not_found(format!("No switch {name:?}")))
 }
@@ -177,7 +177,7 @@ fn find_uplink<'a>(
     c: &'a SwitchConfig,
     switch: &str,
     name: &str,
-) -> Result<&'a crate::config::UplinkConfig, ApiError> {
+) -> Result<&'a crate::control_plane::config::UplinkConfig, ApiError> {
     find_switch(c, switch)?
         .uplinks
         .iter()
@@ -188,7 +188,7 @@ fn find_uplink<'a>(
 fn find_port_group<'a>(
     c: &'a SwitchConfig,
     name: &str,
-) -> Result<&'a crate::config::PortGroupConfig, ApiError> {
+) -> Result<&'a crate::control_plane::config::PortGroupConfig, ApiError> {
     c.port_groups
         .iter()
         .find(|g| g.name == name)
@@ -198,7 +198,7 @@ fn find_port_group<'a>(
 fn find_port<'a>(
     c: &'a SwitchConfig,
     name: &str,
-) -> Result<&'a crate::config::PortConfig, ApiError> {
+) -> Result<&'a crate::control_plane::config::PortConfig, ApiError> {
     c.ports
         .iter()
         .find(|p| p.name == name)
@@ -359,7 +359,7 @@ pub(crate) mod fake {
             self.config().switch(switch).map(|_| {
                 vec![MacEntry {
                     vlan: 0,
-                    mac: crate::frame::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+                    mac: crate::dataplane::frame::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
                     port: "a".into(),
                     age_s: 3,
                 }]
@@ -372,7 +372,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::FakeDaemon;
     use super::*;
-    use crate::persist::STATE_FILE;
+    use crate::control_plane::persist::STATE_FILE;
 
     fn add_group(name: &str) -> Request {
         Request::Change(Change::AddPortGroup(

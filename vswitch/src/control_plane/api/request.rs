@@ -1,19 +1,19 @@
 //! The typed control requests of sfera-vswitchd and its errors (the
 //! answers are `control`'s [`control::server::Reply`]). The HTTP layer only
-//! turns HTTP into these and back; [`crate::service`] carries them out.
+//! turns HTTP into these and back; [`crate::control_plane::service`] carries them out.
 
 use std::path::PathBuf;
 
 pub use control::ApiError;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
+use crate::control_plane::config::{
     BadConfig, PortConfig, PortGroupConfig, Shaping, SocketMode, SwitchConfig, Teaming,
     UplinkConfig, VSwitchConfig,
 };
-use crate::daemon::DaemonError;
-use crate::frame::MacAddr;
-use crate::policy::{Security, VlanMode};
+use crate::control_plane::daemon::DaemonError;
+use crate::dataplane::frame::MacAddr;
+use crate::dataplane::policy::{Security, VlanMode};
 
 /// Body of `PUT /v1/switches/{name}`: the switch as `GET` shows it. `name`
 /// may be left out; `uplinks`, when left out, stay as they are (they have

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::MacAddr;
-use crate::policy::{Security, VlanMode};
+use crate::dataplane::frame::MacAddr;
+use crate::dataplane::policy::{Security, VlanMode};
 
 /// Error in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

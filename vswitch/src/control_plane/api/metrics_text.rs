@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use control::prometheus::{Exposition, Kind};
 
 use super::types::{PortStats, Stats, UplinkStats};
-use crate::frame::DropReason;
+use crate::dataplane::frame::DropReason;
 
 /// Every drop reason with its count: the known reasons always (0 when not
 /// counted), then any other the dataplane reports.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use datapath::counters::Counter;
 
-use crate::frame::DropReason;
+use crate::dataplane::frame::DropReason;
 
 /// Counters of one port or uplink. `rx` is toward the guest (or from the
 /// host network, for an uplink), `tx` from the guest (to the network).

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{BadConfig, SwitchConfig};
+use crate::control_plane::config::{BadConfig, SwitchConfig};
 
 /// The state file's name in the data directory.
 pub const STATE_FILE: &str = "vswitch-state.json";

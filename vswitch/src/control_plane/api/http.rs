@@ -1,6 +1,6 @@
 //! The API's routes: a method, path and body become a typed [`Request`];
 //! `control::server` serves them over HTTP/1.1 on the Unix socket, and
-//! [`crate::service::Vswitchd`] does the work.
+//! [`crate::control_plane::service::Vswitchd`] does the work.
 //!
 //! ```text
 //! GET|PUT           /v1/config                          the whole configuration
@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use control::server::{Api, Reply};
 
 use super::request::{ApiError, Change, Query, Request, invalid};
-use crate::service::{Control, Vswitchd};
+use crate::control_plane::service::{Control, Vswitchd};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -165,13 +165,13 @@ pub(crate) fn spawn_test_server(
     dir: &std::path::Path,
 ) -> (
     std::path::PathBuf,
-    Arc<Vswitchd<crate::service::fake::FakeDaemon>>,
+    Arc<Vswitchd<crate::control_plane::service::fake::FakeDaemon>>,
 ) {
     let socket = dir.join("api.sock");
     let bound = control::socket::bind(&socket).expect("bind the test socket");
-    let state = crate::persist::StateFile::in_dir(dir);
+    let state = crate::control_plane::persist::StateFile::in_dir(dir);
     let vswitchd = Arc::new(Vswitchd::new(
-        crate::service::fake::FakeDaemon::default(),
+        crate::control_plane::service::fake::FakeDaemon::default(),
         Some(state),
     ));
     let server = Arc::clone(&vswitchd);
@@ -266,7 +266,7 @@ mod tests {
         );
         assert!(matches!(
             ok(Method::PUT, "/v1/config", "{}"),
-            Request::Change(Change::ReplaceConfig(c)) if c == crate::config::SwitchConfig::default()
+            Request::Change(Change::ReplaceConfig(c)) if c == crate::control_plane::config::SwitchConfig::default()
         ));
         assert!(matches!(
             ok(Method::PUT, "/v1/ports/a", r#"{"port_group":"pg2","mac":"52:54:00:00:00:01","mtu":9000}"#),
@@ -363,7 +363,7 @@ mod tests {
     /// CLI's client.
     #[test]
     fn serves_over_a_unix_socket() {
-        use crate::persist::StateFile;
+        use crate::control_plane::persist::StateFile;
         use serde_json::json;
 
         let dir = tempfile::tempdir().unwrap();

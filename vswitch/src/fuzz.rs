@@ -35,11 +35,11 @@
 
 use std::sync::Arc;
 
-use crate::frame::{self, ETH_HLEN, TagEdit, VLAN_HLEN, VlanTag};
-use crate::vhost::frames::{Edited, Frame, MAX_RX_CHAINS, RxFormat, deliver};
-use crate::vhost::mem::GuestMemory;
-use crate::vhost::ring::{Chain, MAX_SEGS, RingAddrs, Seg, SplitRing};
-use crate::worker::{BURST, MAX_FRAME};
+use crate::dataplane::frame::{self, ETH_HLEN, TagEdit, VLAN_HLEN, VlanTag};
+use crate::dataplane::vhost::frames::{Edited, Frame, MAX_RX_CHAINS, RxFormat, deliver};
+use crate::dataplane::vhost::mem::GuestMemory;
+use crate::dataplane::vhost::ring::{Chain, MAX_SEGS, RingAddrs, Seg, SplitRing};
+use crate::dataplane::worker::{BURST, MAX_FRAME};
 
 /// Flag: transmit ring with VIRTIO_RING_F_EVENT_IDX.
 pub const F_TX_EVENT_IDX: u8 = 1 << 0;

@@ -2,25 +2,24 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 
 use control::peers::ApiPeers;
+use control::server::ServeOptions;
+use control::shutdown::Shutdown;
 use control::socket::ApiSocket;
 use datapath::privileges::{self, Account, Capability};
 
-use vswitch::api::http;
 use vswitch::cli::{self, ClientCommand};
-use vswitch::config::SwitchConfig;
-use vswitch::daemon::{Daemon, DaemonOptions};
-use vswitch::persist::{self, Origin, StateFile};
-use vswitch::service::Vswitchd;
+use vswitch::control_plane::api::http::{MAX_BODY, VswitchdApi};
+use vswitch::control_plane::config::SwitchConfig;
+use vswitch::control_plane::daemon::{Daemon, DaemonOptions};
+use vswitch::control_plane::persist::{self, Origin, StateFile};
+use vswitch::control_plane::service::Vswitchd;
 
 const DEFAULT_API: &str = "/run/sfera/vswitchd.sock";
 const DEFAULT_DATA_DIR: &str = "/var/lib/sfera/vswitchd";
@@ -132,27 +131,27 @@ fn run() -> Result<()> {
             run,
             user,
         }) => {
-            init_logging();
+            control::logging::init();
             privileges::private_umask();
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("Cannot create {}", data_dir.display()))?;
             // Held until the process exits.
             let _lock = persist::lock_data_dir(&data_dir)?;
-            check_api_free(&args.api)?;
             let state = StateFile::in_dir(&data_dir);
             let (initial, origin) = persist::initial_config(Some(&state), config.as_deref())
                 .context("Cannot load the switch configuration")?;
-            // Under --user the API socket is bound before the switch to the
-            // user (its directory is root's); otherwise once the switch runs.
-            let early = match user {
-                Some(name) => {
-                    let listener = bind_api(&args.api)?;
-                    become_user(&name, &args.api, &data_dir)?;
-                    Some(listener)
-                }
-                None => None,
-            };
-            run_switch(initial, &origin, &run, Some((&args.api, state, early)))
+            // Bound (or refused, if another daemon serves on it) before the
+            // switch starts, so a second daemon leaves the first's ports
+            // alone; it answers once the switch runs. Under --user, before
+            // becoming the user too: the socket's directory is root's.
+            let socket = control::socket::bind(&args.api)?;
+            if let Some(name) = user
+                && let Err(e) = become_user(&name, &args.api, &data_dir)
+            {
+                socket.lock.remove_socket();
+                return Err(e);
+            }
+            run_switch(initial, &origin, &run, Some((&args.api, socket, state)))
         }
         Some(Command::Client(command)) => {
             let mut out = std::io::stdout().lock();
@@ -164,7 +163,7 @@ fn run() -> Result<()> {
                     "Nothing to do: use `serve`, a client command, or --config FILE (see --help)"
                 );
             };
-            init_logging();
+            control::logging::init();
             let (initial, origin) = persist::initial_config(None, Some(&file))
                 .context("Cannot load the switch configuration")?;
             let run = RunOptions {
@@ -174,35 +173,6 @@ fn run() -> Result<()> {
             run_switch(initial, &origin, &run, None)
         }
     }
-}
-
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
-/// Refuses an API socket a running daemon answers on (checked before the
-/// switch starts too, so a second daemon leaves the first's ports alone).
-fn check_api_free(api: &Path) -> Result<()> {
-    if std::os::unix::net::UnixStream::connect(api).is_ok() {
-        bail!(
-            "{} is in use: another sfera-vswitchd serves on it",
-            api.display()
-        );
-    }
-    Ok(())
-}
-
-/// Binds the API socket, replacing a stale one.
-fn bind_api(api: &Path) -> Result<ApiSocket> {
-    check_api_free(api)?;
-    // A socket left by a previous run is stale: no one answers on it.
-    Ok(control::socket::bind(api)?)
 }
 
 /// Hands the data directory (and the API socket) to `name`, then becomes
@@ -229,7 +199,7 @@ fn run_switch(
     config: SwitchConfig,
     origin: &Origin,
     run: &RunOptions,
-    api: Option<(&PathBuf, StateFile, Option<ApiSocket>)>,
+    api: Option<(&Path, ApiSocket, StateFile)>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -237,19 +207,21 @@ fn run_switch(
         .context("Cannot start the API runtime")?;
     let entered = runtime.enter();
     // Before the switch starts, so a signal from then on stops it cleanly.
-    let mut term = signal(SignalKind::terminate()).context("Cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("Cannot handle SIGINT")?;
-
-    let daemon = Daemon::start(config, run.daemon_options())
-        .with_context(|| format!("Cannot start the switch on the configuration from {origin}"))?;
-    let Some((api, state, early)) = api else {
-        tracing::info!(%origin, "sfera-vswitchd started without an API");
-        let stopped_by = runtime.block_on(async {
-            tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
+    let mut shutdown = Shutdown::listen().context("Cannot handle SIGTERM and SIGINT")?;
+    let daemon = match Daemon::start(config, run.daemon_options()) {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            if let Some((_, socket, _)) = api {
+                socket.lock.remove_socket();
             }
-        });
+            return Err(e).with_context(|| {
+                format!("Cannot start the switch on the configuration from {origin}")
+            });
+        }
+    };
+    let Some((path, socket, state)) = api else {
+        tracing::info!(%origin, "sfera-vswitchd started without an API");
+        let stopped_by = runtime.block_on(shutdown.wait());
         tracing::info!(
             stats = %serde_json::to_string(&daemon.stats()).unwrap_or_default(),
             "{stopped_by}: stopping"
@@ -257,39 +229,37 @@ fn run_switch(
         daemon.shutdown();
         return Ok(());
     };
-
-    let bound = match early {
-        Some(socket) => Ok(socket),
-        None => bind_api(api),
+    let ApiSocket { listener, lock } = socket;
+    let listener = match tokio::net::UnixListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            daemon.shutdown();
+            lock.remove_socket();
+            return Err(e).context("Cannot serve the API socket");
+        }
     };
-    // The socket's lock is held until the process ends.
-    let (listener, _lock) =
-        match bound.and_then(|s| Ok((tokio::net::UnixListener::from_std(s.listener)?, s.lock))) {
-            Ok(l) => l,
-            Err(e) => {
-                daemon.shutdown();
-                return Err(e);
-            }
-        };
-    tracing::info!(%origin, api = %api.display(), "sfera-vswitchd started");
+    tracing::info!(%origin, api = %path.display(), "sfera-vswitchd started");
     let vswitchd = Arc::new(Vswitchd::new(daemon, Some(state)));
+    let api = Arc::new(VswitchdApi(Arc::clone(&vswitchd)));
+    let options = ServeOptions::new(MAX_BODY).with_peers(ApiPeers::new());
     let stopped_by = runtime.block_on(async {
         tokio::select! {
-            () = http::serve(listener, Arc::clone(&vswitchd), ApiPeers::new()) => "the API server",
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+            () = control::server::serve(listener, api, options) => "the API server",
+            signal = shutdown.wait() => signal,
         }
     });
     tracing::info!("{stopped_by}: stopping");
-    let _ = std::fs::remove_file(api);
     // Dropping the runtime drops the connections' tasks (and waits for
     // requests being handled), which hold the other references.
-    drop((term, int));
+    drop(shutdown);
     drop(entered);
     drop(runtime);
     match Arc::try_unwrap(vswitchd) {
         Ok(v) => v.into_daemon().shutdown(),
         Err(_) => tracing::warn!("The API still holds the switch; exiting without a shutdown"),
     }
+    // Last: the lock keeps a new daemon off the socket (and the ports)
+    // until this one has let them go.
+    lock.remove_socket();
     Ok(())
 }

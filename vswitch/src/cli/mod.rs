@@ -12,6 +12,7 @@ pub mod show;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use hyper::Method;
@@ -19,8 +20,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::api::client::{self, ClientError};
-use crate::config::{DEFAULT_SWITCH, PortConfig, PortGroupConfig, VSwitchConfig};
+use control::client::{CallError, UnixApi};
+use control::path::encode_segment as seg;
+
+use crate::control_plane::config::{DEFAULT_SWITCH, PortConfig, PortGroupConfig, VSwitchConfig};
 
 pub use policy_flags::PolicyFlags;
 
@@ -31,7 +34,7 @@ pub enum CliError {
     Connect {
         api: PathBuf,
         #[source]
-        source: ClientError,
+        source: Box<CallError>,
     },
     /// The daemon refused: its message.
     #[error("{message} (HTTP {status})")]
@@ -227,18 +230,24 @@ fn to_json<T: Serialize>(value: &T) -> Result<Value, CliError> {
     serde_json::to_value(value).map_err(CliError::Answer)
 }
 
+/// How long the daemon has to answer (applying a change may create TAPs
+/// and sockets, but never takes this long).
+const TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A client of one daemon.
-struct Api<'a> {
-    socket: &'a Path,
+struct Api {
+    client: UnixApi,
 }
 
-impl Api<'_> {
+impl Api {
     /// Sends a request; a refusal is an error with the daemon's message.
     fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<String, CliError> {
-        let (status, text) =
-            client::call(self.socket, method, path, body).map_err(|source| CliError::Connect {
-                api: self.socket.to_owned(),
-                source,
+        let (status, text) = self
+            .client
+            .call_blocking(method, path, body)
+            .map_err(|source| CliError::Connect {
+                api: self.client.socket.clone(),
+                source: Box::new(source),
             })?;
         if status >= 400 {
             let message = serde_json::from_str::<Value>(&text)
@@ -263,7 +272,9 @@ pub fn run(
     command: ClientCommand,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let api = Api { socket: api };
+    let api = Api {
+        client: UnixApi::new("sfera-vswitchd", api).with_timeout(TIMEOUT),
+    };
     let (method, path, body, output) = plan(&api, command)?;
     let text = api.call(method, &path, body.as_ref())?;
     let shown = if text.is_empty() {
@@ -285,188 +296,34 @@ pub fn run(
 
 type Plan = (Method, String, Option<Value>, Output);
 
-/// A name as one URL path segment: everything but letters, digits and
-/// `-._~` percent-encoded (the daemon refuses such names, with its own
-/// message, rather than the URL breaking).
-fn seg(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+fn get(path: String, output: Output) -> Plan {
+    (Method::GET, path, None, output)
+}
+
+fn delete(path: String) -> Plan {
+    (Method::DELETE, path, None, Output::Object)
 }
 
 /// The request a command makes (after reading the object, for `set`).
-fn plan(api: &Api<'_>, command: ClientCommand) -> Result<Plan, CliError> {
-    let get = |path: String, output: Output| -> Result<Plan, CliError> {
-        Ok((Method::GET, path, None, output))
-    };
-    let delete = |path: String| -> Result<Plan, CliError> {
-        Ok((Method::DELETE, path, None, Output::Object))
-    };
+fn plan(api: &Api, command: ClientCommand) -> Result<Plan, CliError> {
     Ok(match command {
-        ClientCommand::Switch(cmd) => match cmd {
-            SwitchCmd::List => get(
-                "/v1/switches".into(),
-                Output::Table(|v| Ok(show::switches(&typed::<Vec<VSwitchConfig>>(v)?))),
-            )?,
-            SwitchCmd::Show { name } => {
-                get(format!("/v1/switches/{}", seg(&name)), Output::Object)?
-            }
-            SwitchCmd::Add { name, mac_ageing } => {
-                let mut body = json!({ "name": name });
-                if let Some(s) = mac_ageing {
-                    body["mac_ageing_s"] = s.into();
-                }
-                (
-                    Method::POST,
-                    "/v1/switches".into(),
-                    Some(body),
-                    Output::Object,
-                )
-            }
-            SwitchCmd::Set { name, mac_ageing } => {
-                let path = format!("/v1/switches/{}", seg(&name));
-                let current: VSwitchConfig = api.get(&path)?;
-                let body = json!({ "mac_ageing_s": mac_ageing.unwrap_or(current.mac_ageing_s) });
-                (Method::PUT, path, Some(body), Output::Object)
-            }
-            SwitchCmd::Remove { name } => delete(format!("/v1/switches/{}", seg(&name)))?,
-        },
-        ClientCommand::Uplink(cmd) => match cmd {
-            UplinkCmd::List { switch } => get(
-                format!("/v1/switches/{}/uplinks", seg(&switch)),
-                Output::Table(|v| Ok(show::uplinks(&typed::<Vec<_>>(v)?))),
-            )?,
-            UplinkCmd::Show { switch, name } => get(
-                format!("/v1/switches/{}/uplinks/{}", seg(&switch), seg(&name)),
-                Output::Object,
-            )?,
-            UplinkCmd::Add {
-                switch,
-                name,
-                kind,
-                interface,
-            } => {
-                let kind = match kind {
-                    UplinkKind::Tap => "tap",
-                    UplinkKind::AfPacket => "af_packet",
-                };
-                let interface = interface.unwrap_or_else(|| name.clone());
-                let body = json!({ "name": name, "type": kind, "interface": interface });
-                (
-                    Method::POST,
-                    format!("/v1/switches/{}/uplinks", seg(&switch)),
-                    Some(body),
-                    Output::Object,
-                )
-            }
-            UplinkCmd::Remove { switch, name } => delete(format!(
-                "/v1/switches/{}/uplinks/{}",
-                seg(&switch),
-                seg(&name)
-            ))?,
-        },
-        ClientCommand::PortGroup(cmd) => match cmd {
-            PortGroupCmd::List => get(
-                "/v1/port-groups".into(),
-                Output::Table(|v| Ok(show::port_groups(&typed::<Vec<_>>(v)?))),
-            )?,
-            PortGroupCmd::Show { name } => {
-                get(format!("/v1/port-groups/{}", seg(&name)), Output::Object)?
-            }
-            PortGroupCmd::Add {
-                name,
-                switch,
-                policy,
-            } => {
-                let mut group: PortGroupConfig = typed(&json!({ "name": name, "switch": switch }))?;
-                policy.apply_to(&mut group)?;
-                (
-                    Method::POST,
-                    "/v1/port-groups".into(),
-                    Some(to_json(&group)?),
-                    Output::Object,
-                )
-            }
-            PortGroupCmd::Set { name, policy } => {
-                let path = format!("/v1/port-groups/{}", seg(&name));
-                let mut group: PortGroupConfig = api.get(&path)?;
-                policy.apply_to(&mut group)?;
-                (Method::PUT, path, Some(to_json(&group)?), Output::Object)
-            }
-            PortGroupCmd::Remove { name } => delete(format!("/v1/port-groups/{}", seg(&name)))?,
-        },
-        ClientCommand::Port(cmd) => match cmd {
-            PortCmd::List => get(
-                "/v1/ports".into(),
-                Output::Table(|v| Ok(show::ports(&typed::<Vec<_>>(v)?))),
-            )?,
-            PortCmd::Show { name } => get(format!("/v1/ports/{}", seg(&name)), Output::Object)?,
-            PortCmd::Add {
-                name,
-                socket,
-                mac,
-                port_group,
-                mode,
-                mtu,
-                queues,
-            } => {
-                let socket = std::path::absolute(&socket).map_err(|source| CliError::Read {
-                    path: socket.clone(),
-                    source,
-                })?;
-                let mut body = json!({
-                    "name": name, "socket": socket, "mac": mac, "port_group": port_group,
-                    "mode": match mode { Mode::Server => "server", Mode::Client => "client" },
-                });
-                if let Some(m) = mtu {
-                    body["mtu"] = m.into();
-                }
-                if let Some(q) = queues {
-                    body["queues"] = q.into();
-                }
-                (Method::POST, "/v1/ports".into(), Some(body), Output::Object)
-            }
-            PortCmd::Set {
-                name,
-                port_group,
-                mac,
-                mtu,
-            } => {
-                let path = format!("/v1/ports/{}", seg(&name));
-                let current: PortConfig = api.get(&path)?;
-                let mut body = to_json(&current)?;
-                if let Some(g) = port_group {
-                    body["port_group"] = g.into();
-                }
-                if let Some(m) = mac {
-                    body["mac"] = m.into();
-                }
-                if let Some(m) = mtu {
-                    body["mtu"] = m.into();
-                }
-                (Method::PUT, path, Some(body), Output::Object)
-            }
-            PortCmd::Remove { name } => delete(format!("/v1/ports/{}", seg(&name)))?,
-        },
+        ClientCommand::Switch(cmd) => plan_switch(api, cmd)?,
+        ClientCommand::Uplink(cmd) => plan_uplink(cmd),
+        ClientCommand::PortGroup(cmd) => plan_port_group(api, cmd)?,
+        ClientCommand::Port(cmd) => plan_port(api, cmd)?,
         ClientCommand::MacTable { switch } => get(
             format!("/v1/switches/{}/mac-table", seg(&switch)),
             Output::Table(|v| Ok(show::mac_table(v))),
-        )?,
+        ),
         ClientCommand::Stats { port: None } => {
-            get("/v1/stats".into(), Output::Table(|v| Ok(show::stats(v))))?
+            get("/v1/stats".into(), Output::Table(|v| Ok(show::stats(v))))
         }
         ClientCommand::Stats { port: Some(port) } => get(
             format!("/v1/ports/{}/stats", seg(&port)),
             Output::Table(|v| Ok(show::port_stats(v))),
-        )?,
-        ClientCommand::Metrics => get("/metrics".into(), Output::Text)?,
-        ClientCommand::Config(ConfigCmd::Show) => get("/v1/config".into(), Output::Object)?,
+        ),
+        ClientCommand::Metrics => get("/metrics".into(), Output::Text),
+        ClientCommand::Config(ConfigCmd::Show) => get("/v1/config".into(), Output::Object),
         ClientCommand::Config(ConfigCmd::Replace { file }) => {
             let text = std::fs::read_to_string(&file).map_err(|source| CliError::Read {
                 path: file.clone(),
@@ -479,14 +336,169 @@ fn plan(api: &Api<'_>, command: ClientCommand) -> Result<Plan, CliError> {
     })
 }
 
+fn plan_switch(api: &Api, cmd: SwitchCmd) -> Result<Plan, CliError> {
+    Ok(match cmd {
+        SwitchCmd::List => get(
+            "/v1/switches".into(),
+            Output::Table(|v| Ok(show::switches(&typed::<Vec<VSwitchConfig>>(v)?))),
+        ),
+        SwitchCmd::Show { name } => get(format!("/v1/switches/{}", seg(&name)), Output::Object),
+        SwitchCmd::Add { name, mac_ageing } => {
+            let mut body = json!({ "name": name });
+            if let Some(s) = mac_ageing {
+                body["mac_ageing_s"] = s.into();
+            }
+            (
+                Method::POST,
+                "/v1/switches".into(),
+                Some(body),
+                Output::Object,
+            )
+        }
+        SwitchCmd::Set { name, mac_ageing } => {
+            let path = format!("/v1/switches/{}", seg(&name));
+            let current: VSwitchConfig = api.get(&path)?;
+            let body = json!({ "mac_ageing_s": mac_ageing.unwrap_or(current.mac_ageing_s) });
+            (Method::PUT, path, Some(body), Output::Object)
+        }
+        SwitchCmd::Remove { name } => delete(format!("/v1/switches/{}", seg(&name))),
+    })
+}
+
+fn plan_uplink(cmd: UplinkCmd) -> Plan {
+    match cmd {
+        UplinkCmd::List { switch } => get(
+            format!("/v1/switches/{}/uplinks", seg(&switch)),
+            Output::Table(|v| Ok(show::uplinks(&typed::<Vec<_>>(v)?))),
+        ),
+        UplinkCmd::Show { switch, name } => get(
+            format!("/v1/switches/{}/uplinks/{}", seg(&switch), seg(&name)),
+            Output::Object,
+        ),
+        UplinkCmd::Add {
+            switch,
+            name,
+            kind,
+            interface,
+        } => {
+            let kind = match kind {
+                UplinkKind::Tap => "tap",
+                UplinkKind::AfPacket => "af_packet",
+            };
+            let interface = interface.unwrap_or_else(|| name.clone());
+            let body = json!({ "name": name, "type": kind, "interface": interface });
+            (
+                Method::POST,
+                format!("/v1/switches/{}/uplinks", seg(&switch)),
+                Some(body),
+                Output::Object,
+            )
+        }
+        UplinkCmd::Remove { switch, name } => delete(format!(
+            "/v1/switches/{}/uplinks/{}",
+            seg(&switch),
+            seg(&name)
+        )),
+    }
+}
+
+fn plan_port_group(api: &Api, cmd: PortGroupCmd) -> Result<Plan, CliError> {
+    Ok(match cmd {
+        PortGroupCmd::List => get(
+            "/v1/port-groups".into(),
+            Output::Table(|v| Ok(show::port_groups(&typed::<Vec<_>>(v)?))),
+        ),
+        PortGroupCmd::Show { name } => {
+            get(format!("/v1/port-groups/{}", seg(&name)), Output::Object)
+        }
+        PortGroupCmd::Add {
+            name,
+            switch,
+            policy,
+        } => {
+            let mut group: PortGroupConfig = typed(&json!({ "name": name, "switch": switch }))?;
+            policy.apply_to(&mut group)?;
+            (
+                Method::POST,
+                "/v1/port-groups".into(),
+                Some(to_json(&group)?),
+                Output::Object,
+            )
+        }
+        PortGroupCmd::Set { name, policy } => {
+            let path = format!("/v1/port-groups/{}", seg(&name));
+            let mut group: PortGroupConfig = api.get(&path)?;
+            policy.apply_to(&mut group)?;
+            (Method::PUT, path, Some(to_json(&group)?), Output::Object)
+        }
+        PortGroupCmd::Remove { name } => delete(format!("/v1/port-groups/{}", seg(&name))),
+    })
+}
+
+fn plan_port(api: &Api, cmd: PortCmd) -> Result<Plan, CliError> {
+    Ok(match cmd {
+        PortCmd::List => get(
+            "/v1/ports".into(),
+            Output::Table(|v| Ok(show::ports(&typed::<Vec<_>>(v)?))),
+        ),
+        PortCmd::Show { name } => get(format!("/v1/ports/{}", seg(&name)), Output::Object),
+        PortCmd::Add {
+            name,
+            socket,
+            mac,
+            port_group,
+            mode,
+            mtu,
+            queues,
+        } => {
+            let socket = std::path::absolute(&socket).map_err(|source| CliError::Read {
+                path: socket.clone(),
+                source,
+            })?;
+            let mut body = json!({
+                "name": name, "socket": socket, "mac": mac, "port_group": port_group,
+                "mode": match mode { Mode::Server => "server", Mode::Client => "client" },
+            });
+            if let Some(m) = mtu {
+                body["mtu"] = m.into();
+            }
+            if let Some(q) = queues {
+                body["queues"] = q.into();
+            }
+            (Method::POST, "/v1/ports".into(), Some(body), Output::Object)
+        }
+        PortCmd::Set {
+            name,
+            port_group,
+            mac,
+            mtu,
+        } => {
+            let path = format!("/v1/ports/{}", seg(&name));
+            let current: PortConfig = api.get(&path)?;
+            let mut body = to_json(&current)?;
+            if let Some(g) = port_group {
+                body["port_group"] = g.into();
+            }
+            if let Some(m) = mac {
+                body["mac"] = m.into();
+            }
+            if let Some(m) = mtu {
+                body["mtu"] = m.into();
+            }
+            (Method::PUT, path, Some(body), Output::Object)
+        }
+        PortCmd::Remove { name } => delete(format!("/v1/ports/{}", seg(&name))),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::api::http::spawn_test_server;
-    use crate::policy::VlanMode;
-    use crate::service::Control;
+    use crate::control_plane::api::http::spawn_test_server;
+    use crate::control_plane::service::Control;
+    use crate::dataplane::policy::VlanMode;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -591,11 +603,5 @@ mod tests {
         assert!(vswitchd.daemon().config().ports.is_empty());
         let e = cli(Path::new("/nonexistent/api.sock"), "switch list").unwrap_err();
         assert!(matches!(e, CliError::Connect { .. }), "{e}");
-    }
-
-    #[test]
-    fn names_are_escaped_in_paths() {
-        assert_eq!(seg("vm1-eth0.x_y"), "vm1-eth0.x_y");
-        assert_eq!(seg("a b/c?"), "a%20b%2Fc%3F");
     }
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use clap::{Args, ValueEnum};
 
-use crate::config::{LoadBalancing, PortGroupConfig, ShapingRule};
-use crate::policy::VlanMode;
+use crate::control_plane::config::{LoadBalancing, PortGroupConfig, ShapingRule};
+use crate::dataplane::policy::VlanMode;
 
 use super::CliError;
 
@@ -283,7 +283,7 @@ impl PolicyFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Shaping;
+    use crate::control_plane::config::Shaping;
 
     fn group() -> PortGroupConfig {
         serde_json::from_str(r#"{"name":"pg"}"#).unwrap()

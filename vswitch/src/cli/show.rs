@@ -4,8 +4,10 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::config::{PortConfig, PortGroupConfig, ShapingRule, UplinkConfig, VSwitchConfig};
-use crate::policy::VlanMode;
+use crate::control_plane::config::{
+    PortConfig, PortGroupConfig, ShapingRule, UplinkConfig, VSwitchConfig,
+};
+use crate::dataplane::policy::VlanMode;
 
 /// Columns padded to their widest cell, separated by two spaces.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {

@@ -7,9 +7,11 @@
 //! a duplicate name, interface or socket, or removing something still in
 //! use, is 409; anything else [`SwitchConfig::validate`] refuses is 400.
 
-use crate::config::{PortConfig, SwitchConfig, Teaming, UplinkConfig, VSwitchConfig};
+use crate::control_plane::config::{
+    PortConfig, SwitchConfig, Teaming, UplinkConfig, VSwitchConfig,
+};
 
-use super::request::{ApiError, Change, PortGroupSettings, PortSettings, SwitchSettings};
+use super::request::{ApiError, Change, PortGroupSettings, PortSettings, SwitchSettings, invalid};
 
 /// The configuration `current` with `change` made, validated.
 pub fn change(current: &SwitchConfig, change: Change) -> Result<SwitchConfig, ApiError> {
@@ -104,7 +106,7 @@ fn same<T: PartialEq + std::fmt::Debug>(
     how: &str,
 ) -> Result<(), ApiError> {
     match given {
-        Some(v) if v != current => Err(ApiError::invalid(format!(
+        Some(v) if v != current => Err(invalid(format!(
             "{what} cannot change from {current:?} to {v:?}; {how}"
         ))),
         _ => Ok(()),
@@ -325,8 +327,8 @@ fn set_port(c: &mut SwitchConfig, name: &str, body: PortSettings) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{LoadBalancing, PortGroupConfig, SocketMode, UplinkType};
-    use crate::policy::VlanMode;
+    use crate::control_plane::config::{LoadBalancing, PortGroupConfig, SocketMode, UplinkType};
+    use crate::dataplane::policy::VlanMode;
 
     /// vSwitch0 with uplinks u0 and u1 (pg teams them), sw1 without uplinks
     /// (pg2); port a in pg, b in pg2.

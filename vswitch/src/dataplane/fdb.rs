@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::frame::MacAddr;
+use crate::dataplane::frame::MacAddr;
 
 /// A switch port's index.
 pub type PortId = u32;

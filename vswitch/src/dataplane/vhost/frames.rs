@@ -6,7 +6,7 @@
 //! receive chains ([`deliver`]), the header from that copy.
 
 use super::ring::{Chain, Seg, SplitRing};
-use crate::frame::{DropReason, TagEdit, VLAN_HLEN, tci_bytes};
+use crate::dataplane::frame::{DropReason, TagEdit, VLAN_HLEN, tci_bytes};
 
 /// Most spans an edited frame is made of: the copied head split around
 /// the tag (two), the tag, and a chain's buffers after the head.
@@ -355,9 +355,9 @@ impl<'c> Scatter<'c> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::VlanTag;
-    use crate::vhost::ring::MAX_SEGS;
-    use crate::vhost::ring::tests::{BUFS, Driver};
+    use crate::dataplane::frame::VlanTag;
+    use crate::dataplane::vhost::ring::MAX_SEGS;
+    use crate::dataplane::vhost::ring::tests::{BUFS, Driver};
 
     const WRITE: u16 = 2;
     const NEXT: u16 = 1;
@@ -468,7 +468,8 @@ mod tests {
             TagEdit::Rewrite(tag),
         ] {
             let mut expected = vec![0u8; later.len() + VLAN_HLEN];
-            let n = crate::frame::copy_with_edit(&later, edit, &mut expected).expect("room");
+            let n =
+                crate::dataplane::frame::copy_with_edit(&later, edit, &mut expected).expect("room");
             let edited = Edited::new(&f, edit);
             assert_eq!(collect(&edited), expected[..n], "{edit:?}");
         }

@@ -7,16 +7,18 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::config::{BadConfig, PortConfig, SwitchConfig, UplinkConfig};
-use crate::counters::{PortCounters, WorkerCounters};
-use crate::teaming::Team;
-use crate::uplink::Uplink;
-use crate::vhost::backend::PortShared;
-use crate::vhost::port::PortThread;
-use crate::worker::{
+use crate::control_plane::api::types::{MacEntry, PortStats, Stats, UplinkStats};
+use crate::control_plane::config::{
+    BadConfig, PortConfig, PortGroupConfig, SwitchConfig, UplinkConfig,
+};
+use crate::dataplane::counters::{PortCounters, WorkerCounters};
+use crate::dataplane::teaming::Team;
+use crate::dataplane::uplink::Uplink;
+use crate::dataplane::vhost::backend::PortShared;
+use crate::dataplane::vhost::port::PortThread;
+use crate::dataplane::worker::{
     Command, MacPlace, PortEntry, PortPolicy, SwitchEntry, UplinkEntry, Worker, WorkerSetup,
 };
 
@@ -41,65 +43,6 @@ pub struct DaemonOptions {
     /// Microseconds the worker keeps polling after its last frame before it
     /// sleeps on the guests' kicks (0: always sleep when idle).
     pub poll_us: u32,
-}
-
-/// Counters of a VM port.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PortStats {
-    pub name: String,
-    pub port_group: String,
-    pub switch: String,
-    /// A frontend is connected and the port's queues are running.
-    pub connected: bool,
-    /// Queue pairs the guest enabled.
-    pub queues_enabled: u16,
-    /// Frames and bytes delivered to the guest.
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    /// Frames and bytes the guest sent that the switch accepted.
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    /// Frames dropped at this port, by reason label ([`crate::frame::DropReason::label`]).
-    pub drops: BTreeMap<&'static str, u64>,
-}
-
-/// Counters of an uplink.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct UplinkStats {
-    pub name: String,
-    pub switch: String,
-    pub interface: String,
-    pub link_up: bool,
-    /// Frames received from the host network.
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    /// Frames sent to the host network.
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub drops: BTreeMap<&'static str, u64>,
-}
-
-/// Everything the switch counts.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
-    pub ports: Vec<PortStats>,
-    pub uplinks: Vec<UplinkStats>,
-    /// Forwarding worker: poll rounds that moved frames, and the TSC cycles
-    /// they took (OVS's "processing cycles").
-    pub worker_busy_rounds: u64,
-    pub worker_busy_cycles: u64,
-    pub worker_packets: u64,
-}
-
-/// One learned address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MacEntry {
-    pub vlan: u16,
-    pub mac: crate::frame::MacAddr,
-    /// Port or uplink name.
-    pub port: String,
-    /// Seconds since the address was last seen.
-    pub age_s: u64,
 }
 
 /// How long the daemon waits for the worker to take a change.
@@ -220,41 +163,42 @@ impl Daemon {
     pub fn apply(&self, new: SwitchConfig) -> Result<(), DaemonError> {
         new.validate()?;
         let mut st = self.state();
-        // Uplinks: open the new and the changed ones first; any failure
-        // leaves everything as it was (the opened ones close on return).
-        let mut open = Vec::new();
-        let mut uplinks = BTreeMap::new();
-        for s in &new.switches {
-            for u in &s.uplinks {
-                let kept = st
-                    .uplinks
-                    .get(&u.name)
-                    .filter(|l| l.config == *u && l.switch == s.name);
-                let live = match kept {
-                    Some(l) => LiveUplink {
-                        config: l.config.clone(),
-                        switch: l.switch.clone(),
-                        counters: Arc::clone(&l.counters),
-                        link_up: Arc::clone(&l.link_up),
-                    },
-                    None => {
-                        open.push(Uplink::open(u).map_err(|e| {
-                            DaemonError::Apply(format!("uplink {:?}: {e}", u.name))
-                        })?);
-                        LiveUplink {
-                            config: u.clone(),
-                            switch: s.name.clone(),
-                            counters: Arc::default(),
-                            link_up: Arc::default(),
-                        }
-                    }
-                };
-                uplinks.insert(u.name.clone(), live);
-            }
+        // Anything the host may refuse is opened first; a failure leaves
+        // everything as it was (what was opened closes on return).
+        let (uplinks, open) = open_uplinks(&st, &new)?;
+        let (mut ports, started) = self.start_ports(&st, &new)?;
+        let (switches, port_entries, uplink_entries) = worker_tables(&new, &ports, &uplinks);
+        let (done_tx, done_rx) = mpsc::channel();
+        let sent = self.send(Command::Update {
+            switches,
+            ports: port_entries,
+            uplinks: uplink_entries,
+            open,
+            done: done_tx,
+        });
+        if sent.is_err() || done_rx.recv_timeout(WORKER_WAIT).is_err() {
+            stop_all(started);
+            return Err(DaemonError::Apply(
+                "the forwarding worker did not take the change".into(),
+            ));
         }
-        // Ports: new ones, and ones whose socket, mode or queues changed,
-        // start now (a server socket binds here, so a bad path fails
-        // before anything changed).
+        // The worker runs the new tables: retire what left them.
+        retire_ports(&mut st.ports, &new, &mut ports, started);
+        st.ports = ports;
+        st.uplinks = uplinks;
+        st.config = new;
+        Ok(())
+    }
+
+    /// The live ports of `new`: ports whose socket, mode and queues are
+    /// unchanged are kept (their MAC and MTU updated), the others start now
+    /// (a server socket binds here, so a bad path fails before anything
+    /// changed). Returns them with the threads started, in `new`'s order.
+    fn start_ports(
+        &self,
+        st: &State,
+        new: &SwitchConfig,
+    ) -> Result<(BTreeMap<String, LivePort>, Vec<PortThread>), DaemonError> {
         let mut ports = BTreeMap::new();
         let mut started = Vec::new();
         for p in &new.ports {
@@ -264,22 +208,7 @@ impl Daemon {
                     && l.config.queues == p.queues
             });
             let live = match reuse {
-                Some(l) => {
-                    *l.shared
-                        .mac
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = p.mac;
-                    *l.shared
-                        .mtu
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = p.mtu;
-                    LivePort {
-                        config: p.clone(),
-                        shared: Arc::clone(&l.shared),
-                        counters: Arc::clone(&l.counters),
-                        thread: None,
-                    }
-                }
+                Some(l) => keep_port(l, p),
                 None => {
                     let shared = Arc::new(PortShared::new(
                         p.name.clone(),
@@ -288,16 +217,13 @@ impl Daemon {
                         p.queues,
                         Arc::clone(&self.wake),
                     ));
-                    let thread = match PortThread::start(Arc::clone(&shared), &p.socket, p.mode) {
-                        Ok(t) => t,
+                    match PortThread::start(Arc::clone(&shared), &p.socket, p.mode) {
+                        Ok(t) => started.push(t),
                         Err(e) => {
-                            for t in started {
-                                PortThread::stop(t);
-                            }
+                            stop_all(started);
                             return Err(DaemonError::Apply(format!("port {:?}: {e}", p.name)));
                         }
-                    };
-                    started.push(thread);
+                    }
                     LivePort {
                         config: p.clone(),
                         shared,
@@ -308,117 +234,7 @@ impl Daemon {
             };
             ports.insert(p.name.clone(), live);
         }
-        // The worker's tables, in configuration order.
-        let uplink_order: Vec<&str> = new
-            .switches
-            .iter()
-            .flat_map(|s| s.uplinks.iter().map(|u| u.name.as_str()))
-            .collect();
-        let switch_index = |name: &str| new.switches.iter().position(|s| s.name == name);
-        let mut entries = Vec::new();
-        for p in &new.ports {
-            let (Some(group), Some(live)) = (new.group_of(p), ports.get(&p.name)) else {
-                continue;
-            };
-            let Some(sw) = switch_index(&group.switch) else {
-                continue;
-            };
-            let index = |n: &String| uplink_order.iter().position(|u| u == n);
-            let switch_uplinks = &new.switches[sw].uplinks;
-            let active: Vec<usize> = if group.teaming.active.is_empty() {
-                switch_uplinks
-                    .iter()
-                    .filter_map(|u| index(&u.name))
-                    .collect()
-            } else {
-                group.teaming.active.iter().filter_map(index).collect()
-            };
-            entries.push(PortEntry {
-                shared: Arc::clone(&live.shared),
-                counters: Arc::clone(&live.counters),
-                policy: PortPolicy {
-                    switch: sw,
-                    vlan: group.vlan.clone(),
-                    security: group.security,
-                    mac: p.mac,
-                    mtu: p.mtu,
-                    shaping: group.shaping,
-                    team: Team {
-                        policy: group.teaming.policy,
-                        active,
-                        standby: group.teaming.standby.iter().filter_map(index).collect(),
-                    },
-                },
-            });
-        }
-        let uplink_entries = uplink_order
-            .iter()
-            .filter_map(|n| {
-                let l = uplinks.get(*n)?;
-                Some(UplinkEntry {
-                    name: (*n).to_owned(),
-                    switch: switch_index(&l.switch)?,
-                    counters: Arc::clone(&l.counters),
-                    link_up: Arc::clone(&l.link_up),
-                })
-            })
-            .collect();
-        let switches = new
-            .switches
-            .iter()
-            .map(|s| SwitchEntry {
-                name: s.name.clone(),
-                ageing_ns: u64::from(s.mac_ageing_s) * 1_000_000_000,
-            })
-            .collect();
-        let (done_tx, done_rx) = mpsc::channel();
-        let sent = self.send(Command::Update {
-            switches,
-            ports: entries,
-            uplinks: uplink_entries,
-            open,
-            done: done_tx,
-        });
-        if sent.is_err() || done_rx.recv_timeout(WORKER_WAIT).is_err() {
-            for t in started {
-                PortThread::stop(t);
-            }
-            return Err(DaemonError::Apply(
-                "the forwarding worker did not take the change".into(),
-            ));
-        }
-        // The worker runs the new tables: retire what left them.
-        let mut started = started.into_iter();
-        for p in &new.ports {
-            let Some(live) = ports.get_mut(&p.name) else {
-                continue;
-            };
-            let old = st.ports.remove(&p.name);
-            match old {
-                Some(mut o) if Arc::ptr_eq(&o.shared, &live.shared) => {
-                    live.thread = o.thread.take();
-                }
-                other => {
-                    live.thread = started.next();
-                    if let Some(mut o) = other {
-                        o.shared.detach();
-                        if let Some(t) = o.thread.take() {
-                            t.stop();
-                        }
-                    }
-                }
-            }
-        }
-        for (_, mut o) in std::mem::take(&mut st.ports) {
-            o.shared.detach();
-            if let Some(t) = o.thread.take() {
-                t.stop();
-            }
-        }
-        st.ports = ports;
-        st.uplinks = uplinks;
-        st.config = new;
-        Ok(())
+        Ok((ports, started))
     }
 
     /// Counters of every port and uplink.
@@ -531,5 +347,196 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+/// The live uplinks of `new`: unchanged ones kept, new and changed ones
+/// opened (returned apart, for the worker to take).
+fn open_uplinks(
+    st: &State,
+    new: &SwitchConfig,
+) -> Result<(BTreeMap<String, LiveUplink>, Vec<Uplink>), DaemonError> {
+    let mut open = Vec::new();
+    let mut uplinks = BTreeMap::new();
+    for s in &new.switches {
+        for u in &s.uplinks {
+            let kept = st
+                .uplinks
+                .get(&u.name)
+                .filter(|l| l.config == *u && l.switch == s.name);
+            let live = match kept {
+                Some(l) => LiveUplink {
+                    config: l.config.clone(),
+                    switch: l.switch.clone(),
+                    counters: Arc::clone(&l.counters),
+                    link_up: Arc::clone(&l.link_up),
+                },
+                None => {
+                    open.push(
+                        Uplink::open(u)
+                            .map_err(|e| DaemonError::Apply(format!("uplink {:?}: {e}", u.name)))?,
+                    );
+                    LiveUplink {
+                        config: u.clone(),
+                        switch: s.name.clone(),
+                        counters: Arc::default(),
+                        link_up: Arc::default(),
+                    }
+                }
+            };
+            uplinks.insert(u.name.clone(), live);
+        }
+    }
+    Ok((uplinks, open))
+}
+
+/// A running port kept across a change: same socket and thread, the new
+/// MAC and MTU.
+fn keep_port(live: &LivePort, p: &PortConfig) -> LivePort {
+    *live
+        .shared
+        .mac
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = p.mac;
+    *live
+        .shared
+        .mtu
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = p.mtu;
+    LivePort {
+        config: p.clone(),
+        shared: Arc::clone(&live.shared),
+        counters: Arc::clone(&live.counters),
+        thread: None,
+    }
+}
+
+fn stop_all(threads: Vec<PortThread>) {
+    for t in threads {
+        PortThread::stop(t);
+    }
+}
+
+/// The worker's tables for `new`, in configuration order: switches, ports
+/// with their policy, uplinks.
+fn worker_tables(
+    new: &SwitchConfig,
+    ports: &BTreeMap<String, LivePort>,
+    uplinks: &BTreeMap<String, LiveUplink>,
+) -> (Vec<SwitchEntry>, Vec<PortEntry>, Vec<UplinkEntry>) {
+    let uplink_order: Vec<&str> = new
+        .switches
+        .iter()
+        .flat_map(|s| s.uplinks.iter().map(|u| u.name.as_str()))
+        .collect();
+    let switch_index = |name: &str| new.switches.iter().position(|s| s.name == name);
+    let port_entries = new
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let group = new.group_of(p)?;
+            let live = ports.get(&p.name)?;
+            let sw = switch_index(&group.switch)?;
+            Some(port_entry(new, &uplink_order, sw, group, p, live))
+        })
+        .collect();
+    let uplink_entries = uplink_order
+        .iter()
+        .filter_map(|n| {
+            let l = uplinks.get(*n)?;
+            Some(UplinkEntry {
+                name: (*n).to_owned(),
+                switch: switch_index(&l.switch)?,
+                counters: Arc::clone(&l.counters),
+                link_up: Arc::clone(&l.link_up),
+            })
+        })
+        .collect();
+    let switches = new
+        .switches
+        .iter()
+        .map(|s| SwitchEntry {
+            name: s.name.clone(),
+            ageing_ns: u64::from(s.mac_ageing_s) * 1_000_000_000,
+        })
+        .collect();
+    (switches, port_entries, uplink_entries)
+}
+
+/// A port's entry in the worker's table: its group's policy, its team's
+/// uplinks as indexes into `uplink_order`.
+fn port_entry(
+    new: &SwitchConfig,
+    uplink_order: &[&str],
+    sw: usize,
+    group: &PortGroupConfig,
+    p: &PortConfig,
+    live: &LivePort,
+) -> PortEntry {
+    let index = |n: &String| uplink_order.iter().position(|u| u == n);
+    let active: Vec<usize> = if group.teaming.active.is_empty() {
+        new.switches[sw]
+            .uplinks
+            .iter()
+            .filter_map(|u| index(&u.name))
+            .collect()
+    } else {
+        group.teaming.active.iter().filter_map(index).collect()
+    };
+    PortEntry {
+        shared: Arc::clone(&live.shared),
+        counters: Arc::clone(&live.counters),
+        policy: PortPolicy {
+            switch: sw,
+            vlan: group.vlan.clone(),
+            security: group.security,
+            mac: p.mac,
+            mtu: p.mtu,
+            shaping: group.shaping,
+            team: Team {
+                policy: group.teaming.policy,
+                active,
+                standby: group.teaming.standby.iter().filter_map(index).collect(),
+            },
+        },
+    }
+}
+
+/// Once the worker runs `new`'s tables: each kept port takes its old
+/// thread, each started one its new thread (in `new`'s order, as
+/// started), and the ports replaced or gone are detached and stopped.
+fn retire_ports(
+    old: &mut BTreeMap<String, LivePort>,
+    new: &SwitchConfig,
+    ports: &mut BTreeMap<String, LivePort>,
+    started: Vec<PortThread>,
+) {
+    let mut started = started.into_iter();
+    for p in &new.ports {
+        let Some(live) = ports.get_mut(&p.name) else {
+            continue;
+        };
+        match old.remove(&p.name) {
+            Some(mut o) if Arc::ptr_eq(&o.shared, &live.shared) => {
+                live.thread = o.thread.take();
+            }
+            other => {
+                live.thread = started.next();
+                if let Some(o) = other {
+                    retire(o);
+                }
+            }
+        }
+    }
+    for (_, o) in std::mem::take(old) {
+        retire(o);
+    }
+}
+
+/// Detaches a port the worker no longer has and stops its thread.
+fn retire(mut port: LivePort) {
+    port.shared.detach();
+    if let Some(t) = port.thread.take() {
+        t.stop();
     }
 }

@@ -6,7 +6,7 @@
 //! `poll_us` without traffic it asks the guests to kick and sleeps on
 //! their kick eventfds, the uplinks and its wake eventfd.
 //!
-//! [`forward`]: crate::forward
+//! [`forward`]: crate::dataplane::forward
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -19,17 +19,17 @@ use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::Shaping;
-use crate::counters::{PortCounters, WorkerCounters, cycles};
-use crate::fdb::{Fdb, FdbEntry};
-use crate::frame::MacAddr;
-use crate::policy::{Security, VlanMode};
-use crate::shaping::Shaper;
-use crate::teaming::Team;
-use crate::uplink::Uplink;
-use crate::vhost::backend::PortShared;
-use crate::vhost::frames::{MAX_RX_CHAINS, RxFormat};
-use crate::vhost::ring::{Chain, SplitRing};
+use crate::control_plane::config::Shaping;
+use crate::dataplane::counters::{PortCounters, WorkerCounters, cycles};
+use crate::dataplane::fdb::{Fdb, FdbEntry};
+use crate::dataplane::frame::MacAddr;
+use crate::dataplane::policy::{Security, VlanMode};
+use crate::dataplane::shaping::Shaper;
+use crate::dataplane::teaming::Team;
+use crate::dataplane::uplink::Uplink;
+use crate::dataplane::vhost::backend::PortShared;
+use crate::dataplane::vhost::frames::{MAX_RX_CHAINS, RxFormat};
+use crate::dataplane::vhost::ring::{Chain, SplitRing};
 
 /// Frames taken from one ring or uplink per round.
 pub const BURST: usize = 32;
@@ -291,7 +291,7 @@ impl Worker {
         fdb.entries(self.clock())
             .into_iter()
             .filter_map(|e| {
-                let place = crate::forward::place_of(self, e.port)?;
+                let place = crate::dataplane::forward::place_of(self, e.port)?;
                 Some((e, place))
             })
             .collect()

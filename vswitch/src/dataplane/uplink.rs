@@ -19,7 +19,7 @@ mod tap;
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 
-use crate::config::{UplinkConfig, UplinkType};
+use crate::control_plane::config::{UplinkConfig, UplinkType};
 use link::{Control, valid_ifname};
 use packet::PacketSocket;
 use tap::TapDevice;

@@ -4,8 +4,8 @@
 //! originating port, the source MAC, or the IP pair (vSphere's policies),
 //! or always the first ("use explicit failover order").
 
-use crate::config::LoadBalancing;
-use crate::frame::MacAddr;
+use crate::control_plane::config::LoadBalancing;
+use crate::dataplane::frame::MacAddr;
 
 /// A port group's team, with uplinks as indices into the switch's table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 
 use std::mem::{offset_of, size_of};
 
-use crate::frame::{TPID_8021Q, VLAN_HLEN};
+use crate::dataplane::frame::{TPID_8021Q, VLAN_HLEN};
 
 /// Offset of the EtherType (or of a tag) in an Ethernet frame: after the
 /// destination and source addresses.

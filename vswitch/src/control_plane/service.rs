@@ -12,12 +12,16 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
-use crate::api::edit;
-use crate::api::metrics_text;
-use crate::api::request::{ApiError, Change, Query, Request, Response, error_chain};
-use crate::config::SwitchConfig;
-use crate::daemon::{Daemon, DaemonError, MacEntry, PortStats, Stats};
-use crate::persist::StateFile;
+use crate::control_plane::api::edit;
+use crate::control_plane::api::metrics_text;
+use control::error_chain;
+use control::server::{PROMETHEUS_TEXT, Reply};
+
+use crate::control_plane::api::request::{ApiError, Change, Query, Request};
+use crate::control_plane::api::types::{MacEntry, PortStats, Stats};
+use crate::control_plane::config::SwitchConfig;
+use crate::control_plane::daemon::{Daemon, DaemonError};
+use crate::control_plane::persist::StateFile;
 
 /// What the API needs of the running switch: the [`Daemon`], or a stand-in
 /// in tests.
@@ -117,14 +121,14 @@ impl Outcome {
         }
     }
 
-    fn answer(self, c: &SwitchConfig) -> Result<Response, ApiError> {
+    fn answer(self, c: &SwitchConfig) -> Result<Reply, ApiError> {
         match self {
             Outcome::Config => json(false, c),
             Outcome::Switch { name, created } => json(created, find_switch(c, &name)?),
             Outcome::Uplink { switch, name } => json(true, find_uplink(c, &switch, &name)?),
             Outcome::PortGroup { name, created } => json(created, find_port_group(c, &name)?),
             Outcome::Port { name, created } => json(created, find_port(c, &name)?),
-            Outcome::Removed => Ok(Response::Empty),
+            Outcome::Removed => Ok(Reply::Empty),
         }
     }
 }
@@ -151,16 +155,20 @@ fn describe(change: &Change) -> String {
     }
 }
 
-fn json<T: Serialize + ?Sized>(created: bool, value: &T) -> Result<Response, ApiError> {
+fn json<T: Serialize + ?Sized>(created: bool, value: &T) -> Result<Reply, ApiError> {
     let body = serde_json::to_value(value)
         .map_err(|e| ApiError::internal(format!("Cannot encode the answer: {e}")))?;
-    Ok(Response::Json { created, body })
+    Ok(if created {
+        Reply::Created(body)
+    } else {
+        Reply::Json(body)
+    })
 }
 
 fn find_switch<'a>(
     c: &'a SwitchConfig,
     name: &str,
-) -> Result<&'a crate::config::VSwitchConfig, ApiError> {
+) -> Result<&'a crate::control_plane::config::VSwitchConfig, ApiError> {
     c.switch(name)
         .ok_or_else(|| ApiError::not_found(format!("No switch {name:?}")))
 }
@@ -169,7 +177,7 @@ fn find_uplink<'a>(
     c: &'a SwitchConfig,
     switch: &str,
     name: &str,
-) -> Result<&'a crate::config::UplinkConfig, ApiError> {
+) -> Result<&'a crate::control_plane::config::UplinkConfig, ApiError> {
     find_switch(c, switch)?
         .uplinks
         .iter()
@@ -180,7 +188,7 @@ fn find_uplink<'a>(
 fn find_port_group<'a>(
     c: &'a SwitchConfig,
     name: &str,
-) -> Result<&'a crate::config::PortGroupConfig, ApiError> {
+) -> Result<&'a crate::control_plane::config::PortGroupConfig, ApiError> {
     c.port_groups
         .iter()
         .find(|g| g.name == name)
@@ -190,7 +198,7 @@ fn find_port_group<'a>(
 fn find_port<'a>(
     c: &'a SwitchConfig,
     name: &str,
-) -> Result<&'a crate::config::PortConfig, ApiError> {
+) -> Result<&'a crate::control_plane::config::PortConfig, ApiError> {
     c.ports
         .iter()
         .find(|p| p.name == name)
@@ -218,14 +226,14 @@ impl<D: Control> Vswitchd<D> {
     }
 
     /// Carries out one request.
-    pub fn handle(&self, request: Request) -> Result<Response, ApiError> {
+    pub fn handle(&self, request: Request) -> Result<Reply, ApiError> {
         match request {
             Request::Query(q) => self.query(q),
             Request::Change(c) => self.change(c),
         }
     }
 
-    fn change(&self, change: Change) -> Result<Response, ApiError> {
+    fn change(&self, change: Change) -> Result<Reply, ApiError> {
         let _changing = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.daemon.config();
         let outcome = Outcome::of(&change);
@@ -254,7 +262,7 @@ impl<D: Control> Vswitchd<D> {
         outcome.answer(&new)
     }
 
-    fn query(&self, query: Query) -> Result<Response, ApiError> {
+    fn query(&self, query: Query) -> Result<Reply, ApiError> {
         let c = self.daemon.config();
         match query {
             Query::Config => json(false, &c),
@@ -303,7 +311,10 @@ impl<D: Control> Vswitchd<D> {
                         (s.name.clone(), n)
                     })
                     .collect();
-                Ok(Response::Metrics(metrics_text::render(&stats, &entries)))
+                Ok(Reply::Text {
+                    content_type: PROMETHEUS_TEXT,
+                    body: metrics_text::render(&stats, &entries),
+                })
             }
         }
     }
@@ -348,7 +359,7 @@ pub(crate) mod fake {
             self.config().switch(switch).map(|_| {
                 vec![MacEntry {
                     vlan: 0,
-                    mac: crate::frame::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+                    mac: crate::dataplane::frame::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
                     port: "a".into(),
                     age_s: 3,
                 }]
@@ -361,7 +372,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::FakeDaemon;
     use super::*;
-    use crate::persist::STATE_FILE;
+    use crate::control_plane::persist::STATE_FILE;
 
     fn add_group(name: &str) -> Request {
         Request::Change(Change::AddPortGroup(
@@ -379,9 +390,10 @@ mod tests {
         ))
     }
 
-    fn body(r: Result<Response, ApiError>) -> (bool, serde_json::Value) {
+    fn body(r: Result<Reply, ApiError>) -> (bool, serde_json::Value) {
         match r.unwrap() {
-            Response::Json { created, body } => (created, body),
+            Reply::Json(body) => (false, body),
+            Reply::Created(body) => (true, body),
             other => panic!("not JSON: {other:?}"),
         }
     }
@@ -429,7 +441,7 @@ mod tests {
         assert_eq!(state.load().unwrap().unwrap().ports.len(), 1);
         assert_eq!(
             v.handle(Request::Change(Change::RemovePort { name: "a".into() })),
-            Ok(Response::Empty)
+            Ok(Reply::Empty)
         );
         assert!(state.load().unwrap().unwrap().ports.is_empty());
     }
@@ -493,7 +505,7 @@ mod tests {
             let e = q(query.clone()).unwrap_err();
             assert_eq!(e.status, 404, "{query:?}");
         }
-        let Ok(Response::Metrics(text)) = q(Query::Metrics) else {
+        let Ok(Reply::Text { body: text, .. }) = q(Query::Metrics) else {
             panic!("metrics");
         };
         assert!(text.contains("sfera_vswitch_mac_table_entries{switch=\"vSwitch0\"} 1"));

@@ -31,7 +31,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::mem::GuestMemory;
 use super::ring::RingAddrs;
-use crate::frame::MacAddr;
+use crate::dataplane::frame::MacAddr;
 
 type VResult<T> = Result<T, VhostError>;
 

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{DropReason, FrameInfo, MAX_VID, MacAddr, TagEdit, VlanTag};
+use crate::dataplane::frame::{DropReason, FrameInfo, MAX_VID, MacAddr, TagEdit, VlanTag};
 
 /// A port group's VLAN setting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

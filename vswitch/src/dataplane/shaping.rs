@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use datapath::token_bucket::TokenBucket;
 
-use crate::config::ShapingRule;
+use crate::control_plane::config::ShapingRule;
 
 /// One direction of a port's shaping.
 #[derive(Debug, Clone)]

@@ -1,30 +1,31 @@
-//! The typed control requests of sfera-vswitchd, their answers and errors.
-//! The HTTP layer only turns HTTP into these and back; [`crate::service`]
-//! carries them out.
+//! The typed control requests of sfera-vswitchd and its errors (the
+//! answers are `control`'s [`control::server::Reply`]). The HTTP layer only
+//! turns HTTP into these and back; [`crate::control_plane::service`] carries them out.
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+pub use control::ApiError;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{
+use crate::control_plane::config::{
     BadConfig, PortConfig, PortGroupConfig, Shaping, SocketMode, SwitchConfig, Teaming,
     UplinkConfig, VSwitchConfig,
 };
-use crate::daemon::DaemonError;
-use crate::frame::MacAddr;
-use crate::policy::{Security, VlanMode};
+use crate::control_plane::daemon::DaemonError;
+use crate::dataplane::frame::MacAddr;
+use crate::dataplane::policy::{Security, VlanMode};
 
 /// Body of `PUT /v1/switches/{name}`: the switch as `GET` shows it. `name`
 /// may be left out; `uplinks`, when left out, stay as they are (they have
 /// their own resource), and when given replace the switch's list.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchSettings {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default = "default_mac_ageing_s")]
     pub mac_ageing_s: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplinks: Option<Vec<UplinkConfig>>,
 }
 
@@ -32,12 +33,12 @@ pub struct SwitchSettings {
 /// policy (`vlan`, `security`, `shaping`, `teaming`) is replaced, a missing
 /// one taking its default; `name` and `switch` may be left out and cannot
 /// change.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortGroupSettings {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch: Option<String>,
     #[serde(default = "no_vlan")]
     pub vlan: VlanMode,
@@ -53,16 +54,16 @@ pub struct PortGroupSettings {
 /// `mac` and `mtu` may change (a missing `mtu` is 1500); `name`, `socket`,
 /// `mode` and `queues` may be left out and cannot change (the VMM would
 /// have to reconnect: delete the port and create it again).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortSettings {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<SocketMode>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<u16>,
     pub port_group: String,
     pub mac: MacAddr,
@@ -150,97 +151,21 @@ pub enum Request {
     Change(Change),
 }
 
-/// A successful answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Response {
-    /// JSON with status 200, or 201 when `created`.
-    Json {
-        created: bool,
-        body: serde_json::Value,
-    },
-    /// Nothing (204).
-    Empty,
-    /// Prometheus text exposition.
-    Metrics(String),
+/// A 400 with the code sfera-vswitchd has always answered, `invalid` (the
+/// other daemons say `invalid_request`): its clients match on it.
+pub fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(400, "invalid", message)
 }
 
-/// A refused or failed request: HTTP status, a stable code, a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-    /// Methods the resource allows (the `Allow` header of a 405).
-    pub allow: Option<&'static str>,
-}
-
-impl ApiError {
-    fn new(status: u16, code: &'static str, message: String) -> Self {
-        ApiError {
-            status,
-            code,
-            message,
-            allow: None,
-        }
-    }
-
-    /// 400: malformed JSON, unknown fields, invalid values.
-    pub fn invalid(message: String) -> Self {
-        Self::new(400, "invalid", message)
-    }
-
-    /// 404: no such object (in the path, or named by the body).
-    pub fn not_found(message: String) -> Self {
-        Self::new(404, "not_found", message)
-    }
-
-    /// 405, with the methods the resource allows.
-    pub fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> Self {
-        ApiError {
-            allow: Some(allow),
-            ..Self::new(
-                405,
-                "method_not_allowed",
-                format!("{method} is not allowed on {path} (allowed: {allow})"),
-            )
-        }
-    }
-
-    /// 409: a duplicate, or an object still in use.
-    pub fn conflict(message: String) -> Self {
-        Self::new(409, "conflict", message)
-    }
-
-    /// 409: the host refused a valid configuration (an interface or socket
-    /// path taken, say); nothing changed.
-    pub fn apply_failed(message: String) -> Self {
-        Self::new(409, "apply_failed", message)
-    }
-
-    /// 413.
-    pub fn too_large(limit: usize) -> Self {
-        Self::new(
-            413,
-            "body_too_large",
-            format!("Request bodies are limited to {limit} bytes"),
-        )
-    }
-
-    /// 500: the daemon's own failure (the state file cannot be written).
-    pub fn internal(message: String) -> Self {
-        Self::new(500, "internal", message)
-    }
-
-    /// The JSON body: `{"error": {"code": ..., "message": ...}}`.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
-    }
+/// 409: the host refused a valid configuration (an interface or socket
+/// path taken, say); nothing changed.
+pub fn apply_failed(message: impl Into<String>) -> ApiError {
+    ApiError::new(409, "apply_failed", message)
 }
 
 impl From<BadConfig> for ApiError {
     fn from(e: BadConfig) -> Self {
-        ApiError::invalid(e.to_string())
+        invalid(e.to_string())
     }
 }
 
@@ -248,21 +173,9 @@ impl From<DaemonError> for ApiError {
     fn from(e: DaemonError) -> Self {
         match e {
             DaemonError::Invalid(bad) => bad.into(),
-            DaemonError::Apply(_) => ApiError::apply_failed(e.to_string()),
+            DaemonError::Apply(_) => apply_failed(e.to_string()),
         }
     }
-}
-
-/// An error and its sources, joined with ": ".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -296,10 +209,6 @@ mod tests {
         assert!(e.message.contains("sfapi0"), "{}", e.message);
         let e: ApiError = DaemonError::Invalid(BadConfig("x".into())).into();
         assert_eq!(e.status, 400);
-        let body = ApiError::not_found("No port \"a\"".into()).body();
-        assert_eq!(body["error"]["code"], "not_found");
-        assert_eq!(body["error"]["message"], "No port \"a\"");
-        let e = ApiError::method_not_allowed("PATCH", "/v1/ports", "GET, POST");
-        assert_eq!((e.status, e.allow), (405, Some("GET, POST")));
+        assert_eq!(invalid("x").body()["error"]["code"], "invalid");
     }
 }

@@ -8,13 +8,21 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::MacAddr;
-use crate::policy::{Security, VlanMode};
+use crate::dataplane::frame::MacAddr;
+use crate::dataplane::policy::{Security, VlanMode};
 
 /// Error in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Invalid switch configuration: {0}")]
 pub struct BadConfig(pub String);
+
+/// An object's name breaks the rule of every Sfera object name
+/// ([`control::names`]): what the API puts in URL paths.
+impl From<control::names::NameError> for BadConfig {
+    fn from(e: control::names::NameError) -> Self {
+        BadConfig(e.to_string())
+    }
+}
 
 /// The switch a port group belongs to when it names none.
 pub const DEFAULT_SWITCH: &str = "vSwitch0";
@@ -209,23 +217,6 @@ impl Default for SwitchConfig {
     }
 }
 
-/// Checks an object name: what the API puts in URL paths.
-pub fn check_name(what: &str, name: &str) -> Result<(), BadConfig> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(BadConfig(format!(
-            "{what} name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-        )))
-    }
-}
-
 /// Checks a host interface name as Linux accepts it.
 fn check_ifname(uplink: &str, name: &str) -> Result<(), BadConfig> {
     if name.is_empty()
@@ -273,7 +264,7 @@ impl SwitchConfig {
         let mut uplinks = BTreeSet::new();
         let mut interfaces = BTreeSet::new();
         for s in &self.switches {
-            check_name("switch", &s.name)?;
+            control::names::check("switch", &s.name)?;
             if !switches.insert(s.name.as_str()) {
                 return Err(BadConfig(format!("switch {:?} is defined twice", s.name)));
             }
@@ -284,7 +275,7 @@ impl SwitchConfig {
                 )));
             }
             for u in &s.uplinks {
-                check_name("uplink", &u.name)?;
+                control::names::check("uplink", &u.name)?;
                 check_ifname(&u.name, &u.interface)?;
                 if !uplinks.insert(u.name.as_str()) {
                     return Err(BadConfig(format!("uplink {:?} is defined twice", u.name)));
@@ -299,7 +290,7 @@ impl SwitchConfig {
         }
         let mut groups = BTreeSet::new();
         for g in &self.port_groups {
-            check_name("port group", &g.name)?;
+            control::names::check("port group", &g.name)?;
             if !groups.insert(g.name.as_str()) {
                 return Err(BadConfig(format!(
                     "port group {:?} is defined twice",
@@ -340,7 +331,7 @@ impl SwitchConfig {
         let mut names = BTreeSet::new();
         let mut sockets = BTreeSet::new();
         for p in &self.ports {
-            check_name("port", &p.name)?;
+            control::names::check("port", &p.name)?;
             if !names.insert(p.name.as_str()) {
                 return Err(BadConfig(format!("port {:?} is defined twice", p.name)));
             }
@@ -432,6 +423,10 @@ mod tests {
                 "queues 9",
             ),
             (good.replace("\"name\":\"a\"", "\"name\":\"a/b\""), "name"),
+            (
+                good.replace("\"name\":\"a\"", "\"name\":\"-a\""),
+                "must not start with",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err();

@@ -11,17 +11,17 @@ use std::sync::mpsc;
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::Shaping;
-use crate::counters::{PortCounters, WorkerCounters};
-use crate::frame::{DropReason, MacAddr, VlanTag, tci_bytes};
-use crate::policy::{Security, VlanMode};
-use crate::teaming::Team;
-use crate::vhost::backend::PortShared;
-use crate::vhost::frames::{RxFormat, racing_guest};
-use crate::vhost::mem::GuestMemory;
-use crate::vhost::ring::Chain;
-use crate::vhost::ring::tests::{BUFS, Driver};
-use crate::worker::{PortEntry, PortPolicy, SwitchEntry, Worker, WorkerSetup};
+use crate::control_plane::config::Shaping;
+use crate::dataplane::counters::{PortCounters, WorkerCounters};
+use crate::dataplane::frame::{DropReason, MacAddr, VlanTag, tci_bytes};
+use crate::dataplane::policy::{Security, VlanMode};
+use crate::dataplane::teaming::Team;
+use crate::dataplane::vhost::backend::PortShared;
+use crate::dataplane::vhost::frames::{RxFormat, racing_guest};
+use crate::dataplane::vhost::mem::GuestMemory;
+use crate::dataplane::vhost::ring::Chain;
+use crate::dataplane::vhost::ring::tests::{BUFS, Driver};
+use crate::dataplane::worker::{PortEntry, PortPolicy, SwitchEntry, Worker, WorkerSetup};
 
 const SENDER: [u8; 6] = [2, 0, 0, 0, 0x0a, 0x01];
 const RECEIVER: [u8; 6] = [2, 0, 0, 0, 0x0b, 0x01];

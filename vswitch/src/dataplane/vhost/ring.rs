@@ -380,7 +380,7 @@ impl SplitRing {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::vhost::mem::tests::memfd_memory;
+    use crate::dataplane::vhost::mem::tests::memfd_memory;
 
     pub(crate) const DESC: u64 = 0x1000;
     pub(crate) const AVAIL: u64 = 0x2000;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use datapath::counters::Counter;
 
-use crate::frame::DropReason;
+use crate::dataplane::frame::DropReason;
 
 /// Counters of one port or uplink. `rx` is toward the guest (or from the
 /// host network, for an uplink), `tx` from the guest (to the network).
@@ -33,10 +33,10 @@ impl PortCounters {
 
     /// Every reason with its count (zeros included, so metrics have a
     /// stable set of series).
-    pub fn drops(&self) -> BTreeMap<&'static str, u64> {
+    pub fn drops(&self) -> BTreeMap<String, u64> {
         DropReason::ALL
             .iter()
-            .map(|r| (r.label(), self.dropped(*r)))
+            .map(|r| (r.label().to_owned(), self.dropped(*r)))
             .collect()
     }
 }

@@ -6,12 +6,12 @@
 
 use std::io::IoSlice;
 
-use crate::fdb::PortId;
-use crate::frame::{self, DropReason, ETH_HLEN, FrameInfo, TagEdit, VLAN_HLEN, VlanTag};
-use crate::teaming::{TeamKey, ip_pair_hash};
-use crate::vhost::frames::{Edited, Frame, MAX_SPANS, deliver};
-use crate::vhost::ring::{Chain, Seg};
-use crate::worker::{BURST, MAX_FRAME, MacPlace, Worker};
+use crate::dataplane::fdb::PortId;
+use crate::dataplane::frame::{self, DropReason, ETH_HLEN, FrameInfo, TagEdit, VLAN_HLEN, VlanTag};
+use crate::dataplane::teaming::{TeamKey, ip_pair_hash};
+use crate::dataplane::vhost::frames::{Edited, Frame, MAX_SPANS, deliver};
+use crate::dataplane::vhost::ring::{Chain, Seg};
+use crate::dataplane::worker::{BURST, MAX_FRAME, MacPlace, Worker};
 
 /// MAC table places at and above this are uplinks.
 pub(crate) const UPLINK_BASE: PortId = 1 << 31;
@@ -346,7 +346,7 @@ impl Worker {
             let len = match up.dev.recv(&mut self.frame_buf) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
-                Err(e) if crate::uplink::is_oversize(&e) => {
+                Err(e) if crate::dataplane::uplink::is_oversize(&e) => {
                     up.entry.counters.count_drop(DropReason::Oversize);
                     taken += 1;
                     continue;

@@ -18,7 +18,7 @@ use vhost::vhost_user::{BackendReqHandler, Error as VhostError};
 
 use super::backend::{NetBackend, PortShared};
 use super::qemu_compat;
-use crate::config::SocketMode;
+use crate::control_plane::config::SocketMode;
 
 /// Errors starting a port.
 #[derive(Debug, thiserror::Error)]

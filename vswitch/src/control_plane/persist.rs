@@ -8,11 +8,10 @@
 #![forbid(unsafe_code)]
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{BadConfig, SwitchConfig};
+use crate::control_plane::config::{BadConfig, SwitchConfig};
 
 /// The state file's name in the data directory.
 pub const STATE_FILE: &str = "vswitch-state.json";
@@ -40,12 +39,8 @@ pub enum PersistError {
         #[source]
         source: BadConfig,
     },
-    #[error("Cannot write {}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("Cannot save the switch configuration")]
+    Write(#[source] control::files::WriteError),
     #[error("Cannot encode the switch configuration")]
     Encode(#[source] serde_json::Error),
     #[error("Another sfera-vswitchd uses {}", path.display())]
@@ -122,32 +117,14 @@ impl StateFile {
         }
     }
 
-    /// Replaces the saved configuration: a temporary file beside it,
-    /// written and fsynced, renamed over it, and the directory fsynced, so
-    /// a crash leaves either the old file or the new one.
+    /// Replaces the saved configuration atomically
+    /// ([`control::files::write_atomically`]): a crash leaves either the
+    /// old file or the new one, and a temporary file left by a crash is
+    /// replaced.
     pub fn save(&self, config: &SwitchConfig) -> Result<(), PersistError> {
         let mut bytes = serde_json::to_vec_pretty(config).map_err(PersistError::Encode)?;
         bytes.push(b'\n');
-        let tmp = self.path.with_extension("json.tmp");
-        let write_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| PersistError::Write { path, source }
-        };
-        // Private to the daemon's user, whatever the umask.
-        let mut file = datapath::privileges::create_private(&tmp).map_err(write_err(&tmp))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(write_err(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, &self.path).map_err(write_err(&self.path))?;
-        // The new file is in place; if the directory cannot be synced the
-        // rename may not survive a power loss, but the change is made and
-        // reporting it as failed would undo a change the file now records.
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-            tracing::warn!(dir = %dir.display(), "Cannot sync the state directory: {e}");
-        }
-        Ok(())
+        control::files::write_atomically(&self.path, &bytes).map_err(PersistError::Write)
     }
 }
 
@@ -212,7 +189,7 @@ pub fn initial_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::request::error_chain;
+    use control::error_chain;
 
     fn sample() -> SwitchConfig {
         serde_json::from_str(

@@ -1,5 +1,6 @@
-//! REST/JSON over HTTP/1.1 on a Unix socket. This layer parses and answers;
-//! [`crate::service::Vswitchd`] does the work.
+//! The API's routes: a method, path and body become a typed [`Request`];
+//! `control::server` serves them over HTTP/1.1 on the Unix socket, and
+//! [`crate::control_plane::service::Vswitchd`] does the work.
 //!
 //! ```text
 //! GET|PUT           /v1/config                          the whole configuration
@@ -17,150 +18,72 @@
 //! GET               /metrics                            Prometheus text
 //! ```
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixListener;
 
-use control::peers::{ApiPeers, admit};
+use control::server::{Api, Reply};
 
-use super::request::{ApiError, Change, Query, Request, Response};
-use crate::service::{Control, Vswitchd};
+use super::request::{ApiError, Change, Query, Request, invalid};
+use crate::control_plane::service::{Control, Vswitchd};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// Serves the API on `listener` until the future is dropped, to the
-/// peers `peers` allows.
-pub async fn serve<D: Control>(
-    listener: UnixListener,
-    vswitchd: Arc<Vswitchd<D>>,
-    peers: ApiPeers,
-) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of descriptors, say: refuse this one, keep serving.
-                tracing::warn!("Cannot accept an API connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(stream) = admit(stream, &peers) else {
-            continue;
-        };
-        let vswitchd = Arc::clone(&vswitchd);
-        tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, Arc::clone(&vswitchd)));
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("API connection ended: {e}");
-            }
-        });
+/// The API of a running switch: what `control::server::serve` serves.
+pub struct VswitchdApi<D>(pub Arc<Vswitchd<D>>);
+
+impl<D> std::fmt::Debug for VswitchdApi<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("VswitchdApi").field(&self.0).finish()
     }
 }
 
-async fn answer<D: Control>(
-    req: hyper::Request<Incoming>,
-    vswitchd: Arc<Vswitchd<D>>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Ok(error_response(&ApiError::too_large(MAX_BODY)));
-        }
-        Err(e) => {
-            return Ok(error_response(&ApiError::invalid(format!(
-                "Cannot read the request body: {e}"
-            ))));
-        }
-    };
-    let result = match route(&method, &path, &body) {
-        // The switch may take a while to apply a change (sockets, TAPs):
-        // off the runtime's thread.
-        Ok(request) => tokio::task::spawn_blocking(move || vswitchd.handle(request))
-            .await
-            .unwrap_or_else(|e| Err(ApiError::internal(format!("Request handler failed: {e}")))),
-        Err(e) => Err(e),
-    };
-    Ok(match result {
-        Ok(Response::Json { created, body }) => {
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            respond(status, "application/json", body.to_string())
-        }
-        Ok(Response::Empty) => respond(StatusCode::NO_CONTENT, "application/json", String::new()),
-        Ok(Response::Metrics(text)) => respond(StatusCode::OK, "text/plain; version=0.0.4", text),
-        Err(e) => {
-            if e.status >= 500 {
-                tracing::error!(%method, %path, "{}", e.message);
-            }
-            error_response(&e)
-        }
-    })
+impl<D: Control> Api for VswitchdApi<D> {
+    type Request = Request;
+
+    fn route(&self, method: &Method, path: &str, body: &[u8]) -> Result<Request, ApiError> {
+        route(method, path, body)
+    }
+
+    /// Runs on a blocking thread: the switch may take a while to apply a
+    /// change (sockets, TAPs).
+    fn handle(&self, request: Request) -> Result<Reply, ApiError> {
+        self.0.handle(request)
+    }
 }
 
-fn respond(status: StatusCode, content_type: &str, body: String) -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, v);
-    }
-    response
-}
-
-fn error_response(e: &ApiError) -> hyper::Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = respond(status, "application/json", e.body().to_string());
-    if let Some(allow) = e.allow
-        && let Ok(v) = hyper::header::HeaderValue::from_str(allow)
-    {
-        response.headers_mut().insert(hyper::header::ALLOW, v);
-    }
-    response
+/// A 400 from `control`'s parsers, with vswitchd's code (`invalid`).
+fn with_our_code(e: ApiError) -> ApiError {
+    invalid(e.message)
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid JSON body: {e}")))
+    control::path::parse_body(body).map_err(with_our_code)
 }
 
 /// Turns a method, path and body into a typed request.
 pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, ApiError> {
-    let segments: Vec<String> = path
-        .trim_matches('/')
-        .split('/')
-        .map(percent_decode)
-        .collect::<Result<_, _>>()?;
+    let segments = control::path::segments(path).map_err(with_our_code)?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let name = |s: &str| s.to_owned();
     let query = |q: Query| Ok(Request::Query(q));
     let change = |c: Change| Ok(Request::Change(c));
-    let not_allowed =
-        |allow: &'static str| Err(ApiError::method_not_allowed(method.as_str(), path, allow));
-    const GET: &str = "GET";
-    const GET_PUT: &str = "GET, PUT";
-    const GET_POST: &str = "GET, POST";
-    const GET_DELETE: &str = "GET, DELETE";
-    const GET_PUT_DELETE: &str = "GET, PUT, DELETE";
+    let not_allowed = |allow: &[&str]| {
+        Err(ApiError::method_not_allowed(
+            format!(
+                "{method} is not allowed on {path} (allowed: {})",
+                allow.join(", ")
+            ),
+            allow,
+        ))
+    };
+    const GET: &[&str] = &["GET"];
+    const GET_PUT: &[&str] = &["GET", "PUT"];
+    const GET_POST: &[&str] = &["GET", "POST"];
+    const GET_DELETE: &[&str] = &["GET", "DELETE"];
+    const GET_PUT_DELETE: &[&str] = &["GET", "PUT", "DELETE"];
     match (segs.as_slice(), method.clone()) {
         (["metrics"], Method::GET) => query(Query::Metrics),
         (["metrics"], _) => not_allowed(GET),
@@ -230,33 +153,8 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, ApiErr
         (["v1", "stats"], Method::GET) => query(Query::Stats),
         (["v1", "stats"], _) => not_allowed(GET),
 
-        _ => Err(ApiError::not_found(format!("No such resource: {path}"))),
+        _ => Err(ApiError::no_route(path)),
     }
-}
-
-/// Decodes the `%XX` escapes of a path segment.
-fn percent_decode(segment: &str) -> Result<String, ApiError> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let byte = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    ApiError::invalid(format!("Bad escape in path segment {segment:?}"))
-                })?;
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| ApiError::invalid(format!("Path segment {segment:?} is not UTF-8")))
 }
 
 /// The API on `<dir>/api.sock`, served by a thread of its own with the
@@ -267,16 +165,13 @@ pub(crate) fn spawn_test_server(
     dir: &std::path::Path,
 ) -> (
     std::path::PathBuf,
-    Arc<Vswitchd<crate::service::fake::FakeDaemon>>,
+    Arc<Vswitchd<crate::control_plane::service::fake::FakeDaemon>>,
 ) {
     let socket = dir.join("api.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind the test socket");
-    listener
-        .set_nonblocking(true)
-        .expect("a non-blocking listener");
-    let state = crate::persist::StateFile::in_dir(dir);
+    let bound = control::socket::bind(&socket).expect("bind the test socket");
+    let state = crate::control_plane::persist::StateFile::in_dir(dir);
     let vswitchd = Arc::new(Vswitchd::new(
-        crate::service::fake::FakeDaemon::default(),
+        crate::control_plane::service::fake::FakeDaemon::default(),
         Some(state),
     ));
     let server = Arc::clone(&vswitchd);
@@ -286,8 +181,13 @@ pub(crate) fn spawn_test_server(
             .build()
             .expect("a test runtime");
         runtime.block_on(async move {
-            let listener = UnixListener::from_std(listener).expect("a tokio listener");
-            serve(listener, server, ApiPeers::new()).await;
+            // Held for as long as the server runs.
+            let _lock = bound.lock;
+            let listener =
+                tokio::net::UnixListener::from_std(bound.listener).expect("a tokio listener");
+            let options = control::server::ServeOptions::new(MAX_BODY)
+                .with_peers(control::peers::ApiPeers::new());
+            control::server::serve(listener, Arc::new(VswitchdApi(server)), options).await;
         });
     });
     (socket, vswitchd)
@@ -366,7 +266,7 @@ mod tests {
         );
         assert!(matches!(
             ok(Method::PUT, "/v1/config", "{}"),
-            Request::Change(Change::ReplaceConfig(c)) if c == crate::config::SwitchConfig::default()
+            Request::Change(Change::ReplaceConfig(c)) if c == crate::control_plane::config::SwitchConfig::default()
         ));
         assert!(matches!(
             ok(Method::PUT, "/v1/ports/a", r#"{"port_group":"pg2","mac":"52:54:00:00:00:01","mtu":9000}"#),
@@ -454,7 +354,7 @@ mod tests {
             assert!(!e.message.is_empty());
         }
         let e = err(Method::PATCH, "/v1/port-groups/pg", "");
-        assert_eq!(e.allow, Some("GET, PUT, DELETE"));
+        assert_eq!(e.allow.as_deref(), Some("GET, PUT, DELETE"));
         let e = err(Method::POST, "/v1/ports", r#"{"name":"a","extra":1}"#);
         assert!(e.message.contains("unknown field"), "{}", e.message);
     }
@@ -463,15 +363,16 @@ mod tests {
     /// CLI's client.
     #[test]
     fn serves_over_a_unix_socket() {
-        use crate::persist::StateFile;
+        use crate::control_plane::persist::StateFile;
         use serde_json::json;
 
         let dir = tempfile::tempdir().unwrap();
         let (socket, vswitchd) = spawn_test_server(dir.path());
         let state = StateFile::in_dir(dir.path());
         let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
-            let (status, text) =
-                super::super::client::call(&socket, method, path, body.as_ref()).unwrap();
+            let (status, text) = control::client::UnixApi::new("sfera-vswitchd", &socket)
+                .call_blocking(method, path, body.as_ref())
+                .unwrap();
             let json = if text.is_empty() || path == "/metrics" {
                 serde_json::Value::Null
             } else {
@@ -550,12 +451,5 @@ mod tests {
             serde_json::to_value(vswitchd.daemon().config()).unwrap()
         );
         assert_eq!(state.load().unwrap(), Some(vswitchd.daemon().config()));
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%2Fb").unwrap(), "a/b");
-        assert_eq!(percent_decode("plain").unwrap(), "plain");
-        assert!(percent_decode("a%2").is_err());
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::client::Client;
 use crate::{parse_size, print, s, wait_task};
 use mgmt::blockd::encode_segment;
+use vswitch::control_plane::api::types::VlanMode;
 
 /// `sfera vm edit`: what is left out stays.
 #[derive(Debug, Args)]
@@ -172,30 +173,27 @@ fn show(v: &Value, json_out: bool, text: &str) {
     }
 }
 
-/// `none`, `N` or `trunk:A,B[:NATIVE]` as the API's VLAN object.
+/// `none`, `N` or `trunk:LIST[:NATIVE]` (LIST as sfera-vswitchd's own
+/// CLI reads it: `10,20,100-110`) as the API's VLAN object.
 fn vlan(spec: &str) -> Result<Value> {
-    if spec == "none" {
-        return Ok(json!({ "mode": "none" }));
-    }
-    if let Some(rest) = spec.strip_prefix("trunk:") {
+    let mode = if spec == "none" {
+        VlanMode::None
+    } else if let Some(rest) = spec.strip_prefix("trunk:") {
         let (ids, native) = match rest.split_once(':') {
             Some((ids, n)) => (ids, Some(n.parse::<u16>().context("trunk native VLAN")?)),
             None => (rest, None),
         };
-        let allowed = ids
-            .split(',')
-            .map(|i| i.parse::<u16>().with_context(|| format!("VLAN ID {i:?}")))
-            .collect::<Result<Vec<_>>>()?;
-        let mut v = json!({ "mode": "trunk", "allowed": allowed });
-        if let Some(n) = native {
-            v["native"] = json!(n);
+        VlanMode::Trunk {
+            allowed: VlanMode::parse_list(ids)?,
+            native,
         }
-        return Ok(v);
-    }
-    let id: u16 = spec
-        .parse()
-        .with_context(|| format!("--vlan {spec:?}: none, an ID or trunk:IDS[:NATIVE]"))?;
-    Ok(json!({ "mode": "access", "id": id }))
+    } else {
+        let id: u16 = spec
+            .parse()
+            .with_context(|| format!("--vlan {spec:?}: none, an ID or trunk:IDS[:NATIVE]"))?;
+        VlanMode::Access { id }
+    };
+    Ok(serde_json::to_value(mode)?)
 }
 
 fn shaping(spec: &str) -> Result<Value> {
@@ -601,6 +599,10 @@ mod tests {
         assert_eq!(
             vlan("trunk:10,20:10").unwrap(),
             json!({ "mode": "trunk", "allowed": [10, 20], "native": 10 })
+        );
+        assert_eq!(
+            vlan("trunk:10,20-22").unwrap(),
+            json!({ "mode": "trunk", "allowed": [10, 20, 21, 22] })
         );
         assert!(vlan("trunk:x").is_err());
         assert!(vlan("vlan9").is_err());

@@ -140,28 +140,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, CliError> {
 
 /// `10,20,100-110`.
 pub fn parse_vlan_list(text: &str) -> Result<BTreeSet<u16>, CliError> {
-    let mut out = BTreeSet::new();
-    let bad = || {
-        usage(format!(
-            "VLAN list {text:?}: expected IDs and ranges like 10,20,100-110"
-        ))
-    };
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (first, last) = match item.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (item, item),
-        };
-        let first: u16 = first.parse().map_err(|_| bad())?;
-        let last: u16 = last.parse().map_err(|_| bad())?;
-        if first > last {
-            return Err(bad());
-        }
-        out.extend(first..=last);
-    }
-    if out.is_empty() {
-        return Err(bad());
-    }
-    Ok(out)
+    VlanMode::parse_list(text).map_err(|e| usage(e.to_string()))
 }
 
 /// One direction's shaping rule after the flags: `None` for no shaping.

@@ -66,7 +66,33 @@ impl From<VlanModeIn> for VlanMode {
 #[error("Invalid VLAN setting: {0}")]
 pub struct BadVlan(pub String);
 
+/// A VLAN list that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("VLAN list {0:?}: expected IDs and ranges like 10,20,100-110")]
+pub struct BadVlanList(pub String);
+
 impl VlanMode {
+    /// Reads a trunk's VLAN list as both command-line tools take it:
+    /// `10,20,100-110` (the IDs themselves are checked by
+    /// [`VlanMode::validate`], as for any configuration).
+    pub fn parse_list(text: &str) -> Result<BTreeSet<u16>, BadVlanList> {
+        let bad = || BadVlanList(text.to_owned());
+        let mut out = BTreeSet::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (first, last) = item.split_once('-').unwrap_or((item, item));
+            let first: u16 = first.trim().parse().map_err(|_| bad())?;
+            let last: u16 = last.trim().parse().map_err(|_| bad())?;
+            if first > last {
+                return Err(bad());
+            }
+            out.extend(first..=last);
+        }
+        if out.is_empty() {
+            return Err(bad());
+        }
+        Ok(out)
+    }
+
     /// Checks the IDs.
     pub fn validate(&self) -> Result<(), BadVlan> {
         let check = |id: u16| {

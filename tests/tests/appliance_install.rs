@@ -1,3 +1,5 @@
+//! The appliance ISO installs unattended and the installed disk boots to the console (QEMU, curl).
+//!
 //! The appliance ISO end to end under QEMU TCG, as an operator uses it: boot
 //! the ISO (`make iso` builds it into target/appliance/sfera.iso) on a
 //! machine with an empty disk and a second small disk labelled

@@ -1,3 +1,5 @@
+//! sfera-blockd's API manages datastores, volumes, exports and QoS (curl, libblkio).
+//!
 //! sfera-blockd's control API end to end, with curl as the HTTP client and
 //! libblkio as the block client: datastores, volumes, exports, stats,
 //! metrics, QoS, bad requests that change nothing, and a crash (SIGKILL)

@@ -1,3 +1,5 @@
+//! Bad virtio-blk requests fail alone and are counted (a raw vhost-user frontend, libblkio).
+//!
 //! A misbehaving guest (a raw vhost-user frontend writing whatever
 //! descriptors it likes) against one export of sfera-blockd, while libblkio
 //! uses another export of the same daemon: every bad request completes with

@@ -1,3 +1,5 @@
+//! A filesystem, fio and discard work on sfera-blockd (a Linux guest's virtio-blk driver).
+//!
 //! A real Linux guest on sfera-blockd: a filesystem that survives a power
 //! cycle, fio --verify over the whole disk on two queues, and discard that
 //! keeps a thin volume thin.

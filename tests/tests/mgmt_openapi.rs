@@ -1,3 +1,5 @@
+//! sfera-mgmtd's answers match its own OpenAPI document (schemathesis, curl).
+//!
 //! sfera-mgmtd's answers against its own OpenAPI document, checked by
 //! schemathesis (PyPI; `make schemathesis` installs it into a venv under
 //! target/). The document is fetched with a token, as every caller must,

@@ -1,3 +1,5 @@
+//! mgmtd's daemons run as their own users with only the rights they need (curl, /proc).
+//!
 //! sfera-blockd and sfera-vswitchd as sfera-mgmtd runs them, checked from
 //! outside: each as a system user of its own with only the capabilities
 //! it needs (/proc/<pid>/status), API sockets that only root and the

@@ -1,3 +1,5 @@
+//! The web console works end to end in a real browser (chromium through Playwright).
+//!
 //! The web console end to end in a real browser: sfera-mgmtd serves the
 //! built console (mgmt/web/dist) and `mgmt/web/e2e/console.mjs` drives
 //! Debian's chromium through Playwright (playwright-core, headless): log

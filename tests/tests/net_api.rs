@@ -1,3 +1,5 @@
+//! sfera-vswitchd's API manages switches, port groups and ports, and survives a crash (curl).
+//!
 //! sfera-vswitchd's control API end to end, with curl as the HTTP client:
 //! a switch with a TAP uplink (in a network namespace of the test's own),
 //! port groups, ports, their stats, metrics and the MAC table; bad requests

@@ -1,3 +1,5 @@
+//! A bad guest on one port hurts neither the switch nor other ports (raw frontend, testpmd).
+//!
 //! A misbehaving guest on one port cannot hurt the switch or the other
 //! ports. A raw vhost-user frontend writes what no driver would: transmit
 //! chains that loop, point past the ring or outside guest memory, have the

@@ -1,3 +1,5 @@
+//! Broadcasts flood within their VLAN and unicast arrives unchanged (testpmd, raw virtio-net NICs).
+//!
 //! Flooding stays inside a VLAN, with DPDK's testpmd as the clients: four
 //! `net_virtio_user` ports of one testpmd, three in access VLAN 10 and one
 //! in access VLAN 20, each send one burst of broadcasts. Every VLAN 10 port

@@ -1,3 +1,5 @@
+//! Traffic shaping holds a port to its average rate (DPDK's testpmd).
+//!
 //! Traffic shaping holds a port to its average rate, with DPDK's testpmd
 //! as the clients: a sender testpmd (`txonly`, 1500-byte frames, as fast
 //! as it can) and a receiver testpmd (`rxonly`), each with one

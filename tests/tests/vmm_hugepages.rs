@@ -1,3 +1,5 @@
+//! sfera-vmm's guest RAM comes from hugepages, or the boot fails cleanly (a CPL3 guest program).
+//!
 //! sfera-vmm's guest RAM on 2 MiB hugepages: the memfd is hugetlb-backed,
 //! the whole guest RAM is reserved from the pool up front (so a pool that
 //! is too small fails the boot cleanly instead of killing the VMM later),

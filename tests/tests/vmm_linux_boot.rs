@@ -1,3 +1,5 @@
+//! Debian's kernel prints its early boot lines under sfera-vmm as under QEMU (Linux itself).
+//!
 //! Debian's cloud kernel under sfera-vmm, from the guest image `make
 //! guest-image` builds: the ELF inside the bzImage boots through the PVH
 //! entry, and the bzImage through the 64-bit boot protocol, and each prints

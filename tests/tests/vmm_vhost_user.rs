@@ -1,3 +1,5 @@
+//! sfera-vmm's vhost-user frontends work with Sfera's backends (a virtio driver in the test).
+//!
 //! sfera-vmm's vhost-user frontends against Sfera's own backends, with a
 //! virtio driver in the test working the VMM's buses as a guest would (this
 //! machine's KVM cannot run a guest kernel): a disk on sfera-blockd whose

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use harness::hugepages::Hugepages;
 use harness::testdir::TestDir;
-use vmm::config::{ConsoleConfig, VmConfig};
+use harness::vm_config::VmConfigBuilder;
+use vmm::config::VmConfig;
 use vmm::cpu::VmEvent;
 use vmm::machine::{BootSource, Machine};
 use vmm::testing;
@@ -35,23 +36,10 @@ fn pool_in_use() -> Result<u64> {
 }
 
 fn config(dir: &TestDir, memory_mib: u64) -> Result<VmConfig> {
-    let kernel = dir.join("unused");
-    std::fs::write(&kernel, b"")?;
-    Ok(VmConfig {
-        vcpus: 1,
-        memory_mib,
-        hugepages: true,
-        kernel,
-        initrd: None,
-        cmdline: String::new(),
-        console: ConsoleConfig {
-            stdout: false,
-            socket: None,
-        },
-        disks: Vec::new(),
-        nets: Vec::new(),
-        rng: false,
-    })
+    Ok(VmConfigBuilder::unbooted(dir)?
+        .memory_mib(memory_mib)
+        .hugepages()
+        .build())
 }
 
 fn source() -> BootSource {

@@ -1,5 +1,6 @@
 //! `sfera-blockd` exporting one image on a vhost-user-blk socket.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -120,19 +121,12 @@ impl BlockdDaemon {
     /// Starts the daemon again (after [`BlockdDaemon::kill`]) on the same
     /// state.
     pub fn restart(&mut self) -> Result<()> {
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("--api")
-            .arg(&self.api)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--run-dir")
-            .arg(&self.run_dir);
         self.process = Some(super::serve(
             "sfera-blockd",
-            command,
+            Command::new(&self.binary),
             &self.api,
+            &self.data_dir,
+            &[OsStr::new("--run-dir"), self.run_dir.as_os_str()],
             &self.log,
             LOG_VAR,
         )?);

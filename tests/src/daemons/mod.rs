@@ -3,6 +3,7 @@
 pub mod blockd;
 pub mod vswitchd;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -69,18 +70,29 @@ fn log_filter(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| "info".to_owned())
 }
 
-/// Starts `command`, `daemon`'s `serve` with its API on the Unix socket
-/// `api` (a stale one removed first) and its output in `log`, with the log
-/// filter from `log_var`, and waits for the API socket.
+/// Starts `daemon`'s `serve` (`command` is the program, run as it is or
+/// through a wrapper) with its API on the Unix socket `api` (a stale one
+/// removed first), its state in `data_dir`, `more` arguments after those,
+/// its output in `log` and the log filter from `log_var`; waits for the API
+/// socket.
 fn serve(
     daemon: &str,
     mut command: Command,
     api: &Path,
+    data_dir: &Path,
+    more: &[&OsStr],
     log: &Path,
     log_var: &str,
 ) -> Result<Process> {
     let _ = std::fs::remove_file(api);
-    command.env("RUST_LOG", log_filter(log_var));
+    command
+        .arg("--api")
+        .arg(api)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(more)
+        .env("RUST_LOG", log_filter(log_var));
     let mut process = Process::spawn(&format!("{daemon} serve"), command, log)?;
     wait_until(
         &format!("{daemon}'s API socket"),

@@ -218,7 +218,7 @@ impl VswitchdDaemon {
     pub fn restart(&mut self) -> Result<()> {
         self.process = None;
         let binary = super::binary("sfera-vswitchd")?;
-        let mut command = match &self.netns {
+        let command = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new(crate::tools::require("ip", "iproute2")?);
                 c.args(["netns", "exec", ns.as_str()]).arg(binary);
@@ -226,16 +226,12 @@ impl VswitchdDaemon {
             }
             None => Command::new(binary),
         };
-        command
-            .arg("--api")
-            .arg(&self.api)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir);
         self.process = Some(super::serve(
             "sfera-vswitchd",
             command,
             &self.api,
+            &self.data_dir,
+            &[],
             &self.log,
             LOG_VAR,
         )?);

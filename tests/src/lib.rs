@@ -41,6 +41,7 @@
 //! - [`powerloss_fs`]: a FUSE datastore that loses unsynced data on a
 //!   simulated power cut, for crash tests that must tell a real FLUSH from
 //!   none.
+//! - [`vm_config`]: sfera-vmm's typed VM configuration with test defaults.
 //! - [`backend`]: one argument chooses which block or switch backend a test
 //!   runs against.
 
@@ -70,6 +71,7 @@ pub mod small_fs;
 pub mod testdir;
 pub mod testguest;
 pub mod tools;
+pub mod vm_config;
 pub mod wait;
 
 pub use error::{Error, Result};

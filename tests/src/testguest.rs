@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::daemons::binary;
 use crate::process::{Process, describe};
 use crate::testdir::TestDir;
+use crate::vm_config::VmConfigBuilder;
 use crate::wait::wait_until;
 use crate::{Error, Result, http, tools};
 
@@ -369,26 +370,20 @@ impl TestGuestVm {
 
 /// sfera-vmm's JSON config for the test guest (vmm/README.md).
 pub fn vmm_config(memory_mib: u64, cmdline: &str, devices: &Devices) -> Result<serde_json::Value> {
-    let disks: Vec<_> = devices
-        .disk
-        .iter()
-        .map(|s| serde_json::json!({ "socket": s, "mode": "connect", "read_only": false }))
-        .collect();
-    let nets: Vec<_> = devices
-        .nic
-        .iter()
-        .map(|(s, mac)| serde_json::json!({ "socket": s, "mode": "connect", "mac": mac, "mtu": 1500 }))
-        .collect();
-    Ok(serde_json::json!({
-        "vcpus": 1,
-        "memory_mib": memory_mib,
-        "kernel": elf()?,
-        "cmdline": cmdline,
-        "console": { "stdout": true },
-        "disks": disks,
-        "nets": nets,
-        "rng": devices.rng,
-    }))
+    let mut builder = VmConfigBuilder::new(elf()?)
+        .memory_mib(memory_mib)
+        .cmdline(cmdline)
+        .rng(devices.rng);
+    if let Some(socket) = &devices.disk {
+        builder = builder.disk(socket);
+    }
+    if let Some((socket, mac)) = &devices.nic {
+        builder = builder.nic(socket, mac);
+    }
+    serde_json::to_value(builder.build()).map_err(|e| Error::Parse {
+        what: "a VM config as JSON".to_owned(),
+        text: e.to_string(),
+    })
 }
 
 /// QEMU's arguments for the test guest: KVM (with the CPU model

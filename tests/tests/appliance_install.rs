@@ -1,3 +1,5 @@
+//! The appliance ISO installs unattended and the installed disk boots to the console (QEMU, curl).
+//!
 //! The appliance ISO end to end under QEMU TCG, as an operator uses it: boot
 //! the ISO (`make iso` builds it into target/appliance/sfera.iso) on a
 //! machine with an empty disk and a second small disk labelled
@@ -18,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::console::Console;
+use harness::http::Request;
+use harness::mgmtd;
 use harness::process::{Process, run};
 use harness::testdir::TestDir;
 use harness::tools;
@@ -51,13 +55,6 @@ fn iso() -> Result<PathBuf> {
         path.display()
     );
     Ok(path)
-}
-
-/// A free TCP port on the loopback address.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A small ext4 disk labelled SFERA-ANSWER holding `answer.toml`.
@@ -224,52 +221,34 @@ impl Machine {
     }
 }
 
-/// curl against the forwarded port: (status, body). With `cookies`, the
-/// session cookie jar that [`login`] filled.
-fn https_get(port: u16, path: &str, cookies: Option<&Path>) -> Result<(u16, String)> {
-    let mut cmd = Command::new(tools::require("curl", "curl")?);
-    cmd.args([
-        "--silent",
-        "--insecure",
-        "--max-time",
-        "20",
-        "-w",
-        "\n%{http_code}",
-    ]);
-    if let Some(jar) = cookies {
-        cmd.arg("-b").arg(jar);
-    }
-    cmd.arg(format!("https://127.0.0.1:{port}{path}"));
-    let out = cmd.output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    Ok((status.trim().parse().unwrap_or(0), body.to_owned()))
+/// `method path` to the appliance's console on the forwarded port (its
+/// certificate is self-signed).
+fn https(port: u16, method: &str, path: &str) -> Request {
+    Request::url(&format!("https://127.0.0.1:{port}"), method, path).insecure()
 }
 
-/// Logs in as admin through the API: the status, and the session cookie
-/// kept in `jar`.
+/// `GET path` on the forwarded port: (status, body), status 0 when nothing
+/// answered. With `cookies`, the session cookie jar that [`login`] filled.
+fn https_get(port: u16, path: &str, cookies: Option<&Path>) -> Result<(u16, String)> {
+    let mut request = https(port, "GET", path).max_time(20);
+    if let Some(jar) = cookies {
+        request = request.cookies(jar);
+    }
+    Ok(request
+        .try_send()?
+        .map_or((0, String::new()), |a| (a.status, a.body)))
+}
+
+/// Logs in as admin through the API: the status (0 when nothing
+/// answered), and the session cookie kept in `jar`.
 fn login(port: u16, password: &str, jar: &Path) -> Result<u16> {
-    let mut cmd = Command::new(tools::require("curl", "curl")?);
-    cmd.args([
-        "--silent",
-        "--insecure",
-        "--max-time",
-        "30",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-c",
-    ])
-    .arg(jar)
-    .args(["-H", "Content-Type: application/json", "--data-binary"])
-    .arg(serde_json::json!({ "username": "admin", "password": password }).to_string())
-    .arg(format!("https://127.0.0.1:{port}/api/v1/session"));
-    let out = cmd.output()?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0))
+    let body = serde_json::json!({ "username": "admin", "password": password });
+    Ok(https(port, "POST", "/api/v1/session")
+        .max_time(30)
+        .cookies(jar)
+        .json(&body.to_string())
+        .try_send()?
+        .map_or(0, |a| a.status))
 }
 
 /// An error of a step inside [`wait_until`]'s closure.
@@ -378,7 +357,7 @@ fn install_then_boot(firmware: Firmware) -> Result<()> {
     let dir = TestDir::new(&format!("appliance-{name}"))?;
     let disk = empty_disk(&dir)?;
     let answer = answer_disk(&dir, &answer("/dev/vda", "mode = \"dhcp\""))?;
-    let port = free_port()?;
+    let port = mgmtd::free_port()?;
 
     let t0 = Instant::now();
     let mut m = Machine::start(
@@ -523,7 +502,7 @@ fn bad_answer_writes_nothing() -> Result<()> {
             iso: Some(&iso),
             answer: Some(&answer),
         },
-        free_port()?,
+        mgmtd::free_port()?,
     )?;
     m.wait_line("is not valid", INSTALL_TIMEOUT)?;
     m.wait_line(
@@ -552,7 +531,7 @@ fn live_boot_serves_the_console() -> Result<()> {
     let iso = iso()?;
     let dir = TestDir::new("appliance-live")?;
     let disk = empty_disk(&dir)?;
-    let port = free_port()?;
+    let port = mgmtd::free_port()?;
     let mut m = Machine::start(
         &dir,
         "live",

@@ -1,14 +1,18 @@
+//! sfera-blockd's API manages datastores, volumes, exports and QoS (curl, libblkio).
+//!
 //! sfera-blockd's control API end to end, with curl as the HTTP client and
 //! libblkio as the block client: datastores, volumes, exports, stats,
 //! metrics, QoS, bad requests that change nothing, and a crash (SIGKILL)
 //! after which everything comes back with the data acknowledged by a flush.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use harness::blkio_client::BlkioClient;
 use harness::daemons::blockd::BlockdDaemon;
 use harness::http::{Answer, call};
+use harness::scenario::case;
 use harness::testdir::TestDir;
 use harness::wait::wait_until;
 use serde_json::Value;
@@ -34,22 +38,53 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
     let dir = TestDir::new("blk-api")?;
     let store = dir.subdir("store")?;
     let mut d = BlockdDaemon::start(&dir)?;
+    case("a_datastore_is_added_once", || {
+        a_datastore_is_added_once(&d, &store)
+    })?;
+    case("a_thin_volume_is_created_once", || {
+        a_thin_volume_is_created_once(&d)
+    })?;
+    case("an_export_is_made_once", || an_export_is_made_once(&d))?;
+    case("data_goes_through_the_export_and_is_counted", || {
+        data_goes_through_the_export_and_is_counted(&d)
+    })?;
+    case("an_exported_volume_cannot_be_resized_or_deleted", || {
+        an_exported_volume_cannot_be_resized_or_deleted(&d)
+    })?;
+    case("a_crash_brings_everything_back_with_the_data", || {
+        a_crash_brings_everything_back_with_the_data(&mut d)
+    })?;
+    case("unexport_grow_and_delete", || unexport_grow_and_delete(&d))?;
+    d.ensure_running()?;
+    Ok(())
+}
+
+/// What the test writes through the export: 1 MiB, at 8 MiB.
+fn data() -> Vec<u8> {
+    (0..MIB as usize).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+fn grow() -> String {
+    format!(r#"{{"size":{}}}"#, 128 * MIB)
+}
+
+fn a_datastore_is_added_once(d: &BlockdDaemon, store: &Path) -> Result<()> {
     let store_json = format!(r#"{{"name":"local","path":"{}"}}"#, store.display());
 
     expect(
-        &api(&d, "POST", "/v1/datastores", Some(&store_json))?,
+        &api(d, "POST", "/v1/datastores", Some(&store_json))?,
         201,
         "add datastore",
     )?;
     expect_error(
-        &api(&d, "POST", "/v1/datastores", Some(&store_json))?,
+        &api(d, "POST", "/v1/datastores", Some(&store_json))?,
         409,
         "conflict",
         "add twice",
     )?;
     expect_error(
         &api(
-            &d,
+            d,
             "POST",
             "/v1/datastores",
             Some(r#"{"name":"../x","path":"/tmp"}"#),
@@ -59,13 +94,13 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
         "bad datastore name",
     )?;
     expect_error(
-        &api(&d, "POST", "/v1/datastores", Some("{oops"))?,
+        &api(d, "POST", "/v1/datastores", Some("{oops"))?,
         400,
         "invalid_request",
         "bad JSON",
     )?;
     let list = expect(
-        &api(&d, "GET", "/v1/datastores", None)?,
+        &api(d, "GET", "/v1/datastores", None)?,
         200,
         "list datastores",
     )?;
@@ -74,9 +109,13 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
         "failed adds changed the list: {list}"
     );
 
+    Ok(())
+}
+
+fn a_thin_volume_is_created_once(d: &BlockdDaemon) -> Result<()> {
     let vol = format!(r#"{{"name":"vm1/disk0","size":{}}}"#, 64 * MIB);
     let v = expect(
-        &api(&d, "POST", "/v1/datastores/local/volumes", Some(&vol))?,
+        &api(d, "POST", "/v1/datastores/local/volumes", Some(&vol))?,
         201,
         "create volume",
     )?;
@@ -86,7 +125,7 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
     );
     expect_error(
         &api(
-            &d,
+            d,
             "POST",
             "/v1/datastores/local/volumes",
             Some(r#"{"name":"v2","size":1000}"#),
@@ -96,28 +135,32 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
         "unaligned size",
     )?;
     expect_error(
-        &api(&d, "POST", "/v1/datastores/local/volumes", Some(&vol))?,
+        &api(d, "POST", "/v1/datastores/local/volumes", Some(&vol))?,
         409,
         "conflict",
         "volume twice",
     )?;
     expect_error(
-        &api(&d, "GET", "/v1/datastores/nope/volumes", None)?,
+        &api(d, "GET", "/v1/datastores/nope/volumes", None)?,
         404,
         "not_found",
         "no datastore",
     )?;
 
+    Ok(())
+}
+
+fn an_export_is_made_once(d: &BlockdDaemon) -> Result<()> {
     let export = r#"{"id":"vm1-disk0","datastore":"local","volume":"vm1/disk0","queues":2}"#;
     let e = expect(
-        &api(&d, "POST", "/v1/exports", Some(export))?,
+        &api(d, "POST", "/v1/exports", Some(export))?,
         201,
         "create export",
     )?;
     ensure!(e["socket"].as_str().is_some(), "{e}");
     expect_error(
         &api(
-            &d,
+            d,
             "POST",
             "/v1/exports",
             Some(r#"{"id":"x","datastore":"local","volume":"nope"}"#),
@@ -128,7 +171,7 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
     )?;
     expect_error(
         &api(
-            &d,
+            d,
             "POST",
             "/v1/exports",
             Some(r#"{"id":"x","datastore":"local","volume":"vm1/disk0","queues":0}"#),
@@ -138,8 +181,12 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
         "second export of the same volume",
     )?;
 
-    // Data through the export, acknowledged by a flush.
-    let data: Vec<u8> = (0..MIB as usize).map(|i| (i * 7 + 3) as u8).collect();
+    Ok(())
+}
+
+/// Data through the export, acknowledged by a flush.
+fn data_goes_through_the_export_and_is_counted(d: &BlockdDaemon) -> Result<()> {
+    let data = data();
     {
         let mut client =
             BlkioClient::vhost_user(&d.export_socket("vm1-disk0"), 2, 2 * MIB as usize)?;
@@ -151,7 +198,7 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
         );
     }
     let e = expect(
-        &api(&d, "GET", "/v1/exports/vm1-disk0", None)?,
+        &api(d, "GET", "/v1/exports/vm1-disk0", None)?,
         200,
         "export stats",
     )?;
@@ -159,7 +206,7 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
         e["stats"]["writes"].as_u64() >= Some(1) && e["stats"]["flushes"].as_u64() >= Some(1),
         "{e}"
     );
-    let metrics = api(&d, "GET", "/metrics", None)?;
+    let metrics = api(d, "GET", "/metrics", None)?;
     ensure!(metrics.status == 200, "metrics: {}", metrics.status);
     ensure!(
         metrics
@@ -170,11 +217,14 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
         metrics.body
     );
 
-    // An exported volume cannot be resized or deleted.
-    let grow = format!(r#"{{"size":{}}}"#, 128 * MIB);
+    Ok(())
+}
+
+fn an_exported_volume_cannot_be_resized_or_deleted(d: &BlockdDaemon) -> Result<()> {
+    let grow = grow();
     expect_error(
         &api(
-            &d,
+            d,
             "PATCH",
             "/v1/datastores/local/volumes/vm1/disk0",
             Some(&grow),
@@ -184,17 +234,21 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
         "resize exported",
     )?;
     expect_error(
-        &api(&d, "DELETE", "/v1/datastores/local/volumes/vm1/disk0", None)?,
+        &api(d, "DELETE", "/v1/datastores/local/volumes/vm1/disk0", None)?,
         409,
         "conflict",
         "delete exported",
     )?;
 
-    // A crash: everything comes back from the state file, with the data.
+    Ok(())
+}
+
+/// A crash: everything comes back from the state file, with the data.
+fn a_crash_brings_everything_back_with_the_data(d: &mut BlockdDaemon) -> Result<()> {
     d.kill();
     d.restart()?;
     let e = expect(
-        &api(&d, "GET", "/v1/exports/vm1-disk0", None)?,
+        &api(d, "GET", "/v1/exports/vm1-disk0", None)?,
         200,
         "export after restart",
     )?;
@@ -206,20 +260,25 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
     {
         let mut client = BlkioClient::vhost_user(&socket, 1, 2 * MIB as usize)?;
         ensure!(
-            client.read(0, 8 * MIB, MIB as usize)? == data,
+            client.read(0, 8 * MIB, MIB as usize)? == data(),
             "flushed data after a crash"
         );
     }
 
-    // Unexport, grow, delete.
+    Ok(())
+}
+
+fn unexport_grow_and_delete(d: &BlockdDaemon) -> Result<()> {
+    let socket = d.export_socket("vm1-disk0");
+    let grow = grow();
     ensure!(
-        api(&d, "DELETE", "/v1/exports/vm1-disk0", None)?.status == 204,
+        api(d, "DELETE", "/v1/exports/vm1-disk0", None)?.status == 204,
         "delete export"
     );
     ensure!(!socket.exists(), "socket left after unexport");
     let v = expect(
         &api(
-            &d,
+            d,
             "PATCH",
             "/v1/datastores/local/volumes/vm1%2Fdisk0",
             Some(&grow),
@@ -231,7 +290,7 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
     let shrink = format!(r#"{{"size":{}}}"#, MIB);
     expect_error(
         &api(
-            &d,
+            d,
             "PATCH",
             "/v1/datastores/local/volumes/vm1/disk0",
             Some(&shrink),
@@ -241,14 +300,13 @@ fn datastores_volumes_exports_through_the_api() -> Result<()> {
         "shrink",
     )?;
     ensure!(
-        api(&d, "DELETE", "/v1/datastores/local/volumes/vm1/disk0", None)?.status == 204,
+        api(d, "DELETE", "/v1/datastores/local/volumes/vm1/disk0", None)?.status == 204,
         "delete volume"
     );
     ensure!(
-        api(&d, "DELETE", "/v1/datastores/local", None)?.status == 204,
+        api(d, "DELETE", "/v1/datastores/local", None)?.status == 204,
         "remove datastore"
     );
-    d.ensure_running()?;
     Ok(())
 }
 

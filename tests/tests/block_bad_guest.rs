@@ -1,3 +1,5 @@
+//! Bad virtio-blk requests fail alone and are counted (a raw vhost-user frontend, libblkio).
+//!
 //! A misbehaving guest (a raw vhost-user frontend writing whatever
 //! descriptors it likes) against one export of sfera-blockd, while libblkio
 //! uses another export of the same daemon: every bad request completes with
@@ -15,6 +17,7 @@ use harness::daemons::blockd::BlockdDaemon;
 use harness::http::call;
 use harness::process::cpu_time;
 use harness::raw_frontend::{BUFFERS, Desc, F_NEXT, F_WRITE, QUEUE_SIZE, RawFrontend};
+use harness::scenario::case;
 use harness::testdir::TestDir;
 use harness::wait::wait_until;
 
@@ -75,99 +78,111 @@ fn request(f: &mut RawFrontend, kind: u32, sector: u64, data: Desc) -> Result<(u
     Ok((f.read(STATUS, 1)[0], len))
 }
 
+/// A data buffer the device writes: 4 KiB at `DATA`.
+const DATA_IN: Desc = Desc {
+    addr: DATA,
+    len: 4096,
+    flags: F_WRITE,
+    next: 0,
+};
+
+/// The scenario's set-up: one daemon exporting volumes "bad" and "good",
+/// libblkio on "good" (with a pattern written at sector 0) and a raw
+/// frontend on "bad". Fields drop in order: the clients, the daemon, the
+/// directory.
+struct Site {
+    f: RawFrontend,
+    good: BlkioClient,
+    pattern: Vec<u8>,
+    d: BlockdDaemon,
+    _dir: TestDir,
+}
+
+impl Site {
+    fn start() -> Result<Self> {
+        let dir = TestDir::new("blk-bad-guest")?;
+        let d = BlockdDaemon::start(&dir)?;
+        exports(&d, &dir, &["bad", "good"], 1)?;
+        let mut good = BlkioClient::vhost_user(&d.export_socket("good"), 1, MIB as usize)?;
+        let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 253) as u8).collect();
+        good.write(0, 0, &pattern)?;
+        let f = RawFrontend::connect(&d.export_socket("bad"))?;
+        Ok(Site {
+            f,
+            good,
+            pattern,
+            d,
+            _dir: dir,
+        })
+    }
+}
+
 #[test]
 fn bad_requests_fail_alone_and_are_counted() -> Result<()> {
-    let dir = TestDir::new("blk-bad-guest")?;
-    let store = dir.subdir("store")?;
-    let mut d = BlockdDaemon::start(&dir)?;
-    let post = |path: &str, body: &str| -> Result<()> {
-        let a = call(d.api(), "POST", path, Some(body))?;
-        ensure!(a.status == 201, "POST {path}: {} {}", a.status, a.body);
+    let mut site = Site::start()?;
+    case("a_valid_read_completes", || {
+        ensure!(
+            request(&mut site.f, T_IN, 0, DATA_IN)? == (S_OK, 4097),
+            "valid read"
+        );
         Ok(())
-    };
-    post(
-        "/v1/datastores",
-        &format!(r#"{{"name":"local","path":"{}"}}"#, store.display()),
+    })?;
+    case("bad_requests_get_an_error_status", || {
+        bad_requests_get_an_error_status(&mut site.f)
+    })?;
+    case("a_malformed_chain_comes_back_untouched", || {
+        a_malformed_chain_comes_back_untouched(&mut site)
+    })?;
+    case("a_descriptor_loop_ends_where_the_ring_does", || {
+        a_descriptor_loop_ends_where_the_ring_does(&mut site)
+    })?;
+    case("the_queue_still_serves_valid_requests", || {
+        the_queue_still_serves_valid_requests(&mut site)
+    })?;
+    case(
+        "the_other_export_never_noticed_and_refusals_are_counted",
+        || the_other_export_never_noticed_and_refusals_are_counted(&mut site),
     )?;
-    for v in ["bad", "good"] {
-        post(
-            "/v1/datastores/local/volumes",
-            &format!(r#"{{"name":"{v}","size":{VOLUME}}}"#),
-        )?;
-        post(
-            "/v1/exports",
-            &format!(r#"{{"id":"{v}","datastore":"local","volume":"{v}"}}"#),
-        )?;
-    }
-    let mut good = BlkioClient::vhost_user(&d.export_socket("good"), 1, MIB as usize)?;
-    let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 253) as u8).collect();
-    good.write(0, 0, &pattern)?;
+    site.d.ensure_running()?;
+    Ok(())
+}
 
-    let mut f = RawFrontend::connect(&d.export_socket("bad"))?;
-    let data_in = Desc {
-        addr: DATA,
-        len: 4096,
-        flags: F_WRITE,
-        next: 0,
-    };
-
-    // A valid read first: the queue works.
-    ensure!(
-        request(&mut f, T_IN, 0, data_in)? == (S_OK, 4097),
-        "valid read"
-    );
-    // Past the end of the disk.
-    ensure!(
-        request(&mut f, T_IN, VOLUME / 512, data_in)?.0 == S_IOERR,
-        "out of range"
-    );
-    ensure!(
-        request(&mut f, T_IN, u64::MAX / 256, data_in)?.0 == S_IOERR,
-        "sector overflow"
-    );
-    // An unknown request type.
-    ensure!(
-        request(&mut f, 99, 0, data_in)?.0 == S_UNSUPP,
-        "unknown type"
-    );
-    // A data buffer outside guest memory.
+/// Past the end of the disk, an unknown type, a buffer outside guest
+/// memory, a transfer larger than the device advertised, a length that is
+/// not whole sectors.
+fn bad_requests_get_an_error_status(f: &mut RawFrontend) -> Result<()> {
     let outside = Desc {
         addr: 64 << 30,
-        len: 4096,
-        flags: F_WRITE,
-        next: 0,
+        ..DATA_IN
     };
-    ensure!(
-        request(&mut f, T_IN, 0, outside)?.0 == S_IOERR,
-        "buffer outside memory"
-    );
-    // A transfer larger than the device advertised.
     let huge = Desc {
         addr: DATA,
         len: !511,
         flags: 0,
         next: 0,
     };
-    ensure!(
-        request(&mut f, T_OUT, 0, huge)?.0 == S_IOERR,
-        "oversize write"
-    );
-    // A length that is not whole sectors.
     let odd = Desc {
-        addr: DATA,
         len: 1000,
-        flags: F_WRITE,
-        next: 0,
+        ..DATA_IN
     };
-    ensure!(
-        request(&mut f, T_IN, 0, odd)?.0 == S_IOERR,
-        "unaligned length"
-    );
+    for (what, kind, sector, data, status) in [
+        ("out of range", T_IN, VOLUME / 512, DATA_IN, S_IOERR),
+        ("sector overflow", T_IN, u64::MAX / 256, DATA_IN, S_IOERR),
+        ("unknown type", 99, 0, DATA_IN, S_UNSUPP),
+        ("buffer outside memory", T_IN, 0, outside, S_IOERR),
+        ("oversize write", T_OUT, 0, huge, S_IOERR),
+        ("unaligned length", T_IN, 0, odd, S_IOERR),
+    ] {
+        ensure!(request(f, kind, sector, data)?.0 == status, "{what}");
+    }
+    Ok(())
+}
 
-    // Readable data after the writable status: no status may be written,
-    // the chain comes back with nothing written.
-    f.write(STATUS, &[0xff]);
-    f.set_desc(
+/// Readable data after the writable status: no status may be written,
+/// the chain comes back with nothing written.
+fn a_malformed_chain_comes_back_untouched(s: &mut Site) -> Result<()> {
+    s.f.write(STATUS, &[0xff]);
+    s.f.set_desc(
         0,
         Desc {
             addr: HEADER,
@@ -176,7 +191,7 @@ fn bad_requests_fail_alone_and_are_counted() -> Result<()> {
             next: 1,
         },
     );
-    f.set_desc(
+    s.f.set_desc(
         1,
         Desc {
             addr: STATUS,
@@ -185,7 +200,7 @@ fn bad_requests_fail_alone_and_are_counted() -> Result<()> {
             next: 2,
         },
     );
-    f.set_desc(
+    s.f.set_desc(
         2,
         Desc {
             addr: DATA,
@@ -194,20 +209,24 @@ fn bad_requests_fail_alone_and_are_counted() -> Result<()> {
             next: 0,
         },
     );
-    let target = f.used_idx().wrapping_add(1);
-    f.offer(0)?;
-    f.wait_used(target, Duration::from_secs(10))?;
+    let target = s.f.used_idx().wrapping_add(1);
+    s.f.offer(0)?;
+    s.f.wait_used(target, Duration::from_secs(10))?;
     ensure!(
-        f.used_elem(target.wrapping_sub(1)) == (0, 0),
+        s.f.used_elem(target.wrapping_sub(1)) == (0, 0),
         "malformed chain returned with a length"
     );
     ensure!(
-        f.read(STATUS, 1)[0] == 0xff,
+        s.f.read(STATUS, 1)[0] == 0xff,
         "status written into a malformed chain"
     );
 
-    // A descriptor loop: the chain ends where the ring's size runs out.
-    f.set_desc(
+    Ok(())
+}
+
+/// A descriptor loop: the chain ends where the ring's size runs out.
+fn a_descriptor_loop_ends_where_the_ring_does(s: &mut Site) -> Result<()> {
+    s.f.set_desc(
         5,
         Desc {
             addr: HEADER,
@@ -216,13 +235,17 @@ fn bad_requests_fail_alone_and_are_counted() -> Result<()> {
             next: 5,
         },
     );
-    let target = f.used_idx().wrapping_add(1);
-    f.offer(5)?;
-    f.wait_used(target, Duration::from_secs(10))?;
+    let target = s.f.used_idx().wrapping_add(1);
+    s.f.offer(5)?;
+    s.f.wait_used(target, Duration::from_secs(10))?;
 
-    // After all that, the queue still serves valid requests, and reads what
-    // a valid write stored.
-    f.write(DATA, &pattern);
+    Ok(())
+}
+
+/// After all that, the queue still serves valid requests, and reads what
+/// a valid write stored.
+fn the_queue_still_serves_valid_requests(s: &mut Site) -> Result<()> {
+    s.f.write(DATA, &s.pattern);
     let data_out = Desc {
         addr: DATA,
         len: 4096,
@@ -230,19 +253,23 @@ fn bad_requests_fail_alone_and_are_counted() -> Result<()> {
         next: 0,
     };
     ensure!(
-        request(&mut f, T_OUT, 8, data_out)?.0 == S_OK,
+        request(&mut s.f, T_OUT, 8, data_out)?.0 == S_OK,
         "valid write after bad ones"
     );
-    f.write(DATA, &[0u8; 4096]);
+    s.f.write(DATA, &[0u8; 4096]);
     ensure!(
-        request(&mut f, T_IN, 8, data_in)?.0 == S_OK,
+        request(&mut s.f, T_IN, 8, DATA_IN)?.0 == S_OK,
         "valid read after bad ones"
     );
-    ensure!(f.read(DATA, 4096) == pattern, "data read back");
+    ensure!(s.f.read(DATA, 4096) == s.pattern, "data read back");
 
-    // The other export never noticed; the daemon is up.
-    ensure!(good.read(0, 0, 4096)? == pattern, "the other volume");
-    let stats = call(d.api(), "GET", "/v1/exports/bad", None)?.json()?;
+    Ok(())
+}
+
+/// The other export never noticed; the daemon is up.
+fn the_other_export_never_noticed_and_refusals_are_counted(s: &mut Site) -> Result<()> {
+    ensure!(s.good.read(0, 0, 4096)? == s.pattern, "the other volume");
+    let stats = call(s.d.api(), "GET", "/v1/exports/bad", None)?.json()?;
     let refused = &stats["stats"]["refused"];
     for (reason, at_least) in [
         ("out_of_range", 2),
@@ -257,13 +284,12 @@ fn bad_requests_fail_alone_and_are_counted() -> Result<()> {
             "{reason}: {refused}"
         );
     }
-    let good_stats = call(d.api(), "GET", "/v1/exports/good", None)?.json()?;
+    let good_stats = call(s.d.api(), "GET", "/v1/exports/good", None)?.json()?;
     let total: u64 = good_stats["stats"]["refused"]
         .as_object()
         .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
         .unwrap_or(u64::MAX);
     ensure!(total == 0, "the good export counted refusals: {good_stats}");
-    d.ensure_running()?;
     Ok(())
 }
 
@@ -302,9 +328,9 @@ fn read_q(f: &mut RawFrontend, q: usize) -> Result<u8> {
     Ok(f.read(status, 1)[0])
 }
 
-/// A datastore `local` in `<dir>/store`, volume `v` on it, exported as
-/// `v` with `queues` queues.
-fn one_export(d: &BlockdDaemon, dir: &TestDir, queues: u32) -> Result<()> {
+/// A datastore `local` in `<dir>/store` and, for each of `ids`, a volume
+/// of that name on it exported under that id with `queues` queues.
+fn exports(d: &BlockdDaemon, dir: &TestDir, ids: &[&str], queues: u32) -> Result<()> {
     let store = dir.subdir("store")?;
     let post = |path: &str, body: &str| -> Result<()> {
         let a = call(d.api(), "POST", path, Some(body))?;
@@ -315,14 +341,17 @@ fn one_export(d: &BlockdDaemon, dir: &TestDir, queues: u32) -> Result<()> {
         "/v1/datastores",
         &format!(r#"{{"name":"local","path":"{}"}}"#, store.display()),
     )?;
-    post(
-        "/v1/datastores/local/volumes",
-        &format!(r#"{{"name":"v","size":{VOLUME}}}"#),
-    )?;
-    post(
-        "/v1/exports",
-        &format!(r#"{{"id":"v","datastore":"local","volume":"v","queues":{queues}}}"#),
-    )
+    for v in ids {
+        post(
+            "/v1/datastores/local/volumes",
+            &format!(r#"{{"name":"{v}","size":{VOLUME}}}"#),
+        )?;
+        post(
+            "/v1/exports",
+            &format!(r#"{{"id":"{v}","datastore":"local","volume":"{v}","queues":{queues}}}"#),
+        )?;
+    }
+    Ok(())
 }
 
 /// A frontend (a VM process gone bad) that connects and hangs up in a
@@ -333,7 +362,7 @@ fn a_frontend_reconnecting_in_a_loop_is_logged_in_bursts() -> Result<()> {
     const CONNECTIONS: usize = 300;
     let dir = TestDir::new("blk-log-flood")?;
     let mut d = BlockdDaemon::start(&dir)?;
-    one_export(&d, &dir, 1)?;
+    exports(&d, &dir, &["v"], 1)?;
     let socket = d.export_socket("v");
     let lines = |d: &BlockdDaemon| {
         d.log()
@@ -401,7 +430,7 @@ fn broken_avail_index(d: &BlockdDaemon, export: &str) -> harness::Result<Option<
 fn avail_index_far_ahead(features: u64) -> Result<()> {
     let dir = TestDir::new("blk-bad-avail")?;
     let mut d = BlockdDaemon::start(&dir)?;
-    one_export(&d, &dir, 2)?;
+    exports(&d, &dir, &["v"], 2)?;
     let pid = d.pid().context("blockd's pid")?;
     let mut f = RawFrontend::connect_queues(&d.export_socket("v"), 2, features)?;
     for q in 0..2 {

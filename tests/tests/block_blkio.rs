@@ -1,3 +1,5 @@
+//! What libblkio writes through sfera-blockd reads back from the socket and the file (libblkio).
+//!
 //! libblkio's virtio-blk-vhost-user driver, a client no one here wrote,
 //! against sfera-blockd: what it writes reads back identically through the
 //! socket and from the backing file; bad requests fail cleanly.

@@ -1,3 +1,5 @@
+//! Writes acknowledged before a FLUSH survive `kill -9` of sfera-blockd (libblkio).
+//!
 //! `kill -9` of sfera-blockd during a write workload: after a restart, every
 //! write acknowledged before a completed FLUSH is on disk, and no block is
 //! torn. The page cache survives `kill -9`, so this cannot catch a FLUSH

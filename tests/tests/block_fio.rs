@@ -1,3 +1,5 @@
+//! A guest's fio --verify passes on a vhost-user-blk backend (a Linux guest's virtio-blk driver).
+//!
 //! A real Linux guest's virtio-blk driver against a vhost-user-blk backend:
 //! `fio --verify` inside the guest, then the data checked from the host side.
 

@@ -1,10 +1,12 @@
+//! A filesystem, fio and discard work on sfera-blockd (a Linux guest's virtio-blk driver).
+//!
 //! A real Linux guest on sfera-blockd: a filesystem that survives a power
 //! cycle, fio --verify over the whole disk on two queues, and discard that
 //! keeps a thin volume thin.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -17,10 +19,40 @@ const MIB: u64 = 1 << 20;
 const LONG: Duration = Duration::from_secs(600);
 const SHORT: Duration = Duration::from_secs(60);
 
-fn thin_image(dir: &TestDir, size: u64) -> Result<std::path::PathBuf> {
+fn thin_image(dir: &TestDir, size: u64) -> Result<PathBuf> {
     let path = dir.join("disk.img");
     File::create(&path)?.set_len(size)?;
     Ok(path)
+}
+
+/// What the first three tests boot on: the guest image, the test's
+/// directory, a thin disk image and sfera-blockd exporting it as `vda`.
+/// Fields drop in order: the daemon before the directory; tests that
+/// take it apart bind the daemon last, for the same order.
+struct Rig {
+    image: GuestImage,
+    disk: PathBuf,
+    blockd: BlockBackend,
+    dir: TestDir,
+}
+
+impl Rig {
+    /// A thin disk of `size` bytes, exported on `queues` queues, in
+    /// directory `name`.
+    fn start(name: &str, size: u64, queues: u16) -> Result<Self> {
+        let image = GuestImage::locate()?;
+        let dir = TestDir::new(name)?;
+        let disk = thin_image(&dir, size)?;
+        let mut export = Export::new(&disk);
+        export.num_queues = queues;
+        let blockd = BlockBackend::start(BlockBackendKind::SferaBlockd, &dir, "vda", &export)?;
+        Ok(Rig {
+            image,
+            disk,
+            blockd,
+            dir,
+        })
+    }
 }
 
 fn allocated_bytes(path: &Path) -> Result<u64> {
@@ -29,15 +61,12 @@ fn allocated_bytes(path: &Path) -> Result<u64> {
 
 #[test]
 fn ext4_files_survive_a_power_cycle() -> Result<()> {
-    let image = GuestImage::locate()?;
-    let dir = TestDir::new("blk-ext4")?;
-    let disk = thin_image(&dir, 256 * MIB)?;
-    let mut blockd = BlockBackend::start(
-        BlockBackendKind::SferaBlockd,
-        &dir,
-        "vda",
-        &Export::new(&disk),
-    )?;
+    let Rig {
+        image,
+        dir,
+        mut blockd,
+        ..
+    } = Rig::start("blk-ext4", 256 * MIB, 1)?;
     let config = GuestConfig::new("ext4").disk(Disk::new(blockd.socket()));
 
     let mut guest = Guest::boot(&dir, &image, &config)?;
@@ -69,12 +98,12 @@ fn ext4_files_survive_a_power_cycle() -> Result<()> {
 
 #[test]
 fn fio_verify_whole_disk_on_two_queues() -> Result<()> {
-    let image = GuestImage::locate()?;
-    let dir = TestDir::new("blk-2q")?;
-    let disk = thin_image(&dir, 128 * MIB)?;
-    let mut export = Export::new(&disk);
-    export.num_queues = 2;
-    let mut blockd = BlockBackend::start(BlockBackendKind::SferaBlockd, &dir, "vda", &export)?;
+    let Rig {
+        image,
+        dir,
+        mut blockd,
+        ..
+    } = Rig::start("blk-2q", 128 * MIB, 2)?;
     let config = GuestConfig::new("fio2q")
         .vcpus(2)
         .disk(Disk::new(blockd.socket()).queues(2));
@@ -101,15 +130,12 @@ fn fio_verify_whole_disk_on_two_queues() -> Result<()> {
 
 #[test]
 fn discard_keeps_a_thin_volume_thin() -> Result<()> {
-    let image = GuestImage::locate()?;
-    let dir = TestDir::new("blk-discard")?;
-    let disk = thin_image(&dir, 128 * MIB)?;
-    let mut blockd = BlockBackend::start(
-        BlockBackendKind::SferaBlockd,
-        &dir,
-        "vda",
-        &Export::new(&disk),
-    )?;
+    let Rig {
+        image,
+        dir,
+        disk,
+        mut blockd,
+    } = Rig::start("blk-discard", 128 * MIB, 1)?;
     let config = GuestConfig::new("discard").disk(Disk::new(blockd.socket()));
     let mut guest = Guest::boot(&dir, &image, &config)?;
     ensure!(allocated_bytes(&disk)? < MIB, "a new volume is thin");

@@ -1,3 +1,5 @@
+//! Requests in flight survive a sfera-blockd crash (QEMU's inflight tracking, a guest's fio).
+//!
 //! Requests in flight across a sfera-blockd crash (vhost-user inflight I/O
 //! tracking, `INFLIGHT_SHMFD`): a guest's fio writes 32 requests deep with
 //! verification, and reads beside them, while a cgroup holds blockd's

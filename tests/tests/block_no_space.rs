@@ -1,3 +1,5 @@
+//! A write without space waits, is reported, and completes once space is freed (libblkio).
+//!
 //! A thin volume whose datastore fills up: sfera-blockd holds the write
 //! that has no space (libblkio, the client, sees no error, only a wait),
 //! reports it in the export's stats, and completes it, with the data

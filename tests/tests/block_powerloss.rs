@@ -1,3 +1,5 @@
+//! Data made durable by FLUSH survives a simulated power cut (libblkio, a FUSE datastore).
+//!
 //! A power cut under sfera-blockd: its datastore is a FUSE filesystem that
 //! loses every write not made durable by fsync (harness::powerloss_fs), so
 //! unlike `kill -9` alone (block_crash.rs) this catches a FLUSH that does

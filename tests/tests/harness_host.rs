@@ -1,3 +1,5 @@
+//! The harness's namespaces, veths, TAPs and hugepages clean up after themselves (ip, sysfs).
+//!
 //! The harness's host-side pieces do what they promise and clean up:
 //! namespaces, veth pairs and TAP devices disappear; the hugepage pool
 //! returns to its previous size.

@@ -1,3 +1,5 @@
+//! sfera-mgmtd takes a VM from creation to deletion, through its own crash (curl, a Linux guest).
+//!
 //! sfera-mgmtd end to end, with curl as the HTTP client: it starts its own
 //! sfera-blockd and sfera-vswitchd, refuses callers without credentials
 //! (401, nothing more) and read-only users' changes (403), and takes a

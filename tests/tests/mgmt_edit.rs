@@ -1,3 +1,5 @@
+//! sfera-mgmtd's edits apply, and refused edits change nothing anywhere (curl, the `sfera` CLI).
+//!
 //! sfera-mgmtd's changes to what exists, end to end against a running
 //! mgmtd with its own sfera-blockd and sfera-vswitchd: editing a VM
 //! (`PATCH /api/v1/vms/{vm}`), switches and port groups, volumes and

@@ -1,3 +1,5 @@
+//! A VM on a full datastore pauses and resumes when space is freed (curl, a Linux guest).
+//!
 //! A VM on a thin datastore that fills up is paused by sfera-mgmtd with a
 //! warning event and a reason, and resumes by itself once space is freed;
 //! the guest's write, held meanwhile, completes with no I/O error and its

@@ -1,3 +1,5 @@
+//! mgmtd's daemons run as their own users with only the rights they need (curl, /proc).
+//!
 //! sfera-blockd and sfera-vswitchd as sfera-mgmtd runs them, checked from
 //! outside: each as a system user of its own with only the capabilities
 //! it needs (/proc/<pid>/status), API sockets that only root and the
@@ -17,8 +19,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use harness::guest::GuestImage;
-use harness::mgmtd::{self, Leftovers};
+use harness::mgmtd::Site;
 use harness::netns::{NetNs, unique_name};
 use harness::process::{Process, run};
 use harness::testdir::TestDir;
@@ -62,14 +63,13 @@ struct Stack {
 }
 
 impl Stack {
-    fn start(dir: &TestDir, n: u32, extra: &[&str]) -> Result<Stack> {
-        let image = GuestImage::locate()?;
-        let guest_dir = image.kernel.parent().context("kernel path")?.to_owned();
+    /// Starts mgmtd #`n` on `site` with `extra` options.
+    fn start(site: &Site, n: u32, extra: &[&str]) -> Result<Stack> {
         let mut args: Vec<OsString> = vec!["--stop-on-exit".into()];
         args.extend(extra.iter().map(OsString::from));
-        let process = mgmtd::start(dir, mgmtd::free_port()?, &guest_dir, n, &args)?;
+        let process = site.start(n, &args)?;
         let stack = Stack {
-            data: dir.join("data"),
+            data: site.data(),
             process,
         };
         for d in [&BLOCKD, &VSWITCHD] {
@@ -83,12 +83,12 @@ impl Stack {
         Ok(stack)
     }
 
-    /// A test directory and a stack in it with the daemons' default users.
-    fn in_new_dir(name: &str) -> Result<(TestDir, Leftovers, Stack)> {
-        let dir = TestDir::new(name)?;
-        let leftovers = Leftovers(dir.join("data"));
-        let stack = Stack::start(&dir, 1, &[])?;
-        Ok((dir, leftovers, stack))
+    /// A site named `name` and a stack on it with the daemons' default
+    /// users.
+    fn on_new_site(name: &str) -> Result<(Site, Stack)> {
+        let site = Site::new(name)?;
+        let stack = Stack::start(&site, 1, &[])?;
+        Ok((site, stack))
     }
 
     fn api(&self, d: &Daemon) -> PathBuf {
@@ -318,7 +318,7 @@ fn vhost_get_features() -> Vec<u8> {
 
 #[test]
 fn daemons_run_as_their_own_users_with_only_the_capabilities_they_need() -> Result<()> {
-    let (_dir, _leftovers, stack) = Stack::in_new_dir("mgmt-privileges-caps")?;
+    let (_site, stack) = Stack::on_new_site("mgmt-privileges-caps")?;
     for d in [&BLOCKD, &VSWITCHD] {
         let pid = stack.pid(d)?;
         let uid = id("-u", d.user)?[0];
@@ -384,7 +384,7 @@ fn daemons_run_as_their_own_users_with_only_the_capabilities_they_need() -> Resu
 
 #[test]
 fn api_sockets_let_in_only_root_and_the_daemon_itself() -> Result<()> {
-    let (_dir, _leftovers, stack) = Stack::in_new_dir("mgmt-privileges-api")?;
+    let (_site, stack) = Stack::on_new_site("mgmt-privileges-api")?;
     for d in [&BLOCKD, &VSWITCHD] {
         let api = stack.api(d);
         let uid = id("-u", d.user)?[0];
@@ -438,7 +438,7 @@ fn api_sockets_let_in_only_root_and_the_daemon_itself() -> Result<()> {
 
 #[test]
 fn vhost_user_sockets_are_the_daemons_and_serve_whoever_their_mode_lets_in() -> Result<()> {
-    let (_dir, _leftovers, stack) = Stack::in_new_dir("mgmt-privileges-vhost")?;
+    let (_site, stack) = Stack::on_new_site("mgmt-privileges-vhost")?;
     stack.wait_defaults()?;
     stack.call_ok(
         &BLOCKD,
@@ -497,13 +497,12 @@ fn vhost_user_sockets_are_the_daemons_and_serve_whoever_their_mode_lets_in() -> 
 
 #[test]
 fn state_is_private_and_state_root_made_is_taken_over() -> Result<()> {
-    let dir = TestDir::new("mgmt-privileges-state")?;
-    let data = dir.join("data");
-    let _leftovers = Leftovers(data.clone());
+    let site = Site::new("mgmt-privileges-state")?;
+    let data = site.data();
     // As before this change: the daemons as root make their state, a
     // volume among it, with the umask's modes.
     let mut old = Stack::start(
-        &dir,
+        &site,
         1,
         &["--blockd-user", "root", "--vswitchd-user", "root"],
     )?;
@@ -529,7 +528,7 @@ fn state_is_private_and_state_root_made_is_taken_over() -> Result<()> {
     }
     set_mode(&data, 0o755)?;
 
-    let stack = Stack::start(&dir, 2, &[])?;
+    let stack = Stack::start(&site, 2, &[])?;
     let blockd = id("-u", BLOCKD.user)?[0];
     let vswitchd = id("-u", VSWITCHD.user)?[0];
     for (path, uid) in [

@@ -1,3 +1,5 @@
+//! Every VM process runs jailed and the guest still works through the jail (sfera-vmm, QEMU).
+//!
 //! The VM sandbox (docs/sandbox.md), checked from outside on VMs that
 //! mgmtd starts: each VM process (sfera-vmm with sfera-vmm's test guest,
 //! QEMU with the same guest) runs as its own non-root uid with no

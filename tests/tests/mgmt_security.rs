@@ -1,3 +1,5 @@
+//! sfera-mgmtd resists login guessing, CSRF and connection floods (curl).
+//!
 //! sfera-mgmtd's defences against abuse of its API, end to end against a
 //! running mgmtd: login throttling, the origin check on changes made with
 //! the session cookie (CSRF), and the limits on connections. No guest is

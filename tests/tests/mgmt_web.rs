@@ -1,3 +1,5 @@
+//! The web console works end to end in a real browser (chromium through Playwright).
+//!
 //! The web console end to end in a real browser: sfera-mgmtd serves the
 //! built console (mgmt/web/dist) and `mgmt/web/e2e/console.mjs` drives
 //! Debian's chromium through Playwright (playwright-core, headless): log
@@ -25,11 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use harness::guest::GuestImage;
-use harness::mgmtd::{self, Leftovers};
+use anyhow::{Result, bail, ensure};
+use harness::mgmtd::{self, Site};
 use harness::process::{Process, describe, tail_of_file};
-use harness::testdir::TestDir;
 use harness::tools;
 
 /// Debian's chromium, as the issue asks for.
@@ -60,11 +60,8 @@ fn web_console_end_to_end() -> Result<()> {
         "playwright-core is not installed in {}: run `make web` (npm ci)",
         web.display()
     );
-    let image = GuestImage::locate()?;
-    let guest_dir = image.kernel.parent().context("kernel path")?.to_owned();
-    let dir = TestDir::new("mgmt-web")?;
-    let port = mgmtd::free_port()?;
-    let _leftovers = Leftovers(dir.join("data"));
+    let site = Site::new("mgmt-web")?;
+    let (dir, port) = (&site.dir, site.port);
     let extra: Vec<OsString> = vec![
         "--stop-on-exit".into(),
         "--sample-interval".into(),
@@ -72,7 +69,7 @@ fn web_console_end_to_end() -> Result<()> {
         "--web-dir".into(),
         dist.into(),
     ];
-    let mut mgmtd = mgmtd::start(&dir, port, &guest_dir, 1, &extra)?;
+    let mut mgmtd = site.start(1, &extra)?;
     ensure!(
         mgmtd::http_status(port, "/") == Some(200),
         "mgmtd does not serve the console at /"

@@ -1,3 +1,5 @@
+//! sfera-vswitchd's API manages switches, port groups and ports, and survives a crash (curl).
+//!
 //! sfera-vswitchd's control API end to end, with curl as the HTTP client:
 //! a switch with a TAP uplink (in a network namespace of the test's own),
 //! port groups, ports, their stats, metrics and the MAC table; bad requests
@@ -12,6 +14,7 @@ use anyhow::{Result, ensure};
 use harness::daemons::vswitchd::VswitchdDaemon;
 use harness::http::{Answer, call};
 use harness::netns::NetNs;
+use harness::scenario::case;
 use harness::testdir::TestDir;
 use harness::wait::wait_until;
 use serde_json::{Value, json};
@@ -65,39 +68,104 @@ fn has_link(ns: &NetNs, name: &str) -> bool {
     ns.exec_ok(&["ip", "link", "show", name]).is_ok()
 }
 
+/// The scenario's set-up: one daemon with a TAP uplink in a namespace of
+/// the test's own; each case builds on what the cases before it made.
+struct Site {
+    dir: TestDir,
+    // Declared before the daemon, so it outlives it.
+    ns: NetNs,
+    d: VswitchdDaemon,
+}
+
+impl Site {
+    fn socket(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{name}.sock"))
+    }
+}
+
 #[test]
 fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
     let dir = TestDir::new("net-api")?;
-    // Declared before the daemon, so it outlives it.
     let ns = NetNs::new()?;
-    let mut d = VswitchdDaemon::start(&dir, Some(&ns))?;
+    let d = VswitchdDaemon::start(&dir, Some(&ns))?;
+    let mut site = Site { dir, ns, d };
+    case("a_fresh_daemon_runs_the_default", || {
+        a_fresh_daemon_runs_the_default(&site)
+    })?;
+    case("a_switch_gets_a_tap_uplink", || {
+        a_switch_gets_a_tap_uplink(&site)
+    })?;
+    let vm1 = case("port_groups_and_ports_get_their_defaults", || {
+        port_groups_and_ports_get_their_defaults(&site)
+    })?;
+    case("get_shows_and_put_changes", || {
+        get_shows_and_put_changes(&site)
+    })?;
+    case("counters_metrics_and_the_mac_table", || {
+        counters_metrics_and_the_mac_table(&site)
+    })?;
+    case("bad_requests_are_refused_and_change_nothing", || {
+        bad_requests_are_refused_and_change_nothing(&site, &vm1)
+    })?;
+    case("the_cli_lists_sets_and_shows_refusals", || {
+        the_cli_lists_sets_and_shows_refusals(&site)
+    })?;
+    case("a_crash_brings_the_saved_configuration_back", || {
+        a_crash_brings_the_saved_configuration_back(&mut site)
+    })?;
+    case("everything_is_undone_in_order", || {
+        everything_is_undone_in_order(&site)
+    })?;
+    case("sigterm_stops_it_cleanly", || {
+        let status = site.d.stop()?;
+        ensure!(
+            status.is_some_and(|s| s.success()),
+            "exit on SIGTERM: {status:?}\n{}",
+            site.d.log()
+        );
+        Ok(())
+    })
+}
 
-    let config = get(&d, "/v1/config")?;
+fn a_fresh_daemon_runs_the_default(site: &Site) -> Result<()> {
+    let d = &site.d;
+    let config = get(d, "/v1/config")?;
     ensure!(
         config["switches"][0]["name"] == "vSwitch0" && config["ports"] == json!([]),
         "a fresh daemon runs the default: {config}"
     );
 
-    // A switch with a TAP uplink.
+    Ok(())
+}
+
+fn a_switch_gets_a_tap_uplink(site: &Site) -> Result<()> {
+    let d = &site.d;
     let sw = post(
-        &d,
+        d,
         "/v1/switches",
         &json!({ "name": "sw1", "mac_ageing_s": 120 }),
     )?;
     ensure!(sw["uplinks"] == json!([]), "{sw}");
     let up = post(
-        &d,
+        d,
         "/v1/switches/sw1/uplinks",
         &json!({ "name": "up0", "type": "tap", "interface": "sfapi0" }),
     )?;
     ensure!(up["interface"] == "sfapi0", "{up}");
     wait_until("the uplink's TAP", Duration::from_secs(10), || {
-        Ok(has_link(&ns, "sfapi0").then_some(()))
+        Ok(has_link(&site.ns, "sfapi0").then_some(()))
     })?;
 
-    // Port groups and ports.
+    Ok(())
+}
+
+/// Makes the port groups web and trunk and the ports vm1 and vm2; vm1 as
+/// POST answered it.
+fn port_groups_and_ports_get_their_defaults(site: &Site) -> Result<Value> {
+    let d = &site.d;
+    let socket = |name: &str| site.socket(name);
     let web = post(
-        &d,
+        d,
         "/v1/port-groups",
         &json!({ "name": "web", "switch": "sw1", "vlan": { "mode": "access", "id": 10 },
                  "teaming": { "policy": "failover_order", "active": ["up0"] } }),
@@ -108,14 +176,13 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
         "security defaults to reject: {web}"
     );
     post(
-        &d,
+        d,
         "/v1/port-groups",
         &json!({ "name": "trunk", "switch": "sw1",
                  "vlan": { "mode": "trunk", "allowed": [10, 20] } }),
     )?;
-    let socket = |name: &str| dir.join(format!("{name}.sock"));
     let vm1 = post(
-        &d,
+        d,
         "/v1/ports",
         &json!({ "name": "vm1", "socket": socket("vm1"), "mac": "52:54:00:12:34:01",
                  "port_group": "web" }),
@@ -125,7 +192,7 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
         "port defaults: {vm1}"
     );
     post(
-        &d,
+        d,
         "/v1/ports",
         &json!({ "name": "vm2", "socket": socket("vm2"), "mac": "52:54:00:12:34:02",
                  "port_group": "trunk", "queues": 2 }),
@@ -134,28 +201,32 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
         Ok((socket("vm1").exists() && socket("vm2").exists()).then_some(()))
     })?;
 
-    // What GET shows, and PUT changes.
-    let sw = get(&d, "/v1/switches/sw1")?;
+    Ok(vm1)
+}
+
+fn get_shows_and_put_changes(site: &Site) -> Result<()> {
+    let d = &site.d;
+    let sw = get(d, "/v1/switches/sw1")?;
     ensure!(
         sw["mac_ageing_s"] == 120 && sw["uplinks"][0]["name"] == "up0",
         "{sw}"
     );
-    let up = get(&d, "/v1/switches/sw1/uplinks/up0")?;
+    let up = get(d, "/v1/switches/sw1/uplinks/up0")?;
     ensure!(
         up == json!({ "name": "up0", "type": "tap", "interface": "sfapi0" }),
         "{up}"
     );
-    let mut vm2 = get(&d, "/v1/ports/vm2")?;
+    let mut vm2 = get(d, "/v1/ports/vm2")?;
     ensure!(vm2["queues"] == 2 && vm2["port_group"] == "trunk", "{vm2}");
     vm2["port_group"] = "web".into();
     vm2["mtu"] = 9000.into();
-    let vm2 = put(&d, "/v1/ports/vm2", &vm2)?;
+    let vm2 = put(d, "/v1/ports/vm2", &vm2)?;
     ensure!(
         vm2["port_group"] == "web" && vm2["mtu"] == 9000 && vm2["queues"] == 2,
         "{vm2}"
     );
     let trunk = put(
-        &d,
+        d,
         "/v1/port-groups/trunk",
         &json!({ "vlan": { "mode": "trunk", "allowed": [10, 20, 30], "native": 1 },
                  "shaping": { "egress": { "average_bps": 100_000_000,
@@ -165,11 +236,16 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
         trunk["vlan"]["native"] == 1 && trunk["switch"] == "sw1",
         "{trunk}"
     );
-    let ports = get(&d, "/v1/ports")?;
+    let ports = get(d, "/v1/ports")?;
     ensure!(ports.as_array().map(Vec::len) == Some(2), "{ports}");
 
-    // Counters, metrics and the MAC table.
-    let stats = get(&d, "/v1/stats")?;
+    Ok(())
+}
+
+fn counters_metrics_and_the_mac_table(site: &Site) -> Result<()> {
+    let d = &site.d;
+    let ns = &site.ns;
+    let stats = get(d, "/v1/stats")?;
     let names: Vec<&str> = stats["ports"]
         .as_array()
         .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
@@ -180,14 +256,14 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
         stats["uplinks"][0]["interface"] == "sfapi0",
         "the uplink's counters: {stats}"
     );
-    let vm1_stats = get(&d, "/v1/ports/vm1/stats")?;
+    let vm1_stats = get(d, "/v1/ports/vm1/stats")?;
     ensure!(
         vm1_stats["name"] == "vm1"
             && vm1_stats["switch"] == "sw1"
             && vm1_stats["connected"] == false,
         "{vm1_stats}"
     );
-    let metrics = api(&d, "GET", "/metrics", None)?;
+    let metrics = api(d, "GET", "/metrics", None)?;
     ensure!(metrics.status == 200, "metrics: HTTP {}", metrics.status);
     for line in [
         r#"sfera_vswitch_port_rx_packets_total{port="vm1",port_group="web",switch="sw1"}"#,
@@ -211,7 +287,7 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
         .exec_ok(&["cat", "/sys/class/net/sfapi0/address"])?
         .trim()
         .to_string();
-    let table = get(&d, "/v1/switches/sw1/mac-table")?;
+    let table = get(d, "/v1/switches/sw1/mac-table")?;
     let entries = table.as_array().cloned().unwrap_or_default();
     ensure!(
         table.is_array()
@@ -221,35 +297,157 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
         "no VM traffic, so only the host's TAP address ({tap_mac}) on up0: {table}"
     );
     expect_error(
-        &api(&d, "GET", "/v1/switches/nope/mac-table", None)?,
+        &api(d, "GET", "/v1/switches/nope/mac-table", None)?,
         404,
         "not_found",
         "MAC table of a missing switch",
     )?;
 
-    // Bad requests: each refused with its status, and nothing changes.
-    let config = get(&d, "/v1/config")?;
+    Ok(())
+}
+
+fn bad_requests_are_refused_and_change_nothing(site: &Site, vm1: &Value) -> Result<()> {
+    let d = &site.d;
+    let socket = |name: &str| site.socket(name);
+    let config = get(d, "/v1/config")?;
     let saved = std::fs::read(d.state_file())?;
     ensure!(
         serde_json::from_slice::<Value>(&saved)? == config,
         "the state file holds the configuration in force"
     );
+    let bad = [
+        bad_port_requests(site, vm1),
+        bad_switch_requests(),
+        bad_port_group_and_route_requests(),
+    ]
+    .concat();
+    for (method, path, body, status, code) in &bad {
+        expect_error(
+            &api(d, method, path, body.as_deref())?,
+            *status,
+            code,
+            &format!("{method} {path} {}", body.as_deref().unwrap_or("")),
+        )?;
+    }
+    ensure!(
+        get(d, "/v1/config")? == config,
+        "refused requests changed the configuration"
+    );
+    ensure!(
+        std::fs::read(d.state_file())? == saved,
+        "refused requests changed the state file"
+    );
+    ensure!(!socket("vm3").exists(), "a refused port left a socket");
+
+    Ok(())
+}
+
+fn the_cli_lists_sets_and_shows_refusals(site: &Site) -> Result<()> {
+    let d = &site.d;
+    let listed = d.cli(&["port", "list"])?;
+    ensure!(
+        listed.starts_with("NAME")
+            && listed.contains("vm1")
+            && listed.contains("52:54:00:12:34:02"),
+        "{listed}"
+    );
+    let groups: Value = serde_json::from_str(&d.cli(&["--json", "portgroup", "list"])?)?;
+    ensure!(groups[0]["name"] == "web", "{groups}");
+    d.cli(&["portgroup", "set", "trunk", "--forged-transmits", "accept"])?;
+    let trunk = get(d, "/v1/port-groups/trunk")?;
+    ensure!(
+        trunk["security"]["forged_transmits"] == true && trunk["vlan"]["native"] == 1,
+        "set changes only what its flags name: {trunk}"
+    );
+    let err = d
+        .cli(&["portgroup", "remove", "web"])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(err.contains("has ports"), "CLI error: {err:?}");
+    ensure!(
+        d.cli(&["metrics"])?
+            .contains("sfera_vswitch_port_connected")
+    );
+
+    Ok(())
+}
+
+fn a_crash_brings_the_saved_configuration_back(site: &mut Site) -> Result<()> {
+    let config = get(&site.d, "/v1/config")?;
+    site.d.kill();
+    site.d.restart()?;
+    ensure!(
+        get(&site.d, "/v1/config")? == config,
+        "the configuration after a crash differs"
+    );
+    wait_until(
+        "the ports and the TAP after a restart",
+        Duration::from_secs(10),
+        || {
+            Ok((site.socket("vm1").exists()
+                && site.socket("vm2").exists()
+                && has_link(&site.ns, "sfapi0"))
+            .then_some(()))
+        },
+    )?;
+
+    Ok(())
+}
+
+fn everything_is_undone_in_order(site: &Site) -> Result<()> {
+    let d = &site.d;
+    for path in [
+        "/v1/ports/vm1",
+        "/v1/ports/vm2",
+        "/v1/port-groups/web",
+        "/v1/port-groups/trunk",
+        "/v1/switches/sw1/uplinks/up0",
+        "/v1/switches/sw1",
+    ] {
+        delete(d, path)?;
+    }
+    let config = get(d, "/v1/config")?;
+    ensure!(
+        config["switches"].as_array().map(Vec::len) == Some(1)
+            && config["port_groups"] == json!([]),
+        "{config}"
+    );
+    wait_until("the TAP to go", Duration::from_secs(10), || {
+        Ok((!has_link(&site.ns, "sfapi0")).then_some(()))
+    })?;
+
+    Ok(())
+}
+
+/// A refused request: method, path, body, status and error code.
+type Refused = (
+    &'static str,
+    &'static str,
+    Option<String>,
+    u16,
+    &'static str,
+);
+
+fn with(mut base: Value, extra: Value) -> String {
+    if let (Some(p), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        p.extend(extra.clone());
+    }
+    base.to_string()
+}
+
+/// Refused port requests: a new port vm3 with one thing wrong, and vm1
+/// (`vm1`, as created) changed wrongly.
+fn bad_port_requests(site: &Site, vm1: &Value) -> Vec<Refused> {
     let vm3 = |extra: Value| {
-        let mut p = json!({ "name": "vm3", "socket": socket("vm3"),
-                            "mac": "52:54:00:12:34:03", "port_group": "web" });
-        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
-            p.extend(extra.clone());
-        }
-        p.to_string()
+        with(
+            json!({ "name": "vm3", "socket": site.socket("vm3"),
+                    "mac": "52:54:00:12:34:03", "port_group": "web" }),
+            extra,
+        )
     };
-    let same_vm1 = |extra: Value| {
-        let mut p = vm1.clone();
-        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
-            p.extend(extra.clone());
-        }
-        p.to_string()
-    };
-    let bad: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+    let same_vm1 = |extra: Value| with(vm1.clone(), extra);
+    vec![
         ("POST", "/v1/ports", Some("{oops".into()), 400, "invalid"),
         (
             "POST",
@@ -289,7 +487,7 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
         (
             "POST",
             "/v1/ports",
-            Some(vm3(json!({ "socket": socket("vm1") }))),
+            Some(vm3(json!({ "socket": site.socket("vm1") }))),
             409,
             "conflict",
         ),
@@ -329,6 +527,11 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
             "method_not_allowed",
         ),
         ("DELETE", "/v1/ports/nope", None, 404, "not_found"),
+    ]
+}
+
+fn bad_switch_requests() -> Vec<Refused> {
+    vec![
         (
             "POST",
             "/v1/switches",
@@ -373,6 +576,11 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
             404,
             "not_found",
         ),
+    ]
+}
+
+fn bad_port_group_and_route_requests() -> Vec<Refused> {
+    vec![
         (
             "POST",
             "/v1/port-groups",
@@ -419,100 +627,7 @@ fn switches_port_groups_and_ports_through_the_api() -> Result<()> {
         ),
         ("GET", "/v1/nothing", None, 404, "not_found"),
         ("GET", "/v2/config", None, 404, "not_found"),
-    ];
-    for (method, path, body, status, code) in &bad {
-        expect_error(
-            &api(&d, method, path, body.as_deref())?,
-            *status,
-            code,
-            &format!("{method} {path} {}", body.as_deref().unwrap_or("")),
-        )?;
-    }
-    ensure!(
-        get(&d, "/v1/config")? == config,
-        "refused requests changed the configuration"
-    );
-    ensure!(
-        std::fs::read(d.state_file())? == saved,
-        "refused requests changed the state file"
-    );
-    ensure!(!socket("vm3").exists(), "a refused port left a socket");
-
-    // The CLI: tables, --json, and the daemon's message on refusal.
-    let listed = d.cli(&["port", "list"])?;
-    ensure!(
-        listed.starts_with("NAME")
-            && listed.contains("vm1")
-            && listed.contains("52:54:00:12:34:02"),
-        "{listed}"
-    );
-    let groups: Value = serde_json::from_str(&d.cli(&["--json", "portgroup", "list"])?)?;
-    ensure!(groups[0]["name"] == "web", "{groups}");
-    d.cli(&["portgroup", "set", "trunk", "--forged-transmits", "accept"])?;
-    let trunk = get(&d, "/v1/port-groups/trunk")?;
-    ensure!(
-        trunk["security"]["forged_transmits"] == true && trunk["vlan"]["native"] == 1,
-        "set changes only what its flags name: {trunk}"
-    );
-    let err = d
-        .cli(&["portgroup", "remove", "web"])
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    ensure!(err.contains("has ports"), "CLI error: {err:?}");
-    ensure!(
-        d.cli(&["metrics"])?
-            .contains("sfera_vswitch_port_connected")
-    );
-
-    // A crash: the saved configuration comes back, with its ports and TAP.
-    let config = get(&d, "/v1/config")?;
-    d.kill();
-    d.restart()?;
-    ensure!(
-        get(&d, "/v1/config")? == config,
-        "the configuration after a crash differs"
-    );
-    wait_until(
-        "the ports and the TAP after a restart",
-        Duration::from_secs(10),
-        || {
-            Ok(
-                (socket("vm1").exists() && socket("vm2").exists() && has_link(&ns, "sfapi0"))
-                    .then_some(()),
-            )
-        },
-    )?;
-
-    // Undo everything, in order.
-    for path in [
-        "/v1/ports/vm1",
-        "/v1/ports/vm2",
-        "/v1/port-groups/web",
-        "/v1/port-groups/trunk",
-        "/v1/switches/sw1/uplinks/up0",
-        "/v1/switches/sw1",
-    ] {
-        delete(&d, path)?;
-    }
-    let config = get(&d, "/v1/config")?;
-    ensure!(
-        config["switches"].as_array().map(Vec::len) == Some(1)
-            && config["port_groups"] == json!([]),
-        "{config}"
-    );
-    wait_until("the TAP to go", Duration::from_secs(10), || {
-        Ok((!has_link(&ns, "sfapi0")).then_some(()))
-    })?;
-
-    // SIGTERM stops it cleanly.
-    let status = d.stop()?;
-    ensure!(
-        status.is_some_and(|s| s.success()),
-        "exit on SIGTERM: {status:?}\n{}",
-        d.log()
-    );
-    Ok(())
+    ]
 }
 
 #[test]

@@ -1,3 +1,5 @@
+//! A bad guest on one port hurts neither the switch nor other ports (raw frontend, testpmd).
+//!
 //! A misbehaving guest on one port cannot hurt the switch or the other
 //! ports. A raw vhost-user frontend writes what no driver would: transmit
 //! chains that loop, point past the ring or outside guest memory, have the
@@ -16,6 +18,7 @@
 //! source address of the frame it keeps sending between the port's own
 //! and a forged one, while the switch checks and delivers it.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,7 @@ use harness::hugepages::Hugepages;
 use harness::peers::testpmd::{Testpmd, Vdev};
 use harness::raw_frontend::{BUFFERS, Desc, F_NEXT, F_WRITE, QUEUE_SIZE};
 use harness::raw_nic::{HDR, RX, RawNic, TX, TX_AT};
+use harness::scenario::case;
 use harness::testdir::TestDir;
 use harness::wait::wait_until;
 use serde_json::json;
@@ -88,63 +92,123 @@ fn desc(addr: u64, len: u32, flags: u16, next: u16) -> Desc {
     }
 }
 
+/// The scenario's set-up: the switch, a testpmd whose two ports in VLAN 10
+/// keep broadcasts circulating through it, and a well-behaved witness in
+/// VLAN 20. Fields drop in order: the witness and testpmd, the hugepages,
+/// the switch, the directory.
+struct Site {
+    witness: RawNic,
+    t: Testpmd,
+    _hugepages: Hugepages,
+    sw: Vswitchd,
+    /// The switch's process, which must never change.
+    pid: Option<u32>,
+    dir: TestDir,
+}
+
+impl Site {
+    fn start() -> Result<Self> {
+        let dir = TestDir::new("net-bad-guest")?;
+        let socket = |name: &str| dir.join(format!("{name}.sock"));
+        let mut sw = Vswitchd::new(&dir);
+        sw.enable_api();
+        sw.set_config(json!({
+            "port_groups": [
+                { "name": "v10", "vlan": { "mode": "access", "id": 10 } },
+                { "name": "v20", "vlan": { "mode": "access", "id": 20 } },
+                { "name": "trunk", "vlan": { "mode": "trunk", "allowed": [10, 20] } },
+            ],
+            "ports": [
+                { "name": "pmd0", "socket": socket("pmd0"), "mac": PMD[0], "port_group": "v10" },
+                { "name": "pmd1", "socket": socket("pmd1"), "mac": PMD[1], "port_group": "v10" },
+                { "name": "bad", "socket": socket("bad"), "mac": frames::mac_text(BAD),
+                  "port_group": "trunk" },
+                { "name": "witness", "socket": socket("witness"), "mac": frames::mac_text(WITNESS),
+                  "port_group": "v20" },
+            ],
+        }))?;
+        let pid = sw.pid();
+        let hugepages = Hugepages::reserve(&dir, 128)?;
+        let vdevs: Vec<Vdev> = PMD
+            .iter()
+            .enumerate()
+            .map(|(i, mac)| Vdev::VirtioUser {
+                socket: socket(&format!("pmd{i}")),
+                queues: 1,
+                server: false,
+                mac: Some((*mac).to_owned()),
+            })
+            .collect();
+        let mut t = Testpmd::start(&dir, "testpmd", &hugepages, &vdevs, 0)?;
+        // io forwarding sends what port 0 receives out of port 1 and back:
+        // the first bursts of broadcasts circulate for the whole test, and the
+        // switch floods each pass to the bad port too.
+        t.command("set fwd io")?;
+        t.command("set eth-peer 0 ff:ff:ff:ff:ff:ff")?;
+        t.command("set eth-peer 1 ff:ff:ff:ff:ff:ff")?;
+        t.command("start tx_first")?;
+        keeps_flowing(&mut t, 1000, "the start")?;
+        let witness = RawNic::connect(&socket("witness"), WITNESS)?;
+        Ok(Site {
+            witness,
+            t,
+            _hugepages: hugepages,
+            sw,
+            pid,
+            dir,
+        })
+    }
+
+    fn socket(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.sock"))
+    }
+}
+
 #[test]
 fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
-    let dir = TestDir::new("net-bad-guest")?;
-    let socket = |name: &str| dir.join(format!("{name}.sock"));
-    let mut sw = Vswitchd::new(&dir);
-    sw.enable_api();
-    sw.set_config(json!({
-        "port_groups": [
-            { "name": "v10", "vlan": { "mode": "access", "id": 10 } },
-            { "name": "v20", "vlan": { "mode": "access", "id": 20 } },
-            { "name": "trunk", "vlan": { "mode": "trunk", "allowed": [10, 20] } },
-        ],
-        "ports": [
-            { "name": "pmd0", "socket": socket("pmd0"), "mac": PMD[0], "port_group": "v10" },
-            { "name": "pmd1", "socket": socket("pmd1"), "mac": PMD[1], "port_group": "v10" },
-            { "name": "bad", "socket": socket("bad"), "mac": frames::mac_text(BAD),
-              "port_group": "trunk" },
-            { "name": "witness", "socket": socket("witness"), "mac": frames::mac_text(WITNESS),
-              "port_group": "v20" },
-        ],
-    }))?;
-    let pid = sw.pid();
-    let hugepages = Hugepages::reserve(&dir, 128)?;
-    let vdevs: Vec<Vdev> = PMD
-        .iter()
-        .enumerate()
-        .map(|(i, mac)| Vdev::VirtioUser {
-            socket: socket(&format!("pmd{i}")),
-            queues: 1,
-            server: false,
-            mac: Some((*mac).to_owned()),
-        })
-        .collect();
-    let mut t = Testpmd::start(&dir, "testpmd", &hugepages, &vdevs, 0)?;
-    // io forwarding sends what port 0 receives out of port 1 and back:
-    // the first bursts of broadcasts circulate for the whole test, and the
-    // switch floods each pass to the bad port too.
-    t.command("set fwd io")?;
-    t.command("set eth-peer 0 ff:ff:ff:ff:ff:ff")?;
-    t.command("set eth-peer 1 ff:ff:ff:ff:ff:ff")?;
-    t.command("start tx_first")?;
-    keeps_flowing(&mut t, 1000, "the start")?;
-
-    let mut witness = RawNic::connect(&socket("witness"), WITNESS)?;
+    let mut site = Site::start()?;
     // The bad guest offers no receive buffers yet.
-    let mut bad = RawNic::connect_with_buffers(&socket("bad"), BAD, 0)?;
-    still_forwards(&mut bad, &mut witness, 1)?;
+    let mut bad = RawNic::connect_with_buffers(&site.socket("bad"), BAD, 0)?;
+    still_forwards(&mut bad, &mut site.witness, 1)?;
+    case("bad_transmit_chains_are_handed_back", || {
+        bad_transmit_chains_are_handed_back(&mut site, &mut bad)
+    })?;
+    case("runts_and_oversize_frames_are_dropped", || {
+        runts_and_oversize_frames_are_dropped(&mut site, &mut bad)
+    })?;
+    let used = case("bad_receive_buffers_are_handed_back_empty", || {
+        bad_receive_buffers_are_handed_back_empty(&mut site, &mut bad)
+    })?;
+    case("a_guest_that_stops_receiving_stops_no_one_else", || {
+        a_guest_that_stops_receiving_stops_no_one_else(&mut site, &mut bad, used)
+    })?;
+    case("an_available_index_far_ahead_stops_only_its_ring", || {
+        let ahead = bad.frontend().used_idx_q(TX).wrapping_add(1000);
+        bad.frontend().set_avail_idx_q(TX, ahead)?;
+        keeps_flowing(&mut site.t, 1000, "an available index far ahead")?;
+        site.sw.ensure_running()?;
+        Ok(())
+    })?;
+    case("a_well_behaved_guest_takes_the_bad_port", || {
+        // The bad guest goes away first.
+        drop(bad);
+        let mut again = RawNic::connect(&site.socket("bad"), BAD)?;
+        still_forwards(&mut again, &mut site.witness, 50).context("a new guest on the bad port")?;
+        keeps_flowing(&mut site.t, 1000, "the bad guest's replacement")?;
+        site.t.command("stop")?;
+        site.sw.ensure_running()?;
+        ensure!(site.sw.pid() == site.pid, "the switch was restarted");
+        Ok(())
+    })?;
+    case("every_refusal_is_counted_per_reason", || {
+        every_refusal_is_counted_per_reason(&site)
+    })
+}
 
-    // Transmit chains the switch must refuse and hand back.
-    let frame = {
-        let mut f = vec![0u8; HDR];
-        f.extend(frames::patterned(BROADCAST, BAD, Some(20), 60, 9));
-        f
-    };
-    bad.frontend().write(SCRATCH, &frame);
-    let len = frame.len() as u32;
-    let cases: [(&str, Vec<Desc>, u16); 8] = [
+/// Transmit chains the switch must refuse and hand back: descriptors at
+/// 0.., the head offered.
+fn bad_transmit_chains(len: u32) -> [(&'static str, Vec<Desc>, u16); 8] {
+    [
         (
             "a chain that loops",
             vec![
@@ -188,15 +252,30 @@ fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
             vec![desc(SCRATCH, 8, 0, 0)],
             0,
         ),
-    ];
+    ]
+}
+
+fn bad_transmit_chains_are_handed_back(s: &mut Site, bad: &mut RawNic) -> Result<()> {
+    let frame = {
+        let mut f = vec![0u8; HDR];
+        f.extend(frames::patterned(BROADCAST, BAD, Some(20), 60, 9));
+        f
+    };
+    bad.frontend().write(SCRATCH, &frame);
+    let len = frame.len() as u32;
+    let cases = bad_transmit_chains(len);
     for (i, (what, descs, head)) in cases.iter().enumerate() {
-        bad_tx_chain(&mut bad, descs, *head).with_context(|| what.to_string())?;
-        keeps_flowing(&mut t, 500, what)?;
-        sw.ensure_running()?;
-        still_forwards(&mut bad, &mut witness, 10 + i as u8).with_context(|| what.to_string())?;
+        bad_tx_chain(bad, descs, *head).with_context(|| what.to_string())?;
+        keeps_flowing(&mut s.t, 500, what)?;
+        s.sw.ensure_running()?;
+        still_forwards(bad, &mut s.witness, 10 + i as u8).with_context(|| what.to_string())?;
     }
 
-    // Frames the switch must drop: runts and frames over the port's MTU.
+    Ok(())
+}
+
+/// Frames the switch must drop: runts and frames over the port's MTU.
+fn runts_and_oversize_frames_are_dropped(s: &mut Site, bad: &mut RawNic) -> Result<()> {
     let mut runt = frames::patterned(BROADCAST, BAD, Some(20), 0, 0);
     runt.truncate(16);
     for (what, f) in [
@@ -217,14 +296,19 @@ fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
         ),
     ] {
         bad.send(&f).with_context(|| what.to_owned())?;
-        keeps_flowing(&mut t, 500, what)?;
-        sw.ensure_running()?;
+        keeps_flowing(&mut s.t, 500, what)?;
+        s.sw.ensure_running()?;
     }
     // None of them reached the witness: the next frame it gets is this.
-    still_forwards(&mut bad, &mut witness, 30)?;
+    still_forwards(bad, &mut s.witness, 30)?;
 
-    // Receive buffers the switch must refuse (and hand back empty) while
-    // it floods testpmd's traffic to the bad port.
+    Ok(())
+}
+
+/// Receive buffers the switch must refuse (and hand back empty) while it
+/// floods testpmd's traffic to the bad port; the receive ring's used index
+/// after them.
+fn bad_receive_buffers_are_handed_back_empty(s: &mut Site, bad: &mut RawNic) -> Result<u16> {
     // Each case is descriptors at 0.. and the heads offered.
     let rx_cases: [(&str, Vec<Desc>, Vec<u16>); 4] = [
         (
@@ -277,12 +361,20 @@ fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
                 "{what}: used ({id}, {written} bytes)"
             );
         }
-        keeps_flowing(&mut t, 500, what)?;
-        sw.ensure_running()?;
+        keeps_flowing(&mut s.t, 500, what)?;
+        s.sw.ensure_running()?;
     }
 
-    // A guest that stops taking its receive queue: its last buffers fill
-    // and stay full; the flood goes on to everyone else.
+    Ok(used)
+}
+
+/// A guest that stops taking its receive queue: its last buffers fill and
+/// stay full; the flood goes on to everyone else.
+fn a_guest_that_stops_receiving_stops_no_one_else(
+    s: &mut Site,
+    bad: &mut RawNic,
+    mut used: u16,
+) -> Result<()> {
     for i in 0..4u16 {
         let d = desc(SCRATCH + 0x4000 + u64::from(i) * 2048, 2048, F_WRITE, 0);
         bad.frontend().set_desc_q(RX, i, d);
@@ -294,7 +386,7 @@ fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
         .context("the bad guest's last receive buffers")?;
     for round in 0..3 {
         keeps_flowing(
-            &mut t,
+            &mut s.t,
             1000,
             &format!("the bad guest stopped receiving ({round})"),
         )?;
@@ -303,27 +395,14 @@ fn a_bad_guest_hurts_neither_the_switch_nor_other_ports() -> Result<()> {
         bad.frontend().used_idx_q(RX) == used,
         "the switch used buffers it was not given"
     );
-    still_forwards(&mut bad, &mut witness, 40)?;
+    still_forwards(bad, &mut s.witness, 40)?;
 
-    // An available index far ahead of the ring: the switch stops taking
-    // from that ring and nothing else notices.
-    let ahead = bad.frontend().used_idx_q(TX).wrapping_add(1000);
-    bad.frontend().set_avail_idx_q(TX, ahead)?;
-    keeps_flowing(&mut t, 1000, "an available index far ahead")?;
-    sw.ensure_running()?;
+    Ok(())
+}
 
-    // The bad guest goes away; a well-behaved one takes its port.
-    drop(bad);
-    let mut again = RawNic::connect(&socket("bad"), BAD)?;
-    still_forwards(&mut again, &mut witness, 50).context("a new guest on the bad port")?;
-    keeps_flowing(&mut t, 1000, "the bad guest's replacement")?;
-
-    t.command("stop")?;
-    sw.ensure_running()?;
-    ensure!(sw.pid() == pid, "the switch was restarted");
-
+fn every_refusal_is_counted_per_reason(s: &Site) -> Result<()> {
     // Every refusal was counted, per reason, on the bad guest's port.
-    let stats = sw.stats()?;
+    let stats = s.sw.stats()?;
     let bad_port = stats["ports"]
         .as_array()
         .and_then(|ports| ports.iter().find(|p| p["name"] == "bad"))

@@ -1,3 +1,5 @@
+//! Broadcasts flood within their VLAN and unicast arrives unchanged (testpmd, raw virtio-net NICs).
+//!
 //! Flooding stays inside a VLAN, with DPDK's testpmd as the clients: four
 //! `net_virtio_user` ports of one testpmd, three in access VLAN 10 and one
 //! in access VLAN 20, each send one burst of broadcasts. Every VLAN 10 port
@@ -16,6 +18,7 @@ use harness::frames::{self, BROADCAST, Mac};
 use harness::hugepages::Hugepages;
 use harness::peers::testpmd::{Testpmd, Vdev};
 use harness::raw_nic::RawNic;
+use harness::scenario::case;
 use harness::testdir::TestDir;
 use harness::wait::wait_until;
 use serde_json::json;
@@ -60,62 +63,116 @@ fn expect_rx(t: &mut Testpmd, want: [u64; 4], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The scenario's set-up: the switch with four testpmd ports (three in
+/// VLAN 10, one in VLAN 20) and two raw NICs in VLAN 10, and what
+/// testpmd's ports should have received so far. Fields drop in order:
+/// testpmd before its hugepages, the NICs, the switch, the directory.
+struct Site {
+    t: Testpmd,
+    /// Frames each testpmd port should have received so far.
+    want: [u64; 4],
+    _hugepages: Hugepages,
+    b: RawNic,
+    a: RawNic,
+    sw: Vswitchd,
+    _dir: TestDir,
+}
+
+impl Site {
+    fn start() -> Result<Self> {
+        let dir = TestDir::new("net-broadcast")?;
+        let mut ports = Vec::new();
+        let mut vdevs = Vec::new();
+        for (i, mac) in PMD.iter().enumerate() {
+            let socket = dir.join(format!("pmd{i}.sock"));
+            let group = if i < 3 { "v10" } else { "v20" };
+            ports.push(json!({ "name": format!("pmd{i}"), "socket": socket,
+                               "mac": frames::mac_text(*mac), "port_group": group }));
+            vdevs.push(Vdev::VirtioUser {
+                socket,
+                queues: 1,
+                server: false,
+                mac: Some(frames::mac_text(*mac)),
+            });
+        }
+        for (name, mac) in [("raw-a", RAW_A), ("raw-b", RAW_B)] {
+            ports.push(
+                json!({ "name": name, "socket": dir.join(format!("{name}.sock")),
+                               "mac": frames::mac_text(mac), "port_group": "v10" }),
+            );
+        }
+        let mut sw = Vswitchd::new(&dir);
+        sw.set_config(json!({
+            "port_groups": [
+                { "name": "v10", "vlan": { "mode": "access", "id": 10 } },
+                { "name": "v20", "vlan": { "mode": "access", "id": 20 } },
+            ],
+            "ports": ports,
+        }))?;
+        let a = RawNic::connect(&dir.join("raw-a.sock"), RAW_A)?;
+        let b = RawNic::connect(&dir.join("raw-b.sock"), RAW_B)?;
+        let hugepages = Hugepages::reserve(&dir, 128)?;
+        let t = Testpmd::start(&dir, "testpmd", &hugepages, &vdevs, 0)?;
+        Ok(Site {
+            t,
+            want: [0; 4],
+            _hugepages: hugepages,
+            b,
+            a,
+            sw,
+            _dir: dir,
+        })
+    }
+}
+
 #[test]
 fn broadcasts_flood_within_their_vlan_and_unicast_arrives_unchanged() -> Result<()> {
-    let dir = TestDir::new("net-broadcast")?;
-    let mut ports = Vec::new();
-    let mut vdevs = Vec::new();
-    for (i, mac) in PMD.iter().enumerate() {
-        let socket = dir.join(format!("pmd{i}.sock"));
-        let group = if i < 3 { "v10" } else { "v20" };
-        ports.push(json!({ "name": format!("pmd{i}"), "socket": socket,
-                           "mac": frames::mac_text(*mac), "port_group": group }));
-        vdevs.push(Vdev::VirtioUser {
-            socket,
-            queues: 1,
-            server: false,
-            mac: Some(frames::mac_text(*mac)),
-        });
-    }
-    for (name, mac) in [("raw-a", RAW_A), ("raw-b", RAW_B)] {
-        ports.push(
-            json!({ "name": name, "socket": dir.join(format!("{name}.sock")),
-                           "mac": frames::mac_text(mac), "port_group": "v10" }),
-        );
-    }
-    let mut sw = Vswitchd::new(&dir);
-    sw.set_config(json!({
-        "port_groups": [
-            { "name": "v10", "vlan": { "mode": "access", "id": 10 } },
-            { "name": "v20", "vlan": { "mode": "access", "id": 20 } },
-        ],
-        "ports": ports,
-    }))?;
-    let mut a = RawNic::connect(&dir.join("raw-a.sock"), RAW_A)?;
-    let mut b = RawNic::connect(&dir.join("raw-b.sock"), RAW_B)?;
-    let hugepages = Hugepages::reserve(&dir, 128)?;
-    let mut t = Testpmd::start(&dir, "testpmd", &hugepages, &vdevs, 0)?;
+    let mut site = Site::start()?;
+    case("each_vlan_10_port_gets_the_other_twos_bursts", || {
+        each_vlan_10_port_gets_the_other_twos_bursts(&mut site)
+    })?;
+    case("the_raw_nics_get_vlan_10s_broadcasts_untagged", || {
+        the_raw_nics_get_vlan_10s_broadcasts_untagged(&mut site)
+    })?;
+    case(
+        "a_learned_unicast_arrives_unchanged_at_its_port_only",
+        || a_learned_unicast_arrives_unchanged_at_its_port_only(&mut site),
+    )?;
+    case("a_unicast_to_a_testpmd_port_reaches_that_port_only", || {
+        a_unicast_to_a_testpmd_port_reaches_that_port_only(&mut site)
+    })?;
+    case("a_unicast_to_an_unknown_address_reaches_no_port", || {
+        a_unicast_to_an_unknown_address_reaches_no_port(&mut site)
+    })?;
+    site.t.command("stop")?;
+    site.sw.ensure_running()?;
+    Ok(())
+}
 
-    // Each testpmd port sends one burst of broadcasts, then only receives.
-    t.command("set fwd rxonly")?;
+/// Each testpmd port sends one burst of broadcasts, then only receives.
+fn each_vlan_10_port_gets_the_other_twos_bursts(s: &mut Site) -> Result<()> {
+    s.t.command("set fwd rxonly")?;
     for port in 0..4 {
-        t.command(&format!("set eth-peer {port} ff:ff:ff:ff:ff:ff"))?;
+        s.t.command(&format!("set eth-peer {port} ff:ff:ff:ff:ff:ff"))?;
     }
-    t.command("start tx_first")?;
+    s.t.command("start tx_first")?;
     for port in 0..4 {
-        let tx = t.port_stats(port)?.tx_packets;
+        let tx = s.t.port_stats(port)?.tx_packets;
         ensure!(tx == BURST, "testpmd port {port} sent {tx} frames");
     }
-    let mut want = [2 * BURST, 2 * BURST, 2 * BURST, 0];
+    s.want = [2 * BURST, 2 * BURST, 2 * BURST, 0];
     expect_rx(
-        &mut t,
-        want,
+        &mut s.t,
+        s.want,
         "each VLAN 10 port to get the other two's bursts",
     )?;
+    Ok(())
+}
 
-    // The raw NICs (8 receive buffers each) got the first of the VLAN 10
-    // broadcasts, untagged, and none of VLAN 20's.
-    for nic in [&mut a, &mut b] {
+/// The raw NICs (8 receive buffers each) got the first of the VLAN 10
+/// broadcasts, untagged, and none of VLAN 20's.
+fn the_raw_nics_get_vlan_10s_broadcasts_untagged(s: &mut Site) -> Result<()> {
+    for nic in [&mut s.a, &mut s.b] {
         let got = nic
             .receive_some(WAIT)
             .with_context(|| format!("broadcasts at {}", frames::mac_text(nic.mac)))?;
@@ -134,22 +191,25 @@ fn broadcasts_flood_within_their_vlan_and_unicast_arrives_unchanged() -> Result<
             );
         }
     }
+    Ok(())
+}
 
-    // b announces itself; a's unicast to b then arrives byte for byte at
-    // b only (a marker broadcast shows testpmd's ports saw nothing else).
+/// b announces itself; a's unicast to b then arrives byte for byte at
+/// b only (a marker broadcast shows testpmd's ports saw nothing else).
+fn a_learned_unicast_arrives_unchanged_at_its_port_only(s: &mut Site) -> Result<()> {
     let hello = frames::patterned(BROADCAST, RAW_B, None, 46, 1);
-    b.send(&hello)?;
-    a.receive_until(WAIT, |f| f == hello)
+    s.b.send(&hello)?;
+    s.a.receive_until(WAIT, |f| f == hello)
         .context("b's broadcast at a")?;
-    want = want.map(|n| n + 1);
-    want[3] = 0;
-    expect_rx(&mut t, want, "b's broadcast")?;
+    s.want = s.want.map(|n| n + 1);
+    s.want[3] = 0;
+    expect_rx(&mut s.t, s.want, "b's broadcast")?;
     for (len, seed) in [(46, 7), (1500, 9), (777, 200)] {
         let unicast = frames::patterned(RAW_B, RAW_A, None, len, seed);
-        a.send(&unicast)?;
-        let (before, got) = b
-            .receive_until(WAIT, |f| f[..12] == unicast[..12])
-            .with_context(|| format!("a's {len}-byte unicast at b"))?;
+        s.a.send(&unicast)?;
+        let (before, got) =
+            s.b.receive_until(WAIT, |f| f[..12] == unicast[..12])
+                .with_context(|| format!("a's {len}-byte unicast at b"))?;
         ensure!(
             got == unicast,
             "the unicast changed on the way: sent {} bytes, got {}",
@@ -158,22 +218,28 @@ fn broadcasts_flood_within_their_vlan_and_unicast_arrives_unchanged() -> Result<
         );
         ensure!(before.is_empty(), "b got other frames first: {before:02x?}");
     }
-    a.send(&frames::patterned(BROADCAST, RAW_A, None, 46, 3))?;
-    want = [want[0] + 1, want[1] + 1, want[2] + 1, 0];
-    expect_rx(&mut t, want, "a's marker (and not its unicasts)")?;
+    s.a.send(&frames::patterned(BROADCAST, RAW_A, None, 46, 3))?;
+    s.want = [s.want[0] + 1, s.want[1] + 1, s.want[2] + 1, 0];
+    expect_rx(&mut s.t, s.want, "a's marker (and not its unicasts)")?;
+    Ok(())
+}
 
-    // A unicast to testpmd's port 1, whose address the switch learned from
-    // its burst: only port 1 counts it.
-    a.send(&frames::patterned(PMD[1], RAW_A, None, 100, 5))?;
-    a.send(&frames::patterned(BROADCAST, RAW_A, None, 46, 4))?;
-    want = [want[0] + 1, want[1] + 2, want[2] + 1, 0];
-    expect_rx(&mut t, want, "a unicast to port 1 and a marker")?;
+/// A unicast to testpmd's port 1, whose address the switch learned from
+/// its burst: only port 1 counts it.
+fn a_unicast_to_a_testpmd_port_reaches_that_port_only(s: &mut Site) -> Result<()> {
+    s.a.send(&frames::patterned(PMD[1], RAW_A, None, 100, 5))?;
+    s.a.send(&frames::patterned(BROADCAST, RAW_A, None, 46, 4))?;
+    s.want = [s.want[0] + 1, s.want[1] + 2, s.want[2] + 1, 0];
+    expect_rx(&mut s.t, s.want, "a unicast to port 1 and a marker")?;
+    Ok(())
+}
 
-    // A unicast to an address no port has reaches no VM port (ports
-    // receive unicast for their own address only, as vSphere's ports do
-    // while "MAC address changes" is rejected): b gets a's earlier markers
-    // and then this one, nothing else.
-    a.send(&frames::patterned(
+/// A unicast to an address no port has reaches no VM port (ports
+/// receive unicast for their own address only, as vSphere's ports do
+/// while "MAC address changes" is rejected): b gets a's earlier markers
+/// and then this one, nothing else.
+fn a_unicast_to_an_unknown_address_reaches_no_port(s: &mut Site) -> Result<()> {
+    s.a.send(&frames::patterned(
         [2, 0, 0, 0, 0, 0x99],
         RAW_A,
         None,
@@ -181,18 +247,15 @@ fn broadcasts_flood_within_their_vlan_and_unicast_arrives_unchanged() -> Result<
         6,
     ))?;
     let marker = frames::patterned(BROADCAST, RAW_A, None, 46, 8);
-    a.send(&marker)?;
-    let (before, _) = b
-        .receive_until(WAIT, |f| f == marker)
-        .context("a's last marker at b")?;
+    s.a.send(&marker)?;
+    let (before, _) =
+        s.b.receive_until(WAIT, |f| f == marker)
+            .context("a's last marker at b")?;
     ensure!(
         before.iter().all(|f| f[..12] == marker[..12]),
         "b got {before:02x?}"
     );
-    want = [want[0] + 1, want[1] + 1, want[2] + 1, 0];
-    expect_rx(&mut t, want, "the unknown unicast and a marker")?;
-
-    t.command("stop")?;
-    sw.ensure_running()?;
+    s.want = [s.want[0] + 1, s.want[1] + 1, s.want[2] + 1, 0];
+    expect_rx(&mut s.t, s.want, "the unknown unicast and a marker")?;
     Ok(())
 }

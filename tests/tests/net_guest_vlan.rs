@@ -1,3 +1,5 @@
+//! VLANs isolate guests and a trunk carries tagged TCP (Linux guests' virtio-net drivers, iperf3).
+//!
 //! Linux guests on sfera-vswitchd: VLANs isolate, a trunk port carries
 //! tagged frames of the right VLAN, and iperf3 TCP runs both ways.
 

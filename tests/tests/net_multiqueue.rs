@@ -1,3 +1,5 @@
+//! Traffic uses both queue pairs of a two-queue port (testpmd, a Linux guest's virtio-net driver).
+//!
 //! Multi-queue ports: traffic on both queue pairs of a port with
 //! `queues: 2`.
 //! - Two testpmd `net_virtio_user` ports with two queue pairs each

@@ -1,5 +1,4 @@
-//! Two real Linux guests' virtio-net drivers connected through a vhost-user
-//! switch ping each other.
+//! Two guests ping each other through a vhost-user switch (Linux guests' virtio-net drivers).
 
 use std::time::Duration;
 

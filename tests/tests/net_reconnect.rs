@@ -1,3 +1,5 @@
+//! Either side of a vhost-user port can leave and come back (testpmd, Linux guests under QEMU).
+//!
 //! Either side of a vhost-user port can go away and come back:
 //! - a VMM (DPDK's testpmd with a `net_virtio_user` port) leaves a
 //!   server-mode port, cleanly or killed, and a new one takes the port:

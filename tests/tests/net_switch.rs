@@ -1,3 +1,5 @@
+//! sfera-vswitchd floods, learns, tags and polices forged sources (raw vhost-user frontends).
+//!
 //! sfera-vswitchd's switching, driven through the vhost-user protocol by
 //! raw frontends (each plays a guest's virtio-net driver): flooding within
 //! a VLAN, learning, 802.1Q push and pop at access and trunk ports, and the

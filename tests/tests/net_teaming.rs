@@ -1,3 +1,5 @@
+//! Teams fail over and spread traffic over two AF_PACKET uplinks (raw virtio-net NICs).
+//!
 //! NIC teaming over two AF_PACKET uplinks. sfera-vswitchd runs inside a
 //! network namespace the test creates, with its uplinks on one end of two
 //! veth pairs there; the test reads the other ends (AF_PACKET sockets,

@@ -1,3 +1,5 @@
+//! Two testpmd ports forward traffic to each other through a switch (DPDK's testpmd).
+//!
 //! DPDK's testpmd as the vhost-user-net client of a switch: two
 //! `net_virtio_user` ports on one switch forward traffic to each other.
 

@@ -1,3 +1,5 @@
+//! TAP and AF_PACKET uplinks carry frames to the kernel (the host's network stack, veths).
+//!
 //! sfera-vswitchd's uplinks against the real kernel: a TAP uplink talks
 //! ARP and UDP with the host stack on the TAP, AF_PACKET uplinks on the two
 //! ends of a veth pair carry frames and VLAN tags to each other and follow

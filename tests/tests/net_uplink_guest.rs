@@ -1,3 +1,5 @@
+//! A guest reaches a host through a TAP uplink (a Linux guest's virtio-net driver, iperf3).
+//!
 //! A Linux guest reaches a host through the switch's TAP uplink.
 //!
 //! sfera-vswitchd runs inside a network namespace the test creates, so the

@@ -1,3 +1,5 @@
+//! sfera-vmm's guest RAM comes from hugepages, or the boot fails cleanly (a CPL3 guest program).
+//!
 //! sfera-vmm's guest RAM on 2 MiB hugepages: the memfd is hugetlb-backed,
 //! the whole guest RAM is reserved from the pool up front (so a pool that
 //! is too small fails the boot cleanly instead of killing the VMM later),
@@ -8,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use harness::hugepages::Hugepages;
 use harness::testdir::TestDir;
-use vmm::config::{ConsoleConfig, VmConfig};
+use harness::vm_config::VmConfigBuilder;
+use vmm::config::VmConfig;
 use vmm::cpu::VmEvent;
 use vmm::machine::{BootSource, Machine};
 use vmm::testing;
@@ -33,23 +36,10 @@ fn pool_in_use() -> Result<u64> {
 }
 
 fn config(dir: &TestDir, memory_mib: u64) -> Result<VmConfig> {
-    let kernel = dir.join("unused");
-    std::fs::write(&kernel, b"")?;
-    Ok(VmConfig {
-        vcpus: 1,
-        memory_mib,
-        hugepages: true,
-        kernel,
-        initrd: None,
-        cmdline: String::new(),
-        console: ConsoleConfig {
-            stdout: false,
-            socket: None,
-        },
-        disks: Vec::new(),
-        nets: Vec::new(),
-        rng: false,
-    })
+    Ok(VmConfigBuilder::unbooted(dir)?
+        .memory_mib(memory_mib)
+        .hugepages()
+        .build())
 }
 
 fn source() -> BootSource {

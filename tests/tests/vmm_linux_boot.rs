@@ -1,3 +1,5 @@
+//! Debian's kernel prints its early boot lines under sfera-vmm as under QEMU (Linux itself).
+//!
 //! Debian's cloud kernel under sfera-vmm, from the guest image `make
 //! guest-image` builds: the ELF inside the bzImage boots through the PVH
 //! entry, and the bzImage through the 64-bit boot protocol, and each prints
@@ -25,6 +27,7 @@ use harness::guest::GuestImage;
 use harness::process::Process;
 use harness::testdir::TestDir;
 use harness::tools;
+use harness::vm_config::VmConfigBuilder;
 use harness::wait::wait_until;
 
 const BOOT: Duration = Duration::from_secs(600);
@@ -64,14 +67,11 @@ fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<()> {
 
 fn vmm_config(dir: &TestDir, kernel: &Path, cmdline: &str) -> Result<PathBuf> {
     let path = dir.join("vm.json");
-    let config = serde_json::json!({
-        "vcpus": 1,
-        "memory_mib": 512,
-        "kernel": kernel,
-        "cmdline": cmdline,
-        "console": {"stdout": true},
-    });
-    std::fs::write(&path, config.to_string())?;
+    let config = VmConfigBuilder::new(kernel)
+        .memory_mib(512)
+        .cmdline(cmdline)
+        .build();
+    std::fs::write(&path, serde_json::to_value(config)?.to_string())?;
     Ok(path)
 }
 

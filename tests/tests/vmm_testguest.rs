@@ -1,3 +1,5 @@
+//! The test guest's own virtio driver drives sfera-vmm's devices (the CPL3 test guest, QEMU).
+//!
 //! sfera-vmm running the purpose-built CPL3 test guest (vmm/testguest)
 //! with virtio-rng, a disk on sfera-blockd and a NIC on sfera-vswitchd:
 //! the guest's own virtio driver finds the devices on PCI and drives them,

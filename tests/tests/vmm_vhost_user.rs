@@ -1,3 +1,5 @@
+//! sfera-vmm's vhost-user frontends work with Sfera's backends (a virtio driver in the test).
+//!
 //! sfera-vmm's vhost-user frontends against Sfera's own backends, with a
 //! virtio driver in the test working the VMM's buses as a guest would (this
 //! machine's KVM cannot run a guest kernel): a disk on sfera-blockd whose
@@ -15,35 +17,16 @@ use harness::daemons::blockd::Blockd;
 use harness::daemons::vswitchd::Vswitchd;
 use harness::peers::qsd::Export;
 use harness::testdir::TestDir;
+use harness::vm_config::VmConfigBuilder;
 use harness::wait::wait_until;
 use vm_memory::{Bytes, GuestAddress};
-use vmm::config::{ConsoleConfig, DiskConfig, NetConfig, SocketMode, VmConfig};
+use vmm::config::VmConfig;
 use vmm::machine::Machine;
 use vmm::testing::{self, driver::PciDriver};
 
 const WAIT: Duration = Duration::from_secs(30);
 const BLK: u16 = 2;
 const NET: u16 = 1;
-
-fn vm_config(dir: &TestDir) -> Result<VmConfig> {
-    let kernel = dir.join("unused-kernel");
-    std::fs::write(&kernel, b"")?;
-    Ok(VmConfig {
-        vcpus: 1,
-        memory_mib: 64,
-        hugepages: false,
-        kernel,
-        initrd: None,
-        cmdline: String::new(),
-        console: ConsoleConfig {
-            stdout: false,
-            socket: None,
-        },
-        disks: Vec::new(),
-        nets: Vec::new(),
-        rng: false,
-    })
-}
 
 /// The machine is built (devices connected) but its vCPUs never start:
 /// the driver in the test plays the guest.
@@ -88,12 +71,9 @@ fn disk_writes_land_in_the_image_and_survive_a_backend_restart() -> Result<()> {
     File::create(&image)?.set_len(8 << 20)?;
     let export = Export::new(&image);
     let blockd = Blockd::start(&dir, "vda", &export)?;
-    let mut config = vm_config(&dir)?;
-    config.disks.push(DiskConfig {
-        socket: blockd.socket().to_path_buf(),
-        mode: SocketMode::Connect,
-        read_only: false,
-    });
+    let config = VmConfigBuilder::unbooted(&dir)?
+        .disk(blockd.socket())
+        .build();
     let machine = machine(&config)?;
     let drv = PciDriver::new(&machine);
     let slot = drv.find(BLK, 0).context("no virtio-blk on bus 0")?;
@@ -190,13 +170,7 @@ fn two_vms_exchange_a_frame_through_the_switch() -> Result<()> {
     let sock_b = switch.add_port("b", macs[1], "default")?;
     let mut machines = Vec::new();
     for (sock, mac) in [(&sock_a, macs[0]), (&sock_b, macs[1])] {
-        let mut config = vm_config(&dir)?;
-        config.nets.push(NetConfig {
-            socket: sock.clone(),
-            mode: SocketMode::Connect,
-            mac: mac.to_owned(),
-            mtu: 1500,
-        });
+        let config = VmConfigBuilder::unbooted(&dir)?.nic(sock, mac).build();
         machines.push(machine(&config)?);
     }
     let drv_a = PciDriver::new(&machines[0]);

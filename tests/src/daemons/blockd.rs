@@ -1,5 +1,6 @@
 //! `sfera-blockd` exporting one image on a vhost-user-blk socket.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -9,6 +10,9 @@ use crate::peers::qsd::Export;
 use crate::process::Process;
 use crate::testdir::TestDir;
 use crate::wait::wait_until;
+
+/// The variable that sets blockd's log filter (`debug` to chase a flake).
+const LOG_VAR: &str = "SFERA_BLOCKD_LOG";
 
 /// A running `sfera-blockd export`.
 #[derive(Debug)]
@@ -34,7 +38,7 @@ impl Blockd {
             .arg(name)
             .arg("--poll-us")
             .arg(export.poll_us.to_string())
-            .env("RUST_LOG", log_filter());
+            .env("RUST_LOG", super::log_filter(LOG_VAR));
         if !export.writable {
             command.arg("--read-only");
         }
@@ -117,39 +121,21 @@ impl BlockdDaemon {
     /// Starts the daemon again (after [`BlockdDaemon::kill`]) on the same
     /// state.
     pub fn restart(&mut self) -> Result<()> {
-        let _ = std::fs::remove_file(&self.api);
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("--api")
-            .arg(&self.api)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--run-dir")
-            .arg(&self.run_dir)
-            .env("RUST_LOG", log_filter());
-        let mut process = Process::spawn("sfera-blockd serve", command, &self.log)?;
-        let api = self.api.clone();
-        wait_until("sfera-blockd's API socket", Duration::from_secs(30), || {
-            process.ensure_running()?;
-            Ok(api.exists().then_some(()))
-        })?;
-        self.process = Some(process);
+        self.process = Some(super::serve(
+            "sfera-blockd",
+            Command::new(&self.binary),
+            &self.api,
+            &self.data_dir,
+            &[OsStr::new("--run-dir"), self.run_dir.as_os_str()],
+            &self.log,
+            LOG_VAR,
+        )?);
         Ok(())
     }
 
     /// Kills the daemon with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        if let Some(p) = &self.process {
-            // SAFETY: kill(2) on the pid of a child this harness started; no
-            // memory is involved.
-            unsafe {
-                libc::kill(p.pid() as libc::pid_t, libc::SIGKILL);
-            }
-        }
-        if let Some(mut p) = self.process.take() {
-            let _ = p.wait_timeout(Duration::from_secs(10));
-        }
+        super::crash(self.process.take());
     }
 
     /// The API socket.
@@ -179,11 +165,4 @@ impl BlockdDaemon {
             None => Ok(()),
         }
     }
-}
-
-/// The log filter blockd runs with: `SFERA_BLOCKD_LOG` when set (e.g.
-/// `debug` to chase a flake; vswitchd's is `SFERA_VSWITCHD_LOG`), `info`
-/// otherwise.
-fn log_filter() -> String {
-    std::env::var("SFERA_BLOCKD_LOG").unwrap_or_else(|_| "info".to_owned())
 }

@@ -3,8 +3,13 @@
 pub mod blockd;
 pub mod vswitchd;
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
+use crate::process::Process;
+use crate::wait::wait_until;
 use crate::{Error, Result};
 
 /// The path of a workspace binary: in `$SFERA_BIN_DIR`, or in the profile
@@ -56,4 +61,58 @@ fn profile_dir() -> Result<PathBuf> {
         dir.pop();
     }
     Ok(dir)
+}
+
+/// The log filter a daemon runs with: the environment variable `var`
+/// (`SFERA_BLOCKD_LOG`, `SFERA_VSWITCHD_LOG`) when set, e.g. `debug` to
+/// chase a flake; `info` otherwise.
+fn log_filter(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| "info".to_owned())
+}
+
+/// Starts `daemon`'s `serve` (`command` is the program, run as it is or
+/// through a wrapper) with its API on the Unix socket `api` (a stale one
+/// removed first), its state in `data_dir`, `more` arguments after those,
+/// its output in `log` and the log filter from `log_var`; waits for the API
+/// socket.
+fn serve(
+    daemon: &str,
+    mut command: Command,
+    api: &Path,
+    data_dir: &Path,
+    more: &[&OsStr],
+    log: &Path,
+    log_var: &str,
+) -> Result<Process> {
+    let _ = std::fs::remove_file(api);
+    command
+        .arg("--api")
+        .arg(api)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(more)
+        .env("RUST_LOG", log_filter(log_var));
+    let mut process = Process::spawn(&format!("{daemon} serve"), command, log)?;
+    wait_until(
+        &format!("{daemon}'s API socket"),
+        Duration::from_secs(30),
+        || {
+            process.ensure_running()?;
+            Ok(api.exists().then_some(()))
+        },
+    )?;
+    Ok(process)
+}
+
+/// Kills a daemon with SIGKILL, as a crash would, and reaps it.
+fn crash(process: Option<Process>) {
+    if let Some(mut p) = process {
+        // SAFETY: kill(2) on the pid of a child this harness started; no
+        // memory is involved.
+        unsafe {
+            libc::kill(p.pid() as libc::pid_t, libc::SIGKILL);
+        }
+        let _ = p.wait_timeout(Duration::from_secs(10));
+    }
 }

@@ -11,6 +11,9 @@ use crate::testdir::TestDir;
 use crate::wait::wait_until;
 use crate::{Error, Result};
 
+/// The variable that sets vswitchd's log filter (`debug` to chase a flake).
+const LOG_VAR: &str = "SFERA_VSWITCHD_LOG";
+
 /// A switch whose ports are added before guests connect (each addition
 /// restarts the daemon on the new configuration).
 #[derive(Debug)]
@@ -122,10 +125,7 @@ impl Vswitchd {
                 command.arg("--config").arg(&config);
             }
         }
-        command.env(
-            "RUST_LOG",
-            std::env::var("SFERA_VSWITCHD_LOG").unwrap_or_else(|_| "info".to_owned()),
-        );
+        command.env("RUST_LOG", super::log_filter(LOG_VAR));
         let mut process =
             Process::spawn("sfera-vswitchd", command, &self.dir.join("vswitchd.log"))?;
         let mut sockets = self.server_sockets();
@@ -217,9 +217,8 @@ impl VswitchdDaemon {
     /// it exits before its API is up.
     pub fn restart(&mut self) -> Result<()> {
         self.process = None;
-        let _ = std::fs::remove_file(&self.api);
         let binary = super::binary("sfera-vswitchd")?;
-        let mut command = match &self.netns {
+        let command = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new(crate::tools::require("ip", "iproute2")?);
                 c.args(["netns", "exec", ns.as_str()]).arg(binary);
@@ -227,42 +226,21 @@ impl VswitchdDaemon {
             }
             None => Command::new(binary),
         };
-        command
-            .arg("--api")
-            .arg(&self.api)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .env(
-                "RUST_LOG",
-                std::env::var("SFERA_VSWITCHD_LOG").unwrap_or_else(|_| "info".to_owned()),
-            );
-        let mut process = Process::spawn("sfera-vswitchd serve", command, &self.log)?;
-        let api = self.api.clone();
-        wait_until(
-            "sfera-vswitchd's API socket",
-            Duration::from_secs(30),
-            || {
-                process.ensure_running()?;
-                Ok(api.exists().then_some(()))
-            },
-        )?;
-        self.process = Some(process);
+        self.process = Some(super::serve(
+            "sfera-vswitchd",
+            command,
+            &self.api,
+            &self.data_dir,
+            &[],
+            &self.log,
+            LOG_VAR,
+        )?);
         Ok(())
     }
 
     /// Kills the daemon with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        if let Some(p) = &self.process {
-            // SAFETY: kill(2) on the pid of a child this harness started; no
-            // memory is involved.
-            unsafe {
-                libc::kill(p.pid() as libc::pid_t, libc::SIGKILL);
-            }
-        }
-        if let Some(mut p) = self.process.take() {
-            let _ = p.wait_timeout(Duration::from_secs(10));
-        }
+        super::crash(self.process.take());
     }
 
     /// Stops the daemon with SIGTERM (SIGKILL after a grace period) and

@@ -4,6 +4,9 @@
 use serde_json::{Map, Value, json};
 
 use super::routes::{Access, Op, ROUTES};
+use super::rules::{
+    INTERFACE_NAME, MAX_MAC_AGEING_S, MAX_TOKEN_NAME, MAX_UPLINKS, OBJECT_NAME, VOLUME_NAME,
+};
 
 fn obj(required: &[&str], props: Value) -> Value {
     json!({ "type": "object", "required": required, "properties": props })
@@ -15,14 +18,6 @@ fn input(required: &[&str], props: Value) -> Value {
     o["additionalProperties"] = json!(false);
     o
 }
-
-/// Names of datastores, port groups and switches, as the daemons take
-/// them in paths.
-const OBJECT_NAME: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$";
-
-/// Volume names: NAME or FOLDER/NAME.
-const VOLUME_NAME: &str =
-    "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$";
 
 fn page(item: &str) -> Value {
     obj(
@@ -81,7 +76,7 @@ fn schemas() -> Map<String, Value> {
         "TokenCreate",
         input(
             &["name"],
-            json!({ "name": { "type": "string", "minLength": 1, "maxLength": 128 } }),
+            json!({ "name": { "type": "string", "minLength": 1, "maxLength": MAX_TOKEN_NAME } }),
         ),
     );
     put(
@@ -215,15 +210,15 @@ fn schemas() -> Map<String, Value> {
         &["name", "type", "interface"],
         json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
                 "type": { "type": "string", "enum": ["tap", "af_packet"], "description": "tap: a TAP device the switch creates; af_packet: an existing host interface" },
-                "interface": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,15}$", "description": "The host interface name" } }),
+                "interface": { "type": "string", "pattern": INTERFACE_NAME, "description": "The host interface name" } }),
     );
     put(
         "SwitchCreate",
         input(
             &["name"],
             json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
-                    "mac_ageing_s": { "type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000, "description": "Default (or null): 300" },
-                    "uplinks": { "type": "array", "maxItems": 8, "items": uplink } }),
+                    "mac_ageing_s": { "type": ["integer", "null"], "minimum": 1, "maximum": MAX_MAC_AGEING_S, "description": "Default (or null): 300" },
+                    "uplinks": { "type": "array", "maxItems": MAX_UPLINKS, "items": uplink } }),
         ),
     );
     // sfera-vswitchd's limits; that peak_bps must not be below average_bps

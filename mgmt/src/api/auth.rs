@@ -3,38 +3,63 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use warp::http::StatusCode;
 
 use super::error::ApiError;
 use super::page::Page;
 use super::reply::{Reply, created, ok, to_json, to_json_all};
 use super::request::ApiRequest;
-use super::rules;
+use super::{rules, schema};
 use crate::auth::{self, Role};
 use crate::service::Mgmt;
 
 /// Body of `POST /api/v1/session`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub struct Login {
     username: String,
     password: String,
 }
 
 /// Body of `POST /api/v1/tokens`.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
+pub struct TokenCreate {
+    #[schema(schema_with = schema::token_name)]
     name: String,
 }
 
 /// Body of `POST /api/v1/users`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserBody {
+pub struct UserCreate {
+    // What rules::check_user_name takes.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     name: String,
+    // What rules::check_password takes.
+    #[schema(min_length = 12, max_length = 256)]
     password: String,
+    #[schema(schema_with = schema::role)]
     role: Role,
+}
+
+// Passwords stay out of debug output.
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for UserCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCreate")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 fn session_cookie(value: &str, max_age: i64, tls: bool) -> String {
@@ -59,7 +84,7 @@ fn dummy_hash() -> &'static str {
 /// Logs in: throttled per address and user name (a locked login is
 /// refused before its password is hashed), the hashing bounded by the gate.
 pub async fn login(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let body: LoginBody = r.body()?;
+    let body: Login = r.body()?;
     mgmt.login_limiter()
         .check(r.peer, &body.username, std::time::Instant::now())
         .map_err(ApiError::too_many_logins)?;
@@ -140,7 +165,7 @@ pub fn list_tokens(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 
 /// `POST /api/v1/tokens`: its secret is in this answer only.
 pub fn create_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let body: TokenBody = r.body()?;
+    let body: TokenCreate = r.body()?;
     rules::check_token_name(&body.name)?;
     let user = r.user()?;
     let secret = auth::new_secret()?;
@@ -180,7 +205,7 @@ pub fn list_users(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 
 /// `POST /api/v1/users`.
 pub async fn create_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let body: UserBody = r.body()?;
+    let body: UserCreate = r.body()?;
     rules::check_user_name(&body.name)?;
     rules::check_password(&body.password)?;
     if mgmt.db.user_credentials(&body.name)?.is_some() {

@@ -6,36 +6,43 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::page::Page;
 use super::reply::{Reply, accepted, created, ok, to_json_all};
 use super::request::ApiRequest;
-use super::rules;
+use super::{rules, schema};
 use crate::db::{Vm, VmState};
 use crate::service::Mgmt;
 
 /// Body of `POST /api/v1/datastores`.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DatastoreBody {
+pub struct DatastoreCreate {
+    #[schema(schema_with = schema::object_name)]
     name: String,
+    /// An existing directory inside a datastore root (<data-dir>/datastores, or a --datastore-root of sfera-mgmtd), or a block device that is a root or inside one; symlinks are resolved before the check. Elsewhere (/, /etc): 400 path_not_allowed
+    #[schema(pattern = "^/")]
     path: String,
 }
 
 /// Body of `POST /api/v1/datastores/{datastore}/volumes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VolumeBody {
+pub struct VolumeCreate {
+    #[schema(schema_with = schema::volume_name)]
     name: String,
+    #[schema(schema_with = schema::disk_size)]
     size_bytes: u64,
 }
 
 /// Body of `PATCH /api/v1/datastores/{datastore}/volumes/{volume}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResizeBody {
+pub struct VolumeResize {
+    #[schema(schema_with = schema::new_disk_size)]
     size_bytes: u64,
 }
 
@@ -105,15 +112,13 @@ async fn volume_is_new(mgmt: &Mgmt, ds: &str, name: &str) -> Result<(), ApiError
 pub async fn list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let (rows, stale) = mgmt.sync_datastores().await?;
-    let mut v = page.of(to_json_all(&rows)?);
-    v["stale"] = json!(stale);
-    ok(v)
+    ok(page.of_maybe_stale(to_json_all(&rows)?, stale))
 }
 
 /// `POST /api/v1/datastores`: a directory (made sfera-blockd's) or a
 /// block device inside a datastore root.
 pub async fn add(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let body: DatastoreBody = r.body()?;
+    let body: DatastoreCreate = r.body()?;
     rules::check_object_name("datastore", &body.name)?;
     rules::check_datastore_path(&body.path)?;
     let path = mgmt.paths.datastore_roots.datastore("path", &body.path)?;
@@ -127,13 +132,11 @@ pub async fn add(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let path = path.display().to_string();
     let v = mgmt.blockd.add_datastore(&body.name, &path).await?;
     mgmt.sync_datastores().await?;
-    let by = r.user()?;
-    mgmt.db.event(
-        "info",
+    r.event(
+        mgmt,
         "datastore.added",
         &body.name,
         &format!("Datastore {} at {path}", body.name),
-        Some(&by),
     );
     created(v)
 }
@@ -185,7 +188,7 @@ pub async fn list_volumes(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError
 /// `POST /api/v1/datastores/{datastore}/volumes`: a thin volume.
 pub async fn create_volume(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let ds = datastore_param(r)?;
-    let body: VolumeBody = r.body()?;
+    let body: VolumeCreate = r.body()?;
     rules::check_volume_name(&body.name)?;
     rules::check_size(body.size_bytes)?;
     datastore_exists(mgmt, &ds).await?;
@@ -233,7 +236,7 @@ pub async fn delete_volume(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErro
 /// grow.
 pub async fn resize_volume(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let (ds, name) = volume_params(r)?;
-    let body: ResizeBody = r.body()?;
+    let body: VolumeResize = r.body()?;
     rules::check_size(body.size_bytes)?;
     datastore_exists(mgmt, &ds).await?;
     let current = volume(mgmt, &ds, &name).await?["size"]

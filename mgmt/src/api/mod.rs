@@ -22,6 +22,7 @@ pub mod reply;
 pub mod request;
 pub mod routes;
 pub mod rules;
+pub mod schema;
 pub mod server;
 pub mod tasks;
 pub mod vms;

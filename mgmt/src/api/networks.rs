@@ -5,48 +5,60 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::page::Page;
 use super::reply::{Reply, created, ok};
 use super::request::ApiRequest;
-use super::rules;
+use super::{rules, schema};
 use crate::service::Mgmt;
 
 /// Body of `POST /api/v1/port-groups`.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PortGroupBody {
+pub struct PortGroupCreate {
+    #[schema(schema_with = schema::object_name)]
     name: String,
     #[serde(default)]
+    #[schema(schema_with = schema::switch_or_null)]
     switch: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::vlan_or_null)]
     vlan: Option<Value>,
 }
 
 /// Body of `POST /api/v1/switches`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SwitchBody {
+pub struct SwitchCreate {
+    #[schema(schema_with = schema::object_name)]
     name: String,
     #[serde(default)]
+    #[schema(schema_with = schema::mac_ageing)]
     mac_ageing_s: Option<u32>,
     #[serde(default)]
-    uplinks: Vec<UplinkBody>,
+    #[schema(schema_with = schema::uplinks)]
+    uplinks: Vec<Uplink>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An uplink of a new switch.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UplinkBody {
+pub struct Uplink {
+    #[schema(schema_with = schema::object_name)]
     name: String,
     #[serde(rename = "type")]
+    #[schema(inline)]
     kind: UplinkKind,
+    #[schema(schema_with = schema::interface_name)]
     interface: String,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// tap: a TAP device the switch creates; af_packet: an existing host interface
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum UplinkKind {
+pub enum UplinkKind {
     Tap,
     AfPacket,
 }
@@ -62,16 +74,20 @@ impl UplinkKind {
 
 /// Body of `PATCH /api/v1/port-groups/{port_group}`: the parts given
 /// replace the group's; sfera-vswitchd checks each part's fields.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PortGroupEdit {
+pub struct PortGroupEdit {
     #[serde(default)]
+    #[schema(schema_with = schema::vlan)]
     vlan: Option<Value>,
     #[serde(default)]
+    #[schema(schema_with = schema::security)]
     security: Option<Map<String, Value>>,
     #[serde(default)]
+    #[schema(schema_with = schema::shaping)]
     shaping: Option<Map<String, Value>>,
     #[serde(default)]
+    #[schema(schema_with = schema::teaming)]
     teaming: Option<Map<String, Value>>,
 }
 
@@ -95,23 +111,19 @@ pub async fn networks(mgmt: &Mgmt) -> Result<Reply, ApiError> {
 pub async fn list_switches(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let (switches, _, stale) = mgmt.sync_networks().await?;
-    let mut v = page.of(switches);
-    v["stale"] = json!(stale);
-    ok(v)
+    ok(page.of_maybe_stale(switches, stale))
 }
 
 /// `GET /api/v1/port-groups`.
 pub async fn list_port_groups(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let (_, groups, stale) = mgmt.sync_networks().await?;
-    let mut v = page.of(groups);
-    v["stale"] = json!(stale);
-    ok(v)
+    ok(page.of_maybe_stale(groups, stale))
 }
 
 /// `POST /api/v1/port-groups`: on vSwitch0 unless a switch is given.
 pub async fn add_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let body: PortGroupBody = r.body()?;
+    let body: PortGroupCreate = r.body()?;
     rules::check_object_name("port group", &body.name)?;
     let mut g =
         json!({ "name": body.name, "vlan": body.vlan.unwrap_or(json!({ "mode": "none" })) });
@@ -122,13 +134,11 @@ pub async fn add_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErr
     mgmt.need_vswitchd().await?;
     mgmt.vswitchd.add_port_group(&g).await?;
     mgmt.sync_networks().await?;
-    let by = r.user()?;
-    mgmt.db.event(
-        "info",
+    r.event(
+        mgmt,
         "port_group.added",
         &body.name,
         &format!("Port group {} created", body.name),
-        Some(&by),
     );
     created(g)
 }
@@ -171,7 +181,7 @@ pub async fn list_ports(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> 
 }
 
 /// The uplinks of a new switch, checked, as sfera-vswitchd takes them.
-fn uplinks(given: &[UplinkBody]) -> Result<Vec<Value>, ApiError> {
+fn uplinks(given: &[Uplink]) -> Result<Vec<Value>, ApiError> {
     rules::check_uplink_count(given.len())?;
     let mut uplinks = Vec::new();
     for (i, u) in given.iter().enumerate() {
@@ -206,7 +216,7 @@ fn uplinks(given: &[UplinkBody]) -> Result<Vec<Value>, ApiError> {
 
 /// `POST /api/v1/switches`: with its uplinks.
 pub async fn add_switch(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let body: SwitchBody = r.body()?;
+    let body: SwitchCreate = r.body()?;
     rules::check_object_name("switch", &body.name)?;
     let ageing = body.mac_ageing_s.unwrap_or(rules::DEFAULT_MAC_AGEING_S);
     rules::check_mac_ageing(ageing)?;

@@ -49,6 +49,14 @@ impl Page {
         json!({ "items": items[start..end], "total": total, "limit": self.limit, "offset": self.offset })
     }
 
+    /// The page of a whole list that may be the inventory's last copy
+    /// (`stale`: the daemon could not be asked).
+    pub fn of_maybe_stale(self, items: Vec<Value>, stale: bool) -> Value {
+        let mut v = self.of(items);
+        v["stale"] = json!(stale);
+        v
+    }
+
     /// A page fetched already, with the total.
     pub fn wrap(self, items: Value, total: u64) -> Value {
         json!({ "items": items, "total": total, "limit": self.limit, "offset": self.offset })

@@ -20,8 +20,8 @@ use warp::reply::Response;
 use warp::ws::{Message, WebSocket, Ws};
 
 use super::error::ApiError;
-use super::handlers::Reply;
 use super::origin::{self, Source};
+use super::reply::Reply;
 use super::server::authenticate;
 use crate::auth::{Principal, Role};
 use crate::console::{Output, Viewer};

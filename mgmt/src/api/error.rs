@@ -145,3 +145,9 @@ impl From<SwitchError> for ApiError {
         }
     }
 }
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}

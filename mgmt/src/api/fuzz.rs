@@ -14,8 +14,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use super::error::ApiError;
-use super::handlers::{Page, check_object_name, parse};
+use super::page::Page;
+use super::request::parse;
 use super::routes;
+use super::rules::check_object_name;
 use super::server::parse_query;
 use crate::host_paths::Roots;
 use crate::import::ImportDisk;

@@ -1,9 +1,14 @@
-//! The OpenAPI 3 document of `/api/v1`, generated from [`super::routes::ROUTES`]
-//! and the schemas below.
+//! The OpenAPI 3 document of `/api/v1`: its paths generated from
+//! [`super::routes::ROUTES`], the schemas of request bodies and records
+//! derived (utoipa) from the types the handlers parse and serialise, and
+//! the schemas of what is built as JSON written below.
 
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::routes::{Access, Op, ROUTES};
+use super::rules::{OBJECT_NAME, VOLUME_NAME};
+use super::{auth, datastores, networks};
 
 fn obj(required: &[&str], props: Value) -> Value {
     json!({ "type": "object", "required": required, "properties": props })
@@ -15,14 +20,6 @@ fn input(required: &[&str], props: Value) -> Value {
     o["additionalProperties"] = json!(false);
     o
 }
-
-/// Names of datastores, port groups and switches, as the daemons take
-/// them in paths.
-const OBJECT_NAME: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$";
-
-/// Volume names: NAME or FOLDER/NAME.
-const VOLUME_NAME: &str =
-    "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$";
 
 fn page(item: &str) -> Value {
     obj(
@@ -37,12 +34,70 @@ fn page(item: &str) -> Value {
     )
 }
 
-/// The schemas the routes name.
+/// A schema as JSON.
+fn json_of(schema: impl serde::Serialize) -> Value {
+    serde_json::to_value(schema).expect("a schema is JSON")
+}
+
+/// The schema of `T`, by its name.
+fn named<T: ToSchema>() -> (String, Value) {
+    (T::name().into_owned(), json_of(T::schema()))
+}
+
+/// The schemas derived from the types the handlers take (request bodies)
+/// and serialise (records of the inventory).
+fn derived() -> Map<String, Value> {
+    [
+        named::<auth::Login>(),
+        named::<auth::TokenCreate>(),
+        named::<auth::UserCreate>(),
+        named::<datastores::DatastoreCreate>(),
+        named::<datastores::VolumeCreate>(),
+        named::<datastores::VolumeResize>(),
+        named::<networks::SwitchCreate>(),
+        named::<networks::PortGroupCreate>(),
+        named::<networks::PortGroupEdit>(),
+        named::<crate::db::ApiToken>(),
+        named::<crate::db::User>(),
+        named::<crate::db::Task>(),
+        named::<crate::db::Event>(),
+        named::<crate::db::metrics::SampledObject>(),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The schemas the routes name: the derived ones, and those of what is
+/// built as JSON (answers that carry a daemon's JSON, bodies of types
+/// outside the API layer).
 fn schemas() -> Map<String, Value> {
+    let mut s = derived();
+    s.extend(session_and_host_schemas());
+    s.extend(inventory_schemas());
+    s.extend(vm_schemas());
+    s.extend(metric_and_page_schemas());
+    s
+}
+
+/// A VM's state.
+fn vm_state() -> Value {
+    json!({ "type": "string", "enum": ["creating", "stopped", "running", "paused", "deleting"] })
+}
+
+/// A hypervisor driver.
+fn driver() -> Value {
+    json!({ "type": "string", "enum": crate::driver::Driver::NAMES })
+}
+
+/// Sessions, the host and its daemons, and the answers every route shares.
+fn session_and_host_schemas() -> Map<String, Value> {
     let int = json!({ "type": "integer" });
     let string = json!({ "type": "string" });
     let nullable_int = json!({ "type": ["integer", "null"] });
     let time = json!({ "type": "integer", "description": "Seconds since the epoch" });
+    let role = json_of(super::schema::role());
+    let vm_state = vm_state();
+    let driver = driver();
     let mut s = Map::new();
     let mut put = |name: &str, v: Value| {
         s.insert(name.to_owned(), v);
@@ -62,33 +117,11 @@ fn schemas() -> Map<String, Value> {
             json!({ "error": obj(&["code", "message"], json!({ "code": string, "message": string })) }),
         ),
     );
-    let role = json!({ "type": "string", "enum": ["administrator", "read-only"] });
-    put(
-        "Login",
-        input(
-            &["username", "password"],
-            json!({ "username": string, "password": string }),
-        ),
-    );
     put(
         "Session",
         obj(
             &["user", "role"],
             json!({ "user": string, "role": role, "expires_at": nullable_int }),
-        ),
-    );
-    put(
-        "TokenCreate",
-        input(
-            &["name"],
-            json!({ "name": { "type": "string", "minLength": 1, "maxLength": 128 } }),
-        ),
-    );
-    put(
-        "Token",
-        obj(
-            &["id", "name", "user", "created_at"],
-            json!({ "id": int, "name": string, "user": string, "created_at": time, "last_used_at": nullable_int }),
         ),
     );
     put(
@@ -99,23 +132,6 @@ fn schemas() -> Map<String, Value> {
                     "token": { "type": "string", "description": "The secret, for Authorization: Bearer; shown only here" } }),
         ),
     );
-    put(
-        "UserCreate",
-        input(
-            &["name", "password", "role"],
-            json!({ "name": { "type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$" },
-                    "password": { "type": "string", "minLength": 12, "maxLength": 256 }, "role": role }),
-        ),
-    );
-    put(
-        "User",
-        obj(
-            &["name", "role"],
-            json!({ "name": string, "role": role, "created_at": time }),
-        ),
-    );
-    let vm_state = json!({ "type": "string", "enum": ["creating", "stopped", "running", "paused", "deleting"] });
-    let driver = json!({ "type": "string", "enum": crate::driver::Driver::NAMES });
     put(
         "Host",
         obj(
@@ -155,20 +171,25 @@ fn schemas() -> Map<String, Value> {
                     "started_at": nullable_int, "last_exit": { "type": ["string", "null"] } }),
         ),
     );
+    s
+}
+
+/// Datastores, volumes, switches and port groups as the daemons report them.
+fn inventory_schemas() -> Map<String, Value> {
+    let int = json!({ "type": "integer" });
+    let string = json!({ "type": "string" });
+    let nullable_int = json!({ "type": ["integer", "null"] });
+    let time = json!({ "type": "integer", "description": "Seconds since the epoch" });
+    let mut s = Map::new();
+    let mut put = |name: &str, v: Value| {
+        s.insert(name.to_owned(), v);
+    };
     put(
         "Datastore",
         obj(
             &["name", "path"],
             json!({ "name": string, "path": string, "kind": string, "capacity": int, "free": int, "volumes": int,
                     "capacity_bytes": nullable_int, "free_bytes": nullable_int, "updated_at": time }),
-        ),
-    );
-    put(
-        "DatastoreCreate",
-        input(
-            &["name", "path"],
-            json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
-                    "path": { "type": "string", "pattern": "^/", "description": "An existing directory inside a datastore root (<data-dir>/datastores, or a --datastore-root of sfera-mgmtd), or a block device that is a root or inside one; symlinks are resolved before the check. Elsewhere (/, /etc): 400 path_not_allowed" } }),
         ),
     );
     put(
@@ -187,88 +208,12 @@ fn schemas() -> Map<String, Value> {
     );
     let vlan = json!({ "type": "object", "description": "{\"mode\":\"none\"}, {\"mode\":\"access\",\"id\":N} or {\"mode\":\"trunk\",\"allowed\":[...],\"native\":N}",
                        "required": ["mode"], "properties": { "mode": { "type": "string", "enum": ["none", "access", "trunk"] } } });
-    let vlan_id = json!({ "type": "integer", "minimum": 1, "maximum": 4094 });
-    let vlan_in = json!({ "oneOf": [
-        input(&["mode"], json!({ "mode": { "const": "none" } })),
-        input(&["mode", "id"], json!({ "mode": { "const": "access" }, "id": vlan_id })),
-        input(&["mode", "allowed"], json!({ "mode": { "const": "trunk" },
-            "allowed": { "type": "array", "minItems": 1, "items": vlan_id }, "native": vlan_id })),
-    ] });
     put(
         "PortGroup",
         obj(
             &["name"],
             json!({ "name": string, "switch": string, "vlan": vlan, "security": { "type": "object" },
                                              "shaping": { "type": "object" }, "teaming": { "type": "object" } }),
-        ),
-    );
-    put(
-        "PortGroupCreate",
-        input(
-            &["name"],
-            json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
-                    "switch": { "type": ["string", "null"], "pattern": OBJECT_NAME, "description": "Default (or null): vSwitch0" },
-                    "vlan": { "oneOf": [{ "type": "null" }, vlan_in], "description": "Default (or null): no VLAN" } }),
-        ),
-    );
-    let uplink = input(
-        &["name", "type", "interface"],
-        json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
-                "type": { "type": "string", "enum": ["tap", "af_packet"], "description": "tap: a TAP device the switch creates; af_packet: an existing host interface" },
-                "interface": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,15}$", "description": "The host interface name" } }),
-    );
-    put(
-        "SwitchCreate",
-        input(
-            &["name"],
-            json!({ "name": { "type": "string", "pattern": OBJECT_NAME },
-                    "mac_ageing_s": { "type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000, "description": "Default (or null): 300" },
-                    "uplinks": { "type": "array", "maxItems": 8, "items": uplink } }),
-        ),
-    );
-    // sfera-vswitchd's limits; that peak_bps must not be below average_bps
-    // is a rule between two fields, which JSON Schema cannot say.
-    let mut rule = input(
-        &["average_bps", "peak_bps", "burst_bytes"],
-        json!({ "average_bps": { "type": "integer", "minimum": 8000, "maximum": 1_000_000_000_000_u64 },
-                "peak_bps": { "type": "integer", "minimum": 8000, "maximum": 1_000_000_000_000_u64,
-                              "description": "At least average_bps" },
-                "burst_bytes": { "type": "integer", "minimum": 1518, "maximum": 1_000_000_000_000_u64,
-                                 "description": "At least one frame" } }),
-    );
-    rule["description"] = json!(
-        "Bits per second sustained and at peak (peak_bps >= average_bps), and the burst allowance in bytes"
-    );
-    put(
-        "PortGroupEdit",
-        input(
-            &[],
-            json!({ "vlan": vlan_in.clone(),
-                    "security": input(&[], json!({ "promiscuous": { "type": "boolean" }, "mac_changes": { "type": "boolean" },
-                                                   "forged_transmits": { "type": "boolean" } })),
-                    "shaping": input(&[], json!({ "ingress": { "oneOf": [{ "type": "null" }, rule.clone()] },
-                                                  "egress": { "oneOf": [{ "type": "null" }, rule] } })),
-                    "teaming": input(&[], json!({ "policy": { "type": "string", "enum": ["originating_port", "source_mac", "ip_hash", "failover_order"] },
-                                                  "active": { "type": "array", "maxItems": 8, "items": { "type": "string", "pattern": OBJECT_NAME } },
-                                                  "standby": { "type": "array", "maxItems": 8, "items": { "type": "string", "pattern": OBJECT_NAME } } })) }),
-        ),
-    );
-    put(
-        "VolumeCreate",
-        input(
-            &["name", "size_bytes"],
-            json!({ "name": { "type": "string", "pattern": VOLUME_NAME, "description": "NAME or FOLDER/NAME" },
-                    "size_bytes": { "type": "integer", "minimum": crate::vm::request::MIN_DISK_BYTES,
-                                    "maximum": crate::vm::request::MAX_DISK_BYTES, "multipleOf": 512 } }),
-        ),
-    );
-    put(
-        "VolumeResize",
-        input(
-            &["size_bytes"],
-            json!({ "size_bytes": { "type": "integer", "minimum": crate::vm::request::MIN_DISK_BYTES,
-                                    "maximum": crate::vm::request::MAX_DISK_BYTES, "multipleOf": 512,
-                                    "description": "The new size: larger than the current one" } }),
         ),
     );
     put(
@@ -280,6 +225,21 @@ fn schemas() -> Map<String, Value> {
                     "stale": { "type": "boolean" } }),
         ),
     );
+    s
+}
+
+/// Templates and VMs, and the bodies of types outside the API layer (vm/, import/).
+fn vm_schemas() -> Map<String, Value> {
+    let int = json!({ "type": "integer" });
+    let string = json!({ "type": "string" });
+    let nullable_int = json!({ "type": ["integer", "null"] });
+    let time = json!({ "type": "integer", "description": "Seconds since the epoch" });
+    let vm_state = vm_state();
+    let driver = driver();
+    let mut s = Map::new();
+    let mut put = |name: &str, v: Value| {
+        s.insert(name.to_owned(), v);
+    };
     put(
         "Template",
         obj(
@@ -410,25 +370,18 @@ fn schemas() -> Map<String, Value> {
             }),
         ),
     );
-    put(
-        "Task",
-        obj(
-            &["id", "kind", "target", "state", "progress"],
-            json!({ "id": int, "kind": string, "target": string,
-                    "state": { "type": "string", "enum": ["queued", "running", "success", "error"] },
-                    "progress": { "type": "integer", "minimum": 0, "maximum": 100 },
-                    "message": string, "result": {}, "error": { "type": ["string", "null"] }, "user": string,
-                    "created_at": time, "started_at": nullable_int, "finished_at": nullable_int }),
-        ),
-    );
-    put(
-        "Event",
-        obj(
-            &["id", "time", "severity", "kind", "target", "message"],
-            json!({ "id": int, "time": time, "severity": { "type": "string", "enum": ["info", "warning", "error"] },
-                    "kind": string, "target": string, "message": string, "user": { "type": ["string", "null"] } }),
-        ),
-    );
+    s
+}
+
+/// Ports, metrics and the pages of every list.
+fn metric_and_page_schemas() -> Map<String, Value> {
+    let int = json!({ "type": "integer" });
+    let string = json!({ "type": "string" });
+    let time = json!({ "type": "integer", "description": "Seconds since the epoch" });
+    let mut s = Map::new();
+    let mut put = |name: &str, v: Value| {
+        s.insert(name.to_owned(), v);
+    };
     put(
         "Port",
         obj(
@@ -440,13 +393,6 @@ fn schemas() -> Map<String, Value> {
         ),
     );
     let kind = json!({ "type": "string", "enum": crate::metrics::KINDS });
-    put(
-        "SampledObject",
-        obj(
-            &["kind", "object", "metrics"],
-            json!({ "kind": kind, "object": string, "metrics": { "type": "array", "items": string } }),
-        ),
-    );
     let columns = |description: &str| {
         json!({ "type": "object", "description": description,
                 "additionalProperties": { "type": "array", "items": { "type": ["number", "null"] } } })
@@ -698,6 +644,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn request_bodies_refuse_unknown_fields_and_name_their_required_ones() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for r in ROUTES {
+            let Some(body) = r.body else { continue };
+            assert_eq!(schemas[body]["additionalProperties"], false, "{body}");
+        }
+        // Derived from the types: what serde needs is required, what has a
+        // default is not.
+        assert_eq!(schemas["SwitchCreate"]["required"], json!(["name"]));
+        assert_eq!(
+            schemas["VolumeCreate"]["required"],
+            json!(["name", "size_bytes"])
+        );
+        let uplink = &schemas["SwitchCreate"]["properties"]["uplinks"]["items"];
+        assert_eq!(uplink["required"], json!(["name", "type", "interface"]));
+        assert_eq!(
+            uplink["properties"]["type"]["enum"],
+            json!(["tap", "af_packet"])
+        );
+        assert_eq!(schemas["Task"]["properties"]["progress"]["maximum"], 100);
     }
 
     #[test]

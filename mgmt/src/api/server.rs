@@ -22,8 +22,9 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::handlers::{self, ApiRequest, Reply};
 use super::origin::{self, Credential};
+use super::reply::Reply;
+use super::request::ApiRequest;
 use super::routes::{self, Access};
 use crate::auth::{self, Principal, Role};
 use crate::service::Mgmt;
@@ -192,7 +193,7 @@ async fn api(
         }
         let body = read_body(body).await?;
         let query = parse_query(&query)?;
-        handlers::handle(
+        super::dispatch::handle(
             Arc::clone(&mgmt),
             ApiRequest {
                 op: route.op,

@@ -7,15 +7,17 @@ use super::{Db, DbError, now};
 use crate::auth::Role;
 
 /// A user as the API shows it (never the hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub name: String,
+    #[schema(schema_with = crate::api::schema::role)]
     pub role: Role,
     pub created_at: i64,
 }
 
 /// An API token as the API lists it (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 pub struct ApiToken {
     pub id: i64,
     pub name: String,

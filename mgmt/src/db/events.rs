@@ -6,11 +6,12 @@ use serde::Serialize;
 use super::{Db, DbError, now};
 
 /// An event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub time: i64,
     /// `info`, `warning` or `error`.
+    #[schema(schema_with = crate::api::schema::severity)]
     pub severity: String,
     /// `vm.created`, `daemon.restarted`...
     pub kind: String,

@@ -45,8 +45,9 @@ pub struct SeriesRow {
 }
 
 /// An object that has samples, and its metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SampledObject {
+    #[schema(schema_with = crate::api::schema::metric_kind)]
     pub kind: String,
     pub object: String,
     pub metrics: Vec<String>,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Db, DbError, now};
 
 /// A task as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: i64,
     /// What it does: `vm.create`, `vm.power_on`...
@@ -14,8 +14,10 @@ pub struct Task {
     /// The object it works on (a VM id...).
     pub target: String,
     /// `queued`, `running`, `success` or `error`.
+    #[schema(schema_with = crate::api::schema::task_state)]
     pub state: String,
     /// Percent done.
+    #[schema(maximum = 100)]
     pub progress: u8,
     pub message: String,
     pub result: Option<serde_json::Value>,

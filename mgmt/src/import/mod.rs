@@ -59,27 +59,9 @@ pub struct ImportDisk {
     pub format: ImageFormat,
 }
 
-/// Checks a volume name as sfera-blockd takes it, so a bad one is refused
-/// before anything is made.
-pub fn check_volume_name(name: &str) -> Result<(), ApiError> {
-    let parts: Vec<&str> = name.split('/').collect();
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 64
-            && !p.starts_with('.')
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            && !p.ends_with(".img")
-            && !p.ends_with(".volume.json")
-    };
-    if parts.len() <= 2 && parts.iter().all(|p| part_ok(p)) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "volume {name:?} must be NAME or FOLDER/NAME, each 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-        )))
-    }
-}
+/// The volume name rule, kept here for the callers that check volume
+/// names through the import module.
+pub use crate::api::rules::check_volume_name;
 
 impl ImportDisk {
     /// Checks the fields that need no daemon: the volume name and the
@@ -381,14 +363,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.format, ImageFormat::Qcow2);
-        for bad in ["", "a/b/c", ".hidden", "x.img", "sp ace"] {
-            assert!(check_volume_name(bad).is_err(), "{bad:?}");
-        }
         let e =
             serde_json::from_str::<ImportDisk>(r#"{"volume":"v","source":"/x","format":"vdi"}"#)
                 .unwrap_err();
         assert!(e.to_string().contains("qcow2"), "{e}");
         let roots = Roots::new(&[PathBuf::from("/etc")]).unwrap();
+        let bad_name = ImportDisk {
+            volume: "a/b/c".into(),
+            ..ok
+        };
+        assert!(
+            bad_name
+                .check(&roots)
+                .unwrap_err()
+                .message
+                .contains("volume")
+        );
         let rel = ImportDisk {
             volume: "v".into(),
             source: "rel/x".into(),

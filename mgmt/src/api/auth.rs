@@ -1,0 +1,250 @@
+//! Sessions, API tokens and users: logging in and out, who the caller is,
+//! the caller's tokens, and the users an administrator manages.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use warp::http::StatusCode;
+
+use super::error::ApiError;
+use super::page::Page;
+use super::reply::{Reply, created, ok, to_json, to_json_all};
+use super::request::ApiRequest;
+use super::{rules, schema};
+use crate::auth::{self, Role};
+use crate::service::Mgmt;
+
+/// Body of `POST /api/v1/session`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    #[schema(schema_with = schema::token_name)]
+    name: String,
+}
+
+/// Body of `POST /api/v1/users`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreate {
+    // What rules::check_user_name takes.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
+    name: String,
+    // What rules::check_password takes.
+    #[schema(min_length = 12, max_length = 256)]
+    password: String,
+    #[schema(schema_with = schema::role)]
+    role: Role,
+}
+
+// Passwords stay out of debug output.
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for UserCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCreate")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+fn session_cookie(value: &str, max_age: i64, tls: bool) -> String {
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        auth::SESSION_COOKIE,
+        if tls { "; Secure" } else { "" }
+    )
+}
+
+/// A hash no password matches, checked for unknown users so that the
+/// time a failed login takes does not tell whether the user exists.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        auth::new_secret()
+            .and_then(|s| auth::hash_password(&s))
+            .unwrap_or_default()
+    })
+}
+
+/// Logs in: throttled per address and user name (a locked login is
+/// refused before its password is hashed), the hashing bounded by the gate.
+pub async fn login(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let body: Login = r.body()?;
+    mgmt.login_limiter()
+        .check(r.peer, &body.username, std::time::Instant::now())
+        .map_err(ApiError::too_many_logins)?;
+    let admission = mgmt.hash_gate.admit().ok_or_else(ApiError::busy)?;
+    let creds = mgmt.db.user_credentials(&body.username)?;
+    // Hash even for an unknown user, so timing does not tell.
+    let hash_owned = match &creds {
+        Some((h, _)) => h.clone(),
+        None => dummy_hash().to_owned(),
+    };
+    let password = body.password.clone();
+    let good = admission
+        .run(move || auth::verify_password(&password, &hash_owned))
+        .await;
+    let Some((_, role)) = creds.filter(|_| good) else {
+        mgmt.login_limiter()
+            .failed(r.peer, &body.username, std::time::Instant::now());
+        mgmt.db.event(
+            "warning",
+            "session.login_failed",
+            &body.username,
+            "Login failed",
+            None,
+        );
+        return Err(ApiError::new(
+            401,
+            "unauthorized",
+            "Invalid user name or password",
+        ));
+    };
+    mgmt.login_limiter().succeeded(&body.username);
+    let secret = auth::new_secret()?;
+    mgmt.db.create_session(
+        &auth::secret_hash(&secret),
+        &body.username,
+        auth::SESSION_SECONDS,
+    )?;
+    mgmt.db.event(
+        "info",
+        "session.login",
+        &body.username,
+        "Logged in",
+        Some(&body.username),
+    );
+    Ok(Reply::JsonWithCookie(
+        StatusCode::OK,
+        json!({ "user": body.username, "role": role, "expires_at": crate::db::now() + auth::SESSION_SECONDS }),
+        session_cookie(&secret, auth::SESSION_SECONDS, r.tls),
+    ))
+}
+
+/// `GET /api/v1/session`.
+pub fn who_am_i(r: &ApiRequest) -> Result<Reply, ApiError> {
+    let p = r.principal()?;
+    ok(json!({ "user": p.user, "role": p.role }))
+}
+
+/// `DELETE /api/v1/session`: ends the session and clears the cookie.
+pub fn logout(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    if let Some(hash) = &r.principal()?.session {
+        mgmt.db.delete_session(hash)?;
+        // No console is listening when nobody has one open.
+        let _ = mgmt.session_ended.send(hash.clone());
+    }
+    Ok(Reply::JsonWithCookie(
+        StatusCode::NO_CONTENT,
+        Value::Null,
+        session_cookie("", 0, r.tls),
+    ))
+}
+
+/// `GET /api/v1/tokens`: the caller's.
+pub fn list_tokens(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let page = Page::from_query(&r.query)?;
+    let tokens = mgmt.db.tokens(&r.principal()?.user)?;
+    ok(page.of(to_json_all(&tokens)?))
+}
+
+/// `POST /api/v1/tokens`: its secret is in this answer only.
+pub fn create_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let body: TokenCreate = r.body()?;
+    rules::check_token_name(&body.name)?;
+    let user = r.user()?;
+    let secret = auth::new_secret()?;
+    let token = mgmt
+        .db
+        .create_token(&body.name, &user, &auth::secret_hash(&secret))?;
+    mgmt.db.event(
+        "info",
+        "token.created",
+        &user,
+        &format!("API token {:?} created", body.name),
+        Some(&user),
+    );
+    let mut v = to_json(&token)?;
+    v["token"] = json!(secret);
+    created(v)
+}
+
+/// `DELETE /api/v1/tokens/{id}`: one of the caller's.
+pub fn delete_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let id: i64 = r
+        .param("id")
+        .parse()
+        .map_err(|_| ApiError::invalid("token id must be an integer"))?;
+    if mgmt.db.delete_token(id, &r.principal()?.user)? {
+        Ok(Reply::Empty)
+    } else {
+        Err(ApiError::not_found(format!("You have no token {id}")))
+    }
+}
+
+/// `GET /api/v1/users`.
+pub fn list_users(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let page = Page::from_query(&r.query)?;
+    ok(page.of(to_json_all(&mgmt.db.users()?)?))
+}
+
+/// `POST /api/v1/users`.
+pub async fn create_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let body: UserCreate = r.body()?;
+    rules::check_user_name(&body.name)?;
+    rules::check_password(&body.password)?;
+    if mgmt.db.user_credentials(&body.name)?.is_some() {
+        return Err(ApiError::conflict(format!("User {:?} exists", body.name)));
+    }
+    let password = body.password;
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    mgmt.db.create_user(&body.name, &hash, body.role)?;
+    let by = r.user()?;
+    mgmt.db.event(
+        "info",
+        "user.created",
+        &body.name,
+        &format!("User {} ({}) created", body.name, body.role.as_str()),
+        Some(&by),
+    );
+    created(json!({ "name": body.name, "role": body.role, "created_at": crate::db::now() }))
+}
+
+/// `DELETE /api/v1/users/{name}`: with their sessions and tokens; not
+/// the caller.
+pub fn delete_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let name = r.param("name");
+    let by = r.user()?;
+    if name == by {
+        return Err(ApiError::conflict("You cannot delete yourself"));
+    }
+    if mgmt.db.delete_user(name)? {
+        mgmt.db.event(
+            "info",
+            "user.deleted",
+            name,
+            &format!("User {name} deleted"),
+            Some(&by),
+        );
+        Ok(Reply::Empty)
+    } else {
+        Err(ApiError::not_found(format!("No user {name:?}")))
+    }
+}

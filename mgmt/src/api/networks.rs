@@ -1,0 +1,374 @@
+//! Virtual networking: switches with their uplinks, port groups, the
+//! VMs' ports and the switch's counters. A change checks what depends on
+//! it (port groups on a switch, NICs of VMs on a port group) before it
+//! asks sfera-vswitchd, so a refused change changes nothing.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::page::Page;
+use super::reply::{Reply, created, ok};
+use super::request::ApiRequest;
+use super::{rules, schema};
+use crate::service::Mgmt;
+
+/// Body of `POST /api/v1/port-groups`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortGroupCreate {
+    #[schema(schema_with = schema::object_name)]
+    name: String,
+    #[serde(default)]
+    #[schema(schema_with = schema::switch_or_null)]
+    switch: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = schema::vlan_or_null)]
+    vlan: Option<Value>,
+}
+
+/// Body of `POST /api/v1/switches`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchCreate {
+    #[schema(schema_with = schema::object_name)]
+    name: String,
+    #[serde(default)]
+    #[schema(schema_with = schema::mac_ageing)]
+    mac_ageing_s: Option<u32>,
+    #[serde(default)]
+    #[schema(schema_with = schema::uplinks)]
+    uplinks: Vec<Uplink>,
+}
+
+/// An uplink of a new switch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    #[schema(schema_with = schema::object_name)]
+    name: String,
+    #[serde(rename = "type")]
+    #[schema(inline)]
+    kind: UplinkKind,
+    #[schema(schema_with = schema::interface_name)]
+    interface: String,
+}
+
+/// tap: a TAP device the switch creates; af_packet: an existing host interface
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkKind {
+    Tap,
+    AfPacket,
+}
+
+impl UplinkKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            UplinkKind::Tap => "tap",
+            UplinkKind::AfPacket => "af_packet",
+        }
+    }
+}
+
+/// Body of `PATCH /api/v1/port-groups/{port_group}`: the parts given
+/// replace the group's; sfera-vswitchd checks each part's fields.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortGroupEdit {
+    #[serde(default)]
+    #[schema(schema_with = schema::vlan)]
+    vlan: Option<Value>,
+    #[serde(default)]
+    #[schema(schema_with = schema::security)]
+    security: Option<Map<String, Value>>,
+    #[serde(default)]
+    #[schema(schema_with = schema::shaping)]
+    shaping: Option<Map<String, Value>>,
+    #[serde(default)]
+    #[schema(schema_with = schema::teaming)]
+    teaming: Option<Map<String, Value>>,
+}
+
+/// The fields of a port group's security policy.
+const SECURITY_FLAGS: [&str; 3] = ["promiscuous", "mac_changes", "forged_transmits"];
+
+/// The `{name}` path parameter, checked as a name of `what`.
+fn name_param(r: &ApiRequest, name: &str, what: &str) -> Result<String, ApiError> {
+    let value = r.param(name);
+    rules::check_object_name(what, value)?;
+    Ok(value.to_owned())
+}
+
+/// `GET /api/v1/networks`: switches and port groups.
+pub async fn networks(mgmt: &Mgmt) -> Result<Reply, ApiError> {
+    let (switches, port_groups, stale) = mgmt.sync_networks().await?;
+    ok(json!({ "switches": switches, "port_groups": port_groups, "stale": stale }))
+}
+
+/// `GET /api/v1/switches`.
+pub async fn list_switches(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let page = Page::from_query(&r.query)?;
+    let (switches, _, stale) = mgmt.sync_networks().await?;
+    ok(page.of_maybe_stale(switches, stale))
+}
+
+/// `GET /api/v1/port-groups`.
+pub async fn list_port_groups(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let page = Page::from_query(&r.query)?;
+    let (_, groups, stale) = mgmt.sync_networks().await?;
+    ok(page.of_maybe_stale(groups, stale))
+}
+
+/// `POST /api/v1/port-groups`: on vSwitch0 unless a switch is given.
+pub async fn add_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let body: PortGroupCreate = r.body()?;
+    rules::check_object_name("port group", &body.name)?;
+    let mut g =
+        json!({ "name": body.name, "vlan": body.vlan.unwrap_or(json!({ "mode": "none" })) });
+    if let Some(s) = &body.switch {
+        rules::check_object_name("switch", s)?;
+        g["switch"] = json!(s);
+    }
+    mgmt.need_vswitchd().await?;
+    mgmt.vswitchd.add_port_group(&g).await?;
+    mgmt.sync_networks().await?;
+    r.event(
+        mgmt,
+        "port_group.added",
+        &body.name,
+        &format!("Port group {} created", body.name),
+    );
+    created(g)
+}
+
+/// `GET /api/v1/networks/stats`: sfera-vswitchd's counters.
+pub async fn stats(mgmt: &Mgmt) -> Result<Reply, ApiError> {
+    ok(mgmt.vswitchd.stats().await?)
+}
+
+/// `GET /api/v1/ports`: the switch's ports, with their VM and counters.
+pub async fn list_ports(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let page = Page::from_query(&r.query)?;
+    let config = mgmt.vswitchd.config().await?;
+    let stats = mgmt.vswitchd.stats().await?;
+    let vms = mgmt.db.vms()?;
+    let mut out = Vec::new();
+    for p in config["ports"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let name = p["name"].as_str().unwrap_or_default();
+        let vm = vms.iter().find(|v| v.nics.iter().any(|n| n.port == name));
+        let counters = stats["ports"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null);
+        out.push(json!({
+            "name": name,
+            "port_group": p["port_group"],
+            "mac": p["mac"],
+            "mtu": p["mtu"],
+            "vm": vm.map(|v| json!({ "id": v.id, "name": v.name })),
+            "connected": counters["connected"].as_bool().unwrap_or(false),
+            "stats": counters,
+        }));
+    }
+    ok(page.of(out))
+}
+
+/// The uplinks of a new switch, checked, as sfera-vswitchd takes them.
+fn uplinks(given: &[Uplink]) -> Result<Vec<Value>, ApiError> {
+    rules::check_uplink_count(given.len())?;
+    let mut uplinks = Vec::new();
+    for (i, u) in given.iter().enumerate() {
+        rules::check_object_name(&format!("uplinks[{i}]"), &u.name)?;
+        rules::check_interface(&format!("uplinks[{i}].interface"), &u.interface)?;
+        if given[..i].iter().any(|x| x.name == u.name) {
+            return Err(ApiError::invalid(format!(
+                "uplinks[{i}]: name {} is given twice",
+                u.name
+            )));
+        }
+        if given[..i].iter().any(|x| x.interface == u.interface) {
+            return Err(ApiError::invalid(format!(
+                "uplinks[{i}]: interface {} is given twice",
+                u.interface
+            )));
+        }
+        if matches!(u.kind, UplinkKind::AfPacket)
+            && !std::path::Path::new("/sys/class/net")
+                .join(&u.interface)
+                .exists()
+        {
+            return Err(ApiError::invalid(format!(
+                "uplinks[{i}]: the host has no interface {:?} for AF_PACKET",
+                u.interface
+            )));
+        }
+        uplinks.push(json!({ "name": u.name, "type": u.kind.as_str(), "interface": u.interface }));
+    }
+    Ok(uplinks)
+}
+
+/// `POST /api/v1/switches`: with its uplinks.
+pub async fn add_switch(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let body: SwitchCreate = r.body()?;
+    rules::check_object_name("switch", &body.name)?;
+    let ageing = body.mac_ageing_s.unwrap_or(rules::DEFAULT_MAC_AGEING_S);
+    rules::check_mac_ageing(ageing)?;
+    let uplinks = uplinks(&body.uplinks)?;
+    let count = uplinks.len();
+    let sw = json!({ "name": body.name, "mac_ageing_s": ageing, "uplinks": uplinks });
+    mgmt.need_vswitchd().await?;
+    mgmt.vswitchd.add_switch(&sw).await?;
+    mgmt.sync_networks().await?;
+    r.event(
+        mgmt,
+        "switch.added",
+        &body.name,
+        &format!("Switch {} created with {count} uplinks", body.name),
+    );
+    created(sw)
+}
+
+/// `DELETE /api/v1/switches/{switch}`: refused while it has port groups.
+pub async fn delete_switch(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let name = name_param(r, "switch", "switch")?;
+    mgmt.need_vswitchd().await?;
+    let (switches, groups, _) = mgmt.sync_networks().await?;
+    if !switches.iter().any(|s| s["name"] == name.as_str()) {
+        return Err(ApiError::not_found(format!("No switch {name:?}")));
+    }
+    let on_it: Vec<&str> = groups
+        .iter()
+        .filter(|g| g["switch"] == name.as_str())
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    if !on_it.is_empty() {
+        let vms = mgmt.db.vms()?;
+        let users: Vec<&str> = vms
+            .iter()
+            .filter(|vm| {
+                vm.nics
+                    .iter()
+                    .any(|n| on_it.contains(&n.port_group.as_str()))
+            })
+            .map(|vm| vm.name.as_str())
+            .collect();
+        return Err(ApiError::conflict(format!(
+            "Switch {name} has port groups {}{}; delete them first",
+            on_it.join(", "),
+            if users.is_empty() {
+                String::new()
+            } else {
+                format!(" with NICs of VMs {}", users.join(", "))
+            }
+        )));
+    }
+    mgmt.vswitchd.remove_switch(&name).await?;
+    mgmt.sync_networks().await?;
+    r.event(
+        mgmt,
+        "switch.deleted",
+        &name,
+        &format!("Switch {name} deleted"),
+    );
+    Ok(Reply::Empty)
+}
+
+/// The group with the edit's parts in it: the VLAN replaced, the other
+/// parts merged into the group's (what is left out stays, a null field is
+/// taken out).
+fn edited(mut group: Value, edit: PortGroupEdit) -> Value {
+    if let Some(v) = edit.vlan {
+        group["vlan"] = v;
+    }
+    for (key, part) in [
+        ("security", edit.security),
+        ("shaping", edit.shaping),
+        ("teaming", edit.teaming),
+    ] {
+        if let Some(part) = part {
+            let mut merged = group[key].as_object().cloned().unwrap_or_default();
+            for (k, v) in part {
+                if v.is_null() {
+                    merged.remove(&k);
+                } else {
+                    merged.insert(k, v);
+                }
+            }
+            group[key] = Value::Object(merged);
+        }
+    }
+    group
+}
+
+/// `PATCH /api/v1/port-groups/{port_group}`.
+pub async fn edit_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let name = name_param(r, "port_group", "port group")?;
+    let body: PortGroupEdit = r.body()?;
+    if let Some(s) = &body.security {
+        rules::check_flags("security", s, &SECURITY_FLAGS)?;
+    }
+    if let Some(v) = &body.vlan {
+        rules::check_vlan(v)?;
+    }
+    mgmt.need_vswitchd().await?;
+    let group = edited(mgmt.vswitchd.port_group(&name).await?, body);
+    // The group exists (it was just read): a 404 names something else
+    // the body refers to (a teaming uplink), so it is the body that is
+    // wrong.
+    let done =
+        mgmt.vswitchd
+            .set_port_group(&name, &group)
+            .await
+            .map_err(|e| match ApiError::from(e) {
+                e if e.status == 404 => ApiError::invalid(e.message),
+                e => e,
+            })?;
+    mgmt.sync_networks().await?;
+    r.event(
+        mgmt,
+        "port_group.changed",
+        &name,
+        &format!("Port group {name} changed"),
+    );
+    let shown = if done.is_object() {
+        done
+    } else {
+        mgmt.vswitchd.port_group(&name).await?
+    };
+    ok(shown)
+}
+
+/// `DELETE /api/v1/port-groups/{port_group}`: refused while NICs of VMs
+/// are on it.
+pub async fn delete_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let name = name_param(r, "port_group", "port group")?;
+    let vms = mgmt.db.vms()?;
+    let users: Vec<&str> = vms
+        .iter()
+        .filter(|vm| vm.nics.iter().any(|n| n.port_group == name))
+        .map(|vm| vm.name.as_str())
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "Port group {name} has NICs of VMs {}; remove them or move them first",
+            users.join(", ")
+        )));
+    }
+    mgmt.need_vswitchd().await?;
+    mgmt.vswitchd.remove_port_group(&name).await?;
+    mgmt.sync_networks().await?;
+    r.event(
+        mgmt,
+        "port_group.deleted",
+        &name,
+        &format!("Port group {name} deleted"),
+    );
+    Ok(Reply::Empty)
+}

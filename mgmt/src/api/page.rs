@@ -1,0 +1,90 @@
+//! Lists in pages: `limit` and `offset` from the query, and the page's
+//! `{ items, total, limit, offset }` answer.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+
+/// `limit` and `offset` of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 500;
+
+impl Page {
+    pub fn from_query(q: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let num = |name: &str, default: u32| -> Result<u32, ApiError> {
+            match q.get(name) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| {
+                    ApiError::invalid(format!("{name} must be a non-negative integer"))
+                }),
+            }
+        };
+        let limit = num("limit", DEFAULT_LIMIT)?;
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(format!("limit must be 1 to {MAX_LIMIT}")));
+        }
+        Ok(Page {
+            limit,
+            offset: num("offset", 0)?,
+        })
+    }
+
+    /// The page of a whole list.
+    pub fn of(self, items: Vec<Value>) -> Value {
+        let total = items.len();
+        let start = usize::try_from(self.offset)
+            .unwrap_or(usize::MAX)
+            .min(total);
+        let end = start
+            .saturating_add(usize::try_from(self.limit).unwrap_or(usize::MAX))
+            .min(total);
+        json!({ "items": items[start..end], "total": total, "limit": self.limit, "offset": self.offset })
+    }
+
+    /// The page of a whole list that may be the inventory's last copy
+    /// (`stale`: the daemon could not be asked).
+    pub fn of_maybe_stale(self, items: Vec<Value>, stale: bool) -> Value {
+        let mut v = self.of(items);
+        v["stale"] = json!(stale);
+        v
+    }
+
+    /// A page fetched already, with the total.
+    pub fn wrap(self, items: Value, total: u64) -> Value {
+        json!({ "items": items, "total": total, "limit": self.limit, "offset": self.offset })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<HashMap<_, _>>()
+        };
+        let p = Page::from_query(&q(&[("limit", "2"), ("offset", "1")])).unwrap();
+        let v = p.of((0..5).map(|i| json!(i)).collect());
+        assert_eq!(v["items"], json!([1, 2]));
+        assert_eq!(v["total"], 5);
+        let far = Page::from_query(&q(&[("offset", "99")]))
+            .unwrap()
+            .of(vec![json!(1)]);
+        assert_eq!(far["items"], json!([]));
+        assert!(Page::from_query(&q(&[("limit", "0")])).is_err());
+        assert!(Page::from_query(&q(&[("limit", "501")])).is_err());
+        assert!(Page::from_query(&q(&[("offset", "-1")])).is_err());
+    }
+}

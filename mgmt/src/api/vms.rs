@@ -1,0 +1,177 @@
+//! VMs and their templates: creating, editing, powering and deleting VMs
+//! (each a task, answered 202), reading them, and their console logs.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::page::Page;
+use super::reply::{Reply, accepted, ok, to_json, to_json_all};
+use super::request::ApiRequest;
+use crate::db::VmState;
+use crate::service::Mgmt;
+use crate::vm::edit::EditVm;
+use crate::vm::request::{CreateVm, templates};
+use crate::vm::service::PowerAction;
+
+/// A VM as the API shows it: the record with where its console is.
+fn vm_json(mgmt: &Mgmt, vm: &crate::db::Vm) -> Result<Value, ApiError> {
+    let mut v = to_json(vm)?;
+    let paths = mgmt.vm_paths(&vm.id);
+    v["console_socket"] = json!(paths.console());
+    v["console_log"] = json!(paths.console_log());
+    v["paused_reason"] = json!(mgmt.paused_reason(&vm.id));
+    Ok(v)
+}
+
+/// `GET /api/v1/templates`.
+pub fn templates_list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let page = Page::from_query(&r.query)?;
+    ok(page.of(to_json_all(&templates(&mgmt.paths.guest_dir))?))
+}
+
+/// `GET /api/v1/vms`.
+pub fn list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let page = Page::from_query(&r.query)?;
+    let vms = mgmt.db.vms()?;
+    ok(page.of(vms
+        .iter()
+        .map(|v| vm_json(mgmt, v))
+        .collect::<Result<_, _>>()?))
+}
+
+/// `GET /api/v1/vms/{vm}`: by id or name.
+pub fn get(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    ok(vm_json(mgmt, &mgmt.find_vm(r.param("vm"))?)?)
+}
+
+/// `POST /api/v1/vms`: the VM is reserved now, its disks and NICs made
+/// by the task.
+pub async fn create(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let body: CreateVm = r.body()?;
+    let plan = body.plan(
+        &mgmt.paths.guest_dir,
+        &mgmt.paths.boot_dirs(),
+        mgmt.host.memory_bytes >> 20,
+    )?;
+    let vm = mgmt.reserve_vm(&plan).await?;
+    let user = r.user()?;
+    let m = Arc::clone(mgmt);
+    let (id, by) = (vm.id.clone(), user.clone());
+    let attached = plan.disks.iter().map(|d| d.volume.is_some()).collect();
+    let task = crate::tasks::spawn(&mgmt.db, "vm.create", &id, &by, move |ctx| {
+        m.create_vm(vm, attached, plan.power_on, user, ctx)
+    })?;
+    accepted(&task)
+}
+
+/// `PATCH /api/v1/vms/{vm}`: planned (and refused) before the task starts.
+pub async fn edit(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let vm = mgmt.find_vm(r.param("vm"))?;
+    let edit: EditVm = r.body()?;
+    edit.check(mgmt.host.memory_bytes >> 20)?;
+    let plan = mgmt.plan_edit(&vm, &edit).await?;
+    let user = r.user()?;
+    let m = Arc::clone(mgmt);
+    let by = user.clone();
+    let task = crate::tasks::spawn(&mgmt.db, "vm.edit", &vm.id, &by, move |ctx| {
+        m.edit_vm(plan, user, ctx)
+    })?;
+    accepted(&task)
+}
+
+/// `DELETE /api/v1/vms/{vm}?disks=`: a stopped VM, with its volumes if
+/// asked.
+pub fn delete(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let vm = mgmt.find_vm(r.param("vm"))?;
+    let with_disks = match r.query.get("disks").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid("disks must be true or false")),
+    };
+    if matches!(vm.state, VmState::Running | VmState::Paused) {
+        return Err(ApiError::conflict(format!(
+            "VM {} is {}: power it off first",
+            vm.name,
+            vm.state.as_str()
+        )));
+    }
+    let user = r.user()?;
+    let m = Arc::clone(mgmt);
+    let id = vm.id.clone();
+    let by = user.clone();
+    let task = crate::tasks::spawn(&mgmt.db, "vm.delete", &vm.id, &by, move |_| {
+        m.delete_vm(id, with_disks, user)
+    })?;
+    accepted(&task)
+}
+
+/// `POST /api/v1/vms/{vm}/power/{action}`.
+pub fn power(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let vm = mgmt.find_vm(r.param("vm"))?;
+    let action = PowerAction::parse(r.param("action"))
+        .ok_or_else(|| ApiError::invalid("action must be on, off, reset, pause or resume"))?;
+    let user = r.user()?;
+    let m = Arc::clone(mgmt);
+    let id = vm.id.clone();
+    let by = user.clone();
+    let task = crate::tasks::spawn(&mgmt.db, action.task_kind(), &vm.id, &by, move |_| {
+        m.power(id, action, user)
+    })?;
+    accepted(&task)
+}
+
+/// `GET /api/v1/vms/{vm}/console` and `/display` without an upgrade: the
+/// WebSocket itself is taken by the server before routing.
+pub fn not_upgraded(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    mgmt.find_vm(r.param("vm"))?;
+    Err(ApiError::invalid(
+        "This is a WebSocket: connect with Upgrade: websocket",
+    ))
+}
+
+/// A VM's console log as a file: `current` (this power-on's, or the last
+/// one's while stopped) or `previous` (the power-on before it).
+pub fn console_log(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let vm = mgmt.find_vm(r.param("vm"))?;
+    let paths = mgmt.vm_paths(&vm.id);
+    let path = match r.param("session") {
+        "current" => paths.console_log(),
+        "previous" => paths.previous_console_log(),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "No console log {other:?}: current or previous"
+            )));
+        }
+    };
+    let session = r.param("session");
+    if !path.exists() {
+        return Err(ApiError::not_found(format!(
+            "VM {} has no {session} console log",
+            vm.name
+        )));
+    }
+    // The VM's process can replace its console log (a symlink to a host
+    // file, a FIFO), so it is opened as a VM's file, and read up to a
+    // bound: the newest MAX_DOWNLOAD bytes.
+    let mut file = crate::jail::open_vm_file(&path, false)
+        .map_err(|e| ApiError::internal(control::error_chain(&e)))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    std::io::Seek::seek(
+        &mut file,
+        std::io::SeekFrom::Start(len.saturating_sub(MAX_DOWNLOAD)),
+    )
+    .and_then(|_| {
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_DOWNLOAD), &mut bytes)
+    })
+    .map_err(|e| ApiError::internal(format!("Cannot read {}: {e}", path.display())))?;
+    Ok(Reply::Download {
+        filename: format!("{}-console-{session}.log", vm.name),
+        bytes,
+    })
+}
+
+/// The most of a console log one download returns (its newest part).
+const MAX_DOWNLOAD: u64 = 64 << 20;

@@ -83,6 +83,28 @@ impl CallError {
     }
 }
 
+/// A failed call to another daemon as the caller's own answer: the
+/// daemon's refusals of the request (4xx: a name taken, a path that does
+/// not exist) are passed on with their status, anything else (the daemon
+/// down, broken, or failing itself) is a 503.
+impl From<CallError> for crate::ApiError {
+    fn from(e: CallError) -> Self {
+        match &e {
+            CallError::Refused {
+                status, message, ..
+            } if (400..500).contains(status) => {
+                let code = match status {
+                    404 => "not_found",
+                    409 => "conflict",
+                    _ => "invalid_request",
+                };
+                crate::ApiError::new(*status, code, message.clone())
+            }
+            _ => crate::ApiError::unavailable(e.to_string()),
+        }
+    }
+}
+
 /// A daemon's API: its name (for messages and the `Host` header) and its
 /// socket.
 #[derive(Debug, Clone)]

@@ -37,6 +37,17 @@ impl ApiError {
         Self::new(400, "invalid_request", message)
     }
 
+    /// 401: the one answer to a request without valid credentials; it says
+    /// nothing about what was asked.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "unauthorized", "Authentication required")
+    }
+
+    /// 403: the caller's role does not allow this.
+    pub fn forbidden() -> Self {
+        Self::new(403, "forbidden", "Your role does not allow this")
+    }
+
     /// 404: no such object (in the path, or named by the body).
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, "not_found", message)
@@ -72,6 +83,11 @@ impl ApiError {
     /// 500: the daemon's own failure.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "internal", message)
+    }
+
+    /// 503: a daemon the answer depends on is down or failed.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "unavailable", message)
     }
 
     /// The same error with a `Retry-After` of `wait`, rounded up to whole

@@ -87,8 +87,8 @@ pub async fn login(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let body: Login = r.body()?;
     mgmt.login_limiter()
         .check(r.peer, &body.username, std::time::Instant::now())
-        .map_err(ApiError::too_many_logins)?;
-    let admission = mgmt.hash_gate.admit().ok_or_else(ApiError::busy)?;
+        .map_err(super::error::too_many_logins)?;
+    let admission = mgmt.hash_gate.admit().ok_or_else(super::error::busy)?;
     let creds = mgmt.db.user_credentials(&body.username)?;
     // Hash even for an unknown user, so timing does not tell.
     let hash_owned = match &creds {

@@ -313,30 +313,7 @@ pub fn is_public_path(path: &[String]) -> bool {
         .any(|r| r.access == Access::Public && match_path(r, path).is_some())
 }
 
-/// Decodes `%XX` escapes of a path segment.
-pub fn percent_decode(segment: &str) -> Result<String, ApiError> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    ApiError::invalid(format!("Bad escape in path segment {segment:?}"))
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| ApiError::invalid(format!("Path segment {segment:?} is not UTF-8")))
-}
+pub use control::path::percent_decode;
 
 #[cfg(test)]
 mod tests {

@@ -12,12 +12,11 @@ use crate::vm::request::{MAX_DISK_BYTES, MIN_DISK_BYTES};
 
 /// Names of datastores, port groups and switches, as the daemons take
 /// them in paths (the OpenAPI document's form of [`check_object_name`]).
-pub const OBJECT_NAME: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$";
+pub const OBJECT_NAME: &str = control::names::NAME_PATTERN;
 
 /// Volume names: NAME or FOLDER/NAME (the OpenAPI document's form of
 /// [`check_volume_name`]).
-pub const VOLUME_NAME: &str =
-    "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})?$";
+pub const VOLUME_NAME: &str = control::names::VOLUME_PATTERN;
 
 /// Host interface names (the OpenAPI document's form of
 /// [`check_interface`]).
@@ -32,40 +31,16 @@ pub const DEFAULT_MAC_AGEING_S: u32 = 300;
 /// The most characters of an API token's name.
 pub const MAX_TOKEN_NAME: usize = 128;
 
-/// One part of a name: 1 to 64 letters, digits, '-', '_' or '.', not
-/// starting with '.'.
-fn is_name_part(p: &str) -> bool {
-    !p.is_empty()
-        && p.len() <= 64
-        && !p.starts_with('.')
-        && p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// A name of a datastore, switch, port group or uplink (`what`): what the
-/// daemons accept in paths.
+/// A name of a datastore, switch, port group or uplink (`what`): the
+/// daemons' own rule ([`control::names`]).
 pub fn check_object_name(what: &str, name: &str) -> Result<(), ApiError> {
-    if is_name_part(name) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "{what} name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-        )))
-    }
+    Ok(control::names::check(what, name)?)
 }
 
 /// A volume name as sfera-blockd takes it (`NAME` or `FOLDER/NAME`), so a
 /// bad one is refused before anything is made.
 pub fn check_volume_name(name: &str) -> Result<(), ApiError> {
-    let parts: Vec<&str> = name.split('/').collect();
-    let part_ok = |p: &str| is_name_part(p) && !p.ends_with(".img") && !p.ends_with(".volume.json");
-    if parts.len() <= 2 && parts.iter().all(|p| part_ok(p)) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "volume {name:?} must be NAME or FOLDER/NAME, each 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-        )))
-    }
+    Ok(control::names::check_volume("volume", name)?)
 }
 
 /// A host interface name (`what`, e.g. `uplinks[0].interface`): what
@@ -192,6 +167,8 @@ mod tests {
         assert!(check_object_name("datastore", "../x").is_err());
         assert!(check_object_name("datastore", "").is_err());
         assert!(check_object_name("datastore", &"a".repeat(65)).is_err());
+        // As sfera-blockd refuses it: it would read as an option.
+        assert!(check_object_name("datastore", "-rf").is_err());
     }
 
     #[test]

@@ -153,7 +153,7 @@ async fn api(
             Some(_) => Credential::Token,
         };
         if !origin::allowed(&method, &headers, tls, credential) {
-            return Err(ApiError::cross_origin());
+            return Err(super::error::cross_origin());
         }
         let segments: Vec<String> = prefix
             .iter()

@@ -456,11 +456,10 @@ fn schema_ref(name: &str) -> Value {
 fn path_schema(name: &str) -> Value {
     match name {
         "id" => json!({ "type": "integer", "minimum": 0, "maximum": i64::MAX }),
-        // Datastore names as sfera-blockd takes them in paths.
-        "datastore" => {
-            json!({ "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$" })
+        // Names as the daemons take them in paths.
+        "datastore" | "switch" | "port_group" => {
+            json!({ "type": "string", "pattern": OBJECT_NAME })
         }
-        "switch" | "port_group" => json!({ "type": "string", "pattern": OBJECT_NAME }),
         "volume" => json!({ "type": "string", "pattern": VOLUME_NAME }),
         "kind" => json!({ "type": "string", "enum": crate::metrics::KINDS }),
         "daemon" => json!({ "type": "string", "enum": ["blockd", "vswitchd"] }),

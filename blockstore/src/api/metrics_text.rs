@@ -203,4 +203,49 @@ mod tests {
         assert!(text.contains("sfera_blk_latency_seconds_count{export=\"vm1-disk0\"} 3"));
         assert!(text.contains("# TYPE sfera_blk_latency_seconds histogram"));
     }
+
+    /// Every counter of two exports set to a distinct value.
+    fn two_exports() -> Vec<(&'static str, MetricsSnapshot)> {
+        let mut n = 0u64;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        let mut exports = Vec::new();
+        for id in ["vm1-disk0", "vm2-disk1"] {
+            let mut m = MetricsSnapshot {
+                reads: next(),
+                writes: next(),
+                flushes: next(),
+                discards: next(),
+                write_zeroes: next(),
+                get_ids: next(),
+                read_bytes: next(),
+                write_bytes: next(),
+                io_errors: next(),
+                throttled: next(),
+                in_flight: next(),
+                latency_sum_us: 1_234_567 * next(),
+                no_space_holds: next(),
+                no_space_retries: next(),
+                no_space_held: next(),
+                no_space_since: Some(next()),
+                ..MetricsSnapshot::default()
+            };
+            for f in m.faults.iter_mut().chain(&mut m.broken_rings) {
+                *f = next();
+            }
+            for b in &mut m.latency_buckets {
+                *b = next();
+            }
+            exports.push((id, m));
+        }
+        exports
+    }
+
+    #[test]
+    fn the_text_is_byte_for_byte_the_same() {
+        let text = render(two_exports().into_iter());
+        assert_eq!(text, include_str!("testdata/metrics.prom"));
+    }
 }

@@ -369,6 +369,16 @@ fn export(image: &Path, socket: &Path, options: ExportOptions) -> Result<()> {
 /// or SIGINT, then removes its socket.
 fn serve(api: &Path, config: Config, user: Option<&str>) -> Result<()> {
     privileges::private_umask();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the API runtime")?;
+    // From before the socket appears: a signal from then on stops the
+    // daemon cleanly instead of killing it.
+    let mut shutdown = {
+        let _entered = runtime.enter();
+        Shutdown::listen().context("cannot listen for signals")?
+    };
     // The API socket appears once the state is restored (what scripts and
     // tests wait for), except under --user: it must be bound before the
     // switch to the user (its directory is root's), and answers once the
@@ -388,12 +398,7 @@ fn serve(api: &Path, config: Config, user: Option<&str>) -> Result<()> {
         None => control::socket::bind(api)?,
     };
     tracing::info!(?blockd, api = %api.display(), user, "sfera-blockd started");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the API runtime")?;
     let signal = runtime.block_on(async {
-        let mut shutdown = Shutdown::listen().context("cannot listen for signals")?;
         let listener = tokio::net::UnixListener::from_std(listener)
             .with_context(|| format!("cannot listen on {}", api.display()))?;
         let api = Arc::new(BlockdApi::new(blockd));

@@ -456,7 +456,7 @@ fn a_completion_event_without_a_vring_is_cleared() {
     // the event was cleared only when there was a vring to complete into.
     let mut f = fixture(false);
     f.worker.reset();
-    let nop = opcode::Nop::new().build().user_data(u64::MAX);
+    let nop = io_uring::opcode::Nop::new().build().user_data(u64::MAX);
     // SAFETY: a NOP reads and writes no memory.
     unsafe { f.worker.ring.push(&nop) }.expect("push a NOP");
     f.worker.ring.submit_and_wait(1).expect("submit the NOP");

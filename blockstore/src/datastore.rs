@@ -16,12 +16,15 @@
 //! renamed, so a crash leaves the old or the new version, never half of one.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use control::files::{WriteError, write_atomically};
+use control::names::{self, RESERVED_SUFFIXES};
 use serde::{Deserialize, Serialize};
+
+pub use crate::api::types::{DatastoreInfo, DatastoreKind, VolumeInfo};
 
 /// Format version of the datastore marker and volume metadata.
 pub const FORMAT_VERSION: u32 = 1;
@@ -63,6 +66,8 @@ pub enum DatastoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(transparent)]
+    Write(#[from] WriteError),
     #[error("{what} ({})", path.display())]
     Io {
         what: &'static str,
@@ -83,43 +88,45 @@ fn io<'a>(
     }
 }
 
-/// Checks a datastore or volume-path component: 1 to 64 of `[A-Za-z0-9._-]`,
-/// not starting with `.` or `-`.
+/// Checks a datastore name, an export id or a part of a volume name:
+/// [`control::names`]' rule, not a name the datastore keeps for its own
+/// files (a reserved suffix, the marker).
 pub fn validate_component(name: &str) -> Result<(), DatastoreError> {
-    let bad = |why| {
-        Err(DatastoreError::InvalidName {
+    let why = names::problem(name).or_else(|| reserved(name));
+    match why {
+        None => Ok(()),
+        Some(why) => Err(DatastoreError::InvalidName {
             name: name.to_owned(),
             why,
-        })
-    };
-    if name.is_empty() || name.len() > 64 {
-        return bad("must be 1 to 64 characters");
+        }),
     }
-    if name.starts_with('.') || name.starts_with('-') {
-        return bad("must not start with '.' or '-'");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return bad("may only hold letters, digits, '.', '_' and '-'");
-    }
-    if name.ends_with(META_SUFFIX) || name.ends_with(DATA_SUFFIX) || name == MARKER {
-        return bad("must not end in .img or .volume.json");
-    }
-    Ok(())
 }
 
-/// Checks a volume name: `NAME` or `FOLDER/NAME`.
-pub fn validate_volume_name(name: &str) -> Result<(), DatastoreError> {
-    let parts: Vec<&str> = name.split('/').collect();
-    if parts.len() > 2 {
-        return Err(DatastoreError::InvalidName {
-            name: name.to_owned(),
-            why: "at most one folder: NAME or FOLDER/NAME",
-        });
+/// Why `name` is one of the datastore's own file names, if it is.
+fn reserved(name: &str) -> Option<&'static str> {
+    if RESERVED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        Some("must not end in .img or .volume.json")
+    } else if name == MARKER {
+        Some("is the name of the datastore's marker file")
+    } else {
+        None
     }
-    parts.into_iter().try_for_each(validate_component)
+}
+
+/// Checks a volume name: `NAME` or `FOLDER/NAME` by
+/// [`names::check_volume`], no part named like the marker.
+pub fn validate_volume_name(name: &str) -> Result<(), DatastoreError> {
+    let why = match names::check_volume("volume", name) {
+        Err(e) => Some(e.why),
+        Ok(()) => name.split('/').find_map(reserved),
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(DatastoreError::InvalidName {
+            name: name.to_owned(),
+            why,
+        }),
+    }
 }
 
 /// Checks a volume size: a positive multiple of 512 bytes, at most 64 TiB.
@@ -161,36 +168,6 @@ pub struct VolumeMeta {
     pub created_unix: u64,
     /// Base first, writable top last.
     pub layers: Vec<Layer>,
-}
-
-/// A volume as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VolumeInfo {
-    pub datastore: String,
-    pub name: String,
-    pub size: u64,
-    /// Bytes the volume occupies on the host (thin volumes start near 0).
-    pub allocated: u64,
-    pub path: PathBuf,
-}
-
-/// Whether a datastore is a directory or a block device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DatastoreKind {
-    Directory,
-    BlockDevice,
-}
-
-/// A datastore as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DatastoreInfo {
-    pub name: String,
-    pub path: PathBuf,
-    pub kind: DatastoreKind,
-    pub capacity: u64,
-    pub free: u64,
-    pub volumes: usize,
 }
 
 /// An opened datastore.
@@ -348,7 +325,7 @@ impl Datastore {
         };
         if let Err(e) = write_atomically(&meta_path, &to_json(&meta)) {
             let _ = std::fs::remove_file(&data_path);
-            return Err(e);
+            return Err(e.into());
         }
         self.volume(name)
     }
@@ -487,24 +464,6 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("plain data serialises");
     bytes.push(b'\n');
     bytes
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename,
-/// then syncs the directory. The file is private to the daemon's user
-/// (0600), whatever the umask.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DatastoreError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = datapath::privileges::create_private(&tmp).map_err(io("Cannot write", &tmp))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io("Cannot write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("Cannot replace", path))?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 fn statvfs(path: &Path) -> Result<(u64, u64), DatastoreError> {

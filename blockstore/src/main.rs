@@ -1,20 +1,22 @@
 //! `sfera-blockd`: serves volumes to VMs over vhost-user-blk, and its CLI.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hyper::Method;
-use serde_json::json;
-use tracing_subscriber::EnvFilter;
 
-use blockstore::api::request::DEFAULT_POLL_US;
-use blockstore::api::{client, http};
+use blockstore::api::http::BlockdApi;
+use blockstore::api::types::{
+    AddDatastore, CreateVolume, DEFAULT_POLL_US, ExportSpec, Qos, ResizeVolume,
+};
 use blockstore::service::{Blockd, Config};
 use blockstore::vhost_blk::{BlkDevice, ExportOptions, ExportServer};
-use control::peers::ApiPeers;
+use control::client::UnixApi;
+use control::path::encode_segment;
+use control::shutdown::Shutdown;
+use control::socket::ApiSocket;
 use datapath::privileges::{self, Account};
 
 const DEFAULT_API: &str = "/run/sfera/blockd.sock";
@@ -198,14 +200,14 @@ fn parse_size(text: &str) -> Result<u64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    match args.command {
+    let call = match args.command {
         Command::Serve {
             data_dir,
             run_dir,
             user,
         } => {
-            init_logging();
-            serve(&args.api, data_dir, run_dir, user.as_deref())
+            control::logging::init();
+            return serve(&args.api, Config { data_dir, run_dir }, user.as_deref());
         }
         Command::Export {
             image,
@@ -217,7 +219,7 @@ fn main() -> Result<()> {
             poll_us,
             cpus,
         } => {
-            init_logging();
+            control::logging::init();
             let options = ExportOptions {
                 num_queues: queues,
                 read_only,
@@ -226,141 +228,157 @@ fn main() -> Result<()> {
                 poll_us,
                 cpus,
             };
-            let device = BlkDevice::new(&image, &options)
-                .with_context(|| format!("cannot export {}", image.display()))?;
-            tracing::info!(image = %image.display(), socket = %socket.display(), ?options, "Exporting");
-            let server = ExportServer::start(device, &socket)
-                .with_context(|| format!("cannot serve on {}", socket.display()))?;
-            server.join();
-            Ok(())
+            return export(&image, &socket, options);
         }
-        Command::Datastore(cmd) => {
-            let (method, path, body) = match cmd {
-                DatastoreCmd::List => (Method::GET, "/v1/datastores".to_owned(), None),
-                DatastoreCmd::Add { name, path } => (
-                    Method::POST,
-                    "/v1/datastores".to_owned(),
-                    Some(json!({ "name": name, "path": std::path::absolute(&path)? })),
-                ),
-                DatastoreCmd::Show { name } => {
-                    (Method::GET, format!("/v1/datastores/{name}"), None)
-                }
-                DatastoreCmd::Remove { name } => {
-                    (Method::DELETE, format!("/v1/datastores/{name}"), None)
-                }
-            };
-            run_client(&args.api, args.json, method, &path, body.as_ref())
+        Command::Datastore(cmd) => datastore_call(cmd)?,
+        Command::Volume(cmd) => volume_call(cmd)?,
+        Command::ExportCtl(cmd) => export_call(cmd)?,
+        Command::Metrics => {
+            return run_client(&args.api, true, Method::GET, "/metrics", None);
         }
-        Command::Volume(cmd) => {
-            let base = |ds: &str| format!("/v1/datastores/{ds}/volumes");
-            let (method, path, body) = match cmd {
-                VolumeCmd::List { datastore } => (Method::GET, base(&datastore), None),
-                VolumeCmd::Create {
-                    datastore,
-                    name,
-                    size,
-                } => (
-                    Method::POST,
-                    base(&datastore),
-                    Some(json!({ "name": name, "size": parse_size(&size)? })),
-                ),
-                VolumeCmd::Show { datastore, name } => {
-                    (Method::GET, format!("{}/{name}", base(&datastore)), None)
-                }
-                VolumeCmd::Resize {
-                    datastore,
-                    name,
-                    size,
-                } => (
-                    Method::PATCH,
-                    format!("{}/{name}", base(&datastore)),
-                    Some(json!({ "size": parse_size(&size)? })),
-                ),
-                VolumeCmd::Delete { datastore, name } => {
-                    (Method::DELETE, format!("{}/{name}", base(&datastore)), None)
-                }
-            };
-            run_client(&args.api, args.json, method, &path, body.as_ref())
+    };
+    run_client(
+        &args.api,
+        args.json,
+        call.method,
+        &call.path,
+        call.body.as_ref(),
+    )
+}
+
+/// One request of a client command.
+struct Call {
+    method: Method,
+    path: String,
+    body: Option<serde_json::Value>,
+}
+
+impl Call {
+    fn new(method: Method, path: String) -> Self {
+        Call {
+            method,
+            path,
+            body: None,
         }
-        Command::ExportCtl(cmd) => {
-            let (method, path, body) = match cmd {
-                ExportCmd::List => (Method::GET, "/v1/exports".to_owned(), None),
-                ExportCmd::Create {
-                    id,
-                    datastore,
-                    volume,
-                    read_only,
-                    queues,
-                    iops,
-                    bps,
-                    poll_us,
-                    cpus,
-                } => {
-                    let mut qos = serde_json::Map::new();
-                    if let Some(v) = iops {
-                        qos.insert("iops".into(), v.into());
-                    }
-                    if let Some(v) = bps {
-                        qos.insert("bytes_per_sec".into(), v.into());
-                    }
-                    (
-                        Method::POST,
-                        "/v1/exports".to_owned(),
-                        Some(json!({ "id": id, "datastore": datastore, "volume": volume,
-                                     "read_only": read_only, "queues": queues, "qos": qos,
-                                     "poll_us": poll_us, "cpus": cpus })),
-                    )
-                }
-                ExportCmd::Show { id } => (Method::GET, format!("/v1/exports/{id}"), None),
-                ExportCmd::Delete { id } => (Method::DELETE, format!("/v1/exports/{id}"), None),
-                ExportCmd::Qos {
-                    id,
-                    iops,
-                    iops_burst,
-                    bps,
-                    bps_burst,
-                } => {
-                    let mut qos = serde_json::Map::new();
-                    for (k, v) in [
-                        ("iops", iops),
-                        ("iops_burst", iops_burst),
-                        ("bytes_per_sec", bps),
-                        ("bytes_burst", bps_burst),
-                    ] {
-                        if let Some(v) = v {
-                            qos.insert(k.into(), v.into());
-                        }
-                    }
-                    (
-                        Method::PUT,
-                        format!("/v1/exports/{id}/qos"),
-                        Some(qos.into()),
-                    )
-                }
-            };
-            run_client(&args.api, args.json, method, &path, body.as_ref())
-        }
-        Command::Metrics => run_client(&args.api, true, Method::GET, "/metrics", None),
+    }
+
+    fn with_body(self, body: &impl serde::Serialize) -> Result<Self> {
+        Ok(Call {
+            body: Some(serde_json::to_value(body)?),
+            ..self
+        })
     }
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+fn datastore_call(cmd: DatastoreCmd) -> Result<Call> {
+    let one = |name: &str| format!("/v1/datastores/{}", encode_segment(name));
+    Ok(match cmd {
+        DatastoreCmd::List => Call::new(Method::GET, "/v1/datastores".to_owned()),
+        DatastoreCmd::Add { name, path } => {
+            let path = std::path::absolute(&path)?.to_string_lossy().into_owned();
+            Call::new(Method::POST, "/v1/datastores".to_owned())
+                .with_body(&AddDatastore { name, path })?
+        }
+        DatastoreCmd::Show { name } => Call::new(Method::GET, one(&name)),
+        DatastoreCmd::Remove { name } => Call::new(Method::DELETE, one(&name)),
+    })
 }
 
-fn serve(
-    api: &std::path::Path,
-    data_dir: PathBuf,
-    run_dir: PathBuf,
-    user: Option<&str>,
-) -> Result<()> {
+fn volume_call(cmd: VolumeCmd) -> Result<Call> {
+    let all = |ds: &str| format!("/v1/datastores/{}/volumes", encode_segment(ds));
+    let one = |ds: &str, name: &str| format!("{}/{}", all(ds), encode_segment(name));
+    Ok(match cmd {
+        VolumeCmd::List { datastore } => Call::new(Method::GET, all(&datastore)),
+        VolumeCmd::Create {
+            datastore,
+            name,
+            size,
+        } => Call::new(Method::POST, all(&datastore)).with_body(&CreateVolume {
+            name,
+            size: parse_size(&size)?,
+        })?,
+        VolumeCmd::Show { datastore, name } => Call::new(Method::GET, one(&datastore, &name)),
+        VolumeCmd::Resize {
+            datastore,
+            name,
+            size,
+        } => Call::new(Method::PATCH, one(&datastore, &name)).with_body(&ResizeVolume {
+            size: parse_size(&size)?,
+        })?,
+        VolumeCmd::Delete { datastore, name } => Call::new(Method::DELETE, one(&datastore, &name)),
+    })
+}
+
+fn export_call(cmd: ExportCmd) -> Result<Call> {
+    let one = |id: &str| format!("/v1/exports/{}", encode_segment(id));
+    Ok(match cmd {
+        ExportCmd::List => Call::new(Method::GET, "/v1/exports".to_owned()),
+        ExportCmd::Create {
+            id,
+            datastore,
+            volume,
+            read_only,
+            queues,
+            iops,
+            bps,
+            poll_us,
+            cpus,
+        } => Call::new(Method::POST, "/v1/exports".to_owned()).with_body(&ExportSpec {
+            id,
+            datastore,
+            volume,
+            read_only,
+            queues,
+            qos: Qos {
+                iops,
+                bytes_per_sec: bps,
+                ..Qos::default()
+            },
+            poll_us,
+            cpus,
+        })?,
+        ExportCmd::Show { id } => Call::new(Method::GET, one(&id)),
+        ExportCmd::Delete { id } => Call::new(Method::DELETE, one(&id)),
+        ExportCmd::Qos {
+            id,
+            iops,
+            iops_burst,
+            bps,
+            bps_burst,
+        } => Call::new(Method::PUT, format!("{}/qos", one(&id))).with_body(&Qos {
+            iops,
+            iops_burst,
+            bytes_per_sec: bps,
+            bytes_burst: bps_burst,
+        })?,
+    })
+}
+
+/// `sfera-blockd export`: one image on one socket, no API.
+fn export(image: &Path, socket: &Path, options: ExportOptions) -> Result<()> {
+    let device = BlkDevice::new(image, &options)
+        .with_context(|| format!("cannot export {}", image.display()))?;
+    tracing::info!(image = %image.display(), socket = %socket.display(), ?options, "Exporting");
+    let server = ExportServer::start(device, socket)
+        .with_context(|| format!("cannot serve on {}", socket.display()))?;
+    server.join();
+    Ok(())
+}
+
+/// `sfera-blockd serve`: restores the state, serves the API until SIGTERM
+/// or SIGINT, then removes its socket.
+fn serve(api: &Path, config: Config, user: Option<&str>) -> Result<()> {
     privileges::private_umask();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the API runtime")?;
+    // From before the socket appears: a signal from then on stops the
+    // daemon cleanly instead of killing it.
+    let mut shutdown = {
+        let _entered = runtime.enter();
+        Shutdown::listen().context("cannot listen for signals")?
+    };
     // The API socket appears once the state is restored (what scripts and
     // tests wait for), except under --user: it must be bound before the
     // switch to the user (its directory is root's), and answers once the
@@ -369,50 +387,38 @@ fn serve(
     let early = match user {
         Some(name) => {
             let socket = control::socket::bind(api)?;
-            become_user(name, api, &data_dir, &run_dir)?;
+            become_user(name, api, &config.data_dir, &config.run_dir)?;
             Some(socket)
         }
         None => None,
     };
-    let blockd =
-        Blockd::open(Config { data_dir, run_dir }).map_err(|e| anyhow::anyhow!(e.message))?;
-    // The socket's lock is held until the process ends.
-    let control::socket::ApiSocket {
-        listener,
-        lock: _lock,
-    } = match early {
+    let blockd = Blockd::open(config).map_err(|e| anyhow::anyhow!(e.message))?;
+    let ApiSocket { listener, lock } = match early {
         Some(socket) => socket,
         None => control::socket::bind(api)?,
     };
     tracing::info!(?blockd, api = %api.display(), user, "sfera-blockd started");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the API runtime")?;
-    runtime.block_on(async {
+    let signal = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)
             .with_context(|| format!("cannot listen on {}", api.display()))?;
-        let blockd = Arc::new(Mutex::new(blockd));
+        let api = Arc::new(BlockdApi::new(blockd));
         tokio::select! {
-            r = http::serve(listener, Arc::clone(&blockd), ApiPeers::new()) => r.context("API server failed"),
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("Interrupted; stopping");
-                Ok(())
+            () = control::server::serve(listener, api, BlockdApi::options()) => {
+                bail!("the API server stopped")
             }
+            signal = shutdown.wait() => anyhow::Ok(signal),
         }
-    })
+    })?;
+    tracing::info!("{signal}: stopping");
+    lock.remove_socket();
+    Ok(())
 }
 
 /// Hands the daemon's files to `name` (state root made before the daemon
 /// ran as its own user included: an upgrade keeps working), then becomes
 /// that user with no capabilities: files and block devices are reached
 /// through their owner and group (`disk`), io_uring needs none.
-fn become_user(
-    name: &str,
-    api: &std::path::Path,
-    data_dir: &std::path::Path,
-    run_dir: &std::path::Path,
-) -> Result<()> {
+fn become_user(name: &str, api: &Path, data_dir: &Path, run_dir: &Path) -> Result<()> {
     let account = Account::lookup(name)?;
     for dir in [data_dir, run_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -438,13 +444,14 @@ fn become_user(
 }
 
 fn run_client(
-    api: &std::path::Path,
+    api: &Path,
     raw: bool,
     method: Method,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<()> {
-    let (status, text) = client::call(api, method, path, body)
+    let (status, text) = UnixApi::new("sfera-blockd", api)
+        .call_blocking(method, path, body)
         .with_context(|| format!("is sfera-blockd running with --api {}?", api.display()))?;
     if status >= 400 {
         let message = serde_json::from_str::<serde_json::Value>(&text)

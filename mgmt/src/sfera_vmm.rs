@@ -118,7 +118,11 @@ pub async fn start(binary: &Path, jailer: &Path, l: &Launch<'_>) -> Result<u32, 
         move |source| DriverError::Io { what, path, source }
     };
     std::fs::create_dir_all(&p.dir).map_err(io("create", &p.dir))?;
-    for f in [p.vmm_pidfile(), p.vmm_api(), p.console()] {
+    // The last power-on's API socket lock belongs to its uid (which may
+    // differ from this one's), and the sticky directory keeps this VMM
+    // from replacing it: mgmtd removes it, as it does the socket.
+    let api_lock = control::socket::lock_path(&p.vmm_api());
+    for f in [p.vmm_pidfile(), p.vmm_api(), api_lock, p.console()] {
         let _ = std::fs::remove_file(f);
     }
     let mut text = serde_json::to_vec_pretty(&config(l)?).expect("a VmConfig serialises");

@@ -19,6 +19,8 @@ pub mod machine;
 pub mod memory;
 pub mod pci;
 pub mod seccomp;
+// Tiny guests and a PCI driver for tests; not in a shipped build.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod virtio;
 pub mod vm;

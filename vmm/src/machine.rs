@@ -13,6 +13,7 @@ use serde::Serialize;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::api::types::{DeviceCounters, SerialCounters};
 use crate::boot::{self, BootError, BootSpec};
 use crate::bus::{Bus, BusError};
 use crate::config::VmConfig;
@@ -302,14 +303,25 @@ impl Machine {
         &self.context.counters
     }
 
-    /// Per-device counters, as JSON.
+    /// Per-device counters as their JSON (what `GET /v1/vm/counters`
+    /// answers under `devices`).
     pub fn device_counters(&self) -> serde_json::Value {
-        let mut devices = self.pci.counters();
-        devices.push(serde_json::json!({
-            "device": "serial",
-            "output_bytes_dropped": self.console_out.dropped(),
+        serde_json::to_value(self.device_counter_list()).expect("counters are plain data")
+    }
+
+    /// Per-device counters: the PCI devices', then the serial console's.
+    pub fn device_counter_list(&self) -> Vec<DeviceCounters> {
+        let mut devices: Vec<DeviceCounters> = self
+            .pci
+            .counters()
+            .into_iter()
+            .map(DeviceCounters::Virtio)
+            .collect();
+        devices.push(DeviceCounters::Serial(SerialCounters {
+            device: "serial".to_owned(),
+            output_bytes_dropped: self.console_out.dropped(),
         }));
-        serde_json::Value::Array(devices)
+        devices
     }
 }
 

@@ -3,19 +3,22 @@
 //! exits when the VM ends: 0 for a power-off, reset or shutdown request,
 //! 1 for a guest fault or a VMM error, 2 for a refused configuration.
 
-use std::io::IsTerminal;
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
-use vmm::api::request::{ApiError, Response, VmmAction};
-use vmm::api::service::{Vmm, handle};
+use control::ApiError;
+use control::server::{Reply, ServeOptions};
+use control::socket::ApiSocket;
+use vmm::api::http::VmmApi;
+use vmm::api::request::VmmAction;
+use vmm::api::service::{SharedVmm, Vmm, handle};
 use vmm::config::{ConsoleConfig, VmConfig, host_limits};
 use vmm::seccomp;
 use vmm::vm::host_max_vcpus;
@@ -73,21 +76,39 @@ fn parse_console(s: &str) -> Result<ConsoleArg> {
     })
 }
 
-/// Prints a refused request as the API would answer it, and exits.
-fn refuse(e: &ApiError) -> ! {
+/// Prints a refused request as the API would answer it; returns the exit
+/// status it ends the process with.
+fn refuse(e: &ApiError) -> i32 {
     eprintln!("{}", e.body());
-    std::process::exit(if e.status < 500 { 2 } else { 1 });
+    if e.status < 500 { 2 } else { 1 }
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SFERA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    control::logging::init();
     let args = Args::parse();
+    if args.api_sock.is_none() && args.config.is_none() {
+        bail!("Nothing to do: give --config FILE and/or --api-sock PATH");
+    }
+    // The API socket is bound before the seccomp filter goes on, so the
+    // filter need not allow what only the bind does (flock, mkdir, chmod);
+    // nothing serves it until the VM is set up.
+    let (listener, lock) = match &args.api_sock {
+        Some(path) => {
+            let ApiSocket { listener, lock } = control::socket::bind(path)
+                .with_context(|| format!("Cannot serve the API on {}", path.display()))?;
+            (Some(listener), Some(lock))
+        }
+        None => (None, None),
+    };
+    let outcome = run(&args, listener);
+    if let Some(lock) = lock {
+        lock.remove_socket();
+    }
+    std::process::exit(outcome?);
+}
+
+/// Runs the VM until it ends; returns the process's exit status.
+fn run(args: &Args, listener: Option<UnixListener>) -> Result<i32> {
     // Before any thread starts, so that every thread inherits the filter.
     let seccomp = match args.seccomp {
         SeccompArg::Kill => Some(seccomp::Mode::Kill),
@@ -97,9 +118,6 @@ fn main() -> Result<()> {
     if let Some(mode) = seccomp {
         seccomp::install(mode).context("Cannot sandbox sfera-vmm")?;
     }
-    if args.api_sock.is_none() && args.config.is_none() {
-        bail!("Nothing to do: give --config FILE and/or --api-sock PATH");
-    }
     let console = args.console.as_deref().map(parse_console).transpose()?;
 
     let max_vcpus = host_max_vcpus().context("Cannot use KVM")?;
@@ -107,32 +125,17 @@ fn main() -> Result<()> {
     let vmm = Vmm::new(host_limits(max_vcpus), exit_tx);
 
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("Cannot read {}", path.display()))?;
-        let mut config: VmConfig = match serde_json::from_str(&text) {
-            Ok(c) => c,
-            Err(e) => refuse(&ApiError::invalid(format!(
-                "Invalid VM configuration in {}: {e}",
-                path.display()
-            ))),
-        };
-        match console.clone() {
-            Some(ConsoleArg::Set(c)) => config.console = c,
-            Some(ConsoleArg::BothWithConfigSocket) => config.console.stdout = true,
-            None => {}
-        }
-        for action in [VmmAction::CreateVm(Box::new(config)), VmmAction::BootVm] {
-            if let Err(e) = handle(&vmm, action) {
-                refuse(&e);
-            }
+        if let Err(e) = boot_from_file(&vmm, path, console)? {
+            return Ok(refuse(&e));
         }
     } else if console.is_some() {
         tracing::warn!("--console applies to --config; API clients set it in the VM config");
     }
 
-    let open_connections = Arc::new(AtomicUsize::new(0));
-    let _api = match &args.api_sock {
-        Some(path) => Some(start_api(path, &vmm, Arc::clone(&open_connections))?),
+    let options = VmmApi::options();
+    let open_connections = Arc::clone(&options.open);
+    let _api = match listener {
+        Some(listener) => Some(start_api(listener, &vmm, options)?),
         None => None,
     };
 
@@ -145,29 +148,53 @@ fn main() -> Result<()> {
     while open_connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    if let Ok(Response::Json(info)) = handle(&vmm, VmmAction::GetVmInfo) {
+    if let Ok(Reply::Json(info)) = handle(&vmm, VmmAction::GetVmInfo) {
         tracing::debug!("final state: {info}");
-    }
-    if let Some(path) = &args.api_sock {
-        let _ = std::fs::remove_file(path);
     }
     if !end.clean {
         eprintln!("sfera-vmm: the VM failed: {}", end.reason);
     }
-    std::process::exit(end.exit_code());
+    Ok(end.exit_code())
+}
+
+/// Creates and boots the VM of the config file at `path`; the inner error
+/// is a refusal (the API's answer to the same request).
+fn boot_from_file(
+    vmm: &SharedVmm,
+    path: &std::path::Path,
+    console: Option<ConsoleArg>,
+) -> Result<Result<(), ApiError>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("Cannot read {}", path.display()))?;
+    let mut config: VmConfig = match serde_json::from_str(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Err(ApiError::invalid(format!(
+                "Invalid VM configuration in {}: {e}",
+                path.display()
+            ))));
+        }
+    };
+    match console {
+        Some(ConsoleArg::Set(c)) => config.console = c,
+        Some(ConsoleArg::BothWithConfigSocket) => config.console.stdout = true,
+        None => {}
+    }
+    for action in [VmmAction::CreateVm(Box::new(config)), VmmAction::BootVm] {
+        if let Err(e) = handle(vmm, action) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Serves the API on its own thread with a single-threaded runtime.
 fn start_api(
-    path: &PathBuf,
-    vmm: &vmm::api::service::SharedVmm,
-    open: Arc<AtomicUsize>,
+    listener: UnixListener,
+    vmm: &SharedVmm,
+    options: ServeOptions,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let _ = std::fs::remove_file(path);
-    let listener = std::os::unix::net::UnixListener::bind(path)
-        .with_context(|| format!("Cannot listen on {}", path.display()))?;
-    listener.set_nonblocking(true)?;
-    let vmm = vmm.clone();
+    let api = Arc::new(VmmApi::new(vmm.clone()));
     let thread = std::thread::Builder::new()
         .name("api".to_owned())
         .spawn(move || {
@@ -182,15 +209,9 @@ fn start_api(
                 }
             };
             runtime.block_on(async move {
-                let listener = match tokio::net::UnixListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!("Cannot use the API socket: {e}");
-                        return;
-                    }
-                };
-                if let Err(e) = vmm::api::http::serve(listener, vmm, open).await {
-                    tracing::error!("The API stopped: {e}");
+                match tokio::net::UnixListener::from_std(listener) {
+                    Ok(listener) => control::server::serve(listener, api, options).await,
+                    Err(e) => tracing::error!("Cannot use the API socket: {e}"),
                 }
             });
         })?;

@@ -244,3 +244,27 @@ fn api_drives_a_vm_through_its_life() {
     assert_eq!(status.code(), Some(0));
     assert!(!sock.exists());
 }
+
+#[test]
+fn a_second_vmm_cannot_take_a_live_vmms_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let first = Command::new(VMM)
+        .arg("--api-sock")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _first = Running(first);
+    wait_for(&sock);
+
+    // Before the lock, a second VMM replaced the socket and ran on.
+    let mut cmd = Command::new(VMM);
+    cmd.arg("--api-sock").arg(&sock);
+    let second = run_with_deadline(cmd, Duration::from_secs(10));
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert_eq!(call(&sock, "GET", "/v1/vm", None).1["state"], "not_created");
+}

@@ -19,227 +19,144 @@
 //! GET    /metrics                             Prometheus text
 //! ```
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
-use serde::de::DeserializeOwned;
-use tokio::net::UnixListener;
+use hyper::Method;
 
-use control::peers::{ApiPeers, admit};
+use control::ApiError;
+use control::path::{parse_body, segments};
+use control::server::{Api, Reply, ServeOptions};
 
-use super::request::{ApiError, Request, Response};
+use super::request::{DatastoreRequest, ExportRequest, Request, VolumeRequest};
 use crate::service::Blockd;
 
 /// Largest request body accepted.
-const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 64 * 1024;
 
-/// Serves the API on `listener` until the process ends, to the peers
-/// `peers` allows.
-pub async fn serve(
-    listener: UnixListener,
+/// The API served on [`control::server::serve`]: requests are parsed here
+/// and carried out by [`Blockd`], one at a time.
+#[derive(Debug)]
+pub struct BlockdApi {
     blockd: Arc<Mutex<Blockd>>,
-    peers: ApiPeers,
-) -> std::io::Result<()> {
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let Some(stream) = admit(stream, &peers) else {
-            continue;
-        };
-        let blockd = Arc::clone(&blockd);
-        tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, Arc::clone(&blockd)));
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("API connection ended: {e}");
-            }
-        });
+}
+
+impl BlockdApi {
+    pub fn new(blockd: Blockd) -> Self {
+        BlockdApi {
+            blockd: Arc::new(Mutex::new(blockd)),
+        }
+    }
+
+    /// How blockd serves: bodies up to [`MAX_BODY`], root and its own
+    /// user only.
+    pub fn options() -> ServeOptions {
+        ServeOptions::new(MAX_BODY).with_peers(control::peers::ApiPeers::new())
     }
 }
 
-async fn answer(
-    req: hyper::Request<Incoming>,
-    blockd: Arc<Mutex<Blockd>>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return Ok(error_response(&ApiError {
-                status: 413,
-                code: "body_too_large",
-                message: format!("Request bodies are limited to {MAX_BODY} bytes"),
-            }));
-        }
-    };
-    let result = match route(&method, &path, &body) {
-        Ok(request) => tokio::task::spawn_blocking(move || {
-            blockd
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .handle(request)
-        })
-        .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("Request handler failed: {e}")))),
-        Err(e) => Err(e),
-    };
-    Ok(match result {
-        Ok(Response::Json { created, body }) => {
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            respond(status, "application/json", body.to_string())
-        }
-        Ok(Response::Empty) => respond(StatusCode::NO_CONTENT, "application/json", String::new()),
-        Ok(Response::Metrics(text)) => respond(StatusCode::OK, "text/plain; version=0.0.4", text),
-        Err(e) => {
-            if e.status >= 500 {
-                tracing::error!(%method, %path, "{}", e.message);
-            }
-            error_response(&e)
-        }
-    })
-}
+impl Api for BlockdApi {
+    type Request = Request;
 
-fn respond(status: StatusCode, content_type: &str, body: String) -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, v);
+    fn route(&self, method: &Method, path: &str, body: &[u8]) -> Result<Request, ApiError> {
+        route(method, path, body)
     }
-    response
-}
 
-fn error_response(e: &ApiError) -> hyper::Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    respond(status, "application/json", e.body().to_string())
-}
-
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid JSON body: {e}")))
-}
-
-fn method_not_allowed(method: &Method, path: &str) -> ApiError {
-    ApiError {
-        status: 405,
-        code: "method_not_allowed",
-        message: format!("{method} is not allowed on {path}"),
+    fn handle(&self, request: Request) -> Result<Reply, ApiError> {
+        self.blockd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .handle(request)
     }
 }
 
 /// Turns a method, path and body into a typed request.
 pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, ApiError> {
-    let segments: Vec<String> = path
-        .trim_matches('/')
-        .split('/')
-        .map(percent_decode)
-        .collect::<Result<_, _>>()?;
+    let segments = segments(path)?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let m = method;
-    let not_allowed = || Err(method_not_allowed(method, path));
-    match segs.as_slice() {
-        ["metrics"] => match *m {
-            Method::GET => Ok(Request::Metrics),
-            _ => not_allowed(),
-        },
-        ["v1", "datastores"] => match *m {
-            Method::GET => Ok(Request::ListDatastores),
-            Method::POST => Ok(Request::AddDatastore(parse(body)?)),
-            _ => not_allowed(),
-        },
-        ["v1", "datastores", ds] => {
-            let name = (*ds).to_owned();
-            match *m {
-                Method::GET => Ok(Request::GetDatastore { name }),
-                Method::DELETE => Ok(Request::RemoveDatastore { name }),
-                _ => not_allowed(),
-            }
+    let not_allowed = |allow: &[&str]| Err(method_not_allowed(method, path, allow));
+    let owned = |s: &str| s.to_owned();
+    match (segs.as_slice(), method) {
+        (["metrics"], &Method::GET) => Ok(Request::Metrics),
+        (["metrics"], _) => not_allowed(&["GET"]),
+        (["v1", "datastores"], &Method::GET) => Ok(Request::Datastore(DatastoreRequest::List)),
+        (["v1", "datastores"], &Method::POST) => {
+            Ok(Request::Datastore(DatastoreRequest::Add(parse_body(body)?)))
         }
-        ["v1", "datastores", ds, "volumes"] => {
-            let datastore = (*ds).to_owned();
-            match *m {
-                Method::GET => Ok(Request::ListVolumes { datastore }),
-                Method::POST => Ok(Request::CreateVolume {
-                    datastore,
-                    body: parse(body)?,
-                }),
-                _ => not_allowed(),
-            }
+        (["v1", "datastores"], _) => not_allowed(&["GET", "POST"]),
+        (["v1", "datastores", ds], &Method::GET) => Ok(Request::Datastore(DatastoreRequest::Get {
+            name: owned(ds),
+        })),
+        (["v1", "datastores", ds], &Method::DELETE) => {
+            Ok(Request::Datastore(DatastoreRequest::Remove {
+                name: owned(ds),
+            }))
         }
-        ["v1", "datastores", ds, "volumes", rest @ ..] if !rest.is_empty() && rest.len() <= 2 => {
-            let datastore = (*ds).to_owned();
-            let name = rest.join("/");
-            match *m {
-                Method::GET => Ok(Request::GetVolume { datastore, name }),
-                Method::PATCH => Ok(Request::ResizeVolume {
-                    datastore,
-                    name,
-                    body: parse(body)?,
-                }),
-                Method::DELETE => Ok(Request::DeleteVolume { datastore, name }),
-                _ => not_allowed(),
-            }
+        (["v1", "datastores", _], _) => not_allowed(&["GET", "DELETE"]),
+        (["v1", "datastores", ds, "volumes", rest @ ..], _) if rest.len() <= 2 => {
+            volume_route(method, path, ds, rest, body).map(Request::Volume)
         }
-        ["v1", "exports"] => match *m {
-            Method::GET => Ok(Request::ListExports),
-            Method::POST => Ok(Request::CreateExport(parse(body)?)),
-            _ => not_allowed(),
-        },
-        ["v1", "exports", id] => {
-            let id = (*id).to_owned();
-            match *m {
-                Method::GET => Ok(Request::GetExport { id }),
-                Method::DELETE => Ok(Request::DeleteExport { id }),
-                _ => not_allowed(),
-            }
+        (["v1", "exports"], &Method::GET) => Ok(Request::Export(ExportRequest::List)),
+        (["v1", "exports"], &Method::POST) => {
+            Ok(Request::Export(ExportRequest::Create(parse_body(body)?)))
         }
-        ["v1", "exports", id, "qos"] => match *m {
-            Method::PUT => Ok(Request::SetQos {
-                id: (*id).to_owned(),
-                qos: parse(body)?,
-            }),
-            _ => not_allowed(),
-        },
-        _ => Err(ApiError::not_found(format!("No such resource: {path}"))),
+        (["v1", "exports"], _) => not_allowed(&["GET", "POST"]),
+        (["v1", "exports", id], &Method::GET) => {
+            Ok(Request::Export(ExportRequest::Get { id: owned(id) }))
+        }
+        (["v1", "exports", id], &Method::DELETE) => {
+            Ok(Request::Export(ExportRequest::Delete { id: owned(id) }))
+        }
+        (["v1", "exports", _], _) => not_allowed(&["GET", "DELETE"]),
+        (["v1", "exports", id, "qos"], &Method::PUT) => {
+            Ok(Request::Export(ExportRequest::SetQos {
+                id: owned(id),
+                qos: parse_body(body)?,
+            }))
+        }
+        (["v1", "exports", _, "qos"], _) => not_allowed(&["PUT"]),
+        _ => Err(ApiError::no_route(path)),
     }
 }
 
-/// Decodes `%XX` escapes of a path segment.
-fn percent_decode(segment: &str) -> Result<String, ApiError> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    ApiError::invalid(format!("Bad escape in path segment {segment:?}"))
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+/// `/v1/datastores/{ds}/volumes[/{name}]`, `{name}` one segment or two
+/// (`FOLDER/NAME`).
+fn volume_route(
+    method: &Method,
+    path: &str,
+    ds: &str,
+    rest: &[&str],
+    body: &[u8],
+) -> Result<VolumeRequest, ApiError> {
+    let datastore = ds.to_owned();
+    if rest.is_empty() {
+        return match *method {
+            Method::GET => Ok(VolumeRequest::List { datastore }),
+            Method::POST => Ok(VolumeRequest::Create {
+                datastore,
+                body: parse_body(body)?,
+            }),
+            _ => Err(method_not_allowed(method, path, &["GET", "POST"])),
+        };
     }
-    String::from_utf8(out)
-        .map_err(|_| ApiError::invalid(format!("Path segment {segment:?} is not UTF-8")))
+    let name = rest.join("/");
+    match *method {
+        Method::GET => Ok(VolumeRequest::Get { datastore, name }),
+        Method::PATCH => Ok(VolumeRequest::Resize {
+            datastore,
+            name,
+            body: parse_body(body)?,
+        }),
+        Method::DELETE => Ok(VolumeRequest::Delete { datastore, name }),
+        _ => Err(method_not_allowed(
+            method,
+            path,
+            &["GET", "PATCH", "DELETE"],
+        )),
+    }
+}
+
+fn method_not_allowed(method: &Method, path: &str, allow: &[&str]) -> ApiError {
+    ApiError::method_not_allowed(format!("{method} is not allowed on {path}"), allow)
 }
 
 #[cfg(test)]
@@ -250,7 +167,7 @@ mod tests {
     fn routes() {
         assert_eq!(
             route(&Method::GET, "/v1/datastores", b""),
-            Ok(Request::ListDatastores)
+            Ok(Request::Datastore(DatastoreRequest::List))
         );
         assert_eq!(
             route(
@@ -258,10 +175,10 @@ mod tests {
                 "/v1/datastores/local/volumes/vm1%2Fdisk0",
                 b""
             ),
-            Ok(Request::GetVolume {
+            Ok(Request::Volume(VolumeRequest::Get {
                 datastore: "local".into(),
                 name: "vm1/disk0".into()
-            })
+            }))
         );
         assert_eq!(
             route(
@@ -269,10 +186,10 @@ mod tests {
                 "/v1/datastores/local/volumes/vm1/disk0",
                 b""
             ),
-            Ok(Request::DeleteVolume {
+            Ok(Request::Volume(VolumeRequest::Delete {
                 datastore: "local".into(),
                 name: "vm1/disk0".into()
-            })
+            }))
         );
         assert!(matches!(
             route(
@@ -280,7 +197,7 @@ mod tests {
                 "/v1/datastores/local/volumes",
                 br#"{"name":"v","size":4096}"#
             ),
-            Ok(Request::CreateVolume { .. })
+            Ok(Request::Volume(VolumeRequest::Create { .. }))
         ));
         assert_eq!(route(&Method::GET, "/metrics", b""), Ok(Request::Metrics));
     }
@@ -288,11 +205,15 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_the_right_status() {
         assert_eq!(route(&Method::GET, "/v2/x", b"").unwrap_err().status, 404);
+        let e = route(&Method::PUT, "/v1/datastores", b"").unwrap_err();
+        assert_eq!((e.status, e.allow.as_deref()), (405, Some("GET, POST")));
+        let e = route(&Method::GET, "/v1/exports/e/qos", b"").unwrap_err();
+        assert_eq!((e.status, e.allow.as_deref()), (405, Some("PUT")));
         assert_eq!(
-            route(&Method::PUT, "/v1/datastores", b"")
+            route(&Method::GET, "/v1/datastores/d/volumes/a/b/c", b"")
                 .unwrap_err()
                 .status,
-            405
+            404
         );
         let e = route(&Method::POST, "/v1/datastores", b"{not json").unwrap_err();
         assert_eq!((e.status, e.code), (400, "invalid_request"));

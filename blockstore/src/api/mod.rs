@@ -1,8 +1,8 @@
-//! The control API: typed requests ([`request`]), the HTTP/JSON layer on a
-//! Unix socket ([`http`]), the Prometheus text ([`metrics_text`]) and a
-//! client for the CLI ([`client`]).
+//! The control API: its contract ([`types`]: every body in and out),
+//! typed requests ([`request`]), the HTTP layer on `control`'s server
+//! ([`http`]) and the Prometheus text ([`metrics_text`]).
 
-pub mod client;
 pub mod http;
 pub mod metrics_text;
 pub mod request;
+pub mod types;

@@ -27,7 +27,7 @@ use super::metrics::{MetricsSnapshot, QueueMetrics};
 use super::qos::QosShared;
 use super::relay::Relay;
 use super::worker::QueueWorker;
-use crate::api::request::Qos;
+use crate::api::types::Qos;
 use crate::backing::{Backing, BackingError};
 
 type Memory = GuestMemoryMmap<()>;
@@ -86,7 +86,7 @@ impl Default for ExportOptions {
             read_only: false,
             blk_size: 512,
             serial: String::new(),
-            poll_us: crate::api::request::DEFAULT_POLL_US,
+            poll_us: crate::api::types::DEFAULT_POLL_US,
             cpus: Vec::new(),
         }
     }

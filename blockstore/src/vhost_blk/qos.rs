@@ -17,7 +17,7 @@ use std::time::Duration;
 use datapath::token_bucket::{Clock, MonotonicClock, TokenBucket};
 
 use super::request::Op;
-use crate::api::request::Qos;
+use crate::api::types::Qos;
 
 /// What a request costs in the bandwidth bucket; every request also costs
 /// one token of the IOPS bucket.

@@ -11,12 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{squeue, types};
 use vhost_user_backend::{VringRwLock, VringState, VringT};
 use virtio_queue::QueueT;
-use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
-};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 use datapath::log_limit::LogLimit;
 use datapath::uring::{Completion, Ring};
@@ -26,7 +24,7 @@ use super::broken::RingGuard;
 use super::inflight::QueueInflight;
 use super::metrics::QueueMetrics;
 use super::qos::{self, QosShared};
-use super::request::{self, DiskLimits, Fault, HEADER_LEN, Op, Parsed, Segment};
+use super::request::{self, DiskLimits, Fault, Op, Parsed, Segment};
 use crate::backing::Backing;
 
 type Memory = GuestMemoryMmap<()>;
@@ -416,139 +414,6 @@ impl QueueWorker {
         }
     }
 
-    /// Builds the io_uring operation for `op` in the request's slot and
-    /// queues it.
-    fn submit_op(
-        &mut self,
-        head: u16,
-        first_writable: usize,
-        op: Op,
-        status_addr: u64,
-        mem: &Arc<Memory>,
-    ) {
-        let index = usize::from(head);
-        let (kind, bytes, used_len) = match op {
-            Op::Read { len, .. } => (Kind::Read, len, len as u32 + 1),
-            Op::Write { len, .. } => (Kind::Write, len, 1),
-            Op::Flush => (Kind::Flush, 0, 1),
-            Op::Discard { len, .. } | Op::WriteZeroes { len, .. } => (Kind::Discard, len, 1),
-            Op::GetId => unreachable!("GET_ID completes in prepare()"),
-        };
-        // Data buffers become iovecs into guest memory.
-        let mapped = {
-            let iovecs = &mut self.slots[index].iovecs.0;
-            iovecs.clear();
-            match op {
-                Op::Read { .. } => {
-                    let data =
-                        request::layout(&self.segments, first_writable).map(|l| l.writable_data);
-                    data.is_ok_and(|d| fill_iovecs(mem, d.iter(), 0, iovecs))
-                }
-                Op::Write { .. } => fill_iovecs(
-                    mem,
-                    self.segments[..first_writable].iter().copied(),
-                    HEADER_LEN as u64,
-                    iovecs,
-                ),
-                _ => true,
-            }
-        };
-        if !mapped {
-            self.fault(Fault::OutsideMemory, head);
-            self.finish_now(
-                mem,
-                head,
-                status_addr,
-                status_of_fault(Fault::OutsideMemory),
-                1,
-            );
-            return;
-        }
-        let direct = match op {
-            Op::Read { offset, .. } | Op::Write { offset, .. } => self.backing.direct_ok(
-                offset,
-                self.slots[index]
-                    .iovecs
-                    .0
-                    .iter()
-                    .map(|v| (v.iov_base as u64, v.iov_len as u64)),
-            ),
-            _ => false,
-        };
-        let entry = match op {
-            Op::Read { offset, .. } | Op::Write { offset, .. } => {
-                let slot = &self.slots[index];
-                let fd = if direct { FD_DIRECT } else { FD_BUFFERED };
-                let iov = &slot.iovecs.0;
-                let count = u32::try_from(iov.len()).unwrap_or(u32::MAX);
-                match (op, iov.len()) {
-                    (Op::Read { .. }, 1) => {
-                        opcode::Read::new(fd, iov[0].iov_base.cast(), iov[0].iov_len as u32)
-                            .offset(offset)
-                            .build()
-                    }
-                    (Op::Read { .. }, _) => opcode::Readv::new(fd, iov.as_ptr(), count)
-                        .offset(offset)
-                        .build(),
-                    (_, 1) => opcode::Write::new(fd, iov[0].iov_base.cast(), iov[0].iov_len as u32)
-                        .offset(offset)
-                        .build(),
-                    _ => opcode::Writev::new(fd, iov.as_ptr(), count)
-                        .offset(offset)
-                        .build(),
-                }
-            }
-            #[cfg(not(feature = "fault-injection"))]
-            Op::Flush => opcode::Fsync::new(FD_BUFFERED)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build(),
-            // The mutant the power-loss test must catch (see Cargo.toml):
-            // FLUSH answers OK without making anything durable.
-            #[cfg(feature = "fault-injection")]
-            Op::Flush => opcode::Nop::new().build(),
-            Op::Discard { offset, len } | Op::WriteZeroes { offset, len, .. } => {
-                opcode::Fallocate::new(FD_BUFFERED, len)
-                    .offset(offset)
-                    .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
-                    .build()
-            }
-            Op::GetId => unreachable!("GET_ID completes in prepare()"),
-        };
-        let slot = &mut self.slots[index];
-        slot.busy = true;
-        slot.kind = kind;
-        slot.status_addr = status_addr;
-        slot.used_len = used_len;
-        slot.bytes = bytes;
-        slot.started = Instant::now();
-        slot.mem = Some(Arc::clone(mem));
-        slot.no_space = false;
-        match op {
-            Op::Read { .. } => self.metrics.reads.inc(),
-            Op::Write { .. } => self.metrics.writes.inc(),
-            Op::Flush => self.metrics.flushes.inc(),
-            Op::Discard { .. } => self.metrics.discards.inc(),
-            Op::WriteZeroes { .. } => self.metrics.write_zeroes.inc(),
-            Op::GetId => {}
-        }
-        self.metrics.submitted.inc();
-        let entry = entry.user_data(u64::from(head));
-        self.slots[index].entry = Some(entry.clone());
-        // The slot holds the iovecs and, through `mem`, the mapping of the
-        // guest buffers they point to; only `complete()` clears `busy` and
-        // `mem`, and a busy slot is never reused.
-        // SAFETY: so the buffers outlive the operation, as `push` requires.
-        if let Err(e) = unsafe { self.ring.push(&entry) } {
-            datapath::log_limited!(error, "io_uring push failed: {e}");
-            let slot = &mut self.slots[index];
-            slot.busy = false;
-            slot.mem = None;
-            self.metrics.io_errors.inc();
-            self.metrics.completed.inc();
-            self.finish_now(mem, head, status_addr, VIRTIO_BLK_S_IOERR, 1);
-        }
-    }
-
     /// Writes the status byte of a request that needed no I/O and queues
     /// its used-ring entry.
     fn finish_now(&mut self, mem: &Memory, head: u16, status_addr: u64, status: u8, used_len: u32) {
@@ -815,49 +680,10 @@ fn notify(state: &mut VringState<GuestMemoryAtomic<Memory>>) {
     }
 }
 
-/// Appends iovecs for the buffers, after skipping `skip` bytes of their
-/// stream; false if a buffer is outside guest memory or there are too many.
-fn fill_iovecs(
-    mem: &Memory,
-    segments: impl Iterator<Item = Segment>,
-    mut skip: u64,
-    out: &mut Vec<libc::iovec>,
-) -> bool {
-    for seg in segments {
-        let len = u64::from(seg.len);
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        let Some(addr) = seg.addr.checked_add(skip) else {
-            return false;
-        };
-        let remaining = (len - skip) as usize;
-        skip = 0;
-        let mut mapped = 0usize;
-        for slice in mem.get_slices(GuestAddress(addr), remaining) {
-            let Ok(slice) = slice else {
-                return false;
-            };
-            if out.len() == MAX_IOVECS {
-                return false;
-            }
-            mapped += slice.len();
-            out.push(libc::iovec {
-                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
-                iov_len: slice.len(),
-            });
-        }
-        if mapped != remaining {
-            return false;
-        }
-    }
-    true
-}
-
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 mod no_space;
 mod resubmit;
+mod submit;
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,7 @@ use super::cgroup::{self, CgroupError, Hierarchy};
 const STANDARD_DEVICES: [&str; 4] = ["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"];
 /// Environment variables passed on to the VM process; the rest of
 /// mgmtd's environment stays outside.
-const KEPT_ENV: [&str; 2] = ["SFERA_LOG", "RUST_BACKTRACE"];
+const KEPT_ENV: [&str; 2] = ["RUST_LOG", "RUST_BACKTRACE"];
 
 #[derive(Debug, Error)]
 pub enum SetupError {

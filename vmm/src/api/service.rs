@@ -5,21 +5,14 @@
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::Serialize;
-use serde_json::json;
+use control::ApiError;
+use control::server::Reply;
 
-use super::request::{ApiError, Response, VmmAction};
+use super::request::VmmAction;
+use super::types::{Counters, VmEnd, VmInfo};
 use crate::config::{HostLimits, VmConfig};
 use crate::cpu::VmEvent;
 use crate::machine::{BootSource, Machine, MachineState};
-
-/// How the VM ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VmEnd {
-    /// Power-off, reset or a shutdown request: exit status 0.
-    pub clean: bool,
-    pub reason: String,
-}
 
 impl VmEnd {
     /// The process exit status for this end.
@@ -82,6 +75,15 @@ impl Vmm {
         }
     }
 
+    /// The answer of `GET /v1/vm`.
+    pub fn info(&self) -> VmInfo {
+        VmInfo {
+            state: self.state().to_owned(),
+            config: self.config.clone(),
+            end: self.ended.clone(),
+        }
+    }
+
     fn end(&mut self, end: VmEnd) {
         if self.ended.is_some() {
             return;
@@ -104,7 +106,7 @@ fn lock(vmm: &SharedVmm) -> std::sync::MutexGuard<'_, Vmm> {
 }
 
 /// Carries out one request.
-pub fn handle(vmm: &SharedVmm, action: VmmAction) -> Result<Response, ApiError> {
+pub fn handle(vmm: &SharedVmm, action: VmmAction) -> Result<Reply, ApiError> {
     let mut guard = lock(vmm);
     let v = &mut *guard;
     let conflict = |v: &Vmm, what: &str| {
@@ -117,7 +119,7 @@ pub fn handle(vmm: &SharedVmm, action: VmmAction) -> Result<Response, ApiError> 
             }
             config.validate(&v.host)?;
             v.config = Some(*config);
-            Ok(Response::Empty)
+            Ok(Reply::Empty)
         }
         VmmAction::BootVm => {
             if v.machine.is_some() || v.ended.is_some() {
@@ -126,7 +128,7 @@ pub fn handle(vmm: &SharedVmm, action: VmmAction) -> Result<Response, ApiError> 
             let config = v
                 .config
                 .clone()
-                .ok_or_else(|| ApiError::conflict("No VM configured: PUT /v1/vm first".into()))?;
+                .ok_or_else(|| ApiError::conflict("No VM configured: PUT /v1/vm first"))?;
             let mut machine = Machine::build(&config, BootSource::Kernel)?;
             let events = machine.take_events();
             machine.start()?;
@@ -135,19 +137,19 @@ pub fn handle(vmm: &SharedVmm, action: VmmAction) -> Result<Response, ApiError> 
             if let Some(events) = events {
                 watch(Arc::clone(vmm), events);
             }
-            Ok(Response::Empty)
+            Ok(Reply::Empty)
         }
         VmmAction::PauseVm => match v.machine.as_mut() {
             Some(m) if v.ended.is_none() && m.state() != MachineState::Stopped => {
                 m.pause();
-                Ok(Response::Empty)
+                Ok(Reply::Empty)
             }
             _ => Err(conflict(v, "pause")),
         },
         VmmAction::ResumeVm => match v.machine.as_mut() {
             Some(m) if v.ended.is_none() && m.state() != MachineState::Stopped => {
                 m.resume();
-                Ok(Response::Empty)
+                Ok(Reply::Empty)
             }
             _ => Err(conflict(v, "resume")),
         },
@@ -159,29 +161,31 @@ pub fn handle(vmm: &SharedVmm, action: VmmAction) -> Result<Response, ApiError> 
                 clean: true,
                 reason: "shutdown requested through the API".to_owned(),
             });
-            Ok(Response::Empty)
+            Ok(Reply::Empty)
         }
-        VmmAction::GetVmInfo => Ok(Response::Json(json!({
-            "state": v.state(),
-            "config": v.config,
-            "end": v.ended,
-        }))),
+        VmmAction::GetVmInfo => answer(&v.info()),
         VmmAction::GetCounters => {
             let Some(m) = v.machine.as_ref() else {
                 return Err(conflict(v, "count"));
             };
-            let exits: serde_json::Map<String, serde_json::Value> = m
-                .exit_counters()
-                .snapshot()
-                .into_iter()
-                .map(|(k, n)| (k.to_owned(), json!(n)))
-                .collect();
-            Ok(Response::Json(json!({
-                "exits": exits,
-                "devices": m.device_counters(),
-            })))
+            answer(&Counters {
+                exits: m
+                    .exit_counters()
+                    .snapshot()
+                    .into_iter()
+                    .map(|(k, n)| (k.to_owned(), n))
+                    .collect(),
+                devices: m.device_counter_list(),
+            })
         }
     }
+}
+
+/// A 200 answer with `body` as JSON.
+fn answer(body: &impl serde::Serialize) -> Result<Reply, ApiError> {
+    serde_json::to_value(body)
+        .map(Reply::Json)
+        .map_err(|e| ApiError::internal(format!("Cannot encode the answer: {e}")))
 }
 
 /// Waits for the VM's first event and ends the VM with it.
@@ -222,7 +226,7 @@ mod tests {
         ] {
             assert_eq!(handle(&v, a.clone()).unwrap_err().status, 409, "{a:?}");
         }
-        let Response::Json(info) = handle(&v, VmmAction::GetVmInfo).unwrap() else {
+        let Reply::Json(info) = handle(&v, VmmAction::GetVmInfo).unwrap() else {
             panic!("info is JSON");
         };
         assert_eq!(info["state"], "not_created");
@@ -231,13 +235,13 @@ mod tests {
     #[test]
     fn invalid_config_is_refused_and_nothing_is_kept() {
         let (v, _rx) = vmm();
-        let config: VmConfig = serde_json::from_value(json!({
+        let config: VmConfig = serde_json::from_value(serde_json::json!({
             "vcpus": 0, "memory_mib": 64, "kernel": "/nonexistent"
         }))
         .unwrap();
         let e = handle(&v, VmmAction::CreateVm(Box::new(config))).unwrap_err();
         assert_eq!((e.status, e.code), (400, "invalid_config"));
-        let Response::Json(info) = handle(&v, VmmAction::GetVmInfo).unwrap() else {
+        let Reply::Json(info) = handle(&v, VmmAction::GetVmInfo).unwrap() else {
             panic!("info is JSON");
         };
         assert_eq!(info["state"], "not_created");

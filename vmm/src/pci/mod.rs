@@ -7,6 +7,7 @@ pub mod root;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::api::types::VirtioCounters;
 use crate::boot::mptable::PciIrq;
 use crate::bus::{Bus, BusError};
 use crate::config::VmConfig;
@@ -100,7 +101,7 @@ impl PciSetup {
     }
 
     /// Per-device counters.
-    pub fn counters(&self) -> Vec<serde_json::Value> {
+    pub fn counters(&self) -> Vec<VirtioCounters> {
         self.devices
             .iter()
             .map(|d| d.lock().unwrap_or_else(PoisonError::into_inner).counters())

@@ -9,6 +9,7 @@ pub mod rng;
 pub mod transport;
 pub mod vhost_user;
 
+use crate::api::types::BackendCounters;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -139,8 +140,8 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
     /// Lets go of anything outside the VMM (the VM is ending).
     fn disconnect(&mut self) {}
-    /// Counters as JSON.
-    fn counters(&self) -> serde_json::Value;
+    /// The device's counters.
+    fn counters(&self) -> BackendCounters;
 }
 
 /// Copies `data.len()` bytes at `offset` of `space` into `data` (zeros past

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datapath::log_limit::LogLimit;
-use serde_json::json;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -17,6 +16,7 @@ use super::{
     ActivateError, Activation, F_EVENT_IDX, F_INDIRECT_DESC, F_VERSION_1, QueueSetup, VirtioDevice,
     device_type,
 };
+use crate::api::types::{BackendCounters, RngCounters};
 use crate::memory::GuestMemory;
 
 /// Queue size offered.
@@ -266,17 +266,20 @@ impl VirtioDevice for Rng {
         }
     }
 
-    fn counters(&self) -> serde_json::Value {
+    fn counters(&self) -> BackendCounters {
         let c = &self.counters;
-        json!({
-            "notifications": c.notifications.load(Ordering::Relaxed),
-            "interrupts": c.interrupts.load(Ordering::Relaxed),
-            "bytes": c.bytes.load(Ordering::Relaxed),
-            "bad_requests": c.bad_requests.load(Ordering::Relaxed),
-            "broken_queues": RingFault::ALL
+        BackendCounters::Rng(RngCounters {
+            notifications: c.notifications.load(Ordering::Relaxed),
+            interrupts: c.interrupts.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            bad_requests: c.bad_requests.load(Ordering::Relaxed),
+            broken_queues: RingFault::ALL
                 .iter()
-                .map(|f| (f.reason().to_owned(), json!(c.broken_rings[*f as usize].load(Ordering::Relaxed))))
-                .collect::<serde_json::Map<_, _>>(),
+                .map(|f| {
+                    let n = c.broken_rings[*f as usize].load(Ordering::Relaxed);
+                    (f.reason().to_owned(), n)
+                })
+                .collect(),
         })
     }
 }
@@ -290,6 +293,11 @@ mod tests {
     use super::*;
     use crate::memory;
     use crate::virtio::NeedsReset;
+
+    /// The device's counters as their JSON.
+    fn counters(rng: &Rng) -> serde_json::Value {
+        serde_json::to_value(rng.counters()).unwrap()
+    }
 
     /// Puts a one-descriptor chain (writable, `len` bytes at `buf`) in a
     /// split ring at 0x1000 (descriptors), 0x2000 (avail), 0x3000 (used).
@@ -376,7 +384,7 @@ mod tests {
         let mut got = [0u8; 64];
         mem.read_slice(&mut got, GuestAddress(0x10_0000)).unwrap();
         assert_ne!(got, [0u8; 64]);
-        assert_eq!(rng.counters()["bytes"], 64);
+        assert_eq!(counters(&rng)["bytes"], 64);
         rng.reset();
     }
 
@@ -400,17 +408,17 @@ mod tests {
             1,
             "one configuration change interrupt"
         );
-        assert_eq!(rng.counters()["broken_queues"]["avail_index"], 1);
+        assert_eq!(counters(&rng)["broken_queues"]["avail_index"], 1);
 
         // More kicks take nothing and interrupt no more.
         kick.write(1).unwrap();
-        wait_for("the second kick", || rng.counters()["notifications"] == 2);
-        assert_eq!(rng.counters()["broken_queues"]["avail_index"], 1);
+        wait_for("the second kick", || counters(&rng)["notifications"] == 2);
+        assert_eq!(counters(&rng)["broken_queues"]["avail_index"], 1);
         assert!(
             needs_reset.config_call().read().is_err(),
             "no second interrupt"
         );
-        assert_eq!(rng.counters()["bytes"], 0);
+        assert_eq!(counters(&rng)["bytes"], 0);
 
         // The driver resets the device: the worker stops at once.
         let (done, stopped) = std::sync::mpsc::channel();
@@ -452,7 +460,7 @@ mod tests {
             .unwrap();
         post(&s.mem, 0, 0x10_0000, 32);
         s.kick.write(1).unwrap();
-        wait_for("the request", || s.rng.counters()["bytes"] == 32);
+        wait_for("the request", || counters(&s.rng)["bytes"] == 32);
         assert!(!s.needs_reset.is_raised());
         s.rng.reset();
     }

@@ -7,12 +7,12 @@
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::common_cfg::{COMMON_CFG_SIZE, CommonCfg, CommonEvent};
 use super::intx::{Worker, start_relay};
 use super::{Activation, NeedsReset, QueueSetup, VirtioDevice, status};
+use crate::api::types::VirtioCounters;
 use crate::bus::BusDevice;
 use crate::memory::GuestRam;
 use crate::pci::PciError;
@@ -384,18 +384,18 @@ impl VirtioPci {
     }
 
     /// Counters of the transport and the device.
-    pub fn counters(&self) -> serde_json::Value {
+    pub fn counters(&self) -> VirtioCounters {
         let c = &self.counters;
-        json!({
-            "device": self.device.name(),
-            "status": self.common.status,
-            "msix": self.msix.enabled(),
-            "activations": c.activations.load(Ordering::Relaxed),
-            "resets": c.resets.load(Ordering::Relaxed),
-            "notifications_trapped": c.notifications_trapped.load(Ordering::Relaxed),
-            "intx_interrupts": c.intx_relayed.load(Ordering::Relaxed),
-            "backend": self.device.counters(),
-        })
+        VirtioCounters {
+            device: self.device.name().to_owned(),
+            status: self.common.status,
+            msix: self.msix.enabled(),
+            activations: c.activations.load(Ordering::Relaxed),
+            resets: c.resets.load(Ordering::Relaxed),
+            notifications_trapped: c.notifications_trapped.load(Ordering::Relaxed),
+            intx_interrupts: c.intx_relayed.load(Ordering::Relaxed),
+            backend: self.device.counters(),
+        }
     }
 }
 

@@ -293,7 +293,7 @@ fn write_zeroes_pays_for_its_bytes_in_the_bandwidth_bucket() {
     // and the read after it waits. Before, write-zeroes cost no bytes and
     // the read went through.
     let mut f = fixture(false);
-    f.qos.set(crate::api::request::Qos {
+    f.qos.set(crate::api::types::Qos {
         bytes_per_sec: Some(4096),
         bytes_burst: Some(4096),
         ..Default::default()
@@ -337,7 +337,7 @@ fn the_queues_of_an_export_share_its_limits() {
     let backing = Arc::new(Backing::open(&image(&dir), false).expect("backing"));
     let mut a = queue_of(&backing, backing.fds(), false);
     let mut b = queue_with_qos(&backing, backing.fds(), false, Arc::clone(&a.qos));
-    a.qos.set(crate::api::request::Qos {
+    a.qos.set(crate::api::types::Qos {
         iops: Some(1),
         iops_burst: Some(2),
         ..Default::default()
@@ -357,7 +357,7 @@ fn the_queues_of_an_export_share_its_limits() {
 #[test]
 fn discard_pays_one_iop() {
     let mut f = fixture(false);
-    f.qos.set(crate::api::request::Qos {
+    f.qos.set(crate::api::types::Qos {
         iops: Some(1),
         iops_burst: Some(1),
         ..Default::default()
@@ -456,7 +456,7 @@ fn a_completion_event_without_a_vring_is_cleared() {
     // the event was cleared only when there was a vring to complete into.
     let mut f = fixture(false);
     f.worker.reset();
-    let nop = opcode::Nop::new().build().user_data(u64::MAX);
+    let nop = io_uring::opcode::Nop::new().build().user_data(u64::MAX);
     // SAFETY: a NOP reads and writes no memory.
     unsafe { f.worker.ring.push(&nop) }.expect("push a NOP");
     f.worker.ring.submit_and_wait(1).expect("submit the NOP");

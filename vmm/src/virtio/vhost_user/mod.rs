@@ -16,9 +16,8 @@ use std::thread::JoinHandle;
 use datapath::log_limit::LogLimit;
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::{ActivateError, Activation, VirtioDevice};
+use crate::api::types::{BackendCounters, VhostUserCounters};
 use crate::config::{VmConfig, parse_mac};
 use crate::memory::GuestRam;
 use crate::pci::PciError;
@@ -223,7 +222,7 @@ impl VirtioDevice for VhostUserDevice {
                 self.counters.setup_errors.fetch_add(1, Ordering::Relaxed);
                 Err(ActivateError {
                     device: self.name.clone(),
-                    message: crate::api::request::error_chain(&e),
+                    message: control::error_chain(&e),
                 })
             }
         }
@@ -247,16 +246,16 @@ impl VirtioDevice for VhostUserDevice {
         lock(&self.shared).session = None;
     }
 
-    fn counters(&self) -> serde_json::Value {
+    fn counters(&self) -> BackendCounters {
         let c = &self.counters;
         let connected = lock(&self.shared).session.is_some();
-        json!({
-            "socket": self.endpoint.path(),
-            "connected": connected,
-            "connects": c.connects.load(Ordering::Relaxed),
-            "reconnects": c.reconnects.load(Ordering::Relaxed),
-            "setups": c.setups.load(Ordering::Relaxed),
-            "setup_errors": c.setup_errors.load(Ordering::Relaxed),
+        BackendCounters::VhostUser(VhostUserCounters {
+            socket: self.endpoint.path().to_owned(),
+            connected,
+            connects: c.connects.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            setups: c.setups.load(Ordering::Relaxed),
+            setup_errors: c.setup_errors.load(Ordering::Relaxed),
         })
     }
 }

@@ -1,10 +1,14 @@
 //! What mgmtd asks of sfera-blockd, over its API: datastores, volumes and
 //! the vhost-user-blk exports VM disks are served from.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
+use blockstore::api::types::{
+    AddDatastore, CreateVolume, DatastoreInfo, ExportInfo, ExportSpec, ResizeVolume, VolumeInfo,
+};
 use hyper::Method;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::db::DatastoreRow;
 use crate::db::now;
@@ -18,47 +22,52 @@ pub struct Blockd {
 
 pub use control::path::encode_segment;
 
+/// A body as the client sends it.
+fn body<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("a request body serialises")
+}
+
+fn volumes_path(datastore: &str) -> String {
+    format!("/v1/datastores/{}/volumes", encode_segment(datastore))
+}
+
+fn volume_path(datastore: &str, name: &str) -> String {
+    format!("{}/{}", volumes_path(datastore), encode_segment(name))
+}
+
+fn export_path(id: &str) -> String {
+    format!("/v1/exports/{}", encode_segment(id))
+}
+
 impl Blockd {
     pub async fn datastores(&self) -> Result<Vec<DatastoreRow>, CallError> {
-        let list = self.api.get("/v1/datastores").await?;
+        let list: Vec<DatastoreInfo> = self.api.get_as("/v1/datastores").await?;
         let t = now();
         Ok(list
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
+            .into_iter()
             .map(|d| DatastoreRow {
-                name: d["name"].as_str().unwrap_or_default().to_owned(),
-                path: d["path"].as_str().unwrap_or_default().to_owned(),
-                capacity_bytes: d["capacity"].as_u64(),
-                free_bytes: d["free"].as_u64(),
-                volumes: d["volumes"].as_u64(),
+                name: d.name,
+                path: d.path.display().to_string(),
+                capacity_bytes: Some(d.capacity),
+                free_bytes: Some(d.free),
+                volumes: u64::try_from(d.volumes).ok(),
                 updated_at: t,
             })
             .collect())
     }
 
-    pub async fn add_datastore(
-        &self,
-        name: &str,
-        path: &str,
-    ) -> Result<serde_json::Value, CallError> {
+    pub async fn add_datastore(&self, name: &str, path: &str) -> Result<DatastoreInfo, CallError> {
+        let request = AddDatastore {
+            name: name.to_owned(),
+            path: path.to_owned(),
+        };
         self.api
-            .call(
-                Method::POST,
-                "/v1/datastores",
-                Some(&json!({ "name": name, "path": path })),
-            )
+            .call_as(Method::POST, "/v1/datastores", Some(&body(&request)))
             .await
     }
 
-    pub async fn volumes(&self, datastore: &str) -> Result<serde_json::Value, CallError> {
-        self.api
-            .get(&format!(
-                "/v1/datastores/{}/volumes",
-                encode_segment(datastore)
-            ))
-            .await
+    pub async fn volumes(&self, datastore: &str) -> Result<Vec<VolumeInfo>, CallError> {
+        self.api.get_as(&volumes_path(datastore)).await
     }
 
     pub async fn create_volume(
@@ -66,27 +75,23 @@ impl Blockd {
         datastore: &str,
         name: &str,
         size: u64,
-    ) -> Result<serde_json::Value, CallError> {
+    ) -> Result<VolumeInfo, CallError> {
+        let request = CreateVolume {
+            name: name.to_owned(),
+            size,
+        };
         self.api
-            .call(
+            .call_as(
                 Method::POST,
-                &format!("/v1/datastores/{}/volumes", encode_segment(datastore)),
-                Some(&json!({ "name": name, "size": size })),
+                &volumes_path(datastore),
+                Some(&body(&request)),
             )
             .await
     }
 
     pub async fn delete_volume(&self, datastore: &str, name: &str) -> Result<(), CallError> {
         self.api
-            .call(
-                Method::DELETE,
-                &format!(
-                    "/v1/datastores/{}/volumes/{}",
-                    encode_segment(datastore),
-                    encode_segment(name)
-                ),
-                None,
-            )
+            .call(Method::DELETE, &volume_path(datastore, name), None)
             .await
             .map(drop)
     }
@@ -98,16 +103,13 @@ impl Blockd {
         datastore: &str,
         name: &str,
         size: u64,
-    ) -> Result<serde_json::Value, CallError> {
+    ) -> Result<VolumeInfo, CallError> {
+        let request = ResizeVolume { size };
         self.api
-            .call(
+            .call_as(
                 Method::PATCH,
-                &format!(
-                    "/v1/datastores/{}/volumes/{}",
-                    encode_segment(datastore),
-                    encode_segment(name)
-                ),
-                Some(&json!({ "size": size })),
+                &volume_path(datastore, name),
+                Some(&body(&request)),
             )
             .await
     }
@@ -124,59 +126,47 @@ impl Blockd {
             .map(drop)
     }
 
-    /// Exports a volume; returns its vhost-user-blk socket.
+    /// Exports a volume with sfera-blockd's defaults; returns its
+    /// vhost-user-blk socket.
     pub async fn create_export(
         &self,
         id: &str,
         datastore: &str,
         volume: &str,
     ) -> Result<PathBuf, CallError> {
-        let v = self
+        // The defaults are the JSON's: the spec is read as blockd reads
+        // a body that names only these three.
+        let request: ExportSpec = serde_json::from_value(serde_json::json!({
+            "id": id, "datastore": datastore, "volume": volume
+        }))
+        .expect("an export of three names is a valid spec");
+        let export: ExportInfo = self
             .api
-            .call(
-                Method::POST,
-                "/v1/exports",
-                Some(&json!({ "id": id, "datastore": datastore, "volume": volume })),
-            )
+            .call_as(Method::POST, "/v1/exports", Some(&body(&request)))
             .await?;
-        Ok(PathBuf::from(v["socket"].as_str().unwrap_or_default()))
+        Ok(export.socket)
     }
 
     /// The socket of an existing export.
     pub async fn export_socket(&self, id: &str) -> Result<PathBuf, CallError> {
-        let v = self
-            .api
-            .get(&format!("/v1/exports/{}", encode_segment(id)))
-            .await?;
-        Ok(PathBuf::from(v["socket"].as_str().unwrap_or_default()))
+        let export: ExportInfo = self.api.get_as(&export_path(id)).await?;
+        Ok(export.socket)
     }
 
     pub async fn delete_export(&self, id: &str) -> Result<(), CallError> {
         self.api
-            .call(
-                Method::DELETE,
-                &format!("/v1/exports/{}", encode_segment(id)),
-                None,
-            )
+            .call(Method::DELETE, &export_path(id), None)
             .await
             .map(drop)
     }
 
     /// The requests each export holds because its datastore is out of
     /// space (`stats.no_space.held`), by export id.
-    pub async fn held_for_space(
-        &self,
-    ) -> Result<std::collections::HashMap<String, u64>, CallError> {
-        let list = self.api.get("/v1/exports").await?;
+    pub async fn held_for_space(&self) -> Result<HashMap<String, u64>, CallError> {
+        let list: Vec<ExportInfo> = self.api.get_as("/v1/exports").await?;
         Ok(list
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|e| {
-                let id = e["id"].as_str()?;
-                Some((id.to_owned(), e["stats"]["no_space"]["held"].as_u64()?))
-            })
+            .into_iter()
+            .map(|e| (e.id, e.stats.no_space.held))
             .collect())
     }
 

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::page::Page;
-use super::reply::{Reply, accepted, created, ok, to_json_all};
+use super::reply::{Reply, accepted, created, ok, to_json, to_json_all};
 use super::request::ApiRequest;
 use super::{rules, schema};
 use crate::db::{Vm, VmState};
@@ -86,19 +86,17 @@ async fn datastore_exists(mgmt: &Mgmt, ds: &str) -> Result<(), ApiError> {
 /// The volume as sfera-blockd lists it, or 404.
 async fn volume(mgmt: &Mgmt, ds: &str, name: &str) -> Result<Value, ApiError> {
     let list = mgmt.blockd.volumes(ds).await?;
-    list.as_array()
-        .and_then(|a| a.iter().find(|v| v["name"] == name))
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("Datastore {ds} has no volume {name}")))
+    let volume = list
+        .iter()
+        .find(|v| v.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("Datastore {ds} has no volume {name}")))?;
+    to_json(volume)
 }
 
 /// 409 if `ds` has a volume `name`.
 async fn volume_is_new(mgmt: &Mgmt, ds: &str, name: &str) -> Result<(), ApiError> {
     let list = mgmt.blockd.volumes(ds).await?;
-    if list
-        .as_array()
-        .is_some_and(|a| a.iter().any(|v| v["name"] == name))
-    {
+    if list.iter().any(|v| v.name == name) {
         Err(ApiError::conflict(format!(
             "Datastore {ds} has a volume {name} already"
         )))
@@ -130,7 +128,7 @@ pub async fn add(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
             .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     }
     let path = path.display().to_string();
-    let v = mgmt.blockd.add_datastore(&body.name, &path).await?;
+    let v = to_json(&mgmt.blockd.add_datastore(&body.name, &path).await?)?;
     mgmt.sync_datastores().await?;
     r.event(
         mgmt,
@@ -182,7 +180,7 @@ pub async fn list_volumes(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError
     let page = Page::from_query(&r.query)?;
     let ds = datastore_param(r)?;
     let v = mgmt.blockd.volumes(&ds).await?;
-    ok(page.of(v.as_array().cloned().unwrap_or_default()))
+    ok(page.of(to_json_all(&v)?))
 }
 
 /// `POST /api/v1/datastores/{datastore}/volumes`: a thin volume.
@@ -193,10 +191,12 @@ pub async fn create_volume(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErro
     rules::check_size(body.size_bytes)?;
     datastore_exists(mgmt, &ds).await?;
     volume_is_new(mgmt, &ds, &body.name).await?;
-    let v = mgmt
-        .blockd
-        .create_volume(&ds, &body.name, body.size_bytes)
-        .await?;
+    let v = to_json(
+        &mgmt
+            .blockd
+            .create_volume(&ds, &body.name, body.size_bytes)
+            .await?,
+    )?;
     r.event(
         mgmt,
         "volume.created",
@@ -270,7 +270,7 @@ async fn resize(mgmt: &Mgmt, ds: &str, name: &str, size: u64) -> Result<Value, A
             .iter()
             .any(|d| d.datastore == ds && d.volume == name)
     }) else {
-        return Ok(mgmt.blockd.resize_volume(ds, name, size).await?);
+        return to_json(&mgmt.blockd.resize_volume(ds, name, size).await?);
     };
     let lock = mgmt.vm_lock(&owner.id);
     let _guard = lock.lock().await;
@@ -304,7 +304,7 @@ async fn resize(mgmt: &Mgmt, ds: &str, name: &str, size: u64) -> Result<Value, A
     again?;
     disk.size_bytes = size;
     mgmt.db.update_vm(&vm)?;
-    Ok(grown)
+    to_json(&grown)
 }
 
 /// `POST /api/v1/datastores/{datastore}/import`: a task that converts

@@ -187,13 +187,7 @@ impl Mgmt {
             .blockd
             .create_volume(datastore, &req.volume, size)
             .await?;
-        let Some(target) = info["path"].as_str().map(PathBuf::from) else {
-            let _ = self.blockd.delete_volume(datastore, &req.volume).await;
-            return Err(ApiError::internal(format!(
-                "sfera-blockd did not say where volume {} is: {info}",
-                req.volume
-            )));
-        };
+        let target = info.path;
         match self.convert(req.format, source, &target, ctx).await {
             Ok(()) => {
                 self.db.event(

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use blockstore::api::types::VolumeInfo;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -247,14 +248,10 @@ fn attached_volume_size(
     i: usize,
     d: &DiskRequest,
     name: &str,
-    listed: &serde_json::Value,
+    listed: &[VolumeInfo],
     vms: &[Vm],
 ) -> Result<u64, ApiError> {
-    let Some(size) = listed
-        .as_array()
-        .and_then(|a| a.iter().find(|v| v["name"] == name))
-        .and_then(|v| v["size"].as_u64())
-    else {
+    let Some(size) = listed.iter().find(|v| v.name == name).map(|v| v.size) else {
         return Err(ApiError::invalid(format!(
             "add_disks[{i}]: datastore {} has no volume {name}",
             d.datastore
@@ -276,14 +273,8 @@ fn attached_volume_size(
 
 /// The name of a new volume for the next disk of `after`: named after its
 /// place in the VM, as at creation, and free on its datastore (`listed`).
-fn new_volume_name(after: &Vm, listed: &serde_json::Value) -> String {
-    let mut used: HashSet<String> = listed
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v["name"].as_str().map(str::to_owned))
-        .collect();
+fn new_volume_name(after: &Vm, listed: &[VolumeInfo]) -> String {
+    let mut used: HashSet<String> = listed.iter().map(|v| v.name.clone()).collect();
     used.extend(after.disks.iter().map(|x| x.volume.clone()));
     free_name(&format!("{}/disk", after.name), after.disks.len(), &used)
 }

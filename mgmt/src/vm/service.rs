@@ -100,11 +100,7 @@ impl Mgmt {
                     continue;
                 };
                 let volumes = self.blockd.volumes(&d.datastore).await?;
-                let Some(size) = volumes
-                    .as_array()
-                    .and_then(|a| a.iter().find(|v| v["name"] == name.as_str()))
-                    .and_then(|v| v["size"].as_u64())
-                else {
+                let Some(size) = volumes.iter().find(|v| v.name == *name).map(|v| v.size) else {
                     return Err(ApiError::invalid(format!(
                         "disks[{i}]: datastore {} has no volume {name}",
                         d.datastore

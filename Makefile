@@ -133,6 +133,7 @@ run: deps-run deps-web
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	python3 tools/fn_length.py
 
 # The appliance's install tests (minutes under TCG) run last, from
 # test-appliance, which builds the ISO first.

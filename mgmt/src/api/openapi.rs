@@ -232,10 +232,6 @@ fn inventory_schemas() -> Map<String, Value> {
 fn vm_schemas() -> Map<String, Value> {
     let int = json!({ "type": "integer" });
     let string = json!({ "type": "string" });
-    let nullable_int = json!({ "type": ["integer", "null"] });
-    let time = json!({ "type": "integer", "description": "Seconds since the epoch" });
-    let vm_state = vm_state();
-    let driver = driver();
     let mut s = Map::new();
     let mut put = |name: &str, v: Value| {
         s.insert(name.to_owned(), v);
@@ -270,18 +266,7 @@ fn vm_schemas() -> Map<String, Value> {
                 "initrd": { "type": ["string", "null"], "pattern": "^/", "description": "An existing file on the host, or null for none" },
                 "cmdline": { "type": "string", "maxLength": 2048, "pattern": "^[^\\n]*$" } }),
     );
-    put(
-        "DiskImport",
-        input(
-            &["volume", "source", "format"],
-            json!({
-                "volume": { "type": "string", "pattern": VOLUME_NAME,
-                            "description": "The new volume: NAME or FOLDER/NAME" },
-                "source": { "type": "string", "pattern": "^/", "description": "A regular file inside an import directory (<data-dir>/import, or the --import-dir of sfera-mgmtd), checked after symlinks and .. are resolved (else 400 path_not_allowed). The image must be in the format given, as qemu-img probes it, and name no other file: no backing file, no qcow2 data file, no vmdk extent in another file (else 400 image_not_allowed)" },
-                "format": { "type": "string", "enum": crate::import::ImageFormat::NAMES }
-            }),
-        ),
-    );
+    put("DiskImport", disk_import());
     // A new disk (size_bytes) or an existing volume, exactly one of them
     // (null counts as absent).
     let mut disk_in = input(
@@ -338,39 +323,60 @@ fn vm_schemas() -> Map<String, Value> {
             }),
         ),
     );
-    put(
-        "Vm",
-        obj(
-            &[
-                "id",
-                "name",
-                "vcpus",
-                "memory_mib",
-                "boot",
-                "driver",
-                "state",
-                "disks",
-                "nics",
-            ],
-            json!({
-                "id": string, "name": string, "vcpus": int, "memory_mib": int, "boot": boot,
-                "driver": driver,
-                "driver_reason": { "type": "string", "description": "Why the VM got its driver" },
-                "state": vm_state,
-                "pid": nullable_int,
-                "disks": { "type": "array", "items": obj(&["datastore", "volume", "size_bytes", "export_id"],
-                    json!({ "datastore": string, "volume": string, "size_bytes": int, "export_id": string })) },
-                "nics": { "type": "array", "items": obj(&["port_group", "mac", "port"],
-                    json!({ "port_group": string, "mac": string, "port": string })) },
-                "console_socket": { "type": "string", "description": "The serial console's Unix socket on the host" },
-                "console_log": { "type": "string", "description": "Everything the serial console printed" },
-                "paused_reason": { "type": ["string", "null"],
-                    "description": "Why mgmtd paused the VM (its datastore is out of space); null otherwise" },
-                "created_at": time, "updated_at": time
-            }),
-        ),
-    );
+    put("Vm", vm_record(boot));
     s
+}
+
+/// The body of `POST /api/v1/datastores/{datastore}/import`.
+fn disk_import() -> Value {
+    input(
+        &["volume", "source", "format"],
+        json!({
+            "volume": { "type": "string", "pattern": VOLUME_NAME,
+                        "description": "The new volume: NAME or FOLDER/NAME" },
+            "source": { "type": "string", "pattern": "^/", "description": "A regular file inside an import directory (<data-dir>/import, or the --import-dir of sfera-mgmtd), checked after symlinks and .. are resolved (else 400 path_not_allowed). The image must be in the format given, as qemu-img probes it, and name no other file: no backing file, no qcow2 data file, no vmdk extent in another file (else 400 image_not_allowed)" },
+            "format": { "type": "string", "enum": crate::import::ImageFormat::NAMES }
+        }),
+    )
+}
+
+/// A VM as the API shows it; `boot` is the schema of its boot source.
+fn vm_record(boot: Value) -> Value {
+    let int = json!({ "type": "integer" });
+    let string = json!({ "type": "string" });
+    let nullable_int = json!({ "type": ["integer", "null"] });
+    let time = json!({ "type": "integer", "description": "Seconds since the epoch" });
+    let vm_state = vm_state();
+    let driver = driver();
+    obj(
+        &[
+            "id",
+            "name",
+            "vcpus",
+            "memory_mib",
+            "boot",
+            "driver",
+            "state",
+            "disks",
+            "nics",
+        ],
+        json!({
+            "id": string, "name": string, "vcpus": int, "memory_mib": int, "boot": boot,
+            "driver": driver,
+            "driver_reason": { "type": "string", "description": "Why the VM got its driver" },
+            "state": vm_state,
+            "pid": nullable_int,
+            "disks": { "type": "array", "items": obj(&["datastore", "volume", "size_bytes", "export_id"],
+                json!({ "datastore": string, "volume": string, "size_bytes": int, "export_id": string })) },
+            "nics": { "type": "array", "items": obj(&["port_group", "mac", "port"],
+                json!({ "port_group": string, "mac": string, "port": string })) },
+            "console_socket": { "type": "string", "description": "The serial console's Unix socket on the host" },
+            "console_log": { "type": "string", "description": "Everything the serial console printed" },
+            "paused_reason": { "type": ["string", "null"],
+                "description": "Why mgmtd paused the VM (its datastore is out of space); null otherwise" },
+            "created_at": time, "updated_at": time
+        }),
+    )
 }
 
 /// Ports, metrics and the pages of every list.

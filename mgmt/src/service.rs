@@ -173,8 +173,8 @@ impl Mgmt {
     ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>, bool), ApiError> {
         match self.vswitchd.config().await {
             Ok(c) => {
-                let list = |k: &str| c[k].as_array().cloned().unwrap_or_default();
-                let (switches, groups) = (list("switches"), list("port_groups"));
+                let switches = crate::api::reply::to_json_all(&c.switches)?;
+                let groups = crate::api::reply::to_json_all(&c.port_groups)?;
                 self.db.replace_networks(&switches, &groups)?;
                 Ok((switches, groups, false))
             }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use hyper::Method;
 use serde_json::{Value, json};
+use vswitch::control_plane::api::request::DEFAULT_MTU;
+use vswitch::control_plane::api::types::{PortConfig, SocketMode, Stats, SwitchConfig};
 
 use crate::blockd::encode_segment;
 use crate::supervisor::Supervisor;
@@ -17,6 +19,8 @@ use control::client::CallError;
 pub enum SwitchError {
     #[error(transparent)]
     Call(#[from] CallError),
+    #[error("{0:?} is not a MAC address")]
+    Mac(String),
 }
 
 /// The port group mgmtd creates when the switch has none.
@@ -33,18 +37,14 @@ impl Vswitchd {
         Vswitchd { supervisor }
     }
 
-    /// `{switches, port_groups, ports}`.
-    pub async fn config(&self) -> Result<Value, SwitchError> {
-        Ok(self.supervisor.api().get("/v1/config").await?)
+    /// The switch's whole configuration.
+    pub async fn config(&self) -> Result<SwitchConfig, SwitchError> {
+        Ok(self.supervisor.api().get_as("/v1/config").await?)
     }
 
     /// Makes sure the default port group exists.
     pub async fn ensure_default_port_group(&self) -> Result<(), SwitchError> {
-        let config = self.config().await?;
-        if config["port_groups"]
-            .as_array()
-            .is_some_and(|g| !g.is_empty())
-        {
+        if !self.config().await?.port_groups.is_empty() {
             return Ok(());
         }
         self.add_port_group(&json!({ "name": DEFAULT_PORT_GROUP, "vlan": { "mode": "none" } }))
@@ -109,10 +109,19 @@ impl Vswitchd {
         mac: &str,
         port_group: &str,
     ) -> Result<(), SwitchError> {
-        let port = json!({ "name": name, "socket": socket, "mac": mac, "port_group": port_group });
+        let port = PortConfig {
+            name: name.to_owned(),
+            socket: socket.to_owned(),
+            mode: SocketMode::default(),
+            mac: mac.parse().map_err(|_| SwitchError::Mac(mac.to_owned()))?,
+            port_group: port_group.to_owned(),
+            mtu: DEFAULT_MTU,
+            queues: 1,
+        };
+        let body = serde_json::to_value(&port).expect("a port serialises");
         self.supervisor
             .api()
-            .call(Method::POST, "/v1/ports", Some(&port))
+            .call(Method::POST, "/v1/ports", Some(&body))
             .await?;
         Ok(())
     }
@@ -134,8 +143,8 @@ impl Vswitchd {
     }
 
     /// Counters per port and uplink.
-    pub async fn stats(&self) -> Result<Value, SwitchError> {
-        Ok(self.supervisor.api().get("/v1/stats").await?)
+    pub async fn stats(&self) -> Result<Stats, SwitchError> {
+        Ok(self.supervisor.api().get_as("/v1/stats").await?)
     }
 
     /// The Prometheus text.

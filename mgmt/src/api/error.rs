@@ -43,6 +43,7 @@ impl From<SwitchError> for ApiError {
     fn from(e: SwitchError) -> Self {
         match e {
             SwitchError::Call(c) => c.into(),
+            SwitchError::Mac(_) => ApiError::invalid(e.to_string()),
         }
     }
 }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::page::Page;
-use super::reply::{Reply, created, ok};
+use super::reply::{Reply, created, ok, to_json};
 use super::request::ApiRequest;
 use super::{rules, schema};
 use crate::service::Mgmt;
@@ -145,7 +145,7 @@ pub async fn add_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErr
 
 /// `GET /api/v1/networks/stats`: sfera-vswitchd's counters.
 pub async fn stats(mgmt: &Mgmt) -> Result<Reply, ApiError> {
-    ok(mgmt.vswitchd.stats().await?)
+    ok(to_json(&mgmt.vswitchd.stats().await?)?)
 }
 
 /// `GET /api/v1/ports`: the switch's ports, with their VM and counters.
@@ -155,25 +155,16 @@ pub async fn list_ports(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> 
     let stats = mgmt.vswitchd.stats().await?;
     let vms = mgmt.db.vms()?;
     let mut out = Vec::new();
-    for p in config["ports"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let name = p["name"].as_str().unwrap_or_default();
-        let vm = vms.iter().find(|v| v.nics.iter().any(|n| n.port == name));
-        let counters = stats["ports"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == name))
-            .cloned()
-            .unwrap_or(Value::Null);
+    for p in &config.ports {
+        let vm = vms.iter().find(|v| v.nics.iter().any(|n| n.port == p.name));
+        let counters = stats.ports.iter().find(|s| s.name == p.name);
         out.push(json!({
-            "name": name,
-            "port_group": p["port_group"],
-            "mac": p["mac"],
-            "mtu": p["mtu"],
+            "name": p.name,
+            "port_group": p.port_group,
+            "mac": p.mac,
+            "mtu": p.mtu,
             "vm": vm.map(|v| json!({ "id": v.id, "name": v.name })),
-            "connected": counters["connected"].as_bool().unwrap_or(false),
+            "connected": counters.is_some_and(|c| c.connected),
             "stats": counters,
         }));
     }

@@ -179,7 +179,7 @@ pub struct PortConfig {
 }
 
 fn mtu() -> u16 {
-    1500
+    super::api::request::DEFAULT_MTU
 }
 
 fn one() -> u16 {

@@ -183,19 +183,7 @@ enum ExportCmd {
 
 /// Parses `4096`, `512K`, `10G`...
 fn parse_size(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 10),
-        Some('M') => (&t[..t.len() - 1], 20),
-        Some('G') => (&t[..t.len() - 1], 30),
-        Some('T') => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .with_context(|| format!("invalid size {text:?}"))?;
-    n.checked_mul(1 << shift)
-        .with_context(|| format!("size {text:?} is too large"))
+    Ok(control::size::parse_size(text)?)
 }
 
 fn main() -> Result<()> {

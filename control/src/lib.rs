@@ -12,7 +12,8 @@
 //!   port groups, ports, exports);
 //! - [`prometheus`]: the text exposition format;
 //! - [`files`]: state files replaced atomically;
-//! - [`logging`] and [`shutdown`]: a daemon's start and end.
+//! - [`logging`] and [`shutdown`]: a daemon's start and end;
+//! - [`size`]: sizes on the command lines (`512K`, `10G`).
 //!
 //! The dataplane (rings, io_uring, guest memory) is `datapath`'s; nothing
 //! here runs per packet or per I/O.
@@ -27,6 +28,7 @@ pub mod peers;
 pub mod prometheus;
 pub mod server;
 pub mod shutdown;
+pub mod size;
 pub mod socket;
 
 pub use error::{ApiError, error_chain};

@@ -569,7 +569,10 @@ mod tests {
         // poll that follows any event of the queue's thread. Before the
         // fix the poll looked up vrings[thread_id] and never ran for
         // queue 1.
-        let (device, mut driver, _dir) = export(50_000);
+        // The spin lasts a whole budget after its last find, so the read
+        // completes within it unless the machine stalls the io_uring for
+        // that long: 1 s, not 50 ms, which a loaded 2-core CI machine did.
+        let (device, mut driver, _dir) = export(1_000_000);
         let head = driver.offer(T_IN, 0, Data::In(512));
         event(&device, &driver, usize::from(QUEUES) + 1 + QUEUE);
         assert_ne!(driver.status(head), 0xff, "the poll took the request");

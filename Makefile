@@ -20,9 +20,11 @@ WEB_SRC := $(shell find $(WEB_DIR)/src $(WEB_DIR)/index.html $(WEB_DIR)/vite.con
 # What `make run` needs: QEMU (TCG guests and qemu-storage-daemon), qemu-img
 # (disk image imports), the
 # guest image's ingredients, and the toolchain of sfera-vmm's test guest
-# (vmm/testguest: gcc, as/ld from binutils, make).
+# (vmm/testguest: gcc, as/ld from binutils, make), etcd (the cluster's
+# state: docs/cluster.md) and protoc, which the etcd client's build needs
+# to compile etcd's API definitions.
 RUN_DEBS := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio kmod zstd fio iperf3 e2fsprogs \
-	gcc binutils make
+	gcc binutils make etcd-server protobuf-compiler
 # What `make test` needs on top: namespaces, DPDK's testpmd with the virtio
 # and vhost PMDs, Open vSwitch built with DPDK, lz4 (the kernel boot test
 # unpacks Debian's kernel), chromium (and a font) for the web console's
@@ -35,7 +37,7 @@ TEST_DEBS := $(RUN_DEBS) iproute2 iputils-ping coreutils util-linux curl lz4 dpd
 # What `make iso` needs: mmdebstrap for the root file system, squashfs,
 # GRUB for BIOS and UEFI, and xorriso and mtools that grub-mkrescue drives.
 ISO_DEBS := mmdebstrap zstd squashfs-tools xorriso mtools dosfstools grub-common \
-	grub-pc-bin grub-efi-amd64-bin git
+	grub-pc-bin grub-efi-amd64-bin git protobuf-compiler
 # What `make test-appliance` needs on top: QEMU, UEFI firmware (OVMF),
 # mke2fs for the answer disk, curl for the API.
 APPLIANCE_TEST_DEBS := $(ISO_DEBS) qemu-system-x86 ovmf e2fsprogs curl

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-ROOTS = ["appliance/src", "bench/src", "blockstore/src", "control/src",
+ROOTS = ["appliance/src", "bench/src", "blockstore/src", "cluster/src", "control/src",
          "datapath/src", "mgmt/src", "vmm/src", "vswitch/src"]
 FN = re.compile(r'^\s*(pub(\([^)]*\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?'
                 r'(extern\s+"[^"]*"\s+)?fn\s+(\w+)')

@@ -8,11 +8,15 @@
 //! - [`lease`]: a lease kept alive from this host, and when the host must
 //!   count it lost (the fencing rule).
 //! - [`member`]: the etcd member a host runs (Debian's etcd-server).
+//! - [`pki`]: the cluster's certificate authority: members and clients
+//!   accept only certificates it signed.
 
 pub mod lease;
 pub mod member;
+pub mod pki;
 pub mod store;
 
 pub use lease::{Lease, LeaseState};
-pub use member::{Member, MemberConfig, MemberError};
+pub use member::{Member, MemberConfig, MemberError, MemberTls};
+pub use pki::{ClientTls, TlsDir};
 pub use store::{Batch, Store, StoreError, Versioned};

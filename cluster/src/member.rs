@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::pki::ClientTls;
 use crate::store::{StoreError, deadline};
 
 /// The etcd program Debian installs.
@@ -42,6 +43,17 @@ pub struct MemberConfig {
     pub election: Duration,
     /// Where the member's own log goes.
     pub log: PathBuf,
+    /// TLS for clients and peers (URLs then say `https://`), accepting
+    /// only certificates the cluster's authority signed.
+    pub tls: Option<MemberTls>,
+}
+
+/// The member's certificate files.
+#[derive(Debug, Clone)]
+pub struct MemberTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl MemberConfig {
@@ -54,7 +66,7 @@ impl MemberConfig {
             .collect::<Vec<_>>()
             .join(",");
         let state = if self.new_cluster { "new" } else { "existing" };
-        vec![
+        let mut args = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir.display()),
             format!("--listen-client-urls={}", self.client_url),
@@ -73,7 +85,21 @@ impl MemberConfig {
             "--auto-compaction-retention=1h".into(),
             "--logger=zap".into(),
             "--log-outputs=stderr".into(),
-        ]
+        ];
+        if let Some(tls) = &self.tls {
+            let (ca, cert, key) = (tls.ca.display(), tls.cert.display(), tls.key.display());
+            args.extend([
+                format!("--trusted-ca-file={ca}"),
+                format!("--cert-file={cert}"),
+                format!("--key-file={key}"),
+                "--client-cert-auth=true".into(),
+                format!("--peer-trusted-ca-file={ca}"),
+                format!("--peer-cert-file={cert}"),
+                format!("--peer-key-file={key}"),
+                "--peer-client-cert-auth=true".into(),
+            ]);
+        }
+        args
     }
 }
 
@@ -143,7 +169,12 @@ impl Member {
 
     /// Waits until the member answers a linearizable read (it has a
     /// leader and a quorum), up to `within`.
-    pub async fn wait_serving(&mut self, within: Duration) -> Result<(), MemberError> {
+    /// `tls` is the client side to reach a member that speaks TLS.
+    pub async fn wait_serving(
+        &mut self,
+        within: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<(), MemberError> {
         let until = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().ok().flatten() {
@@ -153,7 +184,7 @@ impl Member {
                     log: self.config.log.display().to_string(),
                 });
             }
-            if serving(&self.config.client_url).await.is_ok() {
+            if serving(&self.config.client_url, tls).await.is_ok() {
                 return Ok(());
             }
             if Instant::now() >= until {
@@ -184,11 +215,14 @@ impl Member {
 }
 
 /// One linearizable read on `url`: Ok once the member serves.
-async fn serving(url: &str) -> Result<(), StoreError> {
-    let options = etcd_client::ConnectOptions::new()
+async fn serving(url: &str, tls: Option<&ClientTls>) -> Result<(), StoreError> {
+    let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(1))
         .with_timeout(Duration::from_secs(1))
         .with_require_leader(true);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.options());
+    }
     let mut client = deadline(etcd_client::Client::connect([url], Some(options))).await?;
     deadline(client.get("/sfera-health", None))
         .await

@@ -14,6 +14,8 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use serde::Serialize;
+
+use crate::pki::ClientTls;
 use serde::de::DeserializeOwned;
 
 /// How long one call to etcd may take before the store is reported
@@ -221,13 +223,18 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to etcd at `endpoints` (URLs such as `http://10.0.0.1:2379`;
-    /// the client balances over them and skips members that are down).
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+    /// Connects to etcd at `endpoints` (URLs such as `https://10.0.0.1:2379`;
+    /// the client balances over them and skips members that are down),
+    /// with `tls` when the members speak it.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, StoreError> {
         if endpoints.is_empty() {
             return Err(StoreError::Refused("no etcd endpoint given".into()));
         }
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_timeout(CALL_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
@@ -235,6 +242,9 @@ impl Store {
             // Without a leader a member refuses at once rather than
             // queueing the request until its timeout.
             .with_require_leader(true);
+        if let Some(tls) = tls {
+            options = options.with_tls(tls.options());
+        }
         let client = tokio::time::timeout(CALL_TIMEOUT, Client::connect(endpoints, Some(options)))
             .await
             .map_err(|_| StoreError::Unavailable(format!("no answer from {endpoints:?}")))??;

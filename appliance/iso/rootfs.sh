@@ -40,6 +40,9 @@ packages=(
     # VMs: QEMU for hosts without hardware virtualization and for installers
     # (SeaBIOS comes with it); qemu-img for mgmtd's disk image import.
     qemu-system-x86 qemu-utils
+    # The cluster's state store: mgmtd runs this host's etcd member itself
+    # (docs/cluster.md); Debian's own etcd.service is masked below.
+    etcd-server
 )
 
 key=$(sha256sum "$here/rootfs.sh" | cut -c1-16)
@@ -75,6 +78,7 @@ mmdebstrap \
     --customize-hook='echo sfera > "$1/etc/hostname"' \
     --customize-hook='printf "127.0.0.1\tlocalhost\n127.0.1.1\tsfera\n::1\tlocalhost ip6-localhost ip6-loopback\n" > "$1/etc/hosts"' \
     --customize-hook='rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"; : > "$1/etc/machine-id"' \
+    --customize-hook='ln -sf /dev/null "$1/etc/systemd/system/etcd.service"' \
     --customize-hook='rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*_Packages' \
     "$suite" - \
     "deb $mirror $suite main" \

@@ -34,6 +34,7 @@ pub mod host_paths;
 pub mod import;
 pub mod jail;
 pub mod logs;
+pub mod membership;
 pub mod metrics;
 pub mod mgmtd;
 pub mod pid;

@@ -107,6 +107,15 @@ struct Args {
     #[arg(long, default_value_t = mgmt::logs::LogCap::default().keep,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     log_keep: u32,
+    /// This host's name in the cluster (default: the machine's host name
+    /// up to its first dot). Kept in <data-dir>/cluster.json on first start.
+    #[arg(long)]
+    host_name: Option<String>,
+    /// The etcd cluster to use, as client URLs (http://HOST:PORT, comma
+    /// separated). Default: this host runs a one-member etcd of its own on
+    /// loopback (docs/cluster.md).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -148,6 +157,8 @@ fn main() -> Result<()> {
             keep: args.log_keep,
         },
         session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
+        host_name: args.host_name,
+        etcd_endpoints: args.etcd_endpoints,
         max_connections: usize::try_from(args.max_connections)
             .context("--max-connections is too large")?,
     };

@@ -20,6 +20,7 @@ use crate::db::Db;
 use crate::db::retention::Retention;
 use crate::host::{self, Accel, HostFacts};
 use crate::host_paths::Roots;
+use crate::membership::{self, ClusterFile};
 use crate::service::{Mgmt, Paths};
 use crate::supervisor::{DaemonSpec, Readiness, Supervisor};
 use crate::vswitchd::Vswitchd;
@@ -63,6 +64,10 @@ pub struct Options {
     pub max_connections: usize,
     /// How big the daemons' and VMs' logs may grow.
     pub log_cap: crate::logs::LogCap,
+    /// This host's name in the cluster (default: from the host name).
+    pub host_name: Option<String>,
+    /// The etcd cluster's client URLs (none: run a one-member etcd here).
+    pub etcd_endpoints: Vec<String>,
 }
 
 /// The name of the datastore made on first start.
@@ -201,12 +206,15 @@ pub async fn run(o: Options) -> Result<()> {
         .await
         .with_context(|| format!("Cannot listen on {}", o.listen))?;
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut daemons = tokio::task::JoinSet::new();
+    let store = join_cluster(&o, &paths, &logs, &db, &facts, &stop_rx, &mut daemons).await?;
+    drop(store);
+
     let blockd = blockd_supervisor(&o, &paths, &logs, &db)?;
     let vsw_supervisor = vswitchd_supervisor(&o, &paths, &logs, &db)?;
     let vswitchd = Arc::new(Vswitchd::new(Arc::clone(&vsw_supervisor)));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut daemons = tokio::task::JoinSet::new();
     daemons.spawn(Arc::clone(&blockd).run(stop_rx.clone(), o.stop_on_exit));
     daemons.spawn(Arc::clone(&vsw_supervisor).run(stop_rx.clone(), o.stop_on_exit));
 
@@ -246,6 +254,39 @@ pub async fn run(o: Options) -> Result<()> {
     while daemons.join_next().await.is_some() {}
     db.event("info", "mgmtd.stopped", "mgmtd", "Stopped", None);
     Ok(())
+}
+
+/// This host's place in the cluster: its etcd member started (when it runs
+/// one), the store reached, and its lease and records kept from now on.
+async fn join_cluster(
+    o: &Options,
+    paths: &Paths,
+    logs: &Path,
+    db: &Arc<Db>,
+    facts: &HostFacts,
+    stop_rx: &watch::Receiver<bool>,
+    daemons: &mut tokio::task::JoinSet<()>,
+) -> Result<cluster::Store> {
+    let name = match &o.host_name {
+        Some(n) => n.clone(),
+        None => membership::default_host_name(&facts.hostname),
+    };
+    let file = ClusterFile::load_or_create(&paths.data_dir, &name, &o.etcd_endpoints)?;
+    if let Some(spec) = file.member_spec(&paths.data_dir, &paths.run_dir, logs)? {
+        let etcd = Supervisor::new(spec, Arc::clone(db));
+        daemons.spawn(Arc::clone(&etcd).run(stop_rx.clone(), o.stop_on_exit));
+    }
+    let store = membership::connect(&file, &paths.data_dir, membership::CONNECT_WITHIN).await?;
+    tracing::info!(host = file.host, endpoints = ?file.endpoints, "In the cluster");
+    tokio::spawn(membership::heartbeat(
+        store.clone(),
+        file.host.clone(),
+        facts.clone(),
+        Arc::clone(db),
+        stop_rx.clone(),
+        o.stop_on_exit,
+    ));
+    Ok(store)
 }
 
 /// Where things are: the host directories the API may name (made when

@@ -24,6 +24,10 @@ pub enum Readiness {
     Api(&'static str),
     /// These files (sockets it binds) exist.
     Files(Vec<PathBuf>),
+    /// It accepts TCP connections on this address (`HOST:PORT`): for an
+    /// etcd member, which may have to wait for its peers before it serves
+    /// reads, and must not be restarted meanwhile.
+    Listening(String),
 }
 
 /// How to run one daemon.
@@ -344,6 +348,7 @@ impl Supervisor {
             let ready = match &spec.ready {
                 Readiness::Api(path) => api.get(path).await.is_ok(),
                 Readiness::Files(files) => files.iter().all(|f| f.exists()),
+                Readiness::Listening(addr) => tokio::net::TcpStream::connect(addr).await.is_ok(),
             };
             if ready {
                 return Ok(());

@@ -162,7 +162,11 @@ pub struct Leftovers(pub PathBuf);
 impl Drop for Leftovers {
     fn drop(&mut self) {
         let run_dir = self.0.join("run");
-        let mut pidfiles = vec![run_dir.join("blockd.pid"), run_dir.join("vswitchd.pid")];
+        let mut pidfiles = vec![
+            run_dir.join("blockd.pid"),
+            run_dir.join("vswitchd.pid"),
+            run_dir.join("etcd.pid"),
+        ];
         if let Ok(vms) = std::fs::read_dir(run_dir.join("vms")) {
             for vm in vms.flatten() {
                 pidfiles.push(vm.path().join("qemu.pid"));

@@ -1,0 +1,482 @@
+//! This host's place in the cluster (docs/cluster.md): the etcd member it
+//! runs, its connection to the cluster's store, and the lease that says it
+//! is alive.
+//!
+//! `<data>/cluster.json` holds the host's name in the cluster, the etcd
+//! endpoints it talks to and, when it runs a member, that member's
+//! settings. A host started for the first time with nothing else said
+//! starts a new one-member cluster on loopback ports picked then and kept
+//! in that file, so a restarted member keeps its URLs.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use cluster::member::free_loopback_port;
+use cluster::{Batch, Lease, LeaseState, MemberConfig, MemberTls, Store, TlsDir, pki};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::db::{Db, now};
+use crate::host::HostFacts;
+use crate::supervisor::{DaemonSpec, Readiness};
+
+/// Every key of Sfera's records starts with this.
+pub const PREFIX: &str = "/sfera/";
+/// A host whose lease is not renewed for this long is not responding.
+pub const HOST_TTL: Duration = Duration::from_secs(6);
+/// How long mgmtd waits at start for the cluster's store to answer (its
+/// own member's first start included).
+pub const CONNECT_WITHIN: Duration = Duration::from_secs(60);
+/// The name of the file under the data directory.
+const FILE: &str = "cluster.json";
+
+/// `<data>/cluster.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// This host's name in the cluster.
+    pub host: String,
+    /// The etcd client URLs this host's mgmtd uses.
+    pub endpoints: Vec<String>,
+    /// The etcd member this host runs, if it runs one.
+    pub member: Option<MemberSettings>,
+}
+
+/// How this host's etcd member runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSettings {
+    pub client_url: String,
+    pub peer_url: String,
+    /// The members when this one first started, `(name, peer URL)`.
+    pub initial_cluster: Vec<(String, String)>,
+    /// True when this member started a new cluster.
+    pub new_cluster: bool,
+    pub cluster_token: String,
+}
+
+impl ClusterFile {
+    /// Reads `<data>/cluster.json`, or makes it: with `endpoints` given,
+    /// this host uses that cluster and runs no member; otherwise it starts
+    /// a new one-member cluster on loopback.
+    pub fn load_or_create(data_dir: &Path, host: &str, endpoints: &[String]) -> Result<Self> {
+        let path = data_dir.join(FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: ClusterFile = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is not valid", path.display()))?;
+                file.check()
+                    .with_context(|| format!("{} is not valid", path.display()))?;
+                if !endpoints.is_empty() && endpoints != file.endpoints.as_slice() {
+                    bail!(
+                        "--etcd-endpoints {endpoints:?} differs from the cluster this host is in ({:?}, in {}); a host changes cluster by leaving and joining",
+                        file.endpoints,
+                        path.display()
+                    );
+                }
+                Ok(file)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let file = if endpoints.is_empty() {
+                    Self::new_local(host)?
+                } else {
+                    ClusterFile {
+                        host: host.to_owned(),
+                        endpoints: endpoints.to_vec(),
+                        member: None,
+                    }
+                };
+                file.check()?;
+                control::files::write_atomically(&path, &serde_json::to_vec_pretty(&file)?)?;
+                Ok(file)
+            }
+            Err(e) => Err(e).with_context(|| format!("Cannot read {}", path.display())),
+        }
+    }
+
+    /// A new one-member cluster on loopback ports free now.
+    fn new_local(host: &str) -> Result<Self> {
+        let client = format!("https://127.0.0.1:{}", free_loopback_port()?);
+        let peer = format!("https://127.0.0.1:{}", free_loopback_port()?);
+        let token = crate::auth::new_secret()?;
+        Ok(ClusterFile {
+            host: host.to_owned(),
+            endpoints: vec![client.clone()],
+            member: Some(MemberSettings {
+                client_url: client,
+                peer_url: peer.clone(),
+                initial_cluster: vec![(host.to_owned(), peer)],
+                new_cluster: true,
+                cluster_token: token.chars().take(16).collect(),
+            }),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if let Some(why) = control::names::problem(&self.host) {
+            bail!("host name {:?}: {why}", self.host);
+        }
+        if self.endpoints.is_empty() {
+            bail!("no etcd endpoint");
+        }
+        for url in &self.endpoints {
+            check_url(url)?;
+        }
+        if let Some(m) = &self.member {
+            check_url(&m.client_url)?;
+            check_url(&m.peer_url)?;
+        }
+        Ok(())
+    }
+
+    /// The supervised etcd member's spec, if this host runs one: its data
+    /// in `<data>/etcd`, its pidfile in the run directory beside the other
+    /// daemons', TLS with the cluster's certificates (made here when this
+    /// host starts a new cluster).
+    pub fn member_spec(
+        &self,
+        data_dir: &Path,
+        run_dir: &Path,
+        logs: &Path,
+    ) -> Result<Option<DaemonSpec>> {
+        let Some(m) = self.member.as_ref() else {
+            return Ok(None);
+        };
+        let tls = tls_dir(data_dir);
+        if m.new_cluster {
+            let sans = [m.client_url.as_str(), m.peer_url.as_str()].map(url_host);
+            pki::ensure_member_files(&tls, &m.cluster_token, &self.host, &sans).with_context(
+                || {
+                    format!(
+                        "Cannot make the cluster's certificates in {}",
+                        tls.0.display()
+                    )
+                },
+            )?;
+        }
+        let etcd_dir = data_dir.join("etcd");
+        let config = MemberConfig {
+            name: self.host.clone(),
+            data_dir: etcd_dir.clone(),
+            client_url: m.client_url.clone(),
+            peer_url: m.peer_url.clone(),
+            initial_cluster: m.initial_cluster.clone(),
+            new_cluster: m.new_cluster,
+            cluster_token: m.cluster_token.clone(),
+            heartbeat: Duration::from_millis(100),
+            election: Duration::from_millis(1000),
+            log: logs.join("etcd.log"),
+            tls: Some(MemberTls {
+                ca: tls.ca(),
+                cert: tls.member_cert(),
+                key: tls.member_key(),
+            }),
+        };
+        Ok(Some(DaemonSpec {
+            name: "etcd",
+            binary: PathBuf::from(cluster::member::ETCD),
+            args: config.args().into_iter().map(OsString::from).collect(),
+            // Its data directory names its process in /proc.
+            api: etcd_dir,
+            log: logs.join("etcd.log"),
+            pidfile: run_dir.join("etcd.pid"),
+            ready: Readiness::Listening(url_authority(&m.client_url).to_owned()),
+        }))
+    }
+}
+
+/// A host's default name in the cluster: its host name up to the first
+/// dot, with characters a name cannot hold replaced by `-`.
+pub fn default_host_name(hostname: &str) -> String {
+    let short: String = hostname
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    match short.trim_start_matches('-') {
+        "" => "host".to_owned(),
+        s => s.to_owned(),
+    }
+}
+
+/// `<data>/cluster-tls`.
+pub fn tls_dir(data_dir: &Path) -> TlsDir {
+    TlsDir(data_dir.join("cluster-tls"))
+}
+
+/// `HOST:PORT` of a URL.
+fn url_authority(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, rest)| rest)
+}
+
+/// `HOST` of a URL.
+fn url_host(url: &str) -> String {
+    let authority = url_authority(url);
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+        .trim_matches(['[', ']'])
+        .to_owned()
+}
+
+/// An etcd URL: `https://HOST:PORT` (or `http://` for a cluster without
+/// TLS that someone else runs).
+fn check_url(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let Some(rest) = rest else {
+        bail!("etcd URL {url:?} is not https://HOST:PORT");
+    };
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => bail!("etcd URL {url:?} is not https://HOST:PORT"),
+    }
+}
+
+/// Connects to the cluster's store, trying for up to `within` (a member
+/// started with mgmtd needs a moment to serve).
+///
+/// mgmtd presents its client certificate from `<data>/cluster-tls` when the
+/// endpoints are `https://`.
+pub async fn connect(file: &ClusterFile, data_dir: &Path, within: Duration) -> Result<Store> {
+    let tls = if file.endpoints.iter().any(|u| u.starts_with("https://")) {
+        let dir = tls_dir(data_dir);
+        Some(dir.client().with_context(|| {
+            format!(
+                "Cannot read this host's cluster certificates in {}",
+                dir.0.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let attempt = async {
+            let store = Store::connect(&file.endpoints, PREFIX, tls.as_ref()).await?;
+            // A read proves a quorum answers, not only a socket.
+            store
+                .get::<serde_json::Value>(&store.key("schema", "layout"))
+                .await?;
+            Ok::<_, cluster::StoreError>(store)
+        };
+        match attempt.await {
+            Ok(store) => return Ok(store),
+            Err(e) if tokio::time::Instant::now() < until => {
+                tracing::debug!(error = %e, "The cluster store does not answer yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("Cannot reach the cluster store at {:?}", file.endpoints)
+                });
+            }
+        }
+    }
+}
+
+/// What `hosts/<host>` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    pub facts: serde_json::Value,
+    /// When this mgmtd started (seconds since the epoch).
+    pub started_at: i64,
+}
+
+/// What `host-alive/<host>` holds, tied to the host's lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Alive {
+    pub lease: i64,
+    pub since: i64,
+}
+
+/// Keeps this host's record and its lease until `shutdown`: grants a lease,
+/// writes `hosts/<host>` and `host-alive/<host>` (tied to the lease), and
+/// grants a new one whenever the lease is counted lost.
+///
+/// At shutdown the lease is revoked (the others see the host go at once)
+/// only when mgmtd stops its VMs too (`stop_on_exit`). Otherwise the VMs
+/// keep running for the next mgmtd, and so must the lease: it runs out by
+/// itself if that mgmtd does not come back within its TTL.
+pub async fn heartbeat(
+    store: Store,
+    host: String,
+    facts: HostFacts,
+    db: Arc<Db>,
+    mut shutdown: watch::Receiver<bool>,
+    stop_on_exit: bool,
+) {
+    let started_at = now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let lease = tokio::select! {
+            l = hold(&store, &host, &facts, started_at) => l,
+            _ = shutdown.changed() => return,
+        };
+        let lease = match lease {
+            Ok(l) => {
+                pause = Duration::from_millis(200);
+                l
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot take this host's lease; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => return,
+                }
+                pause = (pause * 2).min(HOST_TTL);
+                continue;
+            }
+        };
+        let mut state = lease.watch();
+        let lost = async move {
+            let _ = state.wait_for(|s| *s == LeaseState::Lost).await.map(|_| ());
+        };
+        tokio::select! {
+            () = lost => {
+                let message = format!("{host} lost its cluster lease: the cluster may count it not responding");
+                tracing::error!("{message}");
+                db.event("error", "host.lease_lost", &host, &message, None);
+            }
+            _ = shutdown.changed() => {
+                if stop_on_exit {
+                    let _ = lease.revoke().await;
+                } else {
+                    // Dropping the lease stops renewals but leaves it in etcd.
+                    drop(lease);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Takes a new lease and writes this host's records with it.
+async fn hold(
+    store: &Store,
+    host: &str,
+    facts: &HostFacts,
+    started_at: i64,
+) -> Result<Lease, cluster::StoreError> {
+    let lease = Lease::grant(store, HOST_TTL).await?;
+    let record = HostRecord {
+        name: host.to_owned(),
+        facts: serde_json::to_value(facts).unwrap_or_default(),
+        started_at,
+    };
+    let alive = Alive {
+        lease: lease.id(),
+        since: now(),
+    };
+    let batch = Batch::new()
+        .put(&store.key("hosts", host), &record, None)?
+        .put(&store.key("host-alive", host), &alive, Some(lease.id()))?;
+    store.commit(batch).await?;
+    tracing::info!(
+        host,
+        lease = lease.id(),
+        "This host's cluster lease is held"
+    );
+    Ok(lease)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_host_starts_a_one_member_cluster_and_keeps_its_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ClusterFile::load_or_create(dir.path(), "esx1", &[]).unwrap();
+        let m = first.member.clone().unwrap();
+        assert_eq!(first.endpoints, vec![m.client_url.clone()]);
+        assert!(m.new_cluster);
+        assert_eq!(
+            m.initial_cluster,
+            vec![("esx1".to_owned(), m.peer_url.clone())]
+        );
+        // The second start reads the same settings.
+        let again = ClusterFile::load_or_create(dir.path(), "esx1", &[]).unwrap();
+        assert_eq!(again, first);
+        let spec = first
+            .member_spec(dir.path(), dir.path(), dir.path())
+            .unwrap()
+            .unwrap();
+        assert!(m.client_url.starts_with("https://127.0.0.1:"));
+        assert!(
+            tls_dir(dir.path()).client().is_ok(),
+            "the certificates are made"
+        );
+        let args: Vec<String> = spec
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into())
+            .collect();
+        assert!(args.contains(&format!("--listen-client-urls={}", m.client_url)));
+        assert!(args.contains(&"--initial-cluster-state=new".to_owned()));
+    }
+
+    #[test]
+    fn a_host_of_another_cluster_runs_no_member_and_cannot_be_moved_by_a_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let urls = vec!["http://10.0.0.1:2379".to_owned()];
+        let f = ClusterFile::load_or_create(dir.path(), "esx2", &urls).unwrap();
+        assert!(f.member.is_none());
+        assert!(
+            f.member_spec(dir.path(), dir.path(), dir.path())
+                .unwrap()
+                .is_none()
+        );
+        let other = vec!["http://10.0.0.9:2379".to_owned()];
+        let err = ClusterFile::load_or_create(dir.path(), "esx2", &other).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("leaving and joining"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_default_host_name_is_a_valid_name() {
+        assert_eq!(default_host_name("esx1.example.com"), "esx1");
+        assert_eq!(default_host_name("my host"), "my-host");
+        assert_eq!(default_host_name("-x"), "x");
+        assert_eq!(default_host_name(""), "host");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            vec!["10.0.0.1:2379".to_owned()],
+            vec!["http://x:0".to_owned()],
+        ] {
+            let err = ClusterFile::load_or_create(dir.path(), "esx3", &bad).unwrap_err();
+            assert!(format!("{err:#}").contains("https://HOST:PORT"), "{err:#}");
+        }
+        std::fs::write(dir.path().join(FILE), b"{\"host\": 1}").unwrap();
+        let err = ClusterFile::load_or_create(dir.path(), "esx3", &[]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cluster.json is not valid"),
+            "{err:#}"
+        );
+        let fresh = tempfile::tempdir().unwrap();
+        let err = ClusterFile::load_or_create(fresh.path(), "-bad", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("host name"), "{err:#}");
+    }
+}

@@ -81,6 +81,27 @@ impl CallError {
             _ => None,
         }
     }
+
+    /// The daemon's refusal of the request itself (a 4xx: a name taken, a
+    /// path that does not exist): its status and message, which a caller
+    /// passes on to its own client. Anything else is the daemon's failure.
+    pub fn refusal(&self) -> Option<(u16, &str)> {
+        match self {
+            CallError::Refused {
+                status, message, ..
+            } if (400..500).contains(status) => Some((*status, message)),
+            _ => None,
+        }
+    }
+
+    /// The message a caller's own error answer gives: a refusal's, or the
+    /// whole failure.
+    pub fn answer_message(&self) -> String {
+        match self.refusal() {
+            Some((_, message)) => message.to_owned(),
+            None => self.to_string(),
+        }
+    }
 }
 
 /// A failed call to another daemon as the caller's own answer: the
@@ -89,18 +110,16 @@ impl CallError {
 /// down, broken, or failing itself) is a 503.
 impl From<CallError> for crate::ApiError {
     fn from(e: CallError) -> Self {
-        match &e {
-            CallError::Refused {
-                status, message, ..
-            } if (400..500).contains(status) => {
+        match e.refusal() {
+            Some((status, message)) => {
                 let code = match status {
                     404 => "not_found",
                     409 => "conflict",
                     _ => "invalid_request",
                 };
-                crate::ApiError::new(*status, code, message.clone())
+                crate::ApiError::new(status, code, message)
             }
-            _ => crate::ApiError::unavailable(e.to_string()),
+            None => crate::ApiError::unavailable(e.to_string()),
         }
     }
 }
@@ -274,5 +293,39 @@ impl UnixApi {
             path: path.to_owned(),
             why,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16) -> CallError {
+        CallError::Refused {
+            daemon: "sfera-blockd",
+            method: Method::POST,
+            path: "/v1/exports".into(),
+            status,
+            code: Some("conflict".into()),
+            message: "Export e exists".into(),
+        }
+    }
+
+    #[test]
+    fn refusals_are_passed_on_and_failures_are_503() {
+        let e = refused(409);
+        assert_eq!(e.refusal(), Some((409, "Export e exists")));
+        assert_eq!(e.answer_message(), "Export e exists");
+        let answer = crate::ApiError::from(e);
+        assert_eq!((answer.status, answer.code), (409, "conflict"));
+        assert_eq!(answer.message, "Export e exists");
+
+        let e = refused(500);
+        assert_eq!(e.refusal(), None);
+        let text = e.to_string();
+        assert_eq!(e.answer_message(), text);
+        let answer = crate::ApiError::from(e);
+        assert_eq!((answer.status, answer.code), (503, "unavailable"));
+        assert_eq!(answer.message, text);
     }
 }

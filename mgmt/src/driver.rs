@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::error::ApiError;
+use crate::Error;
 use crate::db::{Boot, VmState};
 use crate::host::HostFacts;
 use crate::qemu::qmp;
@@ -62,19 +62,20 @@ pub fn choose(
     host: &HostFacts,
     boot: &Boot,
     asked: Option<Driver>,
-) -> Result<(Driver, String), ApiError> {
+) -> Result<(Driver, String), Error> {
     let qemu_how = format!("QEMU with -accel {}", host.accel.as_str());
     match asked {
         Some(Driver::SferaVmm) => {
             if !host.sfera_vmm_available {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::Invalid(format!(
                     "driver: sfera-vmm needs /dev/kvm and the sfera-vmm binary on the host ({})",
                     host.driver_reason
                 )));
             }
             if needs_firmware(boot) {
-                return Err(ApiError::invalid(
-                    "driver: sfera-vmm boots kernels directly; this boot source needs firmware (QEMU)",
+                return Err(Error::Invalid(
+                    "driver: sfera-vmm boots kernels directly; this boot source needs firmware (QEMU)"
+                        .into(),
                 ));
             }
             let note = if host.default_driver == "sfera-vmm" {
@@ -355,15 +356,15 @@ mod tests {
 
         let none = host("none", "qemu", false);
         let e = choose(&none, &kernel(), Some(Driver::SferaVmm)).unwrap_err();
-        assert_eq!(e.status, 400);
-        assert!(e.message.starts_with("driver:"), "{}", e.message);
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        assert!(e.to_string().starts_with("driver:"), "{e}");
 
         // A disk's boot loader needs firmware: QEMU, even on hardware.
         let (d, why) = choose(&hw, &Boot::Disk, None).unwrap();
         assert_eq!(d, Driver::Qemu);
         assert!(why.contains("firmware"), "{why}");
         let e = choose(&hw, &Boot::Disk, Some(Driver::SferaVmm)).unwrap_err();
-        assert!(e.message.contains("firmware"), "{}", e.message);
+        assert!(e.to_string().contains("firmware"), "{e}");
         let iso = Boot::Iso {
             iso: "/srv/installer.iso".into(),
         };

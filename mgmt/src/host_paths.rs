@@ -12,14 +12,7 @@
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::api::error::ApiError;
-
-/// The error code of a path outside the roots, or of the wrong kind.
-pub const PATH_NOT_ALLOWED: &str = "path_not_allowed";
-
-fn refused(message: String) -> ApiError {
-    ApiError::new(400, PATH_NOT_ALLOWED, message)
-}
+use crate::Error;
 
 /// Directories under which a client may name host paths, resolved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,21 +62,20 @@ impl Roots {
     }
 
     /// `path` resolved, if it is absolute, exists and names no protocol.
-    fn resolve(field: &str, path: &str) -> Result<PathBuf, ApiError> {
+    fn resolve(field: &str, path: &str) -> Result<PathBuf, Error> {
         if has_protocol_prefix(path) {
-            return Err(refused(format!(
+            return Err(Error::PathNotAllowed(format!(
                 "{field} {path:?} names a protocol: give a file's path"
             )));
         }
         let p = Path::new(path);
         if !p.is_absolute() {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::Invalid(format!(
                 "{field} {path:?} must be an absolute path"
             )));
         }
-        p.canonicalize().map_err(|e| {
-            ApiError::invalid(format!("{field} {path} is not a file on the host: {e}"))
-        })
+        p.canonicalize()
+            .map_err(|e| Error::Invalid(format!("{field} {path} is not a file on the host: {e}")))
     }
 
     /// Whether `resolved` is under one of the roots (`strictly`: not a
@@ -96,10 +88,10 @@ impl Roots {
 
     /// A regular file under the roots, readable, resolved: an image to
     /// import or an ISO to boot.
-    pub fn file(&self, field: &str, path: &str) -> Result<PathBuf, ApiError> {
+    pub fn file(&self, field: &str, path: &str) -> Result<PathBuf, Error> {
         let resolved = Self::resolve(field, path)?;
         if !self.holds(&resolved, true) {
-            return Err(refused(format!(
+            return Err(Error::PathNotAllowed(format!(
                 "{field} {path} is not inside an import directory ({}): copy the file there first",
                 self.list()
             )));
@@ -110,12 +102,12 @@ impl Roots {
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
             .open(&resolved)
-            .map_err(|e| ApiError::invalid(format!("{field} {path} cannot be read: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("{field} {path} cannot be read: {e}")))?;
         let meta = file
             .metadata()
-            .map_err(|e| ApiError::invalid(format!("{field} {path} cannot be read: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("{field} {path} cannot be read: {e}")))?;
         if !meta.file_type().is_file() {
-            return Err(refused(format!(
+            return Err(Error::PathNotAllowed(format!(
                 "{field} {path} is {}, not a regular file",
                 kind(&meta.file_type())
             )));
@@ -126,23 +118,23 @@ impl Roots {
     /// A datastore's place under the roots, resolved: a directory inside
     /// one (not a root itself, which holds other datastores), or a block
     /// device that is a root or inside one.
-    pub fn datastore(&self, field: &str, path: &str) -> Result<PathBuf, ApiError> {
+    pub fn datastore(&self, field: &str, path: &str) -> Result<PathBuf, Error> {
         let resolved = Self::resolve(field, path)?;
         let meta = std::fs::metadata(&resolved)
-            .map_err(|e| ApiError::invalid(format!("{field} {path} cannot be read: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("{field} {path} cannot be read: {e}")))?;
         let t = meta.file_type();
         let inside = if t.is_dir() {
             self.holds(&resolved, true)
         } else if t.is_block_device() {
             self.holds(&resolved, false)
         } else {
-            return Err(refused(format!(
+            return Err(Error::PathNotAllowed(format!(
                 "{field} {path} is {}, not a directory or block device",
                 kind(&t)
             )));
         };
         if !inside {
-            return Err(refused(format!(
+            return Err(Error::PathNotAllowed(format!(
                 "{field} {path} is not inside a datastore root ({}): make the datastore's directory there (sfera-mgmtd --datastore-root adds roots)",
                 self.list()
             )));
@@ -239,15 +231,18 @@ mod tests {
         let link = t.base.join("import/evil.qcow2");
         std::os::unix::fs::symlink(t.base.join("outside/secret"), &link).unwrap();
         let e = t.roots.file("source", &s(&link)).unwrap_err();
-        assert_eq!((e.status, e.code), (400, PATH_NOT_ALLOWED), "{e}");
-        assert!(e.message.contains("not inside an import directory"), "{e}");
+        assert!(matches!(e, Error::PathNotAllowed(_)), "{e}");
+        assert!(
+            e.to_string().contains("not inside an import directory"),
+            "{e}"
+        );
         // A symlinked directory too.
         std::os::unix::fs::symlink("/etc", t.base.join("import/etc")).unwrap();
         let e = t
             .roots
             .file("source", &s(&t.base.join("import/etc/hostname")))
             .unwrap_err();
-        assert_eq!(e.code, PATH_NOT_ALLOWED, "{e}");
+        assert!(matches!(e, Error::PathNotAllowed(_)), "{e}");
     }
 
     #[test]
@@ -257,9 +252,9 @@ mod tests {
             .roots
             .file("source", &s(&t.base.join("import/../outside/secret")))
             .unwrap_err();
-        assert_eq!(e.code, PATH_NOT_ALLOWED, "{e}");
+        assert!(matches!(e, Error::PathNotAllowed(_)), "{e}");
         let e = t.roots.file("source", "/etc/shadow").unwrap_err();
-        assert_eq!(e.code, PATH_NOT_ALLOWED, "{e}");
+        assert!(matches!(e, Error::PathNotAllowed(_)), "{e}");
     }
 
     #[test]
@@ -272,18 +267,18 @@ mod tests {
             .unwrap();
         assert!(made.success());
         let e = t.roots.file("source", &s(&fifo)).unwrap_err();
-        assert!(e.message.contains("a FIFO"), "{e}");
+        assert!(e.to_string().contains("a FIFO"), "{e}");
         let e = t
             .roots
             .file("source", &s(&t.base.join("import/sub")))
             .unwrap_err();
-        assert!(e.message.contains("a directory"), "{e}");
+        assert!(e.to_string().contains("a directory"), "{e}");
         // A device node: /dev/null, reached through a symlink, is outside;
         // a root that holds devices still refuses them.
         let dev = Roots::new(&[PathBuf::from("/dev")]).unwrap();
         let e = dev.file("source", "/dev/null").unwrap_err();
-        assert!(e.message.contains("a character device"), "{e}");
-        assert_eq!(e.code, PATH_NOT_ALLOWED);
+        assert!(e.to_string().contains("a character device"), "{e}");
+        assert!(matches!(e, Error::PathNotAllowed(_)), "{e}");
     }
 
     #[test]
@@ -296,13 +291,13 @@ mod tests {
             ("http://example.com/x.qcow2", "protocol"),
         ] {
             let e = t.roots.file("source", path).unwrap_err();
-            assert!(e.message.contains(word), "{path}: {e}");
+            assert!(e.to_string().contains(word), "{path}: {e}");
         }
         let e = t
             .roots
             .file("source", &s(&t.base.join("import/none")))
             .unwrap_err();
-        assert!(e.message.contains("not a file"), "{e}");
+        assert!(e.to_string().contains("not a file"), "{e}");
         assert!(!has_protocol_prefix("/srv/a:b.qcow2"));
     }
 
@@ -325,11 +320,11 @@ mod tests {
             s(&t.base.join("outside/ds/../..")),
         ] {
             let e = roots.datastore("path", &bad).unwrap_err();
-            assert_eq!((e.status, e.code), (400, PATH_NOT_ALLOWED), "{bad}: {e}");
+            assert!(matches!(e, Error::PathNotAllowed(_)), "{bad}: {e}");
         }
         let e = roots
             .datastore("path", &s(&t.base.join("outside/secret")))
             .unwrap_err();
-        assert!(e.message.contains("a regular file"), "{e}");
+        assert!(e.to_string().contains("a regular file"), "{e}");
     }
 }

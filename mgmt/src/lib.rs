@@ -18,7 +18,8 @@
 //! - [`metrics`]: performance samples from the daemons' metrics, for the
 //!   charts.
 //! - [`api`]: the `/api/v1` REST API, its OpenAPI document and its server;
-//!   [`auth`] and [`tls`] for who may call it.
+//!   [`auth`] and [`tls`] for who may call it. The work behind it fails
+//!   with [`Error`], which the API maps to its answers.
 
 #![deny(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod console;
 pub mod daemon_users;
 pub mod db;
 pub mod driver;
+pub mod error;
 pub mod host;
 pub mod host_paths;
 pub mod import;
@@ -46,3 +48,5 @@ pub mod tasks;
 pub mod tls;
 pub mod vm;
 pub mod vswitchd;
+
+pub use error::Error;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::api::error::ApiError;
+use crate::Error;
 use crate::api::login_limit::{HashGate, LoginLimiter};
 use crate::blockd::Blockd;
 use crate::console::Consoles;
@@ -136,25 +136,25 @@ impl Mgmt {
     }
 
     /// Waits for sfera-blockd to be up.
-    pub async fn need_blockd(&self) -> Result<(), ApiError> {
+    pub async fn need_blockd(&self) -> Result<(), Error> {
         self.blockd_supervisor
             .wait_running(DAEMON_WAIT)
             .await
-            .map_err(ApiError::unavailable)
+            .map_err(Error::Unavailable)
     }
 
     /// Waits for sfera-vswitchd to be up.
-    pub async fn need_vswitchd(&self) -> Result<(), ApiError> {
+    pub async fn need_vswitchd(&self) -> Result<(), Error> {
         self.vswitchd
             .supervisor
             .wait_running(DAEMON_WAIT)
             .await
-            .map_err(ApiError::unavailable)
+            .map_err(Error::Unavailable)
     }
 
     /// Refreshes the datastore mirror from sfera-blockd; the mirror as it
     /// was (marked stale) when blockd cannot be asked.
-    pub async fn sync_datastores(&self) -> Result<(Vec<crate::db::DatastoreRow>, bool), ApiError> {
+    pub async fn sync_datastores(&self) -> Result<(Vec<crate::db::DatastoreRow>, bool), Error> {
         match self.blockd.datastores().await {
             Ok(rows) => {
                 self.db.replace_datastores(&rows)?;
@@ -170,11 +170,19 @@ impl Mgmt {
     /// Refreshes the network mirror from sfera-vswitchd.
     pub async fn sync_networks(
         &self,
-    ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>, bool), ApiError> {
+    ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>, bool), Error> {
         match self.vswitchd.config().await {
             Ok(c) => {
-                let switches = crate::api::reply::to_json_all(&c.switches)?;
-                let groups = crate::api::reply::to_json_all(&c.port_groups)?;
+                let switches = c
+                    .switches
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let groups = c
+                    .port_groups
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.db.replace_networks(&switches, &groups)?;
                 Ok((switches, groups, false))
             }

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::api::error::ApiError;
+use crate::Error;
 use crate::db::{Db, Task};
 
 /// What a running task reports through.
@@ -24,17 +24,18 @@ impl TaskCtx {
     }
 }
 
-/// Starts `work` as a task and returns the task as recorded.
+/// Starts `work` as a task and returns the task as recorded; the task's
+/// error, if it fails, is the text of `work`'s [`Error`].
 pub fn spawn<F, Fut>(
     db: &Arc<Db>,
     kind: &str,
     target: &str,
     user: &str,
     work: F,
-) -> Result<Task, ApiError>
+) -> Result<Task, Error>
 where
     F: FnOnce(TaskCtx) -> Fut,
-    Fut: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
+    Fut: Future<Output = Result<serde_json::Value, Error>> + Send + 'static,
 {
     let task = db.insert_task(kind, target, user)?;
     let ctx = TaskCtx {
@@ -45,10 +46,12 @@ where
     let db = Arc::clone(db);
     let (id, kind) = (task.id, kind.to_owned());
     tokio::spawn(async move {
-        let outcome = fut.await.map_err(|e| e.message);
-        if let Err(e) = &outcome {
-            tracing::error!(task = id, kind, "Task failed: {e}");
-        }
+        // The task records what the API would answer; the log has the
+        // causes too (a database error's, say).
+        let outcome = fut.await.map_err(|e| {
+            tracing::error!(task = id, kind, "Task failed: {}", control::error_chain(&e));
+            e.to_string()
+        });
         if let Err(e) = db.finish_task(id, &outcome) {
             tracing::error!(task = id, "Cannot record the task's end: {e}");
         }

@@ -1,10 +1,20 @@
 //! Errors as the API answers them: `{ "error": { "code", "message" } }`
-//! with an HTTP status.
+//! with an HTTP status. mgmtd's own errors ([`crate::Error`]) become
+//! answers here, and only here.
 
+use crate::Error;
 use crate::db::DbError;
 use crate::vswitchd::SwitchError;
 
 pub use control::ApiError;
+
+/// The error code of a host path outside the directories a client may
+/// name, or of the wrong kind.
+pub const PATH_NOT_ALLOWED: &str = "path_not_allowed";
+
+/// The error code of an image that names other files or is not in the
+/// format it was said to be in.
+pub const IMAGE_NOT_ALLOWED: &str = "image_not_allowed";
 
 /// Too many failed logins: locked out for `wait` (rounded up).
 pub fn too_many_logins(wait: std::time::Duration) -> ApiError {
@@ -32,6 +42,26 @@ pub fn cross_origin() -> ApiError {
     )
 }
 
+/// Each kind of failure as its answer: the client's mistakes are 400s,
+/// a daemon's refusal is passed on and its failure is a 503 (as
+/// [`control::client::CallError`] says), the database's is logged.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Invalid(_) => ApiError::invalid(message),
+            Error::PathNotAllowed(_) => ApiError::new(400, PATH_NOT_ALLOWED, message),
+            Error::ImageNotAllowed(_) => ApiError::new(400, IMAGE_NOT_ALLOWED, message),
+            Error::NotFound { .. } => ApiError::not_found(message),
+            Error::NameTaken { .. } | Error::Conflict(_) => ApiError::conflict(message),
+            Error::Unavailable(_) => ApiError::unavailable(message),
+            Error::Daemon(c) => c.into(),
+            Error::Db(d) => d.into(),
+            Error::Internal(_) => ApiError::internal(message),
+        }
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         tracing::error!("Database: {e}: {:?}", std::error::Error::source(&e));
@@ -51,5 +81,93 @@ impl From<SwitchError> for ApiError {
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         ApiError::internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use control::client::CallError;
+
+    use super::*;
+
+    fn refused(status: u16) -> CallError {
+        CallError::Refused {
+            daemon: "sfera-blockd",
+            method: hyper::Method::DELETE,
+            path: "/v1/exports/e".into(),
+            status,
+            code: None,
+            message: "No export e".into(),
+        }
+    }
+
+    #[test]
+    fn each_kind_of_error_has_its_answer() {
+        let timeout = CallError::Timeout {
+            daemon: "sfera-blockd",
+            timeout: Duration::from_secs(30),
+        };
+        let db = DbError::Sql(rusqlite::Error::QueryReturnedNoRows);
+        let cases = [
+            (
+                Error::Invalid("vcpus must be 1 to 64".into()),
+                400,
+                "invalid_request",
+            ),
+            (
+                Error::PathNotAllowed("source /etc/shadow".into()),
+                400,
+                "path_not_allowed",
+            ),
+            (
+                Error::ImageNotAllowed("source a.qcow2".into()),
+                400,
+                "image_not_allowed",
+            ),
+            (
+                Error::NotFound {
+                    kind: "VM",
+                    name: "a".into(),
+                },
+                404,
+                "not_found",
+            ),
+            (
+                Error::NameTaken {
+                    kind: "VM",
+                    name: "a".into(),
+                },
+                409,
+                "conflict",
+            ),
+            (Error::Conflict("VM a is running".into()), 409, "conflict"),
+            (
+                Error::Unavailable("sfera-blockd is not running".into()),
+                503,
+                "unavailable",
+            ),
+            (Error::from(refused(404)), 404, "not_found"),
+            (Error::from(refused(409)), 409, "conflict"),
+            (Error::from(refused(422)), 422, "invalid_request"),
+            (Error::from(refused(500)), 503, "unavailable"),
+            (Error::from(timeout), 503, "unavailable"),
+            (
+                Error::from(SwitchError::Mac("zz".into())),
+                400,
+                "invalid_request",
+            ),
+            (Error::Db(db), 500, "internal"),
+            (Error::Internal("Cannot sync /d".into()), 500, "internal"),
+        ];
+        for (e, status, code) in cases {
+            // The answer says what the error's text says, as a failed task does.
+            let text = e.to_string();
+            let answer = ApiError::from(e);
+            assert_eq!((answer.status, answer.code), (status, code), "{text}");
+            assert_eq!(answer.message, text);
+            assert_eq!((answer.allow, answer.retry_after), (None, None), "{text}");
+        }
     }
 }

@@ -149,7 +149,7 @@ pub fn check_datastore_path(path: &str) -> Result<(), ApiError> {
     if path == "/" {
         Err(ApiError::new(
             400,
-            crate::host_paths::PATH_NOT_ALLOWED,
+            super::error::PATH_NOT_ALLOWED,
             "path / is the host's root: give a directory or block device for the datastore",
         ))
     } else {

@@ -18,25 +18,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::ImageFormat;
-use crate::api::error::ApiError;
-
-/// The error code of an image that names other files or is not in the
-/// format it was said to be in.
-pub const IMAGE_NOT_ALLOWED: &str = "image_not_allowed";
+use crate::Error;
 
 /// How long `qemu-img info` may take (a crafted image can make it slow).
 const INFO_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn refused(message: String) -> ApiError {
-    ApiError::new(400, IMAGE_NOT_ALLOWED, message)
-}
-
 /// `qemu-img info --output=json [-f format] source`.
-async fn info(
-    qemu_img: &Path,
-    source: &Path,
-    format: Option<ImageFormat>,
-) -> Result<Value, ApiError> {
+async fn info(qemu_img: &Path, source: &Path, format: Option<ImageFormat>) -> Result<Value, Error> {
     let mut cmd = tokio::process::Command::new(qemu_img);
     cmd.args(["info", "--output=json"]);
     if let Some(f) = format {
@@ -51,33 +39,33 @@ async fn info(
     let out = tokio::time::timeout(INFO_TIMEOUT, run)
         .await
         .map_err(|_| {
-            ApiError::invalid(format!(
+            Error::Invalid(format!(
                 "qemu-img info on {} took more than {} s",
                 source.display(),
                 INFO_TIMEOUT.as_secs()
             ))
         })?
         .map_err(|e| {
-            ApiError::unavailable(format!(
+            Error::Unavailable(format!(
                 "Cannot run {} (Debian's qemu-utils): {e}",
                 qemu_img.display()
             ))
         })?;
     if !out.status.success() {
         let what = format.map_or("disk", ImageFormat::as_str);
-        return Err(ApiError::invalid(format!(
+        return Err(Error::Invalid(format!(
             "source {} is not a readable {what} image: {}",
             source.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
     serde_json::from_slice(&out.stdout)
-        .map_err(|e| ApiError::internal(format!("qemu-img info printed no JSON: {e}")))
+        .map_err(|e| Error::Internal(format!("qemu-img info printed no JSON: {e}")))
 }
 
 /// Reads `source` (a resolved path) and checks that it is a `format`
 /// image that names no other file; its virtual size.
-pub async fn inspect(qemu_img: &Path, source: &Path, format: ImageFormat) -> Result<u64, ApiError> {
+pub async fn inspect(qemu_img: &Path, source: &Path, format: ImageFormat) -> Result<u64, Error> {
     let probed = info(qemu_img, source, None).await?;
     check_probed(&probed, source, format)?;
     let info = info(qemu_img, source, Some(format)).await?;
@@ -85,7 +73,7 @@ pub async fn inspect(qemu_img: &Path, source: &Path, format: ImageFormat) -> Res
 }
 
 /// The probed format is the one the client named.
-pub fn check_probed(info: &Value, source: &Path, format: ImageFormat) -> Result<(), ApiError> {
+pub fn check_probed(info: &Value, source: &Path, format: ImageFormat) -> Result<(), Error> {
     let probed = info["format"].as_str().unwrap_or("unknown");
     if probed == format.as_str() {
         return Ok(());
@@ -98,7 +86,7 @@ pub fn check_probed(info: &Value, source: &Path, format: ImageFormat) -> Result<
             ImageFormat::NAMES.join(", ")
         )
     };
-    Err(refused(format!(
+    Err(Error::ImageNotAllowed(format!(
         "source {} is a {probed} image, not {}: {hint}",
         source.display(),
         format.as_str()
@@ -108,10 +96,10 @@ pub fn check_probed(info: &Value, source: &Path, format: ImageFormat) -> Result<
 /// Checks `qemu-img info -f format`'s answer for `source`: no backing
 /// file, no external data file, no extent or other file but `source`
 /// itself, a size; the virtual size.
-pub fn check_info(info: &Value, source: &Path, format: ImageFormat) -> Result<u64, ApiError> {
+pub fn check_info(info: &Value, source: &Path, format: ImageFormat) -> Result<u64, Error> {
     let name = source.display().to_string();
     if info["format"].as_str() != Some(format.as_str()) {
-        return Err(refused(format!(
+        return Err(Error::ImageNotAllowed(format!(
             "source {name} is not read as a {} image: {}",
             format.as_str(),
             info["format"]
@@ -123,7 +111,7 @@ pub fn check_info(info: &Value, source: &Path, format: ImageFormat) -> Result<u6
         "backing-filename-format",
     ] {
         if let Some(b) = info.get(key) {
-            return Err(refused(format!(
+            return Err(Error::ImageNotAllowed(format!(
                 "source {name} has a backing file ({b}): imports take standalone images only (qemu-img convert makes one)"
             )));
         }
@@ -137,29 +125,27 @@ pub fn check_info(info: &Value, source: &Path, format: ImageFormat) -> Result<u6
     }
     let size = info["virtual-size"]
         .as_u64()
-        .ok_or_else(|| ApiError::internal(format!("qemu-img info gave no virtual-size: {info}")))?;
+        .ok_or_else(|| Error::Internal(format!("qemu-img info gave no virtual-size: {info}")))?;
     if size == 0 {
-        return Err(ApiError::invalid(format!(
-            "source {name} is an empty image"
-        )));
+        return Err(Error::Invalid(format!("source {name} is an empty image")));
     }
     Ok(size)
 }
 
 /// Refuses a qcow2 `data-file`, and any `filename` (a vmdk extent, a
 /// child node) other than the image's own, anywhere in `v`.
-fn check_named_files(v: &Value, name: &str) -> Result<(), ApiError> {
+fn check_named_files(v: &Value, name: &str) -> Result<(), Error> {
     match v {
         Value::Object(map) => {
             for (key, value) in map {
                 match (key.as_str(), value) {
                     ("data-file", f) => {
-                        return Err(refused(format!(
+                        return Err(Error::ImageNotAllowed(format!(
                             "source {name} keeps its data in another file ({f}): imports take standalone images only"
                         )));
                     }
                     ("filename", Value::String(f)) if f != name => {
-                        return Err(refused(format!(
+                        return Err(Error::ImageNotAllowed(format!(
                             "source {name} reads another file ({f:?}, a vmdk extent?): imports take single-file images only (a flat vmdk's -flat.vmdk file imports as raw)"
                         )));
                     }
@@ -204,12 +190,12 @@ mod tests {
         let backing = qcow2_info(json!({ "backing-filename": "/etc/shadow",
             "full-backing-filename": "/etc/shadow", "backing-filename-format": "raw" }));
         let e = check_info(&backing, src, q).unwrap_err();
-        assert_eq!((e.status, e.code), (400, IMAGE_NOT_ALLOWED));
-        assert!(e.message.contains("backing file"), "{e}");
+        assert!(matches!(e, Error::ImageNotAllowed(_)), "{e}");
+        assert!(e.to_string().contains("backing file"), "{e}");
         let mut data_file = qcow2_info(json!({}));
         data_file["format-specific"]["data"]["data-file"] = json!("/etc/shadow");
         let e = check_info(&data_file, src, q).unwrap_err();
-        assert!(e.message.contains("another file"), "{e}");
+        assert!(e.to_string().contains("another file"), "{e}");
         let vmdk = |extent: &str| {
             json!({ "virtual-size": 1024, "filename": "/i/a.vmdk", "format": "vmdk",
                 "format-specific": { "type": "vmdk", "data": { "create-type": "monolithicFlat",
@@ -218,16 +204,16 @@ mod tests {
         let v = Path::new("/i/a.vmdk");
         assert!(check_info(&vmdk("/i/a.vmdk"), v, ImageFormat::Vmdk).is_ok());
         let e = check_info(&vmdk("/etc/hostname"), v, ImageFormat::Vmdk).unwrap_err();
-        assert!(e.message.contains("/etc/hostname"), "{e}");
+        assert!(e.to_string().contains("/etc/hostname"), "{e}");
         // qemu-img 8's child nodes.
         let children = qcow2_info(json!({ "children": [{ "name": "file",
             "info": { "filename": "/etc/shadow", "format": "file" } }] }));
         assert!(check_info(&children, src, q).is_err());
         // Said raw, probed qcow2: refused, with the way out.
         let e = check_probed(&qcow2_info(json!({})), src, ImageFormat::Raw).unwrap_err();
-        assert!(e.message.contains("import it as qcow2"), "{e}");
+        assert!(e.to_string().contains("import it as qcow2"), "{e}");
         let e = check_probed(&json!({ "format": "vdi" }), src, ImageFormat::Raw).unwrap_err();
-        assert!(e.message.contains("vdi image"), "{e}");
+        assert!(e.to_string().contains("vdi image"), "{e}");
         assert!(check_info(&qcow2_info(json!({ "virtual-size": 0 })), src, q).is_err());
     }
 
@@ -247,7 +233,7 @@ mod tests {
         assert!(ok, "qemu-img create {args:?}");
     }
 
-    fn inspect_now(path: &Path, format: ImageFormat) -> Result<u64, ApiError> {
+    fn inspect_now(path: &Path, format: ImageFormat) -> Result<u64, Error> {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -288,12 +274,12 @@ mod tests {
             ],
         );
         let e = inspect_now(&d.join("evil.qcow2"), ImageFormat::Qcow2).unwrap_err();
-        assert_eq!(e.code, IMAGE_NOT_ALLOWED, "{e}");
-        assert!(e.message.contains("backing file"), "{e}");
+        assert!(matches!(e, Error::ImageNotAllowed(_)), "{e}");
+        assert!(e.to_string().contains("backing file"), "{e}");
         // Said raw, it is still a qcow2 (whose backing file a probe-happy
         // reader would follow).
         let e = inspect_now(&d.join("evil.qcow2"), ImageFormat::Raw).unwrap_err();
-        assert!(e.message.contains("is a qcow2 image, not raw"), "{e}");
+        assert!(e.to_string().contains("is a qcow2 image, not raw"), "{e}");
 
         let data = d.join("data.raw");
         make(
@@ -308,7 +294,7 @@ mod tests {
             ],
         );
         let e = inspect_now(&d.join("df.qcow2"), ImageFormat::Qcow2).unwrap_err();
-        assert!(e.message.contains("another file"), "{e}");
+        assert!(e.to_string().contains("another file"), "{e}");
 
         // A vmdk descriptor whose extent is a host file.
         std::fs::write(
@@ -318,7 +304,7 @@ mod tests {
         )
         .unwrap();
         let e = inspect_now(&d.join("evil.vmdk"), ImageFormat::Vmdk).unwrap_err();
-        assert!(e.message.contains("/etc/hostname"), "{e}");
+        assert!(e.to_string().contains("/etc/hostname"), "{e}");
         // A flat vmdk made by qemu-img: its extent is another file too.
         make(
             &d,
@@ -332,6 +318,6 @@ mod tests {
             ],
         );
         let e = inspect_now(&d.join("flat.vmdk"), ImageFormat::Vmdk).unwrap_err();
-        assert!(e.message.contains("flat-flat.vmdk"), "{e}");
+        assert!(e.to_string().contains("flat-flat.vmdk"), "{e}");
     }
 }

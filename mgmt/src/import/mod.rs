@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use crate::api::error::ApiError;
+use crate::Error;
 use crate::host_paths::Roots;
 use crate::service::Mgmt;
 use crate::tasks::TaskCtx;
@@ -59,16 +59,12 @@ pub struct ImportDisk {
     pub format: ImageFormat,
 }
 
-/// The volume name rule, kept here for the callers that check volume
-/// names through the import module.
-pub use crate::api::rules::check_volume_name;
-
 impl ImportDisk {
     /// Checks the fields that need no daemon: the volume name and the
     /// source file, a regular file inside one of `import_dirs`; the
     /// source's resolved path, the one to read.
-    pub fn check(&self, import_dirs: &Roots) -> Result<PathBuf, ApiError> {
-        check_volume_name(&self.volume)?;
+    pub fn check(&self, import_dirs: &Roots) -> Result<PathBuf, Error> {
+        control::names::check_volume("volume", &self.volume)?;
         import_dirs.file("source", &self.source)
     }
 }
@@ -148,7 +144,7 @@ impl Mgmt {
         size: u64,
         user: String,
         ctx: TaskCtx,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, Error> {
         ctx.progress(2, "creating the volume");
         self.need_blockd().await?;
         // The marker first: a crash after the volume is made must find it.
@@ -156,17 +152,16 @@ impl Mgmt {
         let text = serde_json::to_vec(&Marker {
             datastore: datastore.clone(),
             volume: req.volume.clone(),
-        })
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        })?;
         if let Some(dir) = marker.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| ApiError::internal(format!("Cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| Error::Internal(format!("Cannot create {}: {e}", dir.display())))?;
         }
         crate::tls::write_private(&marker, &text)
-            .map_err(|e| ApiError::internal(format!("Cannot write {}: {e}", marker.display())))?;
+            .map_err(|e| Error::Internal(format!("Cannot write {}: {e}", marker.display())))?;
         let result = self
             .import_into_new_volume(&datastore, &req, &source, size, &user, &ctx)
             .await;
@@ -182,7 +177,7 @@ impl Mgmt {
         size: u64,
         user: &str,
         ctx: &TaskCtx,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, Error> {
         let info = self
             .blockd
             .create_volume(datastore, &req.volume, size)
@@ -218,7 +213,7 @@ impl Mgmt {
                     "error",
                     "volume.import_failed",
                     &format!("{datastore}/{}", req.volume),
-                    &format!("Import of {} failed: {}", req.source, e.message),
+                    &format!("Import of {} failed: {e}", req.source),
                     Some(user),
                 );
                 Err(e)
@@ -243,7 +238,7 @@ impl Mgmt {
         source: &Path,
         target: &Path,
         ctx: &TaskCtx,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let spec = json!({
             "driver": format.as_str(),
             "backing": null,
@@ -269,7 +264,7 @@ impl Mgmt {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                ApiError::unavailable(format!(
+                Error::Unavailable(format!(
                     "Cannot run {} (Debian's qemu-utils): {e}",
                     self.paths.qemu_img.display()
                 ))
@@ -287,7 +282,7 @@ impl Mgmt {
             let n = stdout
                 .read(&mut buf)
                 .await
-                .map_err(|e| ApiError::internal(format!("Cannot read qemu-img's output: {e}")))?;
+                .map_err(|e| Error::Internal(format!("Cannot read qemu-img's output: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -305,10 +300,10 @@ impl Mgmt {
         let status = child
             .wait()
             .await
-            .map_err(|e| ApiError::internal(format!("Cannot wait for qemu-img: {e}")))?;
+            .map_err(|e| Error::Internal(format!("Cannot wait for qemu-img: {e}")))?;
         let errors = errors.await.unwrap_or_default();
         if !status.success() {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::Invalid(format!(
                 "qemu-img could not convert {} ({}): {}",
                 source.display(),
                 status,
@@ -319,16 +314,16 @@ impl Mgmt {
         let target = target.to_owned();
         tokio::task::spawn_blocking(move || sync_file_and_dir(&target))
             .await
-            .map_err(|e| ApiError::internal(format!("The sync did not finish: {e}")))?
+            .map_err(|e| Error::Internal(format!("The sync did not finish: {e}")))?
     }
 }
 
 /// fsyncs `file` and the directory that holds it.
-fn sync_file_and_dir(file: &Path) -> Result<(), ApiError> {
+fn sync_file_and_dir(file: &Path) -> Result<(), Error> {
     let sync = |p: &Path| {
         std::fs::File::open(p)
             .and_then(|f| f.sync_all())
-            .map_err(|e| ApiError::internal(format!("Cannot sync {}: {e}", p.display())))
+            .map_err(|e| Error::Internal(format!("Cannot sync {}: {e}", p.display())))
     };
     sync(file)?;
     match file.parent() {
@@ -370,7 +365,7 @@ mod tests {
             bad_name
                 .check(&roots)
                 .unwrap_err()
-                .message
+                .to_string()
                 .contains("volume")
         );
         let rel = ImportDisk {
@@ -378,7 +373,12 @@ mod tests {
             source: "rel/x".into(),
             format: ImageFormat::Raw,
         };
-        assert!(rel.check(&roots).unwrap_err().message.contains("absolute"));
+        assert!(
+            rel.check(&roots)
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
         let missing = ImportDisk {
             source: "/no/such/image".into(),
             ..rel
@@ -387,7 +387,7 @@ mod tests {
             missing
                 .check(&roots)
                 .unwrap_err()
-                .message
+                .to_string()
                 .contains("not a file")
         );
         let outside = ImportDisk {
@@ -395,6 +395,6 @@ mod tests {
             ..missing
         };
         let e = outside.check(&roots).unwrap_err();
-        assert_eq!(e.code, crate::host_paths::PATH_NOT_ALLOWED, "{e}");
+        assert!(matches!(e, Error::PathNotAllowed(_)), "{e}");
     }
 }

@@ -16,7 +16,7 @@ use super::request::{
     check_nic, check_vcpus, check_vm_name,
 };
 use super::service::Made;
-use crate::api::error::ApiError;
+use crate::Error;
 use crate::db::{Boot, Vm, VmDisk, VmNic, VmState};
 use crate::driver::{self, Driver};
 use crate::service::Mgmt;
@@ -78,10 +78,10 @@ impl EditVm {
     }
 
     /// The checks that need nothing but the request.
-    pub fn check(&self, host_memory_mib: u64) -> Result<(), ApiError> {
+    pub fn check(&self, host_memory_mib: u64) -> Result<(), Error> {
         if self.name.is_none() && !self.changes_hardware() {
-            return Err(ApiError::invalid(
-                "Nothing to change: give at least one field",
+            return Err(Error::Invalid(
+                "Nothing to change: give at least one field".into(),
             ));
         }
         if let Some(n) = &self.name {
@@ -94,21 +94,20 @@ impl EditVm {
             check_memory(m, host_memory_mib)?;
         }
         if self.add_disks.len() > MAX_DISKS {
-            return Err(ApiError::invalid(format!("at most {MAX_DISKS} disks")));
+            return Err(Error::Invalid(format!("at most {MAX_DISKS} disks")));
         }
         for (i, d) in self.add_disks.iter().enumerate() {
             check_disk("add_disks", i, d, &self.add_disks[..i])?;
         }
         for (i, d) in self.remove_disks.iter().enumerate() {
-            crate::import::check_volume_name(&d.volume)
-                .map_err(|e| ApiError::invalid(format!("remove_disks[{i}].{}", e.message)))?;
+            control::names::check_volume("volume", &d.volume)
+                .map_err(|e| Error::Invalid(format!("remove_disks[{i}].{e}")))?;
         }
         if self.add_nics.len() > MAX_NICS {
-            return Err(ApiError::invalid(format!("at most {MAX_NICS} NICs")));
+            return Err(Error::Invalid(format!("at most {MAX_NICS} NICs")));
         }
         for (i, n) in self.remove_nics.iter().enumerate() {
-            check_mac(&n.mac)
-                .map_err(|e| ApiError::invalid(format!("remove_nics[{i}]: {}", e.message)))?;
+            check_mac(&n.mac).map_err(|e| Error::Invalid(format!("remove_nics[{i}]: {e}")))?;
         }
         Ok(())
     }
@@ -144,9 +143,9 @@ struct Done {
     removed_ports: Vec<VmNic>,
 }
 
-fn refuse_unless_stopped(vm: &Vm, edit_hardware: bool) -> Result<(), ApiError> {
+fn refuse_unless_stopped(vm: &Vm, edit_hardware: bool) -> Result<(), Error> {
     match vm.state {
-        VmState::Creating | VmState::Deleting => Err(ApiError::conflict(format!(
+        VmState::Creating | VmState::Deleting => Err(Error::Conflict(format!(
             "VM {} is being {}: it cannot be edited now",
             vm.name,
             if vm.state == VmState::Creating {
@@ -155,7 +154,7 @@ fn refuse_unless_stopped(vm: &Vm, edit_hardware: bool) -> Result<(), ApiError> {
                 "deleted"
             }
         ))),
-        VmState::Running | VmState::Paused if edit_hardware => Err(ApiError::conflict(format!(
+        VmState::Running | VmState::Paused if edit_hardware => Err(Error::Conflict(format!(
             "VM {} is {}: power it off to change its hardware (only the name can change while it runs)",
             vm.name,
             vm.state.as_str()
@@ -224,7 +223,7 @@ fn take_off_disks(
     vm: &Vm,
     after: &mut Vm,
     remove: &[RemoveDisk],
-) -> Result<Vec<(VmDisk, bool)>, ApiError> {
+) -> Result<Vec<(VmDisk, bool)>, Error> {
     let mut removed = Vec::new();
     for (i, r) in remove.iter().enumerate() {
         let Some(pos) = after
@@ -232,7 +231,7 @@ fn take_off_disks(
             .iter()
             .position(|d| d.datastore == r.datastore && d.volume == r.volume)
         else {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::Invalid(format!(
                 "remove_disks[{i}]: VM {} has no disk {}/{}",
                 vm.name, r.datastore, r.volume
             )));
@@ -250,9 +249,9 @@ fn attached_volume_size(
     name: &str,
     listed: &[VolumeInfo],
     vms: &[Vm],
-) -> Result<u64, ApiError> {
+) -> Result<u64, Error> {
     let Some(size) = listed.iter().find(|v| v.name == name).map(|v| v.size) else {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::Invalid(format!(
             "add_disks[{i}]: datastore {} has no volume {name}",
             d.datastore
         )));
@@ -263,7 +262,7 @@ fn attached_volume_size(
             .any(|x| x.datastore == d.datastore && x.volume == name)
     });
     if let Some(o) = owner {
-        return Err(ApiError::conflict(format!(
+        return Err(Error::Conflict(format!(
             "add_disks[{i}]: volume {}/{name} is a disk of VM {}",
             d.datastore, o.name
         )));
@@ -280,12 +279,12 @@ fn new_volume_name(after: &Vm, listed: &[VolumeInfo]) -> String {
 }
 
 /// Takes the NICs to remove off `after`.
-fn take_off_nics(vm: &Vm, after: &mut Vm, remove: &[RemoveNic]) -> Result<Vec<VmNic>, ApiError> {
+fn take_off_nics(vm: &Vm, after: &mut Vm, remove: &[RemoveNic]) -> Result<Vec<VmNic>, Error> {
     let mut removed = Vec::new();
     for (i, r) in remove.iter().enumerate() {
         let mac = check_mac(&r.mac)?;
         let Some(pos) = after.nics.iter().position(|n| n.mac == mac) else {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::Invalid(format!(
                 "remove_nics[{i}]: VM {} has no NIC {mac}",
                 vm.name
             )));
@@ -297,14 +296,17 @@ fn take_off_nics(vm: &Vm, after: &mut Vm, remove: &[RemoveNic]) -> Result<Vec<Vm
 
 impl Mgmt {
     /// Checks an edit against the VM and the daemons; nothing is changed.
-    pub async fn plan_edit(&self, vm: &Vm, edit: &EditVm) -> Result<EditPlan, ApiError> {
+    pub async fn plan_edit(&self, vm: &Vm, edit: &EditVm) -> Result<EditPlan, Error> {
         refuse_unless_stopped(vm, edit.changes_hardware())?;
         let mut after = vm.clone();
         if let Some(n) = &edit.name
             && *n != vm.name
         {
             if self.db.vm(n)?.is_some_and(|o| o.id != vm.id) {
-                return Err(ApiError::conflict(format!("A VM named {n:?} exists")));
+                return Err(Error::NameTaken {
+                    kind: "VM",
+                    name: n.clone(),
+                });
             }
             after.name = n.clone();
         }
@@ -334,7 +336,7 @@ impl Mgmt {
         vm: &Vm,
         after: &mut Vm,
         add: &[DiskRequest],
-    ) -> Result<Vec<(VmDisk, bool)>, ApiError> {
+    ) -> Result<Vec<(VmDisk, bool)>, Error> {
         let mut added = Vec::new();
         if add.is_empty() {
             return Ok(added);
@@ -345,7 +347,7 @@ impl Mgmt {
         let mut exports: HashSet<String> = vm.disks.iter().map(|d| d.export_id.clone()).collect();
         for (i, d) in add.iter().enumerate() {
             if !stores.iter().any(|s| s.name == d.datastore) {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::Invalid(format!(
                     "add_disks[{i}]: datastore {:?} does not exist",
                     d.datastore
                 )));
@@ -374,7 +376,7 @@ impl Mgmt {
             added.push((disk, attached));
         }
         if after.disks.len() > MAX_DISKS {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::Invalid(format!(
                 "A VM has at most {MAX_DISKS} disks"
             )));
         }
@@ -389,7 +391,7 @@ impl Mgmt {
         after: &mut Vm,
         add: &[NicRequest],
         removed: &[VmNic],
-    ) -> Result<Vec<VmNic>, ApiError> {
+    ) -> Result<Vec<VmNic>, Error> {
         let mut added = Vec::new();
         if add.is_empty() {
             return Ok(added);
@@ -409,7 +411,7 @@ impl Mgmt {
                     .chain(removed.iter().map(|x| x.mac.as_str())),
             )?;
             if !groups.iter().any(|x| x["name"] == n.port_group.as_str()) {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::Invalid(format!(
                     "add_nics[{i}]: port group {:?} does not exist",
                     n.port_group
                 )));
@@ -425,9 +427,7 @@ impl Mgmt {
             added.push(nic);
         }
         if after.nics.len() > MAX_NICS {
-            return Err(ApiError::invalid(format!(
-                "A VM has at most {MAX_NICS} NICs"
-            )));
+            return Err(Error::Invalid(format!("A VM has at most {MAX_NICS} NICs")));
         }
         Ok(added)
     }
@@ -435,12 +435,12 @@ impl Mgmt {
     /// Sets the new boot source on `after` (a VM booting from its disk
     /// keeps one), and the driver: the one asked for, else the current one
     /// if it can boot the source, else the host's choice.
-    fn plan_boot_and_driver(&self, vm: &Vm, after: &mut Vm, edit: &EditVm) -> Result<(), ApiError> {
+    fn plan_boot_and_driver(&self, vm: &Vm, after: &mut Vm, edit: &EditVm) -> Result<(), Error> {
         if let Some(b) = &edit.boot {
             after.boot = check_boot(b, !after.disks.is_empty(), &self.paths.boot_dirs())?;
         } else if after.boot == Boot::Disk && after.disks.is_empty() {
-            return Err(ApiError::invalid(
-                "The VM boots from its first disk: it cannot lose all its disks",
+            return Err(Error::Invalid(
+                "The VM boots from its first disk: it cannot lose all its disks".into(),
             ));
         }
         if edit.boot.is_some() || edit.driver.is_some() {
@@ -463,7 +463,7 @@ impl Mgmt {
         plan: EditPlan,
         user: String,
         ctx: TaskCtx,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, Error> {
         let id = plan.before.id.clone();
         let lock = self.vm_lock(&id);
         let _guard = lock.lock().await;
@@ -482,7 +482,7 @@ impl Mgmt {
                 "error",
                 "vm.edit_failed",
                 &id,
-                &format!("VM {} was not changed: {}", plan.before.name, e.message),
+                &format!("VM {} was not changed: {e}", plan.before.name),
                 Some(&user),
             );
             return Err(e);
@@ -501,13 +501,13 @@ impl Mgmt {
 
     /// Refuses the edit if the VM runs and the edit changes its hardware,
     /// or if its disks, NICs or name changed since the edit was planned.
-    fn check_still_planned(&self, plan: &EditPlan) -> Result<(), ApiError> {
+    fn check_still_planned(&self, plan: &EditPlan) -> Result<(), Error> {
         let now = self.find_vm(&plan.before.id)?;
         refuse_unless_stopped(&now, plan.changes_hardware())?;
         if (&now.disks, &now.nics, &now.name)
             != (&plan.before.disks, &plan.before.nics, &plan.before.name)
         {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::Conflict(format!(
                 "VM {} changed while this edit waited: edit it again",
                 now.name
             )));
@@ -517,12 +517,15 @@ impl Mgmt {
 
     /// Writes the edited VM to the inventory; a name taken meanwhile is a
     /// conflict.
-    fn save_edited(&self, after: &Vm) -> Result<(), ApiError> {
+    fn save_edited(&self, after: &Vm) -> Result<(), Error> {
         self.db.update_vm(after).map_err(|e| match e {
             crate::db::DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
                 if f.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                ApiError::conflict(format!("A VM named {:?} exists", after.name))
+                Error::NameTaken {
+                    kind: "VM",
+                    name: after.name.clone(),
+                }
             }
             other => other.into(),
         })
@@ -557,7 +560,7 @@ impl Mgmt {
         kept
     }
 
-    async fn edit_devices(&self, plan: &EditPlan, done: &mut Done) -> Result<(), ApiError> {
+    async fn edit_devices(&self, plan: &EditPlan, done: &mut Done) -> Result<(), Error> {
         for (d, attached) in &plan.added_disks {
             self.need_blockd().await?;
             if !attached {
@@ -630,6 +633,7 @@ impl Mgmt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::error::ApiError;
 
     fn parse(json: &str) -> EditVm {
         serde_json::from_str(json).unwrap()
@@ -655,7 +659,7 @@ mod tests {
             (r#"{"remove_nics":[{"mac":"zz"}]}"#, "remove_nics[0]"),
         ];
         for (json, word) in cases {
-            let e = parse(json).check(4096).unwrap_err();
+            let e = ApiError::from(parse(json).check(4096).unwrap_err());
             assert_eq!(e.status, 400, "{json}");
             assert!(e.message.contains(word), "{json}: {}", e.message);
         }

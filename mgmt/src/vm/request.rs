@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::error::ApiError;
+use crate::Error;
 use crate::db::Boot;
 use crate::driver::Driver;
 use crate::host_paths::Roots;
@@ -113,7 +113,7 @@ pub fn templates(guest_dir: &Path) -> Vec<Template> {
 }
 
 /// Checks a VM name: it becomes a folder on datastores and a hostname.
-pub fn check_vm_name(name: &str) -> Result<(), ApiError> {
+pub fn check_vm_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -122,16 +122,16 @@ pub fn check_vm_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::Invalid(format!(
             "name {name:?} must be 1 to 63 letters, digits or '-', not starting or ending with '-'"
         )))
     }
 }
 
 /// Parses and checks a MAC address: six hex octets, unicast, not zero.
-pub fn check_mac(mac: &str) -> Result<String, ApiError> {
+pub fn check_mac(mac: &str) -> Result<String, Error> {
     let bad = || {
-        ApiError::invalid(format!(
+        Error::Invalid(format!(
             "MAC address {mac:?} must be six hex octets like 52:54:00:12:34:56"
         ))
     };
@@ -149,7 +149,7 @@ pub fn check_mac(mac: &str) -> Result<String, ApiError> {
         return Err(bad());
     }
     if octets[0] & 1 == 1 || octets.iter().all(|o| *o == 0) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::Invalid(format!(
             "MAC address {mac} is not a unicast address"
         )));
     }
@@ -161,8 +161,8 @@ pub fn check_mac(mac: &str) -> Result<String, ApiError> {
 }
 
 /// A random locally administered MAC in QEMU's 52:54:00 range.
-pub fn random_mac() -> Result<String, ApiError> {
-    let id = crate::auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+pub fn random_mac() -> Result<String, Error> {
+    let id = crate::auth::new_secret().map_err(|e| Error::Internal(e.to_string()))?;
     Ok(format!(
         "52:54:00:{}:{}:{}",
         &id[0..2],
@@ -177,7 +177,7 @@ pub fn random_mac() -> Result<String, ApiError> {
 /// guest memory, so `/etc/shadow` as an initrd would hand a host secret to
 /// the guest), its command line is one line, a firmware boot from disk has
 /// a disk. The boot source to keep: its paths resolved (symlinks followed).
-pub fn check_boot(boot: &Boot, has_disks: bool, dirs: &Roots) -> Result<Boot, ApiError> {
+pub fn check_boot(boot: &Boot, has_disks: bool, dirs: &Roots) -> Result<Boot, Error> {
     match boot {
         Boot::Kernel {
             kernel,
@@ -190,8 +190,8 @@ pub fn check_boot(boot: &Boot, has_disks: bool, dirs: &Roots) -> Result<Boot, Ap
                 None => None,
             };
             if cmdline.chars().count() > 2048 || cmdline.contains('\n') {
-                return Err(ApiError::invalid(
-                    "boot.cmdline must be one line of at most 2048 characters",
+                return Err(Error::Invalid(
+                    "boot.cmdline must be one line of at most 2048 characters".into(),
                 ));
             }
             return Ok(Boot::Kernel {
@@ -201,8 +201,8 @@ pub fn check_boot(boot: &Boot, has_disks: bool, dirs: &Roots) -> Result<Boot, Ap
             });
         }
         Boot::Disk if !has_disks => {
-            return Err(ApiError::invalid(
-                "boot.kind disk boots the first disk: give disks[0]",
+            return Err(Error::Invalid(
+                "boot.kind disk boots the first disk: give disks[0]".into(),
             ));
         }
         Boot::Disk => {}
@@ -216,22 +216,22 @@ pub fn check_boot(boot: &Boot, has_disks: bool, dirs: &Roots) -> Result<Boot, Ap
     Ok(boot.clone())
 }
 
-pub fn check_vcpus(vcpus: u32) -> Result<(), ApiError> {
+pub fn check_vcpus(vcpus: u32) -> Result<(), Error> {
     if (1..=MAX_VCPUS).contains(&vcpus) {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!("vcpus must be 1 to {MAX_VCPUS}")))
+        Err(Error::Invalid(format!("vcpus must be 1 to {MAX_VCPUS}")))
     }
 }
 
-pub fn check_memory(memory_mib: u32, host_memory_mib: u64) -> Result<(), ApiError> {
+pub fn check_memory(memory_mib: u32, host_memory_mib: u64) -> Result<(), Error> {
     let max_mem = u32::try_from(host_memory_mib)
         .unwrap_or(u32::MAX)
         .max(MIN_MEMORY_MIB);
     if (MIN_MEMORY_MIB..=max_mem).contains(&memory_mib) {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::Invalid(format!(
             "memory_mib must be {MIN_MEMORY_MIB} to {max_mem} (the host's memory)"
         )))
     }
@@ -243,30 +243,30 @@ pub fn check_disk(
     i: usize,
     d: &DiskRequest,
     before: &[DiskRequest],
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     check_disk_datastore(list, i, &d.datastore)?;
     match (d.size_bytes, &d.volume) {
         (Some(size), None) => {
             if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&size) || size % 512 != 0 {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::Invalid(format!(
                     "{list}[{i}].size_bytes must be a multiple of 512 from 1 MiB to 64 TiB"
                 )));
             }
         }
         (None, Some(v)) => {
-            crate::import::check_volume_name(v)
-                .map_err(|e| ApiError::invalid(format!("{list}[{i}].{}", e.message)))?;
+            control::names::check_volume("volume", v)
+                .map_err(|e| Error::Invalid(format!("{list}[{i}].{e}")))?;
             if before
                 .iter()
                 .any(|x| x.datastore == d.datastore && x.volume.as_ref() == Some(v))
             {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::Invalid(format!(
                     "{list}[{i}]: volume {v} is given twice"
                 )));
             }
         }
         _ => {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::Invalid(format!(
                 "{list}[{i}]: give size_bytes for a new disk or volume for an existing one (one of them)"
             )));
         }
@@ -274,9 +274,9 @@ pub fn check_disk(
     Ok(())
 }
 
-fn check_disk_datastore(list: &str, i: usize, ds: &str) -> Result<(), ApiError> {
+fn check_disk_datastore(list: &str, i: usize, ds: &str) -> Result<(), Error> {
     if ds.is_empty() {
-        return Err(ApiError::invalid(format!("{list}[{i}].datastore is empty")));
+        return Err(Error::Invalid(format!("{list}[{i}].datastore is empty")));
     }
     Ok(())
 }
@@ -288,20 +288,16 @@ pub fn check_nic<'a>(
     i: usize,
     n: &NicRequest,
     mut taken: impl Iterator<Item = &'a str>,
-) -> Result<String, ApiError> {
+) -> Result<String, Error> {
     if n.port_group.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "{list}[{i}].port_group is empty"
-        )));
+        return Err(Error::Invalid(format!("{list}[{i}].port_group is empty")));
     }
     let mac = match &n.mac {
-        Some(m) => {
-            check_mac(m).map_err(|e| ApiError::invalid(format!("{list}[{i}]: {}", e.message)))?
-        }
+        Some(m) => check_mac(m).map_err(|e| Error::Invalid(format!("{list}[{i}]: {e}")))?,
         None => random_mac()?,
     };
     if taken.any(|m| m == mac) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::Invalid(format!(
             "{list}[{i}]: MAC {mac} is used twice"
         )));
     }
@@ -317,13 +313,13 @@ impl CreateVm {
         guest_dir: &Path,
         boot_dirs: &Roots,
         host_memory_mib: u64,
-    ) -> Result<VmPlan, ApiError> {
+    ) -> Result<VmPlan, Error> {
         check_vm_name(&self.name)?;
         let (mut vcpus, mut memory_mib, mut boot) = (1, 512, None);
         if let Some(t) = &self.template {
             let all = templates(guest_dir);
             let Some(tpl) = all.iter().find(|x| &x.name == t) else {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::Invalid(format!(
                     "template {t:?} does not exist (templates: {})",
                     all.iter()
                         .map(|x| x.name.as_str())
@@ -332,7 +328,7 @@ impl CreateVm {
                 )));
             };
             if !tpl.available {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::Invalid(format!(
                     "template {t:?} needs {} and {} (make guest-image builds them)",
                     tpl.kernel, tpl.initrd
                 )));
@@ -349,7 +345,7 @@ impl CreateVm {
             boot = Some(b);
         }
         let Some(boot) = boot else {
-            return Err(ApiError::invalid("boot is required without a template"));
+            return Err(Error::Invalid("boot is required without a template".into()));
         };
         // The template's own files are in the guest directory.
         let guest = Roots::new(&[guest_dir.to_path_buf()]).unwrap_or_default();
@@ -359,13 +355,13 @@ impl CreateVm {
         let memory_mib = self.memory_mib.unwrap_or(memory_mib);
         check_memory(memory_mib, host_memory_mib)?;
         if self.disks.len() > MAX_DISKS {
-            return Err(ApiError::invalid(format!("at most {MAX_DISKS} disks")));
+            return Err(Error::Invalid(format!("at most {MAX_DISKS} disks")));
         }
         for (i, d) in self.disks.iter().enumerate() {
             check_disk("disks", i, d, &self.disks[..i])?;
         }
         if self.nics.len() > MAX_NICS {
-            return Err(ApiError::invalid(format!("at most {MAX_NICS} NICs")));
+            return Err(Error::Invalid(format!("at most {MAX_NICS} NICs")));
         }
         let mut nics = Vec::new();
         for (i, n) in self.nics.iter().enumerate() {
@@ -393,6 +389,7 @@ impl CreateVm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::error::ApiError;
 
     fn guest() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
@@ -490,9 +487,12 @@ mod tests {
             ),
         ];
         for (json, word) in cases {
-            let e = parse(json)
-                .plan(g.path(), &Roots::default(), 4096)
-                .unwrap_err();
+            // Invalid or a path not allowed: the client's, either way.
+            let e = ApiError::from(
+                parse(json)
+                    .plan(g.path(), &Roots::default(), 4096)
+                    .unwrap_err(),
+            );
             assert_eq!(e.status, 400, "{json}");
             assert!(e.message.contains(word), "{json}: {}", e.message);
         }
@@ -512,7 +512,7 @@ mod tests {
         let e = parse(r#"{"name":"a","template":"tiny-linux"}"#)
             .plan(empty.path(), &Roots::default(), 4096)
             .unwrap_err();
-        assert!(e.message.contains("make guest-image"), "{}", e.message);
+        assert!(e.to_string().contains("make guest-image"), "{e}");
     }
 
     #[test]
@@ -538,8 +538,8 @@ mod tests {
             }
         );
         let e = iso(Path::new("/etc/hostname")).unwrap_err();
-        assert_eq!(e.code, crate::host_paths::PATH_NOT_ALLOWED, "{e}");
-        assert!(e.message.contains("boot.iso"), "{e}");
+        assert!(matches!(e, Error::PathNotAllowed(_)), "{e}");
+        assert!(e.to_string().contains("boot.iso"), "{e}");
     }
 
     #[test]
@@ -563,9 +563,9 @@ mod tests {
         boot(&g.path().join("vmlinuz"), &g.path().join("initrd.img")).unwrap();
         // A host secret as the initrd would be loaded into guest memory.
         let e = boot(&base.join("vmlinuz"), Path::new("/etc/shadow")).unwrap_err();
-        assert_eq!(e.code, crate::host_paths::PATH_NOT_ALLOWED, "{e}");
-        assert!(e.message.contains("boot.initrd"), "{e}");
+        assert!(matches!(e, Error::PathNotAllowed(_)), "{e}");
+        assert!(e.to_string().contains("boot.initrd"), "{e}");
         let e = boot(Path::new("/etc/hostname"), &base.join("initrd")).unwrap_err();
-        assert!(e.message.contains("boot.kernel"), "{e}");
+        assert!(e.to_string().contains("boot.kernel"), "{e}");
     }
 }

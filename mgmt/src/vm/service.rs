@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::request::VmPlan;
-use crate::api::error::ApiError;
+use crate::Error;
 use crate::db::{Vm, VmDisk, VmNic, VmState, now};
 use crate::driver::{self, Driver, VmPaths};
 use crate::qemu::{self, Launch};
@@ -57,8 +57,8 @@ pub(super) struct Made {
     pub(super) ports: Vec<String>,
 }
 
-fn new_vm_id() -> Result<String, ApiError> {
-    let s = crate::auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+fn new_vm_id() -> Result<String, Error> {
+    let s = crate::auth::new_secret().map_err(|e| Error::Internal(e.to_string()))?;
     Ok(format!("vm-{}", &s[..12]))
 }
 
@@ -72,16 +72,17 @@ impl Mgmt {
     }
 
     /// The VM by id or name, or 404.
-    pub fn find_vm(&self, id_or_name: &str) -> Result<Vm, ApiError> {
-        self.db
-            .vm(id_or_name)?
-            .ok_or_else(|| ApiError::not_found(format!("No VM {id_or_name:?}")))
+    pub fn find_vm(&self, id_or_name: &str) -> Result<Vm, Error> {
+        self.db.vm(id_or_name)?.ok_or_else(|| Error::NotFound {
+            kind: "VM",
+            name: id_or_name.to_owned(),
+        })
     }
 
     /// Checks what a plan names on the daemons (datastores, port groups)
     /// and records the VM as `creating`. Errors here are the client's, and
     /// nothing has been made.
-    pub async fn reserve_vm(&self, plan: &VmPlan) -> Result<Vm, ApiError> {
+    pub async fn reserve_vm(&self, plan: &VmPlan) -> Result<Vm, Error> {
         // The size of each disk: asked for, or the existing volume's.
         let mut sizes = Vec::new();
         if !plan.disks.is_empty() {
@@ -90,7 +91,7 @@ impl Mgmt {
             let vms = self.db.vms()?;
             for (i, d) in plan.disks.iter().enumerate() {
                 if !stores.iter().any(|s| s.name == d.datastore) {
-                    return Err(ApiError::invalid(format!(
+                    return Err(Error::Invalid(format!(
                         "disks[{i}]: datastore {:?} does not exist",
                         d.datastore
                     )));
@@ -101,7 +102,7 @@ impl Mgmt {
                 };
                 let volumes = self.blockd.volumes(&d.datastore).await?;
                 let Some(size) = volumes.iter().find(|v| v.name == *name).map(|v| v.size) else {
-                    return Err(ApiError::invalid(format!(
+                    return Err(Error::Invalid(format!(
                         "disks[{i}]: datastore {} has no volume {name}",
                         d.datastore
                     )));
@@ -111,7 +112,7 @@ impl Mgmt {
                         .iter()
                         .any(|x| x.datastore == d.datastore && &x.volume == name)
                 }) {
-                    return Err(ApiError::conflict(format!(
+                    return Err(Error::Conflict(format!(
                         "disks[{i}]: volume {}/{name} is a disk of VM {}",
                         d.datastore, owner.name
                     )));
@@ -124,17 +125,17 @@ impl Mgmt {
             let (_, groups, _) = self.sync_networks().await?;
             for (i, (g, _)) in plan.nics.iter().enumerate() {
                 if !groups.iter().any(|x| x["name"] == g.as_str()) {
-                    return Err(ApiError::invalid(format!(
+                    return Err(Error::Invalid(format!(
                         "nics[{i}]: port group {g:?} does not exist"
                     )));
                 }
             }
         }
         if self.db.vm(&plan.name)?.is_some() {
-            return Err(ApiError::conflict(format!(
-                "A VM named {:?} exists",
-                plan.name
-            )));
+            return Err(Error::NameTaken {
+                kind: "VM",
+                name: plan.name.clone(),
+            });
         }
         let (driver, driver_reason) = driver::choose(&self.host, &plan.boot, plan.driver)?;
         let id = new_vm_id()?;
@@ -180,7 +181,10 @@ impl Mgmt {
             crate::db::DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
                 if f.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                ApiError::conflict(format!("A VM named {:?} exists", plan.name))
+                Error::NameTaken {
+                    kind: "VM",
+                    name: plan.name.clone(),
+                }
             }
             other => other.into(),
         })?;
@@ -196,7 +200,7 @@ impl Mgmt {
         power_on: bool,
         user: String,
         ctx: TaskCtx,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, Error> {
         let lock = self.vm_lock(&vm.id);
         let _guard = lock.lock().await;
         let mut made = Made::default();
@@ -212,7 +216,7 @@ impl Mgmt {
                 "error",
                 "vm.create_failed",
                 &vm.id,
-                &format!("VM {} was not created: {}", vm.name, e.message),
+                &format!("VM {} was not created: {e}", vm.name),
                 Some(&user),
             );
             return Err(e);
@@ -239,7 +243,7 @@ impl Mgmt {
         made: &mut Made,
         steps: usize,
         ctx: &TaskCtx,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let mut step = 0;
         let mut tick = |what: String| {
             step += 1;
@@ -297,7 +301,7 @@ impl Mgmt {
         id: String,
         action: PowerAction,
         user: String,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, Error> {
         let lock = self.vm_lock(&id);
         let _guard = lock.lock().await;
         match action {
@@ -310,14 +314,14 @@ impl Mgmt {
             PowerAction::Reset => {
                 let vm = self.find_vm(&id)?;
                 if vm.state != VmState::Running {
-                    return Err(ApiError::conflict(format!("VM {} is not running", vm.name)));
+                    return Err(Error::Conflict(format!("VM {} is not running", vm.name)));
                 }
                 match Driver::parse(&vm.driver) {
                     Driver::Qemu => {
                         let qmp = self.vm_paths(&id).qmp();
                         qemu::qmp::execute(&qmp, qemu::qmp::Command::SystemReset)
                             .await
-                            .map_err(|e| ApiError::internal(control::error_chain(&e)))?;
+                            .map_err(|e| Error::Internal(control::error_chain(&e)))?;
                     }
                     // sfera-vmm has no reset request: a cold reset, the
                     // process ended and started again on the same devices.
@@ -344,7 +348,7 @@ impl Mgmt {
         id: &str,
         pause: bool,
         user: &str,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, Error> {
         let vm = self.find_vm(id)?;
         let (from, to, verb) = if pause {
             (VmState::Running, VmState::Paused, "paused")
@@ -355,7 +359,7 @@ impl Mgmt {
             return Ok(json!({ "id": vm.id, "state": to.as_str() }));
         }
         if vm.state != from {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::Conflict(format!(
                 "VM {} is {}: only a {} VM can be {verb}",
                 vm.name,
                 vm.state.as_str(),
@@ -370,7 +374,7 @@ impl Mgmt {
             driver::resume(d, &paths).await
         };
         done.map_err(|e| {
-            ApiError::internal(format!("{} could not be {verb}: {}", vm.name, e.chain()))
+            Error::Internal(format!("{} could not be {verb}: {}", vm.name, e.chain()))
         })?;
         // The user's pause or resume ends mgmtd's own (for space).
         self.no_space().forget(&vm.id);
@@ -385,21 +389,21 @@ impl Mgmt {
         Ok(json!({ "id": vm.id, "state": to.as_str() }))
     }
 
-    async fn start_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, ApiError> {
+    async fn start_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, Error> {
         let vm = self.find_vm(id)?;
         match vm.state {
             VmState::Running => {
                 return Ok(json!({ "id": vm.id, "state": "running", "pid": vm.pid }));
             }
             VmState::Paused => {
-                return Err(ApiError::conflict(format!(
+                return Err(Error::Conflict(format!(
                     "VM {} is paused: resume it",
                     vm.name
                 )));
             }
             VmState::Stopped => {}
             other => {
-                return Err(ApiError::conflict(format!(
+                return Err(Error::Conflict(format!(
                     "VM {} is {}",
                     vm.name,
                     other.as_str()
@@ -429,7 +433,7 @@ impl Mgmt {
         let nic_sockets: Vec<PathBuf> = vm.nics.iter().map(|n| self.port_socket(&n.port)).collect();
         for s in &nic_sockets {
             if !s.exists() {
-                return Err(ApiError::unavailable(format!(
+                return Err(Error::Unavailable(format!(
                     "sfera-vswitchd has no socket {} for this VM's NIC",
                     s.display()
                 )));
@@ -437,9 +441,8 @@ impl Mgmt {
         }
         let paths = self.vm_paths(&vm.id);
         let d = Driver::parse(&vm.driver);
-        driver::prepare_power_on(&paths).map_err(|e| {
-            ApiError::internal(format!("Cannot prepare {}: {e}", paths.dir.display()))
-        })?;
+        driver::prepare_power_on(&paths)
+            .map_err(|e| Error::Internal(format!("Cannot prepare {}: {e}", paths.dir.display())))?;
         let launch = Launch {
             vm: &vm,
             paths: &paths,
@@ -461,7 +464,7 @@ impl Mgmt {
             let message = e.chain();
             self.db
                 .event("error", "vm.power_on_failed", &vm.id, &message, Some(user));
-            ApiError::internal(message)
+            Error::Internal(message)
         })?;
         self.db.set_vm_state(&vm.id, VmState::Running, Some(pid))?;
         self.db.event(
@@ -481,14 +484,14 @@ impl Mgmt {
         Ok(json!({ "id": vm.id, "state": "running", "pid": pid }))
     }
 
-    async fn stop_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, ApiError> {
+    async fn stop_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, Error> {
         let vm = self.find_vm(id)?;
         let paths = self.vm_paths(&vm.id);
         let d = Driver::parse(&vm.driver);
         if let Some(pid) = driver::running_pid(d, &paths) {
             driver::stop(d, &paths, pid)
                 .await
-                .map_err(|e| ApiError::internal(e.chain()))?;
+                .map_err(|e| Error::Internal(e.chain()))?;
         }
         if matches!(vm.state, VmState::Running | VmState::Paused) {
             self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
@@ -510,12 +513,12 @@ impl Mgmt {
         id: String,
         with_disks: bool,
         user: String,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, Error> {
         let lock = self.vm_lock(&id);
         let _guard = lock.lock().await;
         let vm = self.find_vm(&id)?;
         if matches!(vm.state, VmState::Running | VmState::Paused) {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::Conflict(format!(
                 "VM {} is {}: power it off first",
                 vm.name,
                 vm.state.as_str()
@@ -530,12 +533,12 @@ impl Mgmt {
             for d in &vm.disks {
                 self.need_blockd().await?;
                 match self.blockd.delete_export(&d.export_id).await {
-                    Err(e) if e.status() != Some(404) => return Err(ApiError::from(e)),
+                    Err(e) if e.status() != Some(404) => return Err(Error::from(e)),
                     _ => {}
                 }
                 if with_disks {
                     match self.blockd.delete_volume(&d.datastore, &d.volume).await {
-                        Err(e) if e.status() != Some(404) => return Err(ApiError::from(e)),
+                        Err(e) if e.status() != Some(404) => return Err(Error::from(e)),
                         _ => {}
                     }
                 }
@@ -571,7 +574,7 @@ impl Mgmt {
     /// At start: VMs recorded as running or paused whose hypervisor still
     /// runs are adopted, in the state the hypervisor reports; the others
     /// are stopped. VMs left half-made are removed.
-    pub async fn adopt_vms(&self) -> Result<(), ApiError> {
+    pub async fn adopt_vms(&self) -> Result<(), Error> {
         for vm in self.db.vms()? {
             let paths = self.vm_paths(&vm.id);
             let d = Driver::parse(&vm.driver);

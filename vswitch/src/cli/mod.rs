@@ -27,8 +27,8 @@ use control::path::encode_segment as seg;
 
 use crate::control_plane::api::request::{DEFAULT_MAC_AGEING_S, DEFAULT_MTU};
 use crate::control_plane::api::types::{
-    MacAddr, PortConfig, PortGroupConfig, PortGroupSettings, PortSettings, Security, Shaping,
-    SocketMode, SwitchSettings, Teaming, UplinkConfig, UplinkType, VSwitchConfig, VlanMode,
+    MacAddr, PortConfig, PortGroupConfig, PortGroupSettings, PortSettings, SocketMode,
+    SwitchSettings, UplinkConfig, UplinkType, VSwitchConfig,
 };
 use crate::control_plane::config::DEFAULT_SWITCH;
 
@@ -430,14 +430,7 @@ fn plan_port_group(api: &Api, cmd: PortGroupCmd) -> Result<Plan, CliError> {
             switch,
             policy,
         } => {
-            let mut group = PortGroupConfig {
-                name,
-                switch,
-                vlan: VlanMode::None,
-                security: Security::default(),
-                shaping: Shaping::default(),
-                teaming: Teaming::default(),
-            };
+            let mut group = PortGroupConfig::new(name, switch);
             policy.apply_to(&mut group)?;
             (
                 Method::POST,

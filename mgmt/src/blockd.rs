@@ -23,7 +23,7 @@ pub struct Blockd {
 pub use control::path::encode_segment;
 
 /// A body as the client sends it.
-fn body<T: Serialize>(value: &T) -> serde_json::Value {
+pub(crate) fn body<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("a request body serialises")
 }
 

@@ -6,11 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hyper::Method;
-use serde_json::{Value, json};
 use vswitch::control_plane::api::request::DEFAULT_MTU;
-use vswitch::control_plane::api::types::{PortConfig, SocketMode, Stats, SwitchConfig};
+use vswitch::control_plane::api::types::{
+    PortConfig, PortGroupConfig, PortGroupSettings, SocketMode, Stats, SwitchConfig, VSwitchConfig,
+};
+use vswitch::control_plane::config::DEFAULT_SWITCH;
 
-use crate::blockd::encode_segment;
+use crate::blockd::{body, encode_segment};
 use crate::supervisor::Supervisor;
 use control::client::CallError;
 
@@ -47,24 +49,24 @@ impl Vswitchd {
         if !self.config().await?.port_groups.is_empty() {
             return Ok(());
         }
-        self.add_port_group(&json!({ "name": DEFAULT_PORT_GROUP, "vlan": { "mode": "none" } }))
+        self.add_port_group(&PortGroupConfig::new(DEFAULT_PORT_GROUP, DEFAULT_SWITCH))
             .await
     }
 
-    pub async fn add_port_group(&self, group: &Value) -> Result<(), SwitchError> {
+    pub async fn add_port_group(&self, group: &PortGroupConfig) -> Result<(), SwitchError> {
         self.supervisor
             .api()
-            .call(Method::POST, "/v1/port-groups", Some(group))
+            .call(Method::POST, "/v1/port-groups", Some(&body(group)))
             .await?;
         Ok(())
     }
 
-    pub async fn add_switch(&self, switch: &Value) -> Result<Value, SwitchError> {
-        Ok(self
-            .supervisor
+    pub async fn add_switch(&self, switch: &VSwitchConfig) -> Result<(), SwitchError> {
+        self.supervisor
             .api()
-            .call(Method::POST, "/v1/switches", Some(switch))
-            .await?)
+            .call(Method::POST, "/v1/switches", Some(&body(switch)))
+            .await?;
+        Ok(())
     }
 
     pub async fn remove_switch(&self, name: &str) -> Result<(), SwitchError> {
@@ -76,18 +78,23 @@ impl Vswitchd {
         Ok(())
     }
 
-    pub async fn port_group(&self, name: &str) -> Result<Value, SwitchError> {
+    pub async fn port_group(&self, name: &str) -> Result<PortGroupConfig, SwitchError> {
         let path = format!("/v1/port-groups/{}", encode_segment(name));
-        Ok(self.supervisor.api().get(&path).await?)
+        Ok(self.supervisor.api().get_as(&path).await?)
     }
 
-    /// Replaces a port group's policy (VLAN, security, shaping, teaming).
-    pub async fn set_port_group(&self, name: &str, group: &Value) -> Result<Value, SwitchError> {
+    /// Replaces a port group's policy (VLAN, security, shaping, teaming):
+    /// the group as changed.
+    pub async fn set_port_group(
+        &self,
+        name: &str,
+        group: &PortGroupSettings,
+    ) -> Result<PortGroupConfig, SwitchError> {
         let path = format!("/v1/port-groups/{}", encode_segment(name));
         Ok(self
             .supervisor
             .api()
-            .call(Method::PUT, &path, Some(group))
+            .call_as(Method::PUT, &path, Some(&body(group)))
             .await?)
     }
 
@@ -118,10 +125,9 @@ impl Vswitchd {
             mtu: DEFAULT_MTU,
             queues: 1,
         };
-        let body = serde_json::to_value(&port).expect("a port serialises");
         self.supervisor
             .api()
-            .call(Method::POST, "/v1/ports", Some(&body))
+            .call(Method::POST, "/v1/ports", Some(&body(&port)))
             .await?;
         Ok(())
     }

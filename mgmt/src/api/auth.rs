@@ -1,7 +1,7 @@
 //! Sessions, API tokens and users: logging in and out, who the caller is,
 //! the caller's tokens, and the users an administrator manages.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use warp::http::StatusCode;
@@ -15,19 +15,19 @@ use crate::auth::{self, Role};
 use crate::service::Mgmt;
 
 /// Body of `POST /api/v1/session`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
-    username: String,
-    password: String,
+    pub username: String,
+    pub password: String,
 }
 
 /// Body of `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreate {
     #[schema(schema_with = schema::token_name)]
-    name: String,
+    pub name: String,
 }
 
 /// Body of `POST /api/v1/users`.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -29,21 +29,21 @@ pub struct DatastoreCreate {
 }
 
 /// Body of `POST /api/v1/datastores/{datastore}/volumes`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeCreate {
     #[schema(schema_with = schema::volume_name)]
-    name: String,
+    pub name: String,
     #[schema(schema_with = schema::disk_size)]
-    size_bytes: u64,
+    pub size_bytes: u64,
 }
 
 /// Body of `PATCH /api/v1/datastores/{datastore}/volumes/{volume}`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeResize {
     #[schema(schema_with = schema::new_disk_size)]
-    size_bytes: u64,
+    pub size_bytes: u64,
 }
 
 /// The `{datastore}` of the path, checked.

@@ -3,9 +3,14 @@
 //! it (port groups on a switch, NICs of VMs on a port group) before it
 //! asks sfera-vswitchd, so a refused change changes nothing.
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
+use vswitch::control_plane::api::types::{
+    PortGroupConfig, PortGroupPatch, UplinkConfig, UplinkType, VSwitchConfig, VlanMode,
+};
+use vswitch::control_plane::config::DEFAULT_SWITCH;
 
 use super::error::ApiError;
 use super::page::Page;
@@ -15,80 +20,132 @@ use super::{rules, schema};
 use crate::service::Mgmt;
 
 /// Body of `POST /api/v1/port-groups`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortGroupCreate {
     #[schema(schema_with = schema::object_name)]
-    name: String,
+    pub name: String,
     #[serde(default)]
     #[schema(schema_with = schema::switch_or_null)]
-    switch: Option<String>,
-    #[serde(default)]
+    pub switch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = schema::vlan_or_null)]
-    vlan: Option<Value>,
+    pub vlan: Option<Value>,
 }
 
 /// Body of `POST /api/v1/switches`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchCreate {
     #[schema(schema_with = schema::object_name)]
-    name: String,
+    pub name: String,
     #[serde(default)]
     #[schema(schema_with = schema::mac_ageing)]
-    mac_ageing_s: Option<u32>,
+    pub mac_ageing_s: Option<u32>,
     #[serde(default)]
     #[schema(schema_with = schema::uplinks)]
-    uplinks: Vec<Uplink>,
+    pub uplinks: Vec<Uplink>,
 }
 
 /// An uplink of a new switch.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Uplink {
     #[schema(schema_with = schema::object_name)]
-    name: String,
+    pub name: String,
     #[serde(rename = "type")]
     #[schema(inline)]
-    kind: UplinkKind,
+    pub kind: UplinkKind,
     #[schema(schema_with = schema::interface_name)]
-    interface: String,
+    pub interface: String,
 }
 
 /// tap: a TAP device the switch creates; af_packet: an existing host interface
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UplinkKind {
     Tap,
     AfPacket,
 }
 
-impl UplinkKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            UplinkKind::Tap => "tap",
-            UplinkKind::AfPacket => "af_packet",
+impl From<UplinkKind> for UplinkType {
+    fn from(kind: UplinkKind) -> Self {
+        match kind {
+            UplinkKind::Tap => UplinkType::Tap,
+            UplinkKind::AfPacket => UplinkType::AfPacket,
         }
     }
 }
 
 /// Body of `PATCH /api/v1/port-groups/{port_group}`: the parts given
 /// replace the group's; sfera-vswitchd checks each part's fields.
-#[derive(Debug, Deserialize, ToSchema)]
+// Field by field inside a part, a `null` field going back to its default:
+// each part is read as sfera-vswitchd's `PortGroupPatch` (after `check`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortGroupEdit {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = schema::vlan)]
-    vlan: Option<Value>,
-    #[serde(default)]
+    pub vlan: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = schema::security)]
-    security: Option<Map<String, Value>>,
-    #[serde(default)]
+    pub security: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = schema::shaping)]
-    shaping: Option<Map<String, Value>>,
-    #[serde(default)]
+    pub shaping: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = schema::teaming)]
-    teaming: Option<Map<String, Value>>,
+    pub teaming: Option<Map<String, Value>>,
+}
+
+/// A part of a body (`what`) read as sfera-vswitchd's type for it.
+fn part<T: DeserializeOwned>(what: &str, value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+}
+
+impl PortGroupCreate {
+    /// The group to make: on vSwitch0 unless a switch is given, with no
+    /// VLAN unless one is.
+    fn group(&self) -> Result<PortGroupConfig, ApiError> {
+        let switch = self.switch.as_deref().unwrap_or(DEFAULT_SWITCH);
+        let mut group = PortGroupConfig::new(&self.name, switch);
+        if let Some(v) = &self.vlan {
+            group.vlan = part::<VlanMode>("vlan", v.clone())?;
+        }
+        Ok(group)
+    }
+}
+
+impl PortGroupEdit {
+    /// Refuses what has a message of its own here.
+    fn check(&self) -> Result<(), ApiError> {
+        if let Some(s) = &self.security {
+            rules::check_flags("security", s, &SECURITY_FLAGS)?;
+        }
+        if let Some(v) = &self.vlan {
+            rules::check_vlan(v)?;
+        }
+        Ok(())
+    }
+
+    /// The edit as sfera-vswitchd's patch.
+    fn patch(self) -> Result<PortGroupPatch, ApiError> {
+        Ok(PortGroupPatch {
+            vlan: self.vlan.map(|v| part("vlan", v)).transpose()?,
+            security: self
+                .security
+                .map(|m| part("security", Value::Object(m)))
+                .transpose()?,
+            shaping: self
+                .shaping
+                .map(|m| part("shaping", Value::Object(m)))
+                .transpose()?,
+            teaming: self
+                .teaming
+                .map(|m| part("teaming", Value::Object(m)))
+                .transpose()?,
+        })
+    }
 }
 
 /// The fields of a port group's security policy.
@@ -125,14 +182,12 @@ pub async fn list_port_groups(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiE
 pub async fn add_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let body: PortGroupCreate = r.body()?;
     rules::check_object_name("port group", &body.name)?;
-    let mut g =
-        json!({ "name": body.name, "vlan": body.vlan.unwrap_or(json!({ "mode": "none" })) });
     if let Some(s) = &body.switch {
         rules::check_object_name("switch", s)?;
-        g["switch"] = json!(s);
     }
+    let group = body.group()?;
     mgmt.need_vswitchd().await?;
-    mgmt.vswitchd.add_port_group(&g).await?;
+    mgmt.vswitchd.add_port_group(&group).await?;
     mgmt.sync_networks().await?;
     r.event(
         mgmt,
@@ -140,7 +195,13 @@ pub async fn add_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErr
         &body.name,
         &format!("Port group {} created", body.name),
     );
-    created(g)
+    // The answer has always been the request, the VLAN filled in.
+    let mut shown =
+        json!({ "name": body.name, "vlan": body.vlan.unwrap_or(json!({ "mode": "none" })) });
+    if let Some(s) = body.switch {
+        shown["switch"] = json!(s);
+    }
+    created(shown)
 }
 
 /// `GET /api/v1/networks/stats`: sfera-vswitchd's counters.
@@ -172,7 +233,7 @@ pub async fn list_ports(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> 
 }
 
 /// The uplinks of a new switch, checked, as sfera-vswitchd takes them.
-fn uplinks(given: &[Uplink]) -> Result<Vec<Value>, ApiError> {
+fn uplinks(given: &[Uplink]) -> Result<Vec<UplinkConfig>, ApiError> {
     rules::check_uplink_count(given.len())?;
     let mut uplinks = Vec::new();
     for (i, u) in given.iter().enumerate() {
@@ -200,7 +261,11 @@ fn uplinks(given: &[Uplink]) -> Result<Vec<Value>, ApiError> {
                 u.interface
             )));
         }
-        uplinks.push(json!({ "name": u.name, "type": u.kind.as_str(), "interface": u.interface }));
+        uplinks.push(UplinkConfig {
+            name: u.name.clone(),
+            kind: u.kind.into(),
+            interface: u.interface.clone(),
+        });
     }
     Ok(uplinks)
 }
@@ -213,7 +278,11 @@ pub async fn add_switch(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> 
     rules::check_mac_ageing(ageing)?;
     let uplinks = uplinks(&body.uplinks)?;
     let count = uplinks.len();
-    let sw = json!({ "name": body.name, "mac_ageing_s": ageing, "uplinks": uplinks });
+    let sw = VSwitchConfig {
+        name: body.name.clone(),
+        uplinks,
+        mac_ageing_s: ageing,
+    };
     mgmt.need_vswitchd().await?;
     mgmt.vswitchd.add_switch(&sw).await?;
     mgmt.sync_networks().await?;
@@ -223,7 +292,7 @@ pub async fn add_switch(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> 
         &body.name,
         &format!("Switch {} created with {count} uplinks", body.name),
     );
-    created(sw)
+    created(to_json(&sw)?)
 }
 
 /// `DELETE /api/v1/switches/{switch}`: refused while it has port groups.
@@ -271,45 +340,14 @@ pub async fn delete_switch(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErro
     Ok(Reply::Empty)
 }
 
-/// The group with the edit's parts in it: the VLAN replaced, the other
-/// parts merged into the group's (what is left out stays, a null field is
-/// taken out).
-fn edited(mut group: Value, edit: PortGroupEdit) -> Value {
-    if let Some(v) = edit.vlan {
-        group["vlan"] = v;
-    }
-    for (key, part) in [
-        ("security", edit.security),
-        ("shaping", edit.shaping),
-        ("teaming", edit.teaming),
-    ] {
-        if let Some(part) = part {
-            let mut merged = group[key].as_object().cloned().unwrap_or_default();
-            for (k, v) in part {
-                if v.is_null() {
-                    merged.remove(&k);
-                } else {
-                    merged.insert(k, v);
-                }
-            }
-            group[key] = Value::Object(merged);
-        }
-    }
-    group
-}
-
 /// `PATCH /api/v1/port-groups/{port_group}`.
 pub async fn edit_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let name = name_param(r, "port_group", "port group")?;
     let body: PortGroupEdit = r.body()?;
-    if let Some(s) = &body.security {
-        rules::check_flags("security", s, &SECURITY_FLAGS)?;
-    }
-    if let Some(v) = &body.vlan {
-        rules::check_vlan(v)?;
-    }
+    body.check()?;
     mgmt.need_vswitchd().await?;
-    let group = edited(mgmt.vswitchd.port_group(&name).await?, body);
+    let group = mgmt.vswitchd.port_group(&name).await?;
+    let group = body.patch()?.apply(group);
     // The group exists (it was just read): a 404 names something else
     // the body refers to (a teaming uplink), so it is the body that is
     // wrong.
@@ -328,12 +366,7 @@ pub async fn edit_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiEr
         &name,
         &format!("Port group {name} changed"),
     );
-    let shown = if done.is_object() {
-        done
-    } else {
-        mgmt.vswitchd.port_group(&name).await?
-    };
-    ok(shown)
+    ok(to_json(&done)?)
 }
 
 /// `DELETE /api/v1/port-groups/{port_group}`: refused while NICs of VMs
@@ -362,4 +395,90 @@ pub async fn delete_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, Api
         &format!("Port group {name} deleted"),
     );
     Ok(Reply::Empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edit(body: &str) -> PortGroupEdit {
+        serde_json::from_str(body).unwrap()
+    }
+
+    /// An edit reads as sfera-vswitchd's patch, part by part; a part it
+    /// cannot read is the client's error, named.
+    #[test]
+    fn edits_read_as_the_switch_patch() {
+        let patch = edit(
+            r#"{"vlan":{"mode":"access","id":7},"security":{"promiscuous":true},
+                "shaping":{"egress":null},"teaming":{"standby":["u1"]}}"#,
+        )
+        .patch()
+        .unwrap();
+        assert_eq!(patch.vlan, Some(VlanMode::Access { id: 7 }));
+        assert_eq!(patch.security.unwrap().promiscuous, Some(Some(true)));
+        assert_eq!(patch.shaping.unwrap().egress, Some(None));
+        assert_eq!(
+            patch.teaming.unwrap().standby,
+            Some(Some(vec!["u1".into()]))
+        );
+        let e = edit(r#"{"teaming":{"policy":"random"}}"#)
+            .patch()
+            .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.starts_with("teaming:"), "{}", e.message);
+        let e = edit(r#"{"security":{"sniff":true}}"#).check().unwrap_err();
+        assert!(e.message.contains("security.sniff"), "{}", e.message);
+    }
+
+    /// A new group is on vSwitch0 with no VLAN unless told otherwise.
+    #[test]
+    fn new_groups_take_the_defaults() {
+        let create: PortGroupCreate = serde_json::from_str(r#"{"name":"pg"}"#).unwrap();
+        assert_eq!(
+            create.group().unwrap(),
+            PortGroupConfig::new("pg", DEFAULT_SWITCH)
+        );
+        let create: PortGroupCreate = serde_json::from_str(
+            r#"{"name":"pg","switch":"sw1","vlan":{"mode":"access","id":10}}"#,
+        )
+        .unwrap();
+        let group = create.group().unwrap();
+        assert_eq!(
+            (group.switch.as_str(), group.vlan),
+            ("sw1", VlanMode::Access { id: 10 })
+        );
+        let bad: PortGroupCreate =
+            serde_json::from_str(r#"{"name":"pg","vlan":{"mode":"none","id":10}}"#).unwrap();
+        assert_eq!(bad.group().unwrap_err().status, 400);
+    }
+
+    /// What the CLI sends reads back as the body it built, with what it
+    /// left out left out.
+    #[test]
+    fn bodies_round_trip() {
+        let e = PortGroupEdit {
+            vlan: Some(json!({ "mode": "none" })),
+            ..PortGroupEdit::default()
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json, json!({ "vlan": { "mode": "none" } }));
+        assert_eq!(serde_json::from_value::<PortGroupEdit>(json).unwrap(), e);
+        let sw = SwitchCreate {
+            name: "sw1".into(),
+            mac_ageing_s: None,
+            uplinks: vec![Uplink {
+                name: "u0".into(),
+                kind: UplinkKind::AfPacket,
+                interface: "eth0".into(),
+            }],
+        };
+        let json = serde_json::to_value(&sw).unwrap();
+        assert_eq!(
+            json,
+            json!({ "name": "sw1", "mac_ageing_s": null,
+                    "uplinks": [{ "name": "u0", "type": "af_packet", "interface": "eth0" }] })
+        );
+        assert_eq!(serde_json::from_value::<SwitchCreate>(json).unwrap(), sw);
+    }
 }

@@ -8,8 +8,14 @@ use serde_json::{Map, Value, json};
 
 use crate::client::Client;
 use crate::{parse_size, print, s, wait_task};
+use mgmt::api::datastores::{VolumeCreate, VolumeResize};
+use mgmt::api::networks::{PortGroupCreate, PortGroupEdit, SwitchCreate, Uplink, UplinkKind};
 use mgmt::blockd::encode_segment;
-use vswitch::control_plane::api::types::VlanMode;
+use mgmt::db::Boot;
+use mgmt::driver::Driver;
+use mgmt::vm::edit::{EditVm, RemoveDisk, RemoveNic};
+use mgmt::vm::request::{DiskRequest, NicRequest};
+use vswitch::control_plane::api::types::{ShapingRule, VlanMode};
 
 /// `sfera vm edit`: what is left out stays.
 #[derive(Debug, Args)]
@@ -207,80 +213,102 @@ fn shaping(spec: &str) -> Result<Value> {
                 .with_context(|| format!("{p:?} is not a number"))
         })
         .collect::<Result<Vec<_>>>()?;
-    let [average, peak, burst] = parts[..] else {
+    let [average_bps, peak_bps, burst_bytes] = parts[..] else {
         bail!("shaping {spec:?}: expected AVERAGE_BPS:PEAK_BPS:BURST_BYTES or off");
     };
-    Ok(json!({ "average_bps": average, "peak_bps": peak, "burst_bytes": burst }))
+    Ok(serde_json::to_value(ShapingRule {
+        average_bps,
+        peak_bps,
+        burst_bytes,
+    })?)
 }
 
 fn names(list: &str) -> Vec<&str> {
     list.split(',').filter(|n| !n.is_empty()).collect()
 }
 
-pub(crate) async fn vm_edit(client: &Client, a: VmEdit, json_out: bool) -> Result<()> {
-    let mut body = Map::new();
-    if let Some(n) = a.name {
-        body.insert("name".into(), json!(n));
+/// A new disk, `DATASTORE:SIZE`, as the API takes it (`what`: the flag).
+pub(crate) fn new_disk(what: &str, spec: &str) -> Result<DiskRequest> {
+    let (ds, size) = split2(what, spec, "DATASTORE:SIZE")?;
+    Ok(DiskRequest {
+        datastore: ds.to_owned(),
+        size_bytes: Some(parse_size(size)?),
+        volume: None,
+    })
+}
+
+/// An existing volume as a disk, `DATASTORE:VOLUME`.
+pub(crate) fn attached_disk(what: &str, spec: &str) -> Result<DiskRequest> {
+    let (ds, volume) = split2(what, spec, "DATASTORE:VOLUME")?;
+    Ok(DiskRequest {
+        datastore: ds.to_owned(),
+        size_bytes: None,
+        volume: Some(volume.to_owned()),
+    })
+}
+
+/// A NIC, `PORT_GROUP` or `PORT_GROUP=MAC`.
+pub(crate) fn nic(spec: &str) -> NicRequest {
+    let (port_group, mac) = match spec.split_once('=') {
+        Some((g, mac)) => (g, Some(mac.to_owned())),
+        None => (spec, None),
+    };
+    NicRequest {
+        port_group: port_group.to_owned(),
+        mac,
     }
-    if let Some(v) = a.vcpus {
-        body.insert("vcpus".into(), json!(v));
-    }
-    if let Some(m) = a.memory {
-        body.insert("memory_mib".into(), json!(m));
-    }
-    if let Some(k) = a.kernel {
-        body.insert(
-            "boot".into(),
-            json!({ "kind": "kernel", "kernel": k, "initrd": a.initrd, "cmdline": a.cmdline }),
-        );
+}
+
+/// The API's request for the edit `sfera vm edit` describes.
+fn edit_body(a: VmEdit) -> Result<EditVm> {
+    let boot = if let Some(kernel) = a.kernel {
+        Some(Boot::Kernel {
+            kernel,
+            initrd: a.initrd,
+            cmdline: a.cmdline,
+        })
     } else if a.boot_disk {
-        body.insert("boot".into(), json!({ "kind": "disk" }));
-    } else if let Some(iso) = a.iso {
-        body.insert("boot".into(), json!({ "kind": "iso", "iso": iso }));
-    }
-    if let Some(d) = a.driver {
-        body.insert("driver".into(), json!(d));
-    }
-    let mut add = Vec::new();
+        Some(Boot::Disk)
+    } else {
+        a.iso.map(|iso| Boot::Iso { iso })
+    };
+    let mut add_disks = Vec::new();
     for spec in &a.add_disks {
-        let (ds, size) = split2("--add-disk", spec, "DATASTORE:SIZE")?;
-        add.push(json!({ "datastore": ds, "size_bytes": parse_size(size)? }));
+        add_disks.push(new_disk("--add-disk", spec)?);
     }
     for spec in &a.attach {
-        let (ds, volume) = split2("--attach", spec, "DATASTORE:VOLUME")?;
-        add.push(json!({ "datastore": ds, "volume": volume }));
+        add_disks.push(attached_disk("--attach", spec)?);
     }
-    if !add.is_empty() {
-        body.insert("add_disks".into(), json!(add));
-    }
-    let mut remove = Vec::new();
+    let mut remove_disks = Vec::new();
     for spec in &a.remove_disks {
         let (ds, volume) = split2("--remove-disk", spec, "DATASTORE:VOLUME")?;
-        remove
-            .push(json!({ "datastore": ds, "volume": volume, "delete_volume": a.delete_volumes }));
+        remove_disks.push(RemoveDisk {
+            datastore: ds.to_owned(),
+            volume: volume.to_owned(),
+            delete_volume: a.delete_volumes,
+        });
     }
-    if !remove.is_empty() {
-        body.insert("remove_disks".into(), json!(remove));
-    }
-    if !a.add_nics.is_empty() {
-        let nics: Vec<Value> = a
-            .add_nics
+    Ok(EditVm {
+        name: a.name,
+        vcpus: a.vcpus,
+        memory_mib: a.memory,
+        boot,
+        driver: a.driver.as_deref().map(Driver::parse),
+        add_disks,
+        remove_disks,
+        add_nics: a.add_nics.iter().map(|n| nic(n)).collect(),
+        remove_nics: a
+            .remove_nics
             .iter()
-            .map(|n| match n.split_once('=') {
-                Some((g, mac)) => json!({ "port_group": g, "mac": mac }),
-                None => json!({ "port_group": n }),
-            })
-            .collect();
-        body.insert("add_nics".into(), json!(nics));
-    }
-    if !a.remove_nics.is_empty() {
-        let macs: Vec<Value> = a.remove_nics.iter().map(|m| json!({ "mac": m })).collect();
-        body.insert("remove_nics".into(), json!(macs));
-    }
+            .map(|mac| RemoveNic { mac: mac.clone() })
+            .collect(),
+    })
+}
+
+pub(crate) async fn vm_edit(client: &Client, a: VmEdit, json_out: bool) -> Result<()> {
     let path = format!("/api/v1/vms/{}", encode_segment(&a.vm));
-    let task = client
-        .call(Method::PATCH, &path, Some(&Value::Object(body)))
-        .await?;
+    let body = edit_body(a)?;
+    let task = client.call_with(Method::PATCH, &path, &body).await?;
     let result = wait_task(client, &task).await?;
     let id = s(&result["id"]);
     let vm = client
@@ -345,21 +373,13 @@ async fn switch(client: &Client, cmd: SwitchCmd, json_out: bool) -> Result<()> {
             uplinks,
             mac_ageing,
         } => {
-            let mut list = Vec::new();
-            for u in &uplinks {
-                let mut parts = u.splitn(3, ':');
-                let (Some(n), Some(kind), Some(iface)) = (parts.next(), parts.next(), parts.next())
-                else {
-                    bail!("--uplink {u:?}: expected NAME:tap|af_packet:INTERFACE");
-                };
-                list.push(json!({ "name": n, "type": kind, "interface": iface }));
-            }
+            let body = SwitchCreate {
+                name: name.clone(),
+                mac_ageing_s: mac_ageing,
+                uplinks: uplinks.iter().map(|u| uplink(u)).collect::<Result<_>>()?,
+            };
             let v = client
-                .call(
-                    Method::POST,
-                    "/api/v1/switches",
-                    Some(&json!({ "name": name, "uplinks": list, "mac_ageing_s": mac_ageing })),
-                )
+                .call_with(Method::POST, "/api/v1/switches", &body)
                 .await?;
             show(&v, json_out, &format!("Created switch {name}"));
         }
@@ -388,12 +408,13 @@ async fn port_group(client: &Client, cmd: PortGroupCmd, json_out: bool) -> Resul
             switch,
             vlan: v,
         } => {
-            let mut body = json!({ "name": name, "switch": switch });
-            if let Some(spec) = v {
-                body["vlan"] = vlan(&spec)?;
-            }
+            let body = PortGroupCreate {
+                name: name.clone(),
+                switch,
+                vlan: v.map(|spec| vlan(&spec)).transpose()?,
+            };
             let g = client
-                .call(Method::POST, "/api/v1/port-groups", Some(&body))
+                .call_with(Method::POST, "/api/v1/port-groups", &body)
                 .await?;
             show(&g, json_out, &format!("Created port group {name}"));
         }
@@ -409,20 +430,19 @@ async fn port_group(client: &Client, cmd: PortGroupCmd, json_out: bool) -> Resul
             active,
             standby,
         } => {
-            let mut body = Map::new();
-            if let Some(spec) = v {
-                body.insert("vlan".into(), vlan(&spec)?);
-            }
             let security = security_patch(promiscuous, mac_changes, forged_transmits);
-            insert_unless_empty(&mut body, "security", security);
-            insert_unless_empty(&mut body, "shaping", shaping_patch(ingress, egress)?);
             let team = teaming_patch(teaming, active.as_deref(), standby.as_deref());
-            insert_unless_empty(&mut body, "teaming", team);
+            let body = PortGroupEdit {
+                vlan: v.map(|spec| vlan(&spec)).transpose()?,
+                security: unless_empty(security),
+                shaping: unless_empty(shaping_patch(ingress, egress)?),
+                teaming: unless_empty(team),
+            };
             let g = client
-                .call(
+                .call_with(
                     Method::PATCH,
                     &format!("/api/v1/port-groups/{}", encode_segment(&name)),
-                    Some(&Value::Object(body)),
+                    &body,
                 )
                 .await?;
             show(&g, json_out, &format!("Changed port group {name}"));
@@ -445,11 +465,29 @@ async fn port_group(client: &Client, cmd: PortGroupCmd, json_out: bool) -> Resul
     Ok(())
 }
 
-/// Adds `part` to `body` as `key` when it says anything.
-fn insert_unless_empty(body: &mut Map<String, Value>, key: &str, part: Map<String, Value>) {
-    if !part.is_empty() {
-        body.insert(key.into(), Value::Object(part));
-    }
+/// A part of a patch, left out when it says nothing.
+fn unless_empty(part: Map<String, Value>) -> Option<Map<String, Value>> {
+    (!part.is_empty()).then_some(part)
+}
+
+/// `--uplink NAME:tap|af_packet:INTERFACE`.
+fn uplink(spec: &str) -> Result<Uplink> {
+    let mut parts = spec.splitn(3, ':');
+    let form = || format!("--uplink {spec:?}: expected NAME:tap|af_packet:INTERFACE");
+    let (Some(name), Some(kind), Some(interface)) = (parts.next(), parts.next(), parts.next())
+    else {
+        bail!(form());
+    };
+    let kind = match kind {
+        "tap" => UplinkKind::Tap,
+        "af_packet" => UplinkKind::AfPacket,
+        _ => bail!(form()),
+    };
+    Ok(Uplink {
+        name: name.to_owned(),
+        kind,
+        interface: interface.to_owned(),
+    })
 }
 
 /// The security flags given, as a port group's `security` patch.
@@ -465,7 +503,7 @@ fn security_patch(
         ("forged_transmits", forged_transmits),
     ] {
         if let Some(f) = flag {
-            security.insert(k.into(), json!(f));
+            security.insert(k.into(), Value::Bool(f));
         }
     }
     security
@@ -492,13 +530,13 @@ fn teaming_patch(
 ) -> Map<String, Value> {
     let mut team = Map::new();
     if let Some(p) = policy {
-        team.insert("policy".into(), json!(p));
+        team.insert("policy".into(), Value::String(p));
     }
     if let Some(list) = active {
-        team.insert("active".into(), json!(names(list)));
+        team.insert("active".into(), Value::from(names(list)));
     }
     if let Some(list) = standby {
-        team.insert("standby".into(), json!(names(list)));
+        team.insert("standby".into(), Value::from(names(list)));
     }
     team
 }
@@ -538,12 +576,12 @@ pub(crate) async fn volume(client: &Client, cmd: VolumeCmd, json_out: bool) -> R
             size,
         } => {
             let size = parse_size(&size)?;
+            let body = VolumeCreate {
+                name: volume.clone(),
+                size_bytes: size,
+            };
             let v = client
-                .call(
-                    Method::POST,
-                    &base(&datastore),
-                    Some(&json!({ "name": volume, "size_bytes": size })),
-                )
+                .call_with(Method::POST, &base(&datastore), &body)
                 .await?;
             show(
                 &v,
@@ -558,10 +596,10 @@ pub(crate) async fn volume(client: &Client, cmd: VolumeCmd, json_out: bool) -> R
         } => {
             let size = parse_size(&size)?;
             let v = client
-                .call(
+                .call_with(
                     Method::PATCH,
                     &format!("{}/{}", base(&datastore), encode_segment(&volume)),
-                    Some(&json!({ "size_bytes": size })),
+                    &VolumeResize { size_bytes: size },
                 )
                 .await?;
             show(
@@ -591,6 +629,48 @@ pub(crate) async fn volume(client: &Client, cmd: VolumeCmd, json_out: bool) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sfera vm edit`'s body holds only what its flags give.
+    #[test]
+    fn edit_bodies() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            edit: VmEdit,
+        }
+        let body = |args: &[&str]| {
+            let c = Cli::try_parse_from(["edit", "vm1"].iter().chain(args)).unwrap();
+            serde_json::to_value(edit_body(c.edit).unwrap()).unwrap()
+        };
+        assert_eq!(body(&["--memory", "320"]), json!({ "memory_mib": 320 }));
+        assert_eq!(
+            body(&[
+                "--name",
+                "vm2",
+                "--remove-disk",
+                "local:vm1/disk0",
+                "--delete-volumes",
+                "--remove-nic",
+                "52:54:00:00:00:01",
+                "--add-nic",
+                "pg",
+                "--driver",
+                "sfera-vmm"
+            ]),
+            json!({ "name": "vm2", "driver": "sfera-vmm",
+                    "remove_disks": [{ "datastore": "local", "volume": "vm1/disk0", "delete_volume": true }],
+                    "add_nics": [{ "port_group": "pg" }],
+                    "remove_nics": [{ "mac": "52:54:00:00:00:01" }] })
+        );
+        assert!(
+            Cli::try_parse_from(["edit", "vm1", "--add-disk", "local"])
+                .map(|c| edit_body(c.edit))
+                .unwrap()
+                .is_err()
+        );
+    }
 
     #[test]
     fn vlans_and_shaping_parse() {

@@ -158,6 +158,21 @@ impl Client {
         let answer = self.send(method, path, body, None).await?;
         json_of(&answer)
     }
+
+    /// [`Client::call`] with a body of one of the API's request types.
+    pub(crate) async fn call_with<T: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &T,
+    ) -> Result<serde_json::Value> {
+        self.call(method, path, Some(&to_body(body)?)).await
+    }
+}
+
+/// A request body as JSON.
+pub(crate) fn to_body<T: serde::Serialize>(body: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(body).context("a request body as JSON")
 }
 
 /// The JSON of an answer, or its error as an error.

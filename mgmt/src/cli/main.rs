@@ -19,6 +19,11 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use client::Client;
+use mgmt::api::auth::{Login, TokenCreate};
+use mgmt::db::Boot;
+use mgmt::driver::Driver;
+use mgmt::import::{ImageFormat, ImportDisk};
+use mgmt::vm::request::{CreateVm, TINY_LINUX};
 
 const DEFAULT_SERVER: &str = "https://127.0.0.1:8443";
 
@@ -336,7 +341,10 @@ async fn new_token(client: &Client, user: &str, password: &str) -> Result<String
         .send(
             Method::POST,
             "/api/v1/session",
-            Some(&json!({ "username": user, "password": password })),
+            Some(&client::to_body(&Login {
+                username: user.to_owned(),
+                password: password.to_owned(),
+            })?),
             None,
         )
         .await?;
@@ -352,7 +360,9 @@ async fn new_token(client: &Client, user: &str, password: &str) -> Result<String
         .send(
             Method::POST,
             "/api/v1/tokens",
-            Some(&json!({ "name": format!("sfera CLI on {}", host.trim()) })),
+            Some(&client::to_body(&TokenCreate {
+                name: format!("sfera CLI on {}", host.trim()),
+            })?),
             Some(&cookie),
         )
         .await?;
@@ -373,14 +383,19 @@ async fn datastore(client: &Client, cmd: DatastoreCmd, json_out: bool) -> Result
             source,
             format,
         } => {
+            let body = ImportDisk {
+                volume: volume.clone(),
+                source: source.clone(),
+                format: image_format(&format)?,
+            };
             let task = client
-                .call(
+                .call_with(
                     Method::POST,
                     &format!(
                         "/api/v1/datastores/{}/import",
                         mgmt::blockd::encode_segment(&datastore)
                     ),
-                    Some(&json!({ "volume": volume, "source": source, "format": format })),
+                    &body,
                 )
                 .await?;
             let result = wait_task(client, &task).await?;
@@ -531,9 +546,7 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
 
 async fn create_vm(client: &Client, c: VmCreate, json_out: bool) -> Result<()> {
     let body = create_body(c)?;
-    let task = client
-        .call(Method::POST, "/api/v1/vms", Some(&body))
-        .await?;
+    let task = client.call_with(Method::POST, "/api/v1/vms", &body).await?;
     let result = wait_task(client, &task).await?;
     let id = s(&result["id"]);
     let vm = client.call(Method::GET, &vm_path(&id), None).await?;
@@ -546,48 +559,45 @@ async fn create_vm(client: &Client, c: VmCreate, json_out: bool) -> Result<()> {
 }
 
 /// The API's request to create the VM `sfera vm create` describes.
-fn create_body(c: VmCreate) -> Result<Value> {
-    let mut body = json!({ "name": c.name, "power_on": c.power_on, "driver": c.driver });
-    match c.kernel {
-        Some(k) => {
-            body["boot"] =
-                json!({ "kind": "kernel", "kernel": k, "initrd": c.initrd, "cmdline": c.cmdline });
+fn create_body(c: VmCreate) -> Result<CreateVm> {
+    let (boot, template) = match c.kernel {
+        Some(kernel) => {
+            let boot = Boot::Kernel {
+                kernel,
+                initrd: c.initrd,
+                cmdline: c.cmdline,
+            };
+            (Some(boot), None)
         }
-        None if c.boot_disk => body["boot"] = json!({ "kind": "disk" }),
-        None => {
-            body["template"] = json!(c.template.unwrap_or_else(|| "tiny-linux".to_owned()));
-        }
-    }
-    if let Some(v) = c.vcpus {
-        body["vcpus"] = json!(v);
-    }
-    if let Some(m) = c.memory {
-        body["memory_mib"] = json!(m);
-    }
-    let mut d = Vec::new();
+        None if c.boot_disk => (Some(Boot::Disk), None),
+        None => (
+            None,
+            Some(c.template.unwrap_or_else(|| TINY_LINUX.to_owned())),
+        ),
+    };
+    let mut disks = Vec::new();
     for spec in &c.disks {
-        let (ds, size) = spec
-            .split_once(':')
-            .with_context(|| format!("--disk {spec:?}: expected DATASTORE:SIZE"))?;
-        d.push(json!({ "datastore": ds, "size_bytes": parse_size(size)? }));
+        disks.push(changes::new_disk("--disk", spec)?);
     }
     for spec in &c.attach {
-        let (ds, volume) = spec
-            .split_once(':')
-            .with_context(|| format!("--attach {spec:?}: expected DATASTORE:VOLUME"))?;
-        d.push(json!({ "datastore": ds, "volume": volume }));
+        disks.push(changes::attached_disk("--attach", spec)?);
     }
-    body["disks"] = json!(d);
-    body["nics"] = json!(
-        c.nics
-            .iter()
-            .map(|n| match n.split_once('=') {
-                Some((g, mac)) => json!({ "port_group": g, "mac": mac }),
-                None => json!({ "port_group": n }),
-            })
-            .collect::<Vec<_>>()
-    );
-    Ok(body)
+    Ok(CreateVm {
+        name: c.name,
+        template,
+        vcpus: c.vcpus,
+        memory_mib: c.memory,
+        boot,
+        disks,
+        nics: c.nics.iter().map(|n| changes::nic(n)).collect(),
+        power_on: c.power_on,
+        driver: c.driver.as_deref().map(Driver::parse),
+    })
+}
+
+/// `--format`, as the API's image format.
+fn image_format(name: &str) -> Result<ImageFormat> {
+    serde_json::from_value(Value::from(name)).with_context(|| format!("--format {name:?}"))
 }
 
 async fn delete_vm(client: &Client, vm: &str, disks: bool, json_out: bool) -> Result<()> {
@@ -653,6 +663,43 @@ mod tests {
         assert_eq!(parse_size("4G").unwrap(), 4 << 30);
         assert_eq!(parse_size("512").unwrap(), 512);
         assert!(parse_size("x").is_err());
+    }
+
+    /// `sfera vm create`'s body is the API's `CreateVm`, in the JSON the
+    /// CLI has always sent (`driver` null when not chosen).
+    #[test]
+    fn create_bodies() {
+        let create = |args: &[&str]| {
+            let a = Args::try_parse_from(["sfera", "vm", "create"].iter().chain(args)).unwrap();
+            let Cmd::Vm(VmCmd::Create(c)) = a.command else {
+                panic!("not vm create");
+            };
+            serde_json::to_value(create_body(c).unwrap()).unwrap()
+        };
+        assert_eq!(
+            create(&["t1", "--disk", "local:1M", "--nic", "pg=52:54:00:00:00:01"]),
+            json!({ "name": "t1", "template": "tiny-linux", "power_on": false, "driver": null,
+                    "disks": [{ "datastore": "local", "size_bytes": 1 << 20 }],
+                    "nics": [{ "port_group": "pg", "mac": "52:54:00:00:00:01" }] })
+        );
+        assert_eq!(
+            create(&[
+                "fw",
+                "--boot-disk",
+                "--attach",
+                "local:d1",
+                "--nic",
+                "pg",
+                "--vcpus",
+                "2",
+                "--driver",
+                "qemu",
+                "--power-on"
+            ]),
+            json!({ "name": "fw", "boot": { "kind": "disk" }, "vcpus": 2, "power_on": true,
+                    "driver": "qemu", "disks": [{ "datastore": "local", "volume": "d1" }],
+                    "nics": [{ "port_group": "pg" }] })
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
@@ -28,7 +28,7 @@ use crate::service::Mgmt;
 use crate::tasks::TaskCtx;
 
 /// Formats `qemu-img` reads for an import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Raw,
@@ -49,7 +49,7 @@ impl ImageFormat {
 }
 
 /// Body of `POST /api/v1/datastores/{datastore}/import`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportDisk {
     /// The new volume: `NAME` or `FOLDER/NAME`.

@@ -11,20 +11,20 @@ use crate::driver::Driver;
 use crate::host_paths::Roots;
 
 /// Body of `POST /api/v1/vms`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVm {
     pub name: String,
     /// Start from a template (its boot source, vCPUs and memory, unless
     /// given here).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u32>,
     /// Required without a template.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<Boot>,
     #[serde(default)]
     pub disks: Vec<DiskRequest>,
@@ -35,29 +35,30 @@ pub struct CreateVm {
     pub power_on: bool,
     /// The hypervisor driver (`sfera-vmm` or `qemu`); by default the one
     /// the host and the boot source call for.
+    // Written as `null` when not chosen, as the sfera CLI always sent it.
     #[serde(default)]
     pub driver: Option<Driver>,
 }
 
 /// A disk: a new thin volume of `size_bytes`, or an existing `volume`
 /// of the datastore (an imported image, say) that no other VM has.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskRequest {
     pub datastore: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
 }
 
 /// A new NIC.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NicRequest {
     pub port_group: String,
     /// Generated (52:54:00:xx:xx:xx) when left out.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
 }
 

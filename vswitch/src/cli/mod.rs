@@ -2,8 +2,10 @@
 //! daemon's API and how the answer is shown (`--json`: the API's JSON as
 //! is; otherwise tables, or the object as indented JSON).
 //!
+//! Bodies are the API's own types ([`crate::control_plane::api::types`]).
 //! `set` commands read the object, change what their flags name, and put
-//! it back; the daemon checks every value, and its message is the error.
+//! it back; the daemon checks every value, and its message is the error
+//! (a MAC address is read here, as the body's type holds one).
 
 #![forbid(unsafe_code)]
 
@@ -18,12 +20,17 @@ use clap::{Subcommand, ValueEnum};
 use hyper::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use control::client::{CallError, UnixApi};
 use control::path::encode_segment as seg;
 
-use crate::control_plane::config::{DEFAULT_SWITCH, PortConfig, PortGroupConfig, VSwitchConfig};
+use crate::control_plane::api::request::{DEFAULT_MAC_AGEING_S, DEFAULT_MTU};
+use crate::control_plane::api::types::{
+    MacAddr, PortConfig, PortGroupConfig, PortGroupSettings, PortSettings, SocketMode,
+    SwitchSettings, UplinkConfig, UplinkType, VSwitchConfig,
+};
+use crate::control_plane::config::DEFAULT_SWITCH;
 
 pub use policy_flags::PolicyFlags;
 
@@ -180,7 +187,7 @@ pub enum PortCmd {
         socket: PathBuf,
         /// The guest's MAC address.
         #[arg(long)]
-        mac: String,
+        mac: MacAddr,
         #[arg(long)]
         port_group: String,
         #[arg(long, value_enum, default_value_t = Mode::Server)]
@@ -197,7 +204,7 @@ pub enum PortCmd {
         #[arg(long)]
         port_group: Option<String>,
         #[arg(long)]
-        mac: Option<String>,
+        mac: Option<MacAddr>,
         #[arg(long)]
         mtu: Option<u16>,
     },
@@ -308,7 +315,7 @@ fn delete(path: String) -> Plan {
 fn plan(api: &Api, command: ClientCommand) -> Result<Plan, CliError> {
     Ok(match command {
         ClientCommand::Switch(cmd) => plan_switch(api, cmd)?,
-        ClientCommand::Uplink(cmd) => plan_uplink(cmd),
+        ClientCommand::Uplink(cmd) => plan_uplink(cmd)?,
         ClientCommand::PortGroup(cmd) => plan_port_group(api, cmd)?,
         ClientCommand::Port(cmd) => plan_port(api, cmd)?,
         ClientCommand::MacTable { switch } => get(
@@ -344,29 +351,34 @@ fn plan_switch(api: &Api, cmd: SwitchCmd) -> Result<Plan, CliError> {
         ),
         SwitchCmd::Show { name } => get(format!("/v1/switches/{}", seg(&name)), Output::Object),
         SwitchCmd::Add { name, mac_ageing } => {
-            let mut body = json!({ "name": name });
-            if let Some(s) = mac_ageing {
-                body["mac_ageing_s"] = s.into();
-            }
+            let switch = VSwitchConfig {
+                name,
+                uplinks: Vec::new(),
+                mac_ageing_s: mac_ageing.unwrap_or(DEFAULT_MAC_AGEING_S),
+            };
             (
                 Method::POST,
                 "/v1/switches".into(),
-                Some(body),
+                Some(to_json(&switch)?),
                 Output::Object,
             )
         }
         SwitchCmd::Set { name, mac_ageing } => {
             let path = format!("/v1/switches/{}", seg(&name));
             let current: VSwitchConfig = api.get(&path)?;
-            let body = json!({ "mac_ageing_s": mac_ageing.unwrap_or(current.mac_ageing_s) });
-            (Method::PUT, path, Some(body), Output::Object)
+            let body = SwitchSettings {
+                name: None,
+                mac_ageing_s: mac_ageing.unwrap_or(current.mac_ageing_s),
+                uplinks: None,
+            };
+            (Method::PUT, path, Some(to_json(&body)?), Output::Object)
         }
         SwitchCmd::Remove { name } => delete(format!("/v1/switches/{}", seg(&name))),
     })
 }
 
-fn plan_uplink(cmd: UplinkCmd) -> Plan {
-    match cmd {
+fn plan_uplink(cmd: UplinkCmd) -> Result<Plan, CliError> {
+    Ok(match cmd {
         UplinkCmd::List { switch } => get(
             format!("/v1/switches/{}/uplinks", seg(&switch)),
             Output::Table(|v| Ok(show::uplinks(&typed::<Vec<_>>(v)?))),
@@ -381,16 +393,18 @@ fn plan_uplink(cmd: UplinkCmd) -> Plan {
             kind,
             interface,
         } => {
-            let kind = match kind {
-                UplinkKind::Tap => "tap",
-                UplinkKind::AfPacket => "af_packet",
+            let uplink = UplinkConfig {
+                interface: interface.unwrap_or_else(|| name.clone()),
+                name,
+                kind: match kind {
+                    UplinkKind::Tap => UplinkType::Tap,
+                    UplinkKind::AfPacket => UplinkType::AfPacket,
+                },
             };
-            let interface = interface.unwrap_or_else(|| name.clone());
-            let body = json!({ "name": name, "type": kind, "interface": interface });
             (
                 Method::POST,
                 format!("/v1/switches/{}/uplinks", seg(&switch)),
-                Some(body),
+                Some(to_json(&uplink)?),
                 Output::Object,
             )
         }
@@ -399,7 +413,7 @@ fn plan_uplink(cmd: UplinkCmd) -> Plan {
             seg(&switch),
             seg(&name)
         )),
-    }
+    })
 }
 
 fn plan_port_group(api: &Api, cmd: PortGroupCmd) -> Result<Plan, CliError> {
@@ -416,7 +430,7 @@ fn plan_port_group(api: &Api, cmd: PortGroupCmd) -> Result<Plan, CliError> {
             switch,
             policy,
         } => {
-            let mut group: PortGroupConfig = typed(&json!({ "name": name, "switch": switch }))?;
+            let mut group = PortGroupConfig::new(name, switch);
             policy.apply_to(&mut group)?;
             (
                 Method::POST,
@@ -429,7 +443,8 @@ fn plan_port_group(api: &Api, cmd: PortGroupCmd) -> Result<Plan, CliError> {
             let path = format!("/v1/port-groups/{}", seg(&name));
             let mut group: PortGroupConfig = api.get(&path)?;
             policy.apply_to(&mut group)?;
-            (Method::PUT, path, Some(to_json(&group)?), Output::Object)
+            let body = PortGroupSettings::from(group);
+            (Method::PUT, path, Some(to_json(&body)?), Output::Object)
         }
         PortGroupCmd::Remove { name } => delete(format!("/v1/port-groups/{}", seg(&name))),
     })
@@ -455,17 +470,24 @@ fn plan_port(api: &Api, cmd: PortCmd) -> Result<Plan, CliError> {
                 path: socket.clone(),
                 source,
             })?;
-            let mut body = json!({
-                "name": name, "socket": socket, "mac": mac, "port_group": port_group,
-                "mode": match mode { Mode::Server => "server", Mode::Client => "client" },
-            });
-            if let Some(m) = mtu {
-                body["mtu"] = m.into();
-            }
-            if let Some(q) = queues {
-                body["queues"] = q.into();
-            }
-            (Method::POST, "/v1/ports".into(), Some(body), Output::Object)
+            let port = PortConfig {
+                name,
+                socket,
+                mode: match mode {
+                    Mode::Server => SocketMode::Server,
+                    Mode::Client => SocketMode::Client,
+                },
+                mac,
+                port_group,
+                mtu: mtu.unwrap_or(DEFAULT_MTU),
+                queues: queues.unwrap_or(1),
+            };
+            (
+                Method::POST,
+                "/v1/ports".into(),
+                Some(to_json(&port)?),
+                Output::Object,
+            )
         }
         PortCmd::Set {
             name,
@@ -475,17 +497,17 @@ fn plan_port(api: &Api, cmd: PortCmd) -> Result<Plan, CliError> {
         } => {
             let path = format!("/v1/ports/{}", seg(&name));
             let current: PortConfig = api.get(&path)?;
-            let mut body = to_json(&current)?;
+            let mut body = PortSettings::from(current);
             if let Some(g) = port_group {
-                body["port_group"] = g.into();
+                body.port_group = g;
             }
             if let Some(m) = mac {
-                body["mac"] = m.into();
+                body.mac = m;
             }
             if let Some(m) = mtu {
-                body["mtu"] = m.into();
+                body.mtu = m;
             }
-            (Method::PUT, path, Some(body), Output::Object)
+            (Method::PUT, path, Some(to_json(&body)?), Output::Object)
         }
         PortCmd::Remove { name } => delete(format!("/v1/ports/{}", seg(&name))),
     })

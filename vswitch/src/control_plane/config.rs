@@ -141,6 +141,22 @@ pub struct PortGroupConfig {
     pub teaming: Teaming,
 }
 
+impl PortGroupConfig {
+    /// A group on `switch` with the default policy: no VLAN, the three
+    /// security items rejected, no shaping, teaming by originating port
+    /// over all uplinks (what a body that gives only the names gets).
+    pub fn new(name: impl Into<String>, switch: impl Into<String>) -> Self {
+        PortGroupConfig {
+            name: name.into(),
+            switch: switch.into(),
+            vlan: VlanMode::None,
+            security: Security::default(),
+            shaping: Shaping::default(),
+            teaming: Teaming::default(),
+        }
+    }
+}
+
 fn default_switch() -> String {
     DEFAULT_SWITCH.to_owned()
 }

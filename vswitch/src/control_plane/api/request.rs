@@ -50,6 +50,20 @@ pub struct PortGroupSettings {
     pub teaming: Teaming,
 }
 
+impl From<PortGroupConfig> for PortGroupSettings {
+    /// The group as `GET` shows it, as a `PUT` body that keeps it.
+    fn from(g: PortGroupConfig) -> Self {
+        PortGroupSettings {
+            name: Some(g.name),
+            switch: Some(g.switch),
+            vlan: g.vlan,
+            security: g.security,
+            shaping: g.shaping,
+            teaming: g.teaming,
+        }
+    }
+}
+
 /// Body of `PUT /v1/ports/{name}`: the port as `GET` shows it. `port_group`,
 /// `mac` and `mtu` may change (a missing `mtu` is 1500); `name`, `socket`,
 /// `mode` and `queues` may be left out and cannot change (the VMM would
@@ -69,6 +83,21 @@ pub struct PortSettings {
     pub mac: MacAddr,
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+}
+
+impl From<PortConfig> for PortSettings {
+    /// The port as `GET` shows it, as a `PUT` body that keeps it.
+    fn from(p: PortConfig) -> Self {
+        PortSettings {
+            name: Some(p.name),
+            socket: Some(p.socket),
+            mode: Some(p.mode),
+            queues: Some(p.queues),
+            port_group: p.port_group,
+            mac: p.mac,
+            mtu: p.mtu,
+        }
+    }
 }
 
 /// The MAC ageing a switch gets when none is given (as in vSphere and OVS).

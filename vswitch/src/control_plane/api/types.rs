@@ -12,6 +12,8 @@
 //! GET  /v1/switches/{sw}/mac-table        Vec<MacEntry>
 //! GET  /v1/port-groups                    Vec<PortGroupConfig> POST: PortGroupConfig
 //! GET  /v1/port-groups/{name}             PortGroupConfig   PUT: PortGroupSettings
+//!                                         (a client's PATCH: PortGroupPatch, applied
+//!                                          to the group to make the PUT's body)
 //! GET  /v1/ports                          Vec<PortConfig>   POST: PortConfig
 //! GET  /v1/ports/{name}                   PortConfig        PUT: PortSettings
 //! GET  /v1/ports/{name}/stats             PortStats
@@ -32,6 +34,144 @@ pub use crate::control_plane::config::{
 };
 pub use crate::dataplane::frame::MacAddr;
 pub use crate::dataplane::policy::{Security, VlanMode};
+
+/// A change to a port group's policy, for a client that changes part of
+/// it (mgmtd's `PATCH`): the parts given change, the rest stays. Inside a
+/// part, a field given replaces the group's and a field given as `null`
+/// goes back to its default (no shaping in that direction, all uplinks);
+/// a part given as `null` is left out. sfera-vswitchd takes a group
+/// whole (`PUT`, [`PortGroupSettings`]): [`PortGroupPatch::apply`] makes
+/// that body from the group as `GET` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortGroupPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<VlanMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityPatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<ShapingPatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teaming: Option<TeamingPatch>,
+}
+
+/// A field of a patch: left out (`None`), `null` (`Some(None)`: back to
+/// its default) or a value.
+pub type PatchField<T> = Option<Option<T>>;
+
+/// Reads a field that is there, `null` included, as `Some` (serde reads a
+/// `null` `Option` as `None`, which would mean "left out").
+fn given<'de, D, T>(d: D) -> Result<PatchField<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The [`Security`] flags to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityPatch {
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub promiscuous: PatchField<bool>,
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mac_changes: PatchField<bool>,
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub forged_transmits: PatchField<bool>,
+}
+
+/// The [`Shaping`] directions to change (`null`: not shaped).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapingPatch {
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ingress: PatchField<ShapingRule>,
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub egress: PatchField<ShapingRule>,
+}
+
+/// The [`Teaming`] fields to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamingPatch {
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy: PatchField<LoadBalancing>,
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub active: PatchField<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub standby: PatchField<Vec<String>>,
+}
+
+/// Sets `to` to a field that is given, its default for `null`.
+fn patch<T: Default>(field: PatchField<T>, to: &mut T) {
+    if let Some(value) = field {
+        *to = value.unwrap_or_default();
+    }
+}
+
+impl PortGroupPatch {
+    /// The body of the `PUT` that makes `group` (as `GET` shows it) what
+    /// this patch asks for; sfera-vswitchd checks it.
+    pub fn apply(self, group: PortGroupConfig) -> PortGroupSettings {
+        let mut group = group;
+        if let Some(vlan) = self.vlan {
+            group.vlan = vlan;
+        }
+        if let Some(s) = self.security {
+            patch(s.promiscuous, &mut group.security.promiscuous);
+            patch(s.mac_changes, &mut group.security.mac_changes);
+            patch(s.forged_transmits, &mut group.security.forged_transmits);
+        }
+        if let Some(s) = self.shaping {
+            // Not shaped is the default.
+            if let Some(ingress) = s.ingress {
+                group.shaping.ingress = ingress;
+            }
+            if let Some(egress) = s.egress {
+                group.shaping.egress = egress;
+            }
+        }
+        if let Some(t) = self.teaming {
+            patch(t.policy, &mut group.teaming.policy);
+            patch(t.active, &mut group.teaming.active);
+            patch(t.standby, &mut group.teaming.standby);
+        }
+        group.into()
+    }
+}
 
 /// Counters of a VM port.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -142,5 +282,65 @@ mod tests {
             serde_json::to_value(&switch).unwrap(),
             serde_json::json!({"mac_ageing_s": 60})
         );
+    }
+
+    fn group() -> PortGroupConfig {
+        serde_json::from_str(
+            r#"{"name":"pg","switch":"sw1","vlan":{"mode":"access","id":10},
+                "security":{"promiscuous":true},
+                "shaping":{"egress":{"average_bps":1000,"peak_bps":2000,"burst_bytes":3000}},
+                "teaming":{"policy":"ip_hash","active":["u0"],"standby":["u1"]}}"#,
+        )
+        .unwrap()
+    }
+
+    /// A patch changes the parts and fields it gives, and nothing else;
+    /// the `PUT` body it makes keeps the group's name and switch.
+    #[test]
+    fn a_patch_changes_only_what_it_gives() {
+        let patch: PortGroupPatch = serde_json::from_str(
+            r#"{"security":{"mac_changes":true},"teaming":{"policy":"failover_order"}}"#,
+        )
+        .unwrap();
+        let body = patch.apply(group());
+        let mut want: PortGroupSettings = group().into();
+        want.security.mac_changes = true;
+        want.teaming.policy = LoadBalancing::FailoverOrder;
+        assert_eq!(body, want);
+        assert_eq!(
+            (body.name.as_deref(), body.switch.as_deref()),
+            (Some("pg"), Some("sw1"))
+        );
+        let whole = PortGroupPatch::default().apply(group());
+        assert_eq!(whole, group().into());
+    }
+
+    /// `null` inside a part is the field's default; a `null` part, or one
+    /// left out, changes nothing.
+    #[test]
+    fn null_fields_take_their_defaults() {
+        let patch: PortGroupPatch = serde_json::from_str(
+            r#"{"vlan":{"mode":"none"},"security":null,
+                "shaping":{"egress":null,"ingress":{"average_bps":1,"peak_bps":2,"burst_bytes":3}},
+                "teaming":{"active":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(patch.shaping.as_ref().unwrap().egress, Some(None));
+        let body = patch.clone().apply(group());
+        assert_eq!(body.vlan, VlanMode::None);
+        assert!(body.security.promiscuous);
+        assert_eq!(body.shaping.egress, None);
+        assert_eq!(body.shaping.ingress.unwrap().peak_bps, 2);
+        assert!(body.teaming.active.is_empty());
+        assert_eq!(body.teaming.standby, ["u1"]);
+        // What a client sends reads back the same, `null`s included.
+        let json = serde_json::to_value(&patch).unwrap();
+        assert_eq!(json["shaping"]["egress"], serde_json::Value::Null);
+        assert!(json.get("security").is_none());
+        assert_eq!(
+            serde_json::from_value::<PortGroupPatch>(json).unwrap(),
+            patch
+        );
+        assert!(serde_json::from_str::<PortGroupPatch>(r#"{"shaping":{"in":null}}"#).is_err());
     }
 }

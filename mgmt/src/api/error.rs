@@ -1,10 +1,43 @@
 //! Errors as the API answers them: `{ "error": { "code", "message" } }`
 //! with an HTTP status.
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use crate::db::DbError;
 use crate::vswitchd::SwitchError;
 
 pub use control::ApiError;
+
+/// The body of every error answer, as [`ApiError::body`] writes it (the
+/// shared server code of `control` sends it; this type describes it, and a
+/// unit test holds the two together).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    #[schema(inline)]
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// What a program matches on: `invalid_request`, `not_found`...
+    code: &'static str,
+    /// What a person reads.
+    message: String,
+}
+
+impl From<&ApiError> for ErrorBody {
+    fn from(e: &ApiError) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: e.code,
+                message: e.message.clone(),
+            },
+        }
+    }
+}
 
 /// Too many failed logins: locked out for `wait` (rounded up).
 pub fn too_many_logins(wait: std::time::Duration) -> ApiError {
@@ -51,5 +84,16 @@ impl From<SwitchError> for ApiError {
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         ApiError::internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_body_is_what_control_sends() {
+        let e = ApiError::not_found("No VM \"x\"");
+        assert_eq!(serde_json::to_value(ErrorBody::from(&e)).unwrap(), e.body());
     }
 }

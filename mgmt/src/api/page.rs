@@ -111,4 +111,19 @@ mod tests {
         assert!(Page::from_query(&q(&[("limit", "501")])).is_err());
         assert!(Page::from_query(&q(&[("offset", "-1")])).is_err());
     }
+
+    #[test]
+    fn a_page_says_stale_only_when_it_may_be() {
+        let p = Page {
+            limit: 10,
+            offset: 0,
+        };
+        let fresh = serde_json::to_value(p.of(vec!["a"])).unwrap();
+        assert_eq!(
+            fresh,
+            serde_json::json!({ "items": ["a"], "total": 1, "limit": 10, "offset": 0 })
+        );
+        let stale = serde_json::to_value(p.of_maybe_stale(vec!["a"], true)).unwrap();
+        assert_eq!(stale["stale"], true);
+    }
 }

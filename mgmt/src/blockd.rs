@@ -56,6 +56,12 @@ impl Blockd {
             .collect())
     }
 
+    pub async fn datastore(&self, name: &str) -> Result<DatastoreInfo, CallError> {
+        self.api
+            .get_as(&format!("/v1/datastores/{}", encode_segment(name)))
+            .await
+    }
+
     pub async fn add_datastore(&self, name: &str, path: &str) -> Result<DatastoreInfo, CallError> {
         let request = AddDatastore {
             name: name.to_owned(),

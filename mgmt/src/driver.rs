@@ -18,7 +18,7 @@ use crate::qemu::qmp;
 use crate::{qemu, sfera_vmm};
 
 /// A hypervisor driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Driver {
     #[serde(rename = "sfera-vmm")]
     SferaVmm,

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 /// How QEMU runs guest code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Accel {
     Kvm,
@@ -24,23 +24,26 @@ impl Accel {
 }
 
 /// The host's facts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HostFacts {
     pub hostname: String,
     pub cpus: usize,
     pub memory_bytes: u64,
     /// `/dev/kvm` exists.
     pub kvm: bool,
-    /// `intel`, `amd`, `pvm` (paravirtual KVM) or `none`.
+    /// `intel`, `amd`, `pvm` (paravirtual KVM), `unknown` or `none`.
+    #[schema(schema_with = crate::api::schema::kvm_kind)]
     pub kvm_kind: String,
     /// The hypervisor driver new VMs with a kernel boot source get
     /// (`sfera-vmm` or `qemu`); boot sources that need firmware always get
     /// QEMU.
+    #[schema(schema_with = crate::api::schema::default_driver)]
     pub default_driver: String,
     /// How QEMU accelerates guests here.
+    #[schema(inline)]
     pub accel: Accel,
     /// The `-cpu` model QEMU guests get under KVM (`host`, or what this
-    /// KVM accepts: see `qemu::cpu`); `None` under TCG.
+    /// KVM accepts: see `qemu::cpu`); none (null) under TCG.
     pub qemu_cpu: Option<String>,
     /// Why, in a sentence for the host page.
     pub driver_reason: String,

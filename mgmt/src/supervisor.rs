@@ -46,11 +46,13 @@ pub struct DaemonSpec {
 }
 
 /// What the API shows of a supervised daemon.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Daemon)]
 pub struct DaemonStatus {
     pub name: String,
     /// `starting`, `running`, `restarting` (waiting out a backoff) or
     /// `stopped`.
+    #[schema(schema_with = crate::api::schema::daemon_state)]
     pub state: String,
     pub pid: Option<u32>,
     /// Found running from a previous mgmtd, not started by this one.

@@ -88,6 +88,7 @@ fn default_poll_us() -> u32 {
 
 /// Whether a datastore is a directory or a block device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DatastoreKind {
     Directory,
@@ -97,11 +98,17 @@ pub enum DatastoreKind {
 /// A datastore: the answer of `GET /v1/datastores/{ds}` and
 /// `POST /v1/datastores`, an item of `GET /v1/datastores`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = Datastore))]
 pub struct DatastoreInfo {
     pub name: String,
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub path: PathBuf,
+    #[cfg_attr(feature = "utoipa", schema(inline))]
     pub kind: DatastoreKind,
+    /// Bytes the datastore's filesystem or device holds.
     pub capacity: u64,
+    /// Bytes free on it.
     pub free: u64,
     pub volumes: usize,
 }
@@ -109,12 +116,15 @@ pub struct DatastoreInfo {
 /// A volume: the answer of `GET`, `POST` and `PATCH` on volumes, an item
 /// of `GET /v1/datastores/{ds}/volumes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = Volume))]
 pub struct VolumeInfo {
     pub datastore: String,
     pub name: String,
     pub size: u64,
     /// Bytes the volume occupies on the host (thin volumes start near 0).
     pub allocated: u64,
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub path: PathBuf,
 }
 

@@ -2,13 +2,13 @@
 //! the caller's tokens, and the users an administrator manages.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 use warp::http::StatusCode;
 
 use super::error::ApiError;
 use super::page::Page;
-use super::reply::{Reply, created, ok, to_json, to_json_all};
+use super::reply::{Reply, created, ok, to_json};
 use super::request::ApiRequest;
 use super::{rules, schema};
 use crate::auth::{self, Role};
@@ -42,6 +42,52 @@ pub struct UserCreate {
     password: String,
     #[schema(schema_with = schema::role)]
     role: Role,
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    user: String,
+    #[schema(schema_with = schema::role)]
+    role: Role,
+    /// When a session made by logging in ends (seconds since the epoch);
+    /// absent for the session of a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64)]
+    expires_at: Option<i64>,
+}
+
+/// A new API token, with its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewToken {
+    id: i64,
+    name: String,
+    user: String,
+    /// Seconds since the epoch
+    created_at: i64,
+    last_used_at: Option<i64>,
+    /// The secret, for Authorization: Bearer; shown only here
+    token: String,
+}
+
+impl NewToken {
+    fn new(t: crate::db::ApiToken, secret: String) -> Self {
+        let crate::db::ApiToken {
+            id,
+            name,
+            user,
+            created_at,
+            last_used_at,
+        } = t;
+        NewToken {
+            id,
+            name,
+            user,
+            created_at,
+            last_used_at,
+            token: secret,
+        }
+    }
 }
 
 // Passwords stay out of debug output.
@@ -129,9 +175,14 @@ pub async fn login(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
         "Logged in",
         Some(&body.username),
     );
+    let session = Session {
+        user: body.username,
+        role,
+        expires_at: Some(crate::db::now() + auth::SESSION_SECONDS),
+    };
     Ok(Reply::JsonWithCookie(
         StatusCode::OK,
-        json!({ "user": body.username, "role": role, "expires_at": crate::db::now() + auth::SESSION_SECONDS }),
+        to_json(&session)?,
         session_cookie(&secret, auth::SESSION_SECONDS, r.tls),
     ))
 }
@@ -139,7 +190,11 @@ pub async fn login(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 /// `GET /api/v1/session`.
 pub fn who_am_i(r: &ApiRequest) -> Result<Reply, ApiError> {
     let p = r.principal()?;
-    ok(json!({ "user": p.user, "role": p.role }))
+    ok(Session {
+        user: p.user.clone(),
+        role: p.role,
+        expires_at: None,
+    })
 }
 
 /// `DELETE /api/v1/session`: ends the session and clears the cookie.
@@ -160,7 +215,7 @@ pub fn logout(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 pub fn list_tokens(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let tokens = mgmt.db.tokens(&r.principal()?.user)?;
-    ok(page.of(to_json_all(&tokens)?))
+    ok(page.of(tokens))
 }
 
 /// `POST /api/v1/tokens`: its secret is in this answer only.
@@ -179,9 +234,7 @@ pub fn create_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
         &format!("API token {:?} created", body.name),
         Some(&user),
     );
-    let mut v = to_json(&token)?;
-    v["token"] = json!(secret);
-    created(v)
+    created(NewToken::new(token, secret))
 }
 
 /// `DELETE /api/v1/tokens/{id}`: one of the caller's.
@@ -200,7 +253,7 @@ pub fn delete_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 /// `GET /api/v1/users`.
 pub fn list_users(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
-    ok(page.of(to_json_all(&mgmt.db.users()?)?))
+    ok(page.of(mgmt.db.users()?))
 }
 
 /// `POST /api/v1/users`.
@@ -224,7 +277,11 @@ pub async fn create_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError>
         &format!("User {} ({}) created", body.name, body.role.as_str()),
         Some(&by),
     );
-    created(json!({ "name": body.name, "role": body.role, "created_at": crate::db::now() }))
+    created(crate::db::User {
+        name: body.name,
+        role: body.role,
+        created_at: crate::db::now(),
+    })
 }
 
 /// `DELETE /api/v1/users/{name}`: with their sessions and tokens; not

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
+use blockstore::api::types::VolumeInfo;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::page::Page;
-use super::reply::{Reply, accepted, created, ok, to_json, to_json_all};
+use super::reply::{Reply, accepted, created, ok};
 use super::request::ApiRequest;
 use super::{rules, schema};
 use crate::db::{Vm, VmState};
@@ -84,13 +84,11 @@ async fn datastore_exists(mgmt: &Mgmt, ds: &str) -> Result<(), ApiError> {
 }
 
 /// The volume as sfera-blockd lists it, or 404.
-async fn volume(mgmt: &Mgmt, ds: &str, name: &str) -> Result<Value, ApiError> {
+async fn volume(mgmt: &Mgmt, ds: &str, name: &str) -> Result<VolumeInfo, ApiError> {
     let list = mgmt.blockd.volumes(ds).await?;
-    let volume = list
-        .iter()
+    list.into_iter()
         .find(|v| v.name == name)
-        .ok_or_else(|| ApiError::not_found(format!("Datastore {ds} has no volume {name}")))?;
-    to_json(volume)
+        .ok_or_else(|| ApiError::not_found(format!("Datastore {ds} has no volume {name}")))
 }
 
 /// 409 if `ds` has a volume `name`.
@@ -110,7 +108,7 @@ async fn volume_is_new(mgmt: &Mgmt, ds: &str, name: &str) -> Result<(), ApiError
 pub async fn list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let (rows, stale) = mgmt.sync_datastores().await?;
-    ok(page.of_maybe_stale(to_json_all(&rows)?, stale))
+    ok(page.of_maybe_stale(rows, stale))
 }
 
 /// `POST /api/v1/datastores`: a directory (made sfera-blockd's) or a
@@ -128,7 +126,7 @@ pub async fn add(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
             .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     }
     let path = path.display().to_string();
-    let v = to_json(&mgmt.blockd.add_datastore(&body.name, &path).await?)?;
+    let v = mgmt.blockd.add_datastore(&body.name, &path).await?;
     mgmt.sync_datastores().await?;
     r.event(
         mgmt,
@@ -142,14 +140,7 @@ pub async fn add(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 /// `GET /api/v1/datastores/{datastore}`.
 pub async fn get(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let ds = datastore_param(r)?;
-    ok(mgmt
-        .blockd
-        .api
-        .get(&format!(
-            "/v1/datastores/{}",
-            crate::blockd::encode_segment(&ds)
-        ))
-        .await?)
+    ok(mgmt.blockd.datastore(&ds).await?)
 }
 
 /// `DELETE /api/v1/datastores/{datastore}`: refused while disks of VMs
@@ -180,7 +171,7 @@ pub async fn list_volumes(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError
     let page = Page::from_query(&r.query)?;
     let ds = datastore_param(r)?;
     let v = mgmt.blockd.volumes(&ds).await?;
-    ok(page.of(to_json_all(&v)?))
+    ok(page.of(v))
 }
 
 /// `POST /api/v1/datastores/{datastore}/volumes`: a thin volume.
@@ -191,12 +182,10 @@ pub async fn create_volume(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErro
     rules::check_size(body.size_bytes)?;
     datastore_exists(mgmt, &ds).await?;
     volume_is_new(mgmt, &ds, &body.name).await?;
-    let v = to_json(
-        &mgmt
-            .blockd
-            .create_volume(&ds, &body.name, body.size_bytes)
-            .await?,
-    )?;
+    let v = mgmt
+        .blockd
+        .create_volume(&ds, &body.name, body.size_bytes)
+        .await?;
     r.event(
         mgmt,
         "volume.created",
@@ -239,9 +228,7 @@ pub async fn resize_volume(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErro
     let body: VolumeResize = r.body()?;
     rules::check_size(body.size_bytes)?;
     datastore_exists(mgmt, &ds).await?;
-    let current = volume(mgmt, &ds, &name).await?["size"]
-        .as_u64()
-        .unwrap_or_default();
+    let current = volume(mgmt, &ds, &name).await?.size;
     if body.size_bytes <= current {
         return Err(ApiError::invalid(format!(
             "size_bytes must be larger than the volume's {current} bytes: volumes only grow"
@@ -263,14 +250,14 @@ pub async fn resize_volume(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErro
 /// Grows a volume. sfera-blockd refuses while it is exported, so a disk of
 /// a stopped VM has its export taken down and made again around it (under
 /// the VM's lock); a disk of a running VM is refused.
-async fn resize(mgmt: &Mgmt, ds: &str, name: &str, size: u64) -> Result<Value, ApiError> {
+async fn resize(mgmt: &Mgmt, ds: &str, name: &str, size: u64) -> Result<VolumeInfo, ApiError> {
     let vms = mgmt.db.vms()?;
     let Some(owner) = vms.iter().find(|vm| {
         vm.disks
             .iter()
             .any(|d| d.datastore == ds && d.volume == name)
     }) else {
-        return to_json(&mgmt.blockd.resize_volume(ds, name, size).await?);
+        return Ok(mgmt.blockd.resize_volume(ds, name, size).await?);
     };
     let lock = mgmt.vm_lock(&owner.id);
     let _guard = lock.lock().await;
@@ -304,7 +291,7 @@ async fn resize(mgmt: &Mgmt, ds: &str, name: &str, size: u64) -> Result<Value, A
     again?;
     disk.size_bytes = size;
     mgmt.db.update_vm(&vm)?;
-    to_json(&grown)
+    Ok(grown)
 }
 
 /// `POST /api/v1/datastores/{datastore}/import`: a task that converts

@@ -2,6 +2,9 @@
 //! with an HTTP status. mgmtd's own errors ([`crate::Error`]) become
 //! answers here, and only here.
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use crate::Error;
 use crate::db::DbError;
 use crate::vswitchd::SwitchError;
@@ -15,6 +18,36 @@ pub const PATH_NOT_ALLOWED: &str = "path_not_allowed";
 /// The error code of an image that names other files or is not in the
 /// format it was said to be in.
 pub const IMAGE_NOT_ALLOWED: &str = "image_not_allowed";
+
+/// The body of every error answer, as [`ApiError::body`] writes it (the
+/// shared server code of `control` sends it; this type describes it, and a
+/// unit test holds the two together).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    #[schema(inline)]
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// What a program matches on: `invalid_request`, `not_found`...
+    code: &'static str,
+    /// What a person reads.
+    message: String,
+}
+
+impl From<&ApiError> for ErrorBody {
+    fn from(e: &ApiError) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: e.code,
+                message: e.message.clone(),
+            },
+        }
+    }
+}
 
 /// Too many failed logins: locked out for `wait` (rounded up).
 pub fn too_many_logins(wait: std::time::Duration) -> ApiError {
@@ -169,5 +202,11 @@ mod tests {
             assert_eq!(answer.message, text);
             assert_eq!((answer.allow, answer.retry_after), (None, None), "{text}");
         }
+    }
+
+    #[test]
+    fn the_error_body_is_what_control_sends() {
+        let e = ApiError::not_found("No VM \"x\"");
+        assert_eq!(serde_json::to_value(ErrorBody::from(&e)).unwrap(), e.body());
     }
 }

@@ -2,44 +2,82 @@
 //! daemons, their Prometheus metrics, and the performance series mgmtd
 //! samples.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::page::Page;
-use super::reply::{Reply, ok, to_json, to_json_all};
+use super::page::{Page, PageOf};
+use super::reply::{Reply, ok};
 use super::request::ApiRequest;
+use super::schema;
 use crate::db::VmState;
-use crate::db::metrics as metrics_db;
+use crate::db::metrics::{self as metrics_db, SampledObject};
+use crate::host::HostFacts;
 use crate::service::Mgmt;
+
+/// The host: its facts, its VMs counted, and which driver each VM has.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Host {
+    #[serde(flatten)]
+    facts: HostFacts,
+    vms: VmCounts,
+    /// Each VM's driver and why it got it
+    vm_drivers: Vec<VmDriver>,
+}
+
+/// The host's VMs, counted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VmCounts {
+    total: usize,
+    running: usize,
+    paused: usize,
+}
+
+/// A VM's driver and why it got it, for the host page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VmDriver {
+    id: String,
+    name: String,
+    state: VmState,
+    #[schema(schema_with = schema::driver)]
+    driver: String,
+    driver_reason: String,
+}
 
 /// `GET /api/v1/host`: with its VMs counted, and which driver each has
 /// and why.
 pub fn host(mgmt: &Mgmt) -> Result<Reply, ApiError> {
     let vms = mgmt.db.vms()?;
-    let mut v = to_json(&mgmt.host)?;
-    v["vms"] = json!({
-        "total": vms.len(),
-        "running": vms.iter().filter(|v| v.state == VmState::Running).count(),
-        "paused": vms.iter().filter(|v| v.state == VmState::Paused).count(),
-    });
-    // Which driver each VM uses and why, for the host page.
-    v["vm_drivers"] = json!(
-        vms.iter()
-            .map(
-                |vm| json!({ "id": vm.id, "name": vm.name, "state": vm.state,
-                              "driver": vm.driver, "driver_reason": vm.driver_reason })
-            )
-            .collect::<Vec<_>>()
-    );
-    ok(v)
+    let count = |state| vms.iter().filter(|v| v.state == state).count();
+    ok(Host {
+        facts: mgmt.host.clone(),
+        vms: VmCounts {
+            total: vms.len(),
+            running: count(VmState::Running),
+            paused: count(VmState::Paused),
+        },
+        vm_drivers: vms
+            .iter()
+            .map(|vm| VmDriver {
+                id: vm.id.clone(),
+                name: vm.name.clone(),
+                state: vm.state,
+                driver: vm.driver.clone(),
+                driver_reason: vm.driver_reason.clone(),
+            })
+            .collect(),
+    })
 }
 
 /// `GET /api/v1/daemons`.
 pub fn daemons(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
-    let b = to_json(&mgmt.blockd_supervisor.status())?;
-    let s = to_json(&mgmt.vswitchd.supervisor.status())?;
-    ok(page.of(vec![b, s]))
+    ok(page.of(vec![
+        mgmt.blockd_supervisor.status(),
+        mgmt.vswitchd.supervisor.status(),
+    ]))
 }
 
 /// `GET /api/v1/metrics/{daemon}`: the daemon's Prometheus text.
@@ -53,17 +91,63 @@ pub async fn daemon_metrics(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErr
     }
 }
 
+/// The page of sampled objects, with the sampling's interval and
+/// retention.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SampledObjects {
+    #[serde(flatten)]
+    #[schema(inline)]
+    page: PageOf<SampledObject>,
+    /// Seconds between samples
+    interval_s: u64,
+    /// Seconds samples are kept
+    raw_keep_s: i64,
+    /// Seconds a rollup covers
+    rollup_s: i64,
+    /// Seconds rollups are kept
+    rollup_keep_s: i64,
+}
+
 /// `GET /api/v1/metrics`: the objects sampled, with the sampling's
 /// interval and retention.
 pub fn sampled_objects(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
-    let objects = mgmt.db.sampled_objects()?;
-    let mut v = page.of(to_json_all(&objects)?);
-    v["interval_s"] = json!(mgmt.paths.sample_every.as_secs());
-    v["raw_keep_s"] = json!(metrics_db::RAW_KEEP_S);
-    v["rollup_s"] = json!(metrics_db::ROLLUP_S);
-    v["rollup_keep_s"] = json!(metrics_db::ROLLUP_KEEP_S);
-    ok(v)
+    ok(SampledObjects {
+        page: page.of(mgmt.db.sampled_objects()?),
+        interval_s: mgmt.paths.sample_every.as_secs(),
+        raw_keep_s: metrics_db::RAW_KEEP_S,
+        rollup_s: metrics_db::ROLLUP_S,
+        rollup_keep_s: metrics_db::ROLLUP_KEEP_S,
+    })
+}
+
+/// Per metric, a value (or none) at each time of a series. (The fields
+/// below spell the type out: utoipa sees an alias as a schema of its own.)
+type Columns = BTreeMap<String, Vec<Option<f64>>>;
+
+/// A series as columns: one `times` array and, per metric, its values at
+/// those times.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricSeries {
+    #[schema(schema_with = schema::metric_kind)]
+    kind: String,
+    object: String,
+    #[schema(inline)]
+    resolution: metrics_db::Resolution,
+    /// Seconds between points
+    interval_s: u64,
+    /// Seconds since the epoch, oldest first
+    times: Vec<i64>,
+    /// Per metric, its value at each time (the average of the period for 5m)
+    series: BTreeMap<String, Vec<Option<f64>>>,
+    /// 5m only: per metric, the smallest sample of each period
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = BTreeMap<String, Vec<Option<f64>>>)]
+    min: Option<BTreeMap<String, Vec<Option<f64>>>>,
+    /// 5m only: per metric, the largest sample of each period
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = BTreeMap<String, Vec<Option<f64>>>)]
+    max: Option<BTreeMap<String, Vec<Option<f64>>>>,
 }
 
 /// `GET /api/v1/metrics/{kind}/{object}`: the series as columns, one
@@ -105,44 +189,51 @@ pub fn metric_series(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
             .map_err(|_| ApiError::invalid("since must be an integer (seconds since the epoch)"))?,
     };
     let rows = mgmt.db.metric_series(kind, &object, resolution, since)?;
-    let mut times: Vec<i64> = rows.iter().map(|x| x.time).collect();
-    times.dedup();
-    let mut series = serde_json::Map::new();
-    let mut min = serde_json::Map::new();
-    let mut max = serde_json::Map::new();
-    for row in &rows {
-        let Ok(i) = times.binary_search(&row.time) else {
-            continue;
-        };
-        let set = |m: &mut serde_json::Map<String, Value>, v: Option<f64>| {
-            let col = m
-                .entry(row.metric.clone())
-                .or_insert_with(|| Value::Array(vec![Value::Null; times.len()]));
-            if let Some(slot) = col.as_array_mut().and_then(|c| c.get_mut(i)) {
-                *slot = v.map_or(Value::Null, |v| json!(v));
-            }
-        };
-        set(&mut series, Some(row.value));
-        if resolution == metrics_db::Resolution::Rollup {
-            set(&mut min, row.min);
-            set(&mut max, row.max);
-        }
-    }
-    let mut v = json!({
-        "kind": kind,
-        "object": object,
-        "resolution": if resolution == metrics_db::Resolution::Raw { "raw" } else { "5m" },
-        "interval_s": if resolution == metrics_db::Resolution::Raw {
-            mgmt.paths.sample_every.as_secs()
-        } else {
+    let rollup = resolution == metrics_db::Resolution::Rollup;
+    let mut series = MetricSeries {
+        kind: kind.to_owned(),
+        object,
+        resolution,
+        interval_s: if rollup {
             metrics_db::ROLLUP_S.unsigned_abs()
+        } else {
+            mgmt.paths.sample_every.as_secs()
         },
-        "times": times,
-        "series": series,
-    });
-    if resolution == metrics_db::Resolution::Rollup {
-        v["min"] = Value::Object(min);
-        v["max"] = Value::Object(max);
+        times: Vec::new(),
+        series: Columns::new(),
+        min: rollup.then(Columns::new),
+        max: rollup.then(Columns::new),
+    };
+    series.fill(&rows);
+    ok(series)
+}
+
+impl MetricSeries {
+    /// Puts the rows in their columns: a column per metric, a slot per time.
+    fn fill(&mut self, rows: &[metrics_db::SeriesRow]) {
+        let mut times: Vec<i64> = rows.iter().map(|x| x.time).collect();
+        times.dedup();
+        let n = times.len();
+        for row in rows {
+            let Ok(i) = times.binary_search(&row.time) else {
+                continue;
+            };
+            let set = |columns: &mut Columns, v: Option<f64>| {
+                let column = columns
+                    .entry(row.metric.clone())
+                    .or_insert_with(|| vec![None; n]);
+                if let Some(slot) = column.get_mut(i) {
+                    *slot = v;
+                }
+            };
+            set(&mut self.series, Some(row.value));
+            if let Some(min) = &mut self.min {
+                set(min, row.min);
+            }
+            if let Some(max) = &mut self.max {
+                set(max, row.max);
+            }
+        }
+        self.times = times;
     }
-    ok(v)
 }

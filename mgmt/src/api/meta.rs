@@ -1,15 +1,32 @@
 //! The API about itself: the health check, the OpenAPI document and
 //! mgmtd's own Prometheus metrics.
 
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::reply::{Reply, ok};
 use crate::service::Mgmt;
 
+/// The answer of the health check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(inline)]
+    status: HealthStatus,
+}
+
+/// Only ever `ok`: a mgmtd that cannot serve does not answer.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+}
+
 /// `GET /api/v1/health`: answers while mgmtd serves the API.
 pub fn health() -> Result<Reply, ApiError> {
-    ok(json!({ "status": "ok" }))
+    ok(Health {
+        status: HealthStatus::Ok,
+    })
 }
 
 /// `GET /api/v1/openapi.json`.

@@ -7,10 +7,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, schema::Schema};
 use vswitch::control_plane::api::types::{
-    PortGroupConfig, PortGroupPatch, UplinkConfig, UplinkType, VSwitchConfig, VlanMode,
+    PortGroupConfig, PortGroupPatch, PortStats, UplinkConfig, UplinkType, VSwitchConfig, VlanMode,
 };
 use vswitch::control_plane::config::DEFAULT_SWITCH;
+use vswitch::dataplane::frame::MacAddr;
 
 use super::error::ApiError;
 use super::page::Page;
@@ -148,6 +150,76 @@ impl PortGroupEdit {
     }
 }
 
+/// A switch as sfera-vswitchd reports it (or the inventory's last copy),
+/// passed on as it is.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Switch(pub Value);
+
+/// A port group as sfera-vswitchd reports it (or the inventory's last
+/// copy), passed on as it is.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct PortGroup(pub Value);
+
+// The daemon's JSON is not a type of ours: its schema is written down.
+impl utoipa::PartialSchema for Switch {
+    fn schema() -> RefOr<Schema> {
+        schema::switch().into()
+    }
+}
+
+impl ToSchema for Switch {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Switch".into()
+    }
+}
+
+impl utoipa::PartialSchema for PortGroup {
+    fn schema() -> RefOr<Schema> {
+        schema::port_group().into()
+    }
+}
+
+impl ToSchema for PortGroup {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "PortGroup".into()
+    }
+}
+
+/// Switches and port groups.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Networks {
+    switches: Vec<Switch>,
+    port_groups: Vec<PortGroup>,
+    /// sfera-vswitchd could not be asked: this is the inventory's last copy
+    stale: bool,
+}
+
+/// A VM's port on the switch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Port {
+    name: String,
+    port_group: String,
+    #[schema(value_type = String)]
+    mac: MacAddr,
+    mtu: u16,
+    /// The VM whose NIC it is
+    vm: Option<PortVm>,
+    /// A VMM is connected and the port's queues run
+    connected: bool,
+    /// The switch's counters of the port
+    #[schema(value_type = Option<Object>)]
+    stats: Option<PortStats>,
+}
+
+/// The VM a port belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PortVm {
+    id: String,
+    name: String,
+}
+
 /// The fields of a port group's security policy.
 const SECURITY_FLAGS: [&str; 3] = ["promiscuous", "mac_changes", "forged_transmits"];
 
@@ -161,21 +233,25 @@ fn name_param(r: &ApiRequest, name: &str, what: &str) -> Result<String, ApiError
 /// `GET /api/v1/networks`: switches and port groups.
 pub async fn networks(mgmt: &Mgmt) -> Result<Reply, ApiError> {
     let (switches, port_groups, stale) = mgmt.sync_networks().await?;
-    ok(json!({ "switches": switches, "port_groups": port_groups, "stale": stale }))
+    ok(Networks {
+        switches: switches.into_iter().map(Switch).collect(),
+        port_groups: port_groups.into_iter().map(PortGroup).collect(),
+        stale,
+    })
 }
 
 /// `GET /api/v1/switches`.
 pub async fn list_switches(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let (switches, _, stale) = mgmt.sync_networks().await?;
-    ok(page.of_maybe_stale(switches, stale))
+    ok(page.of_maybe_stale(switches.into_iter().map(Switch).collect(), stale))
 }
 
 /// `GET /api/v1/port-groups`.
 pub async fn list_port_groups(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let (_, groups, stale) = mgmt.sync_networks().await?;
-    ok(page.of_maybe_stale(groups, stale))
+    ok(page.of_maybe_stale(groups.into_iter().map(PortGroup).collect(), stale))
 }
 
 /// `POST /api/v1/port-groups`: on vSwitch0 unless a switch is given.
@@ -201,12 +277,12 @@ pub async fn add_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErr
     if let Some(s) = body.switch {
         shown["switch"] = json!(s);
     }
-    created(shown)
+    created(PortGroup(shown))
 }
 
 /// `GET /api/v1/networks/stats`: sfera-vswitchd's counters.
 pub async fn stats(mgmt: &Mgmt) -> Result<Reply, ApiError> {
-    ok(to_json(&mgmt.vswitchd.stats().await?)?)
+    ok(mgmt.vswitchd.stats().await?)
 }
 
 /// `GET /api/v1/ports`: the switch's ports, with their VM and counters.
@@ -219,15 +295,18 @@ pub async fn list_ports(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> 
     for p in &config.ports {
         let vm = vms.iter().find(|v| v.nics.iter().any(|n| n.port == p.name));
         let counters = stats.ports.iter().find(|s| s.name == p.name);
-        out.push(json!({
-            "name": p.name,
-            "port_group": p.port_group,
-            "mac": p.mac,
-            "mtu": p.mtu,
-            "vm": vm.map(|v| json!({ "id": v.id, "name": v.name })),
-            "connected": counters.is_some_and(|c| c.connected),
-            "stats": counters,
-        }));
+        out.push(Port {
+            name: p.name.clone(),
+            port_group: p.port_group.clone(),
+            mac: p.mac,
+            mtu: p.mtu,
+            vm: vm.map(|v| PortVm {
+                id: v.id.clone(),
+                name: v.name.clone(),
+            }),
+            connected: counters.is_some_and(|c| c.connected),
+            stats: counters.cloned(),
+        });
     }
     ok(page.of(out))
 }
@@ -292,7 +371,7 @@ pub async fn add_switch(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> 
         &body.name,
         &format!("Switch {} created with {count} uplinks", body.name),
     );
-    created(to_json(&sw)?)
+    created(Switch(to_json(&sw)?))
 }
 
 /// `DELETE /api/v1/switches/{switch}`: refused while it has port groups.
@@ -366,7 +445,7 @@ pub async fn edit_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiEr
         &name,
         &format!("Port group {name} changed"),
     );
-    ok(to_json(&done)?)
+    ok(PortGroup(to_json(&done)?))
 }
 
 /// `DELETE /api/v1/port-groups/{port_group}`: refused while NICs of VMs

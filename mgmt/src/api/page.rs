@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 
@@ -38,7 +39,7 @@ impl Page {
     }
 
     /// The page of a whole list.
-    pub fn of(self, items: Vec<Value>) -> Value {
+    pub fn of<T>(self, mut items: Vec<T>) -> PageOf<T> {
         let total = items.len();
         let start = usize::try_from(self.offset)
             .unwrap_or(usize::MAX)
@@ -46,21 +47,44 @@ impl Page {
         let end = start
             .saturating_add(usize::try_from(self.limit).unwrap_or(usize::MAX))
             .min(total);
-        json!({ "items": items[start..end], "total": total, "limit": self.limit, "offset": self.offset })
+        items.truncate(end);
+        items.drain(..start);
+        self.wrap(items, u64::try_from(total).unwrap_or(u64::MAX))
     }
 
     /// The page of a whole list that may be the inventory's last copy
     /// (`stale`: the daemon could not be asked).
-    pub fn of_maybe_stale(self, items: Vec<Value>, stale: bool) -> Value {
-        let mut v = self.of(items);
-        v["stale"] = json!(stale);
-        v
+    pub fn of_maybe_stale<T>(self, items: Vec<T>, stale: bool) -> PageOf<T> {
+        PageOf {
+            stale: Some(stale),
+            ..self.of(items)
+        }
     }
 
     /// A page fetched already, with the total.
-    pub fn wrap(self, items: Value, total: u64) -> Value {
-        json!({ "items": items, "total": total, "limit": self.limit, "offset": self.offset })
+    pub fn wrap<T>(self, items: Vec<T>, total: u64) -> PageOf<T> {
+        PageOf {
+            items,
+            total,
+            limit: self.limit,
+            offset: self.offset,
+            stale: None,
+        }
     }
+}
+
+/// A page of a list: `limit` items from `offset` on.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PageOf<T> {
+    pub items: Vec<T>,
+    /// Items in all pages
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u32,
+    /// The daemon could not be asked: this is the inventory's last copy
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = bool)]
+    pub stale: Option<bool>,
 }
 
 #[cfg(test)]
@@ -76,15 +100,30 @@ mod tests {
                 .collect::<HashMap<_, _>>()
         };
         let p = Page::from_query(&q(&[("limit", "2"), ("offset", "1")])).unwrap();
-        let v = p.of((0..5).map(|i| json!(i)).collect());
-        assert_eq!(v["items"], json!([1, 2]));
-        assert_eq!(v["total"], 5);
+        let v = p.of((0..5).collect());
+        assert_eq!(v.items, [1, 2]);
+        assert_eq!(v.total, 5);
         let far = Page::from_query(&q(&[("offset", "99")]))
             .unwrap()
-            .of(vec![json!(1)]);
-        assert_eq!(far["items"], json!([]));
+            .of(vec![1]);
+        assert_eq!(far.items, [0; 0]);
         assert!(Page::from_query(&q(&[("limit", "0")])).is_err());
         assert!(Page::from_query(&q(&[("limit", "501")])).is_err());
         assert!(Page::from_query(&q(&[("offset", "-1")])).is_err());
+    }
+
+    #[test]
+    fn a_page_says_stale_only_when_it_may_be() {
+        let p = Page {
+            limit: 10,
+            offset: 0,
+        };
+        let fresh = serde_json::to_value(p.of(vec!["a"])).unwrap();
+        assert_eq!(
+            fresh,
+            serde_json::json!({ "items": ["a"], "total": 1, "limit": 10, "offset": 0 })
+        );
+        let stale = serde_json::to_value(p.of_maybe_stale(vec!["a"], true)).unwrap();
+        assert_eq!(stale["stale"], true);
     }
 }

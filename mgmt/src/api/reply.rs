@@ -73,13 +73,13 @@ impl Reply {
 }
 
 /// 200 with `v`.
-pub fn ok(v: Value) -> Result<Reply, ApiError> {
-    Ok(Reply::Json(StatusCode::OK, v))
+pub fn ok(v: impl serde::Serialize) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(StatusCode::OK, to_json(&v)?))
 }
 
 /// 201 with what was made.
-pub fn created(v: Value) -> Result<Reply, ApiError> {
-    Ok(Reply::Json(StatusCode::CREATED, v))
+pub fn created(v: impl serde::Serialize) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(StatusCode::CREATED, to_json(&v)?))
 }
 
 /// 202 with the task that does the work.

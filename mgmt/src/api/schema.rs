@@ -5,12 +5,18 @@
 //! where what a field takes is a rule of ours rather than its Rust type.
 
 use serde_json::{Value, json};
+use utoipa::PartialSchema;
 use utoipa::openapi::schema::Schema;
 
 use super::rules::{
     INTERFACE_NAME, MAX_MAC_AGEING_S, MAX_TOKEN_NAME, MAX_UPLINKS, OBJECT_NAME, VOLUME_NAME,
 };
-use crate::vm::request::{MAX_DISK_BYTES, MIN_DISK_BYTES};
+use crate::db::Boot;
+use crate::vm::edit::{RemoveDisk, RemoveNic};
+use crate::vm::request::{
+    DiskRequest, MAX_DISK_BYTES, MAX_DISKS, MAX_NICS, MAX_VCPUS, MIN_DISK_BYTES, MIN_MEMORY_MIB,
+    NicRequest, TINY_LINUX,
+};
 
 /// A schema written as JSON. Only the fields utoipa's [`Schema`] holds
 /// survive, so debug builds check that it comes out as it went in (the
@@ -36,6 +42,12 @@ pub fn volume_name() -> Schema {
     from_json(
         json!({ "type": "string", "pattern": VOLUME_NAME, "description": "NAME or FOLDER/NAME" }),
     )
+}
+
+/// The volume an import makes.
+pub fn new_volume_name() -> Schema {
+    from_json(json!({ "type": "string", "pattern": VOLUME_NAME,
+                      "description": "The new volume: NAME or FOLDER/NAME" }))
 }
 
 /// A host interface name.
@@ -67,6 +79,107 @@ pub fn new_disk_size() -> Schema {
     )
 }
 
+/// The size of a VM's new disk, or null.
+pub fn disk_size_or_null() -> Schema {
+    from_json(
+        json!({ "type": ["integer", "null"], "minimum": MIN_DISK_BYTES, "maximum": MAX_DISK_BYTES,
+                "multipleOf": 512, "description": "A new thin volume of this size" }),
+    )
+}
+
+/// An existing volume as a VM's disk, or null.
+pub fn volume_or_null() -> Schema {
+    from_json(json!({ "type": ["string", "null"], "pattern": VOLUME_NAME,
+        "description": "An existing volume of the datastore (an imported image) that no other VM has" }))
+}
+
+/// The template of a new VM, or null.
+pub fn template() -> Schema {
+    from_json(
+        json!({ "type": ["string", "null"], "enum": [TINY_LINUX, null],
+        "description": "A template's boot source, vCPUs and memory (unless given here); without one, boot is required" }),
+    )
+}
+
+/// A VM's vCPUs, or null.
+pub fn vcpus() -> Schema {
+    from_json(json!({ "type": ["integer", "null"], "minimum": 1, "maximum": MAX_VCPUS }))
+}
+
+/// A new VM's vCPUs, or null.
+pub fn new_vcpus() -> Schema {
+    from_json(
+        json!({ "type": ["integer", "null"], "minimum": 1, "maximum": MAX_VCPUS,
+                      "description": "Default (or null): the template's, else 1" }),
+    )
+}
+
+/// A VM's memory, or null.
+pub fn memory() -> Schema {
+    from_json(
+        json!({ "type": ["integer", "null"], "minimum": MIN_MEMORY_MIB,
+                      "description": "At most the host's memory" }),
+    )
+}
+
+/// A new VM's memory, or null.
+pub fn new_memory() -> Schema {
+    from_json(
+        json!({ "type": ["integer", "null"], "minimum": MIN_MEMORY_MIB,
+        "description": "At most the host's memory; default (or null): the template's, else 512" }),
+    )
+}
+
+/// A VM's boot source as a request gives it, or null: a [`Boot`] with no
+/// other field (serde's `deny_unknown_fields` on the enum, which utoipa
+/// does not carry to its variants).
+pub fn boot_or_null() -> Schema {
+    let mut boot = serde_json::to_value(Boot::schema()).expect("a schema is JSON");
+    if let Some(variants) = boot["oneOf"].as_array_mut() {
+        for v in variants {
+            v["additionalProperties"] = json!(false);
+        }
+    }
+    from_json(json!({ "oneOf": [{ "type": "null" }, boot] }))
+}
+
+/// An array of at most `max` of `T`.
+fn at_most<T: PartialSchema>(max: usize) -> Value {
+    json!({ "type": "array", "maxItems": max,
+            "items": serde_json::to_value(T::schema()).expect("a schema is JSON") })
+}
+
+/// A VM's new disks: each a new volume (size_bytes) or an existing one,
+/// exactly one of them (null counts as absent), which the type cannot say.
+pub fn new_disks() -> Schema {
+    let disk = serde_json::to_value(DiskRequest::schema()).expect("a schema is JSON");
+    let one_of = |field: &str, kind: &str| {
+        json!({ "type": "object", "required": [field],
+                "properties": { field: { "type": kind } } })
+    };
+    from_json(
+        json!({ "type": "array", "maxItems": MAX_DISKS, "items": { "allOf": [
+        disk,
+        { "oneOf": [one_of("size_bytes", "integer"), one_of("volume", "string")] }
+    ] } }),
+    )
+}
+
+/// A VM's new NICs.
+pub fn new_nics() -> Schema {
+    from_json(at_most::<NicRequest>(MAX_NICS))
+}
+
+/// Disks to take off a VM.
+pub fn removed_disks() -> Schema {
+    from_json(at_most::<RemoveDisk>(MAX_DISKS))
+}
+
+/// NICs to take off a VM.
+pub fn removed_nics() -> Schema {
+    from_json(at_most::<RemoveNic>(MAX_NICS))
+}
+
 /// How long a switch remembers a MAC address, or null.
 pub fn mac_ageing() -> Schema {
     from_json(
@@ -95,6 +208,29 @@ pub fn severity() -> Schema {
     from_json(json!({ "type": "string", "enum": ["info", "warning", "error"] }))
 }
 
+/// A supervised daemon's state.
+pub fn daemon_state() -> Schema {
+    from_json(json!({ "type": "string", "enum": ["starting", "running", "restarting", "stopped"] }))
+}
+
+/// The kind of KVM the host has.
+pub fn kvm_kind() -> Schema {
+    from_json(json!({ "type": "string", "enum": ["intel", "amd", "pvm", "unknown", "none"] }))
+}
+
+/// A VM's hypervisor driver.
+pub fn driver() -> Schema {
+    from_json(json!({ "type": "string", "enum": crate::driver::Driver::NAMES }))
+}
+
+/// The driver of new kernel-boot VMs.
+pub fn default_driver() -> Schema {
+    from_json(
+        json!({ "type": "string", "enum": crate::driver::Driver::NAMES,
+                      "description": "The driver of new kernel-boot VMs" }),
+    )
+}
+
 /// A kind of sampled object.
 pub fn metric_kind() -> Schema {
     from_json(json!({ "type": "string", "enum": crate::metrics::KINDS }))
@@ -102,9 +238,7 @@ pub fn metric_kind() -> Schema {
 
 /// A switch's uplinks.
 pub fn uplinks() -> Schema {
-    let uplink = serde_json::to_value(<super::networks::Uplink as utoipa::PartialSchema>::schema())
-        .expect("a schema is JSON");
-    from_json(json!({ "type": "array", "maxItems": MAX_UPLINKS, "items": uplink }))
+    from_json(at_most::<super::networks::Uplink>(MAX_UPLINKS))
 }
 
 /// A port group's VLAN as a request gives it.
@@ -178,6 +312,30 @@ pub fn teaming() -> Schema {
         "active": names, "standby": names })))
 }
 
+/// A switch as sfera-vswitchd reports it.
+pub fn switch() -> Schema {
+    from_json(
+        json!({ "type": "object", "required": ["name"], "properties": {
+        "name": { "type": "string" },
+        "uplinks": { "type": "array", "items": { "type": "object" } },
+        "mac_ageing_s": { "type": "integer" } } }),
+    )
+}
+
+/// A port group as sfera-vswitchd reports it.
+pub fn port_group() -> Schema {
+    let vlan = json!({ "type": "object",
+        "description": "{\"mode\":\"none\"}, {\"mode\":\"access\",\"id\":N} or {\"mode\":\"trunk\",\"allowed\":[...],\"native\":N}",
+        "required": ["mode"],
+        "properties": { "mode": { "type": "string", "enum": ["none", "access", "trunk"] } } });
+    let object = json!({ "type": "object" });
+    from_json(
+        json!({ "type": "object", "required": ["name"], "properties": {
+        "name": { "type": "string" }, "switch": { "type": "string" }, "vlan": vlan,
+        "security": object, "shaping": object, "teaming": object } }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,8 +343,27 @@ mod tests {
     #[test]
     fn hand_written_schemas_survive() {
         // from_json checks each (debug builds).
-        let all: [fn() -> Schema; 18] = [
+        let all: [fn() -> Schema; 37] = [
+            boot_or_null,
+            new_volume_name,
+            disk_size_or_null,
+            volume_or_null,
+            template,
+            vcpus,
+            new_vcpus,
+            memory,
+            new_memory,
+            new_disks,
+            new_nics,
+            removed_disks,
+            removed_nics,
+            switch,
+            port_group,
             task_state,
+            daemon_state,
+            kvm_kind,
+            driver,
+            default_driver,
             severity,
             metric_kind,
             object_name,

@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::page::Page;
-use super::reply::{Reply, ok, to_json};
+use super::reply::{Reply, ok};
 use super::request::ApiRequest;
 use crate::service::Mgmt;
 
@@ -11,7 +11,7 @@ use crate::service::Mgmt;
 pub fn list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let (tasks, total) = mgmt.db.tasks(page.limit, page.offset)?;
-    ok(page.wrap(to_json(&tasks)?, total))
+    ok(page.wrap(tasks, total))
 }
 
 /// `GET /api/v1/tasks/{id}`.
@@ -24,12 +24,12 @@ pub fn get(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
         .db
         .task(id)?
         .ok_or_else(|| ApiError::not_found(format!("No task {id}")))?;
-    ok(to_json(&task)?)
+    ok(task)
 }
 
 /// `GET /api/v1/events`.
 pub fn list_events(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let (events, total) = mgmt.db.events(page.limit, page.offset)?;
-    ok(page.wrap(to_json(&events)?, total))
+    ok(page.wrap(events, total))
 }

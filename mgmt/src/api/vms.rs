@@ -1,13 +1,15 @@
 //! VMs and their templates: creating, editing, powering and deleting VMs
 //! (each a task, answered 202), reading them, and their console logs.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::page::Page;
-use super::reply::{Reply, accepted, ok, to_json, to_json_all};
+use super::reply::{Reply, accepted, ok};
 use super::request::ApiRequest;
 use crate::db::VmState;
 use crate::service::Mgmt;
@@ -16,34 +18,49 @@ use crate::vm::request::{CreateVm, templates};
 use crate::vm::service::PowerAction;
 
 /// A VM as the API shows it: the record with where its console is.
-fn vm_json(mgmt: &Mgmt, vm: &crate::db::Vm) -> Result<Value, ApiError> {
-    let mut v = to_json(vm)?;
-    let paths = mgmt.vm_paths(&vm.id);
-    v["console_socket"] = json!(paths.console());
-    v["console_log"] = json!(paths.console_log());
-    v["paused_reason"] = json!(mgmt.paused_reason(&vm.id));
-    Ok(v)
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Vm)]
+pub struct VmReply {
+    #[serde(flatten)]
+    vm: crate::db::Vm,
+    /// The serial console's Unix socket on the host
+    #[schema(value_type = String)]
+    console_socket: PathBuf,
+    /// Everything the serial console printed
+    #[schema(value_type = String)]
+    console_log: PathBuf,
+    /// Why mgmtd paused the VM (its datastore is out of space); null otherwise
+    paused_reason: Option<String>,
+}
+
+impl VmReply {
+    fn new(mgmt: &Mgmt, vm: crate::db::Vm) -> Self {
+        let paths = mgmt.vm_paths(&vm.id);
+        VmReply {
+            console_socket: paths.console(),
+            console_log: paths.console_log(),
+            paused_reason: mgmt.paused_reason(&vm.id),
+            vm,
+        }
+    }
 }
 
 /// `GET /api/v1/templates`.
 pub fn templates_list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
-    ok(page.of(to_json_all(&templates(&mgmt.paths.guest_dir))?))
+    ok(page.of(templates(&mgmt.paths.guest_dir)))
 }
 
 /// `GET /api/v1/vms`.
 pub fn list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
     let vms = mgmt.db.vms()?;
-    ok(page.of(vms
-        .iter()
-        .map(|v| vm_json(mgmt, v))
-        .collect::<Result<_, _>>()?))
+    ok(page.of(vms.into_iter().map(|v| VmReply::new(mgmt, v)).collect()))
 }
 
 /// `GET /api/v1/vms/{vm}`: by id or name.
 pub fn get(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    ok(vm_json(mgmt, &mgmt.find_vm(r.param("vm"))?)?)
+    ok(VmReply::new(mgmt, mgmt.find_vm(r.param("vm"))?))
 }
 
 /// `POST /api/v1/vms`: the VM is reserved now, its disks and NICs made

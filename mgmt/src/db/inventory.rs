@@ -7,15 +7,20 @@ use serde::{Deserialize, Serialize};
 use super::{Db, DbError, now};
 
 /// How a VM boots.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Boot {
     /// Linux direct boot: a kernel, an optional initramfs, a command line.
     Kernel {
+        /// An existing file on the host
+        #[schema(pattern = "^/")]
         kernel: String,
+        /// An existing file on the host, or null for none
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(pattern = "^/")]
         initrd: Option<String>,
         #[serde(default)]
+        #[schema(max_length = 2048, pattern = "^[^\\n]*$")]
         cmdline: String,
     },
     /// Through firmware, from the boot loader on the VM's first disk (an
@@ -23,11 +28,16 @@ pub enum Boot {
     Disk,
     /// Through firmware, from an ISO image on the host (an installer) as
     /// a CD-ROM: QEMU only.
-    Iso { iso: String },
+    Iso {
+        /// A regular file inside an import directory or a datastore root,
+        /// checked after symlinks are resolved (else 400 path_not_allowed)
+        #[schema(pattern = "^/")]
+        iso: String,
+    },
 }
 
 /// Power state of a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     /// Being created: its disks and NICs are being made.
@@ -63,7 +73,7 @@ impl VmState {
 }
 
 /// A VM disk: a volume on a datastore, served by an export of sfera-blockd.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmDisk {
     pub datastore: String,
     pub volume: String,
@@ -72,7 +82,7 @@ pub struct VmDisk {
 }
 
 /// A VM NIC: a port of sfera-vswitchd in a port group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmNic {
     pub port_group: String,
     pub mac: String,
@@ -80,7 +90,8 @@ pub struct VmNic {
 }
 
 /// A VM as the inventory holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = VmRecord)]
 pub struct Vm {
     pub id: String,
     pub name: String,
@@ -88,6 +99,7 @@ pub struct Vm {
     pub memory_mib: u32,
     pub boot: Boot,
     /// `sfera-vmm` or `qemu`.
+    #[schema(schema_with = crate::api::schema::driver)]
     pub driver: String,
     /// Why the VM got its driver.
     pub driver_reason: String,
@@ -96,18 +108,21 @@ pub struct Vm {
     pub pid: Option<u32>,
     pub disks: Vec<VmDisk>,
     pub nics: Vec<VmNic>,
+    /// Seconds since the epoch
     pub created_at: i64,
+    /// Seconds since the epoch
     pub updated_at: i64,
 }
 
 /// A datastore as last seen on sfera-blockd.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DatastoreRow {
     pub name: String,
     pub path: String,
     pub capacity_bytes: Option<u64>,
     pub free_bytes: Option<u64>,
     pub volumes: Option<u64>,
+    /// When sfera-blockd last reported it (seconds since the epoch)
     pub updated_at: i64,
 }
 

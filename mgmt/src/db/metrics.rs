@@ -25,11 +25,13 @@ pub struct Point {
 }
 
 /// Which table a query reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum Resolution {
     /// The samples of the last hour.
+    #[serde(rename = "raw")]
     Raw,
     /// The 5-minute rollups of the last day.
+    #[serde(rename = "5m")]
     Rollup,
 }
 

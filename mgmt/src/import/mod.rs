@@ -28,7 +28,7 @@ use crate::service::Mgmt;
 use crate::tasks::TaskCtx;
 
 /// Formats `qemu-img` reads for an import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Raw,
@@ -49,13 +49,22 @@ impl ImageFormat {
 }
 
 /// Body of `POST /api/v1/datastores/{datastore}/import`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DiskImport)]
 pub struct ImportDisk {
     /// The new volume: `NAME` or `FOLDER/NAME`.
+    #[schema(schema_with = crate::api::schema::new_volume_name)]
     pub volume: String,
-    /// The image file, inside an import directory.
+    /// A regular file inside an import directory (<data-dir>/import, or
+    /// the --import-dir of sfera-mgmtd), checked after symlinks and .. are
+    /// resolved (else 400 path_not_allowed). The image must be in the
+    /// format given, as qemu-img probes it, and name no other file: no
+    /// backing file, no qcow2 data file, no vmdk extent in another file
+    /// (else 400 image_not_allowed)
+    #[schema(pattern = "^/")]
     pub source: String,
+    #[schema(inline)]
     pub format: ImageFormat,
 }
 

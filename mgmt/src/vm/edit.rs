@@ -23,34 +23,48 @@ use crate::service::Mgmt;
 use crate::tasks::TaskCtx;
 
 /// Body of `PATCH /api/v1/vms/{vm}`: what is left out stays.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = VmEdit)]
 pub struct EditVm {
+    /// A new name (any time)
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::schema::vcpus)]
     pub vcpus: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::schema::memory)]
     pub memory_mib: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::schema::boot_or_null)]
     pub boot: Option<Boot>,
+    /// The hypervisor driver; null: the one the host and the boot source
+    /// call for. sfera-vmm needs /dev/kvm
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<Driver>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::api::schema::new_disks)]
     pub add_disks: Vec<DiskRequest>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::api::schema::removed_disks)]
     pub remove_disks: Vec<RemoveDisk>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::api::schema::new_nics)]
     pub add_nics: Vec<NicRequest>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::api::schema::removed_nics)]
     pub remove_nics: Vec<RemoveNic>,
 }
 
 /// A disk to take off the VM, by its volume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveDisk {
+    #[schema(schema_with = crate::api::schema::object_name)]
     pub datastore: String,
+    #[schema(schema_with = crate::api::schema::volume_name)]
     pub volume: String,
     /// Delete the volume too (default: it stays on its datastore).
     #[serde(default)]
@@ -58,9 +72,10 @@ pub struct RemoveDisk {
 }
 
 /// A NIC to take off the VM, by its MAC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveNic {
+    #[schema(pattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")]
     pub mac: String,
 }
 

@@ -11,30 +11,39 @@ use crate::driver::Driver;
 use crate::host_paths::Roots;
 
 /// Body of `POST /api/v1/vms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = VmCreate)]
 pub struct CreateVm {
+    #[schema(pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     pub name: String,
     /// Start from a template (its boot source, vCPUs and memory, unless
     /// given here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::schema::template)]
     pub template: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::schema::new_vcpus)]
     pub vcpus: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::schema::new_memory)]
     pub memory_mib: Option<u32>,
     /// Required without a template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::schema::boot_or_null)]
     pub boot: Option<Boot>,
     #[serde(default)]
+    #[schema(schema_with = crate::api::schema::new_disks)]
     pub disks: Vec<DiskRequest>,
     #[serde(default)]
+    #[schema(schema_with = crate::api::schema::new_nics)]
     pub nics: Vec<NicRequest>,
     /// Power the VM on once created.
     #[serde(default)]
     pub power_on: bool,
-    /// The hypervisor driver (`sfera-vmm` or `qemu`); by default the one
-    /// the host and the boot source call for.
+    /// The hypervisor driver; default (or null): sfera-vmm for a kernel
+    /// boot on hardware virtualization, QEMU otherwise. sfera-vmm needs
+    /// /dev/kvm
     // Written as `null` when not chosen, as the sfera CLI always sent it.
     #[serde(default)]
     pub driver: Option<Driver>,
@@ -42,23 +51,28 @@ pub struct CreateVm {
 
 /// A disk: a new thin volume of `size_bytes`, or an existing `volume`
 /// of the datastore (an imported image, say) that no other VM has.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskRequest {
+    #[schema(schema_with = crate::api::schema::object_name)]
     pub datastore: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::schema::disk_size_or_null)]
     pub size_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::schema::volume_or_null)]
     pub volume: Option<String>,
 }
 
 /// A new NIC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicRequest {
+    #[schema(schema_with = crate::api::schema::object_name)]
     pub port_group: String,
-    /// Generated (52:54:00:xx:xx:xx) when left out.
+    /// Unicast; generated (52:54:00:xx:xx:xx) when left out or null
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")]
     pub mac: Option<String>,
 }
 
@@ -77,7 +91,7 @@ pub struct VmPlan {
 }
 
 /// A template as the API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Template {
     pub name: String,
     pub description: String,

@@ -12,6 +12,10 @@
 //!   path including panics.
 //! - [`testdir`]: a private directory per test, so tests run in parallel.
 //! - [`netns`]: network namespaces, veth pairs and TAP devices, always removed.
+//! - [`cluster_net`]: cluster hosts as namespaces routed through a core
+//!   namespace, with partitions of one host and their healing.
+//! - [`ns_runtime`]: a tokio runtime whose tasks run in one namespace (their
+//!   sockets and child processes are the namespace's).
 //! - [`hugepages`]: a hugepage reservation and a private hugetlbfs mount for
 //!   DPDK tools; the previous page count is put back.
 //! - [`io_throttle`]: a loop device whose writes a cgroup holds back, so a
@@ -48,6 +52,7 @@
 pub mod backend;
 pub mod blkio_client;
 pub mod boot_sector;
+pub mod cluster_net;
 pub mod console;
 pub mod cpus;
 pub mod daemons;
@@ -60,6 +65,7 @@ pub mod hugepages;
 pub mod io_throttle;
 pub mod mgmtd;
 pub mod netns;
+pub mod ns_runtime;
 pub mod peers;
 pub mod powerloss_fs;
 pub mod process;

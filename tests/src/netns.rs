@@ -63,29 +63,64 @@ impl NetNs {
     /// (`setns`) and returns what it returns. Sockets and devices it opens
     /// belong to the namespace, and stay usable from any thread afterwards.
     pub fn run_in<T: Send>(&self, body: impl FnOnce() -> T + Send) -> Result<T> {
-        let path = std::path::Path::new("/run/netns").join(&self.name);
-        let file = std::fs::File::open(&path)
-            .map_err(|e| crate::Error::io("Cannot open the namespace", &path, e))?;
+        let (file, path) = self.open()?;
         std::thread::scope(|s| {
             s.spawn(move || {
-                use std::os::fd::AsRawFd;
-                // setns(2) changes only this thread's network namespace, and the
-                // thread exists only to run `body`.
-                // SAFETY: `file` is an open namespace file that outlives the call.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    return Err(crate::Error::io(
-                        "Cannot enter the namespace",
-                        &path,
-                        std::io::Error::last_os_error(),
-                    ));
-                }
+                enter(&file, &path)?;
                 Ok(body())
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
+
+    /// Starts a thread named `name` that enters the namespace and runs
+    /// `body`, for work that outlives one call (a runtime whose tasks open
+    /// the namespace's sockets and start its processes: both belong to the
+    /// namespace of the thread that makes them). The thread returns an
+    /// error instead of running `body` if it cannot enter.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        name: &str,
+        body: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T>>> {
+        let (file, path) = self.open()?;
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                enter(&file, &path)?;
+                Ok(body())
+            })
+            .map_err(|source| crate::Error::Spawn {
+                name: format!("thread {name}"),
+                source,
+            })
+    }
+
+    /// The namespace's file, which setns(2) takes.
+    fn open(&self) -> Result<(std::fs::File, std::path::PathBuf)> {
+        let path = std::path::Path::new("/run/netns").join(&self.name);
+        let file = std::fs::File::open(&path)
+            .map_err(|e| crate::Error::io("Cannot open the namespace", &path, e))?;
+        Ok((file, path))
+    }
+}
+
+/// Moves the calling thread into the namespace open as `file` (at `path`).
+/// setns(2) changes only this thread's network namespace; callers call it
+/// only on threads they made for the namespace.
+fn enter(file: &std::fs::File, path: &std::path::Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `file` is an open namespace file, borrowed for the call.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(crate::Error::io(
+            "Cannot enter the namespace",
+            path,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for NetNs {

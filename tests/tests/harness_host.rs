@@ -1,14 +1,17 @@
-//! The harness's namespaces, veths, TAPs and hugepages clean up after themselves (ip, sysfs).
+//! The harness's namespaces, veths, TAPs, cluster networks and hugepages do what they promise and clean up after themselves (ip, sysfs).
 //!
 //! The harness's host-side pieces do what they promise and clean up:
-//! namespaces, veth pairs and TAP devices disappear; the hugepage pool
-//! returns to its previous size.
+//! namespaces, veth pairs and TAP devices disappear; a cluster network
+//! routes between its hosts, cuts one off and puts it back; the hugepage
+//! pool returns to its previous size.
 
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use harness::cluster_net::ClusterNet;
 use harness::hugepages::Hugepages;
 use harness::netns::{NetNs, Tap, Veth};
+use harness::ns_runtime::NsRuntime;
 use harness::testdir::TestDir;
 
 fn ip(args: &[&str]) -> Result<String> {
@@ -65,6 +68,64 @@ fn namespaces_veth_and_tap_carry_traffic_and_are_removed() -> Result<()> {
         !ip(&["link", "show"])?.contains(&name),
         "TAP {name} left behind"
     );
+    Ok(())
+}
+
+/// Whether host `from` of `net` gets an answer to one ping of host `to`.
+fn reaches(net: &ClusterNet, from: usize, to: usize) -> Result<bool> {
+    let status = net
+        .host(from)
+        .command("ping")?
+        .args(["-c", "1", "-W", "2", &net.addr(to).to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    Ok(status.success())
+}
+
+#[test]
+fn a_cluster_net_routes_partitions_heals_and_is_removed() -> Result<()> {
+    let names: Vec<String>;
+    {
+        let net = ClusterNet::new(3)?;
+        for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+            ensure!(reaches(&net, from, to)?, "host {from} reaches host {to}");
+        }
+        // The addresses are the hosts' alone: not in the test's namespace.
+        ensure!(std::net::TcpListener::bind((net.addr(0), 0)).is_err());
+
+        net.partition(2)?;
+        for (from, to) in [(0, 2), (2, 1)] {
+            ensure!(!reaches(&net, from, to)?, "partitioned: {from} -> {to}");
+        }
+        ensure!(reaches(&net, 0, 1)?, "the others still reach each other");
+        net.heal(2)?;
+        for (from, to) in [(0, 2), (2, 1)] {
+            ensure!(reaches(&net, from, to)?, "healed: {from} -> {to}");
+        }
+
+        // A runtime's tasks open their sockets in its namespace, and their
+        // panics reach the caller.
+        let runtime = NsRuntime::start(net.host(1), "host1")?;
+        let addr = net.addr(1);
+        let bound = runtime.run(async move { tokio::net::TcpListener::bind((addr, 0)).await });
+        ensure!(bound.is_ok(), "{bound:?}");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.run(async { panic!("in the task") })
+        }));
+        ensure!(panicked.is_err(), "the panic reached the caller");
+        drop(runtime);
+        names = (0..net.len())
+            .map(|i| net.host(i).name().to_owned())
+            .collect();
+    }
+    let namespaces = ip(&["netns", "list"])?;
+    for name in &names {
+        ensure!(
+            !namespaces.contains(name.as_str()),
+            "namespace {name} left behind"
+        );
+    }
     Ok(())
 }
 

@@ -48,6 +48,10 @@ pub enum Error {
     /// client.
     #[error("Database error (see mgmtd's log)")]
     Db(#[source] DbError),
+    /// The cluster's store: unavailable (no quorum, no answer), a record
+    /// changed by someone else since it was read, or one that is missing.
+    #[error("{0}")]
+    Store(#[from] cluster::StoreError),
     /// mgmtd's own failure: a file it cannot write, a hypervisor that did
     /// not start, a record it cannot serialize.
     #[error("{0}")]

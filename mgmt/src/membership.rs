@@ -294,9 +294,62 @@ pub async fn connect(file: &ClusterFile, data_dir: &Path, within: Duration) -> R
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostRecord {
     pub name: String,
-    pub facts: serde_json::Value,
+    pub facts: HostFacts,
     /// When this mgmtd started (seconds since the epoch).
     pub started_at: i64,
+}
+
+/// Whether a host's mgmtd holds its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Its lease is held: it runs its VMs and answers for them.
+    Connected,
+    /// Its lease ran out: it is down, cut off, or its mgmtd stopped.
+    NotResponding,
+}
+
+/// A host of the cluster, as the API lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ClusterHost {
+    pub name: String,
+    pub state: HostState,
+    /// The host whose mgmtd answered
+    pub this_host: bool,
+    /// When its mgmtd last started (seconds since the epoch)
+    pub started_at: i64,
+    pub facts: HostFacts,
+}
+
+/// This host's view of the cluster: the store, its own name in it, and
+/// the etcd member it runs (if it runs one).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub store: Store,
+    pub host: String,
+    pub member: Option<Arc<crate::supervisor::Supervisor>>,
+}
+
+impl Cluster {
+    /// Every host that ever joined, with its state, by name.
+    pub async fn hosts(&self) -> Result<Vec<ClusterHost>, cluster::StoreError> {
+        let records = self.store.list::<HostRecord>("hosts").await?;
+        let alive = self.store.list::<Alive>("host-alive").await?;
+        Ok(records
+            .into_iter()
+            .map(|(name, r)| ClusterHost {
+                state: if alive.iter().any(|(a, _)| *a == name) {
+                    HostState::Connected
+                } else {
+                    HostState::NotResponding
+                },
+                this_host: name == self.host,
+                started_at: r.value.started_at,
+                facts: r.value.facts,
+                name,
+            })
+            .collect())
+    }
 }
 
 /// What `host-alive/<host>` holds, tied to the host's lease.
@@ -377,7 +430,7 @@ async fn hold(
     let lease = Lease::grant(store, HOST_TTL).await?;
     let record = HostRecord {
         name: host.to_owned(),
-        facts: serde_json::to_value(facts).unwrap_or_default(),
+        facts: facts.clone(),
         started_at,
     };
     let alive = Alive {

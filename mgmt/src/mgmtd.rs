@@ -208,8 +208,7 @@ pub async fn run(o: Options) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut daemons = tokio::task::JoinSet::new();
-    let store = join_cluster(&o, &paths, &logs, &db, &facts, &stop_rx, &mut daemons).await?;
-    drop(store);
+    let cluster = join_cluster(&o, &paths, &logs, &db, &facts, &stop_rx, &mut daemons).await?;
 
     let blockd = blockd_supervisor(&o, &paths, &logs, &db)?;
     let vsw_supervisor = vswitchd_supervisor(&o, &paths, &logs, &db)?;
@@ -224,6 +223,7 @@ pub async fn run(o: Options) -> Result<()> {
         paths,
         blockd,
         vswitchd,
+        cluster,
         o.session_idle_timeout
             .as_secs()
             .try_into()
@@ -266,15 +266,17 @@ async fn join_cluster(
     facts: &HostFacts,
     stop_rx: &watch::Receiver<bool>,
     daemons: &mut tokio::task::JoinSet<()>,
-) -> Result<cluster::Store> {
+) -> Result<membership::Cluster> {
     let name = match &o.host_name {
         Some(n) => n.clone(),
         None => membership::default_host_name(&facts.hostname),
     };
     let file = ClusterFile::load_or_create(&paths.data_dir, &name, &o.etcd_endpoints)?;
-    if let Some(spec) = file.member_spec(&paths.data_dir, &paths.run_dir, logs)? {
-        let etcd = Supervisor::new(spec, Arc::clone(db));
-        daemons.spawn(Arc::clone(&etcd).run(stop_rx.clone(), o.stop_on_exit));
+    let member = file
+        .member_spec(&paths.data_dir, &paths.run_dir, logs)?
+        .map(|spec| Supervisor::new(spec, Arc::clone(db)));
+    if let Some(etcd) = &member {
+        daemons.spawn(Arc::clone(etcd).run(stop_rx.clone(), o.stop_on_exit));
     }
     let store = membership::connect(&file, &paths.data_dir, membership::CONNECT_WITHIN).await?;
     tracing::info!(host = file.host, endpoints = ?file.endpoints, "In the cluster");
@@ -286,7 +288,11 @@ async fn join_cluster(
         stop_rx.clone(),
         o.stop_on_exit,
     ));
-    Ok(store)
+    Ok(membership::Cluster {
+        store,
+        host: file.host,
+        member,
+    })
 }
 
 /// Where things are: the host directories the API may name (made when

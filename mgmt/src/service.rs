@@ -71,6 +71,8 @@ pub struct Mgmt {
     pub blockd: Blockd,
     pub blockd_supervisor: Arc<Supervisor>,
     pub vswitchd: Arc<Vswitchd>,
+    /// This host's view of the cluster's store.
+    pub cluster: crate::membership::Cluster,
     /// The web's serial console hubs.
     pub consoles: Consoles,
     /// mgmtd's own metrics (`GET /metrics`).
@@ -97,12 +99,14 @@ impl Mgmt {
         paths: Paths,
         blockd_supervisor: Arc<Supervisor>,
         vswitchd: Arc<Vswitchd>,
+        cluster: crate::membership::Cluster,
         session_idle_s: i64,
     ) -> Self {
         Mgmt {
             db,
             host,
             paths,
+            cluster,
             blockd: Blockd {
                 api: blockd_supervisor.api(),
             },

@@ -289,6 +289,20 @@ fn the_inventory_answers_every_parameterless_get(s: &EndToEnd) -> Result<Value> 
         page["items"].as_array().map(Vec::len) == Some(1) && page["total"].as_u64() > Some(1),
         "{page}"
     );
+    // One host is a cluster of one: its own etcd member, its lease held.
+    let hosts = m.expect(admin, "GET", "/api/v1/hosts", None, 200)?;
+    let me = &hosts["items"][0];
+    ensure!(
+        hosts["total"] == 1
+            && me["state"] == "connected"
+            && me["this_host"] == true
+            && me["facts"]["cpus"] == host["cpus"],
+        "{hosts}"
+    );
+    let name = me["name"].as_str().context("a host name")?;
+    m.expect(admin, "GET", &format!("/api/v1/hosts/{name}"), None, 200)?;
+    m.expect(admin, "GET", "/api/v1/hosts/nosuchhost", None, 404)?;
+    m.expect(admin, "GET", "/api/v1/hosts/-bad", None, 400)?;
     Ok(host)
 }
 
@@ -508,9 +522,12 @@ fn the_next_mgmtd_adopts_the_vm_after_a_crash(
     ensure!(
         daemons["items"]
             .as_array()
-            .is_some_and(|a| a.iter().all(|d| d["adopted"] == true)),
-        "daemons not adopted: {daemons}"
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|d| d["adopted"] == true)),
+        "daemons (blockd, vswitchd, etcd) not adopted: {daemons}"
     );
+    // The new mgmtd holds the host's lease again on the adopted member.
+    let hosts = m.expect(admin, "GET", "/api/v1/hosts", None, 200)?;
+    ensure!(hosts["items"][0]["state"] == "connected", "{hosts}");
     console_wait(
         &tiny.console,
         Some("echo hello-$((6*7))"),

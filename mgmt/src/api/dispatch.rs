@@ -26,6 +26,8 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         Op::CreateUser => auth::create_user(m, &r).await,
         Op::DeleteUser => auth::delete_user(m, &r),
         Op::Host => hosts::host(m),
+        Op::ListHosts => hosts::list_hosts(m, &r).await,
+        Op::GetHost => hosts::get_host(m, &r).await,
         Op::Daemons => hosts::daemons(m, &r),
         Op::Metrics => hosts::daemon_metrics(m, &r).await,
         Op::SampledObjects => hosts::sampled_objects(m, &r),

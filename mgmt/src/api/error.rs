@@ -90,6 +90,7 @@ impl From<Error> for ApiError {
             Error::Unavailable(_) => ApiError::unavailable(message),
             Error::Daemon(c) => c.into(),
             Error::Db(d) => d.into(),
+            Error::Store(s) => store_error(s),
             Error::Internal(_) => ApiError::internal(message),
         }
     }
@@ -99,6 +100,25 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         tracing::error!("Database: {e}: {:?}", std::error::Error::source(&e));
         ApiError::internal("Database error (see mgmtd's log)")
+    }
+}
+
+/// The cluster's store: 503 while it has no quorum, 409 for an edit that
+/// lost to another (read again and retry), 404 for a record that is gone.
+fn store_error(e: cluster::StoreError) -> ApiError {
+    use cluster::StoreError as S;
+    let message = e.to_string();
+    match e {
+        S::Unavailable(_) => ApiError::unavailable(message),
+        S::Conflict { .. } | S::Exists { .. } => ApiError::conflict(message),
+        S::NotFound { .. } => ApiError::not_found(message),
+        S::Corrupt { .. } | S::Refused(_) => {
+            tracing::error!(
+                "Cluster store: {message}: {:?}",
+                std::error::Error::source(&e)
+            );
+            ApiError::internal(message)
+        }
     }
 }
 
@@ -193,6 +213,21 @@ mod tests {
             ),
             (Error::Db(db), 500, "internal"),
             (Error::Internal("Cannot sync /d".into()), 500, "internal"),
+            (
+                Error::Store(cluster::StoreError::Unavailable(
+                    "no answer within 4 s".into(),
+                )),
+                503,
+                "unavailable",
+            ),
+            (
+                Error::Store(cluster::StoreError::Conflict {
+                    key: "/sfera/vms/1".into(),
+                    expected: 7,
+                }),
+                409,
+                "conflict",
+            ),
         ];
         for (e, status, code) in cases {
             // The answer says what the error's text says, as a failed task does.

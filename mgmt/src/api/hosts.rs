@@ -71,13 +71,38 @@ pub fn host(mgmt: &Mgmt) -> Result<Reply, ApiError> {
     })
 }
 
+/// `GET /api/v1/hosts`: every host of the cluster, from its store.
+pub async fn list_hosts(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let page = Page::from_query(&r.query)?;
+    ok(page.of(mgmt.cluster.hosts().await.map_err(crate::Error::from)?))
+}
+
+/// `GET /api/v1/hosts/{host}`.
+pub async fn get_host(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let name = r.param("host");
+    super::rules::check_object_name("host", name)?;
+    match mgmt
+        .cluster
+        .hosts()
+        .await
+        .map_err(crate::Error::from)?
+        .into_iter()
+        .find(|h| h.name == name)
+    {
+        Some(h) => ok(h),
+        None => Err(ApiError::not_found(format!("No host {name:?}"))),
+    }
+}
+
 /// `GET /api/v1/daemons`.
 pub fn daemons(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
-    ok(page.of(vec![
+    let mut daemons = vec![
         mgmt.blockd_supervisor.status(),
         mgmt.vswitchd.supervisor.status(),
-    ]))
+    ];
+    daemons.extend(mgmt.cluster.member.as_ref().map(|etcd| etcd.status()));
+    ok(page.of(daemons))
 }
 
 /// `GET /api/v1/metrics/{daemon}`: the daemon's Prometheus text.

@@ -72,6 +72,7 @@ fn schemas() -> Map<String, Value> {
         .add::<auth::Session>()
         .add::<auth::NewToken>()
         .add::<hosts::Host>()
+        .listed::<crate::membership::ClusterHost>()
         .add::<hosts::MetricSeries>()
         .add::<networks::Networks>()
         .add::<DatastoreInfo>()
@@ -105,7 +106,7 @@ fn path_schema(name: &str) -> Value {
     match name {
         "id" => json!({ "type": "integer", "minimum": 0, "maximum": i64::MAX }),
         // Names as the daemons take them in paths.
-        "datastore" | "switch" | "port_group" => {
+        "datastore" | "switch" | "port_group" | "host" => {
             json!({ "type": "string", "pattern": OBJECT_NAME })
         }
         "volume" => json!({ "type": "string", "pattern": VOLUME_NAME }),

@@ -67,6 +67,9 @@ enum Cmd {
     /// Tasks.
     #[command(subcommand)]
     Task(ListCmd),
+    /// The cluster's hosts.
+    #[command(subcommand)]
+    Host(ListCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +302,7 @@ async fn run(args: Args) -> Result<()> {
         }
         Cmd::Network(cmd) => changes::network(&client, cmd, json_out).await?,
         Cmd::Task(ListCmd::List) => list(&client, &TASKS, json_out, task_row).await?,
+        Cmd::Host(ListCmd::List) => list(&client, &HOSTS, json_out, host_row).await?,
     }
     Ok(())
 }
@@ -440,6 +444,11 @@ const TASKS: Listing = Listing {
     items: "items",
     header: &["ID", "KIND", "TARGET", "STATE", "PROGRESS", "USER"],
 };
+const HOSTS: Listing = Listing {
+    path: "/api/v1/hosts?limit=500",
+    items: "items",
+    header: &["NAME", "STATE", "CPUS", "MEMORY", "KVM", "DRIVER"],
+};
 const VMS: Listing = Listing {
     path: "/api/v1/vms",
     items: "items",
@@ -490,6 +499,21 @@ fn port_group_row(g: &Value) -> Vec<String> {
         _ => "none".to_owned(),
     };
     vec![s(&g["name"]), s(&g["switch"]), vlan]
+}
+
+fn host_row(h: &Value) -> Vec<String> {
+    let name = match h["this_host"].as_bool() {
+        Some(true) => format!("{} (this)", s(&h["name"])),
+        _ => s(&h["name"]),
+    };
+    vec![
+        name,
+        s(&h["state"]).replace('_', " "),
+        s(&h["facts"]["cpus"]),
+        gib(&h["facts"]["memory_bytes"]),
+        s(&h["facts"]["kvm_kind"]),
+        s(&h["facts"]["default_driver"]),
+    ]
 }
 
 fn task_row(t: &Value) -> Vec<String> {

@@ -39,6 +39,9 @@ const FILE: &str = "cluster.json";
 pub struct ClusterFile {
     /// This host's name in the cluster.
     pub host: String,
+    /// This host's identity, random at first start: another host given
+    /// the same name is told apart and refused.
+    pub host_id: String,
     /// The etcd client URLs this host's mgmtd uses.
     pub endpoints: Vec<String>,
     /// The etcd member this host runs, if it runs one.
@@ -85,6 +88,7 @@ impl ClusterFile {
                 } else {
                     ClusterFile {
                         host: host.to_owned(),
+                        host_id: new_host_id()?,
                         endpoints: endpoints.to_vec(),
                         member: None,
                     }
@@ -104,6 +108,7 @@ impl ClusterFile {
         let token = crate::auth::new_secret()?;
         Ok(ClusterFile {
             host: host.to_owned(),
+            host_id: new_host_id()?,
             endpoints: vec![client.clone()],
             member: Some(MemberSettings {
                 client_url: client,
@@ -211,6 +216,11 @@ pub fn default_host_name(hostname: &str) -> String {
     }
 }
 
+/// A new host identity: 128 random bits, hex.
+fn new_host_id() -> Result<String> {
+    Ok(crate::auth::new_secret()?.chars().take(32).collect())
+}
+
 /// `<data>/cluster-tls`.
 pub fn tls_dir(data_dir: &Path) -> TlsDir {
     TlsDir(data_dir.join("cluster-tls"))
@@ -294,6 +304,8 @@ pub async fn connect(file: &ClusterFile, data_dir: &Path, within: Duration) -> R
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostRecord {
     pub name: String,
+    /// The identity of the host that holds the name.
+    pub id: String,
     pub facts: HostFacts,
     /// When this mgmtd started (seconds since the epoch).
     pub started_at: i64,
@@ -359,6 +371,39 @@ pub struct Alive {
     pub since: i64,
 }
 
+/// Takes `host` as this host's name in the cluster, or refuses it when
+/// another host (another identity) holds it.
+pub async fn claim_name(store: &Store, file: &ClusterFile, facts: &HostFacts) -> Result<()> {
+    let key = store.key("hosts", &file.host);
+    let ours = HostRecord {
+        name: file.host.clone(),
+        id: file.host_id.clone(),
+        facts: facts.clone(),
+        started_at: now(),
+    };
+    let held = match store.get::<HostRecord>(&key).await? {
+        Some(r) => r.value,
+        None => match store.create(&key, &ours).await {
+            Ok(_) => return Ok(()),
+            // Another host took it between the read and the write.
+            Err(cluster::StoreError::Exists { .. }) => store
+                .get::<HostRecord>(&key)
+                .await?
+                .map(|r| r.value)
+                .context("the host record vanished while it was claimed")?,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    if held.id != file.host_id {
+        bail!(
+            "The host name {:?} is another host's in this cluster (hostname {}); start this host with another --host-name",
+            file.host,
+            held.facts.hostname
+        );
+    }
+    Ok(())
+}
+
 /// Keeps this host's record and its lease until `shutdown`: grants a lease,
 /// writes `hosts/<host>` and `host-alive/<host>` (tied to the lease), and
 /// grants a new one whenever the lease is counted lost.
@@ -370,6 +415,7 @@ pub struct Alive {
 pub async fn heartbeat(
     store: Store,
     host: String,
+    host_id: String,
     facts: HostFacts,
     db: Arc<Db>,
     mut shutdown: watch::Receiver<bool>,
@@ -379,7 +425,7 @@ pub async fn heartbeat(
     let mut pause = Duration::from_millis(200);
     loop {
         let lease = tokio::select! {
-            l = hold(&store, &host, &facts, started_at) => l,
+            l = hold(&store, &host, &host_id, &facts, started_at) => l,
             _ = shutdown.changed() => return,
         };
         let lease = match lease {
@@ -424,12 +470,14 @@ pub async fn heartbeat(
 async fn hold(
     store: &Store,
     host: &str,
+    host_id: &str,
     facts: &HostFacts,
     started_at: i64,
 ) -> Result<Lease, cluster::StoreError> {
     let lease = Lease::grant(store, HOST_TTL).await?;
     let record = HostRecord {
         name: host.to_owned(),
+        id: host_id.to_owned(),
         facts: facts.clone(),
         started_at,
     };
@@ -502,6 +550,55 @@ mod tests {
             format!("{err:#}").contains("leaving and joining"),
             "{err:#}"
         );
+    }
+
+    fn facts(hostname: &str) -> HostFacts {
+        HostFacts {
+            hostname: hostname.into(),
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            kvm: false,
+            kvm_kind: "none".into(),
+            default_driver: "qemu".into(),
+            accel: crate::host::Accel::Tcg,
+            qemu_cpu: None,
+            driver_reason: String::new(),
+            sfera_vmm_available: false,
+        }
+    }
+
+    /// Two hosts given one name: the first keeps it (across its own
+    /// restarts), the second is refused with the fix.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_name_is_one_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ClusterFile::load_or_create(dir.path(), "esx1", &[]).unwrap();
+        let spec = first
+            .member_spec(dir.path(), dir.path(), dir.path())
+            .unwrap()
+            .unwrap();
+        let mut etcd = tokio::process::Command::new(&spec.binary)
+            .args(&spec.args)
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("etcd runs (make test installs etcd-server)");
+        let store = connect(&first, dir.path(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        claim_name(&store, &first, &facts("a")).await.unwrap();
+        claim_name(&store, &first, &facts("a")).await.unwrap();
+        let other = ClusterFile {
+            host_id: new_host_id().unwrap(),
+            ..first.clone()
+        };
+        let err = claim_name(&store, &other, &facts("b")).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("is another host's")
+                && format!("{err:#}").contains("--host-name"),
+            "{err:#}"
+        );
+        etcd.kill().await.unwrap();
     }
 
     #[test]

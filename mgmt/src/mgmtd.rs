@@ -279,10 +279,12 @@ async fn join_cluster(
         daemons.spawn(Arc::clone(etcd).run(stop_rx.clone(), o.stop_on_exit));
     }
     let store = membership::connect(&file, &paths.data_dir, membership::CONNECT_WITHIN).await?;
+    membership::claim_name(&store, &file, facts).await?;
     tracing::info!(host = file.host, endpoints = ?file.endpoints, "In the cluster");
     tokio::spawn(membership::heartbeat(
         store.clone(),
         file.host.clone(),
+        file.host_id.clone(),
         facts.clone(),
         Arc::clone(db),
         stop_rx.clone(),

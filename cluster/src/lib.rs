@@ -20,3 +20,11 @@ pub use lease::{Lease, LeaseState};
 pub use member::{Member, MemberConfig, MemberError, MemberTls};
 pub use pki::{ClientTls, TlsDir};
 pub use store::{Batch, Store, StoreError, Versioned};
+
+/// Makes `dir` (and its parents) and leaves it 0700: etcd's data and the
+/// cluster's keys are no one else's.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}

@@ -229,16 +229,12 @@ async fn serving(url: &str, tls: Option<&ClientTls>) -> Result<(), StoreError> {
         .map(|_| ())
 }
 
-/// Makes `dir` (and its parents), private: etcd refuses a data directory
-/// others can read.
+/// Makes the data directory: etcd refuses one others can read.
 fn prepare_dir(dir: &Path) -> Result<(), MemberError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |source| MemberError::Prepare {
+    crate::private_dir(dir).map_err(|source| MemberError::Prepare {
         path: dir.display().to_string(),
         source,
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+    })
 }
 
 /// A TCP port on 127.0.0.1 nobody listens on now (the kernel's pick), for

@@ -222,32 +222,16 @@ fn read(path: &Path) -> Result<String, PkiError> {
 }
 
 fn make_private_dir(dir: &Path) -> Result<(), PkiError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |source| PkiError::Io {
+    crate::private_dir(dir).map_err(|source| PkiError::Io {
         path: dir.display().to_string(),
         source,
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+    })
 }
 
-/// Writes `text` to `path` as a new 0600 file (replacing one there).
+/// Writes `text` to `path` as a 0600 file, replacing one there atomically.
 fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| PkiError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    control::files::write_atomically(path, text.as_bytes()).map_err(|e| PkiError::Io {
+        path: e.path.display().to_string(),
+        source: e.source,
+    })
 }

@@ -102,6 +102,7 @@ pub struct Versioned<T> {
 #[derive(Debug, Clone)]
 enum Check {
     Absent(String),
+    Present(String),
     At(String, i64),
 }
 
@@ -189,6 +190,20 @@ impl Batch {
     /// Requires `key` not to exist.
     pub fn require_absent(mut self, key: &str) -> Self {
         self.checks.push(Check::Absent(key.to_owned()));
+        self
+    }
+
+    /// Requires `key` to exist, at any revision (the object a dependent
+    /// record belongs to).
+    pub fn require_present(mut self, key: &str) -> Self {
+        self.checks.push(Check::Present(key.to_owned()));
+        self
+    }
+
+    /// Deletes `key` if it is there, whatever its revision (a record that
+    /// goes with one the batch checks).
+    pub fn remove(mut self, key: &str) -> Self {
+        self.writes.push(Write::Delete(key.to_owned()));
         self
     }
 }
@@ -364,6 +379,7 @@ impl Store {
             .iter()
             .map(|c| match c {
                 Check::Absent(k) => Compare::create_revision(k.as_str(), CompareOp::Equal, 0),
+                Check::Present(k) => Compare::create_revision(k.as_str(), CompareOp::Greater, 0),
                 Check::At(k, rev) => Compare::mod_revision(k.as_str(), CompareOp::Equal, *rev),
             })
             .collect();
@@ -385,7 +401,9 @@ impl Store {
             .checks
             .iter()
             .map(|c| match c {
-                Check::Absent(k) | Check::At(k, _) => TxnOp::get(k.as_str(), None),
+                Check::Absent(k) | Check::Present(k) | Check::At(k, _) => {
+                    TxnOp::get(k.as_str(), None)
+                }
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
@@ -412,6 +430,7 @@ fn failed_check(checks: &[Check], reads: &[TxnOpResponse]) -> StoreError {
         };
         match (check, found) {
             (Check::Absent(key), Some(_)) => return StoreError::Exists { key: key.clone() },
+            (Check::Present(key), None) => return StoreError::NotFound { key: key.clone() },
             (Check::At(key, _), None) => return StoreError::NotFound { key: key.clone() },
             (Check::At(key, expected), Some(rev)) if rev != *expected => {
                 return StoreError::Conflict {
@@ -426,6 +445,7 @@ fn failed_check(checks: &[Check], reads: &[TxnOpResponse]) -> StoreError {
     // and the read, which is a conflict too.
     match checks.first() {
         Some(Check::Absent(key)) => StoreError::Exists { key: key.clone() },
+        Some(Check::Present(key)) => StoreError::NotFound { key: key.clone() },
         Some(Check::At(key, expected)) => StoreError::Conflict {
             key: key.clone(),
             expected: *expected,

@@ -163,6 +163,30 @@ async fn a_batch_applies_every_write_or_none() {
     );
     assert!(store.get::<Rec>(&vm3).await.unwrap().is_none());
     assert!(host_rev2 > host_rev);
+
+    // A record that belongs to another is written only while that one is
+    // there, and goes with it.
+    let status = store.key("vm-status", "id-1");
+    let batch = Batch::new()
+        .require_present(&vm)
+        .put(&status, &"running", None)
+        .unwrap();
+    store.commit(batch).await.unwrap();
+    let gone = store.get::<Rec>(&vm).await.unwrap().unwrap().revision;
+    let batch = Batch::new().delete(&vm, gone).remove(&name).remove(&status);
+    store.commit(batch).await.unwrap();
+    assert!(store.get::<String>(&status).await.unwrap().is_none());
+    assert!(store.get::<String>(&name).await.unwrap().is_none());
+    let batch = Batch::new()
+        .require_present(&vm)
+        .put(&status, &"running", None)
+        .unwrap();
+    let err = store.commit(batch).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { key } if *key == vm),
+        "{err:?}"
+    );
+    assert!(store.get::<String>(&status).await.unwrap().is_none());
     member.stop().await;
 }
 

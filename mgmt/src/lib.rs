@@ -34,6 +34,7 @@ pub mod error;
 pub mod host;
 pub mod host_paths;
 pub mod import;
+pub mod inventory;
 pub mod jail;
 pub mod logs;
 pub mod membership;

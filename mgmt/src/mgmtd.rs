@@ -229,6 +229,18 @@ pub async fn run(o: Options) -> Result<()> {
             .try_into()
             .unwrap_or(i64::MAX),
     ));
+    mgmt.inventory.check_schema().await?;
+    let moved = mgmt.inventory.move_local_vms(&db).await?;
+    if moved > 0 {
+        tracing::info!(moved, "VMs of the local inventory moved into the cluster's");
+        db.event(
+            "info",
+            "inventory.upgraded",
+            "mgmtd",
+            &format!("{moved} VMs of this host's local inventory moved into the cluster's"),
+            None,
+        );
+    }
     mgmt.adopt_vms().await?;
     spawn_background(&mgmt, &o, logs);
 
@@ -520,7 +532,9 @@ fn with_user(mut args: Vec<OsString>, account: Option<&Account>) -> Vec<OsString
 
 /// With --stop-on-exit: power off the running VMs.
 async fn stop_vms(mgmt: &Arc<Mgmt>) {
-    let Ok(vms) = mgmt.db.vms() else { return };
+    let Ok(vms) = mgmt.inventory.vms_here().await else {
+        return;
+    };
     for vm in vms.into_iter().filter(|v| {
         matches!(
             v.state,

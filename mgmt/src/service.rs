@@ -73,6 +73,8 @@ pub struct Mgmt {
     pub vswitchd: Arc<Vswitchd>,
     /// This host's view of the cluster's store.
     pub cluster: crate::membership::Cluster,
+    /// The cluster's VMs.
+    pub inventory: crate::inventory::Inventory,
     /// The web's serial console hubs.
     pub consoles: Consoles,
     /// mgmtd's own metrics (`GET /metrics`).
@@ -102,11 +104,14 @@ impl Mgmt {
         cluster: crate::membership::Cluster,
         session_idle_s: i64,
     ) -> Self {
+        let inventory =
+            crate::inventory::Inventory::new(cluster.store.clone(), cluster.host.clone());
         Mgmt {
             db,
             host,
             paths,
             cluster,
+            inventory,
             blockd: Blockd {
                 api: blockd_supervisor.api(),
             },

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use harness::guest::READY_LINE;
 use harness::mgmtd::Site;
 use harness::scenario::case;
@@ -509,8 +509,11 @@ fn the_next_mgmtd_adopts_the_vm_after_a_crash(
         Path::new(&format!("/proc/{}", tiny.qemu_pid)).exists(),
         "QEMU died with mgmtd"
     );
+    let db = s.site.data().join("mgmt.db");
+    a_vm_of_before_the_cluster_is_left_in_sqlite(&db)?;
     s.m = Mgmtd::start(&s.site, true, 2)?;
     let (m, admin) = (&s.m, Cred::Bearer(&s.token));
+    the_next_mgmtd_moved_it_into_the_cluster(m, admin, &db)?;
     let again = m.expect(admin, "GET", "/api/v1/vms/tiny", None, 200)?;
     ensure!(
         again["state"] == "paused" && again["pid"] == running["pid"],
@@ -536,6 +539,63 @@ fn the_next_mgmtd_adopts_the_vm_after_a_crash(
     )?;
     let events = m.expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?;
     ensure!(events.to_string().contains("vm.adopted"), "{events}");
+    Ok(())
+}
+
+/// SQL that an older mgmtd's inventory holds a stopped VM in: the
+/// upgrade from before the cluster.
+const LEGACY_VM: &str = "INSERT INTO vms (id, name, vcpus, memory_mib, boot, driver, state, \
+     pid, created_at, updated_at, driver_reason) VALUES ('vm-legacy00001', 'legacy', 1, 64, \
+     '{\"kind\":\"disk\"}', 'qemu', 'stopped', NULL, 1, 1, 'made before the cluster')";
+
+fn sqlite(db: &Path, sql: &str) -> Result<String> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             r=c.execute(sys.argv[2]).fetchall(); c.commit(); print(r)",
+        ])
+        .arg(db)
+        .arg(sql)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "python3 sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn a_vm_of_before_the_cluster_is_left_in_sqlite(db: &Path) -> Result<()> {
+    sqlite(db, LEGACY_VM)?;
+    ensure!(sqlite(db, "SELECT name FROM vms")? == "[('legacy',)]");
+    Ok(())
+}
+
+/// The VM is the cluster's now, on this host, and gone from SQLite; it
+/// is deleted through the API like any other.
+fn the_next_mgmtd_moved_it_into_the_cluster(m: &Mgmtd, admin: Cred<'_>, db: &Path) -> Result<()> {
+    let legacy = m.expect(admin, "GET", "/api/v1/vms/legacy", None, 200)?;
+    let here = m.expect(admin, "GET", "/api/v1/host", None, 200)?;
+    ensure!(
+        legacy["state"] == "stopped"
+            && legacy["host"].as_str().is_some_and(|h| !h.is_empty())
+            && legacy["resource_version"].as_i64().is_some_and(|v| v > 0)
+            && legacy["driver_reason"] == "made before the cluster",
+        "not moved as it was: {legacy} (host {here})"
+    );
+    ensure!(sqlite(db, "SELECT COUNT(*) FROM vms")? == "[(0,)]");
+    let events = m.expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?;
+    ensure!(
+        events.to_string().contains("inventory.upgraded"),
+        "{events}"
+    );
+    let Cred::Bearer(token) = admin else {
+        bail!("the admin's token is needed")
+    };
+    let task = m.expect(admin, "DELETE", "/api/v1/vms/legacy", None, 202)?;
+    m.wait_task(token, &task, Duration::from_secs(30))?;
+    m.expect(admin, "GET", "/api/v1/vms/legacy", None, 404)?;
     Ok(())
 }
 

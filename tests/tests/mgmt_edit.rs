@@ -141,6 +141,9 @@ fn mgmt_edit_vms_networks_datastores() -> Result<()> {
     case("disks_and_nics_come_off_again", || {
         disks_and_nics_come_off_again(&s, &new_port)
     })?;
+    case("concurrent_edits_one_wins_and_the_other_is_refused", || {
+        concurrent_edits_one_wins_and_the_other_is_refused(&s)
+    })?;
     case("switches_are_made_and_bad_ones_refused", || {
         network::switches_are_made_and_bad_ones_refused(&s)
     })?;
@@ -450,6 +453,79 @@ fn disks_and_nics_come_off_again(s: &Edit, new_port: &str) -> Result<()> {
             && !snap["switch"]["ports"].to_string().contains(new_port),
         "the disk or NIC taken off is still there: {snap}"
     );
+    Ok(())
+}
+
+/// Whether an edit landed: its task succeeded (true), or it was refused
+/// as made from an older version of the VM, at once (409) or by its task
+/// (false). Anything else is an error.
+fn edit_outcome(m: &Mgmtd, token: &str, vm: &str, body: &Value) -> Result<bool> {
+    let a = m.call(
+        Cred::Bearer(token),
+        "PATCH",
+        &format!("/api/v1/vms/{vm}"),
+        Some(body),
+    )?;
+    let refusal = |text: &str| text.contains("changed by someone else");
+    match a.status {
+        409 if refusal(&a.body.to_string()) => return Ok(false),
+        202 => {}
+        other => anyhow::bail!("PATCH {body}: HTTP {other} {}", a.body),
+    }
+    let t = m.finished_task(token, &a.body, Duration::from_secs(60))?;
+    match t["state"].as_str() {
+        Some("success") => Ok(true),
+        _ if refusal(&t.to_string()) => Ok(false),
+        _ => anyhow::bail!("PATCH {body}: the task failed otherwise: {t}"),
+    }
+}
+
+/// Two edits made from the same version of the VM, sent at once: one
+/// lands, the other is refused whole (its change is nowhere), and an edit
+/// made from the old version afterwards is refused at once.
+fn concurrent_edits_one_wins_and_the_other_is_refused(s: &Edit) -> Result<()> {
+    let (m, token, id) = (&s.m, s.token.as_str(), s.id.as_str());
+    let admin = Cred::Bearer(token);
+    let before = vm(m, admin, id)?;
+    let rv = before["resource_version"]
+        .as_i64()
+        .context("resource_version")?;
+    // Values the VM does not have yet, so each edit's mark is its own.
+    let new_memory = before["memory_mib"].as_u64().context("memory")? + 64;
+    let new_vcpus = before["vcpus"].as_u64().context("vcpus")? % 4 + 1;
+    let (memory, vcpus) = (
+        json!({ "memory_mib": new_memory, "resource_version": rv }),
+        json!({ "vcpus": new_vcpus, "resource_version": rv }),
+    );
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| edit_outcome(m, token, id, &memory));
+        let b = scope.spawn(|| edit_outcome(m, token, id, &vcpus));
+        (a.join(), b.join())
+    });
+    let (a, b) = (
+        a.map_err(|_| anyhow::anyhow!("edit thread panicked"))??,
+        b.map_err(|_| anyhow::anyhow!("edit thread panicked"))??,
+    );
+    ensure!(
+        a != b,
+        "both edits {}",
+        if a { "landed" } else { "were refused" }
+    );
+    let after = vm(m, admin, id)?;
+    let landed = (
+        after["memory_mib"] == new_memory,
+        after["vcpus"] == new_vcpus,
+    );
+    ensure!(
+        landed == (a, b) && after["resource_version"].as_i64() > Some(rv),
+        "edits landed {landed:?}, tasks said {:?}: {after}",
+        (a, b)
+    );
+    ensure!(
+        !edit_outcome(m, token, id, &json!({ "vcpus": 2, "resource_version": rv }))?,
+        "a stale edit landed"
+    );
+    ensure!(vm(m, admin, id)? == after, "a refused edit changed the VM");
     Ok(())
 }
 

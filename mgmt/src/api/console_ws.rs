@@ -182,7 +182,7 @@ pub(super) async fn close(tx: &mut SplitSink<WebSocket, Message>, code: u16, rea
 /// with a token): the VM and the session's hash (none for a token). Used
 /// by every WebSocket that can type into a VM (the serial and graphical
 /// consoles): a read-only user gets 403.
-pub(super) fn authorize(
+pub(super) async fn authorize(
     mgmt: &Mgmt,
     tls: bool,
     vm: &str,
@@ -201,7 +201,7 @@ pub(super) fn authorize(
             "A console cannot be opened from another origin",
         ));
     }
-    let vm = mgmt.find_vm(vm)?;
+    let vm = mgmt.find_vm_here(vm).await?;
     if !matches!(vm.state, VmState::Running | VmState::Paused) {
         return Err(ApiError::conflict(format!(
             "VM {} is {}: power it on first",
@@ -219,7 +219,7 @@ async fn attach(
     vm: &str,
     headers: &HeaderMap,
 ) -> Result<(Viewer, String, Option<String>), ApiError> {
-    let (vm, principal) = authorize(mgmt, tls, vm, headers)?;
+    let (vm, principal) = authorize(mgmt, tls, vm, headers).await?;
     let paths = mgmt.vm_paths(&vm.id);
     let viewer = mgmt
         .consoles

@@ -148,7 +148,7 @@ pub async fn get(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 pub async fn remove(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let ds = datastore_param(r)?;
     datastore_exists(mgmt, &ds).await?;
-    let users = disk_users(&mgmt.db.vms()?, &ds, None);
+    let users = disk_users(&mgmt.inventory.vms_here().await?, &ds, None);
     if !users.is_empty() {
         return Err(ApiError::conflict(format!(
             "Datastore {ds} holds disks of VMs {}; remove them first",
@@ -204,7 +204,7 @@ pub async fn delete_volume(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErro
     let (ds, name) = volume_params(r)?;
     datastore_exists(mgmt, &ds).await?;
     volume(mgmt, &ds, &name).await?;
-    let users = disk_users(&mgmt.db.vms()?, &ds, Some(&name));
+    let users = disk_users(&mgmt.inventory.vms_here().await?, &ds, Some(&name));
     if !users.is_empty() {
         return Err(ApiError::conflict(format!(
             "Volume {ds}/{name} is a disk of VM {}; remove it from the VM first",
@@ -251,7 +251,7 @@ pub async fn resize_volume(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErro
 /// a stopped VM has its export taken down and made again around it (under
 /// the VM's lock); a disk of a running VM is refused.
 async fn resize(mgmt: &Mgmt, ds: &str, name: &str, size: u64) -> Result<VolumeInfo, ApiError> {
-    let vms = mgmt.db.vms()?;
+    let vms = mgmt.inventory.vms_here().await?;
     let Some(owner) = vms.iter().find(|vm| {
         vm.disks
             .iter()
@@ -261,7 +261,7 @@ async fn resize(mgmt: &Mgmt, ds: &str, name: &str, size: u64) -> Result<VolumeIn
     };
     let lock = mgmt.vm_lock(&owner.id);
     let _guard = lock.lock().await;
-    let mut vm = mgmt.find_vm(&owner.id)?;
+    let mut vm = mgmt.find_vm(&owner.id).await?;
     if vm.state != VmState::Stopped {
         return Err(ApiError::conflict(format!(
             "Volume {ds}/{name} is a disk of VM {}, which is {}: power it off to grow the disk",
@@ -290,7 +290,7 @@ async fn resize(mgmt: &Mgmt, ds: &str, name: &str, size: u64) -> Result<VolumeIn
     let grown = grown?;
     again?;
     disk.size_bytes = size;
-    mgmt.db.update_vm(&vm)?;
+    mgmt.inventory.update_vm(&vm).await?;
     Ok(grown)
 }
 

@@ -46,7 +46,7 @@ async fn connect(
     vm: &str,
     headers: &HeaderMap,
 ) -> Result<(UnixStream, String, Option<String>), ApiError> {
-    let (vm, principal) = authorize(mgmt, tls, vm, headers)?;
+    let (vm, principal) = authorize(mgmt, tls, vm, headers).await?;
     let d = Driver::parse(&vm.driver);
     if !driver::has_display(d) {
         return Err(ApiError::conflict(format!(

@@ -48,8 +48,8 @@ pub struct VmDriver {
 
 /// `GET /api/v1/host`: with its VMs counted, and which driver each has
 /// and why.
-pub fn host(mgmt: &Mgmt) -> Result<Reply, ApiError> {
-    let vms = mgmt.db.vms()?;
+pub async fn host(mgmt: &Mgmt) -> Result<Reply, ApiError> {
+    let vms = mgmt.inventory.vms_here().await?;
     let count = |state| vms.iter().filter(|v| v.state == state).count();
     ok(Host {
         facts: mgmt.host.clone(),
@@ -178,7 +178,7 @@ pub struct MetricSeries {
 /// `GET /api/v1/metrics/{kind}/{object}`: the series as columns, one
 /// `times` array and, per metric, its values at those times (`null` where
 /// it has none), as charts take them.
-pub fn metric_series(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+pub async fn metric_series(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let kind = r.param("kind");
     if !crate::metrics::KINDS.contains(&kind) {
         return Err(ApiError::not_found(format!(
@@ -188,7 +188,7 @@ pub fn metric_series(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let mut object = r.param("object").to_owned();
     match kind {
         "vm" => {
-            object = mgmt.find_vm(&object)?.id;
+            object = mgmt.find_vm(&object).await?.id;
         }
         "host" if object != mgmt.host.hostname => {
             return Err(ApiError::not_found(format!(

@@ -35,6 +35,6 @@ pub fn openapi() -> Result<Reply, ApiError> {
 }
 
 /// `GET /metrics`: mgmtd's own.
-pub fn mgmtd_metrics(mgmt: &Mgmt) -> Result<Reply, ApiError> {
-    Ok(Reply::Text(crate::metrics::own::render(mgmt)?))
+pub async fn mgmtd_metrics(mgmt: &Mgmt) -> Result<Reply, ApiError> {
+    Ok(Reply::Text(crate::metrics::own::render(mgmt).await?))
 }

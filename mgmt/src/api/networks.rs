@@ -290,7 +290,7 @@ pub async fn list_ports(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> 
     let page = Page::from_query(&r.query)?;
     let config = mgmt.vswitchd.config().await?;
     let stats = mgmt.vswitchd.stats().await?;
-    let vms = mgmt.db.vms()?;
+    let vms = mgmt.inventory.vms_here().await?;
     let mut out = Vec::new();
     for p in &config.ports {
         let vm = vms.iter().find(|v| v.nics.iter().any(|n| n.port == p.name));
@@ -388,7 +388,7 @@ pub async fn delete_switch(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiErro
         .filter_map(|g| g["name"].as_str())
         .collect();
     if !on_it.is_empty() {
-        let vms = mgmt.db.vms()?;
+        let vms = mgmt.inventory.vms_here().await?;
         let users: Vec<&str> = vms
             .iter()
             .filter(|vm| {
@@ -452,7 +452,7 @@ pub async fn edit_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiEr
 /// are on it.
 pub async fn delete_port_group(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let name = name_param(r, "port_group", "port group")?;
-    let vms = mgmt.db.vms()?;
+    let vms = mgmt.inventory.vms_here().await?;
     let users: Vec<&str> = vms
         .iter()
         .filter(|vm| vm.nics.iter().any(|n| n.port_group == name))

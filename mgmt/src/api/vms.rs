@@ -52,15 +52,15 @@ pub fn templates_list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 }
 
 /// `GET /api/v1/vms`.
-pub fn list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+pub async fn list(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
-    let vms = mgmt.db.vms()?;
+    let vms = mgmt.inventory.vms().await?;
     ok(page.of(vms.into_iter().map(|v| VmReply::new(mgmt, v)).collect()))
 }
 
 /// `GET /api/v1/vms/{vm}`: by id or name.
-pub fn get(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    ok(VmReply::new(mgmt, mgmt.find_vm(r.param("vm"))?))
+pub async fn get(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    ok(VmReply::new(mgmt, mgmt.find_vm(r.param("vm")).await?))
 }
 
 /// `POST /api/v1/vms`: the VM is reserved now, its disks and NICs made
@@ -85,7 +85,7 @@ pub async fn create(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError>
 
 /// `PATCH /api/v1/vms/{vm}`: planned (and refused) before the task starts.
 pub async fn edit(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let vm = mgmt.find_vm(r.param("vm"))?;
+    let vm = mgmt.find_vm_here(r.param("vm")).await?;
     let edit: EditVm = r.body()?;
     edit.check(mgmt.host.memory_bytes >> 20)?;
     let plan = mgmt.plan_edit(&vm, &edit).await?;
@@ -100,8 +100,8 @@ pub async fn edit(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
 
 /// `DELETE /api/v1/vms/{vm}?disks=`: a stopped VM, with its volumes if
 /// asked.
-pub fn delete(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let vm = mgmt.find_vm(r.param("vm"))?;
+pub async fn delete(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let vm = mgmt.find_vm_here(r.param("vm")).await?;
     let with_disks = match r.query.get("disks").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -125,8 +125,8 @@ pub fn delete(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
 }
 
 /// `POST /api/v1/vms/{vm}/power/{action}`.
-pub fn power(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let vm = mgmt.find_vm(r.param("vm"))?;
+pub async fn power(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let vm = mgmt.find_vm_here(r.param("vm")).await?;
     let action = PowerAction::parse(r.param("action"))
         .ok_or_else(|| ApiError::invalid("action must be on, off, reset, pause or resume"))?;
     let user = r.user()?;
@@ -141,8 +141,8 @@ pub fn power(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
 
 /// `GET /api/v1/vms/{vm}/console` and `/display` without an upgrade: the
 /// WebSocket itself is taken by the server before routing.
-pub fn not_upgraded(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    mgmt.find_vm(r.param("vm"))?;
+pub async fn not_upgraded(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    mgmt.find_vm(r.param("vm")).await?;
     Err(ApiError::invalid(
         "This is a WebSocket: connect with Upgrade: websocket",
     ))
@@ -150,8 +150,8 @@ pub fn not_upgraded(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 
 /// A VM's console log as a file: `current` (this power-on's, or the last
 /// one's while stopped) or `previous` (the power-on before it).
-pub fn console_log(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let vm = mgmt.find_vm(r.param("vm"))?;
+pub async fn console_log(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let vm = mgmt.find_vm_here(r.param("vm")).await?;
     let paths = mgmt.vm_paths(&vm.id);
     let path = match r.param("session") {
         "current" => paths.console_log(),

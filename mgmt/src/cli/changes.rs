@@ -21,6 +21,10 @@ use vswitch::control_plane::api::types::{ShapingRule, VlanMode};
 #[derive(Debug, Args)]
 pub(crate) struct VmEdit {
     vm: String,
+    /// Only if the VM is still at this resource_version (from `vm show`):
+    /// an edit made meanwhile by someone else is not overwritten.
+    #[arg(long, value_name = "VERSION")]
+    if_version: Option<i64>,
     /// A new name (any time; the rest only while the VM is stopped).
     #[arg(long)]
     name: Option<String>,
@@ -302,6 +306,7 @@ fn edit_body(a: VmEdit) -> Result<EditVm> {
             .iter()
             .map(|mac| RemoveNic { mac: mac.clone() })
             .collect(),
+        resource_version: a.if_version,
     })
 }
 

@@ -1,5 +1,7 @@
 //! Inventory rows: the host, datastores and networks mirrored from the
-//! daemons, and the VMs mgmtd owns.
+//! daemons, and the VMs of a host from before the cluster (they move into
+//! the cluster's store, [`crate::inventory`], at the first start; these
+//! rows are read only for that).
 
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
@@ -95,6 +97,11 @@ pub struct VmNic {
 pub struct Vm {
     pub id: String,
     pub name: String,
+    /// The host whose mgmtd runs the VM
+    pub host: String,
+    /// The revision of the VM's settings in the cluster's store: an edit
+    /// that names it is refused (409) once someone else changed them
+    pub resource_version: i64,
     pub vcpus: u32,
     pub memory_mib: u32,
     pub boot: Boot,
@@ -133,6 +140,8 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<(Vm, String)> {
         Vm {
             id: r.get("id")?,
             name: r.get("name")?,
+            host: String::new(),
+            resource_version: 0,
             vcpus: r.get("vcpus")?,
             memory_mib: r.get("memory_mib")?,
             boot: Boot::Kernel {
@@ -305,42 +314,6 @@ impl Db {
         Ok(())
     }
 
-    /// Replaces a VM's settings, disks and NICs (an edit), in one
-    /// transaction: all of it or nothing. Fails with a constraint error
-    /// when the new name is taken.
-    pub fn update_vm(&self, vm: &Vm) -> Result<(), DbError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE vms SET name = ?2, vcpus = ?3, memory_mib = ?4, boot = ?5, driver = ?6,
-                            driver_reason = ?7, updated_at = ?8 WHERE id = ?1",
-            params![
-                vm.id,
-                vm.name,
-                vm.vcpus,
-                vm.memory_mib,
-                serde_json::to_string(&vm.boot)?,
-                vm.driver,
-                vm.driver_reason,
-                now()
-            ],
-        )?;
-        tx.execute("DELETE FROM vm_disks WHERE vm_id = ?1", params![vm.id])?;
-        tx.execute("DELETE FROM vm_nics WHERE vm_id = ?1", params![vm.id])?;
-        insert_devices(&tx, vm)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Sets a VM's state and process.
-    pub fn set_vm_state(&self, id: &str, state: VmState, pid: Option<u32>) -> Result<(), DbError> {
-        self.conn().execute(
-            "UPDATE vms SET state = ?2, pid = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, state.as_str(), pid, now()],
-        )?;
-        Ok(())
-    }
-
     /// Removes a VM with its disk and NIC rows.
     pub fn delete_vm(&self, id: &str) -> Result<(), DbError> {
         self.conn()
@@ -415,6 +388,8 @@ mod tests {
         Vm {
             id: id.into(),
             name: name.into(),
+            host: String::new(),
+            resource_version: 0,
             vcpus: 1,
             memory_mib: 512,
             boot: Boot::Kernel {
@@ -450,29 +425,9 @@ mod tests {
         assert_eq!(db.vm("vm-1").unwrap().unwrap(), vm);
         assert_eq!(db.vm("web").unwrap().unwrap().id, "vm-1");
         assert!(db.insert_vm(&sample("vm-2", "web")).is_err());
-        db.set_vm_state("vm-1", VmState::Running, Some(42)).unwrap();
-        let got = db.vm("web").unwrap().unwrap();
-        assert_eq!((got.state, got.pid), (VmState::Running, Some(42)));
-        let mut edited = db.vm("vm-1").unwrap().unwrap();
-        edited.name = "web2".into();
-        edited.memory_mib = 1024;
-        edited.nics.clear();
-        edited.disks.push(VmDisk {
-            datastore: "local".into(),
-            volume: "web/disk1".into(),
-            size_bytes: 1 << 20,
-            export_id: "vm-1-disk1".into(),
-        });
-        db.update_vm(&edited).unwrap();
-        let got = db.vm("web2").unwrap().unwrap();
-        assert_eq!(
-            (got.memory_mib, got.disks.len(), got.nics.len()),
-            (1024, 2, 0)
-        );
         db.insert_vm(&sample("vm-3", "other")).unwrap();
-        edited.name = "other".into();
-        assert!(db.update_vm(&edited).is_err(), "a taken name");
-        assert_eq!(db.vm("vm-1").unwrap().unwrap().name, "web2");
+        let names: Vec<String> = db.vms().unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(names, ["other", "web"]);
         db.delete_vm("vm-1").unwrap();
         db.delete_vm("vm-3").unwrap();
         assert!(db.vm("vm-1").unwrap().is_none());

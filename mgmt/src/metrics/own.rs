@@ -94,7 +94,7 @@ impl OwnMetrics {
 
 /// The whole text: the counters, and what the inventory and the
 /// supervisors say now.
-pub fn render(mgmt: &Mgmt) -> Result<String, crate::db::DbError> {
+pub async fn render(mgmt: &Mgmt) -> Result<String, crate::error::Error> {
     let mut page = Exposition::new();
     mgmt.own_metrics.render_counters(&mut page);
     let mut tasks = page.family(
@@ -111,7 +111,7 @@ pub fn render(mgmt: &Mgmt) -> Result<String, crate::db::DbError> {
             vms.insert((state.to_owned(), driver.to_owned()), 0);
         }
     }
-    for vm in mgmt.db.vms()? {
+    for vm in mgmt.inventory.vms_here().await? {
         *vms.entry((vm.state.as_str().to_owned(), vm.driver.clone()))
             .or_default() += 1;
     }

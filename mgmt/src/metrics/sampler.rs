@@ -329,7 +329,7 @@ pub async fn run(mgmt: Arc<Mgmt>, every: Duration) {
     loop {
         tick.tick().await;
         let started = Instant::now();
-        let vms = match mgmt.db.vms() {
+        let vms = match mgmt.inventory.vms_here().await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!("Sampling: cannot list VMs: {e}");
@@ -363,6 +363,8 @@ mod tests {
         Vm {
             id: "vm-1".into(),
             name: "tiny".into(),
+            host: "a".into(),
+            resource_version: 1,
             vcpus: 1,
             memory_mib: 512,
             boot: Boot::Kernel {

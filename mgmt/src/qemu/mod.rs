@@ -275,6 +275,8 @@ pub(crate) mod tests {
         Vm {
             id: "vm-1".into(),
             name: "tiny".into(),
+            host: "a".into(),
+            resource_version: 1,
             vcpus: 2,
             memory_mib: 256,
             boot: Boot::Kernel {

@@ -56,6 +56,11 @@ pub struct EditVm {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(schema_with = crate::api::schema::removed_nics)]
     pub remove_nics: Vec<RemoveNic>,
+    /// The VM's `resource_version` this edit was made from: if the VM
+    /// changed since (through any host), the edit is refused with 409
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub resource_version: Option<i64>,
 }
 
 /// A disk to take off the VM, by its volume.
@@ -293,6 +298,15 @@ fn new_volume_name(after: &Vm, listed: &[VolumeInfo]) -> String {
     free_name(&format!("{}/disk", after.name), after.disks.len(), &used)
 }
 
+/// The refusal of an edit made from an older version of the VM.
+fn changed_since(vm: &Vm) -> Error {
+    Error::Conflict(format!(
+        "VM {} was changed by someone else since this edit was made (it is at \
+         resource_version {} now): read it again and retry",
+        vm.name, vm.resource_version
+    ))
+}
+
 /// Takes the NICs to remove off `after`.
 fn take_off_nics(vm: &Vm, after: &mut Vm, remove: &[RemoveNic]) -> Result<Vec<VmNic>, Error> {
     let mut removed = Vec::new();
@@ -312,12 +326,18 @@ fn take_off_nics(vm: &Vm, after: &mut Vm, remove: &[RemoveNic]) -> Result<Vec<Vm
 impl Mgmt {
     /// Checks an edit against the VM and the daemons; nothing is changed.
     pub async fn plan_edit(&self, vm: &Vm, edit: &EditVm) -> Result<EditPlan, Error> {
+        if edit
+            .resource_version
+            .is_some_and(|v| v != vm.resource_version)
+        {
+            return Err(changed_since(vm));
+        }
         refuse_unless_stopped(vm, edit.changes_hardware())?;
         let mut after = vm.clone();
         if let Some(n) = &edit.name
             && *n != vm.name
         {
-            if self.db.vm(n)?.is_some_and(|o| o.id != vm.id) {
+            if self.inventory.vm(n).await?.is_some_and(|o| o.id != vm.id) {
                 return Err(Error::NameTaken {
                     kind: "VM",
                     name: n.clone(),
@@ -358,7 +378,7 @@ impl Mgmt {
         }
         self.need_blockd().await?;
         let (stores, _) = self.sync_datastores().await?;
-        let vms = self.db.vms()?;
+        let vms = self.inventory.vms_here().await?;
         let mut exports: HashSet<String> = vm.disks.iter().map(|d| d.export_id.clone()).collect();
         for (i, d) in add.iter().enumerate() {
             if !stores.iter().any(|s| s.name == d.datastore) {
@@ -482,12 +502,12 @@ impl Mgmt {
         let id = plan.before.id.clone();
         let lock = self.vm_lock(&id);
         let _guard = lock.lock().await;
-        self.check_still_planned(&plan)?;
+        self.check_still_planned(&plan).await?;
         let mut done = Done::default();
         ctx.progress(10, "changing devices");
         let result = self.edit_devices(&plan, &mut done).await;
         let result = match result {
-            Ok(()) => self.save_edited(&plan.after),
+            Ok(()) => self.save_edited(&plan.after).await,
             Err(e) => Err(e),
         };
         if let Err(e) = result {
@@ -515,35 +535,21 @@ impl Mgmt {
     }
 
     /// Refuses the edit if the VM runs and the edit changes its hardware,
-    /// or if its disks, NICs or name changed since the edit was planned.
-    fn check_still_planned(&self, plan: &EditPlan) -> Result<(), Error> {
-        let now = self.find_vm(&plan.before.id)?;
+    /// or if its settings changed since the edit was planned (another
+    /// edit, through this host or another, landed first).
+    async fn check_still_planned(&self, plan: &EditPlan) -> Result<(), Error> {
+        let now = self.find_vm(&plan.before.id).await?;
         refuse_unless_stopped(&now, plan.changes_hardware())?;
-        if (&now.disks, &now.nics, &now.name)
-            != (&plan.before.disks, &plan.before.nics, &plan.before.name)
-        {
-            return Err(Error::Conflict(format!(
-                "VM {} changed while this edit waited: edit it again",
-                now.name
-            )));
+        if now.resource_version != plan.before.resource_version {
+            return Err(changed_since(&now));
         }
         Ok(())
     }
 
     /// Writes the edited VM to the inventory; a name taken meanwhile is a
     /// conflict.
-    fn save_edited(&self, after: &Vm) -> Result<(), Error> {
-        self.db.update_vm(after).map_err(|e| match e {
-            crate::db::DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Error::NameTaken {
-                    kind: "VM",
-                    name: after.name.clone(),
-                }
-            }
-            other => other.into(),
-        })
+    async fn save_edited(&self, after: &Vm) -> Result<(), Error> {
+        self.inventory.update_vm(after).await.map(|_| ())
     }
 
     /// Deletes the volumes of the disks taken off that go too: the ones

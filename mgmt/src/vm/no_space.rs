@@ -168,7 +168,9 @@ impl Mgmt {
     }
 
     async fn no_space_round(&self) {
-        let Ok(vms) = self.db.vms() else { return };
+        let Ok(vms) = self.inventory.vms_here().await else {
+            return;
+        };
         self.no_space()
             .retain(|id| vms.iter().any(|v| v.id == id && v.state == VmState::Paused));
         let Ok(held) = self.blockd.held_for_space().await else {
@@ -225,7 +227,11 @@ impl Mgmt {
         let backoff = self
             .no_space()
             .paused(&vm.id, datastore, free, Instant::now());
-        if let Err(e) = self.db.set_vm_state(&vm.id, VmState::Paused, vm.pid) {
+        if let Err(e) = self
+            .inventory
+            .set_vm_state(&vm.id, VmState::Paused, vm.pid)
+            .await
+        {
             tracing::warn!(vm = %vm.name, "Cannot record the VM as paused: {e}");
         }
         tracing::warn!(vm = %vm.name, datastore, ?backoff, "Paused: the datastore is out of space");
@@ -251,7 +257,11 @@ impl Mgmt {
             return;
         }
         self.no_space().resumed(&vm.id, Instant::now());
-        if let Err(e) = self.db.set_vm_state(&vm.id, VmState::Running, vm.pid) {
+        if let Err(e) = self
+            .inventory
+            .set_vm_state(&vm.id, VmState::Running, vm.pid)
+            .await
+        {
             tracing::warn!(vm = %vm.name, "Cannot record the VM as running: {e}");
         }
         let message = match why {

@@ -72,11 +72,27 @@ impl Mgmt {
     }
 
     /// The VM by id or name, or 404.
-    pub fn find_vm(&self, id_or_name: &str) -> Result<Vm, Error> {
-        self.db.vm(id_or_name)?.ok_or_else(|| Error::NotFound {
-            kind: "VM",
-            name: id_or_name.to_owned(),
-        })
+    pub async fn find_vm(&self, id_or_name: &str) -> Result<Vm, Error> {
+        self.inventory
+            .vm(id_or_name)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind: "VM",
+                name: id_or_name.to_owned(),
+            })
+    }
+
+    /// The VM by id or name, if this host runs it: a VM of another host
+    /// is changed through that host's mgmtd, which runs its processes.
+    pub async fn find_vm_here(&self, id_or_name: &str) -> Result<Vm, Error> {
+        let vm = self.find_vm(id_or_name).await?;
+        if vm.host != self.inventory.host() {
+            return Err(Error::Conflict(format!(
+                "VM {} runs on host {}: ask that host's mgmtd (see GET /api/v1/hosts)",
+                vm.name, vm.host
+            )));
+        }
+        Ok(vm)
     }
 
     /// Checks what a plan names on the daemons (datastores, port groups)
@@ -88,7 +104,7 @@ impl Mgmt {
         if !plan.disks.is_empty() {
             self.need_blockd().await?;
             let (stores, _) = self.sync_datastores().await?;
-            let vms = self.db.vms()?;
+            let vms = self.inventory.vms_here().await?;
             for (i, d) in plan.disks.iter().enumerate() {
                 if !stores.iter().any(|s| s.name == d.datastore) {
                     return Err(Error::Invalid(format!(
@@ -131,7 +147,7 @@ impl Mgmt {
                 }
             }
         }
-        if self.db.vm(&plan.name)?.is_some() {
+        if self.inventory.vm(&plan.name).await?.is_some() {
             return Err(Error::NameTaken {
                 kind: "VM",
                 name: plan.name.clone(),
@@ -143,6 +159,8 @@ impl Mgmt {
         let vm = Vm {
             id: id.clone(),
             name: plan.name.clone(),
+            host: self.inventory.host().to_owned(),
+            resource_version: 0,
             vcpus: plan.vcpus,
             memory_mib: plan.memory_mib,
             boot: plan.boot.clone(),
@@ -177,17 +195,7 @@ impl Mgmt {
             created_at: t,
             updated_at: t,
         };
-        self.db.insert_vm(&vm).map_err(|e| match e {
-            crate::db::DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Error::NameTaken {
-                    kind: "VM",
-                    name: plan.name.clone(),
-                }
-            }
-            other => other.into(),
-        })?;
+        self.inventory.insert_vm(&vm).await?;
         Ok(vm)
     }
 
@@ -211,7 +219,7 @@ impl Mgmt {
         if let Err(e) = result {
             ctx.progress(90, "undoing");
             self.undo(&made).await;
-            self.db.delete_vm(&vm.id)?;
+            self.inventory.delete_vm(&vm.id).await?;
             self.db.event(
                 "error",
                 "vm.create_failed",
@@ -221,7 +229,9 @@ impl Mgmt {
             );
             return Err(e);
         }
-        self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+        self.inventory
+            .set_vm_state(&vm.id, VmState::Stopped, None)
+            .await?;
         self.db.event(
             "info",
             "vm.created",
@@ -312,7 +322,7 @@ impl Mgmt {
                     .await
             }
             PowerAction::Reset => {
-                let vm = self.find_vm(&id)?;
+                let vm = self.find_vm(&id).await?;
                 if vm.state != VmState::Running {
                     return Err(Error::Conflict(format!("VM {} is not running", vm.name)));
                 }
@@ -349,7 +359,7 @@ impl Mgmt {
         pause: bool,
         user: &str,
     ) -> Result<serde_json::Value, Error> {
-        let vm = self.find_vm(id)?;
+        let vm = self.find_vm(id).await?;
         let (from, to, verb) = if pause {
             (VmState::Running, VmState::Paused, "paused")
         } else {
@@ -378,7 +388,7 @@ impl Mgmt {
         })?;
         // The user's pause or resume ends mgmtd's own (for space).
         self.no_space().forget(&vm.id);
-        self.db.set_vm_state(&vm.id, to, vm.pid)?;
+        self.inventory.set_vm_state(&vm.id, to, vm.pid).await?;
         self.db.event(
             "info",
             if pause { "vm.paused" } else { "vm.resumed" },
@@ -390,7 +400,7 @@ impl Mgmt {
     }
 
     async fn start_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, Error> {
-        let vm = self.find_vm(id)?;
+        let vm = self.find_vm(id).await?;
         match vm.state {
             VmState::Running => {
                 return Ok(json!({ "id": vm.id, "state": "running", "pid": vm.pid }));
@@ -466,7 +476,9 @@ impl Mgmt {
                 .event("error", "vm.power_on_failed", &vm.id, &message, Some(user));
             Error::Internal(message)
         })?;
-        self.db.set_vm_state(&vm.id, VmState::Running, Some(pid))?;
+        self.inventory
+            .set_vm_state(&vm.id, VmState::Running, Some(pid))
+            .await?;
         self.db.event(
             "info",
             "vm.powered_on",
@@ -485,7 +497,7 @@ impl Mgmt {
     }
 
     async fn stop_locked(&self, id: &str, user: &str) -> Result<serde_json::Value, Error> {
-        let vm = self.find_vm(id)?;
+        let vm = self.find_vm(id).await?;
         let paths = self.vm_paths(&vm.id);
         let d = Driver::parse(&vm.driver);
         if let Some(pid) = driver::running_pid(d, &paths) {
@@ -494,7 +506,9 @@ impl Mgmt {
                 .map_err(|e| Error::Internal(e.chain()))?;
         }
         if matches!(vm.state, VmState::Running | VmState::Paused) {
-            self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+            self.inventory
+                .set_vm_state(&vm.id, VmState::Stopped, None)
+                .await?;
             self.db.event(
                 "info",
                 "vm.powered_off",
@@ -516,7 +530,7 @@ impl Mgmt {
     ) -> Result<serde_json::Value, Error> {
         let lock = self.vm_lock(&id);
         let _guard = lock.lock().await;
-        let vm = self.find_vm(&id)?;
+        let vm = self.find_vm(&id).await?;
         if matches!(vm.state, VmState::Running | VmState::Paused) {
             return Err(Error::Conflict(format!(
                 "VM {} is {}: power it off first",
@@ -524,7 +538,9 @@ impl Mgmt {
                 vm.state.as_str()
             )));
         }
-        self.db.set_vm_state(&vm.id, VmState::Deleting, None)?;
+        self.inventory
+            .set_vm_state(&vm.id, VmState::Deleting, None)
+            .await?;
         let result = async {
             for n in &vm.nics {
                 self.need_vswitchd().await?;
@@ -548,10 +564,12 @@ impl Mgmt {
         .await;
         if let Err(e) = result {
             // What is left is still the VM's: it stays in the inventory.
-            self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+            self.inventory
+                .set_vm_state(&vm.id, VmState::Stopped, None)
+                .await?;
             return Err(e);
         }
-        self.db.delete_vm(&vm.id)?;
+        self.inventory.delete_vm(&vm.id).await?;
         let _ = std::fs::remove_dir_all(self.vm_paths(&vm.id).dir);
         self.db.event(
             "info",
@@ -575,7 +593,7 @@ impl Mgmt {
     /// runs are adopted, in the state the hypervisor reports; the others
     /// are stopped. VMs left half-made are removed.
     pub async fn adopt_vms(&self) -> Result<(), Error> {
-        for vm in self.db.vms()? {
+        for vm in self.inventory.vms_here().await? {
             let paths = self.vm_paths(&vm.id);
             let d = Driver::parse(&vm.driver);
             match vm.state {
@@ -588,7 +606,9 @@ impl Mgmt {
                                 vm.state
                             }
                         };
-                        self.db.set_vm_state(&vm.id, state, Some(pid))?;
+                        self.inventory
+                            .set_vm_state(&vm.id, state, Some(pid))
+                            .await?;
                         self.db.event(
                             "info",
                             "vm.adopted",
@@ -604,7 +624,9 @@ impl Mgmt {
                     }
                     None => {
                         crate::jail::clean_up(&paths).await;
-                        self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+                        self.inventory
+                            .set_vm_state(&vm.id, VmState::Stopped, None)
+                            .await?;
                         self.db.event(
                             "warning",
                             "vm.stopped",
@@ -615,7 +637,9 @@ impl Mgmt {
                     }
                 },
                 VmState::Creating | VmState::Deleting => {
-                    self.db.set_vm_state(&vm.id, VmState::Stopped, None)?;
+                    self.inventory
+                        .set_vm_state(&vm.id, VmState::Stopped, None)
+                        .await?;
                     self.db.event(
                         "warning",
                         "vm.interrupted",
@@ -657,7 +681,9 @@ impl Mgmt {
                     Err(_) => true,
                 }
             });
-            let Ok(vms) = self.db.vms() else { continue };
+            let Ok(vms) = self.inventory.vms_here().await else {
+                continue;
+            };
             for vm in vms
                 .into_iter()
                 .filter(|v| matches!(v.state, VmState::Running | VmState::Paused))
@@ -678,7 +704,12 @@ impl Mgmt {
                 {
                     unclean.push((paths, 60));
                 }
-                if self.db.set_vm_state(&vm.id, VmState::Stopped, None).is_ok() {
+                if self
+                    .inventory
+                    .set_vm_state(&vm.id, VmState::Stopped, None)
+                    .await
+                    .is_ok()
+                {
                     self.db.event(
                         "info",
                         "vm.stopped",

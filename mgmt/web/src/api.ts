@@ -187,6 +187,10 @@ export type Driver = 'sfera-vmm' | 'qemu';
 export interface Vm {
   id: string;
   name: string;
+  /** The host whose mgmtd runs the VM. */
+  host: string;
+  /** The revision of its settings in the cluster's store. */
+  resource_version: number;
   vcpus: number;
   memory_mib: number;
   boot: Boot;
@@ -224,6 +228,8 @@ export interface VmEdit {
   remove_disks?: { datastore: string; volume: string; delete_volume: boolean }[];
   add_nics?: { port_group: string; mac?: string }[];
   remove_nics?: { mac: string }[];
+  /** The VM's resource_version the edit was made from: 409 if it changed since. */
+  resource_version?: number;
 }
 
 export type TaskState = 'queued' | 'running' | 'success' | 'error';

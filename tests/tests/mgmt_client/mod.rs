@@ -153,6 +153,18 @@ impl Mgmtd {
 
     /// Waits for a task (from a 202 answer) to succeed; returns its result.
     pub(crate) fn wait_task(&self, token: &str, task: &Value, timeout: Duration) -> Result<Value> {
+        let t = self.finished_task(token, task, timeout)?;
+        ensure!(t["state"] == "success", "task failed: {t}");
+        Ok(t["result"].clone())
+    }
+
+    /// Waits for a task (from a 202 answer) to end, well or not; the task.
+    pub(crate) fn finished_task(
+        &self,
+        token: &str,
+        task: &Value,
+        timeout: Duration,
+    ) -> Result<Value> {
         let id = task["id"].as_i64().context("not a task")?;
         let t = poll(&format!("task {id}"), timeout, || {
             let t = self.expect(
@@ -167,8 +179,7 @@ impl Mgmtd {
                 _ => Some(t),
             })
         })?;
-        ensure!(t["state"] == "success", "task failed: {t}");
-        Ok(t["result"].clone())
+        Ok(t)
     }
 
     /// Logs in as admin with the generated password (cookies in `jar`).

@@ -100,7 +100,7 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
     setError(null);
     setSubmitting(true);
     try {
-      const t = await call<Task>('PATCH', `/vms/${seg(vm.id)}`, b);
+      const t = await call<Task>('PATCH', `/vms/${seg(vm.id)}`, { ...b, resource_version: vm.resource_version });
       await refreshActivity();
       await waitTask(t, setTask);
       await refreshAll();

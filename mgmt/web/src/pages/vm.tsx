@@ -26,6 +26,7 @@ function Summary({ vm }: { vm: Vm }) {
           <Facts
             rows={[
               ['State', <StateBadge state={vm.state} />],
+              ['Host', <span data-testid="vm-host">{vm.host}</span>],
               ['vCPUs', vm.vcpus],
               ['Memory', bytes(vm.memory_mib * 1024 * 1024)],
               ['Driver', <span data-testid="vm-driver">{vm.driver === 'qemu' && host ? `qemu (${host.accel})` : vm.driver}</span>],

@@ -16,6 +16,8 @@ pub mod member;
 pub mod pki;
 pub mod store;
 
+/// The etcd client, for what this crate does not wrap (cluster membership).
+pub use etcd_client;
 pub use lease::{Lease, LeaseState};
 pub use member::{Member, MemberConfig, MemberError, MemberTls};
 pub use pki::{ClientTls, TlsDir};

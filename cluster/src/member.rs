@@ -240,6 +240,11 @@ fn prepare_dir(dir: &Path) -> Result<(), MemberError> {
 /// A TCP port on 127.0.0.1 nobody listens on now (the kernel's pick), for
 /// a member that only this host's mgmtd talks to.
 pub fn free_loopback_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    free_port_on(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// A TCP port on `address` (one of this host's) nobody listens on now.
+pub fn free_port_on(address: std::net::IpAddr) -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind((address, 0))?;
     Ok(l.local_addr()?.port())
 }

@@ -214,6 +214,64 @@ pub fn ensure_member_files(
     Ok(())
 }
 
+/// What a host admitted by another gets, as PEM: the cluster's authority
+/// (with its key: any host can admit the next one), its member's
+/// certificate and key, and its mgmtd's client certificate and key.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFiles {
+    pub ca: String,
+    pub ca_key: String,
+    pub member_cert: String,
+    pub member_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+impl std::fmt::Debug for HostFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostFiles { .. }")
+    }
+}
+
+impl HostFiles {
+    /// Signs the files of host `host` whose member is reached at `sans`.
+    pub fn issue(
+        dir: &TlsDir,
+        cluster_id: &str,
+        host: &str,
+        sans: &[String],
+    ) -> Result<Self, PkiError> {
+        let ca = Authority::load(dir, cluster_id)?;
+        let (member_cert, member_key) = ca.issue(host, sans)?;
+        let (client_cert, client_key) = ca.issue(&format!("mgmtd {host}"), &[])?;
+        Ok(HostFiles {
+            ca: ca.cert_pem.clone(),
+            ca_key: read(&dir.ca_key())?,
+            member_cert,
+            member_key,
+            client_cert,
+            client_key,
+        })
+    }
+
+    /// Writes them into `dir` (made private), replacing what is there.
+    pub fn save(&self, dir: &TlsDir) -> Result<(), PkiError> {
+        make_private_dir(&dir.0)?;
+        for (path, text) in [
+            (dir.ca(), &self.ca),
+            (dir.ca_key(), &self.ca_key),
+            (dir.member_cert(), &self.member_cert),
+            (dir.member_key(), &self.member_key),
+            (dir.client_cert(), &self.client_cert),
+            (dir.client_key(), &self.client_key),
+        ] {
+            write_private(&path, text)?;
+        }
+        Ok(())
+    }
+}
+
 fn read(path: &Path) -> Result<String, PkiError> {
     std::fs::read_to_string(path).map_err(|source| PkiError::Io {
         path: path.display().to_string(),

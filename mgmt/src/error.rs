@@ -35,6 +35,10 @@ pub enum Error {
     /// the operation (a running VM's hardware, a volume that is a disk).
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this (a join token that is unknown, used
+    /// or expired).
+    #[error("{0}")]
+    Forbidden(String),
     /// A daemon or program the operation needs is not there.
     #[error("{0}")]
     Unavailable(String),

@@ -26,6 +26,7 @@
 pub mod api;
 pub mod auth;
 pub mod blockd;
+pub mod client;
 pub mod console;
 pub mod daemon_users;
 pub mod db;
@@ -36,6 +37,7 @@ pub mod host_paths;
 pub mod import;
 pub mod inventory;
 pub mod jail;
+pub mod join;
 pub mod logs;
 pub mod membership;
 pub mod metrics;

@@ -116,6 +116,21 @@ struct Args {
     /// loopback (docs/cluster.md).
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// The address this host's etcd member listens on for the other hosts
+    /// (at the first start, or the join): one of this host's addresses
+    /// that they reach. Default: loopback, where only hosts on this
+    /// machine can join.
+    #[arg(long, default_value = "127.0.0.1")]
+    cluster_address: std::net::IpAddr,
+    /// Join the cluster of the mgmtd at this URL (https://HOST:PORT) at the
+    /// first start, with --join-token.
+    #[arg(long, requires = "join_token")]
+    join: Option<String>,
+    /// A join token made on a host of that cluster (`sfera host
+    /// join-token`), in this file (a token is a secret: not on the
+    /// command line).
+    #[arg(long, requires = "join")]
+    join_token: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -159,6 +174,17 @@ fn main() -> Result<()> {
         session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
         host_name: args.host_name,
         etcd_endpoints: args.etcd_endpoints,
+        cluster_address: args.cluster_address,
+        join: match (args.join, args.join_token) {
+            (Some(url), Some(file)) => Some(mgmt::mgmtd::Join {
+                url,
+                token: std::fs::read_to_string(&file)
+                    .with_context(|| format!("Cannot read the join token in {}", file.display()))?
+                    .trim()
+                    .to_owned(),
+            }),
+            _ => None,
+        },
         max_connections: usize::try_from(args.max_connections)
             .context("--max-connections is too large")?,
     };

@@ -9,12 +9,13 @@
 //! in that file, so a restarted member keeps its URLs.
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use cluster::member::free_loopback_port;
+use cluster::member::free_port_on;
 use cluster::{Batch, Lease, LeaseState, MemberConfig, MemberTls, Store, TlsDir, pki};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -64,8 +65,14 @@ pub struct MemberSettings {
 impl ClusterFile {
     /// Reads `<data>/cluster.json`, or makes it: with `endpoints` given,
     /// this host uses that cluster and runs no member; otherwise it starts
-    /// a new one-member cluster on loopback.
-    pub fn load_or_create(data_dir: &Path, host: &str, endpoints: &[String]) -> Result<Self> {
+    /// a new one-member cluster on `address` (loopback unless other hosts
+    /// are to join).
+    pub fn load_or_create(
+        data_dir: &Path,
+        host: &str,
+        endpoints: &[String],
+        address: IpAddr,
+    ) -> Result<Self> {
         let path = data_dir.join(FILE);
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -84,7 +91,7 @@ impl ClusterFile {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let file = if endpoints.is_empty() {
-                    Self::new_local(host)?
+                    Self::new_local(host, address)?
                 } else {
                     ClusterFile {
                         host: host.to_owned(),
@@ -94,17 +101,27 @@ impl ClusterFile {
                     }
                 };
                 file.check()?;
-                control::files::write_atomically(&path, &serde_json::to_vec_pretty(&file)?)?;
+                file.save(data_dir)?;
                 Ok(file)
             }
             Err(e) => Err(e).with_context(|| format!("Cannot read {}", path.display())),
         }
     }
 
-    /// A new one-member cluster on loopback ports free now.
-    fn new_local(host: &str) -> Result<Self> {
-        let client = format!("https://127.0.0.1:{}", free_loopback_port()?);
-        let peer = format!("https://127.0.0.1:{}", free_loopback_port()?);
+    /// Writes it as `<data>/cluster.json`.
+    pub fn save(&self, data_dir: &Path) -> Result<()> {
+        control::files::write_atomically(&data_dir.join(FILE), &serde_json::to_vec_pretty(self)?)?;
+        Ok(())
+    }
+
+    /// A new one-member cluster on ports of `address` free now.
+    fn new_local(host: &str, address: IpAddr) -> Result<Self> {
+        let url = |port: u16| match address {
+            IpAddr::V4(a) => format!("https://{a}:{port}"),
+            IpAddr::V6(a) => format!("https://[{a}]:{port}"),
+        };
+        let client = url(free_port_on(address)?);
+        let peer = url(free_port_on(address)?);
         let token = crate::auth::new_secret()?;
         Ok(ClusterFile {
             host: host.to_owned(),
@@ -217,7 +234,7 @@ pub fn default_host_name(hostname: &str) -> String {
 }
 
 /// A new host identity: 128 random bits, hex.
-fn new_host_id() -> Result<String> {
+pub(crate) fn new_host_id() -> Result<String> {
     Ok(crate::auth::new_secret()?.chars().take(32).collect())
 }
 
@@ -232,7 +249,7 @@ fn url_authority(url: &str) -> &str {
 }
 
 /// `HOST` of a URL.
-fn url_host(url: &str) -> String {
+pub(crate) fn url_host(url: &str) -> String {
     let authority = url_authority(url);
     authority
         .rsplit_once(':')
@@ -243,7 +260,7 @@ fn url_host(url: &str) -> String {
 
 /// An etcd URL: `https://HOST:PORT` (or `http://` for a cluster without
 /// TLS that someone else runs).
-fn check_url(url: &str) -> Result<()> {
+pub(crate) fn check_url(url: &str) -> Result<()> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
@@ -300,6 +317,71 @@ pub async fn connect(file: &ClusterFile, data_dir: &Path, within: Duration) -> R
     }
 }
 
+/// How long a joined host's member may take to catch up with the leader
+/// before mgmtd gives up promoting it (and says so).
+const PROMOTE_WITHIN: Duration = Duration::from_secs(120);
+
+/// Makes this host's member, when it joined as a learner, a voting
+/// member once it has caught up (etcd refuses before), and adds its client
+/// URL to the endpoints mgmtd uses (and to `cluster.json`): from then on
+/// the host reaches the store through its own member too.
+pub async fn promote_own_member(
+    store: &Store,
+    file: &mut ClusterFile,
+    data_dir: &Path,
+) -> Result<()> {
+    let Some(m) = file.member.clone() else {
+        return Ok(());
+    };
+    if m.new_cluster {
+        return Ok(());
+    }
+    let mut etcd = store.client();
+    let until = tokio::time::Instant::now() + PROMOTE_WITHIN;
+    loop {
+        let list = etcd
+            .member_list()
+            .await
+            .map_err(cluster::StoreError::from)?;
+        let Some(me) = list
+            .members()
+            .iter()
+            .find(|x| x.peer_urls().contains(&m.peer_url))
+        else {
+            bail!(
+                "this host's etcd member ({}) is not in the cluster's member list: it was \
+                 removed; the host must join again",
+                m.peer_url
+            );
+        };
+        if !me.is_learner() {
+            break;
+        }
+        match etcd.member_promote(me.id()).await {
+            Ok(_) => {
+                tracing::info!(host = file.host, "This host's etcd member votes now");
+                break;
+            }
+            Err(e) if tokio::time::Instant::now() < until => {
+                tracing::info!(error = %e, "This host's etcd member is catching up");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(cluster::StoreError::from(e))
+                    .context("This host's etcd member did not catch up with the cluster in time");
+            }
+        }
+    }
+    if !file.endpoints.contains(&m.client_url) {
+        etcd.add_endpoint(&m.client_url)
+            .await
+            .map_err(cluster::StoreError::from)?;
+        file.endpoints.push(m.client_url.clone());
+        file.save(data_dir)?;
+    }
+    Ok(())
+}
+
 /// What `hosts/<host>` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostRecord {
@@ -339,6 +421,8 @@ pub struct ClusterHost {
 pub struct Cluster {
     pub store: Store,
     pub host: String,
+    /// This host's `cluster.json`.
+    pub file: ClusterFile,
     pub member: Option<Arc<crate::supervisor::Supervisor>>,
 }
 
@@ -501,10 +585,12 @@ async fn hold(
 mod tests {
     use super::*;
 
+    const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn a_new_host_starts_a_one_member_cluster_and_keeps_its_ports() {
         let dir = tempfile::tempdir().unwrap();
-        let first = ClusterFile::load_or_create(dir.path(), "esx1", &[]).unwrap();
+        let first = ClusterFile::load_or_create(dir.path(), "esx1", &[], LOOPBACK).unwrap();
         let m = first.member.clone().unwrap();
         assert_eq!(first.endpoints, vec![m.client_url.clone()]);
         assert!(m.new_cluster);
@@ -513,7 +599,7 @@ mod tests {
             vec![("esx1".to_owned(), m.peer_url.clone())]
         );
         // The second start reads the same settings.
-        let again = ClusterFile::load_or_create(dir.path(), "esx1", &[]).unwrap();
+        let again = ClusterFile::load_or_create(dir.path(), "esx1", &[], LOOPBACK).unwrap();
         assert_eq!(again, first);
         let spec = first
             .member_spec(dir.path(), dir.path(), dir.path())
@@ -537,7 +623,7 @@ mod tests {
     fn a_host_of_another_cluster_runs_no_member_and_cannot_be_moved_by_a_flag() {
         let dir = tempfile::tempdir().unwrap();
         let urls = vec!["http://10.0.0.1:2379".to_owned()];
-        let f = ClusterFile::load_or_create(dir.path(), "esx2", &urls).unwrap();
+        let f = ClusterFile::load_or_create(dir.path(), "esx2", &urls, LOOPBACK).unwrap();
         assert!(f.member.is_none());
         assert!(
             f.member_spec(dir.path(), dir.path(), dir.path())
@@ -545,7 +631,7 @@ mod tests {
                 .is_none()
         );
         let other = vec!["http://10.0.0.9:2379".to_owned()];
-        let err = ClusterFile::load_or_create(dir.path(), "esx2", &other).unwrap_err();
+        let err = ClusterFile::load_or_create(dir.path(), "esx2", &other, LOOPBACK).unwrap_err();
         assert!(
             format!("{err:#}").contains("leaving and joining"),
             "{err:#}"
@@ -572,7 +658,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_host_name_is_one_hosts() {
         let dir = tempfile::tempdir().unwrap();
-        let first = ClusterFile::load_or_create(dir.path(), "esx1", &[]).unwrap();
+        let first = ClusterFile::load_or_create(dir.path(), "esx1", &[], LOOPBACK).unwrap();
         let spec = first
             .member_spec(dir.path(), dir.path(), dir.path())
             .unwrap()
@@ -616,17 +702,17 @@ mod tests {
             vec!["10.0.0.1:2379".to_owned()],
             vec!["http://x:0".to_owned()],
         ] {
-            let err = ClusterFile::load_or_create(dir.path(), "esx3", &bad).unwrap_err();
+            let err = ClusterFile::load_or_create(dir.path(), "esx3", &bad, LOOPBACK).unwrap_err();
             assert!(format!("{err:#}").contains("https://HOST:PORT"), "{err:#}");
         }
         std::fs::write(dir.path().join(FILE), b"{\"host\": 1}").unwrap();
-        let err = ClusterFile::load_or_create(dir.path(), "esx3", &[]).unwrap_err();
+        let err = ClusterFile::load_or_create(dir.path(), "esx3", &[], LOOPBACK).unwrap_err();
         assert!(
             format!("{err:#}").contains("cluster.json is not valid"),
             "{err:#}"
         );
         let fresh = tempfile::tempdir().unwrap();
-        let err = ClusterFile::load_or_create(fresh.path(), "-bad", &[]).unwrap_err();
+        let err = ClusterFile::load_or_create(fresh.path(), "-bad", &[], LOOPBACK).unwrap_err();
         assert!(format!("{err:#}").contains("host name"), "{err:#}");
     }
 }

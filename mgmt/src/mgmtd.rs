@@ -68,6 +68,17 @@ pub struct Options {
     pub host_name: Option<String>,
     /// The etcd cluster's client URLs (none: run a one-member etcd here).
     pub etcd_endpoints: Vec<String>,
+    /// Where this host's etcd member listens for the other hosts.
+    pub cluster_address: std::net::IpAddr,
+    /// The cluster to join at the first start.
+    pub join: Option<Join>,
+}
+
+/// A cluster to join: a member host's API and a join token from it.
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub url: String,
+    pub token: String,
 }
 
 /// The name of the datastore made on first start.
@@ -283,7 +294,22 @@ async fn join_cluster(
         Some(n) => n.clone(),
         None => membership::default_host_name(&facts.hostname),
     };
-    let file = ClusterFile::load_or_create(&paths.data_dir, &name, &o.etcd_endpoints)?;
+    if let Some(join) = &o.join
+        && !paths.data_dir.join("cluster.json").exists()
+    {
+        let plan = crate::join::JoinPlan {
+            url: &join.url,
+            token: &join.token,
+            host: &name,
+            address: o.cluster_address,
+        };
+        crate::join::join(&paths.data_dir, &plan)
+            .await
+            .with_context(|| format!("Cannot join the cluster at {}", join.url))?;
+        tracing::info!(host = name, cluster = join.url, "Joined the cluster");
+    }
+    let mut file =
+        ClusterFile::load_or_create(&paths.data_dir, &name, &o.etcd_endpoints, o.cluster_address)?;
     let member = file
         .member_spec(&paths.data_dir, &paths.run_dir, logs)?
         .map(|spec| Supervisor::new(spec, Arc::clone(db)));
@@ -302,9 +328,11 @@ async fn join_cluster(
         stop_rx.clone(),
         o.stop_on_exit,
     ));
+    membership::promote_own_member(&store, &mut file, &paths.data_dir).await?;
     Ok(membership::Cluster {
         store,
-        host: file.host,
+        host: file.host.clone(),
+        file,
         member,
     })
 }
@@ -312,6 +340,7 @@ async fn join_cluster(
 /// Where things are: the host directories the API may name (made when
 /// they are the defaults) and the programs to run.
 fn paths(o: &Options, run_dir: PathBuf, data_dir: PathBuf, users: DaemonUsers) -> Result<Paths> {
+    let api_cert = (!o.http).then(|| crate::tls::cert_paths(&data_dir.join("tls")).0);
     let (import_dirs, datastore_roots) = host_roots(o, &data_dir)?;
     tracing::info!(import = ?import_dirs.dirs(), datastores = ?datastore_roots.dirs(), "Host directories the API may name");
     Ok(Paths {
@@ -327,6 +356,7 @@ fn paths(o: &Options, run_dir: PathBuf, data_dir: PathBuf, users: DaemonUsers) -
         datastore_roots,
         guest_dir: o.guest_dir.clone(),
         web_dir: o.web_dir.clone(),
+        api_cert,
         sample_every: o.sample_interval,
         users,
     })

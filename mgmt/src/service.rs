@@ -42,6 +42,8 @@ pub struct Paths {
     pub guest_dir: PathBuf,
     /// The web console's files, served at / when present.
     pub web_dir: Option<PathBuf>,
+    /// The API's HTTPS certificate (none: plain HTTP).
+    pub api_cert: Option<PathBuf>,
     /// How often performance samples are taken.
     pub sample_every: Duration,
     /// Who sfera-blockd and sfera-vswitchd run as (what mgmtd makes for

@@ -118,6 +118,109 @@ pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsErr
     Ok(Arc::new(config))
 }
 
+/// The SHA-256 of the (first) certificate in `cert_file`, as lowercase
+/// hex: what a join token carries so the joining host knows this server.
+pub fn cert_sha256(cert_file: &Path) -> Result<String, TlsError> {
+    let read_err = |message: String| TlsError::Read {
+        path: cert_file.to_owned(),
+        message,
+    };
+    let der = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| read_err(e.to_string()))?
+        .next()
+        .ok_or_else(|| read_err("no certificate".into()))?
+        .map_err(|e| read_err(e.to_string()))?;
+    Ok(hex(ring::digest::digest(
+        &ring::digest::SHA256,
+        der.as_ref(),
+    )
+    .as_ref()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A client configuration that trusts exactly one server certificate, the
+/// one whose SHA-256 is `sha256` (hex), whatever signed it and whatever
+/// name it carries: the join token's pin, as kubeadm's discovery hash.
+pub fn pinned_client_config(sha256: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(Pinned {
+        sha256: sha256.to_ascii_lowercase(),
+        provider: Arc::clone(&provider),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Accepts the one certificate with the pinned hash; the handshake's
+/// signatures are still checked with it.
+#[derive(Debug)]
+struct Pinned {
+    sha256: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let got = hex(ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref()).as_ref());
+        if got == self.sha256 {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server's certificate (SHA-256 {got}) is not the one the join token names ({})",
+                self.sha256
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,9 +71,31 @@ impl Site {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// `https://127.0.0.1:<port>`, for a mgmtd started with
+    /// [`Site::start_https`].
+    pub fn base_https(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
     /// Starts mgmtd #`n` here ([`start`]).
     pub fn start(&self, n: u32, extra: &[OsString]) -> Result<Process> {
         start(&self.dir, self.port, &self.guest_dir, n, extra)
+    }
+
+    /// Starts mgmtd #`n` here serving HTTPS with its self-signed
+    /// certificate (`<data>/tls/cert.pem`), as a host does.
+    pub fn start_https(&self, n: u32, extra: &[OsString]) -> Result<Process> {
+        let mut process = Process::spawn(
+            &format!("sfera-mgmtd #{n}"),
+            command(&self.dir, self.port, &self.guest_dir, false, extra)?,
+            &self.dir.join(format!("mgmtd-{n}.log")),
+        )?;
+        let probe = crate::http::Request::url(&self.base_https(), "GET", "/api/v1/host").insecure();
+        wait_until("sfera-mgmtd's API", Duration::from_secs(60), || {
+            process.ensure_running()?;
+            Ok(probe.try_send()?.filter(|a| a.status == 401))
+        })?;
+        Ok(process)
     }
 }
 
@@ -110,6 +132,27 @@ pub fn start(
     n: u32,
     extra: &[OsString],
 ) -> Result<Process> {
+    let mut process = Process::spawn(
+        &format!("sfera-mgmtd #{n}"),
+        command(dir, port, guest_dir, true, extra)?,
+        &dir.join(format!("mgmtd-{n}.log")),
+    )?;
+    wait_until("sfera-mgmtd's API", Duration::from_secs(60), || {
+        process.ensure_running()?;
+        Ok(http_status(port, "/api/v1/host").filter(|s| *s == 401))
+    })?;
+    Ok(process)
+}
+
+/// sfera-mgmtd's command line for a test: its data in `<dir>/data`, the
+/// daemons and tools from this build, plain HTTP or HTTPS.
+fn command(
+    dir: &TestDir,
+    port: u16,
+    guest_dir: &Path,
+    http: bool,
+    extra: &[OsString],
+) -> Result<Command> {
     // mgmtd runs sfera-blockd and sfera-vswitchd as users of their own,
     // which must pass through the test's directory (made 0700) to their
     // state in it, as they pass through /var/lib on a host.
@@ -124,9 +167,11 @@ pub fn start(
     cmd.arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--http")
-        .arg("--blockd")
+        .arg(format!("127.0.0.1:{port}"));
+    if http {
+        cmd.arg("--http");
+    }
+    cmd.arg("--blockd")
         .arg(binary("sfera-blockd")?)
         .arg("--vswitchd")
         .arg(binary("sfera-vswitchd")?)
@@ -140,16 +185,7 @@ pub fn start(
         .arg("tcg")
         .args(extra)
         .env("RUST_LOG", "info");
-    let mut process = Process::spawn(
-        &format!("sfera-mgmtd #{n}"),
-        cmd,
-        &dir.join(format!("mgmtd-{n}.log")),
-    )?;
-    wait_until("sfera-mgmtd's API", Duration::from_secs(60), || {
-        process.ensure_running()?;
-        Ok(http_status(port, "/api/v1/host").filter(|s| *s == 401))
-    })?;
-    Ok(process)
+    Ok(cmd)
 }
 
 /// Kills, whatever happens to the test, the daemons, QEMU and sfera-vmm processes

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::reply::Reply;
 use super::request::ApiRequest;
 use super::routes::Op;
-use super::{auth, datastores, hosts, meta, networks, tasks, vms};
+use super::{auth, cluster, datastores, hosts, meta, networks, tasks, vms};
 use crate::service::Mgmt;
 
 /// Carries out one request.
@@ -28,6 +28,8 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         Op::Host => hosts::host(m).await,
         Op::ListHosts => hosts::list_hosts(m, &r).await,
         Op::GetHost => hosts::get_host(m, &r).await,
+        Op::CreateJoinToken => cluster::create_join_token(m, &r).await,
+        Op::JoinCluster => cluster::join(m, &r).await,
         Op::Daemons => hosts::daemons(m, &r),
         Op::Metrics => hosts::daemon_metrics(m, &r).await,
         Op::SampledObjects => hosts::sampled_objects(m, &r),

@@ -87,6 +87,7 @@ impl From<Error> for ApiError {
             Error::ImageNotAllowed(_) => ApiError::new(400, IMAGE_NOT_ALLOWED, message),
             Error::NotFound { .. } => ApiError::not_found(message),
             Error::NameTaken { .. } | Error::Conflict(_) => ApiError::conflict(message),
+            Error::Forbidden(_) => ApiError::new(403, "forbidden", message),
             Error::Unavailable(_) => ApiError::unavailable(message),
             Error::Daemon(c) => c.into(),
             Error::Db(d) => d.into(),

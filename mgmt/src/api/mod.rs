@@ -3,6 +3,7 @@
 //! handlers per resource, reached through [`dispatch`].
 
 pub mod auth;
+pub mod cluster;
 pub mod console_ws;
 pub mod datastores;
 pub mod dispatch;

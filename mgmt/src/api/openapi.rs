@@ -65,7 +65,9 @@ fn schemas() -> Map<String, Value> {
         .add::<networks::PortGroupCreate>()
         .add::<networks::PortGroupEdit>()
         .add::<crate::vm::request::CreateVm>()
-        .add::<crate::vm::edit::EditVm>();
+        .add::<crate::vm::edit::EditVm>()
+        .add::<crate::join::JoinTokenCreate>()
+        .add::<crate::join::JoinRequest>();
     // Answers.
     s.add::<error::ErrorBody>()
         .add::<meta::Health>()
@@ -73,6 +75,8 @@ fn schemas() -> Map<String, Value> {
         .add::<auth::NewToken>()
         .add::<hosts::Host>()
         .listed::<crate::membership::ClusterHost>()
+        .add::<crate::join::JoinToken>()
+        .add::<crate::join::JoinAnswer>()
         .add::<hosts::MetricSeries>()
         .add::<networks::Networks>()
         .add::<DatastoreInfo>()
@@ -319,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn only_login_and_health_are_public() {
+    fn only_login_health_and_the_join_are_public() {
         let doc = document();
         let public: Vec<_> = ROUTES
             .iter()
@@ -332,7 +336,12 @@ mod tests {
             .collect();
         assert_eq!(
             public,
-            vec![("POST", "/api/v1/session"), ("GET", "/api/v1/health")]
+            vec![
+                ("POST", "/api/v1/session"),
+                ("GET", "/api/v1/health"),
+                // A join token's secret is the joining host's credential.
+                ("POST", "/api/v1/cluster/join")
+            ]
         );
     }
 }

@@ -6,11 +6,11 @@ use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{Map, Value, json};
 
-use crate::client::Client;
 use crate::{parse_size, print, s, wait_task};
 use mgmt::api::datastores::{VolumeCreate, VolumeResize};
 use mgmt::api::networks::{PortGroupCreate, PortGroupEdit, SwitchCreate, Uplink, UplinkKind};
 use mgmt::blockd::encode_segment;
+use mgmt::client::Client;
 use mgmt::db::Boot;
 use mgmt::driver::Driver;
 use mgmt::vm::edit::{EditVm, RemoveDisk, RemoveNic};

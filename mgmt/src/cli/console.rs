@@ -11,7 +11,7 @@ use hyper::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::client::Client;
+use mgmt::client::Client;
 
 /// Ctrl-].
 const ESCAPE: u8 = 0x1d;

@@ -5,9 +5,10 @@
 #![forbid(unsafe_code)]
 
 mod changes;
-mod client;
+
 mod config;
 mod console;
+mod hosts;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -18,8 +19,8 @@ use clap::{Parser, Subcommand};
 use hyper::Method;
 use serde_json::{Value, json};
 
-use client::Client;
 use mgmt::api::auth::{Login, TokenCreate};
+use mgmt::client::{self, Client};
 use mgmt::db::Boot;
 use mgmt::driver::Driver;
 use mgmt::import::{ImageFormat, ImportDisk};
@@ -69,7 +70,7 @@ enum Cmd {
     Task(ListCmd),
     /// The cluster's hosts.
     #[command(subcommand)]
-    Host(ListCmd),
+    Host(hosts::HostCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -272,6 +273,11 @@ fn print_value(v: &Value, json_out: bool) {
 }
 
 async fn run(args: Args) -> Result<()> {
+    // Joining runs on this host's files, before any mgmtd answers here.
+    let command = match args.command {
+        Cmd::Host(hosts::HostCmd::Join(a)) => return hosts::join(a, args.json).await,
+        other => other,
+    };
     let saved = config::load();
     let server = args
         .server
@@ -287,7 +293,7 @@ async fn run(args: Args) -> Result<()> {
         .or_else(|| saved.token.clone());
     let mut client = Client::new(&server, token, ca_cert.as_deref())?;
     let json_out = args.json;
-    match args.command {
+    match command {
         Cmd::Login {
             user,
             password_stdin,
@@ -302,7 +308,11 @@ async fn run(args: Args) -> Result<()> {
         }
         Cmd::Network(cmd) => changes::network(&client, cmd, json_out).await?,
         Cmd::Task(ListCmd::List) => list(&client, &TASKS, json_out, task_row).await?,
-        Cmd::Host(ListCmd::List) => list(&client, &HOSTS, json_out, host_row).await?,
+        Cmd::Host(hosts::HostCmd::List) => list(&client, &HOSTS, json_out, host_row).await?,
+        Cmd::Host(hosts::HostCmd::JoinToken { ttl }) => {
+            hosts::join_token(&client, ttl, json_out).await?;
+        }
+        Cmd::Host(hosts::HostCmd::Join(a)) => hosts::join(a, json_out).await?,
     }
     Ok(())
 }

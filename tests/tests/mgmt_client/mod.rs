@@ -66,13 +66,32 @@ impl Mgmtd {
         n: u32,
         more: &[&str],
     ) -> Result<Self> {
+        Self::launch(site, stop_on_exit, n, more, false)
+    }
+
+    /// [`Mgmtd::start_with`] serving HTTPS (its self-signed certificate,
+    /// which the calls accept and the CLI is given).
+    pub(crate) fn start_https(
+        site: &Site,
+        stop_on_exit: bool,
+        n: u32,
+        more: &[&str],
+    ) -> Result<Self> {
+        Self::launch(site, stop_on_exit, n, more, true)
+    }
+
+    fn launch(site: &Site, stop_on_exit: bool, n: u32, more: &[&str], https: bool) -> Result<Self> {
         let mut extra: Vec<OsString> = more.iter().map(OsString::from).collect();
         if stop_on_exit {
             extra.push("--stop-on-exit".into());
         }
-        let process = site.start(n, &extra)?;
+        let (process, base) = if https {
+            (site.start_https(n, &extra)?, site.base_https())
+        } else {
+            (site.start(n, &extra)?, site.base())
+        };
         Ok(Mgmtd {
-            base: site.base(),
+            base,
             data: site.data(),
             process: Some(process),
         })
@@ -106,6 +125,9 @@ impl Mgmtd {
         body: Option<&Value>,
     ) -> Result<Answer> {
         let mut request = http::Request::url(&self.base, method, path);
+        if self.base.starts_with("https://") {
+            request = request.insecure();
+        }
         match cred {
             Cred::None => {}
             Cred::Bearer(t) => request = request.header(&format!("Authorization: Bearer {t}")),
@@ -282,6 +304,9 @@ impl Mgmtd {
             .env("SFERA_SERVER", &self.base)
             .env("SFERA_TOKEN", token)
             .env("SFERA_CONFIG", self.data.join("no-cli-config.json"));
+        if self.base.starts_with("https://") {
+            c.env("SFERA_CA_CERT", self.data.join("tls/cert.pem"));
+        }
         Ok(c)
     }
 

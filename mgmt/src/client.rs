@@ -1,4 +1,5 @@
-//! The CLI's HTTP(S) client: one request per connection to mgmtd.
+//! An HTTP(S) client of mgmtd's API, one request per connection: the
+//! CLI's, and a joining host's (pinned to the certificate its token names).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,29 +14,29 @@ use tokio::net::TcpStream;
 
 /// Where mgmtd is and how to prove who we are.
 #[derive(Debug, Clone)]
-pub(crate) struct Client {
+pub struct Client {
     base: Uri,
     token: Option<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A connection to mgmtd, plain or TLS.
-pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// An answer.
 #[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) status: u16,
-    pub(crate) body: String,
-    pub(crate) set_cookie: Option<String>,
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub set_cookie: Option<String>,
 }
 
 impl Client {
     /// `server` is `http://HOST:PORT` or `https://HOST:PORT`; HTTPS trusts
     /// only the certificate in `ca_cert`.
-    pub(crate) fn new(server: &str, token: Option<String>, ca_cert: Option<&Path>) -> Result<Self> {
+    pub fn new(server: &str, token: Option<String>, ca_cert: Option<&Path>) -> Result<Self> {
         let base: Uri = server
             .trim_end_matches('/')
             .parse()
@@ -48,7 +49,7 @@ impl Client {
                         "HTTPS needs the server's certificate: --ca-cert FILE (mgmtd's is <data-dir>/tls/cert.pem)"
                     );
                 };
-                Some(mgmt::tls::client_config(ca)?)
+                Some(crate::tls::client_config(ca)?)
             }
             _ => bail!("{server:?}: the URL must start with http:// or https://"),
         };
@@ -58,18 +59,35 @@ impl Client {
         Ok(Client { base, token, tls })
     }
 
-    pub(crate) fn set_token(&mut self, token: String) {
+    /// A client of `server` (`https://HOST:PORT`) that trusts only the
+    /// certificate whose SHA-256 is `sha256` (a join token's pin).
+    pub fn pinned(server: &str, sha256: &str) -> Result<Self> {
+        let base: Uri = server
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("{server:?} is not a URL"))?;
+        if base.scheme_str() != Some("https") || base.authority().is_none() {
+            bail!("{server:?}: the cluster's address must be https://HOST:PORT");
+        }
+        Ok(Client {
+            base,
+            token: None,
+            tls: Some(crate::tls::pinned_client_config(sha256)?),
+        })
+    }
+
+    pub fn set_token(&mut self, token: String) {
         self.token = Some(token);
     }
 
     /// The bearer token, if the client has one.
-    pub(crate) fn token(&self) -> Option<&str> {
+    pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }
 
     /// Opens a connection to mgmtd (TLS when the URL is https) and says
     /// which authority it reached.
-    pub(crate) async fn connect(&self) -> Result<(Box<dyn Stream>, String)> {
+    pub async fn connect(&self) -> Result<(Box<dyn Stream>, String)> {
         let authority = self
             .base
             .authority()
@@ -103,7 +121,7 @@ impl Client {
     }
 
     /// Sends one request; `cookie` is sent as the Cookie header.
-    pub(crate) async fn send(
+    pub async fn send(
         &self,
         method: Method,
         path: &str,
@@ -149,7 +167,7 @@ impl Client {
 
     /// Sends a request and returns its JSON; an error status becomes an
     /// error with the server's message.
-    pub(crate) async fn call(
+    pub async fn call(
         &self,
         method: Method,
         path: &str,
@@ -160,7 +178,7 @@ impl Client {
     }
 
     /// [`Client::call`] with a body of one of the API's request types.
-    pub(crate) async fn call_with<T: serde::Serialize>(
+    pub async fn call_with<T: serde::Serialize>(
         &self,
         method: Method,
         path: &str,
@@ -171,12 +189,12 @@ impl Client {
 }
 
 /// A request body as JSON.
-pub(crate) fn to_body<T: serde::Serialize>(body: &T) -> Result<serde_json::Value> {
+pub fn to_body<T: serde::Serialize>(body: &T) -> Result<serde_json::Value> {
     serde_json::to_value(body).context("a request body as JSON")
 }
 
 /// The JSON of an answer, or its error as an error.
-pub(crate) fn json_of(answer: &Answer) -> Result<serde_json::Value> {
+pub fn json_of(answer: &Answer) -> Result<serde_json::Value> {
     let v: serde_json::Value = if answer.body.trim().is_empty() {
         serde_json::Value::Null
     } else {

@@ -1,0 +1,239 @@
+//! A second host joins a host's cluster with a join token (sfera host
+//! join-token, sfera host join), and the two answer for one inventory.
+//!
+//! Two mgmtds on this machine, each with its own data directory, daemons
+//! and etcd member on loopback: host A serves HTTPS (a join token pins its
+//! certificate), host B joins it through the `sfera` CLI and then starts.
+//! Bad joins (a malformed token, an unknown secret, a certificate other
+//! than the pinned one, a name A holds) are refused and leave B's data
+//! directory as it was; the good token then still works, once.
+
+mod mgmt_client;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use harness::mgmtd::Site;
+use harness::scenario::case;
+use mgmt_client::{Cred, Mgmtd, poll};
+use serde_json::{Value, json};
+
+/// `sfera host join` of the data directory `data` to `url` with `token`
+/// as `host`: its exit status and what it printed.
+fn join(data: &Path, url: &str, token: &str, host: &str) -> Result<(bool, String)> {
+    let file = data.with_extension("token");
+    std::fs::write(&file, token)?;
+    let out = Command::new(harness::daemons::binary("sfera")?)
+        .args([
+            "host",
+            "join",
+            url,
+            "--address",
+            "127.0.0.1",
+            "--host-name",
+            host,
+        ])
+        .arg("--token-file")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(data)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+/// A join that must fail with `word` in its message and leave no trace.
+fn refused(data: &Path, url: &str, token: &str, host: &str, word: &str) -> Result<()> {
+    let (ok, text) = join(data, url, token, host)?;
+    ensure!(
+        !ok && text.contains(word),
+        "join with {token:?} as {host}: wanted a refusal with {word:?}, got: {text}"
+    );
+    ensure!(
+        !data.join("cluster.json").exists() && !data.join("cluster-tls").exists(),
+        "a refused join left files in {}",
+        data.display()
+    );
+    Ok(())
+}
+
+/// The hosts `m` lists, by name, each with its state.
+fn hosts(m: &Mgmtd, token: &str) -> Result<Vec<(String, String)>> {
+    let list = m.expect(Cred::Bearer(token), "GET", "/api/v1/hosts", None, 200)?;
+    Ok(list["items"]
+        .as_array()
+        .context("hosts")?
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap_or_default().to_owned(),
+                h["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+#[test]
+fn a_second_host_joins_with_a_token() -> Result<()> {
+    let a_site = Site::new("join-a")?;
+    let b_site = Site::new("join-b")?;
+    let a = Mgmtd::start_https(&a_site, true, 1, &["--host-name", "esx-a"])?;
+    let a_token = a.admin_token(&a_site.dir.join("cookies"))?;
+    let made = a.expect(
+        Cred::Bearer(&a_token),
+        "POST",
+        "/api/v1/cluster/join-tokens",
+        Some(&json!({})),
+        201,
+    )?;
+    let token = made["token"].as_str().context("no token")?.to_owned();
+    let b_data = b_site.data();
+    std::fs::create_dir_all(&b_data)?;
+    case("bad_joins_are_refused_and_leave_nothing", || {
+        bad_joins_are_refused_and_leave_nothing(&a, &a_token, &b_data, &token)
+    })?;
+    case("the_token_admits_b_once", || {
+        the_token_admits_b_once(&a, &b_data, &token, &a_site.dir.join("third"))
+    })?;
+    let b = Mgmtd::start_with(&b_site, true, 1, &["--host-name", "esx-b"])?;
+    let b_token = b.admin_token(&b_site.dir.join("cookies"))?;
+    case("both_hosts_list_both_hosts_connected", || {
+        both_hosts_list_both_hosts_connected(&a, &a_token, &b, &b_token)
+    })?;
+    case("a_vm_made_on_a_is_listed_on_b", || {
+        a_vm_made_on_a_is_listed_on_b(&a, &a_token, &b, &b_token)
+    })
+}
+
+fn bad_joins_are_refused_and_leave_nothing(
+    a: &Mgmtd,
+    a_token: &str,
+    b_data: &Path,
+    token: &str,
+) -> Result<()> {
+    let (secret, pin) = token.split_once('.').context("token shape")?;
+    refused(
+        b_data,
+        &a.base,
+        "not-a-token",
+        "esx-b",
+        "is not <64 hex digits>",
+    )?;
+    let unknown = format!("{}.{pin}", "0".repeat(64));
+    refused(
+        b_data,
+        &a.base,
+        &unknown,
+        "esx-b",
+        "unknown, used or expired",
+    )?;
+    let other_pin = format!("{secret}.{}", "1".repeat(64));
+    refused(
+        b_data,
+        &a.base,
+        &other_pin,
+        "esx-b",
+        "is not the one the join token names",
+    )?;
+    refused(b_data, &a.base, token, "esx-a", "esx-a")?;
+    refused(b_data, &a.base, token, "Bad name!", "host name")?;
+    let events = a.expect(
+        Cred::Bearer(a_token),
+        "GET",
+        "/api/v1/events?limit=100",
+        None,
+        200,
+    )?;
+    ensure!(
+        events.to_string().contains("cluster.join_refused"),
+        "{events}"
+    );
+    Ok(())
+}
+
+/// The token the refusals did not use up admits B, then no one else.
+fn the_token_admits_b_once(a: &Mgmtd, b_data: &Path, token: &str, third: &Path) -> Result<()> {
+    let (ok, text) = join(b_data, &a.base, token, "esx-b")?;
+    ensure!(ok, "the join failed: {text}");
+    let file: Value = serde_json::from_slice(&std::fs::read(b_data.join("cluster.json"))?)?;
+    ensure!(
+        file["host"] == "esx-b" && file["member"]["new_cluster"] == false,
+        "{file}"
+    );
+    std::fs::create_dir_all(third)?;
+    refused(third, &a.base, token, "esx-c", "unknown, used or expired")?;
+    let (again, text) = join(b_data, &a.base, token, "esx-b")?;
+    ensure!(!again && text.contains("in a cluster already"), "{text}");
+    Ok(())
+}
+
+fn both_hosts_list_both_hosts_connected(
+    a: &Mgmtd,
+    a_token: &str,
+    b: &Mgmtd,
+    b_token: &str,
+) -> Result<()> {
+    let want = vec![
+        ("esx-a".to_owned(), "connected".to_owned()),
+        ("esx-b".to_owned(), "connected".to_owned()),
+    ];
+    for (m, token) in [(a, a_token), (b, b_token)] {
+        poll("both hosts connected", Duration::from_secs(30), || {
+            Ok((hosts(m, token)? == want).then_some(()))
+        })?;
+    }
+    // B's member votes, and B reaches the store through it too.
+    let file: Value = serde_json::from_slice(&std::fs::read(b.data.join("cluster.json"))?)?;
+    let own = &file["member"]["client_url"];
+    ensure!(
+        file["endpoints"]
+            .as_array()
+            .is_some_and(|e| e.contains(own)),
+        "B's own member is not among its endpoints: {file}"
+    );
+    Ok(())
+}
+
+/// One inventory: B lists A's VM on A, and sends its changes to A.
+fn a_vm_made_on_a_is_listed_on_b(a: &Mgmtd, a_token: &str, b: &Mgmtd, b_token: &str) -> Result<()> {
+    let task = a.expect(
+        Cred::Bearer(a_token),
+        "POST",
+        "/api/v1/vms",
+        Some(&json!({ "name": "shared", "template": "tiny-linux", "memory_mib": 128 })),
+        202,
+    )?;
+    a.wait_task(a_token, &task, Duration::from_secs(60))?;
+    let seen = b.expect(
+        Cred::Bearer(b_token),
+        "GET",
+        "/api/v1/vms/shared",
+        None,
+        200,
+    )?;
+    ensure!(
+        seen["host"] == "esx-a" && seen["state"] == "stopped",
+        "{seen}"
+    );
+    let edit = b.call(
+        Cred::Bearer(b_token),
+        "PATCH",
+        "/api/v1/vms/shared",
+        Some(&json!({ "memory_mib": 192 })),
+    )?;
+    ensure!(
+        edit.status == 409 && edit.body.to_string().contains("runs on host esx-a"),
+        "an edit through B: {} {}",
+        edit.status,
+        edit.body
+    );
+    let listed = b.expect(Cred::Bearer(b_token), "GET", "/api/v1/vms", None, 200)?;
+    ensure!(listed.to_string().contains("\"shared\""), "{listed}");
+    Ok(())
+}

@@ -28,6 +28,7 @@ use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, SerialDevice, Serial
 use crate::layout;
 use crate::memory::{self, GuestRam, MemoryError};
 use crate::pci::{PciError, PciSetup};
+use crate::timings::{self, Step};
 use crate::vm::{Vm, VmError};
 
 /// Errors building or running a machine.
@@ -107,8 +108,11 @@ impl Machine {
     pub fn build(config: &VmConfig, source: BootSource) -> Result<Machine, MachineError> {
         install_kick_handler()?;
         let vm = Arc::new(Vm::new()?);
+        timings::mark(Step::Kvm);
         let ram = memory::create(config.mem_size(), config.hugepages)?;
+        timings::mark(Step::Memory);
         vm.register_memory(&ram.memory)?;
+        timings::mark(Step::MemorySlots);
 
         let io = Arc::new(Bus::new());
         let mmio = Arc::new(Bus::new());
@@ -140,6 +144,7 @@ impl Machine {
         };
 
         let pci = PciSetup::build(config, &vm, &ram, &io, &mmio)?;
+        timings::mark(Step::Devices);
 
         let entry = match &source {
             BootSource::Kernel => {
@@ -168,6 +173,7 @@ impl Machine {
         };
         let cpus = u8::try_from(config.vcpus).unwrap_or(u8::MAX);
         boot::write_mptable(&ram.memory, cpus, &pci.irqs())?;
+        timings::mark(Step::BootLoader);
 
         let supported = vm
             .kvm()
@@ -196,6 +202,7 @@ impl Machine {
                     .map_err(MachineError::RawImage)?;
             }
         }
+        timings::mark(Step::Vcpus);
 
         let context = Arc::new(VcpuContext {
             io,

@@ -16,6 +16,7 @@ use super::cpuid;
 use super::regs::{self, EntryState};
 use crate::bus::Bus;
 use crate::memory::GuestMemory;
+use crate::timings::{self, Step};
 use crate::vm::Vm;
 
 /// Errors setting up a vCPU.
@@ -307,8 +308,12 @@ impl Vcpu {
     fn run(mut self, ctx: &VcpuContext) {
         let _span = tracing::info_span!("vcpu", id = self.id).entered();
         while ctx.control.checkpoint() {
+            timings::mark(Step::FirstRun);
             let result = match self.fd.run() {
-                Ok(exit) => handle_exit(self.id, exit, ctx),
+                Ok(exit) => {
+                    timings::mark(Step::FirstExit);
+                    handle_exit(self.id, exit, ctx)
+                }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     bump(&ctx.counters.interrupted);
                     None

@@ -19,12 +19,12 @@ pub enum Step {
     Seccomp,
     /// The VM config is read and checked.
     Config,
-    /// /dev/kvm open, VM made with its irqchip, PIT and interrupt routes.
-    Kvm,
     /// Guest RAM made and mapped (memfd, mmap).
     Memory,
-    /// Guest RAM registered as KVM memory slots.
+    /// /dev/kvm open, the VM made, guest RAM registered as its memory slots.
     MemorySlots,
+    /// The in-kernel irqchip (PIC, IOAPIC, their interrupt routes) and PIT.
+    Kvm,
     /// Serial, i8042, console socket and PCI devices set up.
     Devices,
     /// Kernel (or raw image) and MP table written to guest memory.
@@ -45,9 +45,9 @@ impl Step {
         Step::Main,
         Step::Seccomp,
         Step::Config,
-        Step::Kvm,
         Step::Memory,
         Step::MemorySlots,
+        Step::Kvm,
         Step::Devices,
         Step::BootLoader,
         Step::Vcpus,

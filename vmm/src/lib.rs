@@ -19,6 +19,7 @@ pub mod machine;
 pub mod memory;
 pub mod pci;
 pub mod seccomp;
+pub mod timings;
 // Tiny guests and a PCI driver for tests; not in a shipped build.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -19,7 +19,7 @@ use crate::bus::{Bus, BusError};
 use crate::config::VmConfig;
 use crate::cpu::regs::interrupt_gate;
 use crate::cpu::{
-    EntryState, ExitCounters, RunControl, Vcpu, VcpuContext, VcpuError, VmEvent,
+    EntryState, ExitCounters, RunControl, Vcpu, VcpuContext, VcpuError, VcpuThread, VmEvent,
     install_kick_handler,
 };
 use crate::devices::console::{ConsoleOut, ConsoleSocket};
@@ -28,6 +28,7 @@ use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, SerialDevice, Serial
 use crate::layout;
 use crate::memory::{self, GuestRam, MemoryError};
 use crate::pci::{PciError, PciSetup};
+use crate::timings::{self, Step};
 use crate::vm::{Vm, VmError};
 
 /// Errors building or running a machine.
@@ -92,6 +93,7 @@ pub struct Machine {
     vm: Arc<Vm>,
     ram: GuestRam,
     vcpus: Vec<Vcpu>,
+    vcpu_threads: Vec<VcpuThread>,
     threads: Vec<JoinHandle<()>>,
     context: Arc<VcpuContext>,
     events: Option<Receiver<VmEvent>>,
@@ -106,9 +108,12 @@ impl Machine {
     /// everything made so far is dropped again.
     pub fn build(config: &VmConfig, source: BootSource) -> Result<Machine, MachineError> {
         install_kick_handler()?;
-        let vm = Arc::new(Vm::new()?);
+        let vcpu_threads = (0..config.vcpus)
+            .map(VcpuThread::spawn)
+            .collect::<Result<Vec<_>, _>>()?;
         let ram = memory::create(config.mem_size(), config.hugepages)?;
-        vm.register_memory(&ram.memory)?;
+        timings::mark(Step::Memory);
+        let vm = Arc::new(Vm::with_memory(&ram.memory)?);
 
         let io = Arc::new(Bus::new());
         let mmio = Arc::new(Bus::new());
@@ -140,6 +145,7 @@ impl Machine {
         };
 
         let pci = PciSetup::build(config, &vm, &ram, &io, &mmio)?;
+        timings::mark(Step::Devices);
 
         let entry = match &source {
             BootSource::Kernel => {
@@ -168,6 +174,7 @@ impl Machine {
         };
         let cpus = u8::try_from(config.vcpus).unwrap_or(u8::MAX);
         boot::write_mptable(&ram.memory, cpus, &pci.irqs())?;
+        timings::mark(Step::BootLoader);
 
         let supported = vm
             .kvm()
@@ -196,6 +203,7 @@ impl Machine {
                     .map_err(MachineError::RawImage)?;
             }
         }
+        timings::mark(Step::Vcpus);
 
         let context = Arc::new(VcpuContext {
             io,
@@ -208,6 +216,7 @@ impl Machine {
             vm,
             ram,
             vcpus,
+            vcpu_threads,
             threads: Vec::new(),
             context,
             events: Some(events),
@@ -218,17 +227,11 @@ impl Machine {
         })
     }
 
-    /// Starts the vCPU threads.
+    /// Starts the vCPUs on their threads (made in [`Machine::build`]).
     pub fn start(&mut self) -> Result<(), MachineError> {
-        for vcpu in self.vcpus.drain(..) {
-            match vcpu.spawn(Arc::clone(&self.context)) {
-                Ok(t) => self.threads.push(t),
-                Err(e) => {
-                    self.context.control.stop(&self.threads);
-                    self.state = MachineState::Stopped;
-                    return Err(e.into());
-                }
-            }
+        for (vcpu, thread) in self.vcpus.drain(..).zip(self.vcpu_threads.drain(..)) {
+            let handle = thread.start(vcpu, Arc::clone(&self.context));
+            self.threads.push(handle);
         }
         self.state = MachineState::Running;
         Ok(())

@@ -21,6 +21,7 @@ use vmm::api::request::VmmAction;
 use vmm::api::service::{SharedVmm, Vmm, handle};
 use vmm::config::{ConsoleConfig, VmConfig, host_limits};
 use vmm::seccomp;
+use vmm::timings::{self, Step};
 use vmm::vm::host_max_vcpus;
 
 #[derive(Debug, Parser)]
@@ -42,6 +43,11 @@ struct Args {
     /// has the kernel log it (to find one missing), `off` installs none.
     #[arg(long, value_enum, default_value_t = SeccompArg::Kill)]
     seccomp: SeccompArg,
+    /// When the VM ends, print on stderr one JSON line with the
+    /// CLOCK_MONOTONIC time of each start-up step, from `main` to the
+    /// guest's first console byte (vmm/src/timings.rs).
+    #[arg(long)]
+    timings: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,6 +90,7 @@ fn refuse(e: &ApiError) -> i32 {
 }
 
 fn main() -> Result<()> {
+    timings::mark(Step::Main);
     control::logging::init();
     let args = Args::parse();
     if args.api_sock.is_none() && args.config.is_none() {
@@ -101,6 +108,9 @@ fn main() -> Result<()> {
         None => (None, None),
     };
     let outcome = run(&args, listener);
+    if args.timings {
+        eprintln!("{}", timings::json());
+    }
     if let Some(lock) = lock {
         lock.remove_socket();
     }
@@ -118,6 +128,7 @@ fn run(args: &Args, listener: Option<UnixListener>) -> Result<i32> {
     if let Some(mode) = seccomp {
         seccomp::install(mode).context("Cannot sandbox sfera-vmm")?;
     }
+    timings::mark(Step::Seccomp);
     let console = args.console.as_deref().map(parse_console).transpose()?;
 
     let max_vcpus = host_max_vcpus().context("Cannot use KVM")?;

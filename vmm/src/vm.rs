@@ -13,6 +13,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMemory;
+use crate::timings::{self, Step};
 
 /// IOAPIC pins, hence the first GSIs, that are legacy interrupt lines.
 pub const IOAPIC_PINS: u32 = 24;
@@ -68,22 +69,35 @@ struct Routes {
 impl Vm {
     /// Opens KVM and makes a VM with the in-kernel PIC, IOAPIC and PIT.
     pub fn new() -> Result<Vm, VmError> {
+        let vm = Vm::bare()?;
+        vm.add_chips()?;
+        Ok(vm)
+    }
+
+    /// Like [`Vm::new`], with `memory` registered as the VM's memory slots
+    /// first. The order is for start-up time: every memory slot change
+    /// waits for an SRCU grace period of the VM (`kvm_swap_active_memslots`),
+    /// which is quick on a VM whose SRCU has not run one yet, and takes a
+    /// timer tick or more (3-12 ms measured on this host) right after the
+    /// grace periods the irqchip's I/O bus devices start.
+    pub fn with_memory(memory: &GuestMemory) -> Result<Vm, VmError> {
+        let vm = Vm::bare()?;
+        vm.register_memory(memory)?;
+        timings::mark(Step::MemorySlots);
+        vm.add_chips()?;
+        timings::mark(Step::Kvm);
+        Ok(vm)
+    }
+
+    /// Opens KVM and makes an empty VM.
+    fn bare() -> Result<Vm, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let version = kvm.get_api_version();
         if version != 12 {
             return Err(VmError::ApiVersion(version));
         }
         let fd = kvm.create_vm().map_err(VmError::CreateVm)?;
-        // The TSS needs three pages below 4 GiB outside RAM, on VMX hosts.
-        fd.set_tss_address(0xFFFB_D000)
-            .map_err(ioctl("KVM_SET_TSS_ADDR"))?;
-        fd.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
-        let vm = Vm {
+        Ok(Vm {
             kvm,
             fd,
             routes: Mutex::new(Routes {
@@ -91,9 +105,27 @@ impl Vm {
                 next_gsi: IOAPIC_PINS,
                 max_gsi: MAX_GSI,
             }),
+        })
+    }
+
+    /// The TSS area, the in-kernel PIC and IOAPIC, and the PIT. The
+    /// interrupt routes are KVM_CREATE_IRQCHIP's own default table, which
+    /// is what [`Vm::apply_routes`] writes while there is no MSI route
+    /// (the IOAPIC's 24 pins, the first 16 also to the PIC); writing it
+    /// again would cost one more SRCU grace period at start-up.
+    fn add_chips(&self) -> Result<(), VmError> {
+        // The TSS needs three pages below 4 GiB outside RAM, on VMX hosts.
+        self.fd
+            .set_tss_address(0xFFFB_D000)
+            .map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+        self.fd
+            .create_irq_chip()
+            .map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
         };
-        vm.apply_routes()?;
-        Ok(vm)
+        self.fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))
     }
 
     /// The KVM system handle.

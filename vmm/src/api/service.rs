@@ -13,6 +13,7 @@ use super::types::{Counters, VmEnd, VmInfo};
 use crate::config::{HostLimits, VmConfig};
 use crate::cpu::VmEvent;
 use crate::machine::{BootSource, Machine, MachineState};
+use crate::timings::{self, Step};
 
 impl VmEnd {
     /// The process exit status for this end.
@@ -118,6 +119,7 @@ pub fn handle(vmm: &SharedVmm, action: VmmAction) -> Result<Reply, ApiError> {
                 return Err(conflict(v, "re-create"));
             }
             config.validate(&v.host)?;
+            timings::mark(Step::Config);
             v.config = Some(*config);
             Ok(Reply::Empty)
         }

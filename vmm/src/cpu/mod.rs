@@ -6,5 +6,6 @@ mod vcpu;
 
 pub use regs::EntryState;
 pub use vcpu::{
-    ExitCounters, RunControl, Vcpu, VcpuContext, VcpuError, VmEvent, install_kick_handler,
+    ExitCounters, RunControl, Vcpu, VcpuContext, VcpuError, VcpuThread, VmEvent,
+    install_kick_handler,
 };

@@ -16,6 +16,7 @@ use super::cpuid;
 use super::regs::{self, EntryState};
 use crate::bus::Bus;
 use crate::memory::GuestMemory;
+use crate::timings::{self, Step};
 use crate::vm::Vm;
 
 /// Errors setting up a vCPU.
@@ -205,6 +206,46 @@ impl RunControl {
     }
 }
 
+/// A vCPU's thread, started while the machine is still being built and
+/// waiting for its [`Vcpu`]. Made ready early for start-up time: a thread
+/// cloned at start is queued behind the thread that made it, which kept
+/// the first KVM_RUN waiting for a scheduler tick in about half the
+/// starts measured (3.2 ms against 0.2 ms); a thread woken from a wait
+/// runs at once (on the idle CPU, or preempting its waker).
+#[derive(Debug)]
+pub struct VcpuThread {
+    handoff: Sender<(Vcpu, Arc<VcpuContext>)>,
+    handle: JoinHandle<()>,
+}
+
+impl VcpuThread {
+    /// Starts the thread of vCPU `id`; it ends without running anything
+    /// if the [`VcpuThread`] is dropped unstarted.
+    pub fn spawn(id: u32) -> Result<VcpuThread, VcpuError> {
+        let (handoff, parcel) = std::sync::mpsc::channel::<(Vcpu, Arc<VcpuContext>)>();
+        let handle = std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || {
+                if let Ok((vcpu, ctx)) = parcel.recv() {
+                    vcpu.run(&ctx);
+                }
+            })
+            .map_err(|source| VcpuError::Thread { id, source })?;
+        Ok(VcpuThread { handoff, handle })
+    }
+
+    /// Hands `vcpu` to the thread, which runs it until the VM stops.
+    pub fn start(self, vcpu: Vcpu, ctx: Arc<VcpuContext>) -> JoinHandle<()> {
+        ctx.control.started();
+        if let Err(std::sync::mpsc::SendError((_, ctx))) = self.handoff.send((vcpu, ctx)) {
+            // The thread is gone (it waits for nothing else, so only a
+            // panic ends it early): there is no vCPU to stop.
+            ctx.control.finished();
+        }
+        self.handle
+    }
+}
+
 /// The signal that kicks a vCPU out of KVM_RUN.
 fn kick_signal() -> i32 {
     SIGRTMIN()
@@ -294,21 +335,15 @@ impl Vcpu {
         Ok(Vcpu { id, fd })
     }
 
-    /// Starts the vCPU's thread.
-    pub fn spawn(self, ctx: Arc<VcpuContext>) -> Result<JoinHandle<()>, VcpuError> {
-        let id = self.id;
-        ctx.control.started();
-        std::thread::Builder::new()
-            .name(format!("vcpu{id}"))
-            .spawn(move || self.run(&ctx))
-            .map_err(|source| VcpuError::Thread { id, source })
-    }
-
     fn run(mut self, ctx: &VcpuContext) {
         let _span = tracing::info_span!("vcpu", id = self.id).entered();
         while ctx.control.checkpoint() {
+            timings::mark(Step::FirstRun);
             let result = match self.fd.run() {
-                Ok(exit) => handle_exit(self.id, exit, ctx),
+                Ok(exit) => {
+                    timings::mark(Step::FirstExit);
+                    handle_exit(self.id, exit, ctx)
+                }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     bump(&ctx.counters.interrupted);
                     None

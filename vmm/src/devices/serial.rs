@@ -10,6 +10,13 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::console::{ConsoleInput, ConsoleOut};
 use crate::bus::BusDevice;
+use crate::timings::{self, Step};
+
+/// The transmit register's offset, and the line control register's with
+/// its divisor-latch bit (while set, offset 0 is the divisor, not data).
+const THR: u64 = 0;
+const LCR: u8 = 3;
+const LCR_DLAB: u8 = 0x80;
 
 /// COM1's first port.
 pub const COM1_BASE: u64 = 0x3F8;
@@ -51,6 +58,12 @@ impl BusDevice for SerialDevice {
     }
 
     fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        if offset == THR
+            && !timings::reached(Step::FirstConsoleByte)
+            && self.uart.read(LCR) & LCR_DLAB == 0
+        {
+            timings::mark(Step::FirstConsoleByte);
+        }
         if let Some(&v) = data.first()
             && let Err(e) = self.uart.write(offset as u8, v)
         {

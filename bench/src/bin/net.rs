@@ -194,8 +194,27 @@ fn drops_json(results: &Results, size: usize) -> serde_json::Value {
     })
 }
 
+/// What the run knows besides the measurements: OVS's configuration and
+/// the machine's load average (`/proc/loadavg`) before and after.
+struct RunContext {
+    ovs_config: String,
+    loadavg: [String; 2],
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
 /// Writes the two comparisons of `size` and returns its table row.
-fn record(results: &Results, size: usize, args: &Args, config: &str) -> Result<Vec<String>> {
+fn record(
+    results: &Results,
+    size: usize,
+    args: &Args,
+    context: &RunContext,
+) -> Result<Vec<String>> {
     let get = |t: Target| &results[&(size, t)];
     let (ours, peer, wire) = (get(Target::Sfera), get(Target::Ovs), get(Target::Wire));
     let runs = ours.0.len();
@@ -219,7 +238,9 @@ fn record(results: &Results, size: usize, args: &Args, config: &str) -> Result<V
         "testpmd's two ports looped back to back through a second testpmd (io forwarding) on the switch's CPU",
     );
     mpps.detail("macs", serde_json::json!(MACS));
-    mpps.detail("peer_other_config", config);
+    mpps.detail("peer_other_config", context.ovs_config.as_str());
+    mpps.detail("loadavg_before", context.loadavg[0].as_str());
+    mpps.detail("loadavg_after", context.loadavg[1].as_str());
     mpps.write(&results_dir())?;
     let mut cpp = Comparison::new(
         &format!("net-{size}b-cycles-per-packet"),
@@ -286,6 +307,8 @@ fn main() -> Result<()> {
     }
     // Measured, not read from "cpu MHz" (see datapath::cycles).
     let hz = datapath::cycles::hz();
+    let before = loadavg();
+    eprintln!("load average before: {before}");
     let mut results = Results::new();
     let mut config = String::new();
     for run in 1..=args.runs {
@@ -315,9 +338,14 @@ fn main() -> Result<()> {
             }
         }
     }
+    let context = RunContext {
+        ovs_config: config,
+        loadavg: [before, loadavg()],
+    };
+    eprintln!("load average after: {}", context.loadavg[1]);
     let mut rows = Vec::new();
     for size in SIZES {
-        rows.push(record(&results, size, &args, &config)?);
+        rows.push(record(&results, size, &args, &context)?);
     }
     print_table(
         &[

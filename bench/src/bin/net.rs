@@ -374,8 +374,8 @@ fn main() -> Result<()> {
             let m = results[&(size, t)].mpps();
             if m >= GENERATOR_BOUND * ceiling {
                 eprintln!(
-                    "{} at {size} bytes: {m:.3} Mpps is {:.0}% of the generator's ceiling: \
-                     this measures testpmd, not the switch",
+                    "{} at {size} bytes: {m:.3} Mpps is {:.0}% of the testpmd wire's: \
+                     the generator may be what is measured, not the switch",
                     t.name(),
                     100.0 * m / ceiling
                 );

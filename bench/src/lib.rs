@@ -3,4 +3,5 @@
 
 pub mod blk_load;
 pub mod cpu;
+pub mod net_counters;
 pub mod report;

@@ -16,6 +16,16 @@ pub struct Comparison {
     pub peer_name: String,
     /// `ours / peer` (higher is better for throughput units).
     pub ratio: f64,
+    /// Runs `ours` and `peer` are the medians of (absent: one run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<usize>,
+    /// What the load generator reaches without any server in the way, in
+    /// `unit`: a figure near it measures the generator, not the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<f64>,
+    /// Frames or requests lost during the measurement, by who lost them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drops: Option<serde_json::Value>,
     /// Further figures: latencies, CPU cost, the ceiling.
     pub details: serde_json::Map<String, serde_json::Value>,
 }
@@ -30,6 +40,9 @@ impl Comparison {
             peer,
             peer_name: peer_name.to_owned(),
             ratio: if peer > 0.0 { ours / peer } else { 0.0 },
+            runs: None,
+            ceiling: None,
+            drops: None,
             details: serde_json::Map::new(),
         }
     }
@@ -47,6 +60,18 @@ impl Comparison {
         std::fs::write(&path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count);
+/// 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -90,5 +115,34 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     #[allow(clippy::print_stdout)]
     {
         print!("{out}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn optional_fields_are_left_out_when_absent() {
+        let mut c = Comparison::new("n", "Mpps", 2.0, 1.0, "peer");
+        let json = serde_json::to_value(&c).unwrap();
+        for key in ["name", "unit", "ours", "peer", "peer_name", "ratio"] {
+            assert!(json.get(key).is_some(), "{key}");
+        }
+        assert!(json.get("runs").is_none());
+        c.runs = Some(3);
+        c.ceiling = Some(9.0);
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            (json["runs"].as_u64(), json["ceiling"].as_f64()),
+            (Some(3), Some(9.0))
+        );
     }
 }

@@ -262,6 +262,7 @@ impl Daemon {
                     tx_packets: c.tx_packets.get(),
                     tx_bytes: c.tx_bytes.get(),
                     drops: c.drops(),
+                    rx_retries: c.rx_retries.get(),
                 })
             })
             .collect();

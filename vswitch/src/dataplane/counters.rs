@@ -16,6 +16,11 @@ pub struct PortCounters {
     pub rx_bytes: Counter,
     pub tx_packets: Counter,
     pub tx_bytes: Counter,
+    /// Deliveries to the guest retried because its receive ring was full
+    /// (each retry counts; a frame that still finds no room after
+    /// [`RX_RETRIES`](crate::dataplane::forward::RX_RETRIES) is a
+    /// `no_rx_buffer` drop).
+    pub rx_retries: Counter,
     drops: [Counter; DropReason::ALL.len()],
 }
 

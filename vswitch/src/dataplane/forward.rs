@@ -6,17 +6,24 @@
 
 use std::io::IoSlice;
 
+use crate::dataplane::counters::{PortCounters, cycles};
 use crate::dataplane::fdb::PortId;
 use crate::dataplane::frame::{self, DropReason, ETH_HLEN, FrameInfo, TagEdit, VLAN_HLEN, VlanTag};
 use crate::dataplane::teaming::{TeamKey, ip_pair_hash};
-use crate::dataplane::vhost::frames::{Edited, Frame, MAX_SPANS, deliver};
-use crate::dataplane::vhost::ring::{Chain, Seg};
+use crate::dataplane::vhost::frames::{Edited, Frame, MAX_SPANS, RxFormat, deliver};
+use crate::dataplane::vhost::ring::{Chain, Seg, SplitRing};
 use crate::dataplane::worker::{BURST, MAX_FRAME, MacPlace, Worker};
 
 /// MAC table places at and above this are uplinks.
 pub(crate) const UPLINK_BASE: PortId = 1 << 31;
 /// A source address seen again within this is not learned again.
 const RELEARN_NS: u64 = 1_000_000_000;
+/// Attempts after the first to deliver a frame to a guest whose receive
+/// ring is full, as OVS retries a vhost send (`tx-retries-max`, 8).
+pub const RX_RETRIES: u32 = 8;
+/// Cycle-counter ticks a retry waits at most for the guest to post
+/// buffers (about 0.4 µs at 2.5 GHz: a polling guest's loop).
+const RX_RETRY_WAIT: u64 = 1024;
 
 /// Where a MAC table entry points, by name.
 pub(crate) fn place_of(w: &Worker, id: PortId) -> Option<MacPlace> {
@@ -268,8 +275,14 @@ impl Worker {
             return counters.count_drop(DropReason::NoRxBuffer);
         };
         let edited = Edited::new(frame, edit);
-        match deliver(ring, &edited, fmt, &mut self.rx_chains) {
+        let mut result = deliver(ring, &edited, fmt, &mut self.rx_chains);
+        if result == Err(DropReason::NoRxBuffer) && !port.rx_stalled {
+            result = retry_full_ring(ring, &edited, fmt, &mut self.rx_chains, counters);
+            port.rx_stalled = result == Err(DropReason::NoRxBuffer);
+        }
+        match result {
             Ok(()) => {
+                port.rx_stalled = false;
                 counters.rx_packets.inc();
                 counters.rx_bytes.add(out_len as u64);
             }
@@ -402,6 +415,69 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Delivers `frame` to a receive ring that had no room a moment ago.
+/// What this round delivered to the ring is published first (the guest
+/// can post those buffers again only once it sees them used), then each of
+/// up to [`RX_RETRIES`] retries waits up to [`RX_RETRY_WAIT`] for the guest
+/// to post buffers and tries again. Every retry is counted.
+fn retry_full_ring(
+    ring: &mut SplitRing,
+    frame: &Edited<'_, '_>,
+    fmt: RxFormat,
+    chains: &mut [Chain],
+    counters: &PortCounters,
+) -> Result<(), DropReason> {
+    ring.flush_used();
+    ring.notify();
+    let mut result = Err(DropReason::NoRxBuffer);
+    for _ in 0..RX_RETRIES {
+        counters.rx_retries.inc();
+        #[cfg(test)]
+        refilling_guest::before_retry();
+        let start = cycles();
+        while ring.refresh() == 0 && cycles().wrapping_sub(start) < RX_RETRY_WAIT {
+            std::hint::spin_loop();
+        }
+        result = deliver(ring, frame, fmt, chains);
+        if result != Err(DropReason::NoRxBuffer) {
+            break;
+        }
+    }
+    result
+}
+
+/// The guest's driver, for tests: runs before each retry of a delivery to
+/// a full ring on this thread, as a guest on another CPU posting receive
+/// buffers while the switch waits (made deterministic).
+#[cfg(test)]
+pub(crate) mod refilling_guest {
+    use std::cell::RefCell;
+
+    type Driver = Box<dyn FnMut()>;
+
+    thread_local! {
+        static DRIVER: RefCell<Option<Driver>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `driver` before each retry on this thread until [`stop`].
+    pub(crate) fn start(driver: impl FnMut() + 'static) {
+        DRIVER.with(|d| *d.borrow_mut() = Some(Box::new(driver)));
+    }
+
+    /// The guest does nothing more.
+    pub(crate) fn stop() {
+        DRIVER.with(|d| *d.borrow_mut() = None);
+    }
+
+    pub(super) fn before_retry() {
+        DRIVER.with(|d| {
+            if let Some(drive) = d.borrow_mut().as_mut() {
+                drive();
+            }
+        });
     }
 }
 

@@ -129,6 +129,11 @@ pub(crate) struct WPort {
     /// The last source address learned, and when: the same source in the
     /// next frames is not looked up again within a second.
     pub(crate) learned: Option<(u16, MacAddr, u64)>,
+    /// The last delivery to this port ran out of retries: the guest is not
+    /// draining its receive ring, so frames for it are not retried (one
+    /// failed attempt each, as OVS stops retrying a send that makes no
+    /// progress) until a delivery succeeds again.
+    pub(crate) rx_stalled: bool,
 }
 
 /// An uplink as the worker runs it.
@@ -542,6 +547,7 @@ impl WPort {
             egress: None,
             held_until_ns: None,
             learned: None,
+            rx_stalled: false,
         }
     }
 }

@@ -194,6 +194,7 @@ mod tests {
                 tx_packets: 7,
                 tx_bytes: 700,
                 drops: [("forged_source".into(), 3), ("something_new".into(), 1)].into(),
+                ..PortStats::default()
             }],
             uplinks: vec![UplinkStats {
                 name: "u0".into(),

@@ -191,6 +191,10 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Frames dropped at this port, by reason label ([`crate::dataplane::frame::DropReason::label`]).
     pub drops: BTreeMap<String, u64>,
+    /// Deliveries to the guest retried because its receive ring was full
+    /// (absent from switches before retries were counted).
+    #[serde(default)]
+    pub rx_retries: u64,
 }
 
 /// Counters of an uplink.

@@ -13,6 +13,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::control_plane::config::Shaping;
 use crate::dataplane::counters::{PortCounters, WorkerCounters};
+use crate::dataplane::forward::{RX_RETRIES, refilling_guest};
 use crate::dataplane::frame::{DropReason, MacAddr, VlanTag, tci_bytes};
 use crate::dataplane::policy::{Security, VlanMode};
 use crate::dataplane::teaming::Team;
@@ -20,7 +21,7 @@ use crate::dataplane::vhost::backend::PortShared;
 use crate::dataplane::vhost::frames::{RxFormat, racing_guest};
 use crate::dataplane::vhost::mem::GuestMemory;
 use crate::dataplane::vhost::ring::Chain;
-use crate::dataplane::vhost::ring::tests::{BUFS, Driver};
+use crate::dataplane::vhost::ring::tests::{AVAIL, BUFS, Driver};
 use crate::dataplane::worker::{PortEntry, PortPolicy, SwitchEntry, Worker, WorkerSetup};
 
 const SENDER: [u8; 6] = [2, 0, 0, 0, 0x0a, 0x01];
@@ -74,6 +75,12 @@ struct TwoPorts {
 
 impl TwoPorts {
     fn new(sender: VlanMode, receiver: VlanMode) -> Self {
+        Self::with_rx_buffers(sender, receiver, RX_BUFS)
+    }
+
+    /// [`TwoPorts::new`] with a receiver that has offered `buffers` of its
+    /// [`RX_BUFS`] receive buffers (all are described).
+    fn with_rx_buffers(sender: VlanMode, receiver: VlanMode, buffers: u16) -> Self {
         let wake = Arc::new(EventFd::new(0).expect("eventfd"));
         let (_commands, receiver_end) = mpsc::channel();
         let mut worker = Worker::new(WorkerSetup {
@@ -125,7 +132,9 @@ impl TwoPorts {
                 DESC_F_WRITE,
                 0,
             );
-            rx.offer(i);
+            if i < buffers {
+                rx.offer(i);
+            }
         }
         worker.ports[0].queues[1].ring = Some(tx.ring(false));
         let fmt = RxFormat {
@@ -258,4 +267,69 @@ fn frames_without_a_racing_writer_go_through_unchanged() {
     ports.send(&forged, 1);
     assert!(ports.received().is_empty());
     assert_eq!(ports.sender_drops(DropReason::ForgedSource), 1);
+}
+
+/// A guest that posts receive buffer `head` (already described) the first
+/// time it runs, as the first entry of its available ring.
+fn posting_once(mem: Arc<GuestMemory>, head: u16) -> impl FnMut() {
+    let mut posted = false;
+    move || {
+        if posted {
+            return;
+        }
+        posted = true;
+        let write = |gpa: u64, bytes: [u8; 2]| {
+            let p = mem.translate(gpa, 2).expect("in memory");
+            // SAFETY: `p..p+2` was translated in the test guest's memory,
+            // which `mem` keeps mapped.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, 2) };
+        };
+        write(AVAIL + 4, head.to_le_bytes());
+        write(AVAIL + 2, 1u16.to_le_bytes());
+    }
+}
+
+impl TwoPorts {
+    fn receiver_counters(&self) -> &PortCounters {
+        &self.worker.ports[1].entry.counters
+    }
+}
+
+#[test]
+fn a_briefly_full_receive_ring_loses_no_frame() {
+    // The receiver has no buffer when the frame comes, and posts one while
+    // the switch retries.
+    let mut ports = TwoPorts::with_rx_buffers(VlanMode::None, VlanMode::None, 0);
+    refilling_guest::start(posting_once(Arc::clone(&ports.rx.mem), 0));
+    let f = frame(RECEIVER, SENDER, None);
+    ports.send(&f, 1);
+    refilling_guest::stop();
+    assert_eq!(ports.received(), vec![f]);
+    let counters = ports.receiver_counters();
+    assert_eq!(counters.dropped(DropReason::NoRxBuffer), 0);
+    assert_eq!(counters.rx_retries.get(), 1);
+    assert_eq!(counters.rx_packets.get(), 1);
+}
+
+#[test]
+fn a_permanently_full_receive_ring_drops_after_the_retries() {
+    let mut ports = TwoPorts::with_rx_buffers(VlanMode::None, VlanMode::None, 0);
+    let f = frame(RECEIVER, SENDER, None);
+    ports.send(&f, 1);
+    assert!(ports.received().is_empty());
+    let counters = ports.receiver_counters();
+    assert_eq!(counters.dropped(DropReason::NoRxBuffer), 1);
+    assert_eq!(counters.rx_retries.get(), u64::from(RX_RETRIES));
+    // The guest drains nothing: the next frame for it is dropped without
+    // waiting again, and still counted.
+    ports.send(&f, 1);
+    let counters = ports.receiver_counters();
+    assert_eq!(counters.dropped(DropReason::NoRxBuffer), 2);
+    assert_eq!(counters.rx_retries.get(), u64::from(RX_RETRIES));
+    // Once it posts buffers again, frames reach it, and a full ring is
+    // retried again.
+    ports.rx.offer(0);
+    ports.send(&f, 1);
+    assert_eq!(ports.received(), vec![f]);
+    assert!(!ports.worker.ports[1].rx_stalled);
 }

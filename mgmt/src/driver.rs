@@ -295,16 +295,6 @@ pub fn has_display(driver: Driver) -> bool {
     driver == Driver::Qemu
 }
 
-/// The file a console viewer's scrollback is seeded from: QEMU's console
-/// log. sfera-vmm's console socket replays its last 64 KiB to every client
-/// itself, so nothing is seeded for it.
-pub fn console_seed(driver: Driver, p: &VmPaths) -> Option<PathBuf> {
-    match driver {
-        Driver::Qemu => Some(p.console_log()),
-        Driver::SferaVmm => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,9 +67,14 @@ pub fn config(l: &Launch<'_>) -> Result<VmConfig, DriverError> {
         kernel: kernel.into(),
         initrd: initrd.as_ref().map(Into::into),
         cmdline: cmdline.clone(),
+        // mgmtd's console hub seeds a viewer's history from the standard
+        // output's file (console.log), as it does QEMU's, and keeps it
+        // apart from live output; a replay on the socket would reach the
+        // viewer as live output, its queries answered into the guest.
         console: ConsoleConfig {
             stdout: true,
             socket: Some(l.paths.console()),
+            replay: false,
         },
         disks: l
             .disk_sockets

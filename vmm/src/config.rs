@@ -69,6 +69,17 @@ pub struct ConsoleConfig {
     /// input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
+    /// Send a socket client the recent output (up to 64 KiB) before the
+    /// live output. A client that gets its history elsewhere (mgmtd reads
+    /// it from the standard output's file) turns this off: it cannot tell
+    /// the replayed bytes from live ones, and a terminal must not answer
+    /// the queries in a replay.
+    #[serde(default = "yes")]
+    pub replay: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for ConsoleConfig {
@@ -76,6 +87,7 @@ impl Default for ConsoleConfig {
         ConsoleConfig {
             stdout: true,
             socket: None,
+            replay: true,
         }
     }
 }

@@ -130,11 +130,16 @@ impl Machine {
         )?;
         let console_socket = match &config.console.socket {
             Some(path) => Some(
-                ConsoleSocket::listen(path, console_out.clone(), Arc::new(SerialInput(serial)))
-                    .map_err(|source| MachineError::ConsoleSocket {
-                        path: path.clone(),
-                        source,
-                    })?,
+                ConsoleSocket::listen(
+                    path,
+                    console_out.clone(),
+                    Arc::new(SerialInput(serial)),
+                    config.console.replay,
+                )
+                .map_err(|source| MachineError::ConsoleSocket {
+                    path: path.clone(),
+                    source,
+                })?,
             ),
             None => None,
         };

@@ -64,6 +64,7 @@ fn parse_console(s: &str) -> Result<ConsoleArg> {
         ConsoleArg::Set(ConsoleConfig {
             stdout,
             socket: socket.map(PathBuf::from),
+            replay: true,
         })
     };
     Ok(match s.split_once(':') {

@@ -26,6 +26,7 @@ fn config(dir: &Path, kernel: &Path) -> VmConfig {
         console: ConsoleConfig {
             stdout: false,
             socket: Some(dir.join("console.sock")),
+            replay: true,
         },
         disks: Vec::new(),
         nets: Vec::new(),

@@ -34,6 +34,7 @@ fn config(dir: &Path) -> VmConfig {
         console: ConsoleConfig {
             stdout: false,
             socket: Some(dir.join("console.sock")),
+            replay: true,
         },
         disks: Vec::new(),
         nets: Vec::new(),

@@ -140,6 +140,7 @@ fn the_vmm_listens_and_a_backend_connects() {
         console: ConsoleConfig {
             stdout: false,
             socket: None,
+            replay: true,
         },
         disks: vec![DiskConfig {
             socket: socket.clone(),

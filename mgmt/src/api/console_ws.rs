@@ -226,8 +226,10 @@ async fn attach(
         .attach(
             &vm.id,
             &paths.console(),
-            crate::driver::console_seed(crate::driver::Driver::parse(&vm.driver), &paths)
-                .as_deref(),
+            // This power-on's console log, which QEMU's chardev and
+            // sfera-vmm's standard output write (sfera-vmm's socket does
+            // not replay its own: see crate::sfera_vmm).
+            Some(&paths.console_log()),
         )
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;

@@ -49,9 +49,14 @@ impl ConsoleOut {
         self.lock().dropped
     }
 
-    fn add_client(&self, mut client: UnixStream) {
+    /// Adds a socket client, sent the backlog first when `replay`.
+    fn add_client(&self, mut client: UnixStream, replay: bool) {
         let mut sinks = self.lock();
-        let (a, b) = sinks.backlog.as_slices();
+        let (a, b) = if replay {
+            sinks.backlog.as_slices()
+        } else {
+            (&[][..], &[][..])
+        };
         if client
             .write_all(a)
             .and_then(|()| client.write_all(b))
@@ -108,12 +113,13 @@ pub struct ConsoleSocket {
 }
 
 impl ConsoleSocket {
-    /// Listens on `path`; each client gets the output (via `out`) and its
-    /// input goes to `input`.
+    /// Listens on `path`; each client gets the output (via `out`; the
+    /// backlog first when `replay`) and its input goes to `input`.
     pub fn listen(
         path: &Path,
         out: ConsoleOut,
         input: Arc<dyn ConsoleInput>,
+        replay: bool,
     ) -> std::io::Result<ConsoleSocket> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
@@ -130,7 +136,7 @@ impl ConsoleSocket {
                     let Ok(reader) = client.try_clone() else {
                         continue;
                     };
-                    out.add_client(client);
+                    out.add_client(client, replay);
                     let input = Arc::clone(&input);
                     let _ = std::thread::Builder::new()
                         .name("console-in".to_owned())
@@ -190,7 +196,7 @@ mod tests {
         let path = dir.path().join("console.sock");
         let mut out = ConsoleOut::new(false);
         let input = Arc::new(Collect(Mutex::new(Vec::new())));
-        let _sock = ConsoleSocket::listen(&path, out.clone(), input.clone()).unwrap();
+        let _sock = ConsoleSocket::listen(&path, out.clone(), input.clone(), true).unwrap();
         out.write_all(b"early ").unwrap();
         let mut client = UnixStream::connect(&path).unwrap();
         client
@@ -215,5 +221,27 @@ mod tests {
         assert_eq!(&*input.0.lock().unwrap(), b"typed");
         drop(_sock);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_client_of_a_socket_without_replay_gets_only_live_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.sock");
+        let mut out = ConsoleOut::new(false);
+        let input = Arc::new(Collect(Mutex::new(Vec::new())));
+        let _sock = ConsoleSocket::listen(&path, out.clone(), input, false).unwrap();
+        out.write_all(b"early ").unwrap();
+        let mut client = UnixStream::connect(&path).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while out.lock().clients.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        out.write_all(b"late").unwrap();
+        let mut got = vec![0u8; 4];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"late");
     }
 }

@@ -7,7 +7,16 @@
 //! tail of `console.log` when the hub starts, so the boot messages printed
 //! before anyone looked are there), then the live output, with nothing lost
 //! or repeated between the two. The hub lets go of the socket when its
-//! last viewer leaves, so `sfera vm console` can attach again.
+//! last viewer leaves.
+//!
+//! A hub belongs to one power-on (one hypervisor process, [`PowerOn`]): a
+//! viewer of a later power-on never joins it, even before it has seen its
+//! socket close, and its viewers are told it closed. So no viewer of a new
+//! boot is shown an earlier one. The scrollback a viewer is shown has the
+//! terminal's queries taken out ([`queries`]): its terminal would answer
+//! them into the guest.
+
+mod queries;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
@@ -43,6 +52,25 @@ pub enum Output {
     Closed,
 }
 
+/// One power-on of a VM: its hypervisor process, told from a later one
+/// that got the same pid by its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PowerOn {
+    pub pid: u32,
+    /// Clock ticks since the host booted ([`crate::pid::start_ticks`]).
+    pub start_ticks: Option<u64>,
+}
+
+impl PowerOn {
+    /// The power-on whose hypervisor process is `pid`.
+    pub fn of(pid: u32) -> PowerOn {
+        PowerOn {
+            pid,
+            start_ticks: crate::pid::start_ticks(pid),
+        }
+    }
+}
+
 /// Last `SCROLLBACK` bytes of output.
 #[derive(Debug, Default)]
 struct Scrollback {
@@ -61,6 +89,7 @@ impl Scrollback {
 /// One VM's console while it has viewers.
 #[derive(Debug)]
 struct Hub {
+    power_on: PowerOn,
     scrollback: Mutex<Scrollback>,
     output: broadcast::Sender<Output>,
     input: mpsc::Sender<Bytes>,
@@ -72,6 +101,15 @@ impl Hub {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Marks the console closed and tells its viewers, once.
+    fn close(&self) {
+        let mut s = self.scrollback();
+        if !s.closed {
+            s.closed = true;
+            let _ = self.output.send(Output::Closed);
+        }
+    }
 }
 
 /// A viewer of a console: the scrollback at the time it joined, then
@@ -79,6 +117,7 @@ impl Hub {
 #[derive(Debug)]
 pub struct Viewer {
     hub: Arc<Hub>,
+    /// What the guest printed before the viewer joined, queries taken out.
     pub scrollback: Bytes,
     pub output: broadcast::Receiver<Output>,
     /// The console had closed already when the viewer joined.
@@ -123,16 +162,17 @@ pub fn log_tail(path: &Path, max: usize) -> Vec<u8> {
 }
 
 impl Consoles {
-    /// Joins the VM's console hub, starting one (connected to `socket`,
-    /// its scrollback from `log`, if any: a console socket that replays
-    /// its own scrollback to a new client needs none) when it has none.
+    /// Joins the console hub of the VM's `power_on`, starting one
+    /// (connected to `socket`, its scrollback from `log`, if any) when it
+    /// has none; a hub of an earlier power-on is closed.
     pub async fn attach(
         &self,
         vm_id: &str,
+        power_on: PowerOn,
         socket: &Path,
         log: Option<&Path>,
     ) -> Result<Viewer, ConsoleError> {
-        if let Some(v) = self.join(vm_id) {
+        if let Some(v) = self.join(vm_id, power_on) {
             return Ok(v);
         }
         let stream = UnixStream::connect(socket)
@@ -151,6 +191,7 @@ impl Consoles {
         let (output, _) = broadcast::channel(FANOUT);
         let (input, input_rx) = mpsc::channel(64);
         let hub = Arc::new(Hub {
+            power_on,
             scrollback: Mutex::new(scrollback),
             output,
             input,
@@ -161,11 +202,14 @@ impl Consoles {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             // Another viewer may have started one meanwhile: use theirs.
-            if let Some(other) = hubs.get(vm_id).and_then(Weak::upgrade)
-                && !other.scrollback().closed
-            {
-                drop(hubs);
-                return Ok(Self::viewer(other));
+            if let Some(other) = hubs.get(vm_id).and_then(Weak::upgrade) {
+                if other.power_on == power_on && !other.scrollback().closed {
+                    drop(hubs);
+                    return Ok(Self::viewer(other));
+                }
+                if other.power_on != power_on {
+                    other.close();
+                }
             }
             hubs.insert(vm_id.to_owned(), Arc::downgrade(&hub));
         }
@@ -178,13 +222,19 @@ impl Consoles {
         Ok(Self::viewer(hub))
     }
 
-    fn join(&self, vm_id: &str) -> Option<Viewer> {
+    fn join(&self, vm_id: &str, power_on: PowerOn) -> Option<Viewer> {
         let hub = self
             .hubs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(vm_id)
             .and_then(Weak::upgrade)?;
+        if hub.power_on != power_on {
+            // The VM has powered on again since: that console is over,
+            // whether or not its socket has said so yet.
+            hub.close();
+            return None;
+        }
         if hub.scrollback().closed {
             return None;
         }
@@ -194,11 +244,12 @@ impl Consoles {
     fn viewer(hub: Arc<Hub>) -> Viewer {
         // Under the scrollback's lock, so that the pump's next chunk goes
         // either into the copy or to the receiver, not both or neither.
-        let (scrollback, output, closed) = {
+        let (bytes, output, closed) = {
             let s = hub.scrollback();
             let bytes: Vec<u8> = s.bytes.iter().copied().collect();
-            (Bytes::from(bytes), hub.output.subscribe(), s.closed)
+            (bytes, hub.output.subscribe(), s.closed)
         };
+        let scrollback = Bytes::from(queries::strip(&bytes));
         Viewer {
             hub,
             scrollback,
@@ -227,6 +278,10 @@ async fn pump(stream: UnixStream, hub: Weak<Hub>, mut input: mpsc::Receiver<Byte
                 let Some(hub) = hub.upgrade() else { return };
                 let data = Bytes::copy_from_slice(&buf[..n]);
                 let mut s = hub.scrollback();
+                if s.closed {
+                    // A later power-on's hub took over.
+                    return;
+                }
                 s.push(&data);
                 // No receiver is not an error: viewers come and go.
                 let _ = hub.output.send(Output::Data(data));
@@ -243,9 +298,7 @@ async fn pump(stream: UnixStream, hub: Weak<Hub>, mut input: mpsc::Receiver<Byte
         }
     }
     if let Some(hub) = hub.upgrade() {
-        let mut s = hub.scrollback();
-        s.closed = true;
-        let _ = hub.output.send(Output::Closed);
+        hub.close();
     }
 }
 
@@ -264,6 +317,11 @@ mod tests {
             Output::Closed => panic!("closed"),
         }
     }
+
+    const BOOT: PowerOn = PowerOn {
+        pid: 100,
+        start_ticks: Some(5),
+    };
 
     #[test]
     fn the_log_tail_starts_at_a_line() {
@@ -289,7 +347,10 @@ mod tests {
         let listener = UnixListener::bind(&socket).unwrap();
         let consoles = Consoles::default();
 
-        let mut first = consoles.attach("vm-1", &socket, Some(&log)).await.unwrap();
+        let mut first = consoles
+            .attach("vm-1", BOOT, &socket, Some(&log))
+            .await
+            .unwrap();
         let (mut guest, _) = listener.accept().await.unwrap();
         assert_eq!(&first.scrollback[..], b"booted earlier\n");
         guest.write_all(b"login: ").await.unwrap();
@@ -297,7 +358,10 @@ mod tests {
 
         // A second viewer joins the same hub: no second connection, and
         // the scrollback has what the first one saw.
-        let mut second = consoles.attach("vm-1", &socket, Some(&log)).await.unwrap();
+        let mut second = consoles
+            .attach("vm-1", BOOT, &socket, Some(&log))
+            .await
+            .unwrap();
         assert_eq!(&second.scrollback[..], b"booted earlier\nlogin: ");
         assert!(second.send(Bytes::from_static(b"root\n")).await);
         let mut typed = [0u8; 5];
@@ -318,10 +382,83 @@ mod tests {
         // When every viewer has left, the hub lets go of the socket and
         // the next viewer makes a new connection.
         drop((first, second));
-        let third = consoles.attach("vm-1", &socket, Some(&log)).await.unwrap();
+        let third = consoles
+            .attach("vm-1", BOOT, &socket, Some(&log))
+            .await
+            .unwrap();
         let accepted =
             tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept()).await;
         assert!(accepted.is_ok(), "no new connection");
         assert!(!third.closed);
+    }
+
+    #[tokio::test]
+    async fn a_new_power_on_never_sees_the_last_ones_console() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("console.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let consoles = Consoles::default();
+        let mut first = consoles.attach("vm-1", BOOT, &socket, None).await.unwrap();
+        let (mut old_guest, _) = listener.accept().await.unwrap();
+        old_guest.write_all(b"first boot\r\n~ # ").await.unwrap();
+        assert_eq!(next_data(&mut first).await, b"first boot\r\n~ # ");
+
+        // The VM powers off and on again (a new process, here with the
+        // same pid: its start time tells them apart) before the old hub
+        // has seen its socket close: a viewer of the new boot gets a new
+        // connection and none of the old output, and the old viewer is
+        // told its console closed.
+        let again = PowerOn {
+            start_ticks: Some(6),
+            ..BOOT
+        };
+        let mut second = consoles.attach("vm-1", again, &socket, None).await.unwrap();
+        let (mut new_guest, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept())
+                .await
+                .expect("no new connection")
+                .unwrap();
+        assert!(second.scrollback.is_empty(), "{:?}", second.scrollback);
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), first.output.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(closed, Output::Closed));
+
+        // What the old process still prints goes nowhere; the new one's
+        // output and keys are the new boot's.
+        old_guest.write_all(b"late").await.unwrap();
+        new_guest.write_all(b"second boot").await.unwrap();
+        assert_eq!(next_data(&mut second).await, b"second boot");
+        assert!(second.send(Bytes::from_static(b"ls\n")).await);
+        let mut typed = [0u8; 3];
+        new_guest.read_exact(&mut typed).await.unwrap();
+        assert_eq!(&typed, b"ls\n");
+        let third = consoles.attach("vm-1", again, &socket, None).await.unwrap();
+        assert_eq!(&third.scrollback[..], b"second boot");
+    }
+
+    #[tokio::test]
+    async fn the_scrollback_is_shown_without_the_terminal_queries_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("console.sock");
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, b"\x1b[6n~ # free\r\n").unwrap();
+        let listener = UnixListener::bind(&socket).unwrap();
+        let consoles = Consoles::default();
+        let mut first = consoles
+            .attach("vm-1", BOOT, &socket, Some(&log))
+            .await
+            .unwrap();
+        let (mut guest, _) = listener.accept().await.unwrap();
+        assert_eq!(&first.scrollback[..], b"~ # free\r\n");
+        // Live, the query goes through: the shell waits for its answer.
+        guest.write_all(b"\x1b[6n~ # ").await.unwrap();
+        assert_eq!(next_data(&mut first).await, b"\x1b[6n~ # ");
+        let second = consoles
+            .attach("vm-1", BOOT, &socket, Some(&log))
+            .await
+            .unwrap();
+        assert_eq!(&second.scrollback[..], b"~ # free\r\n~ # ");
     }
 }

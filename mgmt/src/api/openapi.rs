@@ -68,6 +68,7 @@ fn schemas() -> Map<String, Value> {
         .add::<crate::vm::edit::EditVm>();
     // Answers.
     s.add::<error::ErrorBody>()
+        .add::<super::console_ws::ConsoleEvent>()
         .add::<meta::Health>()
         .add::<auth::Session>()
         .add::<auth::NewToken>()

@@ -3,11 +3,10 @@
 //! QEMU's serial chardev is a Unix socket that takes one client at a time.
 //! A hub is that one client: it reads everything the guest prints into a
 //! scrollback buffer and out to every viewer, and writes what any viewer
-//! types. A viewer that joins gets the scrollback first (seeded from the
-//! tail of `console.log` when the hub starts, so the boot messages printed
-//! before anyone looked are there), then the live output, with nothing lost
-//! or repeated between the two. The hub lets go of the socket when its
-//! last viewer leaves.
+//! types. A viewer that joins gets the scrollback first (seeded when the
+//! hub starts with what the guest printed before, [`History`], so the boot
+//! messages printed before anyone looked are there), then the live output.
+//! The hub lets go of the socket when its last viewer leaves.
 //!
 //! A hub belongs to one power-on (one hypervisor process, [`PowerOn`]): a
 //! viewer of a later power-on never joins it, even before it has seen its
@@ -22,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,6 +33,9 @@ pub const SCROLLBACK: usize = 64 * 1024;
 /// Chunks of output a slow viewer may fall behind before it loses some.
 const FANOUT: usize = 1024;
 
+/// How long a console socket may take to send its framed history.
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Errors attaching to a console.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
@@ -42,6 +45,31 @@ pub enum ConsoleError {
         #[source]
         source: std::io::Error,
     },
+    #[error("The serial console {} sent no history", socket.display())]
+    History {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a new hub gets what the guest printed before it connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum History {
+    /// The tail of a log the hypervisor writes beside the socket (QEMU's
+    /// chardev log), read once connected. Not seamless: QEMU accepts the
+    /// connection in its own time, so what the guest prints between the
+    /// read and the accept is in neither, and what it prints between the
+    /// accept and the read is in both.
+    Log(PathBuf),
+    /// A header line giving its length and the history itself, at the
+    /// start of the socket's stream (sfera-vmm's framed history,
+    /// `vmm::config::ConsoleHistory::Framed`): the history ends where the
+    /// live output starts, nothing lost or repeated.
+    Framed,
+    /// None: whatever the socket sends is live output (a sfera-vmm started
+    /// with its plain replay, by an older mgmtd).
+    Live,
 }
 
 /// What a viewer receives.
@@ -163,30 +191,35 @@ pub fn log_tail(path: &Path, max: usize) -> Vec<u8> {
 
 impl Consoles {
     /// Joins the console hub of the VM's `power_on`, starting one
-    /// (connected to `socket`, its scrollback from `log`, if any) when it
-    /// has none; a hub of an earlier power-on is closed.
+    /// (connected to `socket`, its scrollback from `history`) when it has
+    /// none; a hub of an earlier power-on is closed.
     pub async fn attach(
         &self,
         vm_id: &str,
         power_on: PowerOn,
         socket: &Path,
-        log: Option<&Path>,
+        history: &History,
     ) -> Result<Viewer, ConsoleError> {
         if let Some(v) = self.join(vm_id, power_on) {
             return Ok(v);
         }
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|source| ConsoleError::Connect {
-                socket: socket.to_owned(),
-                source,
-            })?;
-        // Read the log once connected: what the guest prints from now on
-        // comes through the socket, so a line may show twice at worst,
-        // never go missing.
+        let mut stream =
+            UnixStream::connect(socket)
+                .await
+                .map_err(|source| ConsoleError::Connect {
+                    socket: socket.to_owned(),
+                    source,
+                })?;
         let mut scrollback = Scrollback::default();
-        if let Some(log) = log {
-            scrollback.push(&log_tail(log, SCROLLBACK));
+        match history {
+            History::Log(log) => scrollback.push(&log_tail(log, SCROLLBACK)),
+            History::Framed => read_framed_history(&mut stream, &mut scrollback)
+                .await
+                .map_err(|source| ConsoleError::History {
+                    socket: socket.to_owned(),
+                    source,
+                })?,
+            History::Live => {}
         }
         let (output, _) = broadcast::channel(FANOUT);
         let (input, input_rx) = mpsc::channel(64);
@@ -259,6 +292,55 @@ impl Consoles {
     }
 }
 
+/// Reads a framed history (`vmm::config::history_header`, then that many
+/// bytes) off the start of `stream` into `scrollback`, from the start of a
+/// line when it was cut. Byte by byte up to the header's end, so that no
+/// live output is read ahead.
+async fn read_framed_history(
+    stream: &mut UnixStream,
+    scrollback: &mut Scrollback,
+) -> std::io::Result<()> {
+    let read = async {
+        let mut line = Vec::new();
+        loop {
+            let byte = stream.read_u8().await?;
+            if byte == b'\n' {
+                break;
+            }
+            line.push(byte);
+            if line.len() >= vmm::config::HISTORY_HEADER_MAX {
+                break;
+            }
+        }
+        let len = vmm::config::parse_history_header(&line).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "The history's header is {:?}",
+                    String::from_utf8_lossy(&line)
+                ),
+            )
+        })?;
+        let mut left = len;
+        let mut buf = vec![0u8; 16 * 1024];
+        while left > 0 {
+            let n = left.min(buf.len());
+            stream.read_exact(&mut buf[..n]).await?;
+            scrollback.push(&buf[..n]);
+            left -= n;
+        }
+        if len >= SCROLLBACK
+            && let Some(nl) = scrollback.bytes.iter().position(|b| *b == b'\n')
+        {
+            scrollback.bytes.drain(..=nl);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(HISTORY_TIMEOUT, read)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
 /// Moves bytes between the console socket and the hub until the socket
 /// closes or the last viewer leaves.
 async fn pump(stream: UnixStream, hub: Weak<Hub>, mut input: mpsc::Receiver<Bytes>, vm: String) {
@@ -308,7 +390,7 @@ mod tests {
     use tokio::net::UnixListener;
 
     async fn next_data(v: &mut Viewer) -> Vec<u8> {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), v.output.recv())
+        match tokio::time::timeout(Duration::from_secs(5), v.output.recv())
             .await
             .unwrap()
             .unwrap()
@@ -348,7 +430,7 @@ mod tests {
         let consoles = Consoles::default();
 
         let mut first = consoles
-            .attach("vm-1", BOOT, &socket, Some(&log))
+            .attach("vm-1", BOOT, &socket, &History::Log(log.clone()))
             .await
             .unwrap();
         let (mut guest, _) = listener.accept().await.unwrap();
@@ -359,7 +441,7 @@ mod tests {
         // A second viewer joins the same hub: no second connection, and
         // the scrollback has what the first one saw.
         let mut second = consoles
-            .attach("vm-1", BOOT, &socket, Some(&log))
+            .attach("vm-1", BOOT, &socket, &History::Log(log.clone()))
             .await
             .unwrap();
         assert_eq!(&second.scrollback[..], b"booted earlier\nlogin: ");
@@ -373,7 +455,7 @@ mod tests {
 
         // The guest side closes: viewers are told.
         drop(guest);
-        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), first.output.recv())
+        let closed = tokio::time::timeout(Duration::from_secs(5), first.output.recv())
             .await
             .unwrap()
             .unwrap();
@@ -383,11 +465,10 @@ mod tests {
         // the next viewer makes a new connection.
         drop((first, second));
         let third = consoles
-            .attach("vm-1", BOOT, &socket, Some(&log))
+            .attach("vm-1", BOOT, &socket, &History::Log(log.clone()))
             .await
             .unwrap();
-        let accepted =
-            tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept()).await;
+        let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
         assert!(accepted.is_ok(), "no new connection");
         assert!(!third.closed);
     }
@@ -398,7 +479,10 @@ mod tests {
         let socket = dir.path().join("console.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let consoles = Consoles::default();
-        let mut first = consoles.attach("vm-1", BOOT, &socket, None).await.unwrap();
+        let mut first = consoles
+            .attach("vm-1", BOOT, &socket, &History::Live)
+            .await
+            .unwrap();
         let (mut old_guest, _) = listener.accept().await.unwrap();
         old_guest.write_all(b"first boot\r\n~ # ").await.unwrap();
         assert_eq!(next_data(&mut first).await, b"first boot\r\n~ # ");
@@ -412,14 +496,16 @@ mod tests {
             start_ticks: Some(6),
             ..BOOT
         };
-        let mut second = consoles.attach("vm-1", again, &socket, None).await.unwrap();
-        let (mut new_guest, _) =
-            tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept())
-                .await
-                .expect("no new connection")
-                .unwrap();
+        let mut second = consoles
+            .attach("vm-1", again, &socket, &History::Live)
+            .await
+            .unwrap();
+        let (mut new_guest, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("no new connection")
+            .unwrap();
         assert!(second.scrollback.is_empty(), "{:?}", second.scrollback);
-        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), first.output.recv())
+        let closed = tokio::time::timeout(Duration::from_secs(5), first.output.recv())
             .await
             .unwrap()
             .unwrap();
@@ -434,7 +520,10 @@ mod tests {
         let mut typed = [0u8; 3];
         new_guest.read_exact(&mut typed).await.unwrap();
         assert_eq!(&typed, b"ls\n");
-        let third = consoles.attach("vm-1", again, &socket, None).await.unwrap();
+        let third = consoles
+            .attach("vm-1", again, &socket, &History::Live)
+            .await
+            .unwrap();
         assert_eq!(&third.scrollback[..], b"second boot");
     }
 
@@ -447,7 +536,7 @@ mod tests {
         let listener = UnixListener::bind(&socket).unwrap();
         let consoles = Consoles::default();
         let mut first = consoles
-            .attach("vm-1", BOOT, &socket, Some(&log))
+            .attach("vm-1", BOOT, &socket, &History::Log(log.clone()))
             .await
             .unwrap();
         let (mut guest, _) = listener.accept().await.unwrap();
@@ -456,9 +545,64 @@ mod tests {
         guest.write_all(b"\x1b[6n~ # ").await.unwrap();
         assert_eq!(next_data(&mut first).await, b"\x1b[6n~ # ");
         let second = consoles
-            .attach("vm-1", BOOT, &socket, Some(&log))
+            .attach("vm-1", BOOT, &socket, &History::Log(log.clone()))
             .await
             .unwrap();
         assert_eq!(&second.scrollback[..], b"~ # free\r\n~ # ");
+    }
+
+    #[test]
+    fn sfera_vmms_history_and_live_output_meet_exactly_while_the_guest_prints() {
+        // The seam that made mgmt_api flaky: a viewer's scrollback and the
+        // live output after it, taken while the guest prints without a
+        // pause, must be one stream. Each round is a new hub (the last
+        // viewer left), so a new connection to sfera-vmm's own console
+        // socket with its framed history (each round's VM id is new, so
+        // no round joins the last one's hub while that one winds down).
+        use vmm::config::ConsoleHistory;
+        use vmm::devices::console::{ConsoleInput, ConsoleOut, ConsoleSocket};
+        use vmm::testing::counting::{CountingGuest, assert_rounds_count_on};
+        struct Ignore;
+        impl ConsoleInput for Ignore {
+            fn input(&self, _: &[u8]) {}
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("console.sock");
+        let out = ConsoleOut::new(false);
+        let _listening = ConsoleSocket::listen(
+            &socket,
+            out.clone(),
+            Arc::new(Ignore),
+            ConsoleHistory::Framed,
+        )
+        .unwrap();
+        let guest = CountingGuest::start(out.clone());
+        let consoles = Consoles::default();
+        let mut round = 0;
+        assert_rounds_count_on(
+            20,
+            || out.dropped(),
+            || {
+                round += 1;
+                runtime.block_on(async {
+                    let mut viewer = consoles
+                        .attach(&format!("vm-{round}"), BOOT, &socket, &History::Framed)
+                        .await
+                        .unwrap();
+                    let mut stream = viewer.scrollback.to_vec();
+                    let seen = stream.len();
+                    while stream.len() < seen + 16 * 1024 {
+                        stream.extend(next_data(&mut viewer).await);
+                    }
+                    stream
+                })
+            },
+        );
+        drop(guest);
     }
 }

@@ -295,6 +295,17 @@ pub fn has_display(driver: Driver) -> bool {
     driver == Driver::Qemu
 }
 
+/// Where a console hub gets what the guest printed before it connected:
+/// QEMU's console log (its chardev writes it beside the socket), and
+/// sfera-vmm's own socket, which sends it framed ahead of the live output
+/// (see [`crate::sfera_vmm::console_history`]).
+pub fn console_history(driver: Driver, p: &VmPaths) -> crate::console::History {
+    match driver {
+        Driver::Qemu => crate::console::History::Log(p.console_log()),
+        Driver::SferaVmm => sfera_vmm::console_history(p),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

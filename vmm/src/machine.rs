@@ -134,7 +134,7 @@ impl Machine {
                     path,
                     console_out.clone(),
                     Arc::new(SerialInput(serial)),
-                    config.console.replay,
+                    config.console.history,
                 )
                 .map_err(|source| MachineError::ConsoleSocket {
                     path: path.clone(),

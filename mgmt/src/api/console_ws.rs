@@ -255,10 +255,7 @@ async fn attach(
             &vm.id,
             PowerOn::of(pid),
             &paths.console(),
-            // This power-on's console log, which QEMU's chardev and
-            // sfera-vmm's standard output write (sfera-vmm's socket does
-            // not replay its own: see crate::sfera_vmm).
-            Some(&paths.console_log()),
+            &crate::driver::console_history(crate::driver::Driver::parse(&vm.driver), &paths),
         )
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;

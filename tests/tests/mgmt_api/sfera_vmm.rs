@@ -110,7 +110,7 @@ pub(crate) fn paused_through_the_cli_it_outlives_mgmtd(
 
 /// The report, through the console WebSocket of the second mgmtd, opened
 /// before the guest runs on to its end: what the guest printed before is
-/// the history frame (read from console.log, after the session event), not
+/// the history frame (sfera-vmm's framed history, after the session event), not
 /// a replay that a terminal would take for live output and answer; and
 /// through `sfera vm console`
 /// (the same WebSocket, from the CLI: with stdin closed it shows the

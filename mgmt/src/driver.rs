@@ -295,13 +295,14 @@ pub fn has_display(driver: Driver) -> bool {
     driver == Driver::Qemu
 }
 
-/// The file a console viewer's scrollback is seeded from: QEMU's console
-/// log. sfera-vmm's console socket replays its last 64 KiB to every client
-/// itself, so nothing is seeded for it.
-pub fn console_seed(driver: Driver, p: &VmPaths) -> Option<PathBuf> {
+/// Where a console hub gets what the guest printed before it connected:
+/// QEMU's console log (its chardev writes it beside the socket), and
+/// sfera-vmm's own socket, which sends it framed ahead of the live output
+/// (see [`crate::sfera_vmm::console_history`]).
+pub fn console_history(driver: Driver, p: &VmPaths) -> crate::console::History {
     match driver {
-        Driver::Qemu => Some(p.console_log()),
-        Driver::SferaVmm => None,
+        Driver::Qemu => crate::console::History::Log(p.console_log()),
+        Driver::SferaVmm => sfera_vmm::console_history(p),
     }
 }
 

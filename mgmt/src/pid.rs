@@ -39,6 +39,32 @@ pub fn alive_with_arg(pid: u32, needle: &str) -> bool {
             .unwrap_or(false)
 }
 
+/// When `pid` started, in clock ticks since the host booted: with the pid,
+/// what tells a process from a later one that got the same number.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name start with the third, the state; the
+    // start time is the 22nd.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// When `pid` started, in seconds since the epoch.
+pub fn started_at(pid: u32) -> Option<i64> {
+    let ticks = start_ticks(pid)?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf(3) reads a configuration value; no memory of ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|hz| *hz > 0)?;
+    Some(boot + i64::try_from(ticks / hz).ok()?)
+}
+
 /// Reads a pidfile.
 pub fn read_pidfile(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -71,5 +97,15 @@ mod tests {
         assert!(!alive(u32::MAX - 1));
         assert!(!signal(0, 0));
         assert!(signal(me, 0));
+    }
+
+    #[test]
+    fn this_process_started_since_the_host_booted_and_before_now() {
+        let me = std::process::id();
+        assert_eq!(start_ticks(me), start_ticks(me));
+        assert!(start_ticks(u32::MAX - 1).is_none());
+        let at = started_at(me).unwrap();
+        let now = crate::db::now();
+        assert!(at <= now + 1 && at > now - 24 * 3600, "{at} vs {now}");
     }
 }

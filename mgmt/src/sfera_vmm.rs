@@ -11,8 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use vmm::config::{ConsoleConfig, DiskConfig, NetConfig, SocketMode, VmConfig};
+use vmm::config::{ConsoleConfig, ConsoleHistory, DiskConfig, NetConfig, SocketMode, VmConfig};
 
+use crate::console::History;
 use crate::db::Boot;
 use crate::driver::{DriverError, VmPaths};
 use crate::qemu::Launch;
@@ -67,9 +68,14 @@ pub fn config(l: &Launch<'_>) -> Result<VmConfig, DriverError> {
         kernel: kernel.into(),
         initrd: initrd.as_ref().map(Into::into),
         cmdline: cmdline.clone(),
+        // mgmtd's console hub keeps a viewer's history apart from live
+        // output (a terminal must not answer the queries in a history), so
+        // the socket frames its history; the standard output is the VM's
+        // console.log, the downloadable record of this power-on.
         console: ConsoleConfig {
             stdout: true,
             socket: Some(l.paths.console()),
+            history: ConsoleHistory::Framed,
         },
         disks: l
             .disk_sockets
@@ -182,6 +188,22 @@ pub fn running_pid(p: &VmPaths) -> Option<u32> {
     pid::alive_with_arg(pid, &p.vmm_api().to_string_lossy()).then_some(pid)
 }
 
+/// How the running sfera-vmm's console socket starts its stream, as the
+/// configuration it was started with says: framed history from this
+/// mgmtd's launches; a VMM started by an older mgmtd replays its history
+/// as plain bytes, which can only be taken for live output.
+pub fn console_history(p: &VmPaths) -> History {
+    let framed = jail::open_vm_file(&p.vmm_config(), false)
+        .ok()
+        .and_then(|f| serde_json::from_reader::<_, VmConfig>(std::io::BufReader::new(f)).ok())
+        .is_some_and(|c| c.console.history == ConsoleHistory::Framed);
+    if framed {
+        History::Framed
+    } else {
+        History::Live
+    }
+}
+
 /// The VM as sfera-vmm reports it.
 pub async fn info(p: &VmPaths) -> Result<Info, CallError> {
     api(p).get_as("/v1/vm").await
@@ -255,5 +277,34 @@ mod tests {
             "/v1/vm/shutdown",
             "sfera-vmm's route"
         );
+    }
+
+    #[test]
+    fn a_viewer_takes_the_history_as_the_vmm_was_told_to_send_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = VmPaths::new(dir.path(), "vm-1");
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        assert_eq!(console_history(&paths), History::Live, "no VMM yet");
+        let mut vm = crate::qemu::tests::one_disk_one_nic();
+        vm.boot = Boot::Kernel {
+            kernel: "/g/testguest.elf".into(),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        let mut c = config(&Launch {
+            vm: &vm,
+            paths: &paths,
+            accel: Accel::Tcg,
+            qemu_cpu: None,
+            disk_sockets: &[],
+            nic_sockets: &[],
+        })
+        .unwrap();
+        std::fs::write(paths.vmm_config(), serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(console_history(&paths), History::Framed);
+        // A VMM started (by an older mgmtd) with the plain replay.
+        c.console.history = ConsoleHistory::Replay;
+        std::fs::write(paths.vmm_config(), serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(console_history(&paths), History::Live);
     }
 }

@@ -11,7 +11,10 @@
 //! of 20 s), see its screen in the graphical console (noVNC) and type into
 //! it, reopen the serial console without typing into the guest, be refused
 //! both consoles as a read-only user, power it off and on and type the
-//! first command of the new boot, power it off and delete it with its disk; change a port group's VLAN
+//! first command of the new boot, power it off and on again from the
+//! console tab and see the terminal start clean at the new power-on (no
+//! line of the last boot, the first command typed as typed), power it off
+//! and delete it with its disk; change a port group's VLAN
 //! and security from its page, create and delete a volume from the
 //! datastore page; the host page shows
 //! the VM's driver, and a qcow2 image with a boot sector is imported from

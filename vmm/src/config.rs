@@ -69,13 +69,58 @@ pub struct ConsoleConfig {
     /// input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
+    /// How a socket client gets the output from before it connected.
+    #[serde(default)]
+    pub history: ConsoleHistory,
 }
+
+/// What a console socket client is sent before the live output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleHistory {
+    /// The recent output (up to 64 KiB) as plain bytes, then the live
+    /// output: a terminal attached to the socket shows the history, but a
+    /// client cannot tell where it ends.
+    #[default]
+    Replay,
+    /// A header line [`history_header`] giving the history's length, the
+    /// recent output (up to 64 KiB), then the live output. The history is
+    /// everything the guest printed before the client's live output starts
+    /// (its last 64 KiB), so a client that keeps the two apart (mgmtd, whose
+    /// viewers' terminals must not answer the queries in a history) loses
+    /// and repeats nothing between them.
+    Framed,
+}
+
+/// What starts a [`ConsoleHistory::Framed`] socket's stream: the length in
+/// bytes of the history that follows it.
+pub fn history_header(len: usize) -> String {
+    format!("{HISTORY_HEADER}{len}\n")
+}
+
+/// The length a header line (`history_header`, its newline taken off)
+/// gives, or `None` when it is not one.
+pub fn parse_history_header(line: &[u8]) -> Option<usize> {
+    let digits = line.strip_prefix(HISTORY_HEADER.as_bytes())?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The header line's text before the length.
+const HISTORY_HEADER: &str = "sfera-console history ";
+
+/// The longest header line, newline included: a client reading one gives
+/// up past it.
+pub const HISTORY_HEADER_MAX: usize = HISTORY_HEADER.len() + 21;
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
         ConsoleConfig {
             stdout: true,
             socket: None,
+            history: ConsoleHistory::Replay,
         }
     }
 }

@@ -103,6 +103,40 @@ pub struct Machine {
     state: MachineState,
 }
 
+/// Puts what boots into guest memory (a Linux kernel with its initrd and
+/// command line, or a raw image); where the first vCPU starts.
+fn load_boot_image(
+    config: &VmConfig,
+    source: &BootSource,
+    memory: &memory::GuestMemory,
+) -> Result<EntryState, MachineError> {
+    match source {
+        BootSource::Kernel => {
+            let booted = boot::load(
+                memory,
+                &BootSpec {
+                    kernel: &config.kernel,
+                    initrd: config.initrd.as_deref(),
+                    cmdline: &config.cmdline,
+                    mem_size: config.mem_size(),
+                },
+            )?;
+            Ok(booted.entry)
+        }
+        BootSource::Raw {
+            image,
+            load_addr,
+            entry,
+            ..
+        } => {
+            memory
+                .write_slice(image, GuestAddress(*load_addr))
+                .map_err(MachineError::RawImage)?;
+            Ok(*entry)
+        }
+    }
+}
+
 impl Machine {
     /// Builds the machine; nothing runs until [`Machine::start`]. On error
     /// everything made so far is dropped again.
@@ -135,11 +169,16 @@ impl Machine {
         )?;
         let console_socket = match &config.console.socket {
             Some(path) => Some(
-                ConsoleSocket::listen(path, console_out.clone(), Arc::new(SerialInput(serial)))
-                    .map_err(|source| MachineError::ConsoleSocket {
-                        path: path.clone(),
-                        source,
-                    })?,
+                ConsoleSocket::listen(
+                    path,
+                    console_out.clone(),
+                    Arc::new(SerialInput(serial)),
+                    config.console.history,
+                )
+                .map_err(|source| MachineError::ConsoleSocket {
+                    path: path.clone(),
+                    source,
+                })?,
             ),
             None => None,
         };
@@ -147,31 +186,7 @@ impl Machine {
         let pci = PciSetup::build(config, &vm, &ram, &io, &mmio)?;
         timings::mark(Step::Devices);
 
-        let entry = match &source {
-            BootSource::Kernel => {
-                let booted = boot::load(
-                    &ram.memory,
-                    &BootSpec {
-                        kernel: &config.kernel,
-                        initrd: config.initrd.as_deref(),
-                        cmdline: &config.cmdline,
-                        mem_size: config.mem_size(),
-                    },
-                )?;
-                booted.entry
-            }
-            BootSource::Raw {
-                image,
-                load_addr,
-                entry,
-                ..
-            } => {
-                ram.memory
-                    .write_slice(image, GuestAddress(*load_addr))
-                    .map_err(MachineError::RawImage)?;
-                *entry
-            }
-        };
+        let entry = load_boot_image(config, &source, &ram.memory)?;
         let cpus = u8::try_from(config.vcpus).unwrap_or(u8::MAX);
         boot::write_mptable(&ram.memory, cpus, &pci.irqs())?;
         timings::mark(Step::BootLoader);

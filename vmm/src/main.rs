@@ -19,7 +19,7 @@ use control::socket::ApiSocket;
 use vmm::api::http::VmmApi;
 use vmm::api::request::VmmAction;
 use vmm::api::service::{SharedVmm, Vmm, handle};
-use vmm::config::{ConsoleConfig, VmConfig, host_limits};
+use vmm::config::{ConsoleConfig, ConsoleHistory, VmConfig, host_limits};
 use vmm::seccomp;
 use vmm::timings::{self, Step};
 use vmm::vm::host_max_vcpus;
@@ -70,6 +70,7 @@ fn parse_console(s: &str) -> Result<ConsoleArg> {
         ConsoleArg::Set(ConsoleConfig {
             stdout,
             socket: socket.map(PathBuf::from),
+            history: ConsoleHistory::Replay,
         })
     };
     Ok(match s.split_once(':') {

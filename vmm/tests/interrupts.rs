@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vmm::config::{ConsoleConfig, VmConfig};
+use vmm::config::{ConsoleConfig, ConsoleHistory, VmConfig};
 use vmm::cpu::VmEvent;
 use vmm::machine::Machine;
 use vmm::testing::driver::PciDriver;
@@ -31,6 +31,7 @@ fn config(dir: &Path) -> VmConfig {
         console: ConsoleConfig {
             stdout: false,
             socket: Some(dir.join("console.sock")),
+            history: ConsoleHistory::Replay,
         },
         disks: Vec::new(),
         nets: Vec::new(),

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vmm::config::{ConsoleConfig, VmConfig};
+use vmm::config::{ConsoleConfig, ConsoleHistory, VmConfig};
 use vmm::cpu::VmEvent;
 use vmm::machine::{BootSource, Machine, MachineState};
 use vmm::testing;
@@ -26,6 +26,7 @@ fn config(dir: &Path, kernel: &Path) -> VmConfig {
         console: ConsoleConfig {
             stdout: false,
             socket: Some(dir.join("console.sock")),
+            history: ConsoleHistory::Replay,
         },
         disks: Vec::new(),
         nets: Vec::new(),

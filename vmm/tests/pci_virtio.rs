@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress};
 use vmm::bus::Bus;
-use vmm::config::{ConsoleConfig, VmConfig};
+use vmm::config::{ConsoleConfig, ConsoleHistory, VmConfig};
 use vmm::cpu::VmEvent;
 use vmm::layout::PCI_MMIO_START;
 use vmm::machine::{BootSource, Machine};
@@ -34,6 +34,7 @@ fn config(dir: &Path) -> VmConfig {
         console: ConsoleConfig {
             stdout: false,
             socket: Some(dir.join("console.sock")),
+            history: ConsoleHistory::Replay,
         },
         disks: Vec::new(),
         nets: Vec::new(),

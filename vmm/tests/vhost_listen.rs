@@ -15,7 +15,7 @@ use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
-use vmm::config::{ConsoleConfig, DiskConfig, SocketMode, VmConfig};
+use vmm::config::{ConsoleConfig, ConsoleHistory, DiskConfig, SocketMode, VmConfig};
 use vmm::machine::Machine;
 use vmm::testing::{self, driver::PciDriver};
 use vmm_sys_util::epoll::EventSet;
@@ -140,6 +140,7 @@ fn the_vmm_listens_and_a_backend_connects() {
         console: ConsoleConfig {
             stdout: false,
             socket: None,
+            history: ConsoleHistory::Replay,
         },
         disks: vec![DiskConfig {
             socket: socket.clone(),

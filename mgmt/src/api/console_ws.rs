@@ -6,12 +6,20 @@
 //! elsewhere cannot open it with the user's cookie. A console opened with
 //! a session closes when the session ends (logout, idle timeout, expiry,
 //! the user deleted).
+//!
+//! What the server sends, in order: a text frame, [`ConsoleEvent::Session`]
+//! as JSON, which says which power-on this console shows (a terminal starts
+//! clean there: nothing of an earlier boot belongs in it); one binary frame
+//! with the history (what the guest printed since that power-on before the
+//! client connected, its terminal queries taken out, empty when there is
+//! none); then binary frames of live output until the console closes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use warp::Reply as _;
@@ -24,7 +32,7 @@ use super::origin::{self, Source};
 use super::reply::Reply;
 use super::server::authenticate;
 use crate::auth::{Principal, Role};
-use crate::console::{Output, Viewer};
+use crate::console::{Output, PowerOn, Viewer};
 use crate::db::VmState;
 use crate::service::Mgmt;
 
@@ -33,6 +41,17 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// How often a console checks that its session still lives (logging out
 /// closes it at once; an idle timeout or expiry within this).
 const SESSION_CHECK: Duration = Duration::from_secs(15);
+
+/// A text frame of the console's WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConsoleEvent {
+    /// The console of one power-on starts: a terminal resets here.
+    Session {
+        /// When the VM's process started (seconds since the epoch), if known.
+        powered_on_at: Option<i64>,
+    },
+}
 
 /// The session a console was opened with.
 pub(super) struct Session {
@@ -212,40 +231,59 @@ pub(super) async fn authorize(
     Ok((vm, principal))
 }
 
+/// A viewer of the console and the event that starts it.
+pub(super) struct Attached {
+    viewer: Viewer,
+    session: ConsoleEvent,
+}
+
 /// The viewer, the VM's name and the session's hash (none for a token).
 async fn attach(
     mgmt: &Mgmt,
     tls: bool,
     vm: &str,
     headers: &HeaderMap,
-) -> Result<(Viewer, String, Option<String>), ApiError> {
+) -> Result<(Attached, String, Option<String>), ApiError> {
     let (vm, principal) = authorize(mgmt, tls, vm, headers).await?;
     let paths = mgmt.vm_paths(&vm.id);
+    // A running or paused VM has its process; 0 would only make a hub of
+    // its own, never share one with another power-on.
+    let pid = vm.pid.unwrap_or(0);
     let viewer = mgmt
         .consoles
         .attach(
             &vm.id,
+            PowerOn::of(pid),
             &paths.console(),
-            crate::driver::console_seed(crate::driver::Driver::parse(&vm.driver), &paths)
-                .as_deref(),
+            &crate::driver::console_history(crate::driver::Driver::parse(&vm.driver), &paths),
         )
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     tracing::info!(vm = vm.name, user = principal.user, "Console opened");
-    Ok((viewer, vm.name, principal.session))
+    let session = ConsoleEvent::Session {
+        powered_on_at: crate::pid::started_at(pid),
+    };
+    Ok((Attached { viewer, session }, vm.name, principal.session))
 }
 
 /// Moves bytes between the WebSocket and the console until either closes.
-async fn bridge(socket: WebSocket, mut viewer: Viewer, vm: String, mut session: Option<Session>) {
+async fn bridge(socket: WebSocket, attached: Attached, vm: String, mut session: Option<Session>) {
+    let Attached {
+        mut viewer,
+        session: start,
+    } = attached;
     let (mut tx, mut rx) = socket.split();
-    // The history comes first, as one frame even when empty, so that a
-    // client can tell it from live output: a terminal that replays it
-    // answers the queries in it (cursor position, device attributes), and
-    // those answers are for a shell long gone, not input for the guest.
-    if tx
-        .send(Message::binary(viewer.scrollback.clone()))
-        .await
-        .is_err()
+    // Which power-on this is, then the history, as one frame even when
+    // empty, so that a client can tell it from live output: the server
+    // takes the queries it knows out of the history, and a terminal that
+    // replays it should still not send what it answers while it does
+    // (those answers are for a shell long gone, not input for the guest).
+    let start = serde_json::to_string(&start).expect("a console event serializes");
+    if tx.send(Message::text(start)).await.is_err()
+        || tx
+            .send(Message::binary(viewer.scrollback.clone()))
+            .await
+            .is_err()
     {
         return;
     }
@@ -302,6 +340,16 @@ mod tests {
             () = session.ended() => true,
             () = std::future::ready(()) => false,
         }
+    }
+
+    #[test]
+    fn the_session_event_is_tagged_json() {
+        let e = ConsoleEvent::Session {
+            powered_on_at: Some(1_765_100_000),
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(text, r#"{"type":"session","powered_on_at":1765100000}"#);
+        assert_eq!(serde_json::from_str::<ConsoleEvent>(&text).unwrap(), e);
     }
 
     #[tokio::test(start_paused = true)]

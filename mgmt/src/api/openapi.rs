@@ -70,6 +70,7 @@ fn schemas() -> Map<String, Value> {
         .add::<crate::join::JoinRequest>();
     // Answers.
     s.add::<error::ErrorBody>()
+        .add::<super::console_ws::ConsoleEvent>()
         .add::<meta::Health>()
         .add::<auth::Session>()
         .add::<auth::NewToken>()

@@ -11,6 +11,7 @@ use hyper::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use mgmt::api::console_ws::ConsoleEvent;
 use mgmt::client::Client;
 
 /// Ctrl-].
@@ -122,6 +123,9 @@ pub(crate) async fn attach(client: &Client, vm: &str, name: &str) -> Result<()> 
                         break Ok(());
                     }
                 }
+                // Where this power-on's console starts: here, already.
+                Some(Ok(Message::Text(text)))
+                    if serde_json::from_str::<ConsoleEvent>(&text).is_ok() => {}
                 Some(Ok(Message::Text(text))) => {
                     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
                 }

@@ -5,8 +5,9 @@
 // console, makes disk and network traffic from that console and sees the
 // charts move; sees the VM's screen in the graphical console and types into
 // it; is refused the screen as a read-only user; powers the VM off and on
-// and types a command into the fresh serial console; powers it off and
-// deletes it.
+// and types a command into the fresh serial console; does it again from
+// the console tab and sees the terminal start at the new power-on; powers
+// it off and deletes it.
 //
 // Environment:
 //   SFERA_URL            mgmtd's base URL (http://127.0.0.1:PORT)
@@ -100,6 +101,22 @@ const apiVm = (name = vmName) =>
 
 /** The text of the terminal's buffer as xterm.js renders it. */
 const terminalText = () => page.locator('[data-testid=console] .xterm-rows').innerText();
+
+/** The top of the terminal's buffer, scrollback included: the viewport
+ * scrolled to its first row, read, and scrolled back to the bottom. */
+const terminalTop = () =>
+  page.evaluate(async () => {
+    const viewport = document.querySelector('[data-testid=console] .xterm-viewport');
+    const frames = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    viewport.scrollTop = 0;
+    viewport.dispatchEvent(new Event('scroll'));
+    await frames();
+    const text = document.querySelector('[data-testid=console] .xterm-rows').innerText;
+    viewport.scrollTop = viewport.scrollHeight;
+    viewport.dispatchEvent(new Event('scroll'));
+    await frames();
+    return text;
+  });
 
 /** What the VM's screen shows: the number of distinct colours (up to 64)
  * on the viewer's canvas; a blank or unconnected one has at most one. */
@@ -366,6 +383,29 @@ try {
   if (previous.status !== 200 || !previous.text.includes('TRAFFIC-42-DONE')) fail(`the previous console log: ${previous.status} ${previous.text.slice(-300)}`);
   log('power cycled: a clean serial console that takes commands, the last log downloadable');
   await shot('console-power-cycled');
+
+  // Power off and on again from the console tab, as a user does: the
+  // terminal starts clean at the new power-on (its first line says so,
+  // nothing of the last boot above it), and the first command typed at the
+  // new boot's prompt runs as typed (no answer to one of the last boot's
+  // cursor-position queries typed before it: "/bin/sh: 8Rfree: not found").
+  await page.getByTestId('power-off').click();
+  await until('the VM to stop', 60_000, async () => (await apiVm())?.state === 'stopped');
+  await page.getByTestId('power-on').and(page.locator(':enabled')).click();
+  await until('the VM to run again', 120_000, async () => (await apiVm())?.state === 'running');
+  await until('the console to connect after powering on from it', 30_000, async () => (await page.getByTestId('console-status').innerText()) === 'connected');
+  await until('the prompt of the new boot', 240_000, async () => /SFERA-GUEST-READY[\s\S]*guest# /.test(await terminalText()), 1000);
+  await page.getByTestId('console').click();
+  await page.keyboard.type('echo ok-$((6*7))');
+  await page.keyboard.press('Enter');
+  await until('ok-42 from the first command of the new boot', 60_000, async () => (await terminalText()).includes('ok-42'), 1000);
+  const newBoot = await terminalText();
+  if (newBoot.includes('not found')) fail(`the first command of the new boot was mistyped:\n${newBoot.slice(-600)}`);
+  const top = await terminalTop();
+  if (!top.trimStart().startsWith('— VM powered on at')) fail(`the console does not start at the new power-on:\n${top.slice(0, 600)}`);
+  if (top.includes('CYCLE-42-OK') || newBoot.includes('CYCLE-42-OK')) fail(`the console shows the last boot:\n${top.slice(0, 600)}`);
+  log('powered off and on from the console tab: the terminal starts at the new power-on, and its first command runs');
+  await shot('console-powered-on-again');
 
   // Power off, then delete with the disk.
   await page.getByTestId('tab-summary').click();

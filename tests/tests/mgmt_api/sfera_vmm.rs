@@ -108,15 +108,27 @@ pub(crate) fn paused_through_the_cli_it_outlives_mgmtd(
     Ok(())
 }
 
-/// The report, through the console WebSocket of the second mgmtd
-/// (sfera-vmm's console socket replays what the guest printed), opened
-/// before the guest runs on to its end, and through `sfera vm console`
+/// The report, through the console WebSocket of the second mgmtd, opened
+/// before the guest runs on to its end: what the guest printed before is
+/// the history frame (sfera-vmm's framed history, after the session event), not
+/// a replay that a terminal would take for live output and answer; and
+/// through `sfera vm console`
 /// (the same WebSocket, from the CLI: with stdin closed it shows the
 /// console until the VM ends). The guest powers itself off; mgmtd
 /// notices, and the CLI refuses the console of a stopped VM.
 pub(crate) fn its_report_shows_on_the_console_and_in_the_cli(s: &EndToEnd) -> Result<()> {
     let (m, token) = (&s.m, s.token.as_str());
     let mut console = WsConsole::open(m.port()?, "tg", token)?;
+    let (event, history) = console.opening(Duration::from_secs(10))?;
+    ensure!(
+        event.starts_with(r#"{"type":"session","powered_on_at":"#),
+        "the console's first frame: {event}"
+    );
+    let history = String::from_utf8_lossy(&history);
+    ensure!(
+        history.contains("SFERA-TESTGUEST blk capacity="),
+        "the console's history frame: {history:?}"
+    );
     let cli_out = s.site.dir.join("cli-console.out");
     let mut cli_console = m.cli_spawn(token, &["vm", "console", "tg"], &cli_out)?;
     poll(

@@ -98,6 +98,9 @@ pub(crate) struct WsConsole {
     stream: TcpStream,
     pending: Vec<u8>,
     seen: Vec<u8>,
+    /// The first two frames, opcode and payload: the session event and
+    /// the history.
+    opening: Vec<(u8, Vec<u8>)>,
 }
 
 impl WsConsole {
@@ -108,7 +111,38 @@ impl WsConsole {
             stream,
             pending: Vec::new(),
             seen: Vec::new(),
+            opening: Vec::new(),
         })
+    }
+
+    /// The console's first two frames: the session event (text) and the
+    /// history (binary).
+    pub(crate) fn opening(&mut self, timeout: Duration) -> Result<(String, Vec<u8>)> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 8192];
+        while self.frames() && self.opening.len() < 2 {
+            ensure!(
+                Instant::now() < deadline,
+                "no two frames within {timeout:?}"
+            );
+            match read_or_idle(&mut self.stream, &mut buf)? {
+                None => {}
+                Some(0) => bail!("the console connection ended"),
+                Some(n) => self.pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        match &self.opening[..] {
+            [(1, event), (2, history), ..] => {
+                Ok((String::from_utf8_lossy(event).into_owned(), history.clone()))
+            }
+            other => bail!(
+                "the console opened with frames (opcode, bytes) {:?}",
+                other
+                    .iter()
+                    .map(|(op, p)| (op, p.len()))
+                    .collect::<Vec<_>>()
+            ),
+        }
     }
 
     /// Moves whole frames from `pending` to `seen`; false on a close frame.
@@ -137,6 +171,9 @@ impl WsConsole {
             }
             if opcode <= 2 {
                 let payload = p[at..at + len].to_vec();
+                if self.opening.len() < 2 {
+                    self.opening.push((opcode, payload.clone()));
+                }
                 self.seen.extend_from_slice(&payload);
             }
             self.pending.drain(..at + len);

@@ -162,3 +162,27 @@ fn unknown_fields_are_refused() {
         serde_json::from_str(r#"{"memory_mib": 64, "kernel": "/k", "vcpu": 2}"#);
     assert!(r.is_err());
 }
+
+#[test]
+fn a_history_header_gives_its_length_and_nothing_else_passes_for_one() {
+    assert_eq!(history_header(65536), "sfera-console history 65536\n");
+    assert_eq!(
+        parse_history_header(b"sfera-console history 65536"),
+        Some(65536)
+    );
+    assert_eq!(parse_history_header(b"sfera-console history 0"), Some(0));
+    for bad in [
+        &b"sfera-console history "[..],
+        b"sfera-console history 12x",
+        b"sfera-console history -1",
+        b"sfera-console history 99999999999999999999999",
+        b"login: ",
+    ] {
+        assert_eq!(parse_history_header(bad), None, "{bad:?}");
+    }
+    assert!(history_header(usize::MAX).len() <= HISTORY_HEADER_MAX);
+    let console: ConsoleConfig = serde_json::from_str(r#"{"history": "framed"}"#).unwrap();
+    assert_eq!(console.history, ConsoleHistory::Framed);
+    let console: ConsoleConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(console.history, ConsoleHistory::Replay);
+}

@@ -1,7 +1,9 @@
 //! Where the serial console's output goes and its input comes from:
 //! standard output and/or a Unix socket. Socket clients (the management
-//! plane's web console) get the recent output first, then the live stream;
-//! what they type goes to the guest.
+//! plane's web console) get the recent output first, then the live stream,
+//! with a header line giving the recent output's length when they need to
+//! tell the two apart ([`ConsoleHistory::Framed`]); what they type goes to
+//! the guest.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -9,6 +11,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::config::{ConsoleHistory, history_header};
 
 /// Output kept for clients that connect later.
 const BACKLOG: usize = 64 * 1024;
@@ -49,11 +53,20 @@ impl ConsoleOut {
         self.lock().dropped
     }
 
-    fn add_client(&self, mut client: UnixStream) {
+    /// Adds a socket client, sent the backlog first (after its length's
+    /// header line when `history` is framed). Under the sinks' lock, which
+    /// every write takes: each byte of output is in the backlog sent or
+    /// goes to the client live, never both or neither.
+    fn add_client(&self, mut client: UnixStream, history: ConsoleHistory) {
         let mut sinks = self.lock();
         let (a, b) = sinks.backlog.as_slices();
+        let header = match history {
+            ConsoleHistory::Replay => String::new(),
+            ConsoleHistory::Framed => history_header(a.len() + b.len()),
+        };
         if client
-            .write_all(a)
+            .write_all(header.as_bytes())
+            .and_then(|()| client.write_all(a))
             .and_then(|()| client.write_all(b))
             .is_ok()
             && client.set_nonblocking(true).is_ok()
@@ -108,12 +121,13 @@ pub struct ConsoleSocket {
 }
 
 impl ConsoleSocket {
-    /// Listens on `path`; each client gets the output (via `out`) and its
-    /// input goes to `input`.
+    /// Listens on `path`; each client gets the output (via `out`, the
+    /// backlog first as `history` says) and its input goes to `input`.
     pub fn listen(
         path: &Path,
         out: ConsoleOut,
         input: Arc<dyn ConsoleInput>,
+        history: ConsoleHistory,
     ) -> std::io::Result<ConsoleSocket> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
@@ -130,7 +144,7 @@ impl ConsoleSocket {
                     let Ok(reader) = client.try_clone() else {
                         continue;
                     };
-                    out.add_client(client);
+                    out.add_client(client, history);
                     let input = Arc::clone(&input);
                     let _ = std::thread::Builder::new()
                         .name("console-in".to_owned())
@@ -175,6 +189,7 @@ fn read_input(mut reader: UnixStream, input: &dyn ConsoleInput) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::counting::{CountingGuest, assert_rounds_count_on};
 
     struct Collect(Mutex<Vec<u8>>);
 
@@ -190,7 +205,9 @@ mod tests {
         let path = dir.path().join("console.sock");
         let mut out = ConsoleOut::new(false);
         let input = Arc::new(Collect(Mutex::new(Vec::new())));
-        let _sock = ConsoleSocket::listen(&path, out.clone(), input.clone()).unwrap();
+        let _sock =
+            ConsoleSocket::listen(&path, out.clone(), input.clone(), ConsoleHistory::Replay)
+                .unwrap();
         out.write_all(b"early ").unwrap();
         let mut client = UnixStream::connect(&path).unwrap();
         client
@@ -215,5 +232,76 @@ mod tests {
         assert_eq!(&*input.0.lock().unwrap(), b"typed");
         drop(_sock);
         assert!(!path.exists());
+    }
+
+    /// Reads a framed socket's header line and history.
+    fn read_history(client: &mut UnixStream) -> Vec<u8> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte != *b"\n" {
+            client.read_exact(&mut byte).unwrap();
+            line.push(byte[0]);
+        }
+        line.pop();
+        let len = crate::config::parse_history_header(&line).expect("a header line");
+        let mut history = vec![0u8; len];
+        client.read_exact(&mut history).unwrap();
+        history
+    }
+
+    fn wait_for_clients(out: &ConsoleOut, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while out.lock().clients.len() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_framed_client_gets_the_historys_length_then_it_then_live_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.sock");
+        let mut out = ConsoleOut::new(false);
+        let input = Arc::new(Collect(Mutex::new(Vec::new())));
+        let _sock =
+            ConsoleSocket::listen(&path, out.clone(), input, ConsoleHistory::Framed).unwrap();
+        out.write_all(b"early\n").unwrap();
+        let mut client = UnixStream::connect(&path).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        wait_for_clients(&out, 1);
+        out.write_all(b"late").unwrap();
+        let mut head = vec![0u8; b"sfera-console history 6\nearly\nlate".len()];
+        client.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"sfera-console history 6\nearly\nlate");
+    }
+
+    #[test]
+    fn framed_history_and_live_output_meet_exactly_while_the_guest_prints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.sock");
+        let out = ConsoleOut::new(false);
+        let input = Arc::new(Collect(Mutex::new(Vec::new())));
+        let _sock =
+            ConsoleSocket::listen(&path, out.clone(), input, ConsoleHistory::Framed).unwrap();
+        let guest = CountingGuest::start(out.clone());
+        // Clients connect one after another while the guest prints: each
+        // one's history and live output together count on without a gap.
+        assert_rounds_count_on(
+            20,
+            || out.dropped(),
+            || {
+                let mut client = UnixStream::connect(&path).unwrap();
+                client
+                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let mut stream = read_history(&mut client);
+                let history = stream.len();
+                stream.resize(history + 16 * 1024, 0);
+                client.read_exact(&mut stream[history..]).unwrap();
+                stream
+            },
+        );
+        drop(guest);
     }
 }

@@ -3,6 +3,7 @@
 //! and reset line can be proven without a real kernel), and [`driver`], a
 //! virtio-pci driver that works the buses as a guest's accesses would.
 
+pub mod counting;
 pub mod driver;
 
 use crate::cpu::EntryState;

@@ -2,11 +2,17 @@
 // /api/v1/vms/{vm}/console (binary frames both ways). The session cookie
 // goes with the upgrade request, as with every other call.
 //
-// The first frame is the history (what the guest printed since this
+// The first frame is text, {"type":"session","powered_on_at":...}: the
+// power-on this console shows. The terminal starts clean there, under a
+// dim "VM powered on at" line: nothing of an earlier boot belongs in it
+// (that is in the previous log, a download).
+//
+// The next frame is the history (what the guest printed since this
 // power-on, before we connected). xterm answers the queries in it (the
 // shell's cursor position request at every prompt), and those answers
 // are for prompts long gone: typed into the guest they corrupt its next
-// command. So nothing xterm says while it replays the history is sent.
+// command. mgmtd takes the queries it knows out of the history; for any
+// other, nothing xterm says while it replays the history is sent either.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { Terminal } from '@xterm/xterm';
@@ -15,6 +21,15 @@ import '@xterm/xterm/css/xterm.css';
 import { seg } from '../api';
 
 type Status = { state: 'connecting' | 'connected' | 'closed'; detail?: string };
+
+/** A text frame of the console's WebSocket (mgmtd's ConsoleEvent). */
+type ConsoleEvent = { type: 'session'; powered_on_at: number | null };
+
+/** The line a power-on's console starts with. */
+function poweredOn(at: number | null): string {
+  const when = at === null ? '' : ` at ${new Date(at * 1000).toLocaleString()}`;
+  return `\x1b[2m— VM powered on${when} —\x1b[0m\r\n`;
+}
 
 export function SerialConsole({ vm, running }: { vm: string; running: boolean }) {
   const box = useRef<HTMLDivElement>(null);
@@ -46,7 +61,18 @@ export function SerialConsole({ vm, running }: { vm: string; running: boolean })
     let history = true;
     let replaying = false;
     ws.onmessage = (e) => {
-      const data = typeof e.data === 'string' ? e.data : new Uint8Array(e.data as ArrayBuffer);
+      if (typeof e.data === 'string') {
+        const event = JSON.parse(e.data) as ConsoleEvent;
+        if (event.type === 'session') {
+          // A full reset (RIS) written in turn rather than term.reset(),
+          // so that it lands after anything still queued for the
+          // terminal; the history frame comes next.
+          term.write(`\x1bc${poweredOn(event.powered_on_at)}`);
+          history = true;
+        }
+        return;
+      }
+      const data = new Uint8Array(e.data as ArrayBuffer);
       if (history) {
         history = false;
         replaying = true;
@@ -89,6 +115,9 @@ export function SerialConsole({ vm, running }: { vm: string; running: boolean })
           </button>
         )}
         <span class="muted right">Serial console (ttyS0); what you type goes to the guest</span>
+        <a class="small" href={`/api/v1/vms/${seg(vm)}/console-logs/current`} download data-testid="current-log" title="Everything the serial console printed since this power-on">
+          Log
+        </a>
         <a class="small" href={`/api/v1/vms/${seg(vm)}/console-logs/previous`} download data-testid="previous-log" title="The serial console's log of the power-on before this one">
           Previous log
         </a>

@@ -183,6 +183,9 @@ try {
     return tree.includes('local') && tree.includes('vm-network');
   });
   await shot('host');
+  // The cluster card: this host, connected (a cluster of one here).
+  await page.locator('[data-testid=cluster-hosts] tr[data-host-state=connected]').first().waitFor();
+  log('the cluster card lists this host connected');
 
   // The wizard: Tiny Linux with a 1 GiB disk on local and a NIC on
   // vm-network, not powered on yet (the power button does that).
@@ -208,6 +211,11 @@ try {
   });
   await page.getByTestId('vm-disks').getByText(`${vmName}/disk0`).waitFor();
   await page.getByTestId('vm-nics').getByText('vm-network').waitFor();
+  {
+    const host = (await apiVm())?.host;
+    const shown = (await page.getByTestId('vm-host').innerText()).trim();
+    if (!host || shown !== host) throw new Error(`the VM's host: the page shows ${shown}, the API says ${host}`);
+  }
   await page.locator(`[data-testid=tasks] tr[data-task-kind="vm.create"][data-task-state=success]`).first().waitFor();
   log('created');
 

@@ -95,6 +95,15 @@ export interface Host {
   vm_drivers?: { id: string; name: string; state: VmState; driver: string; driver_reason: string }[];
 }
 
+/** A host of the cluster (GET /hosts). */
+export interface ClusterHost {
+  name: string;
+  state: 'connected' | 'not_responding';
+  this_host: boolean;
+  started_at: number;
+  facts: { hostname: string; cpus: number; memory_bytes: number; kvm_kind: string };
+}
+
 export interface Daemon {
   name: string;
   state: string;

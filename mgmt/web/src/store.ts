@@ -3,11 +3,13 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, poll } from './api';
-import type { Datastore, Event, Host, Networks, Page, Port, Session, Task, Vm } from './api';
+import type { ClusterHost, Datastore, Event, Host, Networks, Page, Port, Session, Task, Vm } from './api';
 
 export interface State {
   session: Session | null;
   host: Host | null;
+  /** The cluster's hosts. */
+  hosts: ClusterHost[];
   datastores: Datastore[];
   networks: Networks | null;
   ports: Port[];
@@ -22,6 +24,7 @@ export interface State {
 let state: State = {
   session: null,
   host: null,
+  hosts: [],
   datastores: [],
   networks: null,
   ports: [],
@@ -71,12 +74,13 @@ async function settle<T>(p: Promise<T>): Promise<T | null> {
 
 /** Refreshes the inventory (host, datastores, networks, ports, VMs). */
 export async function refreshInventory() {
-  const [host, ds, nets, ports, vms] = await Promise.all([
+  const [host, ds, nets, ports, vms, hosts] = await Promise.all([
     settle(poll<Host>('/host')),
     settle(poll<Page<Datastore>>('/datastores')),
     settle(poll<Networks>('/networks')),
     settle(poll<Page<Port>>('/ports')),
     settle(poll<Page<Vm>>('/vms?limit=500')),
+    settle(poll<Page<ClusterHost>>('/hosts?limit=500')),
   ]);
   const ok = host && ds && nets && vms;
   set({
@@ -85,6 +89,7 @@ export async function refreshInventory() {
     networks: nets ?? state.networks,
     ports: ports?.items ?? state.ports,
     vms: vms?.items ?? state.vms,
+    hosts: hosts?.items ?? state.hosts,
     loaded: true,
     ...(ok ? { error: null } : {}),
   });

@@ -69,6 +69,35 @@ export function HostPage() {
             </table>
           )}
         </Card>
+        <Card title="Cluster">
+          <table class="grid" data-testid="cluster-hosts">
+            <thead>
+              <tr>
+                <th>Host</th>
+                <th>State</th>
+                <th>CPUs</th>
+                <th>Memory</th>
+                <th>VMs</th>
+              </tr>
+            </thead>
+            <tbody>
+              {s.hosts.map((c) => (
+                <tr key={c.name} data-host={c.name} data-host-state={c.state}>
+                  <td>
+                    {c.name}
+                    {c.this_host && <span class="muted"> (this host)</span>}
+                  </td>
+                  <td>
+                    <span class={`badge badge-${c.state}`}>{c.state === 'connected' ? 'connected' : 'not responding'}</span>
+                  </td>
+                  <td>{c.facts.cpus}</td>
+                  <td>{bytes(c.facts.memory_bytes)}</td>
+                  <td>{s.vms.filter((v) => v.host === c.name).length}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </Card>
         <Card title="Services">
           <table class="grid">
             <thead>

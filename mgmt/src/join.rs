@@ -95,14 +95,18 @@ pub struct JoinAnswer {
 
 /// The parts of a join token.
 pub fn parse_token(token: &str) -> Result<(&str, &str)> {
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     match token.trim().split_once('.') {
-        Some((secret, pin)) if hex(secret, 64) && hex(pin, 64) => Ok((secret, pin)),
+        Some((secret, pin)) if is_hex(secret, 64) && is_hex(pin, 64) => Ok((secret, pin)),
         _ => bail!(
             "the join token is not <64 hex digits>.<64 hex digits> (make one with \
              `sfera host join-token` on a host of the cluster)"
         ),
     }
+}
+
+/// Whether `s` is `n` hex digits.
+fn is_hex(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn token_key(store: &Store, secret: &str) -> String {
@@ -159,7 +163,7 @@ impl Mgmt {
         };
         let store = &self.cluster.store;
         let key = token_key(store, &req.secret);
-        let Some(token) = store.get::<serde_json::Value>(&key).await? else {
+        let Some(token) = store.get::<TokenRecord>(&key).await? else {
             return Err(Error::Forbidden(
                 "the join token is unknown, used or expired".into(),
             ));
@@ -238,11 +242,10 @@ impl Mgmt {
 }
 
 fn check_request(req: &JoinRequest) -> Result<(), Error> {
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if !hex(&req.secret, 64) {
+    if !is_hex(&req.secret, 64) {
         return Err(Error::Invalid("secret must be 64 hex digits".into()));
     }
-    if !hex(&req.host_id, 32) {
+    if !is_hex(&req.host_id, 32) {
         return Err(Error::Invalid("host_id must be 32 hex digits".into()));
     }
     if let Some(why) = control::names::problem(&req.host) {

@@ -76,6 +76,13 @@ pub fn new_secret() -> Result<String, AuthError> {
     Ok(hex(&random_bytes::<32>()?))
 }
 
+/// A new API token's id: random, so hosts need not agree on a counter,
+/// and under 2^53, so a browser's JSON numbers hold it exactly.
+pub fn new_token_id() -> Result<i64, AuthError> {
+    let n = u64::from_le_bytes(random_bytes::<8>()?) >> 11;
+    Ok(i64::try_from(n.max(1)).unwrap_or(1))
+}
+
 /// What the database stores for a secret.
 pub fn secret_hash(secret: &str) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref())

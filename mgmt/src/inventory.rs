@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::db::{Boot, Db, Vm, VmDisk, VmNic, VmState, now};
 use crate::error::Error;
 
-/// The version of the layout above.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of the layout above and of the accounts' (`crate::accounts`):
+/// 1, VMs; 2, users and API tokens too (a mgmtd of version 1 would keep
+/// its own users apart from the cluster's, so it must not run in it).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How often a status write is tried again when the VM's records changed
 /// under it (each try reads them afresh).
@@ -141,6 +143,16 @@ impl Inventory {
                  knows ({SCHEMA_VERSION}): upgrade this host's Sfera",
                 s.value.version
             ))),
+            Some(s) if s.value.version < SCHEMA_VERSION => {
+                let newer = Schema {
+                    version: SCHEMA_VERSION,
+                };
+                match self.store.update(&key, &newer, s.revision).await {
+                    // Another host of the cluster upgraded it meanwhile.
+                    Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Some(_) => Ok(()),
             None => match self
                 .store

@@ -23,6 +23,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod blockd;

@@ -124,37 +124,100 @@ fn host_roots(o: &Options, data_dir: &Path) -> Result<(Roots, Roots)> {
     Ok((import_dirs, roots))
 }
 
-/// Creates the administrator on first start: with the password hash in
-/// `hash_file` when there is one, else with a random password written to
-/// `<data-dir>/admin-password` (mode 0600).
-fn first_admin(db: &Db, data_dir: &Path, hash_file: Option<&Path>) -> Result<()> {
-    let file = data_dir.join("admin-password");
-    if db.user_count()? > 0 {
+/// Moves the users and tokens of a host that ran before the cluster held
+/// them into the cluster's accounts.
+async fn move_local_accounts(mgmt: &Mgmt) -> Result<()> {
+    let (moved, left_out) = mgmt.accounts.move_local(&mgmt.db).await?;
+    if moved > 0 {
+        tracing::info!(
+            moved,
+            "Users of the local inventory moved into the cluster's"
+        );
+        mgmt.db.event(
+            "info",
+            "inventory.upgraded",
+            "mgmtd",
+            &format!("{moved} users of this host's local inventory moved into the cluster's"),
+            None,
+        );
+    }
+    for name in left_out {
+        tracing::warn!(
+            user = name,
+            "The cluster has a user of this name: this host's is left out"
+        );
+        mgmt.db.event(
+            "warning",
+            "user.left_out",
+            &name,
+            &format!(
+                "User {name} of this host was not moved into the cluster, which has a user of \
+                 that name with another password: the cluster's account stands"
+            ),
+            None,
+        );
+    }
+    Ok(())
+}
+
+/// Creates the administrator when the cluster has no user yet (its first
+/// host's first start): with the password hash in `hash_file` when there
+/// is one, else with a random password written to
+/// `<data-dir>/admin-password` (mode 0600). A host that joins a cluster
+/// uses the cluster's users.
+async fn first_admin(mgmt: &Mgmt, hash_file: Option<&Path>) -> Result<()> {
+    let file = mgmt.paths.data_dir.join("admin-password");
+    if mgmt.accounts.any_user().await? {
         return Ok(());
     }
-    if let Some(hash_file) = hash_file {
-        let hash = std::fs::read_to_string(hash_file)
-            .with_context(|| format!("Cannot read {}", hash_file.display()))?;
-        let hash = hash.trim();
-        auth::check_password_hash(hash)
-            .with_context(|| format!("{} holds no usable password hash", hash_file.display()))?;
-        db.create_user("admin", hash, Role::Administrator)?;
-        db.event(
+    let (hash, password) = match hash_file {
+        Some(hash_file) => {
+            let hash = std::fs::read_to_string(hash_file)
+                .with_context(|| format!("Cannot read {}", hash_file.display()))?;
+            let hash = hash.trim().to_owned();
+            auth::check_password_hash(&hash).with_context(|| {
+                format!("{} holds no usable password hash", hash_file.display())
+            })?;
+            (hash, None)
+        }
+        None => {
+            let password = auth::new_password()?;
+            (auth::hash_password(&password)?, Some(password))
+        }
+    };
+    // The password is on disk before the account exists, so an account is
+    // never made whose password nobody can read.
+    if let Some(password) = &password {
+        crate::tls::write_private(&file, format!("{password}\n").as_bytes())
+            .with_context(|| format!("Cannot write {}", file.display()))?;
+    }
+    match mgmt
+        .accounts
+        .create_user("admin", &hash, Role::Administrator)
+        .await
+    {
+        Ok(_) => {}
+        // Another host of a new cluster made it first: that one stands.
+        Err(crate::error::Error::Conflict(_)) => {
+            if password.is_some() {
+                std::fs::remove_file(&file).ok();
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if password.is_none() {
+        mgmt.db.event(
             "info",
             "user.created",
             "admin",
             "First start: administrator created with the installer's password",
             None,
         );
-        tracing::info!(file = %hash_file.display(), "First start: user admin created with the given password hash");
+        tracing::info!("First start: user admin created with the given password hash");
         return Ok(());
     }
-    let password = auth::new_password()?;
-    let hash = auth::hash_password(&password)?;
-    crate::tls::write_private(&file, format!("{password}\n").as_bytes())
-        .with_context(|| format!("Cannot write {}", file.display()))?;
-    db.create_user("admin", &hash, Role::Administrator)?;
-    db.event(
+    mgmt.db.event(
         "info",
         "user.created",
         "admin",
@@ -211,7 +274,6 @@ pub async fn run(o: Options) -> Result<()> {
         tracing::warn!(abandoned, "Tasks of the previous mgmtd marked failed");
     }
     let facts = host_facts(&o, &paths, &db)?;
-    first_admin(&db, &paths.data_dir, o.admin_password_hash_file.as_deref())?;
     let tls = tls_config(&o, &paths.data_dir, &facts.hostname)?;
     let listener = tokio::net::TcpListener::bind(o.listen)
         .await
@@ -252,6 +314,8 @@ pub async fn run(o: Options) -> Result<()> {
             None,
         );
     }
+    move_local_accounts(&mgmt).await?;
+    first_admin(&mgmt, o.admin_password_hash_file.as_deref()).await?;
     mgmt.adopt_vms().await?;
     spawn_background(&mgmt, &o, logs);
 
@@ -520,15 +584,19 @@ fn announce(o: &Options, mgmt: &Mgmt, listener: &tokio::net::TcpListener) -> Res
     let local = listener.local_addr()?;
     tracing::info!(%local, "sfera-mgmtd listening");
     let password = mgmt.paths.data_dir.join("admin-password");
+    // A host that joined a cluster made no admin: the cluster's users log in.
+    let who = if password.exists() {
+        format!("user admin, password in {}", password.display())
+    } else {
+        "the cluster's users".to_owned()
+    };
     if o.web_dir.is_some() {
         eprintln!(
-            "sfera-mgmtd: the console is on {scheme}://{local}/ and the API on {scheme}://{local}/api/v1 (user admin, password in {})",
-            password.display()
+            "sfera-mgmtd: the console is on {scheme}://{local}/ and the API on {scheme}://{local}/api/v1 ({who})"
         );
     } else {
         eprintln!(
-            "sfera-mgmtd: the API is on {scheme}://{local}/api/v1 (user admin, password in {}); no web console files",
-            password.display()
+            "sfera-mgmtd: the API is on {scheme}://{local}/api/v1 ({who}); no web console files"
         );
     }
     mgmt.db.event(

@@ -77,6 +77,8 @@ pub struct Mgmt {
     pub cluster: crate::membership::Cluster,
     /// The cluster's VMs.
     pub inventory: crate::inventory::Inventory,
+    /// The cluster's users and API tokens.
+    pub accounts: crate::accounts::Accounts,
     /// The web's serial console hubs.
     pub consoles: Consoles,
     /// mgmtd's own metrics (`GET /metrics`).
@@ -108,12 +110,14 @@ impl Mgmt {
     ) -> Self {
         let inventory =
             crate::inventory::Inventory::new(cluster.store.clone(), cluster.host.clone());
+        let accounts = crate::accounts::Accounts::new(cluster.store.clone());
         Mgmt {
             db,
             host,
             paths,
             cluster,
             inventory,
+            accounts,
             blockd: Blockd {
                 api: blockd_supervisor.api(),
             },

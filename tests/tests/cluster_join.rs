@@ -102,12 +102,20 @@ fn a_second_host_joins_with_a_token() -> Result<()> {
         the_token_admits_b_once(&a, &b_data, &token, &a_site.dir.join("third"))
     })?;
     let b = Mgmtd::start_with(&b_site, true, 1, &["--host-name", "esx-b"])?;
-    let b_token = b.admin_token(&b_site.dir.join("cookies"))?;
+    // The cluster's admin, made by A: B makes none of its own.
+    ensure!(
+        !b.data.join("admin-password").exists(),
+        "B made an admin of its own"
+    );
+    let b_token = b.admin_token_with(&b_site.dir.join("cookies"), &a.admin_password()?)?;
     case("both_hosts_list_both_hosts_connected", || {
         both_hosts_list_both_hosts_connected(&a, &a_token, &b, &b_token)
     })?;
     case("a_vm_made_on_a_is_listed_on_b", || {
         a_vm_made_on_a_is_listed_on_b(&a, &a_token, &b, &b_token)
+    })?;
+    case("users_and_tokens_are_the_clusters", || {
+        users_and_tokens_are_the_clusters(&a, &a_token, &b, &b_token, &a_site.dir.join("ops"))
     })
 }
 
@@ -235,5 +243,91 @@ fn a_vm_made_on_a_is_listed_on_b(a: &Mgmtd, a_token: &str, b: &Mgmtd, b_token: &
     );
     let listed = b.expect(Cred::Bearer(b_token), "GET", "/api/v1/vms", None, 200)?;
     ensure!(listed.to_string().contains("\"shared\""), "{listed}");
+    Ok(())
+}
+
+/// One set of accounts: a token made on B works on A; a user made through
+/// B logs in on A; deleting that user through B ends their token and
+/// their session on A at once.
+fn users_and_tokens_are_the_clusters(
+    a: &Mgmtd,
+    a_token: &str,
+    b: &Mgmtd,
+    b_token: &str,
+    dir: &Path,
+) -> Result<()> {
+    let me = a.expect(Cred::Bearer(b_token), "GET", "/api/v1/session", None, 200)?;
+    ensure!(me["user"] == "admin", "B's token on A: {me}");
+    let password = "correct horse battery staple 7";
+    b.expect(
+        Cred::Bearer(b_token),
+        "POST",
+        "/api/v1/users",
+        Some(&json!({ "name": "ops", "password": password, "role": "read-only" })),
+        201,
+    )?;
+    let again = a.call(
+        Cred::Bearer(a_token),
+        "POST",
+        "/api/v1/users",
+        Some(&json!({ "name": "ops", "password": password, "role": "administrator" })),
+    )?;
+    ensure!(
+        again.status == 409,
+        "ops made twice: {} {}",
+        again.status,
+        again.body
+    );
+    let users = a.expect(Cred::Bearer(a_token), "GET", "/api/v1/users", None, 200)?;
+    ensure!(
+        users["items"].as_array().is_some_and(|u| u
+            .iter()
+            .any(|u| u["name"] == "ops" && u["role"] == "read-only")),
+        "A's users: {users}"
+    );
+    std::fs::create_dir_all(dir)?;
+    let jar = dir.join("cookies");
+    let login = a.login(&jar, "ops", password)?;
+    ensure!(
+        login.status == 200,
+        "ops on A: {} {}",
+        login.status,
+        login.body
+    );
+    let ops_token = a.new_token(&jar)?;
+    let listed = b.expect(Cred::Bearer(&ops_token), "GET", "/api/v1/tokens", None, 200)?;
+    ensure!(
+        listed["items"][0]["name"] == "test",
+        "ops's tokens on B: {listed}"
+    );
+    let denied = b.call(
+        Cred::Bearer(&ops_token),
+        "POST",
+        "/api/v1/users",
+        Some(&json!({ "name": "x", "password": password, "role": "administrator" })),
+    )?;
+    ensure!(
+        denied.status == 403,
+        "read-only ops made a user: {}",
+        denied.status
+    );
+    b.expect(
+        Cred::Bearer(b_token),
+        "DELETE",
+        "/api/v1/users/ops",
+        None,
+        204,
+    )?;
+    for (what, cred) in [
+        ("token", Cred::Bearer(&ops_token)),
+        ("session", Cred::Cookies(&jar)),
+    ] {
+        let after = a.call(cred, "GET", "/api/v1/session", None)?;
+        ensure!(
+            after.status == 401,
+            "ops's {what} on A after the user was deleted on B: {}",
+            after.status
+        );
+    }
     Ok(())
 }

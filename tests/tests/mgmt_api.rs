@@ -566,9 +566,19 @@ fn sqlite(db: &Path, sql: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// A user of an older mgmtd, and an API token of theirs whose secret is
+/// `legacy-secret-1` (the row holds its SHA-256, as mgmtd stores it).
+const LEGACY_USER: &str = "INSERT INTO users (name, password_hash, role, created_at) \
+     VALUES ('legacy-ops', 'not-a-hash-anyone-logs-in-with', 'read-only', 1)";
+const LEGACY_TOKEN: &str = "INSERT INTO api_tokens (name, user, token_hash, created_at) \
+     VALUES ('old-cli', 'legacy-ops', \
+     '833f32629160a551ae6a9b1cd5d5b84d24f0f1b335c2c66df6a7f8fb4eacb0f6', 1)";
+
 fn a_vm_of_before_the_cluster_is_left_in_sqlite(db: &Path) -> Result<()> {
     sqlite(db, LEGACY_VM)?;
     ensure!(sqlite(db, "SELECT name FROM vms")? == "[('legacy',)]");
+    sqlite(db, LEGACY_USER)?;
+    sqlite(db, LEGACY_TOKEN)?;
     Ok(())
 }
 
@@ -585,6 +595,20 @@ fn the_next_mgmtd_moved_it_into_the_cluster(m: &Mgmtd, admin: Cred<'_>, db: &Pat
         "not moved as it was: {legacy} (host {here})"
     );
     ensure!(sqlite(db, "SELECT COUNT(*) FROM vms")? == "[(0,)]");
+    // The users and tokens too: the old token opens the API as its user.
+    let me = m.expect(
+        Cred::Bearer("legacy-secret-1"),
+        "GET",
+        "/api/v1/session",
+        None,
+        200,
+    )?;
+    ensure!(
+        me["user"] == "legacy-ops" && me["role"] == "read-only",
+        "{me}"
+    );
+    ensure!(sqlite(db, "SELECT COUNT(*) FROM users")? == "[(0,)]");
+    ensure!(sqlite(db, "SELECT COUNT(*) FROM api_tokens")? == "[(0,)]");
     let events = m.expect(admin, "GET", "/api/v1/events?limit=100", None, 200)?;
     ensure!(
         events.to_string().contains("inventory.upgraded"),

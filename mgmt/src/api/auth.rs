@@ -135,7 +135,7 @@ pub async fn login(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
         .check(r.peer, &body.username, std::time::Instant::now())
         .map_err(super::error::too_many_logins)?;
     let admission = mgmt.hash_gate.admit().ok_or_else(super::error::busy)?;
-    let creds = mgmt.db.user_credentials(&body.username)?;
+    let creds = mgmt.accounts.credentials(&body.username).await?;
     // Hash even for an unknown user, so timing does not tell.
     let hash_owned = match &creds {
         Some((h, _)) => h.clone(),
@@ -212,21 +212,22 @@ pub fn logout(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 }
 
 /// `GET /api/v1/tokens`: the caller's.
-pub fn list_tokens(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+pub async fn list_tokens(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
-    let tokens = mgmt.db.tokens(&r.principal()?.user)?;
+    let tokens = mgmt.accounts.tokens(&r.principal()?.user).await?;
     ok(page.of(tokens))
 }
 
 /// `POST /api/v1/tokens`: its secret is in this answer only.
-pub fn create_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+pub async fn create_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let body: TokenCreate = r.body()?;
     rules::check_token_name(&body.name)?;
     let user = r.user()?;
     let secret = auth::new_secret()?;
     let token = mgmt
-        .db
-        .create_token(&body.name, &user, &auth::secret_hash(&secret))?;
+        .accounts
+        .create_token(&body.name, &user, &auth::secret_hash(&secret))
+        .await?;
     mgmt.db.event(
         "info",
         "token.created",
@@ -238,12 +239,12 @@ pub fn create_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 }
 
 /// `DELETE /api/v1/tokens/{id}`: one of the caller's.
-pub fn delete_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+pub async fn delete_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let id: i64 = r
         .param("id")
         .parse()
         .map_err(|_| ApiError::invalid("token id must be an integer"))?;
-    if mgmt.db.delete_token(id, &r.principal()?.user)? {
+    if mgmt.accounts.delete_token(id, &r.principal()?.user).await? {
         Ok(Reply::Empty)
     } else {
         Err(ApiError::not_found(format!("You have no token {id}")))
@@ -251,9 +252,9 @@ pub fn delete_token(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 }
 
 /// `GET /api/v1/users`.
-pub fn list_users(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+pub async fn list_users(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
-    ok(page.of(mgmt.db.users()?))
+    ok(page.of(mgmt.accounts.users().await?))
 }
 
 /// `POST /api/v1/users`.
@@ -261,14 +262,17 @@ pub async fn create_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError>
     let body: UserCreate = r.body()?;
     rules::check_user_name(&body.name)?;
     rules::check_password(&body.password)?;
-    if mgmt.db.user_credentials(&body.name)?.is_some() {
+    if mgmt.accounts.credentials(&body.name).await?.is_some() {
         return Err(ApiError::conflict(format!("User {:?} exists", body.name)));
     }
     let password = body.password;
     let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
-    mgmt.db.create_user(&body.name, &hash, body.role)?;
+    let user = mgmt
+        .accounts
+        .create_user(&body.name, &hash, body.role)
+        .await?;
     let by = r.user()?;
     mgmt.db.event(
         "info",
@@ -277,22 +281,23 @@ pub async fn create_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError>
         &format!("User {} ({}) created", body.name, body.role.as_str()),
         Some(&by),
     );
-    created(crate::db::User {
-        name: body.name,
-        role: body.role,
-        created_at: crate::db::now(),
-    })
+    created(user)
 }
 
 /// `DELETE /api/v1/users/{name}`: with their sessions and tokens; not
 /// the caller.
-pub fn delete_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+pub async fn delete_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let name = r.param("name");
     let by = r.user()?;
     if name == by {
         return Err(ApiError::conflict("You cannot delete yourself"));
     }
-    if mgmt.db.delete_user(name)? {
+    if mgmt.accounts.delete_user(name).await? {
+        // This host's sessions of the user end now, with their consoles;
+        // other hosts' sessions end at their next use, which finds no user.
+        for hash in mgmt.db.delete_sessions_of(name)? {
+            let _ = mgmt.session_ended.send(hash);
+        }
         mgmt.db.event(
             "info",
             "user.deleted",

@@ -56,21 +56,29 @@ pub enum ConsoleEvent {
 /// The session a console was opened with.
 pub(super) struct Session {
     db: Arc<crate::db::Db>,
+    /// The cluster's accounts, where the session's user must still be
+    /// (none in unit tests, which have no cluster store).
+    accounts: Option<crate::accounts::Accounts>,
     idle_s: i64,
     hash: String,
     ended: broadcast::Receiver<String>,
     check: tokio::time::Interval,
+    /// A running look-up of the session's user: true if the user is gone.
+    /// A task, so a console busy with output does not cancel it.
+    user_gone: Option<tokio::task::JoinHandle<bool>>,
 }
 
 impl Session {
     pub(super) fn new(
         db: Arc<crate::db::Db>,
+        accounts: Option<crate::accounts::Accounts>,
         idle_s: i64,
         hash: String,
         ended: broadcast::Receiver<String>,
     ) -> Self {
         Session {
             db,
+            accounts,
             idle_s,
             hash,
             ended,
@@ -78,6 +86,7 @@ impl Session {
                 tokio::time::Instant::now() + SESSION_CHECK,
                 SESSION_CHECK,
             ),
+            user_gone: None,
         }
     }
 
@@ -99,11 +108,31 @@ impl Session {
                         false,
                     );
                     // A database error is not the session's end.
-                    if matches!(live, Ok(None)) {
+                    match live {
+                        Ok(None) => return,
+                        Ok(Some(user)) => self.look_up(user),
+                        Err(_) => {}
+                    }
+                },
+                gone = async { self.user_gone.as_mut().expect("guarded").await },
+                    if self.user_gone.is_some() => {
+                    self.user_gone = None;
+                    // A store error is not the session's end either.
+                    if matches!(gone, Ok(true)) {
                         return;
                     }
                 }
             }
+        }
+    }
+
+    /// Starts looking the session's user up in the cluster's accounts.
+    fn look_up(&mut self, user: String) {
+        if let (Some(accounts), None) = (&self.accounts, &self.user_gone) {
+            let accounts = accounts.clone();
+            self.user_gone = Some(tokio::spawn(async move {
+                matches!(accounts.role(&user).await, Ok(None))
+            }));
         }
     }
 }
@@ -149,6 +178,7 @@ where
             let session = session.map(|hash| {
                 Session::new(
                     Arc::clone(&mgmt.db),
+                    Some(mgmt.accounts.clone()),
                     mgmt.session_idle_s,
                     hash,
                     mgmt.session_ended.subscribe(),
@@ -207,7 +237,9 @@ pub(super) async fn authorize(
     vm: &str,
     headers: &HeaderMap,
 ) -> Result<(crate::db::Vm, Principal), ApiError> {
-    let principal = authenticate(mgmt, headers)?.ok_or_else(ApiError::unauthorized)?;
+    let principal = authenticate(mgmt, headers)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
     if principal.role != Role::Administrator {
         return Err(ApiError::forbidden());
     }
@@ -323,12 +355,10 @@ async fn bridge(socket: WebSocket, attached: Attached, vm: String, mut session: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Role;
     use crate::db::Db;
 
     fn db_with_session(hash: &str) -> Arc<Db> {
         let db = Arc::new(Db::in_memory().unwrap());
-        db.create_user("admin", "h", Role::Administrator).unwrap();
         db.create_session(hash, "admin", 3600).unwrap();
         db
     }
@@ -356,7 +386,7 @@ mod tests {
     async fn logging_out_ends_the_console_of_that_session_only() {
         let db = db_with_session("mine");
         let (tx, rx) = broadcast::channel(4);
-        let mut s = Session::new(db, 1800, "mine".into(), rx);
+        let mut s = Session::new(db, None, 1800, "mine".into(), rx);
         tx.send("someone-else".into()).unwrap();
         assert!(!has_ended(&mut s).await);
         tx.send("mine".into()).unwrap();
@@ -367,10 +397,10 @@ mod tests {
     async fn a_session_gone_from_the_database_ends_the_console_at_the_next_check() {
         let db = db_with_session("mine");
         let (_tx, rx) = broadcast::channel(4);
-        let mut s = Session::new(Arc::clone(&db), 1800, "mine".into(), rx);
+        let mut s = Session::new(Arc::clone(&db), None, 1800, "mine".into(), rx);
         tokio::time::advance(SESSION_CHECK).await;
         assert!(!has_ended(&mut s).await, "a live session");
-        db.delete_user("admin").unwrap();
+        db.delete_session("mine").unwrap();
         assert!(!has_ended(&mut s).await, "not before the check");
         tokio::time::advance(SESSION_CHECK).await;
         assert!(has_ended(&mut s).await);

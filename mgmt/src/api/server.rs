@@ -46,8 +46,10 @@ fn is_use(headers: &HeaderMap) -> bool {
     !headers.contains_key(BACKGROUND_HEADER)
 }
 
-/// Who is calling, from the request's headers.
-pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+/// Who is calling, from the request's headers. A token is the cluster's;
+/// a session is this host's, and its user's role is read from the
+/// cluster's accounts on each use (a deleted user's session is ended).
+pub async fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
     let header = |name: warp::http::header::HeaderName| {
         headers
             .get(name)
@@ -59,8 +61,9 @@ pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal
         .and_then(auth::bearer)
     {
         return Ok(mgmt
-            .db
-            .token_user(&auth::secret_hash(token))?
+            .accounts
+            .token_user(&auth::secret_hash(token))
+            .await?
             .map(|(user, role)| Principal {
                 user,
                 role,
@@ -76,17 +79,24 @@ pub fn authenticate(mgmt: &Mgmt, headers: &HeaderMap) -> Result<Option<Principal
             continue;
         };
         let hash = auth::secret_hash(secret);
-        if let Some((user, role)) = mgmt.db.session_user_at(
+        let Some(user) = mgmt.db.session_user_at(
             &hash,
             mgmt.session_idle_s,
             crate::db::now(),
             is_use(headers),
-        )? {
-            return Ok(Some(Principal {
-                user,
-                role,
-                session: Some(hash),
-            }));
+        )?
+        else {
+            continue;
+        };
+        match mgmt.accounts.role(&user).await? {
+            Some(role) => {
+                return Ok(Some(Principal {
+                    user,
+                    role,
+                    session: Some(hash),
+                }));
+            }
+            None => mgmt.db.delete_session(&hash)?,
         }
     }
     Ok(None)
@@ -146,7 +156,7 @@ async fn api(
     // The route template the request matched, for mgmtd's own metrics.
     let mut matched: &'static str = "unmatched";
     let result = async {
-        let principal = authenticate(&mgmt, &headers)?;
+        let principal = authenticate(&mgmt, &headers).await?;
         let credential = match &principal {
             None => Credential::None,
             Some(p) if p.session.is_some() => Credential::Cookie,

@@ -1,4 +1,5 @@
-//! Users, sessions and API tokens.
+//! Login sessions (this host's), and the users and API tokens a host
+//! kept before the cluster held them (`crate::accounts`).
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -34,55 +35,81 @@ fn role(s: &str) -> Role {
     Role::parse(s).unwrap_or(Role::ReadOnly)
 }
 
+/// A user of the SQLite inventory of a host that ran before the cluster
+/// kept its accounts (moved by `Accounts::move_local`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyUser {
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// An API token of such a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyToken {
+    pub id: i64,
+    pub name: String,
+    pub user: String,
+    pub hash: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
 impl Db {
-    pub fn user_count(&self) -> Result<u64, DbError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)
+    /// The users and tokens left in this host's SQLite inventory.
+    pub fn legacy_accounts(&self) -> Result<(Vec<LegacyUser>, Vec<LegacyToken>), DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, password_hash, role, created_at FROM users ORDER BY name")?;
+        let users = stmt
+            .query_map([], |r| {
+                Ok(LegacyUser {
+                    name: r.get(0)?,
+                    password_hash: r.get(1)?,
+                    role: role(&r.get::<_, String>(2)?),
+                    created_at: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, name, user, token_hash, created_at, last_used_at FROM api_tokens ORDER BY id",
+        )?;
+        let tokens = stmt
+            .query_map([], |r| {
+                Ok(LegacyToken {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    user: r.get(2)?,
+                    hash: r.get(3)?,
+                    created_at: r.get(4)?,
+                    last_used_at: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok((users, tokens))
     }
 
-    /// Creates a user; a constraint error when the name is taken.
-    pub fn create_user(&self, name: &str, hash: &str, r: Role) -> Result<(), DbError> {
+    /// Forgets the local users and tokens, once they are in the cluster.
+    pub fn forget_legacy_accounts(&self) -> Result<(), DbError> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM api_tokens", [])?;
+        conn.execute("DELETE FROM users", [])?;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn create_legacy_user(
+        &self,
+        name: &str,
+        hash: &str,
+        r: Role,
+    ) -> Result<(), DbError> {
         self.conn().execute(
             "INSERT INTO users (name, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![name, hash, r.as_str(), now()],
         )?;
         Ok(())
-    }
-
-    /// A user's password hash and role.
-    pub fn user_credentials(&self, name: &str) -> Result<Option<(String, Role)>, DbError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT password_hash, role FROM users WHERE name = ?1",
-                params![name],
-                |r| Ok((r.get::<_, String>(0)?, role(&r.get::<_, String>(1)?))),
-            )
-            .optional()?)
-    }
-
-    pub fn users(&self) -> Result<Vec<User>, DbError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, role, created_at FROM users ORDER BY name")?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(User {
-                    name: r.get(0)?,
-                    role: role(&r.get::<_, String>(1)?),
-                    created_at: r.get(2)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
-    }
-
-    /// Deletes a user with its sessions and tokens; false if there was none.
-    pub fn delete_user(&self, name: &str) -> Result<bool, DbError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM users WHERE name = ?1", params![name])?
-            > 0)
     }
 
     pub fn create_session(&self, hash: &str, user: &str, lifetime_s: i64) -> Result<(), DbError> {
@@ -107,9 +134,10 @@ impl Db {
         Ok(())
     }
 
-    /// The user and role of a live session (neither expired nor unused for
-    /// `idle_s`), noting its use.
-    pub fn session_user(&self, hash: &str, idle_s: i64) -> Result<Option<(String, Role)>, DbError> {
+    /// The user of a live session (neither expired nor unused for
+    /// `idle_s`), noting its use. Whether the user still exists, and their
+    /// role, is the cluster's (`Accounts`).
+    pub fn session_user(&self, hash: &str, idle_s: i64) -> Result<Option<String>, DbError> {
         self.session_user_at(hash, idle_s, now(), true)
     }
 
@@ -121,24 +149,17 @@ impl Db {
         idle_s: i64,
         t: i64,
         touch: bool,
-    ) -> Result<Option<(String, Role)>, DbError> {
+    ) -> Result<Option<String>, DbError> {
         let conn = self.conn();
         let found = conn
             .query_row(
-                "SELECT s.user, u.role, s.last_seen_at FROM sessions s
-                 JOIN users u ON u.name = s.user
-                 WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND s.last_seen_at > ?2 - ?3",
+                "SELECT user, last_seen_at FROM sessions
+                 WHERE token_hash = ?1 AND expires_at > ?2 AND last_seen_at > ?2 - ?3",
                 params![hash, t, idle_s],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        role(&r.get::<_, String>(1)?),
-                        r.get::<_, i64>(2)?,
-                    ))
-                },
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
             )
             .optional()?;
-        let Some((user, role, last_seen)) = found else {
+        let Some((user, last_seen)) = found else {
             return Ok(None);
         };
         // Not a write per request: the idle timeout is minutes long.
@@ -148,7 +169,7 @@ impl Db {
                 params![hash, t],
             )?;
         }
-        Ok(Some((user, role)))
+        Ok(Some(user))
     }
 
     pub fn delete_session(&self, hash: &str) -> Result<(), DbError> {
@@ -157,69 +178,14 @@ impl Db {
         Ok(())
     }
 
-    pub fn create_token(&self, name: &str, user: &str, hash: &str) -> Result<ApiToken, DbError> {
-        let t = now();
+    /// Ends a user's sessions on this host: their hashes.
+    pub fn delete_sessions_of(&self, user: &str) -> Result<Vec<String>, DbError> {
         let conn = self.conn();
-        conn.execute(
-            "INSERT INTO api_tokens (name, user, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, user, hash, t],
-        )?;
-        Ok(ApiToken {
-            id: conn.last_insert_rowid(),
-            name: name.to_owned(),
-            user: user.to_owned(),
-            created_at: t,
-            last_used_at: None,
-        })
-    }
-
-    /// The user and role of a token, noting its use.
-    pub fn token_user(&self, hash: &str) -> Result<Option<(String, Role)>, DbError> {
-        let conn = self.conn();
-        let found = conn
-            .query_row(
-                "SELECT t.user, u.role FROM api_tokens t JOIN users u ON u.name = t.user
-                 WHERE t.token_hash = ?1",
-                params![hash],
-                |r| Ok((r.get::<_, String>(0)?, role(&r.get::<_, String>(1)?))),
-            )
-            .optional()?;
-        if found.is_some() {
-            conn.execute(
-                "UPDATE api_tokens SET last_used_at = ?2 WHERE token_hash = ?1",
-                params![hash, now()],
-            )?;
-        }
-        Ok(found)
-    }
-
-    /// A user's tokens.
-    pub fn tokens(&self, user: &str) -> Result<Vec<ApiToken>, DbError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, name, user, created_at, last_used_at FROM api_tokens
-             WHERE user = ?1 ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map(params![user], |r| {
-                Ok(ApiToken {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    user: r.get(2)?,
-                    created_at: r.get(3)?,
-                    last_used_at: r.get(4)?,
-                })
-            })?
+        let mut stmt = conn.prepare("DELETE FROM sessions WHERE user = ?1 RETURNING token_hash")?;
+        let hashes = stmt
+            .query_map(params![user], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        Ok(rows)
-    }
-
-    /// Deletes one of a user's tokens; false if the user has no such token.
-    pub fn delete_token(&self, id: i64, user: &str) -> Result<bool, DbError> {
-        Ok(self.conn().execute(
-            "DELETE FROM api_tokens WHERE id = ?1 AND user = ?2",
-            params![id, user],
-        )? > 0)
+        Ok(hashes)
     }
 }
 
@@ -228,35 +194,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_and_tokens_follow_their_user() {
+    fn sessions_live_until_deleted_or_expired() {
         let db = Db::in_memory().unwrap();
-        db.create_user("admin", "h", Role::Administrator).unwrap();
-        db.create_user("viewer", "h", Role::ReadOnly).unwrap();
-        assert!(db.create_user("admin", "h", Role::ReadOnly).is_err());
         db.create_session("s1", "admin", 60).unwrap();
+        db.create_session("s2", "admin", 60).unwrap();
+        db.create_session("v", "viewer", 60).unwrap();
         db.create_session("old", "admin", -1).unwrap();
-        assert_eq!(
-            db.session_user("s1", 60).unwrap(),
-            Some(("admin".into(), Role::Administrator))
-        );
+        assert_eq!(db.session_user("s1", 60).unwrap(), Some("admin".into()));
         assert_eq!(db.session_user("old", 60).unwrap(), None);
-        let t = db.create_token("cli", "viewer", "t1").unwrap();
-        assert_eq!(
-            db.token_user("t1").unwrap(),
-            Some(("viewer".into(), Role::ReadOnly))
-        );
-        assert!(db.tokens("viewer").unwrap()[0].last_used_at.is_some());
-        assert!(!db.delete_token(t.id, "admin").unwrap());
-        assert!(db.delete_user("viewer").unwrap());
-        assert_eq!(db.token_user("t1").unwrap(), None);
         db.delete_session("s1").unwrap();
         assert_eq!(db.session_user("s1", 60).unwrap(), None);
+        let mut ended = db.delete_sessions_of("admin").unwrap();
+        ended.sort();
+        assert_eq!(ended, ["old", "s2"]);
+        assert_eq!(db.session_user("s2", 60).unwrap(), None);
+        assert_eq!(db.session_user("v", 60).unwrap(), Some("viewer".into()));
+    }
+
+    #[test]
+    fn legacy_accounts_are_read_then_forgotten_without_ending_sessions() {
+        let db = Db::in_memory().unwrap();
+        db.create_legacy_user("admin", "h", Role::Administrator)
+            .unwrap();
+        db.conn()
+            .execute(
+                "INSERT INTO api_tokens (name, user, token_hash, created_at) VALUES ('cli', 'admin', 't1', 5)",
+                [],
+            )
+            .unwrap();
+        db.create_session("s", "admin", 60).unwrap();
+        let (users, tokens) = db.legacy_accounts().unwrap();
+        assert_eq!(users[0].name, "admin");
+        assert_eq!(users[0].role, Role::Administrator);
+        assert_eq!(tokens[0].hash, "t1");
+        assert_eq!(tokens[0].user, "admin");
+        db.forget_legacy_accounts().unwrap();
+        assert_eq!(db.legacy_accounts().unwrap(), (vec![], vec![]));
+        assert_eq!(db.session_user("s", 60).unwrap(), Some("admin".into()));
     }
 
     #[test]
     fn a_session_ends_when_unused_for_the_idle_timeout() {
         let db = Db::in_memory().unwrap();
-        db.create_user("admin", "h", Role::Administrator).unwrap();
         let t0 = 1_000_000;
         db.create_session_at("s", "admin", 12 * 3600, t0).unwrap();
         let live = |t, touch| db.session_user_at("s", 1800, t, touch).unwrap().is_some();
@@ -271,7 +250,6 @@ mod tests {
     #[test]
     fn a_used_session_still_ends_at_its_lifetime() {
         let db = Db::in_memory().unwrap();
-        db.create_user("admin", "h", Role::Administrator).unwrap();
         let t0 = 1_000_000;
         db.create_session_at("s", "admin", 3600, t0).unwrap();
         for t in (t0..t0 + 3600).step_by(600) {

@@ -144,4 +144,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_time ON events (time);
     CREATE INDEX tasks_finished_at ON tasks (finished_at);
     ",
+    // 6: users and API tokens are the cluster's (etcd): a session names
+    // its user without a foreign key into this host's users table, which
+    // is emptied once its rows have moved.
+    r"
+    CREATE TABLE sessions_v6 (
+        token_hash TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO sessions_v6 (token_hash, user, created_at, expires_at, last_seen_at)
+        SELECT token_hash, user, created_at, expires_at, last_seen_at FROM sessions;
+    DROP TABLE sessions;
+    ALTER TABLE sessions_v6 RENAME TO sessions;
+    CREATE INDEX sessions_user ON sessions (user);
+    ",
 ];

@@ -100,7 +100,13 @@ impl Mgmtd {
     /// Logs in as admin (cookies in `jar`), makes an API token and waits
     /// for the defaults of a new install; the token.
     pub(crate) fn admin_token(&self, jar: &Path) -> Result<String> {
-        let login = self.login_admin(jar)?;
+        self.admin_token_with(jar, &self.admin_password()?)
+    }
+
+    /// [`Mgmtd::admin_token`] with admin's `password` (a cluster's, made
+    /// by its first host: a host that joins makes no admin of its own).
+    pub(crate) fn admin_token_with(&self, jar: &Path, password: &str) -> Result<String> {
+        let login = self.login(jar, "admin", password)?;
         ensure!(
             login.status == 200,
             "login: {} {}",
@@ -204,16 +210,27 @@ impl Mgmtd {
         Ok(t)
     }
 
+    /// The password mgmtd made for admin at its first start.
+    pub(crate) fn admin_password(&self) -> Result<String> {
+        let file = self.data.join("admin-password");
+        Ok(std::fs::read_to_string(&file)
+            .with_context(|| format!("{}", file.display()))?
+            .trim()
+            .to_owned())
+    }
+
     /// Logs in as admin with the generated password (cookies in `jar`).
     pub(crate) fn login_admin(&self, jar: &Path) -> Result<Answer> {
-        let password = std::fs::read_to_string(self.data.join("admin-password"))?
-            .trim()
-            .to_owned();
+        self.login(jar, "admin", &self.admin_password()?)
+    }
+
+    /// Logs in as `user` (cookies in `jar`).
+    pub(crate) fn login(&self, jar: &Path, user: &str, password: &str) -> Result<Answer> {
         self.call(
             Cred::Cookies(jar),
             "POST",
             "/api/v1/session",
-            Some(&json!({ "username": "admin", "password": password })),
+            Some(&json!({ "username": user, "password": password })),
         )
     }
 

@@ -221,6 +221,78 @@ impl Machine {
     }
 }
 
+/// The journal of the installed system's boot, read from its disk image
+/// once its QEMU is gone (a read-only loop device and mount): its warnings
+/// and errors, and its last lines. Never fails: a journal that cannot be
+/// read is said in the text.
+fn journal_from_disk(disk: &Path, dir: &TestDir) -> String {
+    match read_journal(disk, dir) {
+        Ok(text) => format!("the installed system's journal:\n{text}"),
+        Err(e) => format!("the installed system's journal could not be read: {e:#}"),
+    }
+}
+
+/// GPT's type of an x86-64 root partition, which the installer gives the
+/// installed system's root.
+const ROOT_TYPE: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
+
+fn read_journal(disk: &Path, dir: &TestDir) -> Result<String> {
+    let mut partx = Command::new("partx");
+    partx
+        .args([
+            "--show",
+            "--noheadings",
+            "--bytes",
+            "-o",
+            "START,SECTORS,TYPE",
+        ])
+        .arg(disk);
+    let table = run(partx)?;
+    let (start, sectors) = table
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[2] == ROOT_TYPE)
+                .then(|| Some((f[0].parse::<u64>().ok()?, f[1].parse::<u64>().ok()?)))
+                .flatten()
+        })
+        .with_context(|| format!("no x86-64 root partition in:\n{table}"))?;
+    let mut losetup = Command::new("losetup");
+    losetup
+        .args(["--find", "--show", "--read-only"])
+        .arg(format!("--offset={}", start * 512))
+        .arg(format!("--sizelimit={}", sectors * 512))
+        .arg(disk);
+    let dev = run(losetup)?.trim().to_owned();
+    let mnt = dir.subdir("installed-root")?;
+    let mut mount = Command::new("mount");
+    mount.args(["-o", "ro,noload", &dev]).arg(&mnt);
+    let text = run(mount).map_err(anyhow::Error::from).map(|_| {
+        let journal = mnt.join("var/log/journal");
+        let query = |more: &[&str]| {
+            let mut c = Command::new("journalctl");
+            c.arg("-D")
+                .arg(&journal)
+                .args(["-b", "--no-pager", "-o", "short-monotonic"])
+                .args(more);
+            run(c).unwrap_or_else(|e| e.to_string())
+        };
+        let text = format!(
+            "-- warnings and errors --\n{}\n-- the last lines --\n{}",
+            query(&["-p", "warning"]),
+            query(&["-n", "60"])
+        );
+        let mut umount = Command::new("umount");
+        umount.arg(&mnt);
+        let _ = run(umount);
+        text
+    });
+    let mut detach = Command::new("losetup");
+    detach.args(["-d", &dev]);
+    let _ = run(detach);
+    text
+}
+
 /// `method path` to the appliance's console on the forwarded port (its
 /// certificate is self-signed).
 fn https(port: u16, method: &str, path: &str) -> Request {
@@ -398,7 +470,15 @@ fn install_then_boot(firmware: Firmware) -> Result<()> {
         },
         port,
     )?;
-    let banner = m.wait_line("Web console:  https://", BOOT_TIMEOUT)?;
+    let banner = match m.wait_line("Web console:  https://", BOOT_TIMEOUT) {
+        Ok(line) => line,
+        Err(e) => {
+            // Nothing on the serial console says why (systemd's status
+            // goes to the screen): the installed system's journal does.
+            drop(m);
+            return Err(e.context(journal_from_disk(&disk, &dir)));
+        }
+    };
     ensure!(
         banner.contains("https://10.0.2.15:8443/"),
         "the banner does not show the DHCP address: {banner}"

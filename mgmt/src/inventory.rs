@@ -10,6 +10,9 @@
 //! - `vm-status/<id>`: its power state and process, written by its host
 //!   alone. Kept apart so that powering a VM on does not count as a change
 //!   of its settings to an edit planned meanwhile.
+//! - `vm-power/<id>` and `vm-power-status/<id>`: the power requests any
+//!   host's API made and what the VM's host did with them
+//!   ([`crate::vm::power`]); removed with the VM.
 //!
 //! `schema` holds the layout's version: a mgmtd that finds a newer one
 //! refuses to start rather than misread it. The VMs of a host that ran
@@ -117,7 +120,7 @@ impl VmSettings {
 /// The inventory, as one host's mgmtd sees it.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    store: Store,
+    pub(crate) store: Store,
     host: String,
 }
 
@@ -342,7 +345,9 @@ impl Inventory {
         let batch = Batch::new()
             .delete(&key, stored.revision)
             .remove(&self.store.key("vm-names", &stored.value.name))
-            .remove(&self.store.key("vm-status", id));
+            .remove(&self.store.key("vm-status", id))
+            .remove(&self.store.key(crate::vm::power::REQUESTS, id))
+            .remove(&self.store.key(crate::vm::power::STATUS, id));
         match self.store.commit(batch).await {
             Ok(_) => Ok(()),
             Err(StoreError::Conflict { .. }) => Err(changed(&stored.value.name)),

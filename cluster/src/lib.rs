@@ -7,6 +7,8 @@
 //!   no quorum.
 //! - [`lease`]: a lease kept alive from this host, and when the host must
 //!   count it lost (the fencing rule).
+//! - [`watch`]: the changes of one kind of record from a revision on, for
+//!   controller loops.
 //! - [`member`]: the etcd member a host runs (Debian's etcd-server).
 //! - [`pki`]: the cluster's certificate authority: members and clients
 //!   accept only certificates it signed.
@@ -15,6 +17,7 @@ pub mod lease;
 pub mod member;
 pub mod pki;
 pub mod store;
+pub mod watch;
 
 /// The etcd client, for what this crate does not wrap (cluster membership).
 pub use etcd_client;
@@ -22,6 +25,7 @@ pub use lease::{Lease, LeaseState};
 pub use member::{Member, MemberConfig, MemberError, MemberTls};
 pub use pki::{ClientTls, TlsDir};
 pub use store::{Batch, Store, StoreError, Versioned};
+pub use watch::{Change, KindWatch, WatchEnded};
 
 /// Makes `dir` (and its parents) and leaves it 0700: etcd's data and the
 /// cluster's keys are no one else's.

@@ -215,7 +215,7 @@ fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     })
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
         key: key.to_owned(),
         source,
@@ -274,6 +274,11 @@ impl Store {
         format!("{}{kind}/{name}", self.prefix)
     }
 
+    /// The prefix of every key of `kind`.
+    pub(crate) fn kind_prefix(&self, kind: &str) -> String {
+        format!("{}{kind}/", self.prefix)
+    }
+
     /// The etcd client, for what this module does not wrap (leases,
     /// watches, cluster membership).
     pub fn client(&self) -> Client {
@@ -307,7 +312,16 @@ impl Store {
         &self,
         kind: &str,
     ) -> Result<Vec<(String, Versioned<T>)>, StoreError> {
-        let prefix = format!("{}{kind}/", self.prefix);
+        Ok(self.list_at(kind).await?.0)
+    }
+
+    /// [`Store::list`], with the revision the list was read at: a watch
+    /// of the kind from the revision after it misses no change.
+    pub async fn list_at<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<(Vec<(String, Versioned<T>)>, i64), StoreError> {
+        let prefix = self.kind_prefix(kind);
         let end = prefix_end(&prefix);
         let kv = self.client.kv_client();
         let mut out = Vec::new();
@@ -342,7 +356,7 @@ impl Store {
                     from = last.key().to_vec();
                     from.push(0);
                 }
-                _ => return Ok(out),
+                _ => return Ok((out, at)),
             }
         }
     }
@@ -456,7 +470,7 @@ fn failed_check(checks: &[Check], reads: &[TxnOpResponse]) -> StoreError {
 
 /// The first key after every key that starts with `prefix` (etcd's range
 /// end for a prefix).
-fn prefix_end(prefix: &str) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

@@ -10,6 +10,9 @@
 //! - `vm-status/<id>`: its power state and process, written by its host
 //!   alone. Kept apart so that powering a VM on does not count as a change
 //!   of its settings to an edit planned meanwhile.
+//! - `vm-power/<id>` and `vm-power-status/<id>`: the power requests any
+//!   host's API made and what the VM's host did with them
+//!   ([`crate::vm::power`]); removed with the VM.
 //!
 //! `schema` holds the layout's version: a mgmtd that finds a newer one
 //! refuses to start rather than misread it. The VMs of a host that ran
@@ -22,8 +25,10 @@ use crate::db::{Boot, Db, Vm, VmDisk, VmNic, VmState, now};
 use crate::error::Error;
 
 /// The version of the layout above and of the accounts' (`crate::accounts`):
-/// 1, VMs; 2, users and API tokens too (a mgmtd of version 1 would keep
-/// its own users apart from the cluster's, so it must not run in it).
+/// 1, VMs; 2, users and API tokens, and power requests carried out by
+/// each VM's host (a mgmtd of version 1 would keep its own users apart
+/// from the cluster's and never carry out a request: it must not run in
+/// such a cluster).
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// How often a status write is tried again when the VM's records changed
@@ -119,7 +124,7 @@ impl VmSettings {
 /// The inventory, as one host's mgmtd sees it.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    store: Store,
+    pub(crate) store: Store,
     host: String,
 }
 
@@ -354,7 +359,9 @@ impl Inventory {
         let batch = Batch::new()
             .delete(&key, stored.revision)
             .remove(&self.store.key("vm-names", &stored.value.name))
-            .remove(&self.store.key("vm-status", id));
+            .remove(&self.store.key("vm-status", id))
+            .remove(&self.store.key(crate::vm::power::REQUESTS, id))
+            .remove(&self.store.key(crate::vm::power::STATUS, id));
         match self.store.commit(batch).await {
             Ok(_) => Ok(()),
             Err(StoreError::Conflict { .. }) => Err(changed(&stored.value.name)),

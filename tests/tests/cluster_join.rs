@@ -6,7 +6,8 @@
 //! certificate), host B joins it through the `sfera` CLI and then starts.
 //! Bad joins (a malformed token, an unknown secret, a certificate other
 //! than the pinned one, a name A holds) are refused and leave B's data
-//! directory as it was; the good token then still works, once.
+//! directory as it was; the good token then still works, once. B then
+//! powers a VM of A through A's controller.
 
 mod mgmt_client;
 
@@ -113,6 +114,9 @@ fn a_second_host_joins_with_a_token() -> Result<()> {
     })?;
     case("a_vm_made_on_a_is_listed_on_b", || {
         a_vm_made_on_a_is_listed_on_b(&a, &a_token, &b, &b_token)
+    })?;
+    case("b_powers_a_vm_of_a_through_a", || {
+        b_powers_a_vm_of_a_through_a(&a, &a_token, &b, &b_token)
     })?;
     case("users_and_tokens_are_the_clusters", || {
         users_and_tokens_are_the_clusters(&a, &a_token, &b, &b_token, &a_site.dir.join("ops"))
@@ -329,5 +333,57 @@ fn users_and_tokens_are_the_clusters(
             after.status
         );
     }
+    Ok(())
+}
+
+/// A power request through B for a VM of A: B's task (`kind`) ended, as
+/// recorded on B.
+fn power_through_b(b: &Mgmtd, b_token: &str, action: &str, kind: &str) -> Result<Value> {
+    let task = b.expect(
+        Cred::Bearer(b_token),
+        "POST",
+        &format!("/api/v1/vms/shared/power/{action}"),
+        None,
+        202,
+    )?;
+    let done = b.finished_task(b_token, &task, Duration::from_secs(120))?;
+    ensure!(done["kind"] == kind, "{done}");
+    Ok(done)
+}
+
+/// Whether process `pid` runs (a zombie has no command line).
+fn alive(pid: u64) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+/// B's API takes power requests for A's VM: A's controller carries them
+/// out (A's process runs the VM), B's task reports A's outcome, A's
+/// refusal included.
+fn b_powers_a_vm_of_a_through_a(a: &Mgmtd, a_token: &str, b: &Mgmtd, b_token: &str) -> Result<()> {
+    let on = power_through_b(b, b_token, "on", "vm.power_on")?;
+    ensure!(on["state"] == "success", "power-on through B: {on}");
+    let running = a.expect(
+        Cred::Bearer(a_token),
+        "GET",
+        "/api/v1/vms/shared",
+        None,
+        200,
+    )?;
+    let pid = running["pid"].as_u64().context("no pid on A")?;
+    ensure!(
+        running["state"] == "running" && on["result"]["pid"] == pid && alive(pid),
+        "A after a power-on through B: {running}; B's task: {on}"
+    );
+    let off = power_through_b(b, b_token, "off", "vm.power_off")?;
+    ensure!(off["state"] == "success", "power-off through B: {off}");
+    ensure!(a.vm_state(a_token, "shared")? == "stopped" && !alive(pid));
+    let refused = power_through_b(b, b_token, "pause", "vm.pause")?;
+    ensure!(
+        refused["state"] == "error"
+            && refused["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("only a running VM can be paused")),
+        "a pause of a stopped VM through B: {refused}"
+    );
     Ok(())
 }

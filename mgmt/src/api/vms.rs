@@ -125,16 +125,20 @@ pub async fn delete(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError>
 }
 
 /// `POST /api/v1/vms/{vm}/power/{action}`.
+/// Any host takes it: the task asks the VM's host's controller
+/// (`crate::vm::power`), and is refused at once when that host is not
+/// there to carry it out.
 pub async fn power(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let vm = mgmt.find_vm_here(r.param("vm")).await?;
+    let vm = mgmt.find_vm(r.param("vm")).await?;
     let action = PowerAction::parse(r.param("action"))
         .ok_or_else(|| ApiError::invalid("action must be on, off, reset, pause or resume"))?;
+    mgmt.check_power_host(&vm).await?;
     let user = r.user()?;
     let m = Arc::clone(mgmt);
-    let id = vm.id.clone();
     let by = user.clone();
-    let task = crate::tasks::spawn(&mgmt.db, action.task_kind(), &vm.id, &by, move |_| {
-        m.power(id, action, user)
+    let target = vm.id.clone();
+    let task = crate::tasks::spawn(&mgmt.db, action.task_kind(), &target, &by, move |ctx| {
+        m.ask_power(vm, action, user, ctx)
     })?;
     accepted(&task)
 }

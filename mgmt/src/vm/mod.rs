@@ -1,7 +1,9 @@
 //! VMs: what a client may ask for, and the operations that make, run and
 //! remove them.
 
+pub mod controller;
 pub mod edit;
 pub mod no_space;
+pub mod power;
 pub mod request;
 pub mod service;

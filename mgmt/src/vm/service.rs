@@ -17,7 +17,8 @@ use crate::service::Mgmt;
 use crate::tasks::TaskCtx;
 
 /// Power actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PowerAction {
     On,
     Off,
@@ -35,6 +36,28 @@ impl PowerAction {
             "pause" => Some(PowerAction::Pause),
             "resume" => Some(PowerAction::Resume),
             _ => None,
+        }
+    }
+
+    /// The action as the API's path names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::On => "on",
+            PowerAction::Off => "off",
+            PowerAction::Reset => "reset",
+            PowerAction::Pause => "pause",
+            PowerAction::Resume => "resume",
+        }
+    }
+
+    /// What the action is called in a sentence ("power on of VM x").
+    pub fn noun(self) -> &'static str {
+        match self {
+            PowerAction::On => "power on",
+            PowerAction::Off => "power off",
+            PowerAction::Reset => "reset",
+            PowerAction::Pause => "pause",
+            PowerAction::Resume => "resume",
         }
     }
 

@@ -17,7 +17,9 @@
 //! and delete it with its disk; change a port group's VLAN
 //! and security from its page, create and delete a volume from the
 //! datastore page; the host page shows
-//! the VM's driver, and a qcow2 image with a boot sector is imported from
+//! the VM's driver and the cluster card's "Add host" (over this test's
+//! plain HTTP, the join token is refused and the form says why), and a
+//! qcow2 image with a boot sector is imported from
 //! the datastore page and booted (through firmware, under QEMU) by a VM
 //! made in the wizard.
 //!

@@ -186,6 +186,19 @@ try {
   // The cluster card: this host, connected (a cluster of one here).
   await page.locator('[data-testid=cluster-hosts] tr[data-host-state=connected]').first().waitFor();
   log('the cluster card lists this host connected');
+  // "Add host": a join token, which needs HTTPS (the joining host pins
+  // this host's certificate); over plain HTTP the form says why not.
+  await page.getByTestId('cluster-add-host').click();
+  await page.getByLabel('Join token lifetime').selectOption('600');
+  await page.getByTestId('join-token-make').click();
+  if (base.startsWith('https:')) {
+    const token = await page.getByTestId('join-token').innerText();
+    if (!/^[0-9a-f]{64}\.[0-9a-f]{64}$/.test(token)) throw new Error(`join token: ${token}`);
+    log('Add host: a join token is made and shown with the command to run');
+  } else {
+    await page.getByTestId('join-token-error').getByText('join tokens need HTTPS').waitFor();
+    log('Add host: over plain HTTP the join token is refused and the form says why');
+  }
 
   // The wizard: Tiny Linux with a 1 GiB disk on local and a NIC on
   // vm-network, not powered on yet (the power button does that).

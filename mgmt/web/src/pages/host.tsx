@@ -1,8 +1,10 @@
 // The host: what it is, which hypervisor driver VMs get and why, the
 // supervised daemons, and its charts.
 
+import { useState } from 'preact/hooks';
+import { ApiError, call } from '../api';
 import type { Daemon, Page } from '../api';
-import { Card, Facts, Meter, PageHeader, useFetch } from '../components/common';
+import { Card, ErrorBox, Facts, Meter, PageHeader, useFetch } from '../components/common';
 import { StateBadge } from '../components/progress';
 import { ago, bytes } from '../format';
 import { href } from '../router';
@@ -69,7 +71,7 @@ export function HostPage() {
             </table>
           )}
         </Card>
-        <Card title="Cluster">
+        <Card title="Cluster" actions={s.session?.role === 'administrator' && <AddHost />}>
           <table class="grid" data-testid="cluster-hosts">
             <thead>
               <tr>
@@ -138,5 +140,88 @@ export function HostPage() {
       <h3>Performance</h3>
       <Performance kind="host" object={h.hostname} />
     </div>
+  );
+}
+
+/** A join token as `POST /cluster/join-tokens` answers it (shown once). */
+interface JoinToken {
+  token: string;
+  expires_at: number;
+}
+
+/** How long a new join token may be used. */
+const JOIN_TTLS: [number, string][] = [
+  [600, '10 minutes'],
+  [3600, '1 hour'],
+  [86400, '1 day'],
+];
+
+/** "Add host": makes a one-time join token on this host and says how the
+ * new host uses it (`sfera host join`, before its mgmtd first starts). */
+function AddHost() {
+  const [open, setOpen] = useState(false);
+  const [ttl, setTtl] = useState(3600);
+  const [made, setMade] = useState<JoinToken | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  if (!open)
+    return (
+      <button class="small" data-testid="cluster-add-host" onClick={() => setOpen(true)}>
+        Add host…
+      </button>
+    );
+  const close = () => {
+    setOpen(false);
+    setMade(null);
+    setError(null);
+  };
+  const make = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      setMade(await call<JoinToken>('POST', '/cluster/join-tokens', { ttl_s: ttl }));
+    } catch (err) {
+      setError(err instanceof ApiError ? err.message : String(err));
+    }
+  };
+  if (made)
+    return (
+      <div class="inline-form" data-testid="join-token-made">
+        <p class="small">
+          A join token for one new host, valid until {new Date(made.expires_at * 1000).toLocaleString()} (shown only now):
+        </p>
+        <code data-testid="join-token">{made.token}</code>
+        <p class="small">
+          On the new host, before its sfera-mgmtd first starts, put the token in a file only root can read and run:
+        </p>
+        <code>
+          sfera host join https://{location.host} --token-file TOKEN-FILE --address NEW-HOST-IP
+        </code>
+        <button type="button" class="small" onClick={close}>
+          Done
+        </button>
+      </div>
+    );
+  return (
+    <form class="inline-form" onSubmit={make}>
+      <label class="small">
+        Valid for{' '}
+        <select aria-label="Join token lifetime" value={ttl} onChange={(e) => setTtl(Number((e.target as HTMLSelectElement).value))}>
+          {JOIN_TTLS.map(([s, label]) => (
+            <option key={s} value={s}>
+              {label}
+            </option>
+          ))}
+        </select>
+      </label>
+      <button class="primary small" data-testid="join-token-make">
+        Make join token
+      </button>
+      <button type="button" class="small" onClick={close}>
+        Cancel
+      </button>
+      <span data-testid="join-token-error">
+        <ErrorBox error={error} />
+      </span>
+    </form>
   );
 }

@@ -186,7 +186,8 @@ impl Mgmt {
             .find(|m| m.name() == req.host || m.peer_urls().contains(&req.peer_url))
         {
             return Err(Error::Conflict(format!(
-                "etcd has a member {:?} at {:?} already: remove that host first",
+                "etcd has a member {:?} at {:?} already: remove that host first \
+                 (sfera host remove, or DELETE /api/v1/hosts/{{host}})",
                 m.name(),
                 m.peer_urls()
             )));
@@ -209,6 +210,10 @@ impl Mgmt {
             &sans,
         )
         .map_err(|e| Error::Internal(format!("cannot sign the host's certificates: {e}")))?;
+        // A host of this name removed before: the new one may take it.
+        store
+            .commit(Batch::new().remove(&store.key("removed-hosts", &req.host)))
+            .await?;
         let added = etcd
             .member_add(
                 [req.peer_url.as_str()],

@@ -39,6 +39,7 @@ pub mod import;
 pub mod inventory;
 pub mod jail;
 pub mod join;
+pub mod leave;
 pub mod logs;
 pub mod membership;
 pub mod metrics;

@@ -465,6 +465,18 @@ pub async fn claim_name(store: &Store, file: &ClusterFile, facts: &HostFacts) ->
         facts: facts.clone(),
         started_at: now(),
     };
+    if let Some(gone) = store
+        .get::<crate::leave::RemovedHost>(&store.key("removed-hosts", &file.host))
+        .await?
+        && gone.value.id == file.host_id
+    {
+        bail!(
+            "This host ({}) was removed from the cluster by {}: stop it, or clear its data \
+             directory and join again with a new token (sfera host join)",
+            file.host,
+            gone.value.by
+        );
+    }
     let held = match store.get::<HostRecord>(&key).await? {
         Some(r) => r.value,
         None => match store.create(&key, &ours).await {
@@ -516,6 +528,15 @@ pub async fn heartbeat(
             Ok(l) => {
                 pause = Duration::from_millis(200);
                 l
+            }
+            Err(cluster::StoreError::Exists { key }) if key.contains("/removed-hosts/") => {
+                let message = format!(
+                    "{host} was removed from the cluster: it holds no lease and writes no \
+                     record any more (stop its sfera-mgmtd; join again with a new token)"
+                );
+                tracing::error!("{message}");
+                db.event("error", "host.removed", &host, &message, None);
+                return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot take this host's lease; trying again");
@@ -569,10 +590,15 @@ async fn hold(
         lease: lease.id(),
         since: now(),
     };
+    // Not once the host is removed from the cluster (crate::leave).
     let batch = Batch::new()
+        .require_absent(&store.key("removed-hosts", host))
         .put(&store.key("hosts", host), &record, None)?
         .put(&store.key("host-alive", host), &alive, Some(lease.id()))?;
-    store.commit(batch).await?;
+    if let Err(e) = store.commit(batch).await {
+        let _ = lease.revoke().await;
+        return Err(e);
+    }
     tracing::info!(
         host,
         lease = lease.id(),

@@ -102,7 +102,7 @@ fn a_second_host_joins_with_a_token() -> Result<()> {
     case("the_token_admits_b_once", || {
         the_token_admits_b_once(&a, &b_data, &token, &a_site.dir.join("third"))
     })?;
-    let b = Mgmtd::start_with(&b_site, true, 1, &["--host-name", "esx-b"])?;
+    let mut b = Mgmtd::start_with(&b_site, true, 1, &["--host-name", "esx-b"])?;
     // The cluster's admin, made by A: B makes none of its own.
     ensure!(
         !b.data.join("admin-password").exists(),
@@ -120,6 +120,9 @@ fn a_second_host_joins_with_a_token() -> Result<()> {
     })?;
     case("users_and_tokens_are_the_clusters", || {
         users_and_tokens_are_the_clusters(&a, &a_token, &b, &b_token, &a_site.dir.join("ops"))
+    })?;
+    case("b_leaves_and_a_works_alone", || {
+        b_leaves_and_a_works_alone(&a, &a_token, &mut b, &b_token)
     })
 }
 
@@ -385,5 +388,66 @@ fn b_powers_a_vm_of_a_through_a(a: &Mgmtd, a_token: &str, b: &Mgmtd, b_token: &s
                 .is_some_and(|e| e.contains("only a running VM can be paused")),
         "a pause of a stopped VM through B: {refused}"
     );
+    Ok(())
+}
+
+/// A host leaves: refused for a host with VMs and for the host answering;
+/// B removed through A is gone from A's list, stays gone, and A alone is
+/// a quorum: with B's mgmtd and member stopped, A still writes.
+fn b_leaves_and_a_works_alone(
+    a: &Mgmtd,
+    a_token: &str,
+    b: &mut Mgmtd,
+    b_token: &str,
+) -> Result<()> {
+    let refusals: [(&Mgmtd, &str, &str, u16, &str); 3] = [
+        (b, b_token, "esx-b", 409, "is the host answering"),
+        (b, b_token, "esx-a", 409, "has 1 VM(s) (shared)"),
+        (a, a_token, "esx-z", 404, "esx-z"),
+    ];
+    for (m, token, host, status, word) in refusals {
+        let r = m.call(
+            Cred::Bearer(token),
+            "DELETE",
+            &format!("/api/v1/hosts/{host}"),
+            None,
+        )?;
+        ensure!(
+            r.status == status && r.body.to_string().contains(word),
+            "removing {host}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    a.expect(
+        Cred::Bearer(a_token),
+        "DELETE",
+        "/api/v1/hosts/esx-b",
+        None,
+        204,
+    )?;
+    let only_a = vec![("esx-a".to_owned(), "connected".to_owned())];
+    ensure!(hosts(a, a_token)? == only_a, "A's hosts after the removal");
+    // B's mgmtd still runs: its lease is gone, and when it goes for a new
+    // one it finds itself removed and stops, without writing itself back.
+    poll("B to see it was removed", Duration::from_secs(30), || {
+        let events = b.expect(
+            Cred::Bearer(b_token),
+            "GET",
+            "/api/v1/events?limit=100",
+            None,
+            200,
+        )?;
+        Ok(events.to_string().contains("host.removed").then_some(()))
+    })?;
+    ensure!(hosts(a, a_token)? == only_a, "B came back");
+    drop(b.process.take());
+    a.expect(
+        Cred::Bearer(a_token),
+        "POST",
+        "/api/v1/users",
+        Some(&json!({ "name": "after-b", "password": "correct horse battery staple 8", "role": "read-only" })),
+        201,
+    )?;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Hosts joining the cluster: join tokens, and the join itself.
+//! Hosts joining the cluster (join tokens, and the join itself) and
+//! leaving it.
 
 use std::time::Duration;
 
@@ -67,4 +68,32 @@ pub async fn join(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
             Err(e.into())
         }
     }
+}
+
+/// `DELETE /api/v1/hosts/{host}`: see `crate::leave`.
+pub async fn remove_host(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let host = r.param("host");
+    super::rules::check_object_name("host", host)?;
+    let user = r.user()?;
+    let removed = mgmt.remove_host(host, &user).await?;
+    mgmt.db.event(
+        "info",
+        "cluster.host_removed",
+        host,
+        &format!(
+            "Host {host} removed from the cluster{}{}",
+            if removed.records {
+                ""
+            } else {
+                " (its records were gone already)"
+            },
+            if removed.member {
+                ""
+            } else {
+                "; it had no etcd member"
+            }
+        ),
+        Some(&user),
+    );
+    Ok(Reply::Empty)
 }

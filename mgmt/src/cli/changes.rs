@@ -175,7 +175,7 @@ fn split2<'a>(what: &str, spec: &'a str, form: &str) -> Result<(&'a str, &'a str
         .with_context(|| format!("{what} {spec:?}: expected {form}"))
 }
 
-fn show(v: &Value, json_out: bool, text: &str) {
+pub(crate) fn show(v: &Value, json_out: bool, text: &str) {
     if json_out {
         print(&v.to_string());
     } else {

@@ -1,4 +1,5 @@
-//! `sfera host ...` beyond the list: join tokens, and joining this host.
+//! `sfera host ...` beyond the list: join tokens, joining this host, and
+//! removing a host.
 
 use std::path::PathBuf;
 
@@ -22,6 +23,12 @@ pub(crate) enum HostCmd {
     /// left its cluster, to the cluster of the mgmtd at URL; then start
     /// mgmtd. Runs locally as root: it writes into the data directory.
     Join(JoinArgs),
+    /// Remove host NAME from the cluster, through another host (the one
+    /// this CLI talks to): refused while NAME has VMs. Stop NAME's mgmtd
+    /// afterwards; it writes nothing into the cluster any more.
+    Remove {
+        name: String,
+    },
 }
 
 /// `sfera host join`'s arguments.
@@ -93,5 +100,22 @@ pub(crate) async fn join(a: JoinArgs, json_out: bool) -> Result<()> {
             a.data_dir.display()
         );
     }
+    Ok(())
+}
+
+/// `sfera host remove NAME`.
+pub(crate) async fn remove(client: &Client, name: &str, json_out: bool) -> Result<()> {
+    client
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/hosts/{}", mgmt::blockd::encode_segment(name)),
+            None,
+        )
+        .await?;
+    crate::changes::show(
+        &serde_json::json!({ "removed": name }),
+        json_out,
+        &format!("Removed host {name} from the cluster: stop its sfera-mgmtd"),
+    );
     Ok(())
 }

@@ -313,6 +313,9 @@ async fn run(args: Args) -> Result<()> {
             hosts::join_token(&client, ttl, json_out).await?;
         }
         Cmd::Host(hosts::HostCmd::Join(a)) => hosts::join(a, json_out).await?,
+        Cmd::Host(hosts::HostCmd::Remove { name }) => {
+            hosts::remove(&client, &name, json_out).await?;
+        }
     }
     Ok(())
 }

@@ -184,6 +184,13 @@ fn populate(
     )?;
     // The live system's catch-all DHCP is not the installed system's.
     let _ = std::fs::remove_file(target.join("etc/systemd/network/99-sfera-live.network"));
+    // Nor is its installer: its condition would keep it from running, but
+    // enabled it still pulls systemd-udev-settle into every boot (a wait
+    // of up to three minutes for all of udev's events, which nothing on
+    // the installed system needs).
+    let _ = std::fs::remove_file(
+        target.join("etc/systemd/system/multi-user.target.wants/sfera-installer.service"),
+    );
     write("/etc/issue", &render::issue(plan), 0o644)?;
     write("/etc/sfera/mgmtd.env", &render::mgmtd_env(), 0o644)?;
     write(

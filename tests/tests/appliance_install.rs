@@ -410,14 +410,23 @@ fn check_host_setup(m: &mut Machine) -> Result<()> {
     let facts = m.console.run_ok(
         "findmnt -n -o SOURCE /var/lib/sfera; cat /proc/sys/vm/nr_overcommit_hugepages; \
          findmnt -n -o FSTYPE /dev/hugepages; test -d /sys/module/tun && echo tun; \
-         systemctl is-active sfera-mgmtd",
+         systemctl is-active sfera-mgmtd; systemctl is-enabled sfera-installer || true",
         BOOT_TIMEOUT,
     )?;
     let facts: Vec<&str> = facts.lines().map(str::trim).collect();
     ensure!(
-        facts == ["/dev/vda4", "32768", "hugetlbfs", "tun", "active"],
+        facts
+            == [
+                "/dev/vda4",
+                "32768",
+                "hugetlbfs",
+                "tun",
+                "active",
+                "disabled"
+            ],
         "the host's set-up: {facts:?} (expected the data partition /dev/vda4 on \
-         /var/lib/sfera, 32768 hugepages on demand, hugetlbfs, tun, mgmtd active)"
+         /var/lib/sfera, 32768 hugepages on demand, hugetlbfs, tun, mgmtd active, \
+         the installer not enabled)"
     );
     eprintln!("host set-up: {facts:?}");
     Ok(())

@@ -8,12 +8,16 @@
 //! - `api-token-ids/<id>`: the hash of token `id`, so an id is unique in
 //!   the cluster and `DELETE /api/v1/tokens/{id}` finds its token at once.
 //! - `api-token-use/<hash>`: when the token was last used, written at most
-//!   once a minute and apart from the token, so use is not a change of it.
+//!   once a minute by each host and apart from the token, so use is not a
+//!   change of it.
 //!
 //! Login sessions stay in each host's SQLite: a session cookie belongs to
 //! the one host (origin) the browser logged in to. Each use of a session
 //! reads its user's record here, so a deleted user's sessions end on every
 //! host, and a changed role applies at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use cluster::{Batch, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -63,11 +67,17 @@ struct TokenUse {
 #[derive(Debug, Clone)]
 pub struct Accounts {
     store: Store,
+    /// When this host last wrote each token's use (by hash), so that a
+    /// request reads no use record to decide whether to write one.
+    noted: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl Accounts {
     pub fn new(store: Store) -> Self {
-        Accounts { store }
+        Accounts {
+            store,
+            noted: Arc::default(),
+        }
     }
 
     fn user_key(&self, name: &str) -> String {
@@ -241,14 +251,21 @@ impl Accounts {
         let Some(role) = self.role(&token.value.user).await? else {
             return Ok(None);
         };
-        let use_key = self.store.key("api-token-use", hash);
         let t = now();
-        let last = self.store.get::<TokenUse>(&use_key).await?;
-        if last.is_none_or(|u| t - u.value.at >= TOKEN_TOUCH_S) {
+        let due = {
+            let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+            let last = noted.entry(hash.to_owned()).or_insert(i64::MIN);
+            let due = t.saturating_sub(*last) >= TOKEN_TOUCH_S;
+            if due {
+                *last = t;
+            }
+            due
+        };
+        if due {
             // Only while the token exists: a use racing its deletion must
             // not leave a record behind. Losing the race is not an error.
             let batch = Batch::new().require(&key, token.revision).put(
-                &use_key,
+                &self.store.key("api-token-use", hash),
                 &TokenUse { at: t },
                 None,
             )?;
@@ -262,7 +279,7 @@ impl Accounts {
 
     /// A user's tokens, by id.
     pub async fn tokens(&self, user: &str) -> Result<Vec<ApiToken>, Error> {
-        let uses: std::collections::HashMap<String, i64> = self
+        let uses: HashMap<String, i64> = self
             .store
             .list::<TokenUse>("api-token-use")
             .await?

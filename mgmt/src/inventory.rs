@@ -10,9 +10,9 @@
 //! - `vm-status/<id>`: its power state and process, written by its host
 //!   alone. Kept apart so that powering a VM on does not count as a change
 //!   of its settings to an edit planned meanwhile.
-//! - `vm-power/<id>` and `vm-power-status/<id>`: the power requests any
-//!   host's API made and what the VM's host did with them
-//!   ([`crate::vm::power`]); removed with the VM.
+//! - `vm-ops/<id>` and `vm-ops-status/<id>`: the requests (power, edit,
+//!   delete) any host's API made and what the VM's host did with them
+//!   ([`crate::vm::ops`]); removed with the VM.
 //!
 //! `schema` holds the layout's version: a mgmtd that finds a newer one
 //! refuses to start rather than misread it. The VMs of a host that ran
@@ -28,8 +28,15 @@ use crate::error::Error;
 /// 1, VMs; 2, users and API tokens, and power requests carried out by
 /// each VM's host (a mgmtd of version 1 would keep its own users apart
 /// from the cluster's and never carry out a request: it must not run in
-/// such a cluster).
-pub const SCHEMA_VERSION: u32 = 2;
+/// such a cluster); 3, power requests became requests of any operation
+/// (`vm-power/` became `vm-ops/`: a version-2 mgmtd would not carry out
+/// an edit or deletion asked of its VMs).
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The records of version 2 that version 3 replaced: requests that were
+/// waiting when the cluster was upgraded are dropped (their asking tasks
+/// ended with the mgmtd that ran them).
+const DROPPED_IN_3: [&str; 2] = ["vm-power", "vm-power-status"];
 
 /// How often a status write is tried again when the VM's records changed
 /// under it (each try reads them afresh).
@@ -149,6 +156,9 @@ impl Inventory {
                 s.value.version
             ))),
             Some(s) if s.value.version < SCHEMA_VERSION => {
+                if s.value.version < 3 {
+                    self.drop_records(&DROPPED_IN_3).await?;
+                }
                 let newer = Schema {
                     version: SCHEMA_VERSION,
                 };
@@ -173,6 +183,25 @@ impl Inventory {
                 Err(e) => Err(e.into()),
             },
         }
+    }
+
+    /// Removes every record of the kinds `kinds` (an upgrade's).
+    async fn drop_records(&self, kinds: &[&str]) -> Result<(), Error> {
+        for kind in kinds {
+            let records = self.store.list::<serde_json::Value>(kind).await?;
+            if records.is_empty() {
+                continue;
+            }
+            // etcd takes at most 128 operations in one transaction.
+            for chunk in records.chunks(100) {
+                let batch = chunk.iter().fold(Batch::new(), |b, (name, _)| {
+                    b.remove(&self.store.key(kind, name))
+                });
+                self.store.commit(batch).await?;
+            }
+            tracing::info!("Schema upgrade: {} {kind} record(s) dropped", records.len());
+        }
+        Ok(())
     }
 
     /// Moves the VMs this host's SQLite inventory still holds (a host that
@@ -360,8 +389,8 @@ impl Inventory {
             .delete(&key, stored.revision)
             .remove(&self.store.key("vm-names", &stored.value.name))
             .remove(&self.store.key("vm-status", id))
-            .remove(&self.store.key(crate::vm::power::REQUESTS, id))
-            .remove(&self.store.key(crate::vm::power::STATUS, id));
+            .remove(&self.store.key(crate::vm::ops::REQUESTS, id))
+            .remove(&self.store.key(crate::vm::ops::STATUS, id));
         match self.store.commit(batch).await {
             Ok(_) => Ok(()),
             Err(StoreError::Conflict { .. }) => Err(changed(&stored.value.name)),

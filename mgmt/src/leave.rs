@@ -5,7 +5,8 @@
 //! needs migration, not built yet) and on the host that answers (ask
 //! another: a host cannot vote itself out and still answer). Otherwise, in
 //! this order, each step done again harmlessly by a retry after a failure:
-//! 1. `hosts/<host>` and `host-alive/<host>` go, and `removed-hosts/<host>`
+//! 1. `hosts/<host>`, `host-alive/<host>` and `host-maintenance/<host>`
+//!    go, and `removed-hosts/<host>`
 //!    records the host's identity, in one transaction: the host's mgmtd,
 //!    if it still runs, sees it and stops writing itself back;
 //! 2. its lease is revoked;
@@ -85,6 +86,7 @@ impl Mgmt {
             let batch = Batch::new()
                 .delete(&key, record.revision)
                 .remove(&alive_key)
+                .remove(&store.key(crate::maintenance::KIND, host))
                 .put(&store.key("removed-hosts", host), &gone, None)?;
             match store.commit(batch).await {
                 Ok(_) => {}

@@ -41,6 +41,7 @@ pub mod jail;
 pub mod join;
 pub mod leave;
 pub mod logs;
+pub mod maintenance;
 pub mod membership;
 pub mod metrics;
 pub mod mgmtd;

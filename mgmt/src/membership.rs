@@ -401,6 +401,9 @@ pub enum HostState {
     Connected,
     /// Its lease ran out: it is down, cut off, or its mgmtd stopped.
     NotResponding,
+    /// Its lease is held and it is in maintenance mode
+    /// ([`crate::maintenance`]): no VM of it powers on, none is made on it.
+    Maintenance,
 }
 
 /// A host of the cluster, as the API lists it.
@@ -412,6 +415,10 @@ pub struct ClusterHost {
     pub this_host: bool,
     /// When its mgmtd last started (seconds since the epoch)
     pub started_at: i64,
+    /// Since when and by whom it is in maintenance mode (also while it is
+    /// not responding); absent when it is not
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::maintenance::Maintenance>,
     pub facts: HostFacts,
 }
 
@@ -431,18 +438,29 @@ impl Cluster {
     pub async fn hosts(&self) -> Result<Vec<ClusterHost>, cluster::StoreError> {
         let records = self.store.list::<HostRecord>("hosts").await?;
         let alive = self.store.list::<Alive>("host-alive").await?;
+        let mut maintenance = self
+            .store
+            .list::<crate::maintenance::Maintenance>(crate::maintenance::KIND)
+            .await?;
         Ok(records
             .into_iter()
-            .map(|(name, r)| ClusterHost {
-                state: if alive.iter().any(|(a, _)| *a == name) {
-                    HostState::Connected
-                } else {
-                    HostState::NotResponding
-                },
-                this_host: name == self.host,
-                started_at: r.value.started_at,
-                facts: r.value.facts,
-                name,
+            .map(|(name, r)| {
+                let maintenance = maintenance
+                    .iter()
+                    .position(|(m, _)| *m == name)
+                    .map(|i| maintenance.swap_remove(i).1.value);
+                ClusterHost {
+                    state: match (alive.iter().any(|(a, _)| *a == name), &maintenance) {
+                        (false, _) => HostState::NotResponding,
+                        (true, None) => HostState::Connected,
+                        (true, Some(_)) => HostState::Maintenance,
+                    },
+                    this_host: name == self.host,
+                    started_at: r.value.started_at,
+                    maintenance,
+                    facts: r.value.facts,
+                    name,
+                }
             })
             .collect())
     }

@@ -559,7 +559,7 @@ fn spawn_background(mgmt: &Arc<Mgmt>, o: &Options, logs: PathBuf) {
     tokio::spawn(Arc::clone(mgmt).watch_vms());
     // After the VMs are adopted: requests made while mgmtd was away are
     // carried out on the VMs as they are now.
-    tokio::spawn(Arc::clone(mgmt).run_power_controller());
+    tokio::spawn(Arc::clone(mgmt).run_vm_controller());
     tokio::spawn(Arc::clone(mgmt).watch_no_space());
     tokio::spawn(defaults_and_sync(Arc::clone(mgmt)));
     tokio::spawn(prune(Arc::clone(&mgmt.db)));

@@ -94,9 +94,9 @@ pub struct Mgmt {
     pub session_ended: tokio::sync::broadcast::Sender<String>,
     /// One lock per VM: its operations run one at a time.
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// The VMs whose power requests a worker of this host's controller
-    /// is at, each with whether more came meanwhile.
-    power_workers: Mutex<HashMap<String, bool>>,
+    /// The VMs whose requests a worker of this host's VM controller is
+    /// at, each with whether more came meanwhile.
+    vm_workers: Mutex<HashMap<String, bool>>,
     /// The VMs mgmtd paused because their datastore is out of space.
     pub(crate) no_space: Mutex<crate::vm::no_space::NoSpacePauses>,
 }
@@ -133,7 +133,7 @@ impl Mgmt {
             session_idle_s,
             session_ended: tokio::sync::broadcast::channel(64).0,
             vm_locks: Mutex::new(HashMap::new()),
-            power_workers: Mutex::new(HashMap::new()),
+            vm_workers: Mutex::new(HashMap::new()),
             no_space: Mutex::default(),
         }
     }
@@ -147,10 +147,10 @@ impl Mgmt {
         Arc::clone(locks.entry(id.to_owned()).or_default())
     }
 
-    /// The VMs the power controller's workers are at (a poisoned lock
+    /// The VMs the VM controller's workers are at (a poisoned lock
     /// still holds good entries).
-    pub(crate) fn power_workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
-        self.power_workers
+    pub(crate) fn vm_workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.vm_workers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -24,6 +24,35 @@ impl TaskCtx {
     }
 }
 
+/// Runs `work` as a task recorded here and waits for its end: the work a
+/// host does for a task of another host (which reports the outcome).
+pub async fn run<F, Fut>(
+    db: &Arc<Db>,
+    kind: &str,
+    target: &str,
+    user: &str,
+    work: F,
+) -> Result<serde_json::Value, Error>
+where
+    F: FnOnce(TaskCtx) -> Fut,
+    Fut: Future<Output = Result<serde_json::Value, Error>>,
+{
+    let task = db.insert_task(kind, target, user)?;
+    let ctx = TaskCtx {
+        db: Arc::clone(db),
+        id: task.id,
+    };
+    let outcome = work(ctx).await;
+    let recorded = outcome
+        .as_ref()
+        .map(Clone::clone)
+        .map_err(|e| e.to_string());
+    if let Err(e) = db.finish_task(task.id, &recorded) {
+        tracing::error!(task = task.id, "Cannot record the task's end: {e}");
+    }
+    outcome
+}
+
 /// Starts `work` as a task and returns the task as recorded; the task's
 /// error, if it fails, is the text of `work`'s [`Error`].
 pub fn spawn<F, Fut>(

@@ -7,7 +7,7 @@
 //! Bad joins (a malformed token, an unknown secret, a certificate other
 //! than the pinned one, a name A holds) are refused and leave B's data
 //! directory as it was; the good token then still works, once. B then
-//! powers a VM of A through A's controller.
+//! powers, edits and deletes VMs of A through A's controller.
 
 mod mgmt_client;
 
@@ -117,6 +117,12 @@ fn a_second_host_joins_with_a_token() -> Result<()> {
     })?;
     case("b_powers_a_vm_of_a_through_a", || {
         b_powers_a_vm_of_a_through_a(&a, &a_token, &b, &b_token)
+    })?;
+    case("b_edits_and_deletes_vms_of_a_through_a", || {
+        b_edits_and_deletes_vms_of_a_through_a(&a, &a_token, &b, &b_token)
+    })?;
+    case("a_enters_maintenance_through_b", || {
+        a_enters_maintenance_through_b(&a, &a_token, &b, &b_token)
     })?;
     case("users_and_tokens_are_the_clusters", || {
         users_and_tokens_are_the_clusters(&a, &a_token, &b, &b_token, &a_site.dir.join("ops"))
@@ -235,18 +241,6 @@ fn a_vm_made_on_a_is_listed_on_b(a: &Mgmtd, a_token: &str, b: &Mgmtd, b_token: &
     ensure!(
         seen["host"] == "esx-a" && seen["state"] == "stopped",
         "{seen}"
-    );
-    let edit = b.call(
-        Cred::Bearer(b_token),
-        "PATCH",
-        "/api/v1/vms/shared",
-        Some(&json!({ "memory_mib": 192 })),
-    )?;
-    ensure!(
-        edit.status == 409 && edit.body.to_string().contains("runs on host esx-a"),
-        "an edit through B: {} {}",
-        edit.status,
-        edit.body
     );
     let listed = b.expect(Cred::Bearer(b_token), "GET", "/api/v1/vms", None, 200)?;
     ensure!(listed.to_string().contains("\"shared\""), "{listed}");
@@ -391,6 +385,237 @@ fn b_powers_a_vm_of_a_through_a(a: &Mgmtd, a_token: &str, b: &Mgmtd, b_token: &s
     Ok(())
 }
 
+/// Through B, a request for A's VM: B's task, once ended.
+fn through_b(
+    b: &Mgmtd,
+    b_token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value> {
+    let task = b.expect(Cred::Bearer(b_token), method, path, body, 202)?;
+    b.finished_task(b_token, &task, Duration::from_secs(120))
+}
+
+/// B's API takes edits and deletions of A's VMs: what can be checked
+/// without A is refused at once by B (bad fields, a stale version, a
+/// running VM's deletion); A plans and carries out the rest, as a task of
+/// its own too, and its refusal is B's task's error.
+fn b_edits_and_deletes_vms_of_a_through_a(
+    a: &Mgmtd,
+    a_token: &str,
+    b: &Mgmtd,
+    b_token: &str,
+) -> Result<()> {
+    let before = a.expect(
+        Cred::Bearer(a_token),
+        "GET",
+        "/api/v1/vms/shared",
+        None,
+        200,
+    )?;
+    let at_once: [(Value, u16, &str); 3] = [
+        (json!({ "vcpus": 0 }), 400, "vcpus"),
+        (json!({ "memory_mib": 1 << 30 }), 400, "memory"),
+        (
+            json!({ "memory_mib": 256, "resource_version": before["resource_version"].as_i64().unwrap_or(0) - 1 }),
+            409,
+            "changed",
+        ),
+    ];
+    for (body, status, word) in at_once {
+        answers(
+            b,
+            b_token,
+            ("PATCH", "/api/v1/vms/shared", Some(&body)),
+            status,
+            word,
+        )?;
+    }
+    let edit = json!({ "memory_mib": 192, "resource_version": before["resource_version"] });
+    let done = through_b(b, b_token, "PATCH", "/api/v1/vms/shared", Some(&edit))?;
+    ensure!(
+        done["state"] == "success" && done["kind"] == "vm.edit",
+        "edit through B: {done}"
+    );
+    let after = a.expect(
+        Cred::Bearer(a_token),
+        "GET",
+        "/api/v1/vms/shared",
+        None,
+        200,
+    )?;
+    ensure!(
+        after["memory_mib"] == 192 && after["resource_version"] != before["resource_version"],
+        "A after an edit through B: {after}"
+    );
+    let a_tasks = a.expect(
+        Cred::Bearer(a_token),
+        "GET",
+        "/api/v1/tasks?limit=50",
+        None,
+        200,
+    )?;
+    ensure!(
+        a_tasks.to_string().contains("admin (through esx-b)"),
+        "A's own task for the edit: {a_tasks}"
+    );
+    // Planned on A: a datastore A does not have is A's refusal.
+    let bad = json!({ "add_disks": [{ "datastore": "nope", "size_bytes": 1 << 20 }] });
+    let refused = through_b(b, b_token, "PATCH", "/api/v1/vms/shared", Some(&bad))?;
+    ensure!(
+        refused["state"] == "error"
+            && refused["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("does not exist")),
+        "an edit A refuses, through B: {refused}"
+    );
+    // A VM with a disk, deleted through B with its disk.
+    let task = a.expect(
+        Cred::Bearer(a_token),
+        "POST",
+        "/api/v1/vms",
+        Some(
+            &json!({ "name": "doomed", "template": "tiny-linux", "memory_mib": 128,
+                      "disks": [{ "datastore": "local", "size_bytes": 1 << 20 }] }),
+        ),
+        202,
+    )?;
+    a.wait_task(a_token, &task, Duration::from_secs(60))?;
+    let volumes = || -> Result<String> {
+        Ok(a.expect(
+            Cred::Bearer(a_token),
+            "GET",
+            "/api/v1/datastores/local/volumes",
+            None,
+            200,
+        )?
+        .to_string())
+    };
+    ensure!(
+        volumes()?.contains("doomed/disk0"),
+        "the VM's volume: {}",
+        volumes()?
+    );
+    let bad = ("DELETE", "/api/v1/vms/doomed?disks=maybe", None);
+    answers(b, b_token, bad, 400, "disks must be true or false")?;
+    let gone = through_b(b, b_token, "DELETE", "/api/v1/vms/doomed?disks=true", None)?;
+    ensure!(
+        gone["state"] == "success"
+            && gone["result"]["deleted"] == true
+            && gone["result"]["disks_deleted"] == true,
+        "deletion through B: {gone}"
+    );
+    answers(
+        a,
+        a_token,
+        ("GET", "/api/v1/vms/doomed", None),
+        404,
+        "doomed",
+    )?;
+    ensure!(
+        !volumes()?.contains("doomed/disk0"),
+        "its volume stays: {}",
+        volumes()?
+    );
+    Ok(())
+}
+
+/// `m` answers `method path` (with `body`) with `status` and a body that
+/// says `word`.
+fn answers(
+    m: &Mgmtd,
+    token: &str,
+    (method, path, body): (&str, &str, Option<&Value>),
+    status: u16,
+    word: &str,
+) -> Result<()> {
+    let r = m.call(Cred::Bearer(token), method, path, body)?;
+    ensure!(
+        r.status == status && r.body.to_string().contains(word),
+        "{method} {path} {}: {} {}",
+        body.map(Value::to_string).unwrap_or_default(),
+        r.status,
+        r.body
+    );
+    Ok(())
+}
+
+/// Maintenance mode of A, set through B: refused while A runs a VM;
+/// then A is listed in maintenance by both, no VM of A powers on (refused
+/// by B at once) and none is made on A; `sfera host maintenance exit` on A
+/// takes it out.
+fn a_enters_maintenance_through_b(
+    a: &Mgmtd,
+    a_token: &str,
+    b: &Mgmtd,
+    b_token: &str,
+) -> Result<()> {
+    let enter = |m: &Mgmtd, token: &str| {
+        m.call(
+            Cred::Bearer(token),
+            "PUT",
+            "/api/v1/hosts/esx-a/maintenance",
+            None,
+        )
+    };
+    let on = power_through_b(b, b_token, "on", "vm.power_on")?;
+    ensure!(on["state"] == "success", "{on}");
+    let r = enter(b, b_token)?;
+    ensure!(
+        r.status == 409 && r.body.to_string().contains("runs 1 VM(s) (shared)"),
+        "entering while a VM runs: {} {}",
+        r.status,
+        r.body
+    );
+    ensure!(hosts(a, a_token)?.contains(&("esx-a".into(), "connected".into())));
+    let off = power_through_b(b, b_token, "off", "vm.power_off")?;
+    ensure!(off["state"] == "success", "{off}");
+    for _ in 0..2 {
+        // A second time changes nothing.
+        let r = enter(b, b_token)?;
+        ensure!(
+            r.status == 200
+                && r.body["state"] == "maintenance"
+                && r.body["maintenance"]["by"] == "admin",
+            "entering: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    for (m, token) in [(a, a_token), (b, b_token)] {
+        ensure!(
+            hosts(m, token)?.contains(&("esx-a".into(), "maintenance".into())),
+            "{:?}",
+            hosts(m, token)?
+        );
+    }
+    let power_on = ("POST", "/api/v1/vms/shared/power/on", None);
+    answers(b, b_token, power_on, 409, "is in maintenance mode")?;
+    let new_vm = json!({ "name": "refused", "template": "tiny-linux", "memory_mib": 128 });
+    let create = ("POST", "/api/v1/vms", Some(&new_vm));
+    answers(a, a_token, create, 409, "a new VM is refused")?;
+    let unknown = ("PUT", "/api/v1/hosts/esx-z/maintenance", None);
+    answers(b, b_token, unknown, 404, "esx-z")?;
+    let said = a.cli(a_token, &["--json", "host", "maintenance", "exit", "esx-a"])?;
+    ensure!(
+        serde_json::from_str::<Value>(&said)?["state"] == "connected",
+        "sfera host maintenance exit: {said}"
+    );
+    let events = b.expect(
+        Cred::Bearer(b_token),
+        "GET",
+        "/api/v1/events?limit=100",
+        None,
+        200,
+    )?;
+    ensure!(
+        events.to_string().contains("host.maintenance_entered"),
+        "B's events: {events}"
+    );
+    Ok(())
+}
+
 /// A host leaves: refused for a host with VMs and for the host answering;
 /// B removed through A (`sfera host remove`) is gone from A's list, stays gone, and A alone is
 /// a quorum: with B's mgmtd and member stopped, A still writes.
@@ -406,18 +631,8 @@ fn b_leaves_and_a_works_alone(
         (a, a_token, "esx-z", 404, "esx-z"),
     ];
     for (m, token, host, status, word) in refusals {
-        let r = m.call(
-            Cred::Bearer(token),
-            "DELETE",
-            &format!("/api/v1/hosts/{host}"),
-            None,
-        )?;
-        ensure!(
-            r.status == status && r.body.to_string().contains(word),
-            "removing {host}: {} {}",
-            r.status,
-            r.body
-        );
+        let path = format!("/api/v1/hosts/{host}");
+        answers(m, token, ("DELETE", &path, None), status, word)?;
     }
     let said = a.cli(a_token, &["--json", "host", "remove", "esx-b"])?;
     ensure!(

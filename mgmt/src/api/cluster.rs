@@ -97,3 +97,32 @@ pub async fn remove_host(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError>
     );
     Ok(Reply::Empty)
 }
+
+/// `PUT` (`enter`) and `DELETE /api/v1/hosts/{host}/maintenance`: the
+/// host as listed after the change.
+pub async fn maintenance(mgmt: &Mgmt, r: &ApiRequest, enter: bool) -> Result<Reply, ApiError> {
+    let host = r.param("host");
+    super::rules::check_object_name("host", host)?;
+    let user = r.user()?;
+    let (changed, kind, text) = if enter {
+        let (entered, _) = mgmt.enter_maintenance(host, &user).await?;
+        (
+            entered,
+            "host.maintenance_entered",
+            "entered maintenance mode",
+        )
+    } else {
+        let left = mgmt.exit_maintenance(host).await?;
+        (left, "host.maintenance_exited", "exited maintenance mode")
+    };
+    if changed {
+        mgmt.db.event(
+            "info",
+            kind,
+            host,
+            &format!("Host {host} {text}"),
+            Some(&user),
+        );
+    }
+    super::hosts::get_host(mgmt, r).await
+}

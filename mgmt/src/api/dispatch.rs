@@ -29,6 +29,8 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         Op::ListHosts => hosts::list_hosts(m, &r).await,
         Op::GetHost => hosts::get_host(m, &r).await,
         Op::RemoveHost => cluster::remove_host(m, &r).await,
+        Op::EnterMaintenance => cluster::maintenance(m, &r, true).await,
+        Op::ExitMaintenance => cluster::maintenance(m, &r, false).await,
         Op::CreateJoinToken => cluster::create_join_token(m, &r).await,
         Op::JoinCluster => cluster::join(m, &r).await,
         Op::Daemons => hosts::daemons(m, &r),

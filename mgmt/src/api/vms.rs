@@ -14,6 +14,7 @@ use super::request::ApiRequest;
 use crate::db::VmState;
 use crate::service::Mgmt;
 use crate::vm::edit::EditVm;
+use crate::vm::ops::VmOp;
 use crate::vm::request::{CreateVm, templates};
 use crate::vm::service::PowerAction;
 
@@ -67,6 +68,8 @@ pub async fn get(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
 /// by the task.
 pub async fn create(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
     let body: CreateVm = r.body()?;
+    mgmt.refuse_in_maintenance(mgmt.inventory.host(), "a new VM")
+        .await?;
     let plan = body.plan(
         &mgmt.paths.guest_dir,
         &mgmt.paths.boot_dirs(),
@@ -83,25 +86,43 @@ pub async fn create(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError>
     accepted(&task)
 }
 
-/// `PATCH /api/v1/vms/{vm}`: planned (and refused) before the task starts.
+/// `PATCH /api/v1/vms/{vm}`: planned (and refused) before the task starts
+/// when this host runs the VM; for another host's VM, checked here as far
+/// as it can be (its fields, against that host's memory; the version it
+/// was made from) and then planned and carried out by that host, whose
+/// refusal the task reports (`crate::vm::ops`).
 pub async fn edit(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let vm = mgmt.find_vm_here(r.param("vm")).await?;
+    let vm = mgmt.find_vm(r.param("vm")).await?;
     let edit: EditVm = r.body()?;
-    edit.check(mgmt.host.memory_bytes >> 20)?;
-    let plan = mgmt.plan_edit(&vm, &edit).await?;
+    let facts = mgmt.check_vm_host(&vm, "edit").await?;
+    edit.check(facts.memory_bytes >> 20)?;
     let user = r.user()?;
     let m = Arc::clone(mgmt);
     let by = user.clone();
-    let task = crate::tasks::spawn(&mgmt.db, "vm.edit", &vm.id, &by, move |ctx| {
-        m.edit_vm(plan, user, ctx)
-    })?;
+    let task = if vm.host == mgmt.inventory.host() {
+        let plan = mgmt.plan_edit(&vm, &edit).await?;
+        crate::tasks::spawn(&mgmt.db, "vm.edit", &vm.id, &by, move |ctx| {
+            m.edit_vm(plan, user, ctx)
+        })?
+    } else {
+        if edit
+            .resource_version
+            .is_some_and(|v| v != vm.resource_version)
+        {
+            return Err(crate::vm::edit::changed_since(&vm).into());
+        }
+        let id = vm.id.clone();
+        crate::tasks::spawn(&mgmt.db, "vm.edit", &id, &by, move |ctx| {
+            m.ask(vm, VmOp::Edit(Box::new(edit)), user, ctx)
+        })?
+    };
     accepted(&task)
 }
 
 /// `DELETE /api/v1/vms/{vm}?disks=`: a stopped VM, with its volumes if
-/// asked.
+/// asked; another host's VM is deleted by that host.
 pub async fn delete(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
-    let vm = mgmt.find_vm_here(r.param("vm")).await?;
+    let vm = mgmt.find_vm(r.param("vm")).await?;
     let with_disks = match r.query.get("disks").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -114,31 +135,44 @@ pub async fn delete(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError>
             vm.state.as_str()
         )));
     }
+    mgmt.check_vm_host(&vm, "deletion").await?;
     let user = r.user()?;
     let m = Arc::clone(mgmt);
     let id = vm.id.clone();
     let by = user.clone();
-    let task = crate::tasks::spawn(&mgmt.db, "vm.delete", &vm.id, &by, move |_| {
-        m.delete_vm(id, with_disks, user)
-    })?;
+    let task = if vm.host == mgmt.inventory.host() {
+        crate::tasks::spawn(&mgmt.db, "vm.delete", &id, &by, move |_| {
+            m.delete_vm(vm.id, with_disks, user)
+        })?
+    } else {
+        let op = VmOp::Delete { disks: with_disks };
+        crate::tasks::spawn(&mgmt.db, "vm.delete", &id, &by, move |ctx| {
+            m.ask(vm, op, user, ctx)
+        })?
+    };
     accepted(&task)
 }
 
 /// `POST /api/v1/vms/{vm}/power/{action}`.
 /// Any host takes it: the task asks the VM's host's controller
-/// (`crate::vm::power`), and is refused at once when that host is not
+/// (`crate::vm::ops`), and is refused at once when that host is not
 /// there to carry it out.
 pub async fn power(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
     let vm = mgmt.find_vm(r.param("vm")).await?;
     let action = PowerAction::parse(r.param("action"))
         .ok_or_else(|| ApiError::invalid("action must be on, off, reset, pause or resume"))?;
-    mgmt.check_power_host(&vm).await?;
+    mgmt.check_vm_host(&vm, action.noun()).await?;
+    if action == PowerAction::On {
+        // Checked again by the VM's host when it carries it out.
+        mgmt.refuse_in_maintenance(&vm.host, &format!("the power on of VM {}", vm.name))
+            .await?;
+    }
     let user = r.user()?;
     let m = Arc::clone(mgmt);
     let by = user.clone();
     let target = vm.id.clone();
     let task = crate::tasks::spawn(&mgmt.db, action.task_kind(), &target, &by, move |ctx| {
-        m.ask_power(vm, action, user, ctx)
+        m.ask(vm, VmOp::Power(action), user, ctx)
     })?;
     accepted(&task)
 }

@@ -1,5 +1,5 @@
-//! `sfera host ...` beyond the list: join tokens, joining this host, and
-//! removing a host.
+//! `sfera host ...` beyond the list: join tokens, joining this host,
+//! removing a host, and maintenance mode.
 
 use std::path::PathBuf;
 
@@ -29,6 +29,21 @@ pub(crate) enum HostCmd {
     Remove {
         name: String,
     },
+    /// Put host NAME in maintenance mode (`enter`: no VM of it powers on,
+    /// none is made on it; refused while one of its VMs runs) or take it
+    /// out (`exit`).
+    Maintenance {
+        #[arg(value_enum)]
+        action: MaintenanceAction,
+        name: String,
+    },
+}
+
+/// `sfera host maintenance enter|exit`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum MaintenanceAction {
+    Enter,
+    Exit,
 }
 
 /// `sfera host join`'s arguments.
@@ -117,5 +132,34 @@ pub(crate) async fn remove(client: &Client, name: &str, json_out: bool) -> Resul
         json_out,
         &format!("Removed host {name} from the cluster: stop its sfera-mgmtd"),
     );
+    Ok(())
+}
+
+/// `sfera host maintenance enter|exit NAME`.
+pub(crate) async fn maintenance(
+    client: &Client,
+    action: MaintenanceAction,
+    name: &str,
+    json_out: bool,
+) -> Result<()> {
+    let method = match action {
+        MaintenanceAction::Enter => Method::PUT,
+        MaintenanceAction::Exit => Method::DELETE,
+    };
+    let host = client
+        .call(
+            method,
+            &format!(
+                "/api/v1/hosts/{}/maintenance",
+                mgmt::blockd::encode_segment(name)
+            ),
+            None,
+        )
+        .await?;
+    let said = match action {
+        MaintenanceAction::Enter => format!("Host {name} is in maintenance mode"),
+        MaintenanceAction::Exit => format!("Host {name} is out of maintenance mode"),
+    };
+    crate::changes::show(&host, json_out, &said);
     Ok(())
 }

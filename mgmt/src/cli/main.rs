@@ -316,6 +316,9 @@ async fn run(args: Args) -> Result<()> {
         Cmd::Host(hosts::HostCmd::Remove { name }) => {
             hosts::remove(&client, &name, json_out).await?;
         }
+        Cmd::Host(hosts::HostCmd::Maintenance { action, name }) => {
+            hosts::maintenance(&client, action, &name, json_out).await?;
+        }
     }
     Ok(())
 }

@@ -299,7 +299,7 @@ fn new_volume_name(after: &Vm, listed: &[VolumeInfo]) -> String {
 }
 
 /// The refusal of an edit made from an older version of the VM.
-fn changed_since(vm: &Vm) -> Error {
+pub(crate) fn changed_since(vm: &Vm) -> Error {
     Error::Conflict(format!(
         "VM {} was changed by someone else since this edit was made (it is at \
          resource_version {} now): read it again and retry",

@@ -4,6 +4,6 @@
 pub mod controller;
 pub mod edit;
 pub mod no_space;
-pub mod power;
+pub mod ops;
 pub mod request;
 pub mod service;

@@ -443,6 +443,8 @@ impl Mgmt {
                 )));
             }
         }
+        self.refuse_in_maintenance(&vm.host, &format!("the power on of VM {}", vm.name))
+            .await?;
         let mut disk_sockets = Vec::new();
         if !vm.disks.is_empty() {
             self.need_blockd().await?;

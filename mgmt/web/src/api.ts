@@ -98,9 +98,11 @@ export interface Host {
 /** A host of the cluster (GET /hosts). */
 export interface ClusterHost {
   name: string;
-  state: 'connected' | 'not_responding';
+  state: 'connected' | 'not_responding' | 'maintenance';
   this_host: boolean;
   started_at: number;
+  /** Since when and by whom it is in maintenance mode. */
+  maintenance?: { since: number; by: string };
   facts: { hostname: string; cpus: number; memory_bytes: number; kvm_kind: string };
 }
 

@@ -2,13 +2,13 @@
 // supervised daemons, and its charts.
 
 import { useState } from 'preact/hooks';
-import { ApiError, call } from '../api';
-import type { Daemon, Page } from '../api';
+import { ApiError, call, seg } from '../api';
+import type { ClusterHost, Daemon, Page } from '../api';
 import { Card, ErrorBox, Facts, Meter, PageHeader, useFetch } from '../components/common';
 import { StateBadge } from '../components/progress';
 import { ago, bytes } from '../format';
 import { href } from '../router';
-import { useStore } from '../store';
+import { refreshInventory, useStore } from '../store';
 import { Performance } from './charts';
 import { AddDatastore } from './storage';
 
@@ -80,6 +80,7 @@ export function HostPage() {
                 <th>CPUs</th>
                 <th>Memory</th>
                 <th>VMs</th>
+                {s.session?.role === 'administrator' && <th>Actions</th>}
               </tr>
             </thead>
             <tbody>
@@ -90,11 +91,19 @@ export function HostPage() {
                     {c.this_host && <span class="muted"> (this host)</span>}
                   </td>
                   <td>
-                    <span class={`badge badge-${c.state}`}>{c.state === 'connected' ? 'connected' : 'not responding'}</span>
+                    <span class={`badge badge-${c.state}`}>{HOST_STATES[c.state]}</span>
+                    {c.maintenance && (
+                      <span class="muted small"> by {c.maintenance.by}, {ago(c.maintenance.since)}</span>
+                    )}
                   </td>
                   <td>{c.facts.cpus}</td>
                   <td>{bytes(c.facts.memory_bytes)}</td>
                   <td>{s.vms.filter((v) => v.host === c.name).length}</td>
+                  {s.session?.role === 'administrator' && (
+                    <td>
+                      <HostActions host={c} />
+                    </td>
+                  )}
                 </tr>
               ))}
             </tbody>
@@ -158,6 +167,66 @@ const JOIN_TTLS: [number, string][] = [
 
 /** "Add host": makes a one-time join token on this host and says how the
  * new host uses it (`sfera host join`, before its mgmtd first starts). */
+const HOST_STATES: Record<ClusterHost['state'], string> = {
+  connected: 'connected',
+  not_responding: 'not responding',
+  maintenance: 'maintenance mode',
+};
+
+/** Maintenance mode and removal of one host of the cluster. */
+function HostActions({ host }: { host: ClusterHost }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const act = async (method: string, path: string) => {
+    setBusy(true);
+    setError(null);
+    try {
+      await call(method, path);
+      await refreshInventory();
+    } catch (err) {
+      setError(err instanceof ApiError ? err.message : String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const path = `/hosts/${seg(host.name)}`;
+  const inMaintenance = host.maintenance !== undefined;
+  return (
+    <span class="row-actions" data-testid={`host-actions-${host.name}`}>
+      <button
+        class="small"
+        disabled={busy}
+        data-testid={inMaintenance ? 'host-exit-maintenance' : 'host-enter-maintenance'}
+        title={
+          inMaintenance
+            ? 'Let VMs of this host power on and new VMs be made on it again'
+            : 'No VM of this host powers on and none is made on it; its VMs must be off first'
+        }
+        onClick={() => act(inMaintenance ? 'DELETE' : 'PUT', `${path}/maintenance`)}
+      >
+        {inMaintenance ? 'Exit maintenance' : 'Enter maintenance'}
+      </button>{' '}
+      <button
+        class="small danger"
+        disabled={busy || host.this_host}
+        data-testid="host-remove"
+        title={
+          host.this_host
+            ? 'This host answers the console: remove it through another host of the cluster'
+            : 'Take this host out of the cluster (refused while it has VMs)'
+        }
+        onClick={() => {
+          if (window.confirm(`Remove host ${host.name} from the cluster? It stops and must join again with a new join token.`))
+            act('DELETE', path);
+        }}
+      >
+        Remove…
+      </button>
+      <ErrorBox error={error} />
+    </span>
+  );
+}
+
 function AddHost() {
   const [open, setOpen] = useState(false);
   const [ttl, setTtl] = useState(3600);

@@ -1,21 +1,25 @@
-//! Power requests through the cluster: any host's API asks, the VM's host
-//! carries the request out (docs/cluster.md, "Controller loops").
+//! Operations on a VM through the cluster (power, edit, delete): any
+//! host's API asks, the VM's host carries the request out (docs/cluster.md,
+//! "Controller loops").
 //!
 //! Two records per VM, each with one kind of writer:
-//! - `vm-power/<id>` ([`PowerRequests`]): written by whichever host's API
+//! - `vm-ops/<id>` ([`OpRequests`]): written by whichever host's API
 //!   takes a request. Each request gets the next generation, given by a
 //!   compare-and-swap on the record's revision, so two hosts asking at the
 //!   same moment get two generations and neither request is lost. The
 //!   record holds the requests its VM's host has not carried out yet, in
 //!   order; a reset is a request like any other (a new generation), not a
 //!   state.
-//! - `vm-power-status/<id>` ([`PowerStatus`]): written by the VM's host
+//! - `vm-ops-status/<id>` ([`OpStatus`]): written by the VM's host
 //!   alone: the last generation it has taken up (`seen`), the last it has
 //!   carried out (`done`), and the outcome of each recent one, which the
 //!   asking host's task reports.
 //!
 //! The host acts on requests, not on drift: a VM that stops by itself is
-//! not started again here.
+//! not started again here. A request is checked by the asking host as far
+//! as it can be without the VM's host (the action, the edit's fields, a
+//! running VM's deletion), and planned and carried out by the VM's host,
+//! whose refusals the asking task reports.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,18 +28,20 @@ use cluster::{Batch, Change, StoreError, Versioned, WatchEnded};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::edit::EditVm;
 use super::service::PowerAction;
 use crate::db::{Vm, now};
 use crate::error::Error;
+use crate::host::HostFacts;
 use crate::inventory::Inventory;
 use crate::membership::HostState;
 use crate::service::Mgmt;
 use crate::tasks::TaskCtx;
 
 /// The kind of the request records.
-pub const REQUESTS: &str = "vm-power";
+pub const REQUESTS: &str = "vm-ops";
 /// The kind of the outcome records.
-pub const STATUS: &str = "vm-power-status";
+pub const STATUS: &str = "vm-ops-status";
 /// How many requests of one VM may wait for its host.
 pub const PENDING_MAX: usize = 16;
 /// How many outcomes a VM's status keeps: at least as many as may wait,
@@ -45,22 +51,54 @@ const OUTCOMES_KEPT: usize = 2 * PENDING_MAX;
 /// moved the record under it.
 const REQUEST_TRIES: usize = 8;
 
-/// `vm-power/<id>`: the power requests of a VM its host has not carried
+/// `vm-ops/<id>`: the requests of a VM its host has not carried
 /// out yet, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PowerRequests {
+pub struct OpRequests {
     /// The generation of the latest request (0: none ever).
     pub generation: u64,
-    pub pending: Vec<PowerRequest>,
+    pub pending: Vec<OpRequest>,
 }
 
-/// One power request.
+/// What a request asks of the VM's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum VmOp {
+    /// `POST /api/v1/vms/{vm}/power/{action}`.
+    Power(PowerAction),
+    /// `PATCH /api/v1/vms/{vm}`, planned by the VM's host.
+    Edit(Box<EditVm>),
+    /// `DELETE /api/v1/vms/{vm}`, with its volumes or not.
+    Delete { disks: bool },
+}
+
+impl VmOp {
+    /// The operation as a task's text names it: "power on", "edit".
+    pub fn noun(&self) -> &'static str {
+        match self {
+            VmOp::Power(a) => a.noun(),
+            VmOp::Edit(_) => "edit",
+            VmOp::Delete { .. } => "deletion",
+        }
+    }
+
+    /// The kind of the task that asks for it.
+    pub fn task_kind(&self) -> &'static str {
+        match self {
+            VmOp::Power(a) => a.task_kind(),
+            VmOp::Edit(_) => "vm.edit",
+            VmOp::Delete { .. } => "vm.delete",
+        }
+    }
+}
+
+/// One request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PowerRequest {
+pub struct OpRequest {
     pub generation: u64,
-    pub action: PowerAction,
+    pub op: VmOp,
     /// Who asked.
     pub user: String,
     /// The host whose API took the request.
@@ -75,48 +113,49 @@ pub struct PowerRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooMany;
 
-impl PowerRequests {
+impl OpRequests {
     /// The record with `request` added under the next generation, and the
     /// requests carried out up to `done` dropped. Too many waiting is
     /// refused rather than queued without end behind a host that is slow.
-    pub fn push(&self, done: u64, mut request: PowerRequest) -> Result<Self, TooMany> {
-        let mut pending: Vec<PowerRequest> = self.pending_after(done).cloned().collect();
+    pub fn push(&self, done: u64, mut request: OpRequest) -> Result<Self, TooMany> {
+        let mut pending: Vec<OpRequest> = self.pending_after(done).cloned().collect();
         if pending.len() >= PENDING_MAX {
             return Err(TooMany);
         }
         request.generation = self.generation + 1;
         pending.push(request);
-        Ok(PowerRequests {
+        Ok(OpRequests {
             generation: self.generation + 1,
             pending,
         })
     }
 
     /// The requests after generation `done`, oldest first.
-    pub fn pending_after(&self, done: u64) -> impl Iterator<Item = &PowerRequest> {
+    pub fn pending_after(&self, done: u64) -> impl Iterator<Item = &OpRequest> {
         self.pending.iter().filter(move |r| r.generation > done)
     }
 }
 
-/// `vm-power-status/<id>`: what the VM's host did with its requests.
+/// `vm-ops-status/<id>`: what the VM's host did with its requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PowerStatus {
+pub struct OpStatus {
     /// The latest generation the host has taken up (queued behind the VM's
     /// operations).
     pub seen: u64,
     /// The latest generation carried out.
     pub done: u64,
     /// The outcomes of the latest generations carried out, oldest first.
-    pub outcomes: Vec<PowerOutcome>,
+    pub outcomes: Vec<OpOutcome>,
 }
 
 /// What came of one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PowerOutcome {
+pub struct OpOutcome {
     pub generation: u64,
-    pub action: PowerAction,
+    /// What was carried out ([`VmOp::noun`]).
+    pub op: String,
     /// What the operation answered, when it succeeded.
     pub result: Option<serde_json::Value>,
     /// Why it failed, in the host's words.
@@ -125,14 +164,14 @@ pub struct PowerOutcome {
     pub at: i64,
 }
 
-impl PowerStatus {
+impl OpStatus {
     /// Records that generations up to `generation` are taken up.
     pub fn take_up(&mut self, generation: u64) {
         self.seen = self.seen.max(generation);
     }
 
     /// Records a request's outcome, keeping the latest few.
-    pub fn record(&mut self, outcome: PowerOutcome) {
+    pub fn record(&mut self, outcome: OpOutcome) {
         self.seen = self.seen.max(outcome.generation);
         self.done = self.done.max(outcome.generation);
         self.outcomes.push(outcome);
@@ -141,7 +180,7 @@ impl PowerStatus {
     }
 
     /// The outcome of `generation`, if it is carried out and still kept.
-    pub fn outcome(&self, generation: u64) -> Option<&PowerOutcome> {
+    pub fn outcome(&self, generation: u64) -> Option<&OpOutcome> {
         self.outcomes.iter().find(|o| o.generation == generation)
     }
 }
@@ -150,19 +189,15 @@ impl Inventory {
     /// Records a power request for VM `id` as its next generation: the
     /// generation and the revision it was written at (what came of it is
     /// written after that revision).
-    pub async fn request_power(
-        &self,
-        id: &str,
-        request: PowerRequest,
-    ) -> Result<(u64, i64), Error> {
+    pub async fn request_op(&self, id: &str, request: OpRequest) -> Result<(u64, i64), Error> {
         let key = self.store.key(REQUESTS, id);
         for _ in 0..REQUEST_TRIES {
-            let stored = self.store.get::<PowerRequests>(&key).await?;
-            let done = self.power_status(id).await?.map_or(0, |s| s.value.done);
+            let stored = self.store.get::<OpRequests>(&key).await?;
+            let done = self.op_status(id).await?.map_or(0, |s| s.value.done);
             let current = stored.as_ref().map(|s| s.value.clone()).unwrap_or_default();
             let Ok(next) = current.push(done, request.clone()) else {
                 return Err(Error::Conflict(format!(
-                    "{PENDING_MAX} power requests of VM {id} are waiting for its host already: \
+                    "{PENDING_MAX} requests of VM {id} are waiting for its host already: \
                      wait for them to end"
                 )));
             };
@@ -186,29 +221,26 @@ impl Inventory {
             }
         }
         Err(Error::Conflict(format!(
-            "VM {id} gets too many power requests at once: try again"
+            "VM {id} gets too many requests at once: try again"
         )))
     }
 
     /// VM `id`'s power requests.
-    pub async fn power_requests(
-        &self,
-        id: &str,
-    ) -> Result<Option<Versioned<PowerRequests>>, Error> {
+    pub async fn op_requests(&self, id: &str) -> Result<Option<Versioned<OpRequests>>, Error> {
         Ok(self.store.get(&self.store.key(REQUESTS, id)).await?)
     }
 
     /// What VM `id`'s host did with its power requests.
-    pub async fn power_status(&self, id: &str) -> Result<Option<Versioned<PowerStatus>>, Error> {
+    pub async fn op_status(&self, id: &str) -> Result<Option<Versioned<OpStatus>>, Error> {
         Ok(self.store.get(&self.store.key(STATUS, id)).await?)
     }
 
     /// Writes VM `id`'s power status if it is still at `revision` (none:
     /// not written yet) and the VM still exists. Its new revision.
-    pub async fn set_power_status(
+    pub async fn set_op_status(
         &self,
         id: &str,
-        status: &PowerStatus,
+        status: &OpStatus,
         revision: Option<i64>,
     ) -> Result<i64, Error> {
         let key = self.store.key(STATUS, id);
@@ -232,77 +264,78 @@ pub const CARRY_OUT_WITHIN: Duration = Duration::from_secs(600);
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 impl Mgmt {
-    /// Refuses at once a power request that the VM's host cannot take: a
-    /// host that left the cluster, or whose lease ran out. This host
-    /// answers for itself.
-    pub async fn check_power_host(&self, vm: &Vm) -> Result<(), Error> {
+    /// Refuses at once a request that the VM's host cannot take: a host
+    /// that left the cluster, or whose lease ran out. The host's facts, for
+    /// the checks made before asking it. This host answers for itself.
+    pub async fn check_vm_host(&self, vm: &Vm, what: &str) -> Result<HostFacts, Error> {
         if vm.host == self.inventory.host() {
-            return Ok(());
+            return Ok(self.host.clone());
         }
         let hosts = self.cluster.hosts().await?;
-        match hosts.iter().find(|h| h.name == vm.host) {
+        match hosts.into_iter().find(|h| h.name == vm.host) {
             None => Err(Error::Conflict(format!(
-                "VM {} runs on host {}, which is not a member of the cluster: its power \
-                 cannot change",
+                "VM {} runs on host {}, which is not a member of the cluster: its {what} \
+                 cannot be carried out",
                 vm.name, vm.host
             ))),
             Some(h) if h.state == HostState::NotResponding => Err(Error::Conflict(format!(
                 "VM {} runs on host {}, which is not responding (its cluster lease ran out): \
-                 its power cannot change until that host is back (see GET /api/v1/hosts)",
+                 its {what} cannot be carried out until that host is back (see GET \
+                 /api/v1/hosts)",
                 vm.name, vm.host
             ))),
-            Some(_) => Ok(()),
+            Some(h) => Ok(h.facts),
         }
     }
 
-    /// A power request as a task: recorded for the VM's host (this one or
+    /// A request as a task: recorded for the VM's host (this one or
     /// another), carried out by that host's controller, and answered with
     /// what came of it there.
-    pub async fn ask_power(
+    pub async fn ask(
         self: Arc<Self>,
         vm: Vm,
-        action: PowerAction,
+        op: VmOp,
         user: String,
         ctx: TaskCtx,
     ) -> Result<serde_json::Value, Error> {
-        let request = new_request(action, &user, self.inventory.host(), ctx.id);
-        let (generation, after) = self.inventory.request_power(&vm.id, request).await?;
+        let request = new_request(op.clone(), &user, self.inventory.host(), ctx.id);
+        let (generation, after) = self.inventory.request_op(&vm.id, request).await?;
         ctx.progress(10, &format!("waiting for host {}", vm.host));
         let waiting = Waiting {
             vm: &vm,
-            action,
+            op: &op,
             generation,
             since: Instant::now(),
             ctx: &ctx,
         };
-        self.await_power(&waiting, after).await
+        self.await_outcome(&waiting, after).await
     }
 
-    /// Follows the VM's power status from revision `after` until its host
-    /// has recorded what came of the request.
-    async fn await_power(
+    /// Follows the VM's status from revision `after` until its host has
+    /// recorded what came of the request.
+    async fn await_outcome(
         &self,
         w: &Waiting<'_>,
         mut after: i64,
     ) -> Result<serde_json::Value, Error> {
         let mut taken = false;
         loop {
-            let watch = self
-                .inventory
-                .store
-                .watch::<PowerStatus>(STATUS, after)
-                .await;
+            let watch = self.inventory.store.watch::<OpStatus>(STATUS, after).await;
             // What is there now (a watch that restarted may have missed it).
-            if let Some(s) = self.inventory.power_status(&w.vm.id).await? {
-                taken = w.taken(&s.value, taken);
-                if let Some(done) = w.outcome(&s.value) {
-                    return done;
+            match self.inventory.op_status(&w.vm.id).await? {
+                Some(s) => {
+                    taken = w.taken(&s.value, taken);
+                    if let Some(done) = w.outcome(&s.value) {
+                        return done;
+                    }
                 }
+                None if self.inventory.vm(&w.vm.id).await?.is_none() => return w.gone(),
+                None => {}
             }
             let mut watch = match watch {
                 Ok(watch) => watch,
                 Err(e) => {
-                    tracing::debug!(vm = w.vm.name, "Cannot watch the VM's power status: {e}");
+                    tracing::debug!(vm = w.vm.name, "Cannot watch the VM's status: {e}");
                     self.still_waiting(w, taken).await?;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
@@ -314,11 +347,7 @@ impl Mgmt {
                         Ok(changes) => {
                             for change in changes.into_iter().filter(|c| c.name() == w.vm.id) {
                                 let Change::Put(_, s) = change else {
-                                    return Err(Error::Conflict(format!(
-                                        "VM {} was deleted before its {} was carried out",
-                                        w.vm.name,
-                                        w.action.noun()
-                                    )));
+                                    return w.gone();
                                 };
                                 after = after.max(s.revision);
                                 taken = w.taken(&s.value, taken);
@@ -332,7 +361,7 @@ impl Mgmt {
                             break;
                         }
                         Err(WatchEnded::Lost(why)) => {
-                            tracing::debug!(vm = w.vm.name, "The power status watch ended: {why}");
+                            tracing::debug!(vm = w.vm.name, "The VM's status watch ended: {why}");
                             break;
                         }
                     },
@@ -346,7 +375,7 @@ impl Mgmt {
     async fn still_waiting(&self, w: &Waiting<'_>, taken: bool) -> Result<(), Error> {
         let (host, what) = (
             &w.vm.host,
-            format!("the {} of VM {}", w.action.noun(), w.vm.name),
+            format!("the {} of VM {}", w.op.noun(), w.vm.name),
         );
         if !taken && w.since.elapsed() > TAKE_UP_WITHIN {
             return Err(Error::Unavailable(format!(
@@ -365,7 +394,7 @@ impl Mgmt {
             let hosts = self.cluster.hosts().await?;
             if !hosts
                 .iter()
-                .any(|h| h.name == *host && h.state == HostState::Connected)
+                .any(|h| h.name == *host && h.state != HostState::NotResponding)
             {
                 return Err(Error::Unavailable(format!(
                     "host {host} stopped responding while it carried out {what}: whether it \
@@ -381,7 +410,7 @@ impl Mgmt {
 /// A request a task waits for.
 struct Waiting<'a> {
     vm: &'a Vm,
-    action: PowerAction,
+    op: &'a VmOp,
     generation: u64,
     since: Instant,
     ctx: &'a TaskCtx,
@@ -390,7 +419,7 @@ struct Waiting<'a> {
 impl Waiting<'_> {
     /// Whether the host has taken the request up, as `status` says (and
     /// the task says so the first time).
-    fn taken(&self, status: &PowerStatus, before: bool) -> bool {
+    fn taken(&self, status: &OpStatus, before: bool) -> bool {
         let now = status.seen >= self.generation;
         if now && !before {
             self.ctx
@@ -400,31 +429,49 @@ impl Waiting<'_> {
     }
 
     /// What came of the request, once `status` has it.
-    fn outcome(&self, status: &PowerStatus) -> Option<Result<serde_json::Value, Error>> {
+    fn outcome(&self, status: &OpStatus) -> Option<Result<serde_json::Value, Error>> {
         if status.done < self.generation {
             return None;
         }
         Some(match status.outcome(self.generation) {
-            Some(PowerOutcome { error: Some(e), .. }) => Err(Error::Internal(e.clone())),
+            Some(OpOutcome { error: Some(e), .. }) => Err(Error::Internal(e.clone())),
             Some(o) => Ok(o.result.clone().unwrap_or_default()),
             None => Err(Error::Internal(format!(
                 "host {} carried out the {} of VM {}, but its outcome is no longer recorded \
                  (see GET /api/v1/vms/{})",
                 self.vm.host,
-                self.action.noun(),
+                self.op.noun(),
                 self.vm.name,
                 self.vm.name
             ))),
         })
     }
+
+    /// The VM is gone, its records with it: what a deletion asked for
+    /// (its host deleted it, and with it the status it would have written
+    /// the outcome in), anything else's end.
+    fn gone(&self) -> Result<serde_json::Value, Error> {
+        match self.op {
+            VmOp::Delete { disks } => Ok(serde_json::json!({
+                "id": self.vm.id,
+                "deleted": true,
+                "disks_deleted": disks,
+            })),
+            op => Err(Error::Conflict(format!(
+                "VM {} was deleted before its {} was carried out",
+                self.vm.name,
+                op.noun()
+            ))),
+        }
+    }
 }
 
-/// A request of `action` by `user` through `host`'s task `task`, its
+/// A request of `op` by `user` through `host`'s task `task`, its
 /// generation not given yet.
-pub fn new_request(action: PowerAction, user: &str, host: &str, task: i64) -> PowerRequest {
-    PowerRequest {
+pub fn new_request(op: VmOp, user: &str, host: &str, task: i64) -> OpRequest {
+    OpRequest {
         generation: 0,
-        action,
+        op,
         user: user.to_owned(),
         host: host.to_owned(),
         task,
@@ -436,14 +483,18 @@ pub fn new_request(action: PowerAction, user: &str, host: &str, task: i64) -> Po
 mod tests {
     use super::*;
 
-    fn ask(action: PowerAction) -> PowerRequest {
-        new_request(action, "admin", "esx-b", 7)
+    fn ask(action: PowerAction) -> OpRequest {
+        new_request(VmOp::Power(action), "admin", "esx-b", 7)
     }
 
-    fn outcome(generation: u64) -> PowerOutcome {
-        PowerOutcome {
+    fn ask_as(action: PowerAction, task: i64) -> OpRequest {
+        new_request(VmOp::Power(action), "admin", "esx-b", task)
+    }
+
+    fn outcome(generation: u64) -> OpOutcome {
+        OpOutcome {
             generation,
-            action: PowerAction::On,
+            op: "power on".into(),
             result: Some(serde_json::json!({ "state": "running" })),
             error: None,
             at: 0,
@@ -452,26 +503,25 @@ mod tests {
 
     #[test]
     fn each_request_gets_the_next_generation_and_a_reset_is_one_too() {
-        let r = PowerRequests::default();
+        let r = OpRequests::default();
         let r = r.push(0, ask(PowerAction::On)).unwrap();
         let r = r.push(0, ask(PowerAction::Reset)).unwrap();
         let r = r.push(0, ask(PowerAction::Reset)).unwrap();
         assert_eq!(r.generation, 3);
-        let gens: Vec<(u64, PowerAction)> =
-            r.pending.iter().map(|p| (p.generation, p.action)).collect();
+        let gens: Vec<(u64, &VmOp)> = r.pending.iter().map(|p| (p.generation, &p.op)).collect();
         assert_eq!(
             gens,
             [
-                (1, PowerAction::On),
-                (2, PowerAction::Reset),
-                (3, PowerAction::Reset)
+                (1, &VmOp::Power(PowerAction::On)),
+                (2, &VmOp::Power(PowerAction::Reset)),
+                (3, &VmOp::Power(PowerAction::Reset))
             ]
         );
     }
 
     #[test]
     fn requests_carried_out_are_dropped_and_the_rest_keep_their_order() {
-        let mut r = PowerRequests::default();
+        let mut r = OpRequests::default();
         for _ in 0..3 {
             r = r.push(0, ask(PowerAction::On)).unwrap();
         }
@@ -483,7 +533,7 @@ mod tests {
 
     #[test]
     fn too_many_waiting_requests_are_refused_until_the_host_catches_up() {
-        let mut r = PowerRequests::default();
+        let mut r = OpRequests::default();
         for _ in 0..PENDING_MAX {
             r = r.push(0, ask(PowerAction::Reset)).unwrap();
         }
@@ -493,7 +543,7 @@ mod tests {
 
     #[test]
     fn a_status_keeps_the_latest_outcomes_and_never_goes_back() {
-        let mut s = PowerStatus::default();
+        let mut s = OpStatus::default();
         s.take_up(3);
         assert_eq!((s.seen, s.done), (3, 0));
         for g in 1..=(OUTCOMES_KEPT as u64 + 5) {
@@ -554,10 +604,9 @@ mod tests {
         let racers: Vec<_> = (0..6)
             .map(|i| {
                 let inv = inventory.clone();
-                tokio::spawn(async move {
-                    inv.request_power("vm-1", new_request(PowerAction::Reset, "admin", "esx-b", i))
-                        .await
-                })
+                tokio::spawn(
+                    async move { inv.request_op("vm-1", ask_as(PowerAction::Reset, i)).await },
+                )
             })
             .collect();
         let mut generations = Vec::new();
@@ -566,32 +615,30 @@ mod tests {
         }
         generations.sort_unstable();
         assert_eq!(generations, [1, 2, 3, 4, 5, 6]);
-        let stored = inventory.power_requests("vm-1").await.unwrap().unwrap();
+        let stored = inventory.op_requests("vm-1").await.unwrap().unwrap();
         assert_eq!(stored.value.pending.len(), 6);
 
-        let mut status = PowerStatus::default();
+        let mut status = OpStatus::default();
         status.take_up(6);
         let first = inventory
-            .set_power_status("vm-1", &status, None)
+            .set_op_status("vm-1", &status, None)
             .await
             .unwrap();
         assert!(
             inventory
-                .set_power_status("vm-1", &status, None)
+                .set_op_status("vm-1", &status, None)
                 .await
                 .is_err(),
             "a second create of the status"
         );
         status.record(outcome(1));
         let second = inventory
-            .set_power_status("vm-1", &status, Some(first))
+            .set_op_status("vm-1", &status, Some(first))
             .await
             .unwrap();
         assert!(
             matches!(
-                inventory
-                    .set_power_status("vm-1", &status, Some(first))
-                    .await,
+                inventory.set_op_status("vm-1", &status, Some(first)).await,
                 Err(Error::Store(StoreError::Conflict { .. }))
             ),
             "a write at a stale revision"
@@ -599,31 +646,110 @@ mod tests {
         assert!(second > first);
         // The next request drops what is carried out.
         let (g, _) = inventory
-            .request_power("vm-1", new_request(PowerAction::Off, "admin", "esx-a", 9))
+            .request_op("vm-1", ask_as(PowerAction::Off, 9))
             .await
             .unwrap();
         assert_eq!(g, 7);
-        let stored = inventory.power_requests("vm-1").await.unwrap().unwrap();
+        let stored = inventory.op_requests("vm-1").await.unwrap().unwrap();
         assert_eq!(stored.value.pending.first().map(|r| r.generation), Some(2));
 
         inventory.delete_vm("vm-1").await.unwrap();
-        assert!(inventory.power_requests("vm-1").await.unwrap().is_none());
-        assert!(inventory.power_status("vm-1").await.unwrap().is_none());
+        assert!(inventory.op_requests("vm-1").await.unwrap().is_none());
+        assert!(inventory.op_status("vm-1").await.unwrap().is_none());
         assert!(matches!(
             inventory
-                .request_power("vm-1", new_request(PowerAction::On, "admin", "esx-a", 10))
+                .request_op("vm-1", ask_as(PowerAction::On, 10))
                 .await,
             Err(Error::NotFound { .. })
         ));
     }
 
+    /// A cluster at schema 2 is raised to 3, its power requests of
+    /// version 2 dropped and nothing else; a newer schema stops a start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_upgrade_to_schema_3_drops_the_old_power_requests_only() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().unwrap();
+        let (_etcd, inventory) = inventory_with_a_vm(dir.path()).await;
+        let store = &inventory.store;
+        let schema = store.key("schema", "inventory");
+        let old = store.get::<serde_json::Value>(&schema).await.unwrap();
+        let at_2 = json!({ "version": 2 });
+        match old {
+            Some(v) => store.update(&schema, &at_2, v.revision).await.unwrap(),
+            None => store.create(&schema, &at_2).await.unwrap(),
+        };
+        let old_request = json!({ "generation": 1, "pending": [] });
+        for kind in ["vm-power", "vm-power-status"] {
+            store
+                .create(&store.key(kind, "vm-1"), &old_request)
+                .await
+                .unwrap();
+        }
+        inventory.check_schema().await.unwrap();
+        let now = store
+            .get::<serde_json::Value>(&schema)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.value["version"], crate::inventory::SCHEMA_VERSION);
+        for kind in ["vm-power", "vm-power-status"] {
+            assert!(
+                store
+                    .list::<serde_json::Value>(kind)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "{kind}"
+            );
+        }
+        assert!(
+            inventory.vm("vm-1").await.unwrap().is_some(),
+            "the VM went too"
+        );
+        // A newer layout than this mgmtd knows: refused, left as it is.
+        store
+            .update(&schema, &json!({ "version": 99 }), now.revision)
+            .await
+            .unwrap();
+        let refused = inventory.check_schema().await.unwrap_err().to_string();
+        assert!(refused.contains("newer than this mgmtd knows"), "{refused}");
+    }
+
     #[test]
     fn the_records_read_back_as_written() {
-        let r = PowerRequests::default()
+        let edit = EditVm {
+            name: Some("renamed".into()),
+            memory_mib: Some(256),
+            ..EditVm::default()
+        };
+        let r = OpRequests::default()
             .push(0, ask(PowerAction::Pause))
+            .and_then(|r| {
+                r.push(
+                    0,
+                    new_request(VmOp::Edit(Box::new(edit)), "ann", "esx-b", 8),
+                )
+            })
+            .and_then(|r| {
+                r.push(
+                    0,
+                    new_request(VmOp::Delete { disks: true }, "ann", "esx-c", 9),
+                )
+            })
             .unwrap();
         let text = serde_json::to_string(&r).unwrap();
-        assert!(text.contains("\"action\":\"pause\""), "{text}");
-        assert_eq!(serde_json::from_str::<PowerRequests>(&text).unwrap(), r);
+        for part in [
+            r#""op":{"power":"pause"}"#,
+            r#""op":{"edit":{"name":"renamed","#,
+            r#""op":{"delete":{"disks":true}}"#,
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        assert_eq!(serde_json::from_str::<OpRequests>(&text).unwrap(), r);
+        // An edit with a field this mgmtd does not know is refused, not
+        // carried out in part.
+        let unknown = text.replace(r#""name":"renamed""#, r#""name":"renamed","colour":"red""#);
+        assert!(serde_json::from_str::<OpRequests>(&unknown).is_err());
     }
 }

@@ -509,6 +509,7 @@ impl Datastore {
                 return Err(io("Cannot delete volume data", &path)(e));
             }
         }
+        drop(held);
         // An emptied VM folder goes too.
         if folder != self.path {
             let _ = std::fs::remove_dir(&folder);

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -124,10 +125,14 @@ impl Blockd {
         for ds in blockd.datastores.values() {
             note_volumes_locked_elsewhere(ds);
         }
+        // The blockd this one replaces may have died a moment ago: its
+        // files stay locked until the kernel has reaped its I/O. One wait
+        // for all, so volumes that another host now exports (their locks
+        // never go) delay the start by RESTART_LOCK_WAIT at most.
+        let deadline = Instant::now() + RESTART_LOCK_WAIT;
         for spec in &state.exports {
-            // The blockd this one replaces may have died a moment ago: its
-            // files stay locked until the kernel has reaped its I/O.
-            match blockd.start_export(spec, RESTART_LOCK_WAIT) {
+            let lock_wait = deadline.saturating_duration_since(Instant::now());
+            match blockd.start_export(spec, lock_wait) {
                 Ok(export) => {
                     blockd.exports.insert(spec.id.clone(), export);
                 }

@@ -11,6 +11,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::volume_lock::{self, Hold, LockError};
 
 /// Errors opening a backing file.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,19 @@ pub enum BackingError {
         path.display()
     )]
     InUse { path: PathBuf },
+    #[error(
+        "{} is in use: another {} holds it locked (another sfera-blockd, perhaps on another \
+         host sharing this datastore)",
+        path.display(),
+        holder.describe()
+    )]
+    Locked { path: PathBuf, holder: Hold },
+    #[error("Cannot lock {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// An open backing store.
@@ -57,7 +73,23 @@ pub struct Backing {
 }
 
 impl Backing {
-    /// Opens `path` for an export.
+    /// Opens `path` for an export, refusing at once a file that another
+    /// writer (or, for writing, a reader) holds: see
+    /// [`Backing::open_waiting`].
+    pub fn open(path: &Path, read_only: bool) -> Result<Self, BackingError> {
+        Self::open_waiting(path, read_only, Duration::ZERO)
+    }
+
+    /// Opens `path` for an export, waiting up to `lock_wait` for another
+    /// holder of it to let go.
+    ///
+    /// The file is locked ([`volume_lock`]) for as long as the export has it
+    /// open: for writing, or shared with other readers when `read_only`, so
+    /// that no second sfera-blockd, here or on another host sharing the
+    /// datastore, writes it at the same time. A blockd that restarts after
+    /// a crash waits a little (`lock_wait`): its predecessor's file stays
+    /// open, and locked, until the kernel has reaped that process's io_uring
+    /// requests in flight.
     ///
     /// A block device is claimed exclusively (`O_EXCL` without `O_CREAT`):
     /// while it is exported nothing can mount it, and no other exclusive
@@ -67,7 +99,11 @@ impl Backing {
     /// a moment ago keeps its claim until the kernel has finished the I/O
     /// it had in flight, and its successor must be able to take over (seen
     /// in `block_inflight`, whose device throttles writes).
-    pub fn open(path: &Path, read_only: bool) -> Result<Self, BackingError> {
+    pub fn open_waiting(
+        path: &Path,
+        read_only: bool,
+        lock_wait: Duration,
+    ) -> Result<Self, BackingError> {
         let exclusive = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
         let open = |direct: bool, exclusive: bool| {
             let mut options = OpenOptions::new();
@@ -89,7 +125,7 @@ impl Backing {
             match open(false, exclusive) {
                 Err(e) if exclusive && e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
                     tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 other => break other,
             }
@@ -103,6 +139,9 @@ impl Backing {
                 source,
             },
         })?;
+        // The buffered descriptor is the export's for its whole life: its
+        // open file description holds the lock.
+        lock(&buffered, path, read_only, lock_wait)?;
         let meta = buffered.metadata().map_err(|source| BackingError::Size {
             path: path.to_owned(),
             source,
@@ -228,6 +267,53 @@ impl Backing {
     }
 }
 
+impl Drop for Backing {
+    /// Lets go of the volume's lock now. The descriptors may outlive this
+    /// object by a moment: an io_uring that registered them releases them
+    /// in the kernel's deferred teardown of the ring, after the workers are
+    /// gone, and until then the lock would keep a volume that blockd no
+    /// longer exports (a resize or a new export right after an unexport
+    /// would be refused). Nothing of this export is in flight by now: the
+    /// frontend's GET_VRING_BASE drains a queue before it stops, and a ring
+    /// torn down with requests in it has the kernel finish them as it goes.
+    /// A blockd that dies instead keeps the lock until the kernel has
+    /// reaped its I/O, which is what [`RESTART_LOCK_WAIT`] waits for.
+    ///
+    /// [`RESTART_LOCK_WAIT`]: crate::vhost_blk::RESTART_LOCK_WAIT
+    fn drop(&mut self) {
+        if let Err(e) = volume_lock::release(&self.buffered) {
+            tracing::warn!(path = %self.path.display(), "Cannot unlock the volume: {e}");
+        }
+    }
+}
+
+/// Locks `file` (opened from `path`) for reading or writing, trying again
+/// every 100 ms for up to `wait` while another holds it.
+fn lock(file: &File, path: &Path, read_only: bool, wait: Duration) -> Result<(), BackingError> {
+    let hold = if read_only { Hold::Read } else { Hold::Write };
+    let deadline = Instant::now() + wait;
+    loop {
+        match volume_lock::take(file, hold) {
+            Ok(()) => return Ok(()),
+            Err(LockError::Held { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(LockError::Held { holder }) => {
+                return Err(BackingError::Locked {
+                    path: path.to_owned(),
+                    holder,
+                });
+            }
+            Err(LockError::Io(source)) => {
+                return Err(BackingError::Lock {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
 /// Direct-I/O alignment of an open file (statx `STATX_DIOALIGN`, Linux 6.1+).
 fn dio_alignment(file: &File) -> Option<(u64, u64)> {
     // SAFETY: statx is all-integer plain data, valid when zeroed.
@@ -331,6 +417,58 @@ mod tests {
         ));
         drop(first);
         Backing::open(&dev.dev, true).expect("free again once closed");
+    }
+
+    #[test]
+    fn a_file_has_one_writer_or_many_readers() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("v.img");
+        File::create(&path).unwrap().set_len(1 << 20).unwrap();
+        let writer = Backing::open(&path, false).unwrap();
+        for read_only in [false, true] {
+            match Backing::open(&path, read_only) {
+                Err(BackingError::Locked {
+                    holder: Hold::Write,
+                    ..
+                }) => {}
+                other => panic!("second open (read-only {read_only}): {other:?}"),
+            }
+        }
+        drop(writer);
+        let reader = Backing::open(&path, true).unwrap();
+        let _another = Backing::open(&path, true).expect("readers share");
+        let refused = Backing::open(&path, false).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                BackingError::Locked {
+                    holder: Hold::Read,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(
+            refused
+                .to_string()
+                .contains("another reader holds it locked")
+        );
+        drop(reader);
+    }
+
+    #[test]
+    fn a_restart_waits_for_the_lock_to_be_let_go() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("v.img");
+        File::create(&path).unwrap().set_len(1 << 20).unwrap();
+        let dying = Backing::open(&path, false).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(dying);
+        });
+        Backing::open_waiting(&path, false, Duration::from_secs(10))
+            .expect("taken once the other let go");
+        letting_go.join().unwrap();
     }
 
     #[test]

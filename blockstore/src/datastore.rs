@@ -25,6 +25,7 @@ use control::names::{self, RESERVED_SUFFIXES};
 use serde::{Deserialize, Serialize};
 
 pub use crate::api::types::{DatastoreInfo, DatastoreKind, VolumeInfo};
+use crate::volume_lock::{self, Hold, LockError};
 
 /// Format version of the datastore marker and volume metadata.
 pub const FORMAT_VERSION: u32 = 1;
@@ -54,6 +55,17 @@ pub enum DatastoreError {
         name: String,
         size: u64,
         current: u64,
+    },
+    #[error(
+        "Volume {name:?} of datastore {datastore:?} cannot be {what}: another {} holds its \
+         file locked (another sfera-blockd, perhaps on another host sharing this datastore)",
+        holder.describe()
+    )]
+    VolumeLocked {
+        datastore: String,
+        name: String,
+        holder: Hold,
+        what: &'static str,
     },
     #[error("Datastore {datastore:?} is a block device: its one volume cannot be {what}")]
     DeviceDatastore {
@@ -365,6 +377,7 @@ impl Datastore {
                 size,
                 allocated: size,
                 path: self.path.clone(),
+                locked_elsewhere: locked_elsewhere(&self.path).unwrap_or(false),
             });
         }
         let meta = self.read_meta(name)?;
@@ -377,6 +390,8 @@ impl Datastore {
             name: meta.name,
             size: meta.size,
             allocated,
+            locked_elsewhere: locked_elsewhere(&path)
+                .map_err(io("Cannot check the lock of volume data", &path))?,
             path,
         })
     }
@@ -405,8 +420,34 @@ impl Datastore {
         names.iter().map(|n| self.volume(n)).collect()
     }
 
+    /// Takes the write lock on `file`, volume `name`'s data at `path`,
+    /// to be `what` (see [`volume_lock`]): refused while another holds it.
+    fn hold_for(
+        &self,
+        file: &File,
+        path: &Path,
+        name: &str,
+        what: &'static str,
+    ) -> Result<(), DatastoreError> {
+        volume_lock::take(file, Hold::Write).map_err(|e| match e {
+            LockError::Held { holder } => self.locked(name, holder, what),
+            LockError::Io(source) => io("Cannot lock volume data", path)(source),
+        })
+    }
+
+    /// The error for volume `name`, held by another `holder`, that cannot
+    /// be `what`.
+    pub fn locked(&self, name: &str, holder: Hold, what: &'static str) -> DatastoreError {
+        DatastoreError::VolumeLocked {
+            datastore: self.name.clone(),
+            name: name.to_owned(),
+            holder,
+            what,
+        }
+    }
+
     /// Grows a volume to `size` bytes (it must not be exported: the caller
-    /// checks).
+    /// checks; an export by another process is refused by its lock).
     pub fn resize_volume(&self, name: &str, size: u64) -> Result<VolumeInfo, DatastoreError> {
         validate_size(size)?;
         self.refuse_on_device("resized")?;
@@ -423,6 +464,8 @@ impl Datastore {
             .write(true)
             .open(&data_path)
             .map_err(io("Cannot open volume data", &data_path))?;
+        // Held until the metadata says the new size too.
+        self.hold_for(&file, &data_path, name, "resized")?;
         file.set_len(size)
             .and_then(|()| file.sync_all())
             .map_err(io("Cannot grow volume data", &data_path))?;
@@ -431,19 +474,33 @@ impl Datastore {
         self.volume(name)
     }
 
-    /// Deletes a volume (it must not be exported: the caller checks).
+    /// Deletes a volume (it must not be exported: the caller checks; an
+    /// export by another process is refused by its lock).
     pub fn delete_volume(&self, name: &str) -> Result<(), DatastoreError> {
         self.refuse_on_device("deleted")?;
         let meta = self.read_meta(name)?;
         let meta_path = self.meta_path(name);
-        // Metadata first: a half-deleted volume is an orphan data file, not
-        // a volume without data.
-        std::fs::remove_file(&meta_path)
-            .map_err(io("Cannot delete volume metadata", &meta_path))?;
         let folder = meta_path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        // Every layer locked before anything goes, held until all is gone.
+        let mut held = Vec::new();
+        for layer in &meta.layers {
+            let path = folder.join(&layer.file);
+            match File::options().read(true).write(true).open(&path) {
+                Ok(file) => {
+                    self.hold_for(&file, &path, name, "deleted")?;
+                    held.push(file);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("Cannot open volume data", &path)(e)),
+            }
+        }
+        // Metadata first: a half-deleted volume is an orphan data file, not
+        // a volume without data.
+        std::fs::remove_file(&meta_path)
+            .map_err(io("Cannot delete volume metadata", &meta_path))?;
         for layer in &meta.layers {
             let path = folder.join(&layer.file);
             if let Err(e) = std::fs::remove_file(&path)
@@ -452,12 +509,19 @@ impl Datastore {
                 return Err(io("Cannot delete volume data", &path)(e));
             }
         }
+        drop(held);
         // An emptied VM folder goes too.
         if folder != self.path {
             let _ = std::fs::remove_dir(&folder);
         }
         Ok(())
     }
+}
+
+/// Whether another process (or another open of it here) holds the file at
+/// `path` locked.
+fn locked_elsewhere(path: &Path) -> std::io::Result<bool> {
+    Ok(volume_lock::holder(&File::open(path)?)?.is_some())
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -558,6 +622,41 @@ mod tests {
             .collect();
         assert_eq!(names, ["keep"]);
         assert_eq!(ds.volume("keep").unwrap().size, 4096);
+    }
+
+    #[test]
+    fn a_volume_another_writer_holds_is_shown_and_kept() {
+        let (_dir, ds) = store();
+        let v = ds.create_volume("vm1/disk0", 1 << 20).unwrap();
+        assert!(!v.locked_elsewhere);
+        // Another sfera-blockd's export, as its lock on the file.
+        let other = File::options()
+            .read(true)
+            .write(true)
+            .open(&v.path)
+            .unwrap();
+        volume_lock::take(&other, Hold::Write).unwrap();
+        assert!(ds.volume("vm1/disk0").unwrap().locked_elsewhere);
+        assert!(ds.list_volumes().unwrap()[0].locked_elsewhere);
+        for refused in [
+            ds.resize_volume("vm1/disk0", 2 << 20).map(|_| ()),
+            ds.delete_volume("vm1/disk0"),
+        ] {
+            let e = refused.unwrap_err();
+            assert!(matches!(e, DatastoreError::VolumeLocked { .. }), "{e:?}");
+            assert!(
+                e.to_string()
+                    .contains("another writer holds its file locked"),
+                "{e}"
+            );
+        }
+        let kept = ds.volume("vm1/disk0").unwrap();
+        assert_eq!(kept.size, 1 << 20, "nothing changed");
+        assert_eq!(std::fs::metadata(&kept.path).unwrap().len(), 1 << 20);
+        drop(other);
+        assert!(!ds.volume("vm1/disk0").unwrap().locked_elsewhere);
+        ds.delete_volume("vm1/disk0")
+            .expect("free once the other let go");
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod backing;
 pub mod datastore;
 pub mod service;
 pub mod vhost_blk;
+pub mod volume_lock;

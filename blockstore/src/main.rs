@@ -12,7 +12,7 @@ use blockstore::api::types::{
     AddDatastore, CreateVolume, DEFAULT_POLL_US, ExportSpec, Qos, ResizeVolume,
 };
 use blockstore::service::{Blockd, Config};
-use blockstore::vhost_blk::{BlkDevice, ExportOptions, ExportServer};
+use blockstore::vhost_blk::{BlkDevice, ExportOptions, ExportServer, RESTART_LOCK_WAIT};
 use control::client::UnixApi;
 use control::path::encode_segment;
 use control::shutdown::Shutdown;
@@ -215,6 +215,9 @@ fn main() -> Result<()> {
                 serial,
                 poll_us,
                 cpus,
+                // Started again by its supervisor after a crash, it waits
+                // for its predecessor's hold on the image to go.
+                lock_wait: RESTART_LOCK_WAIT,
             };
             return export(&image, &socket, options);
         }

@@ -99,7 +99,8 @@ impl From<DatastoreError> for ApiError {
             DatastoreError::VolumeNotFound { .. } => ApiError::not_found(message),
             DatastoreError::VolumeExists { .. }
             | DatastoreError::ClaimedByOther { .. }
-            | DatastoreError::DeviceDatastore { .. } => ApiError::conflict(message),
+            | DatastoreError::DeviceDatastore { .. }
+            | DatastoreError::VolumeLocked { .. } => ApiError::conflict(message),
             DatastoreError::Io { ref source, .. }
             | DatastoreError::Write(WriteError { ref source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>

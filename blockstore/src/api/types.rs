@@ -126,6 +126,12 @@ pub struct VolumeInfo {
     pub allocated: u64,
     #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub path: PathBuf,
+    /// Another process holds the volume's file locked: another
+    /// sfera-blockd, perhaps on another host sharing the datastore, exports
+    /// it (or a program such as qemu-img has it open). This blockd cannot
+    /// export it for writing, resize or delete it until that one lets go.
+    #[serde(default)]
+    pub locked_elsewhere: bool,
 }
 
 /// A running export and its counters: the answer of `GET`, `POST` and

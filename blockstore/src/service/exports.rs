@@ -1,15 +1,18 @@
 //! `/v1/exports`: volumes served to VMs, their limits and counters.
 
+use std::time::Duration;
+
 use control::server::Reply;
 use control::{ApiError, error_chain};
 
 use super::{Blockd, Export, to_json};
 use crate::api::request::ExportRequest;
 use crate::api::types::{ExportInfo, ExportSpec, ExportStats, NoSpace, Qos};
+use crate::backing::BackingError;
 use crate::datastore::validate_component;
 use crate::vhost_blk::broken::RingFault;
 use crate::vhost_blk::request::Fault;
-use crate::vhost_blk::{BlkDevice, ExportOptions, ExportServer};
+use crate::vhost_blk::{BlkDevice, DeviceError, ExportOptions, ExportServer};
 
 impl Blockd {
     pub(super) fn export_request(&mut self, request: ExportRequest) -> Result<Reply, ApiError> {
@@ -31,10 +34,17 @@ impl Blockd {
             .ok_or_else(|| ApiError::not_found(format!("No export {id:?}")))
     }
 
-    pub(super) fn start_export(&self, spec: &ExportSpec) -> Result<Export, ApiError> {
+    /// Opens and serves the export of `spec`, waiting up to `lock_wait`
+    /// for another holder of the volume to let go.
+    pub(super) fn start_export(
+        &self,
+        spec: &ExportSpec,
+        lock_wait: Duration,
+    ) -> Result<Export, ApiError> {
         validate_component(&spec.id).map_err(|e| ApiError::invalid(error_chain(&e)))?;
         spec.qos.validate()?;
-        let volume = self.datastore(&spec.datastore)?.volume(&spec.volume)?;
+        let datastore = self.datastore(&spec.datastore)?;
+        let volume = datastore.volume(&spec.volume)?;
         let options = ExportOptions {
             num_queues: spec.queues,
             read_only: spec.read_only,
@@ -42,6 +52,7 @@ impl Blockd {
             serial: spec.id.clone(),
             poll_us: spec.poll_us,
             cpus: spec.cpus.clone(),
+            lock_wait,
         };
         if spec.poll_us > 10_000 {
             return Err(ApiError::invalid(format!(
@@ -49,7 +60,14 @@ impl Blockd {
                 spec.poll_us
             )));
         }
-        let device = BlkDevice::new(&volume.path, &options)?;
+        let device = BlkDevice::new(&volume.path, &options).map_err(|e| match e {
+            // Another blockd (perhaps on another host sharing the datastore)
+            // has it: said in the volume's terms, as a conflict.
+            DeviceError::Backing(BackingError::Locked { holder, .. }) => {
+                datastore.locked(&spec.volume, holder, "exported").into()
+            }
+            e => ApiError::from(e),
+        })?;
         device.set_qos(spec.qos);
         let socket = self.socket_path(&spec.id);
         let server = ExportServer::start(device, &socket)?;
@@ -69,7 +87,8 @@ impl Blockd {
                 spec.volume, other.id
             )));
         }
-        let export = self.start_export(&spec)?;
+        // Answered at once: a volume another writer holds is a conflict now.
+        let export = self.start_export(&spec, Duration::ZERO)?;
         let info = export_info(&export);
         self.exports.insert(spec.id.clone(), export);
         if let Err(e) = self.save() {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,7 @@ use crate::api::metrics_text;
 use crate::api::request::Request;
 use crate::api::types::ExportSpec;
 use crate::datastore::Datastore;
-use crate::vhost_blk::ExportServer;
+use crate::vhost_blk::{ExportServer, RESTART_LOCK_WAIT};
 
 mod datastores;
 mod exports;
@@ -121,8 +122,17 @@ impl Blockd {
                 }
             }
         }
+        for ds in blockd.datastores.values() {
+            note_volumes_locked_elsewhere(ds);
+        }
+        // The blockd this one replaces may have died a moment ago: its
+        // files stay locked until the kernel has reaped its I/O. One wait
+        // for all, so volumes that another host now exports (their locks
+        // never go) delay the start by RESTART_LOCK_WAIT at most.
+        let deadline = Instant::now() + RESTART_LOCK_WAIT;
         for spec in &state.exports {
-            match blockd.start_export(spec) {
+            let lock_wait = deadline.saturating_duration_since(Instant::now());
+            match blockd.start_export(spec, lock_wait) {
                 Ok(export) => {
                     blockd.exports.insert(spec.id.clone(), export);
                 }
@@ -185,6 +195,21 @@ impl Blockd {
                         .map(|e| (e.spec.id.as_str(), e.server.device().metrics())),
                 ),
             }),
+        }
+    }
+}
+
+/// Logs the volumes of `ds` that another process holds (another
+/// sfera-blockd sharing the datastore, say): this blockd will not write them.
+fn note_volumes_locked_elsewhere(ds: &Datastore) {
+    match ds.list_volumes() {
+        Ok(volumes) => {
+            for v in volumes.iter().filter(|v| v.locked_elsewhere) {
+                tracing::info!(datastore = %ds.name(), volume = %v.name, "Volume in use by another writer");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(datastore = %ds.name(), "Cannot list volumes: {}", error_chain(&e));
         }
     }
 }

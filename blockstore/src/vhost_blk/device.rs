@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use std::fs::File;
 
@@ -77,7 +78,17 @@ pub struct ExportOptions {
     /// CPUs to pin the queue threads to (queue i on `cpus[i % len]`); empty:
     /// not pinned.
     pub cpus: Vec<usize>,
+    /// How long to wait for another holder of the volume's lock to let go
+    /// (see [`Backing::open_waiting`]): zero for a request, which is
+    /// answered at once, [`RESTART_LOCK_WAIT`] for an export brought back
+    /// when blockd starts.
+    pub lock_wait: Duration,
 }
+
+/// How long an export brought back at start waits for the volume's lock:
+/// the blockd it replaces, killed a moment ago, keeps the file open (and
+/// locked) until the kernel has reaped its io_uring requests in flight.
+pub const RESTART_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 impl Default for ExportOptions {
     fn default() -> Self {
@@ -88,6 +99,7 @@ impl Default for ExportOptions {
             serial: String::new(),
             poll_us: crate::api::types::DEFAULT_POLL_US,
             cpus: Vec::new(),
+            lock_wait: Duration::ZERO,
         }
     }
 }
@@ -128,7 +140,11 @@ impl BlkDevice {
         if options.blk_size != 512 && options.blk_size != 4096 {
             return Err(DeviceError::BlockSize(options.blk_size));
         }
-        let backing = Arc::new(Backing::open(path, options.read_only)?);
+        let backing = Arc::new(Backing::open_waiting(
+            path,
+            options.read_only,
+            options.lock_wait,
+        )?);
         let geometry = BlkGeometry {
             capacity_bytes: backing.capacity(),
             blk_size: options.blk_size,

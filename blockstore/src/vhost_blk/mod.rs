@@ -17,5 +17,5 @@ mod relay;
 pub mod request;
 mod worker;
 
-pub use device::{BlkDevice, DeviceError, ExportOptions};
+pub use device::{BlkDevice, DeviceError, ExportOptions, RESTART_LOCK_WAIT};
 pub use export::ExportServer;

@@ -170,6 +170,69 @@ impl Accounts {
         }
     }
 
+    /// Gives user `name` another role, on behalf of administrator `by`,
+    /// who must still be one when it is written: two administrators
+    /// demoting each other at once cannot leave the cluster without one
+    /// (one of the two changes fails). `None` when there is no such user.
+    pub async fn set_role(&self, name: &str, role: Role, by: &str) -> Result<Option<User>, Error> {
+        loop {
+            let key = self.user_key(name);
+            let Some(user) = self.store.get::<UserRecord>(&key).await? else {
+                return Ok(None);
+            };
+            let by_key = self.user_key(by);
+            let caller = self.store.get::<UserRecord>(&by_key).await?;
+            let Some(caller) = caller.filter(|c| c.value.role == Role::Administrator) else {
+                return Err(Error::Forbidden(format!(
+                    "{by} is no longer an administrator"
+                )));
+            };
+            let record = UserRecord { role, ..user.value };
+            let batch = Batch::new().require(&by_key, caller.revision).update(
+                &key,
+                &record,
+                user.revision,
+            )?;
+            match self.store.commit(batch).await {
+                Ok(_) => {
+                    return Ok(Some(User {
+                        name: record.name,
+                        role,
+                        created_at: record.created_at,
+                    }));
+                }
+                Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Replaces user `name`'s password hash; `None` if there is no such
+    /// user. The role stays what it is when written.
+    pub async fn set_password(&self, name: &str, hash: &str) -> Result<Option<User>, Error> {
+        loop {
+            let key = self.user_key(name);
+            let Some(user) = self.store.get::<UserRecord>(&key).await? else {
+                return Ok(None);
+            };
+            let record = UserRecord {
+                password_hash: hash.to_owned(),
+                ..user.value
+            };
+            match self.store.update(&key, &record, user.revision).await {
+                Ok(_) => {
+                    return Ok(Some(User {
+                        name: record.name,
+                        role: record.role,
+                        created_at: record.created_at,
+                    }));
+                }
+                Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn forget_token(&self, batch: Batch, hash: &str, id: i64) -> Batch {
         batch
             .remove(&self.store.key("api-tokens", hash))
@@ -453,6 +516,37 @@ mod tests {
             );
         }
         assert_eq!(a.tokens("admin").await.unwrap().len(), 1);
+        drop(member);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn roles_change_only_by_a_standing_administrator_and_passwords_keep_the_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let (member, a) = accounts(dir.path()).await;
+        a.create_user("root", "h1", Role::Administrator)
+            .await
+            .unwrap();
+        a.create_user("ops", "h2", Role::ReadOnly).await.unwrap();
+        let ops = a
+            .set_role("ops", Role::Administrator, "root")
+            .await
+            .unwrap();
+        assert_eq!(ops.map(|u| u.role), Some(Role::Administrator));
+        assert_eq!(
+            a.set_role("nobody", Role::ReadOnly, "root").await.unwrap(),
+            None
+        );
+        a.set_role("root", Role::ReadOnly, "ops").await.unwrap();
+        // root is no administrator now: it cannot take ops's role away.
+        let refused = a.set_role("ops", Role::ReadOnly, "root").await;
+        assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+        let root = a.set_password("root", "h3").await.unwrap();
+        assert_eq!(root.map(|u| u.role), Some(Role::ReadOnly));
+        assert_eq!(
+            a.credentials("root").await.unwrap(),
+            Some(("h3".into(), Role::ReadOnly))
+        );
+        assert_eq!(a.set_password("nobody", "h4").await.unwrap(), None);
         drop(member);
     }
 

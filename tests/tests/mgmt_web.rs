@@ -21,7 +21,8 @@
 //! plain HTTP, the join token is refused and the form says why), and a
 //! qcow2 image with a boot sector is imported from
 //! the datastore page and booted (through firmware, under QEMU) by a VM
-//! made in the wizard.
+//! made in the wizard. A second test drives the administration pages
+//! (`e2e/admin.mjs`): users, roles, API tokens and one's own password.
 //!
 //! Nothing is skipped: without node, chromium, the built console or
 //! playwright-core the test fails and says what to install (`make test`
@@ -46,8 +47,9 @@ fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../mgmt/web")
 }
 
-#[test]
-fn web_console_end_to_end() -> Result<()> {
+/// Node, and the built console (its `dist`), once chromium and
+/// playwright-core are checked to be there.
+fn prerequisites() -> Result<(PathBuf, PathBuf)> {
     let node = tools::require("node", "nodejs")?;
     ensure!(
         Path::new(CHROMIUM).is_file(),
@@ -65,6 +67,52 @@ fn web_console_end_to_end() -> Result<()> {
         "playwright-core is not installed in {}: run `make web` (npm ci)",
         web.display()
     );
+    Ok((node, dist))
+}
+
+/// Runs the browser script `e2e/<script>` against `site`'s mgmtd, with
+/// `env` besides the URL, password and browser; its step log is printed
+/// on success as on failure.
+fn run_script(
+    node: &Path,
+    script: &str,
+    site: &Site,
+    mgmtd: &mut Process,
+    env: &[(&str, &Path)],
+) -> Result<()> {
+    let dir = &site.dir;
+    let web = web_dir();
+    let log = dir.join(format!("{script}.log"));
+    let mut cmd = Command::new(node);
+    cmd.arg(web.join("e2e").join(script))
+        .current_dir(&web)
+        .env("SFERA_URL", format!("http://127.0.0.1:{}", site.port))
+        .env("SFERA_PASSWORD_FILE", dir.join("data/admin-password"))
+        .env("CHROMIUM", CHROMIUM)
+        .env("SFERA_ARTIFACTS", dir.join("screenshots"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut run = Process::spawn("browser test", cmd, &log)?;
+    let status = run.wait_timeout(SCRIPT_TIMEOUT)?;
+    eprintln!("{}", tail_of_file(&log, 200));
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => bail!(
+            "the browser test failed ({}); screenshots in {} (SFERA_KEEP_TMP=1 keeps them); mgmtd's log:\n{}",
+            describe(s),
+            dir.join("screenshots").display(),
+            mgmtd.log_tail(40)
+        ),
+        None => bail!("the browser test did not finish within {SCRIPT_TIMEOUT:?}"),
+    }
+    mgmtd.ensure_running()?;
+    Ok(())
+}
+
+#[test]
+fn web_console_end_to_end() -> Result<()> {
+    let (node, dist) = prerequisites()?;
     let site = Site::new("mgmt-web")?;
     let (dir, port) = (&site.dir, site.port);
     let extra: Vec<OsString> = vec![
@@ -92,29 +140,25 @@ fn web_console_end_to_end() -> Result<()> {
         .arg(&image);
     harness::process::run(make)?;
 
-    let log = dir.join("browser.log");
-    let mut cmd = Command::new(node);
-    cmd.arg(web.join("e2e/console.mjs"))
-        .current_dir(&web)
-        .env("SFERA_URL", format!("http://127.0.0.1:{port}"))
-        .env("SFERA_PASSWORD_FILE", dir.join("data/admin-password"))
-        .env("CHROMIUM", CHROMIUM)
-        .env("SFERA_ARTIFACTS", dir.join("screenshots"))
-        .env("SFERA_IMPORT_IMAGE", &image);
-    let mut script = Process::spawn("browser test", cmd, &log)?;
-    let status = script.wait_timeout(SCRIPT_TIMEOUT)?;
-    // The script's step log, on success as on failure.
-    eprintln!("{}", tail_of_file(&log, 200));
-    match status {
-        Some(s) if s.success() => {}
-        Some(s) => bail!(
-            "the browser test failed ({}); screenshots in {} (SFERA_KEEP_TMP=1 keeps them); mgmtd's log:\n{}",
-            describe(s),
-            dir.join("screenshots").display(),
-            mgmtd.log_tail(40)
-        ),
-        None => bail!("the browser test did not finish within {SCRIPT_TIMEOUT:?}"),
-    }
-    mgmtd.ensure_running()?;
-    Ok(())
+    run_script(
+        &node,
+        "console.mjs",
+        &site,
+        &mut mgmtd,
+        &[("SFERA_IMPORT_IMAGE", &image)],
+    )
+}
+
+/// The administration pages work for an administrator and a read-only
+/// user: users made, their role changed and the user deleted (each
+/// deletion confirmed), roles shown, one's own password changed and the
+/// new one logging in, an API token made (its secret shown once), listed,
+/// used, revoked and then refused.
+#[test]
+fn web_admin_pages() -> Result<()> {
+    let (node, dist) = prerequisites()?;
+    let site = Site::new("mgmt-web-admin")?;
+    let extra: Vec<OsString> = vec!["--stop-on-exit".into(), "--web-dir".into(), dist.into()];
+    let mut mgmtd = site.start(1, &extra)?;
+    run_script(&node, "admin.mjs", &site, &mut mgmtd, &[])
 }

@@ -44,6 +44,40 @@ pub struct UserCreate {
     role: Role,
 }
 
+/// Body of `PATCH /api/v1/users/{name}`: what is left out stays; `null`
+/// is refused, as the document says.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserEdit {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::role)]
+    role: Option<Role>,
+    /// A new password (12 to 256 characters): the user's sessions on
+    /// this host end
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 12, max_length = 256)]
+    password: Option<String>,
+}
+
+/// Body of `POST /api/v1/session/password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    // What rules::check_password takes.
+    #[schema(min_length = 12, max_length = 256)]
+    new_password: String,
+}
+
+/// A field that may be left out but not given as `null`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// Who the caller is.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Session {
@@ -105,6 +139,21 @@ impl std::fmt::Debug for UserCreate {
             .field("name", &self.name)
             .field("role", &self.role)
             .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for UserEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserEdit")
+            .field("role", &self.role)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordChange").finish_non_exhaustive()
     }
 }
 
@@ -309,4 +358,104 @@ pub async fn delete_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError>
     } else {
         Err(ApiError::not_found(format!("No user {name:?}")))
     }
+}
+
+/// `PATCH /api/v1/users/{name}`: another user's role or password (an
+/// administrator's own go through `POST /api/v1/session/password` and
+/// another administrator, so that the cluster keeps one).
+pub async fn edit_user(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let body: UserEdit = r.body()?;
+    let name = r.param("name");
+    let by = r.user()?;
+    if body.role.is_none() && body.password.is_none() {
+        return Err(ApiError::invalid("give a role, a password or both"));
+    }
+    if let Some(password) = &body.password {
+        rules::check_password(password)?;
+    }
+    if name == by {
+        return Err(ApiError::conflict(
+            "You cannot change your own role or reset your own password: another administrator can (change your password with your current one)",
+        ));
+    }
+    let mut user = None;
+    if let Some(role) = body.role {
+        user = mgmt.accounts.set_role(name, role, &by).await?;
+        if let Some(u) = &user {
+            let message = format!("User {name} is now {}", u.role.as_str());
+            mgmt.db
+                .event("info", "user.role_changed", name, &message, Some(&by));
+        }
+    }
+    if let Some(password) = body.password {
+        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+        user = mgmt.accounts.set_password(name, &hash).await?;
+        if user.is_some() {
+            // As for a deleted user: this host's sessions end now, other
+            // hosts' sessions stay until they end (tokens stay).
+            for hash in mgmt.db.delete_sessions_of(name)? {
+                let _ = mgmt.session_ended.send(hash);
+            }
+            let message = format!("Password of user {name} reset");
+            mgmt.db
+                .event("info", "user.password_reset", name, &message, Some(&by));
+        }
+    }
+    match user {
+        Some(u) => ok(u),
+        None => Err(ApiError::not_found(format!("No user {name:?}"))),
+    }
+}
+
+/// `POST /api/v1/session/password`: the caller changes their own password,
+/// giving the current one. A wrong one counts as a failed login of the
+/// user (throttled the same way), and the hashing is bounded by the gate.
+pub async fn change_password(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
+    let body: PasswordChange = r.body()?;
+    let user = r.user()?;
+    rules::check_password(&body.new_password)?;
+    if body.new_password == body.current_password {
+        return Err(ApiError::invalid(
+            "new_password must differ from the current password",
+        ));
+    }
+    let now = std::time::Instant::now();
+    if let Err(wait) = mgmt.login_limiter().check(r.peer, &user, now) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(ApiError::new(
+            403,
+            "too_many_attempts",
+            format!("Too many wrong passwords: try again in {secs} s"),
+        ));
+    }
+    let admission = mgmt.hash_gate.admit().ok_or_else(super::error::busy)?;
+    let (stored, _) = mgmt
+        .accounts
+        .credentials(&user)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    let (current, new) = (body.current_password, body.new_password);
+    let new_hash = admission
+        .run(move || auth::verify_password(&current, &stored).then(|| auth::hash_password(&new)))
+        .await;
+    let Some(new_hash) = new_hash else {
+        mgmt.login_limiter()
+            .failed(r.peer, &user, std::time::Instant::now());
+        return Err(ApiError::new(
+            403,
+            "wrong_password",
+            "current_password is wrong",
+        ));
+    };
+    mgmt.accounts.set_password(&user, &new_hash?).await?;
+    mgmt.db.event(
+        "info",
+        "session.password_changed",
+        &user,
+        "Password changed",
+        Some(&user),
+    );
+    Ok(Reply::Empty)
 }

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::reply::Reply;
 use super::request::ApiRequest;
 use super::routes::Op;
-use super::{auth, cluster, datastores, hosts, meta, networks, tasks, vms};
+use super::{auth, cluster, datastores, hosts, meta, networks, roles, tasks, vms};
 use crate::service::Mgmt;
 
 /// Carries out one request.
@@ -25,6 +25,9 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         Op::ListUsers => auth::list_users(m, &r).await,
         Op::CreateUser => auth::create_user(m, &r).await,
         Op::DeleteUser => auth::delete_user(m, &r).await,
+        Op::EditUser => auth::edit_user(m, &r).await,
+        Op::ChangePassword => auth::change_password(m, &r).await,
+        Op::ListRoles => roles::list(&r),
         Op::Host => hosts::host(m).await,
         Op::ListHosts => hosts::list_hosts(m, &r).await,
         Op::GetHost => hosts::get_host(m, &r).await,

@@ -21,6 +21,7 @@ pub mod origin;
 pub mod page;
 pub mod reply;
 pub mod request;
+pub mod roles;
 pub mod routes;
 pub mod rules;
 pub mod schema;

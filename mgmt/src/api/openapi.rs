@@ -57,6 +57,8 @@ fn schemas() -> Map<String, Value> {
     s.add::<auth::Login>()
         .add::<auth::TokenCreate>()
         .add::<auth::UserCreate>()
+        .add::<auth::UserEdit>()
+        .add::<auth::PasswordChange>()
         .add::<datastores::DatastoreCreate>()
         .add::<datastores::VolumeCreate>()
         .add::<datastores::VolumeResize>()
@@ -85,6 +87,7 @@ fn schemas() -> Map<String, Value> {
         .put::<PageOf<db::DatastoreRow>>("DatastorePage")
         .listed::<db::ApiToken>()
         .listed::<db::User>()
+        .listed::<super::roles::RoleInfo>()
         .listed::<crate::supervisor::DaemonStatus>()
         .listed::<VolumeInfo>()
         .listed::<networks::Switch>()
@@ -99,6 +102,10 @@ fn schemas() -> Map<String, Value> {
     // What mgmtd passes on as the daemon wrote it (sfera-vswitchd's
     // counters), and this document.
     s.0.insert("Object".to_owned(), json!({ "type": "object" }));
+    // What utoipa does not derive: an edit of a user changes something.
+    if let Some(Value::Object(edit)) = s.0.get_mut("UserEdit") {
+        edit.insert("minProperties".to_owned(), json!(1));
+    }
     s.0
 }
 
@@ -321,6 +328,23 @@ mod tests {
             json!(["tap", "af_packet"])
         );
         assert_eq!(schemas["Task"]["properties"]["progress"]["maximum"], 100);
+    }
+
+    #[test]
+    fn a_user_edit_needs_no_field_and_a_password_change_both() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        assert!(schemas["UserEdit"].get("required").is_none());
+        assert_eq!(schemas["UserEdit"]["minProperties"], 1);
+        assert_eq!(
+            schemas["UserEdit"]["properties"]["role"]["enum"][0],
+            "administrator"
+        );
+        assert_eq!(
+            schemas["PasswordChange"]["required"],
+            json!(["current_password", "new_password"])
+        );
+        assert!(schemas["RolePage"].is_object() && schemas["Role"].is_object());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //   SFERA_URL=https://127.0.0.1:8443 SFERA_PASSWORD_FILE=.sfera/admin-password \
 //     node mgmt/web/e2e/screenshot.mjs docs
 //
-// Writes <dir>/console.png and <dir>/performance.png.
+// Writes <dir>/console.png, <dir>/performance.png and <dir>/users.png.
 
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -61,6 +61,16 @@ try {
   await until('a few samples', 180_000, async () => Number(await page.getByTestId('chart-disk').getAttribute('data-points')) >= 5);
   await page.screenshot({ path: join(out, 'performance.png') });
 
+  // The administration's Users page, with a read-only user besides admin.
+  await page.evaluate(() =>
+    fetch('/api/v1/users', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'operator', password: 'operator-password', role: 'read-only' }) }),
+  );
+  await page.getByTestId('top-admin').click();
+  await page.locator('[data-testid=users] tr[data-user=operator]').waitFor();
+  await page.screenshot({ path: join(out, 'users.png') });
+  await page.evaluate(() => fetch('/api/v1/users/operator', { method: 'DELETE' }));
+
+  await page.getByTestId(`tree-vm-${name}`).click();
   await page.getByTestId('tab-summary').click();
   await page.getByTestId('power-off').click();
   await until('the VM to stop', 60_000, async () => (await vm()).state === 'stopped');

@@ -80,6 +80,36 @@ export interface Session {
   expires_at?: number | null;
 }
 
+/** A user (GET /users). */
+export interface User {
+  name: string;
+  role: Role;
+  created_at: number;
+}
+
+/** An API token as listed (GET /tokens): never its secret. */
+export interface Token {
+  id: number;
+  name: string;
+  user: string;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+/** A new token (POST /tokens): its secret is in this answer only. */
+export interface NewToken extends Token {
+  token: string;
+}
+
+export type Grant = 'all' | 'some' | 'none';
+
+/** A role and what it may do in each area of the API (GET /roles). */
+export interface RoleInfo {
+  name: Role;
+  description: string;
+  privileges: { area: string; view: Grant; change: Grant; denied: string[] }[];
+}
+
 export interface Host {
   hostname: string;
   cpus: number;

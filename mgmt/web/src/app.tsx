@@ -8,6 +8,8 @@ import { ErrorBox } from './components/common';
 import { BottomPanes, EventTable, TaskTable } from './components/panes';
 import { ProgressBar } from './components/progress';
 import { Tree } from './components/tree';
+import { PasswordPage, TokensPage } from './pages/account';
+import { RolesPage, UsersPage } from './pages/admin';
 import { HostPage } from './pages/host';
 import { Login } from './pages/login';
 import { NewVmPage } from './pages/new-vm';
@@ -50,6 +52,14 @@ function Content({ route }: { route: Route }) {
           <EventTable />
         </div>
       );
+    case 'users':
+      return <UsersPage />;
+    case 'roles':
+      return <RolesPage />;
+    case 'tokens':
+      return <TokensPage />;
+    case 'password':
+      return <PasswordPage />;
   }
 }
 
@@ -101,6 +111,12 @@ export function App() {
         <span class="user" data-testid="user">
           {s.session.user} <span class="muted">({s.session.role})</span>
         </span>
+        <a class="topbar-link" href="#/admin/users" data-testid="top-admin">
+          Administration
+        </a>
+        <a class="topbar-link" href="#/admin/password" data-testid="top-password">
+          Change password
+        </a>
         <button class="small" onClick={logout}>
           Log out
         </button>

@@ -13,7 +13,11 @@ export type Route =
   | { page: 'vm'; vm: string; tab: 'summary' | 'console' | 'performance' }
   | { page: 'new-vm' }
   | { page: 'tasks' }
-  | { page: 'events' };
+  | { page: 'events' }
+  | { page: 'users' }
+  | { page: 'roles' }
+  | { page: 'tokens' }
+  | { page: 'password' };
 
 const dec = decodeURIComponent;
 const enc = encodeURIComponent;
@@ -47,6 +51,9 @@ export function parse(hash: string): Route {
         return { page: 'tasks' };
       case 'events':
         return { page: 'events' };
+      case 'admin':
+        if (parts[1] === 'users' || parts[1] === 'roles' || parts[1] === 'tokens' || parts[1] === 'password') return { page: parts[1] };
+        break;
     }
   } catch {
     // A malformed escape: the host page.
@@ -76,6 +83,11 @@ export function href(r: Route): string {
       return '#/tasks';
     case 'events':
       return '#/events';
+    case 'users':
+    case 'roles':
+    case 'tokens':
+    case 'password':
+      return `#/admin/${r.page}`;
   }
 }
 

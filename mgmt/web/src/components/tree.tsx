@@ -1,5 +1,6 @@
 // The inventory tree: the host, its datastores, its switches with their
-// port groups, and its VMs, each a link to its page.
+// port groups, its VMs, and the administration pages, each a link to its
+// page.
 
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
@@ -76,6 +77,12 @@ export function Tree({ route }: { route: Route }) {
               New virtual machine…
             </a>
           )}
+        </Group>
+        <Group label="Administration">
+          <Item to={{ page: 'users' }} icon="user" label="Users" active={is('users')} testid="tree-users" />
+          <Item to={{ page: 'roles' }} icon="role" label="Roles" active={is('roles')} testid="tree-roles" />
+          <Item to={{ page: 'tokens' }} icon="token" label="API tokens" active={is('tokens')} testid="tree-tokens" />
+          <Item to={{ page: 'password' }} icon="key" label="Change password" active={is('password')} testid="tree-password" />
         </Group>
       </div>
     </nav>

@@ -355,10 +355,12 @@ impl Mgmt {
                 TAKE_UP_WITHIN.as_secs()
             )));
         }
-        if w.since.elapsed() > CARRY_OUT_WITHIN {
+        // A shutdown or reboot waits for the guest on top.
+        let within = CARRY_OUT_WITHIN + w.action.guest_wait();
+        if w.since.elapsed() > within {
             return Err(Error::Unavailable(format!(
                 "host {host} took up {what} but did not report its end within {} s",
-                CARRY_OUT_WITHIN.as_secs()
+                within.as_secs()
             )));
         }
         if taken && *host != self.inventory.host() {

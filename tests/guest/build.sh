@@ -7,7 +7,8 @@
 #     dependencies, depmod-ed,
 #   - fio, iperf3 and mke2fs (as mkfs.ext4) with every shared library they
 #     load,
-#   - tests/guest/init.
+#   - tests/guest/init (which handles the ACPI power button too: the evdev
+#     and button modules, busybox acpid).
 #
 # Output (default target/guest): vmlinuz, initrd.img, manifest.txt, inputs.key.
 # The image is rebuilt only when an input changes: this script, init, or the
@@ -68,7 +69,7 @@ mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,proc,sys,dev,tmp,run,root,
 
 # Kernel modules: the closure of what the init loads, then depmod.
 depmod -b "$work/kernel" "$kver"
-modules="virtio_pci virtio_blk virtio_net virtio_rng virtio_console 8021q"
+modules="virtio_pci virtio_blk virtio_net virtio_rng virtio_console 8021q evdev button"
 for m in $modules; do
     modprobe -d "$work/kernel" -S "$kver" --show-depends "$m" \
         | awk '$1 == "insmod" { print $2 }'

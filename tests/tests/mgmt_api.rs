@@ -6,6 +6,8 @@
 //! Tiny Linux VM with a disk and a NIC from creation to deletion, through a
 //! crash of mgmtd itself: the VM keeps running, the next mgmtd adopts it
 //! and its daemons, and the inventory, users and tokens are still there.
+//! A second Tiny Linux VM under QEMU is restarted and shut down through
+//! its ACPI power button (and a guest that ignores the button runs on).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,6 +18,8 @@ use harness::mgmtd::Site;
 use harness::scenario::case;
 use serde_json::{Value, json};
 
+#[path = "mgmt_api/guest_power.rs"]
+mod guest_power;
 #[path = "mgmt_api/images.rs"]
 mod images;
 mod mgmt_client;
@@ -173,6 +177,9 @@ fn mgmt_api_end_to_end() -> Result<()> {
     })?;
     case("power_off_and_delete_leave_nothing", || {
         power_off_and_delete_leave_nothing(&s, &tiny)
+    })?;
+    case("the_guest_shuts_down_at_its_power_button", || {
+        guest_power::the_guest_shuts_down_at_its_power_button(&s)
     })?;
     let (m, token) = (&s.m, s.token.as_str());
     case("disk_images_are_imported", || {

@@ -125,6 +125,7 @@ fn path_schema(name: &str) -> Value {
         "kind" => json!({ "type": "string", "enum": crate::metrics::KINDS }),
         "daemon" => json!({ "type": "string", "enum": ["blockd", "vswitchd"] }),
         "action" => {
+            // shutdown and reboot have routes of their own.
             json!({ "type": "string", "enum": ["on", "off", "reset", "pause", "resume"] })
         }
         "session" => json!({ "type": "string", "enum": ["current", "previous"] }),

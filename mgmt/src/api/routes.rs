@@ -69,6 +69,8 @@ pub enum Op {
     DeleteVm,
     EditVm,
     PowerVm,
+    ShutdownVm,
+    RebootVm,
     VmConsole,
     VmDisplay,
     VmConsoleLog,
@@ -140,6 +142,12 @@ const DELETE_VM: &[QueryParam] = &[QueryParam {
     name: "disks",
     schema: r#"{"type":"boolean"}"#,
     description: "Delete the VM's volumes too (default false: they stay on their datastores)",
+}];
+
+const GUEST_STOP: &[QueryParam] = &[QueryParam {
+    name: "timeout_s",
+    schema: r#"{"type":"integer","minimum":1,"maximum":3600}"#,
+    description: "How long the guest has to stop, in seconds, 1 to 3600 (default 120); when it is up the task fails and the VM runs on",
 }];
 
 macro_rules! route {
@@ -258,6 +266,11 @@ pub const ROUTES: &[Route] = &[
         body: None, 202 => Some("Task"), query: DELETE_VM),
     route!("PATCH" "/api/v1/vms/{vm}" => EditVm, Admin, "vms", "Edit a VM (a task): rename it at any time; change vCPUs, memory, boot source, driver, disks and NICs while it is stopped. A failed edit changes nothing",
         body: Some("VmEdit"), 202 => Some("Task")),
+    // Before power/{action}, which would take their paths otherwise.
+    route!("POST" "/api/v1/vms/{vm}/power/shutdown" => ShutdownVm, Admin, "vms", "Shut down a running VM's guest (a task): press its ACPI power button and wait up to timeout_s for the guest to power off. When the time is up the task fails and the VM runs on (power it off to stop it at once). QEMU VMs only: sfera-vmm has no ACPI power button (409)",
+        body: None, 202 => Some("Task"), query: GUEST_STOP),
+    route!("POST" "/api/v1/vms/{vm}/power/reboot" => RebootVm, Admin, "vms", "Restart a running VM's guest gracefully (a task): shut it down as power/shutdown does, then power the VM on again once it is off. When the guest does not stop within timeout_s the task fails and the VM runs on. QEMU VMs only (409 for sfera-vmm)",
+        body: None, 202 => Some("Task"), query: GUEST_STOP),
     route!("POST" "/api/v1/vms/{vm}/power/{action}" => PowerVm, Admin, "vms", "Power on, off (the power cord), reset, pause or resume a VM (a task); action is on, off, reset, pause or resume. Any host of the cluster takes it: the VM's host carries it out and the task reports what came of it there; 409 at once when the VM's host is not responding",
         body: None, 202 => Some("Task")),
     route!("GET" "/api/v1/vms/{vm}/console" => VmConsole, Admin, "vms", "The VM's serial console as a WebSocket (binary frames both ways: what the guest prints, what you type). The first frame is text, a ConsoleEvent of type session (JSON): the power-on this console shows, where a terminal starts clean. The next is the history, the last 64 KiB printed since this power-on (empty when there is none) with its terminal queries taken out: a terminal must not send its answers to queries in it to the guest",
@@ -391,6 +404,11 @@ mod tests {
         let (r, p) = find("POST", &split("/api/v1/vms/web/power/on")).unwrap();
         assert_eq!(r.op, Op::PowerVm);
         assert_eq!((p["vm"].as_str(), p["action"].as_str()), ("web", "on"));
+        // shutdown and reboot have their own routes, before power/{action}.
+        let (r, p) = find("POST", &split("/api/v1/vms/web/power/shutdown")).unwrap();
+        assert_eq!((r.op, p["vm"].as_str()), (Op::ShutdownVm, "web"));
+        let (r, _) = find("POST", &split("/api/v1/vms/web/power/reboot")).unwrap();
+        assert_eq!(r.op, Op::RebootVm);
         assert_eq!(
             find("GET", &split("/api/v1/vms/")).unwrap().0.op,
             Op::ListVms

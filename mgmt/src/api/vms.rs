@@ -12,11 +12,13 @@ use super::page::Page;
 use super::reply::{Reply, accepted, ok};
 use super::request::ApiRequest;
 use crate::db::VmState;
+use crate::driver::Driver;
 use crate::service::Mgmt;
 use crate::vm::edit::EditVm;
 use crate::vm::ops::VmOp;
 use crate::vm::request::{CreateVm, templates};
 use crate::vm::service::PowerAction;
+use crate::vm::shutdown::refuse_without_button;
 
 /// A VM as the API shows it: the record with where its console is.
 #[derive(Debug, Serialize, ToSchema)]
@@ -153,14 +155,23 @@ pub async fn delete(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError>
     accepted(&task)
 }
 
-/// `POST /api/v1/vms/{vm}/power/{action}`.
+/// `POST /api/v1/vms/{vm}/power/{action}` (and `power/shutdown`,
+/// `power/reboot`, which take `?timeout_s=`).
 /// Any host takes it: the task asks the VM's host's controller
 /// (`crate::vm::ops`), and is refused at once when that host is not
-/// there to carry it out.
-pub async fn power(mgmt: &Arc<Mgmt>, r: &ApiRequest) -> Result<Reply, ApiError> {
+/// there to carry it out, or when the VM's driver has no way to ask its
+/// guest to shut down.
+pub async fn power(mgmt: &Arc<Mgmt>, r: &ApiRequest, action: &str) -> Result<Reply, ApiError> {
     let vm = mgmt.find_vm(r.param("vm")).await?;
-    let action = PowerAction::parse(r.param("action"))
-        .ok_or_else(|| ApiError::invalid("action must be on, off, reset, pause or resume"))?;
+    let mut action = PowerAction::parse(action).ok_or_else(|| {
+        ApiError::invalid("action must be on, off, reset, pause, resume, shutdown or reboot")
+    })?;
+    if let Some(t) = r.query.get("timeout_s") {
+        action = action.with_guest_timeout(t).map_err(ApiError::invalid)?;
+    }
+    if action.guest_wait() > std::time::Duration::ZERO {
+        refuse_without_button(Driver::parse(&vm.driver), &vm.name)?;
+    }
     mgmt.check_vm_host(&vm, action.noun()).await?;
     if action == PowerAction::On {
         // Checked again by the VM's host when it carries it out.

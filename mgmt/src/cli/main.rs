@@ -136,6 +136,21 @@ enum VmCmd {
     Resume {
         vm: String,
     },
+    /// Shut the guest down through its ACPI power button (QEMU VMs); a
+    /// guest that is not off within --timeout is left running.
+    Shutdown {
+        vm: String,
+        /// Seconds the guest has to stop, 1 to 3600 (default 120).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+        timeout: Option<u32>,
+    },
+    /// Restart the guest gracefully: shut it down, then power on.
+    Reboot {
+        vm: String,
+        /// Seconds the guest has to stop, 1 to 3600 (default 120).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+        timeout: Option<u32>,
+    },
     /// Delete a stopped VM; its disks stay unless --disks.
     Delete {
         vm: String,
@@ -575,6 +590,24 @@ async fn vm(client: &Client, cmd: VmCmd, json_out: bool) -> Result<()> {
         VmCmd::Reset { vm } => power(client, &vm_path(&vm), "reset", json_out).await?,
         VmCmd::Pause { vm } => power(client, &vm_path(&vm), "pause", json_out).await?,
         VmCmd::Resume { vm } => power(client, &vm_path(&vm), "resume", json_out).await?,
+        VmCmd::Shutdown { vm, timeout } => {
+            power(
+                client,
+                &vm_path(&vm),
+                &guest_stop("shutdown", timeout),
+                json_out,
+            )
+            .await?;
+        }
+        VmCmd::Reboot { vm, timeout } => {
+            power(
+                client,
+                &vm_path(&vm),
+                &guest_stop("reboot", timeout),
+                json_out,
+            )
+            .await?;
+        }
         VmCmd::Delete { vm, disks } => delete_vm(client, &vm, disks, json_out).await?,
         VmCmd::Console { vm } => {
             let v = client.call(Method::GET, &vm_path(&vm), None).await?;
@@ -664,6 +697,14 @@ async fn delete_vm(client: &Client, vm: &str, disks: bool, json_out: bool) -> Re
     Ok(())
 }
 
+/// A shutdown or reboot as its path under `power/`, with its timeout.
+fn guest_stop(action: &str, timeout: Option<u32>) -> String {
+    match timeout {
+        Some(t) => format!("{action}?timeout_s={t}"),
+        None => action.to_owned(),
+    }
+}
+
 async fn power(client: &Client, vm_path: &str, action: &str, json_out: bool) -> Result<()> {
     let task = client
         .call(Method::POST, &format!("{vm_path}/power/{action}"), None)
@@ -697,6 +738,24 @@ fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shutdown_and_reboot_take_a_timeout() {
+        let cmd = |args: &[&str]| {
+            Args::try_parse_from(["sfera", "vm"].iter().chain(args))
+                .map(|a| format!("{:?}", a.command))
+        };
+        assert!(
+            cmd(&["shutdown", "web", "--timeout", "30"])
+                .unwrap()
+                .contains("Some(30)")
+        );
+        assert!(cmd(&["reboot", "web"]).unwrap().contains("timeout: None"));
+        assert!(cmd(&["shutdown", "web", "--timeout", "0"]).is_err());
+        assert!(cmd(&["shutdown", "web", "--timeout", "3601"]).is_err());
+        assert_eq!(guest_stop("shutdown", Some(5)), "shutdown?timeout_s=5");
+        assert_eq!(guest_stop("reboot", None), "reboot");
+    }
 
     #[test]
     fn sizes() {

@@ -1,5 +1,6 @@
 //! A QMP client for the few commands mgmtd sends a running QEMU:
-//! pause and resume, `system_reset`, `quit`, `query-status`.
+//! pause and resume, `system_reset`, `system_powerdown`, `quit`,
+//! `query-status`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +20,8 @@ pub enum Command {
     Cont,
     QueryStatus,
     SystemReset,
+    /// Presses the ACPI power button: the guest decides what to do.
+    SystemPowerdown,
     /// Ends QEMU at once (the power cord).
     Quit,
 }
@@ -30,6 +33,7 @@ impl Command {
             Command::Cont => "cont",
             Command::QueryStatus => "query-status",
             Command::SystemReset => "system_reset",
+            Command::SystemPowerdown => "system_powerdown",
             Command::Quit => "quit",
         }
     }

@@ -7,3 +7,4 @@ pub mod no_space;
 pub mod ops;
 pub mod request;
 pub mod service;
+pub mod shutdown;

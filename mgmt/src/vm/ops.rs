@@ -83,6 +83,15 @@ impl VmOp {
         }
     }
 
+    /// How long it may wait for the guest, on top of the host's own work
+    /// (a shutdown's or reboot's timeout).
+    pub fn guest_wait(&self) -> Duration {
+        match self {
+            VmOp::Power(a) => a.guest_wait(),
+            VmOp::Edit(_) | VmOp::Delete { .. } => Duration::ZERO,
+        }
+    }
+
     /// The kind of the task that asks for it.
     pub fn task_kind(&self) -> &'static str {
         match self {
@@ -384,10 +393,12 @@ impl Mgmt {
                 TAKE_UP_WITHIN.as_secs()
             )));
         }
-        if w.since.elapsed() > CARRY_OUT_WITHIN {
+        // A shutdown or reboot waits for the guest on top.
+        let within = CARRY_OUT_WITHIN + w.op.guest_wait();
+        if w.since.elapsed() > within {
             return Err(Error::Unavailable(format!(
                 "host {host} took up {what} but did not report its end within {} s",
-                CARRY_OUT_WITHIN.as_secs()
+                within.as_secs()
             )));
         }
         if taken && *host != self.inventory.host() {

@@ -25,9 +25,22 @@ pub enum PowerAction {
     Reset,
     Pause,
     Resume,
+    /// The ACPI power button: the guest shuts itself down, within
+    /// `timeout_s` seconds or the action fails and the VM runs on.
+    Shutdown {
+        timeout_s: u32,
+    },
+    /// A graceful restart: [`PowerAction::Shutdown`], then a power-on once
+    /// the hypervisor has exited (ACPI has no reboot button).
+    Reboot {
+        timeout_s: u32,
+    },
 }
 
 impl PowerAction {
+    /// The action the API's path names; a shutdown or reboot waits
+    /// [`GUEST_STOP_DEFAULT_S`] for the guest until
+    /// [`PowerAction::with_guest_timeout`] says otherwise.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "on" => Some(PowerAction::On),
@@ -35,6 +48,12 @@ impl PowerAction {
             "reset" => Some(PowerAction::Reset),
             "pause" => Some(PowerAction::Pause),
             "resume" => Some(PowerAction::Resume),
+            "shutdown" => Some(PowerAction::Shutdown {
+                timeout_s: GUEST_STOP_DEFAULT_S,
+            }),
+            "reboot" => Some(PowerAction::Reboot {
+                timeout_s: GUEST_STOP_DEFAULT_S,
+            }),
             _ => None,
         }
     }
@@ -47,6 +66,8 @@ impl PowerAction {
             PowerAction::Reset => "reset",
             PowerAction::Pause => "pause",
             PowerAction::Resume => "resume",
+            PowerAction::Shutdown { .. } => "shutdown",
+            PowerAction::Reboot { .. } => "reboot",
         }
     }
 
@@ -58,6 +79,8 @@ impl PowerAction {
             PowerAction::Reset => "reset",
             PowerAction::Pause => "pause",
             PowerAction::Resume => "resume",
+            PowerAction::Shutdown { .. } => "guest shutdown",
+            PowerAction::Reboot { .. } => "guest restart",
         }
     }
 
@@ -68,7 +91,50 @@ impl PowerAction {
             PowerAction::Reset => "vm.reset",
             PowerAction::Pause => "vm.pause",
             PowerAction::Resume => "vm.resume",
+            PowerAction::Shutdown { .. } => "vm.shutdown",
+            PowerAction::Reboot { .. } => "vm.reboot",
         }
+    }
+
+    /// The action with the guest given `timeout` (`timeout_s`, as the
+    /// client wrote it) to stop: only a shutdown or a reboot waits for the
+    /// guest.
+    pub fn with_guest_timeout(self, timeout: &str) -> Result<Self, String> {
+        let timeout_s = parse_guest_timeout(timeout)?;
+        match self {
+            PowerAction::Shutdown { .. } => Ok(PowerAction::Shutdown { timeout_s }),
+            PowerAction::Reboot { .. } => Ok(PowerAction::Reboot { timeout_s }),
+            other => Err(format!(
+                "timeout_s is for shutdown and reboot, not {}",
+                other.as_str()
+            )),
+        }
+    }
+
+    /// How long the action may wait for the guest, beyond what any power
+    /// action takes.
+    pub fn guest_wait(self) -> Duration {
+        match self {
+            PowerAction::Shutdown { timeout_s } | PowerAction::Reboot { timeout_s } => {
+                Duration::from_secs(u64::from(timeout_s))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// How long a shutdown or reboot waits for the guest to stop by default.
+pub const GUEST_STOP_DEFAULT_S: u32 = 120;
+/// The longest a client may have it wait.
+pub const GUEST_STOP_MAX_S: u32 = 3600;
+
+/// `timeout_s`: whole seconds, 1 to [`GUEST_STOP_MAX_S`].
+pub fn parse_guest_timeout(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(t) if (1..=GUEST_STOP_MAX_S).contains(&t) => Ok(t),
+        _ => Err(format!(
+            "timeout_s must be a whole number of seconds from 1 to {GUEST_STOP_MAX_S}, not {s:?}"
+        )),
     }
 }
 
@@ -343,6 +409,32 @@ impl Mgmt {
             PowerAction::Pause | PowerAction::Resume => {
                 self.pause_resume_locked(&id, action == PowerAction::Pause, &user)
                     .await
+            }
+            PowerAction::Shutdown { timeout_s } => {
+                self.shut_down_locked(&id, timeout_s, &user).await
+            }
+            PowerAction::Reboot { timeout_s } => {
+                let vm = self.find_vm(&id).await?;
+                if vm.state != VmState::Running {
+                    return Err(Error::Conflict(format!(
+                        "VM {} is {}: only a running VM can be restarted",
+                        vm.name,
+                        vm.state.as_str()
+                    )));
+                }
+                self.shut_down_locked(&id, timeout_s, &user).await?;
+                let started = self.start_locked(&id, &user).await?;
+                self.db.event(
+                    "info",
+                    "vm.restarted",
+                    &id,
+                    &format!(
+                        "VM {} restarted (its guest shut down, then power on)",
+                        vm.name
+                    ),
+                    Some(&user),
+                );
+                Ok(started)
             }
             PowerAction::Reset => {
                 let vm = self.find_vm(&id).await?;

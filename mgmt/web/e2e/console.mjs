@@ -7,7 +7,10 @@
 // it; is refused the screen as a read-only user; powers the VM off and on
 // and types a command into the fresh serial console; does it again from
 // the console tab and sees the terminal start at the new power-on; powers
-// it off and deletes it.
+// it off (after a confirmation it first cancels) and on; shuts its guest
+// down through the ACPI power button (QEMU; under sfera-vmm the button
+// says why it is disabled) and deletes it. The power icons are drawn, and
+// disabled actions say why.
 //
 // Environment:
 //   SFERA_URL            mgmtd's base URL (http://127.0.0.1:PORT)
@@ -66,6 +69,12 @@ async function until(what, timeoutMs, probe, everyMs = 500) {
     if (Date.now() > deadline) fail(`Timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (${last.message})` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/** Clicks a power action that asks first (power off, reset), then its confirmation. */
+async function confirmed(testid) {
+  await page.getByTestId(testid).click();
+  await page.getByTestId('confirm-action').click();
 }
 
 const browser = await chromium.launch({
@@ -277,7 +286,18 @@ try {
   await page.getByTestId('power-off').and(page.locator(':enabled')).waitFor({ timeout: 30_000 });
   log('powered on');
 
-  // Pause and resume with the buttons.
+  // Pause and resume with the buttons, whose icons are drawn (SVG, not
+  // glyphs the browser's fonts may not have: they showed as empty boxes).
+  for (const testid of ['pause', 'power-on', 'power-off', 'shutdown', 'reboot', 'reset']) {
+    const box = await page.getByTestId(testid).locator('svg.power-icon').boundingBox();
+    if (!box || box.width < 10 || box.height < 10) fail(`the ${testid} button has no icon: ${JSON.stringify(box)}`);
+  }
+  // A disabled action says why.
+  const deleteWhy = await page.getByTestId('delete').getAttribute('title');
+  if (!(await page.getByTestId('delete').isDisabled()) || !deleteWhy?.includes('power it off')) fail(`the disabled Delete says: ${deleteWhy}`);
+  const onWhy = await page.getByTestId('power-on').getAttribute('title');
+  if (!onWhy?.includes('running already')) fail(`the disabled Power on says: ${onWhy}`);
+  log(`disabled actions say why ("${deleteWhy}")`);
   await page.getByTestId('pause').and(page.locator(':enabled')).click();
   await until('the VM to be paused', 60_000, async () => (await apiVm())?.state === 'paused');
   await page.getByTestId('resume').and(page.locator(':enabled')).waitFor({ timeout: 30_000 });
@@ -384,8 +404,20 @@ try {
   // Power off and on: the serial console starts clean (the last power-on's
   // log is a download), and the first command typed into it works (the
   // last session's prompts are not answered into the new boot).
+  // Power off asks first, saying what is lost; Cancel changes nothing.
   await page.getByTestId('tab-summary').click();
   await page.getByTestId('power-off').click();
+  const lost = await page.getByTestId('confirm-lost').innerText();
+  if (!lost.includes('lost') || !lost.includes('Shut down guest')) fail(`the power-off confirmation says: ${lost}`);
+  await shot('confirm-power-off');
+  await page.getByTestId('confirm-cancel').click();
+  await page.getByTestId('confirm-dialog').waitFor({ state: 'detached', timeout: 10_000 });
+  if ((await apiVm())?.state !== 'running') fail('a cancelled power-off stopped the VM');
+  await page.getByTestId('reset').click();
+  if (!(await page.getByTestId('confirm-lost').innerText()).includes('lost')) fail('the reset confirmation does not say what is lost');
+  await page.getByTestId('confirm-cancel').click();
+  log('power off and reset ask first, saying what is lost; cancelled, the VM runs on');
+  await confirmed('power-off');
   await until('the VM to stop', 60_000, async () => (await apiVm())?.state === 'stopped');
   await page.getByTestId('power-on').and(page.locator(':enabled')).click();
   await until('the VM to run again', 120_000, async () => (await apiVm())?.state === 'running');
@@ -410,7 +442,7 @@ try {
   // nothing of the last boot above it), and the first command typed at the
   // new boot's prompt runs as typed (no answer to one of the last boot's
   // cursor-position queries typed before it: "/bin/sh: 8Rfree: not found").
-  await page.getByTestId('power-off').click();
+  await confirmed('power-off');
   await until('the VM to stop', 60_000, async () => (await apiVm())?.state === 'stopped');
   await page.getByTestId('power-on').and(page.locator(':enabled')).click();
   await until('the VM to run again', 120_000, async () => (await apiVm())?.state === 'running');
@@ -428,14 +460,31 @@ try {
   log('powered off and on from the console tab: the terminal starts at the new power-on, and its first command runs');
   await shot('console-powered-on-again');
 
-  // Power off, then delete with the disk.
+  // Shut the guest down (its ACPI power button) where its driver has one,
+  // and see the guest's own shutdown messages in its console log; else
+  // the button says why it cannot, and the VM is powered off. Then delete
+  // it with its disk, the dialog saying what is lost.
   await page.getByTestId('tab-summary').click();
-  await page.getByTestId('power-off').click();
-  await until('the VM to stop', 60_000, async () => (await apiVm())?.state === 'stopped');
+  const driver = (await apiVm()).driver;
+  if (driver === 'qemu') {
+    await page.getByTestId('shutdown').and(page.locator(':enabled')).click();
+    await until('the guest to shut down', 150_000, async () => (await apiVm())?.state === 'stopped');
+    await page.locator(`[data-testid=tasks] tr[data-task-kind="vm.shutdown"][data-task-state=success]`).first().waitFor({ timeout: 30_000 });
+    const last = await page.evaluate(async (id) => (await fetch(`/api/v1/vms/${id}/console-logs/current`)).text(), vmId);
+    if (!last.includes('sfera-guest: power button pressed: shutting down') || !last.includes('reboot: Power down')) fail(`no shutdown messages from the guest:\n${last.slice(-600)}`);
+    log('shut down by its guest (ACPI power button), its shutdown messages in the console log');
+  } else {
+    const why = await page.getByTestId('shutdown').getAttribute('title');
+    if (!(await page.getByTestId('shutdown').isDisabled()) || !why?.includes('no ACPI power button')) fail(`Shut down guest under ${driver}: ${why}`);
+    log(`Shut down guest is disabled under ${driver}: "${why}"`);
+    await confirmed('power-off');
+    await until('the VM to stop', 60_000, async () => (await apiVm())?.state === 'stopped');
+  }
   await page.getByTestId('delete').and(page.locator(':enabled')).waitFor({ timeout: 30_000 });
-  log('powered off');
+  log('stopped');
   await page.getByTestId('delete').click();
   await page.getByTestId('delete-disks').check();
+  if (!(await page.getByTestId('delete-lost').innerText()).includes('lost')) fail('the delete dialog does not say the disks are lost');
   await page.getByTestId('confirm-delete').click();
   await until('the VM to be gone', 60_000, async () => (await apiVm()) === null);
   await until('the VM to leave the tree', 30_000, async () => (await page.getByTestId(`tree-vm-${vmName}`).count()) === 0);
@@ -517,7 +566,7 @@ try {
     log('imported disk booted through firmware (seen in the browser console)');
     await shot('firmware-boot');
     await page.getByTestId('tab-summary').click();
-    await page.getByTestId('power-off').click();
+    await confirmed('power-off');
     await until('the firmware VM to stop', 60_000, async () => (await apiVm(fwName))?.state === 'stopped');
     await page.getByTestId('delete').and(page.locator(':enabled')).click();
     await page.getByTestId('delete-disks').uncheck();

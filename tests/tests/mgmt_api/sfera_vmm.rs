@@ -61,7 +61,32 @@ pub(crate) fn it_runs_with_a_console_and_no_display(s: &EndToEnd) -> Result<Valu
         "{running}"
     );
     console_without_display(s)?;
+    no_power_button(s)?;
     Ok(running)
+}
+
+/// sfera-vmm has no ACPI power button: a graceful shutdown or restart is
+/// refused at once (409, saying so), not answered with a stop that did not
+/// happen, and the VM runs on.
+fn no_power_button(s: &EndToEnd) -> Result<()> {
+    let (m, admin) = (&s.m, Cred::Bearer(&s.token));
+    for action in ["shutdown", "reboot?timeout_s=5"] {
+        let e = m.expect(
+            admin,
+            "POST",
+            &format!("/api/v1/vms/tg/power/{action}"),
+            None,
+            409,
+        )?;
+        ensure!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|t| t.contains("no ACPI power button")),
+            "{action}: {e}"
+        );
+    }
+    ensure!(m.vm_state(&s.token, "tg")? == "running");
+    Ok(())
 }
 
 /// The test guest's first report line on the console WebSocket, and a 409

@@ -69,7 +69,7 @@ export function GraphicalConsole({ vm, running }: { vm: string; running: boolean
           </button>
         )}
         <span class="muted right">Screen (VGA); click it to type into the guest</span>
-        <button class="small" disabled={status.state !== 'connected'} onClick={() => rfb.current?.sendCtrlAltDel()} data-testid="ctrl-alt-del">
+        <button class="small" disabled={status.state !== 'connected'} title={status.state === 'connected' ? 'Send Ctrl-Alt-Del to the guest' : 'The screen is not connected'} onClick={() => rfb.current?.sendCtrlAltDel()} data-testid="ctrl-alt-del">
           Ctrl-Alt-Del
         </button>
       </div>

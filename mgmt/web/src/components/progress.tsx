@@ -21,6 +21,8 @@ export const taskTitle = (kind: string) =>
     'vm.reset': 'Reset',
     'vm.pause': 'Pause',
     'vm.resume': 'Resume',
+    'vm.shutdown': 'Shut down guest',
+    'vm.reboot': 'Restart guest',
     'volume.import': 'Import disk image',
   })[kind] ?? kind;
 

@@ -22,6 +22,8 @@ type Fate = 'keep' | 'remove' | 'delete';
 export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
   const s = useStore();
   const stopped = vm.state === 'stopped';
+  // What a disabled field or button says.
+  const frozen = stopped ? undefined : `The VM is ${vm.state}: power it off to change this`;
   const [step, setStep] = useState(0);
   const [name, setName] = useState(vm.name);
   const [vcpus, setVcpus] = useState(String(vm.vcpus));
@@ -134,11 +136,11 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
           <Card title="CPU and memory">
             <label>
               vCPUs
-              <input type="number" min="1" max="64" value={vcpus} disabled={!stopped} onInput={(e) => setVcpus((e.target as HTMLInputElement).value)} data-testid="edit-vcpus" />
+              <input type="number" min="1" max="64" value={vcpus} disabled={!stopped} title={frozen} onInput={(e) => setVcpus((e.target as HTMLInputElement).value)} data-testid="edit-vcpus" />
             </label>
             <label>
               Memory (MiB)
-              <input type="number" min="128" value={memory} disabled={!stopped} onInput={(e) => setMemory((e.target as HTMLInputElement).value)} data-testid="edit-memory" />
+              <input type="number" min="128" value={memory} disabled={!stopped} title={frozen} onInput={(e) => setMemory((e.target as HTMLInputElement).value)} data-testid="edit-memory" />
             </label>
           </Card>
         )}
@@ -146,7 +148,7 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
           <Card
             title="Disks"
             actions={
-              <button class="small" disabled={!stopped} onClick={() => setNewDisks([...newDisks, { datastore: s.datastores[0]?.name ?? '', gib: '1', volume: '' }])} data-testid="edit-add-disk">
+              <button class="small" disabled={!stopped} title={frozen} onClick={() => setNewDisks([...newDisks, { datastore: s.datastores[0]?.name ?? '', gib: '1', volume: '' }])} data-testid="edit-add-disk">
                 Add disk
               </button>
             }
@@ -156,7 +158,7 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
                 <span>
                   Disk {i}: {d.datastore}/{d.volume} ({bytes(d.size_bytes)})
                 </span>
-                <select value={fates[d.export_id] ?? 'keep'} disabled={!stopped} onChange={(e) => setFates({ ...fates, [d.export_id]: (e.target as HTMLSelectElement).value as Fate })} aria-label={`Disk ${i} fate`}>
+                <select value={fates[d.export_id] ?? 'keep'} disabled={!stopped} title={frozen} onChange={(e) => setFates({ ...fates, [d.export_id]: (e.target as HTMLSelectElement).value as Fate })} aria-label={`Disk ${i} fate`}>
                   <option value="keep">keep</option>
                   <option value="remove">take off (the volume stays)</option>
                   <option value="delete">take off and delete the volume</option>
@@ -173,7 +175,7 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
                     </option>
                   ))}
                 </select>
-                <input type="number" min="0.001" step="any" value={d.gib} disabled={!!d.volume} onInput={(e) => setNewDisks(newDisks.map((x, j) => (j === i ? { ...x, gib: (e.target as HTMLInputElement).value } : x)))} aria-label={`New disk ${i} size in GiB`} />
+                <input type="number" min="0.001" step="any" value={d.gib} disabled={!!d.volume} title={d.volume ? 'An existing volume keeps its size' : undefined} onInput={(e) => setNewDisks(newDisks.map((x, j) => (j === i ? { ...x, gib: (e.target as HTMLInputElement).value } : x)))} aria-label={`New disk ${i} size in GiB`} />
                 <span>GiB, or an existing volume</span>
                 <input placeholder="imports/disk1" value={d.volume} onInput={(e) => setNewDisks(newDisks.map((x, j) => (j === i ? { ...x, volume: (e.target as HTMLInputElement).value.trim() } : x)))} aria-label={`New disk ${i} existing volume`} />
                 <button class="small" onClick={() => setNewDisks(newDisks.filter((_, j) => j !== i))}>
@@ -187,7 +189,7 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
           <Card
             title="Network adapters"
             actions={
-              <button class="small" disabled={!stopped} onClick={() => setNewNics([...newNics, { port_group: groups[0]?.name ?? '', mac: '' }])} data-testid="edit-add-nic">
+              <button class="small" disabled={!stopped} title={frozen} onClick={() => setNewNics([...newNics, { port_group: groups[0]?.name ?? '', mac: '' }])} data-testid="edit-add-nic">
                 Add network adapter
               </button>
             }
@@ -198,7 +200,7 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
                   NIC {i}: {n.port_group} <code>{n.mac}</code>
                 </span>
                 <label class="check">
-                  <input type="checkbox" checked={!!dropNics[n.mac]} disabled={!stopped} onChange={(e) => setDropNics({ ...dropNics, [n.mac]: (e.target as HTMLInputElement).checked })} aria-label={`Take NIC ${i} off`} />
+                  <input type="checkbox" checked={!!dropNics[n.mac]} disabled={!stopped} title={frozen} onChange={(e) => setDropNics({ ...dropNics, [n.mac]: (e.target as HTMLInputElement).checked })} aria-label={`Take NIC ${i} off`} />
                   take off
                 </label>
               </div>
@@ -242,7 +244,7 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
           <button onClick={onClose} disabled={submitting}>
             Cancel
           </button>
-          <button onClick={() => (setError(null), setStep(step - 1))} disabled={step === 0 || submitting}>
+          <button onClick={() => (setError(null), setStep(step - 1))} disabled={step === 0 || submitting} title={step === 0 ? 'This is the first step' : submitting ? 'Saving…' : undefined}>
             Back
           </button>
           {step < STEPS.length - 1 ? (

@@ -159,7 +159,7 @@ export function NewVmPage() {
         <ol class="steps">
           {STEPS.map((t, i) => (
             <li key={t} class={i === step ? 'active' : i < step ? 'done' : ''}>
-              <button type="button" disabled={i > step || submitting} onClick={() => setStep(i)}>
+              <button type="button" disabled={i > step || submitting} title={submitting ? 'Creating the VM…' : i > step ? 'Finish the steps before this one first (Next)' : undefined} onClick={() => setStep(i)}>
                 {i + 1}. {t}
               </button>
             </li>
@@ -182,7 +182,7 @@ export function NewVmPage() {
                   <div class="indent">
                     <select value={template} onChange={(e) => setTemplate((e.target as HTMLSelectElement).value)} data-testid="wizard-template">
                       {templates.map((t) => (
-                        <option key={t.name} value={t.name} disabled={!t.available}>
+                        <option key={t.name} value={t.name} disabled={!t.available} title={t.available ? undefined : 'Its image is not on this host (make guest-image builds Tiny Linux)'}>
                           {t.name}
                           {t.available ? '' : ' (not built)'}
                         </option>
@@ -227,7 +227,7 @@ export function NewVmPage() {
                 <select value={driver} onChange={(e) => setDriver((e.target as HTMLSelectElement).value as 'default' | Driver)} data-testid="wizard-driver">
                   <option value="default">The host's choice ({s.host?.default_driver ?? '…'})</option>
                   <option value="qemu">QEMU</option>
-                  <option value="sfera-vmm" disabled={s.host ? !s.host.sfera_vmm_available : false}>
+                  <option value="sfera-vmm" disabled={s.host ? !s.host.sfera_vmm_available : false} title={s.host && !s.host.sfera_vmm_available ? `Not on this host: ${s.host.driver_reason}` : undefined}>
                     sfera-vmm
                   </option>
                 </select>
@@ -248,7 +248,7 @@ export function NewVmPage() {
                       </option>
                     ))}
                   </select>
-                  <input type="number" min="0.001" step="any" value={d.gib} disabled={!!d.volume} onInput={(e) => setDisks(disks.map((x, j) => (j === i ? { ...x, gib: (e.target as HTMLInputElement).value } : x)))} aria-label={`Disk ${i} size in GiB`} />
+                  <input type="number" min="0.001" step="any" value={d.gib} disabled={!!d.volume} title={d.volume ? 'An existing volume keeps its size' : undefined} onInput={(e) => setDisks(disks.map((x, j) => (j === i ? { ...x, gib: (e.target as HTMLInputElement).value } : x)))} aria-label={`Disk ${i} size in GiB`} />
                   <span>GiB, thin, or an existing volume</span>
                   <input placeholder="imports/disk1" value={d.volume} onInput={(e) => setDisks(disks.map((x, j) => (j === i ? { ...x, volume: (e.target as HTMLInputElement).value.trim() } : x)))} aria-label={`Disk ${i} existing volume`} />
                   <button class="small" onClick={() => setDisks(disks.filter((_, j) => j !== i))}>
@@ -303,7 +303,7 @@ export function NewVmPage() {
             <button onClick={() => go({ page: 'host' })} disabled={submitting}>
               Cancel
             </button>
-            <button onClick={() => (setError(null), setStep(step - 1))} disabled={step === 0 || submitting}>
+            <button onClick={() => (setError(null), setStep(step - 1))} disabled={step === 0 || submitting} title={step === 0 ? 'This is the first step' : submitting ? 'Creating the VM…' : undefined}>
               Back
             </button>
             {step < STEPS.length - 1 ? (

@@ -157,10 +157,10 @@ export function ImportDisk({ ds, onDone }: { ds: string; onDone?: () => void }) 
         <option value="qcow2">qcow2</option>
         <option value="vmdk">vmdk</option>
       </select>
-      <button class="primary small" disabled={!!task} data-testid="import-submit">
+      <button class="primary small" disabled={!!task} title={task ? 'An import is under way' : undefined} data-testid="import-submit">
         Import
       </button>
-      <button type="button" class="small" disabled={!!task} onClick={() => setOpen(false)}>
+      <button type="button" class="small" disabled={!!task} title={task ? 'An import is under way' : undefined} onClick={() => setOpen(false)}>
         Cancel
       </button>
       {task && <TaskProgress task={task} />}

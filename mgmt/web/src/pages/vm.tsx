@@ -13,6 +13,8 @@ import type { Route } from '../router';
 import { refreshActivity, refreshAll, runningTasks, useStore } from '../store';
 import { Performance } from './charts';
 import { EditVmWizard } from './edit-vm';
+import { CONFIRMATIONS, ConfirmDialog, PowerIcon, whyNot } from '../components/power';
+import type { PowerAction } from '../components/power';
 
 type Tab = Extract<Route, { page: 'vm' }>['tab'];
 
@@ -161,11 +163,14 @@ function DeleteDialog({ vm, onCancel, onDelete }: { vm: Vm; onCancel: () => void
     <div class="dialog-backdrop">
       <div class="dialog" role="dialog" aria-modal="true" aria-label={`Delete ${vm.name}`}>
         <h3>Delete {vm.name}?</h3>
-        <p>The VM leaves the inventory; its NICs' ports and its disks' exports are removed.</p>
+        <p>The VM leaves the inventory; its NICs' ports and its disks' exports are removed. This cannot be undone.</p>
         <label class="check">
           <input type="checkbox" checked={disks} onChange={(e) => setDisks((e.target as HTMLInputElement).checked)} data-testid="delete-disks" />
           Delete its disks too ({vm.disks.map((d) => `${d.datastore}/${d.volume}`).join(', ') || 'none'})
         </label>
+        <p class="muted" data-testid="delete-lost">
+          {disks ? 'Everything on its disks is lost.' : 'Its disks stay on their datastores as volumes, which a new VM can use.'}
+        </p>
         <div class="dialog-actions">
           <button onClick={onCancel}>Cancel</button>
           <button class="danger" onClick={() => onDelete(disks)} data-testid="confirm-delete">
@@ -185,6 +190,7 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
   const [error, setError] = useState<string | null>(null);
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [editing, setEditing] = useState(false);
+  const [confirm, setConfirm] = useState<PowerAction | null>(null);
   if (!vm) return <p class="muted">{s.loaded ? `No VM ${name}.` : 'Loading…'}</p>;
   const admin = s.session?.role === 'administrator';
   const running = current && (current.state === 'running' || current.state === 'queued') ? current : runningTasks(vm.id)[0];
@@ -206,8 +212,26 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
       refreshAll();
     }
   };
-  const power = (action: 'on' | 'off' | 'reset' | 'pause' | 'resume') => act('POST', `/vms/${seg(vm.id)}/power/${action}`);
+  const power = (action: PowerAction) => act('POST', `/vms/${seg(vm.id)}/power/${action}`);
   const live = vm.state === 'running' || vm.state === 'paused';
+  // One button per action: disabled with the reason as its title, and
+  // asking first when the action loses something.
+  const powerButton = (action: PowerAction, label: string, title?: string, primary?: boolean) => {
+    const why = whyNot(action, vm, busy);
+    const testid = action === 'on' ? 'power-on' : action === 'off' ? 'power-off' : action;
+    return (
+      <button
+        class={primary ? 'primary' : undefined}
+        disabled={!!why}
+        title={why ?? title ?? label}
+        onClick={() => (CONFIRMATIONS[action] ? setConfirm(action) : power(action))}
+        data-testid={testid}
+      >
+        <PowerIcon action={action} /> {label}
+      </button>
+    );
+  };
+  const asked = confirm ? CONFIRMATIONS[confirm] : undefined;
   const tabs: [Tab, string][] = [
     ['summary', 'Summary'],
     ['console', 'Console'],
@@ -218,28 +242,16 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
       <PageHeader icon={`vm-${vm.state}`} title={vm.name} subtitle={<>Virtual machine · <StateBadge state={vm.state} /></>}>
         {admin && (
           <>
-            <button class="primary" disabled={busy || vm.state !== 'stopped'} onClick={() => power('on')} data-testid="power-on">
-              ▶ Power on
-            </button>
-            <button disabled={busy || !live} onClick={() => power('off')} data-testid="power-off">
-              ■ Power off
-            </button>
-            {vm.state === 'paused' ? (
-              <button disabled={busy} onClick={() => power('resume')} data-testid="resume">
-                ⏵ Resume
-              </button>
-            ) : (
-              <button disabled={busy || vm.state !== 'running'} onClick={() => power('pause')} data-testid="pause">
-                ⏸ Pause
-              </button>
-            )}
-            <button disabled={busy || vm.state !== 'running'} onClick={() => power('reset')} data-testid="reset">
-              ↻ Reset
-            </button>
-            <button disabled={busy || vm.state === 'creating' || vm.state === 'deleting'} onClick={() => setEditing(true)} data-testid="edit">
+            {powerButton('on', 'Power on', undefined, true)}
+            {powerButton('shutdown', 'Shut down guest', 'Ask the guest to shut down (ACPI power button)')}
+            {powerButton('reboot', 'Restart guest', 'Ask the guest to shut down, then power it on again')}
+            {powerButton('off', 'Power off…', 'Stop at once, like pulling the power cord')}
+            {vm.state === 'paused' ? powerButton('resume', 'Resume') : powerButton('pause', 'Pause', 'Stop the vCPUs; memory and devices stay')}
+            {powerButton('reset', 'Reset…', 'Restart at once, like the reset button')}
+            <button disabled={!!whyNot('edit', vm, busy)} title={whyNot('edit', vm, busy) ?? 'Rename the VM; change its hardware while it is stopped'} onClick={() => setEditing(true)} data-testid="edit">
               ✎ Edit…
             </button>
-            <button class="danger" disabled={busy || vm.state !== 'stopped'} onClick={() => setConfirmDelete(true)} data-testid="delete">
+            <button class="danger" disabled={!!whyNot('delete', vm, busy)} title={whyNot('delete', vm, busy) ?? 'Delete the VM, and its disks if you choose'} onClick={() => setConfirmDelete(true)} data-testid="delete">
               Delete…
             </button>
           </>
@@ -258,6 +270,19 @@ export function VmPage({ name, tab }: { name: string; tab: Tab }) {
       {tab === 'console' && (admin ? <Consoles vm={vm} live={live} /> : <p class="muted">The console is for administrators.</p>)}
       {tab === 'performance' && <Performance kind="vm" object={vm.id} />}
       {editing && <EditVmWizard vm={vm} onClose={() => setEditing(false)} />}
+      {confirm && asked && (
+        <ConfirmDialog
+          title={`${asked.title} ${vm.name}?`}
+          button={asked.button}
+          onCancel={() => setConfirm(null)}
+          onConfirm={() => {
+            setConfirm(null);
+            power(confirm);
+          }}
+        >
+          <p data-testid="confirm-lost">{asked.lost}</p>
+        </ConfirmDialog>
+      )}
       {confirmDelete && (
         <DeleteDialog
           vm={vm}

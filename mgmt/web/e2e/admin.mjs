@@ -7,7 +7,8 @@
 // words) and logs in with the new one, not the old; they create an API
 // token (its secret shown once), see it listed, use it for a request and
 // see its use noted, revoke it after confirming, and see it refused; the
-// administrator deletes the user after confirming.
+// administrator enters and exits this host's maintenance mode on the
+// cluster card, and deletes the user after confirming.
 //
 // Environment: SFERA_URL, SFERA_PASSWORD_FILE (or SFERA_PASSWORD),
 // CHROMIUM, SFERA_ARTIFACTS (screenshots: on failure; of each step when
@@ -15,45 +16,7 @@
 //
 // Exits 0 when every step passed, 1 with the reason otherwise.
 
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-
-const base = process.env.SFERA_URL ?? 'https://127.0.0.1:8443';
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const artifacts = process.env.SFERA_ARTIFACTS ?? 'test-results';
-const everyStep = process.env.SFERA_SCREENSHOTS === '1';
-const password =
-  process.env.SFERA_PASSWORD ??
-  (process.env.SFERA_PASSWORD_FILE ? readFileSync(process.env.SFERA_PASSWORD_FILE, 'utf8').trim() : null);
-
-const started = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
-
-function fail(msg) {
-  throw new Error(msg);
-}
-
-if (+process.versions.node.split('.')[0] < 20) fail(`Node.js ${process.version}: playwright-core needs 20 or later`);
-if (!password) fail('No password: set SFERA_PASSWORD_FILE or SFERA_PASSWORD');
-if (!existsSync(executablePath)) fail(`No browser at ${executablePath} (apt-get install chromium)`);
-mkdirSync(artifacts, { recursive: true });
-
-/** Polls `probe` until it returns a truthy value. */
-async function until(what, timeoutMs, probe, everyMs = 300) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) fail(`Timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (${last.message})` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+import { base, fail, log, openBrowser, password, run, until } from './common.mjs';
 
 /** A request from this script, not the browser: no cookie, only the token given. */
 async function withToken(token, path) {
@@ -61,28 +24,8 @@ async function withToken(token, path) {
   return { status: r.status, body: await r.json().catch(() => null) };
 }
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-});
-const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1440, height: 900 } });
-const page = await context.newPage();
-const consoleErrors = [];
-page.on('console', (m) => {
-  // Refused requests (a wrong password's 403) are logged by the browser
-  // itself; only the app's own errors count.
-  if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) consoleErrors.push(m.text());
-});
-page.on('pageerror', (e) => consoleErrors.push(String(e)));
-
-let step = 0;
-async function shot(name, force = false) {
-  if (!everyStep && !force) return;
-  const file = join(artifacts, `${String(++step).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file });
-  log(`screenshot ${file}`);
-}
+const session = await openBrowser(900);
+const { page, shot } = session;
 
 async function login(user, pw) {
   await page.getByLabel('User name').fill(user);
@@ -99,7 +42,7 @@ const userRow = (name) => page.locator(`[data-testid=users] tr[data-user="${name
 
 const ops = { name: 'e2e-ops', first: 'first-password-1', second: 'second-password-2' };
 
-try {
+await run(session, async () => {
   await page.goto(base);
   await login('admin', password);
   await page.getByTestId('user').waitFor();
@@ -203,6 +146,22 @@ try {
 
   // The administrator deletes the user, after confirming.
   await login('admin', password);
+
+  // The cluster card: this host enters maintenance mode and exits it;
+  // it cannot remove itself, and says why.
+  await page.getByTestId('tree-host').click();
+  const cluster = page.getByTestId('cluster-hosts');
+  await cluster.locator('tr[data-host-state=connected]').waitFor();
+  const remove = cluster.getByTestId('host-remove');
+  if (!(await remove.isDisabled())) fail('this host may remove itself');
+  if (!(await remove.getAttribute('title')).includes('through another host')) fail('no reason on the disabled Remove');
+  await cluster.getByTestId('host-enter-maintenance').click();
+  await cluster.locator('tr[data-host-state=maintenance]').getByText('maintenance mode').waitFor();
+  await shot('host-maintenance');
+  await cluster.getByTestId('host-exit-maintenance').click();
+  await cluster.locator('tr[data-host-state=connected]').waitFor();
+  log('this host entered maintenance mode and exited it from the cluster card');
+
   await page.getByTestId('top-admin').click();
   await userRow(ops.name).getByTestId('user-delete-open').click();
   await page.getByTestId('confirm-dialog').getByText(`Delete user ${ops.name}?`).waitFor();
@@ -212,21 +171,7 @@ try {
 
   // The events pane tells the story.
   await page.getByRole('tab', { name: 'Events' }).click();
-  for (const kind of ['user.created', 'user.role_changed', 'session.password_changed', 'token.created', 'user.deleted']) {
+  for (const kind of ['user.created', 'user.role_changed', 'session.password_changed', 'token.created', 'user.deleted', 'host.maintenance_entered', 'host.maintenance_exited']) {
     await page.getByTestId('events').getByText(kind, { exact: true }).first().waitFor({ timeout: 10_000 });
   }
-  if (consoleErrors.length) fail(`the page logged errors: ${consoleErrors.join(' | ')}`);
-  log('PASS');
-  await browser.close();
-} catch (e) {
-  console.error(`FAIL: ${e.message}`);
-  try {
-    await shot('failure', true);
-    console.error(`page text:\n${(await page.locator('body').innerText()).slice(0, 3000)}`);
-  } catch {
-    // The page is gone too.
-  }
-  if (consoleErrors.length) console.error(`browser console errors: ${consoleErrors.join(' | ')}`);
-  await browser.close();
-  process.exit(1);
-}
+});

@@ -24,52 +24,15 @@
 // skipped: a missing browser is a failure.
 
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { base, fail, log, openBrowser, password, run, until } from './common.mjs';
 
-const base = process.env.SFERA_URL ?? 'https://127.0.0.1:8443';
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const vmName = process.env.SFERA_VM ?? 'e2e-tiny';
-const artifacts = process.env.SFERA_ARTIFACTS ?? 'test-results';
-const everyStep = process.env.SFERA_SCREENSHOTS === '1';
 // A disk image file on mgmtd's host to import through the datastore page
 // (the Rust test makes it with qemu-img); the import step is skipped only
 // when run by hand without one.
 const importImage = process.env.SFERA_IMPORT_IMAGE ?? null;
-const password =
-  process.env.SFERA_PASSWORD ??
-  (process.env.SFERA_PASSWORD_FILE ? readFileSync(process.env.SFERA_PASSWORD_FILE, 'utf8').trim() : null);
-
-const started = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
-
-function fail(msg) {
-  throw new Error(msg);
-}
-
-if (+process.versions.node.split('.')[0] < 20) fail(`Node.js ${process.version}: playwright-core needs 20 or later`);
-if (!password) fail('No password: set SFERA_PASSWORD_FILE or SFERA_PASSWORD');
-if (!existsSync(executablePath)) fail(`No browser at ${executablePath} (apt-get install chromium)`);
-mkdirSync(artifacts, { recursive: true });
-
-/** Polls `probe` until it returns a truthy value. */
-async function until(what, timeoutMs, probe, everyMs = 500) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) fail(`Timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (${last.message})` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 /** Clicks a power action that asks first (power off, reset), then its confirmation. */
 async function confirmed(testid) {
@@ -77,29 +40,8 @@ async function confirmed(testid) {
   await page.getByTestId('confirm-action').click();
 }
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  // As root in a container: no user namespace sandbox.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-});
-const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1440, height: 960 } });
-const page = await context.newPage();
-const consoleErrors = [];
-page.on('console', (m) => {
-  // A refused request (the 401 before logging in, the 404 of a deleted
-  // VM) is logged by the browser itself; only the app's own errors count.
-  if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) consoleErrors.push(m.text());
-});
-page.on('pageerror', (e) => consoleErrors.push(String(e)));
-
-let step = 0;
-async function shot(name, force = false) {
-  if (!everyStep && !force) return;
-  const file = join(artifacts, `${String(++step).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file });
-  log(`screenshot ${file}`);
-}
+const session = await openBrowser(960);
+const { page, shot } = session;
 
 /** The VM as the API has it (through the page, with its cookie). */
 const apiVm = (name = vmName) =>
@@ -176,7 +118,7 @@ async function chartMax(testid) {
   return Number(v ?? 0);
 }
 
-try {
+await run(session, async () => {
   // Log in.
   log(`opening ${base}`);
   await page.goto(base);
@@ -391,7 +333,7 @@ try {
   });
   const viewerCookie = (login.headers.get('set-cookie') ?? '').split(';')[0];
   if (login.status !== 200 || !viewerCookie) fail(`the read-only user's login: ${login.status}`);
-  const adminCookie = (await context.cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+  const adminCookie = (await page.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
   const vmId = (await apiVm()).id;
   const statuses = {
     adminDisplay: await upgradeStatus(`/api/v1/vms/${vmId}/display`, adminCookie),
@@ -579,18 +521,4 @@ try {
   for (const kind of ['vm.created', 'vm.powered_on', 'vm.paused', 'vm.resumed', 'vm.powered_off', 'vm.deleted', ...(importImage ? ['volume.imported'] : [])]) {
     await page.getByTestId('events').getByText(kind, { exact: true }).first().waitFor({ timeout: 10_000 });
   }
-  if (consoleErrors.length) fail(`the page logged errors: ${consoleErrors.join(' | ')}`);
-  log('PASS');
-  await browser.close();
-} catch (e) {
-  console.error(`FAIL: ${e.message}`);
-  try {
-    await shot('failure', true);
-    console.error(`page text:\n${(await page.locator('body').innerText()).slice(0, 3000)}`);
-  } catch {
-    // The page is gone too.
-  }
-  if (consoleErrors.length) console.error(`browser console errors: ${consoleErrors.join(' | ')}`);
-  await browser.close();
-  process.exit(1);
-}
+});

@@ -18,9 +18,20 @@ export function Facts({ rows }: { rows: [string, ComponentChildren][] }) {
   );
 }
 
-export function Card({ title, children, actions }: { title: string; children: ComponentChildren; actions?: ComponentChildren }) {
+export function Card({
+  title,
+  children,
+  actions,
+  wide,
+}: {
+  title: string;
+  children: ComponentChildren;
+  actions?: ComponentChildren;
+  /** Spans the whole row of cards (a table with many columns). */
+  wide?: boolean;
+}) {
   return (
-    <section class="card">
+    <section class={wide ? 'card card-wide' : 'card'}>
       <header>
         <h3>{title}</h3>
         {actions && <div class="card-actions">{actions}</div>}

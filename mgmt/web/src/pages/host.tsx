@@ -71,7 +71,7 @@ export function HostPage() {
             </table>
           )}
         </Card>
-        <Card title="Cluster" actions={s.session?.role === 'administrator' && <AddHost />}>
+        <Card title="Cluster" wide actions={s.session?.role === 'administrator' && <AddHost />}>
           <table class="grid" data-testid="cluster-hosts">
             <thead>
               <tr>

@@ -420,6 +420,44 @@ pub struct ClusterHost {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<crate::maintenance::Maintenance>,
     pub facts: HostFacts,
+    /// What its VMs use of it, from the cluster's inventory
+    pub usage: HostUsage,
+}
+
+/// What a host's VMs use of it: the basis of placing new VMs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct HostUsage {
+    /// Its VMs, of any state
+    pub vms: usize,
+    /// Its VMs that run or are paused
+    pub vms_running: usize,
+    /// The memory given to its running and paused VMs
+    pub memory_allocated_bytes: u64,
+    /// Its memory less that (never below zero)
+    pub memory_free_bytes: u64,
+    /// The vCPUs of its running and paused VMs
+    pub vcpus_allocated: u64,
+}
+
+impl HostUsage {
+    /// The usage of host `host` (of `memory_bytes`) by the VMs `vms`, of
+    /// every host.
+    pub fn of(host: &str, memory_bytes: u64, vms: &[crate::db::Vm]) -> Self {
+        let mut u = HostUsage::default();
+        for vm in vms.iter().filter(|v| v.host == host) {
+            u.vms += 1;
+            if matches!(
+                vm.state,
+                crate::db::VmState::Running | crate::db::VmState::Paused
+            ) {
+                u.vms_running += 1;
+                u.memory_allocated_bytes += u64::from(vm.memory_mib) << 20;
+                u.vcpus_allocated += u64::from(vm.vcpus);
+            }
+        }
+        u.memory_free_bytes = memory_bytes.saturating_sub(u.memory_allocated_bytes);
+        u
+    }
 }
 
 /// This host's view of the cluster: the store, its own name in it, and
@@ -434,7 +472,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Every host that ever joined, with its state, by name.
+    /// Every host that ever joined, with its state, by name (its usage
+    /// not counted: see [`Cluster::hosts_with_usage`]).
     pub async fn hosts(&self) -> Result<Vec<ClusterHost>, cluster::StoreError> {
         let records = self.store.list::<HostRecord>("hosts").await?;
         let alive = self.store.list::<Alive>("host-alive").await?;
@@ -459,10 +498,25 @@ impl Cluster {
                     started_at: r.value.started_at,
                     maintenance,
                     facts: r.value.facts,
+                    usage: HostUsage::default(),
                     name,
                 }
             })
             .collect())
+    }
+}
+
+impl Cluster {
+    /// [`Cluster::hosts`], each with what the VMs `vms` use of it.
+    pub async fn hosts_with_usage(
+        &self,
+        vms: &[crate::db::Vm],
+    ) -> Result<Vec<ClusterHost>, cluster::StoreError> {
+        let mut hosts = self.hosts().await?;
+        for h in &mut hosts {
+            h.usage = HostUsage::of(&h.name, h.facts.memory_bytes, vms);
+        }
+        Ok(hosts)
     }
 }
 
@@ -758,5 +812,50 @@ mod tests {
         let fresh = tempfile::tempdir().unwrap();
         let err = ClusterFile::load_or_create(fresh.path(), "-bad", &[], LOOPBACK).unwrap_err();
         assert!(format!("{err:#}").contains("host name"), "{err:#}");
+    }
+
+    fn vm(host: &str, state: crate::db::VmState, memory_mib: u32, vcpus: u32) -> crate::db::Vm {
+        crate::db::Vm {
+            id: format!("vm-{host}-{memory_mib}"),
+            name: format!("{host}-{memory_mib}"),
+            host: host.into(),
+            resource_version: 0,
+            vcpus,
+            memory_mib,
+            boot: crate::db::Boot::Disk,
+            driver: "qemu".into(),
+            driver_reason: String::new(),
+            state,
+            pid: None,
+            disks: Vec::new(),
+            nics: Vec::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_hosts_usage_counts_its_running_and_paused_vms_only() {
+        use crate::db::VmState;
+        let vms = [
+            vm("a", VmState::Running, 1024, 2),
+            vm("a", VmState::Paused, 512, 1),
+            vm("a", VmState::Stopped, 4096, 4),
+            vm("b", VmState::Running, 2048, 8),
+        ];
+        let u = HostUsage::of("a", 4 << 30, &vms);
+        assert_eq!(
+            u,
+            HostUsage {
+                vms: 3,
+                vms_running: 2,
+                memory_allocated_bytes: 1536 << 20,
+                memory_free_bytes: (4096 - 1536) << 20,
+                vcpus_allocated: 3,
+            }
+        );
+        // Overcommitted: no free memory, not a negative amount.
+        assert_eq!(HostUsage::of("b", 1 << 30, &vms).memory_free_bytes, 0);
+        assert_eq!(HostUsage::of("c", 1 << 30, &vms).vms, 0);
     }
 }

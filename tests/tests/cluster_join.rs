@@ -371,6 +371,24 @@ fn b_powers_a_vm_of_a_through_a(a: &Mgmtd, a_token: &str, b: &Mgmtd, b_token: &s
         running["state"] == "running" && on["result"]["pid"] == pid && alive(pid),
         "A after a power-on through B: {running}; B's task: {on}"
     );
+    // B counts what A's running VM uses of A.
+    let a_seen = b.expect(
+        Cred::Bearer(b_token),
+        "GET",
+        "/api/v1/hosts/esx-a",
+        None,
+        200,
+    )?;
+    let usage = &a_seen["usage"];
+    ensure!(
+        usage["vms_running"] == 1
+            && usage["memory_allocated_bytes"] == 128u64 << 20
+            && usage["memory_free_bytes"].as_u64()
+                == a_seen["facts"]["memory_bytes"]
+                    .as_u64()
+                    .map(|m| m - (128 << 20)),
+        "A's usage as B lists it: {a_seen}"
+    );
     let off = power_through_b(b, b_token, "off", "vm.power_off")?;
     ensure!(off["state"] == "success", "power-off through B: {off}");
     ensure!(a.vm_state(a_token, "shared")? == "stopped" && !alive(pid));

@@ -15,6 +15,7 @@ use super::schema;
 use crate::db::VmState;
 use crate::db::metrics::{self as metrics_db, SampledObject};
 use crate::host::HostFacts;
+use crate::membership::ClusterHost;
 use crate::service::Mgmt;
 
 /// The host: its facts, its VMs counted, and which driver each VM has.
@@ -71,21 +72,28 @@ pub async fn host(mgmt: &Mgmt) -> Result<Reply, ApiError> {
     })
 }
 
+/// Every host of the cluster, with what its VMs use of it.
+async fn hosts_with_usage(mgmt: &Mgmt) -> Result<Vec<ClusterHost>, ApiError> {
+    let vms = mgmt.inventory.vms().await?;
+    Ok(mgmt
+        .cluster
+        .hosts_with_usage(&vms)
+        .await
+        .map_err(crate::Error::from)?)
+}
+
 /// `GET /api/v1/hosts`: every host of the cluster, from its store.
 pub async fn list_hosts(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let page = Page::from_query(&r.query)?;
-    ok(page.of(mgmt.cluster.hosts().await.map_err(crate::Error::from)?))
+    ok(page.of(hosts_with_usage(mgmt).await?))
 }
 
 /// `GET /api/v1/hosts/{host}`.
 pub async fn get_host(mgmt: &Mgmt, r: &ApiRequest) -> Result<Reply, ApiError> {
     let name = r.param("host");
     super::rules::check_object_name("host", name)?;
-    match mgmt
-        .cluster
-        .hosts()
-        .await
-        .map_err(crate::Error::from)?
+    match hosts_with_usage(mgmt)
+        .await?
         .into_iter()
         .find(|h| h.name == name)
     {

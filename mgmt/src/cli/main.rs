@@ -478,7 +478,9 @@ const TASKS: Listing = Listing {
 const HOSTS: Listing = Listing {
     path: "/api/v1/hosts?limit=500",
     items: "items",
-    header: &["NAME", "STATE", "CPUS", "MEMORY", "KVM", "DRIVER"],
+    header: &[
+        "NAME", "STATE", "CPUS", "MEMORY", "FREE", "VMS", "KVM", "DRIVER",
+    ],
 };
 const VMS: Listing = Listing {
     path: "/api/v1/vms",
@@ -542,6 +544,12 @@ fn host_row(h: &Value) -> Vec<String> {
         s(&h["state"]).replace('_', " "),
         s(&h["facts"]["cpus"]),
         gib(&h["facts"]["memory_bytes"]),
+        gib(&h["usage"]["memory_free_bytes"]),
+        format!(
+            "{}/{}",
+            s(&h["usage"]["vms_running"]),
+            s(&h["usage"]["vms"])
+        ),
         s(&h["facts"]["kvm_kind"]),
         s(&h["facts"]["default_driver"]),
     ]

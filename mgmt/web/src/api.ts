@@ -134,6 +134,7 @@ export interface ClusterHost {
   /** Since when and by whom it is in maintenance mode. */
   maintenance?: { since: number; by: string };
   facts: { hostname: string; cpus: number; memory_bytes: number; kvm_kind: string };
+  usage: { vms: number; vms_running: number; memory_allocated_bytes: number; memory_free_bytes: number; vcpus_allocated: number };
 }
 
 export interface Daemon {

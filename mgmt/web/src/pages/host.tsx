@@ -78,8 +78,8 @@ export function HostPage() {
                 <th>Host</th>
                 <th>State</th>
                 <th>CPUs</th>
-                <th>Memory</th>
-                <th>VMs</th>
+                <th>Memory free</th>
+                <th>VMs running</th>
                 {s.session?.role === 'administrator' && <th>Actions</th>}
               </tr>
             </thead>
@@ -97,8 +97,12 @@ export function HostPage() {
                     )}
                   </td>
                   <td>{c.facts.cpus}</td>
-                  <td>{bytes(c.facts.memory_bytes)}</td>
-                  <td>{s.vms.filter((v) => v.host === c.name).length}</td>
+                  <td title={`${bytes(c.usage.memory_allocated_bytes)} given to its running VMs`}>
+                    {bytes(c.usage.memory_free_bytes)} of {bytes(c.facts.memory_bytes)}
+                  </td>
+                  <td>
+                    {c.usage.vms_running} of {c.usage.vms}
+                  </td>
                   {s.session?.role === 'administrator' && (
                     <td>
                       <HostActions host={c} />

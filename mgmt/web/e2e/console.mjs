@@ -453,6 +453,25 @@ await run(session, async () => {
   await page.getByTestId('pg-form').waitFor({ state: 'detached', timeout: 30_000 });
   log('port group policy changed from its page');
 
+  // A trunk given as ranges (as the switch daemon's CLI takes them): a
+  // reversed range is refused in the form's words, then 10-12,30 is saved
+  // and shown back as ranges.
+  await page.getByTestId('pg-edit').click();
+  await page.getByTestId('pg-vlan-mode').selectOption('trunk');
+  await page.getByTestId('pg-vlan-allowed').fill('20-10');
+  await page.getByTestId('pg-save').click();
+  await page.getByTestId('pg-form').getByText('from the lower ID to the higher').waitFor();
+  await page.getByTestId('pg-vlan-allowed').fill('10-12, 30');
+  await page.getByTestId('pg-save').click();
+  await until('the port group to trunk VLANs 10-12 and 30', 30_000, async () => {
+    const groups = await page.evaluate(async () => (await fetch('/api/v1/port-groups')).json());
+    const g = groups.items.find((x) => x.name === 'vm-network');
+    return g?.vlan?.mode === 'trunk' && JSON.stringify(g.vlan.allowed) === '[10,11,12,30]';
+  });
+  await page.getByTestId('pg-form').waitFor({ state: 'detached', timeout: 30_000 });
+  await page.getByText('trunk 10-12,30').first().waitFor();
+  log('trunk VLANs given as ranges');
+
   // A volume from the datastore page: created, then deleted.
   await page.goto(`${base}/#/datastores/local`);
   await page.getByTestId('volume-new').click();

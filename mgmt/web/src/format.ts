@@ -54,5 +54,36 @@ export function duration(from: number | null, to: number | null): string {
 export function vlan(v: { mode: string; id?: number; allowed?: number[]; native?: number } | undefined): string {
   if (!v || v.mode === 'none') return 'none';
   if (v.mode === 'access') return `access ${v.id}`;
-  return `trunk ${(v.allowed ?? []).join(', ') || 'all'}${v.native ? ` (native ${v.native})` : ''}`;
+  return `trunk ${vlanRanges(v.allowed ?? []) || 'all'}${v.native ? ` (native ${v.native})` : ''}`;
+}
+
+/** VLAN IDs as ranges: [10, 11, 12, 30] is "10-12,30". */
+export function vlanRanges(ids: number[]): string {
+  const sorted = [...new Set(ids)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(j > i ? `${sorted[i]}-${sorted[j]}` : `${sorted[i]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
+}
+
+/** The VLAN IDs of a list such as "10-20,30" (what the switch daemon's own
+ * CLI takes), or why it is not one. */
+export function parseVlans(text: string): number[] | string {
+  const ids = new Set<number>();
+  const parts = text.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  if (parts.length === 0) return 'Give the VLAN IDs the trunk carries, such as 10-20,30';
+  for (const part of parts) {
+    const m = /^(\d+)(?:\s*-\s*(\d+))?$/.exec(part);
+    if (!m) return `"${part}" is not a VLAN ID or a range such as 10-20`;
+    const first = Number(m[1]);
+    const last = m[2] === undefined ? first : Number(m[2]);
+    if (first < 1 || last > 4094) return `"${part}": VLAN IDs are 1 to 4094`;
+    if (last < first) return `"${part}": a range goes from the lower ID to the higher`;
+    for (let id = first; id <= last; id++) ids.add(id);
+  }
+  return [...ids].sort((a, b) => a - b);
 }

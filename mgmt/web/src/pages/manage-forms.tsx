@@ -10,6 +10,7 @@ import type { PortGroup, Vlan, Volume } from '../api';
 import { ErrorBox } from '../components/common';
 import { go } from '../router';
 import { refreshInventory } from '../store';
+import { parseVlans, vlanRanges } from '../format';
 
 const GIB = 1024 ** 3;
 
@@ -118,7 +119,7 @@ export function EditPortGroup({ g }: { g: PortGroup }) {
   const [open, setOpen] = useState(false);
   const [mode, setMode] = useState<Vlan['mode']>(g.vlan?.mode ?? 'none');
   const [vlanId, setVlanId] = useState(String(g.vlan?.id ?? ''));
-  const [allowed, setAllowed] = useState((g.vlan?.allowed ?? []).join(','));
+  const [allowed, setAllowed] = useState(vlanRanges(g.vlan?.allowed ?? []));
   const [security, setSecurity] = useState({ promiscuous: !!sec.promiscuous, mac_changes: !!sec.mac_changes, forged_transmits: !!sec.forged_transmits });
   const [ingress, setIngress] = useState(ruleText(shp.ingress));
   const [egress, setEgress] = useState(ruleText(shp.egress));
@@ -140,8 +141,8 @@ export function EditPortGroup({ g }: { g: PortGroup }) {
       if (!Number.isInteger(id) || id < 1 || id > 4094) return setError('The VLAN ID must be 1 to 4094');
       vlan = { mode, id };
     } else if (mode === 'trunk') {
-      const ids = numbers(allowed).map(Number);
-      if (ids.length === 0 || ids.some((x) => !Number.isInteger(x) || x < 1 || x > 4094)) return setError('A trunk carries VLAN IDs 1 to 4094, comma-separated');
+      const ids = parseVlans(allowed);
+      if (typeof ids === 'string') return setError(ids);
       vlan = { mode, allowed: ids };
     } else vlan = { mode: 'none' };
     const i = rule(ingress);
@@ -173,7 +174,7 @@ export function EditPortGroup({ g }: { g: PortGroup }) {
         </select>
       </label>
       {mode === 'access' && <label>VLAN ID {text(vlanId, setVlanId, { 'data-testid': 'pg-vlan-id' })}</label>}
-      {mode === 'trunk' && <label>Allowed VLANs {text(allowed, setAllowed, { placeholder: '10,20', 'data-testid': 'pg-vlan-allowed' })}</label>}
+      {mode === 'trunk' && <label>Allowed VLANs {text(allowed, setAllowed, { placeholder: '10-20,30', 'data-testid': 'pg-vlan-allowed' })}</label>}
       <fieldset>
         <legend>Security</legend>
         {flag('promiscuous', 'Promiscuous mode')}

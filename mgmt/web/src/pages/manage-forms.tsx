@@ -10,7 +10,7 @@ import type { PortGroup, Vlan, Volume } from '../api';
 import { ErrorBox } from '../components/common';
 import { go } from '../router';
 import { refreshInventory } from '../store';
-import { parseVlans, vlanRanges } from '../format';
+import { bytes, parseVlans, vlanRanges } from '../format';
 
 const GIB = 1024 ** 3;
 
@@ -207,11 +207,13 @@ export function EditPortGroup({ g }: { g: PortGroup }) {
   );
 }
 
-/** A new thin volume on a datastore. */
-export function NewVolume({ ds, onDone }: { ds: string; onDone: () => void }) {
+/** A new thin volume on a datastore; one larger than the datastore's free
+ * space (`free`, when known) is made only once the user says so. */
+export function NewVolume({ ds, free, onDone }: { ds: string; free: number | null; onDone: () => void }) {
   const [open, setOpen] = useState(false);
   const [name, setName] = useState('');
   const [gib, setGib] = useState('1');
+  const [overcommit, setOvercommit] = useState(false);
   const [error, setError] = useState<string | null>(null);
   if (!open)
     return (
@@ -219,10 +221,12 @@ export function NewVolume({ ds, onDone }: { ds: string; onDone: () => void }) {
         New volume…
       </button>
     );
+  const beyondFree = (size: number) => free !== null && size > free;
   const submit = (e: Event) => {
     e.preventDefault();
     const size = Math.round((Number(gib) * GIB) / 512) * 512;
     if (!(size >= 2 ** 20)) return setError('The size must be at least 1 MiB');
+    if (beyondFree(size) && !overcommit) return setError('Tick "Larger than the free space" to make it anyway');
     change(setError, () => call<Volume>('POST', `/datastores/${seg(ds)}/volumes`, { name, size_bytes: size }), () => {
       setOpen(false);
       onDone();
@@ -233,6 +237,16 @@ export function NewVolume({ ds, onDone }: { ds: string; onDone: () => void }) {
       {text(name, setName, { placeholder: 'NAME or FOLDER/NAME', required: true, 'data-testid': 'volume-name' })}
       <input type="number" min="0.001" step="any" value={gib} onInput={(e) => setGib((e.target as HTMLInputElement).value)} aria-label="Size in GiB" />
       <span>GiB</span>
+      {beyondFree(Number(gib) * GIB) && (
+        <p class="warning small" data-testid="volume-overcommit">
+          {gib} GiB is more than the datastore's free space ({bytes(free ?? 0)}): the volume is thin, but once the datastore fills, writes to it fail and
+          its VM is paused.{' '}
+          <label class="check">
+            <input type="checkbox" checked={overcommit} onChange={(e) => setOvercommit((e.target as HTMLInputElement).checked)} />
+            Larger than the free space
+          </label>
+        </p>
+      )}
       <button class="primary small">Create</button>
       <button type="button" class="small" onClick={() => setOpen(false)}>
         Cancel

@@ -43,7 +43,7 @@ export function DatastorePage({ ds }: { ds: string }) {
         actions={
           admin && (
             <>
-              <NewVolume ds={ds} onDone={volumes.reload} />
+              <NewVolume ds={ds} free={d.free_bytes ?? null} onDone={volumes.reload} />
               <ImportDisk ds={ds} onDone={volumes.reload} />
             </>
           )

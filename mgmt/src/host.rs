@@ -216,3 +216,130 @@ mod tests {
         assert!(f.sfera_vmm_available);
     }
 }
+
+/// A network interface of the host, as `GET /api/v1/host/nics` lists it:
+/// what an administrator picks a switch's `af_packet` uplink from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Nic {
+    pub name: String,
+    /// Its MAC address (absent for interfaces without one)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    pub mtu: Option<u32>,
+    /// The kernel's operational state: `up`, `down`, `unknown`, ...
+    pub state: String,
+    /// The link speed in Mbit/s, when the driver reports one
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed_mbps: Option<u32>,
+    /// Backed by a device (a NIC, physical or paravirtual), not a software
+    /// interface (a bridge, a TAP, a veth, ...)
+    pub physical: bool,
+}
+
+/// The host's network interfaces under `sys_class_net` (`/sys/class/net`),
+/// by name, loopback left out: physical ones first.
+pub fn nics(sys_class_net: &Path) -> std::io::Result<Vec<Nic>> {
+    let read = |dir: &Path, f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    let mut nics = Vec::new();
+    for entry in std::fs::read_dir(sys_class_net)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let dir = entry.path();
+        // ARPHRD_LOOPBACK: the loopback carries no VM's traffic out.
+        if read(&dir, "type").as_deref() == Some("772") {
+            continue;
+        }
+        let mac = read(&dir, "address").filter(|m| !m.is_empty() && m != "00:00:00:00:00:00");
+        nics.push(Nic {
+            name,
+            mac,
+            mtu: read(&dir, "mtu").and_then(|m| m.parse().ok()),
+            state: read(&dir, "operstate").unwrap_or_else(|| "unknown".into()),
+            // Reading `speed` of a link that is down fails (EINVAL), and
+            // virtual drivers report -1.
+            speed_mbps: read(&dir, "speed")
+                .and_then(|s| s.parse::<i64>().ok())
+                .and_then(|s| u32::try_from(s).ok())
+                .filter(|s| *s > 0),
+            physical: dir.join("device").exists(),
+        });
+    }
+    nics.sort_by(|a, b| b.physical.cmp(&a.physical).then(a.name.cmp(&b.name)));
+    Ok(nics)
+}
+
+#[cfg(test)]
+mod nic_tests {
+    use super::*;
+
+    fn iface(root: &Path, name: &str, files: &[(&str, &str)], device: bool) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, v) in files {
+            std::fs::write(dir.join(f), format!("{v}\n")).unwrap();
+        }
+        if device {
+            std::fs::create_dir(dir.join("device")).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_hosts_nics_are_listed_physical_first_without_loopback() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        iface(
+            r,
+            "lo",
+            &[("type", "772"), ("address", "00:00:00:00:00:00")],
+            false,
+        );
+        iface(
+            r,
+            "eth1",
+            &[
+                ("type", "1"),
+                ("address", "52:54:00:12:34:57"),
+                ("mtu", "9000"),
+                ("operstate", "down"),
+            ],
+            true,
+        );
+        iface(
+            r,
+            "eth0",
+            &[
+                ("type", "1"),
+                ("address", "52:54:00:12:34:56"),
+                ("mtu", "1500"),
+                ("operstate", "up"),
+                ("speed", "10000"),
+            ],
+            true,
+        );
+        iface(
+            r,
+            "veth9",
+            &[
+                ("type", "1"),
+                ("address", "aa:bb:cc:dd:ee:ff"),
+                ("speed", "-1"),
+            ],
+            false,
+        );
+        let got = nics(r).unwrap();
+        let names: Vec<&str> = got.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "eth1", "veth9"]);
+        assert_eq!(got[0].speed_mbps, Some(10_000));
+        assert_eq!(got[0].mtu, Some(1500));
+        assert!(got[0].physical && !got[2].physical);
+        assert_eq!(got[1].state, "down");
+        assert_eq!(got[1].speed_mbps, None);
+        assert_eq!(got[2].speed_mbps, None, "a virtual driver's -1");
+        assert_eq!(got[2].state, "unknown");
+        assert!(nics(&r.join("missing")).is_err());
+    }
+}

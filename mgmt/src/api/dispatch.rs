@@ -29,6 +29,7 @@ pub async fn handle(mgmt: Arc<Mgmt>, r: ApiRequest) -> Result<Reply, ApiError> {
         Op::ChangePassword => auth::change_password(m, &r).await,
         Op::ListRoles => roles::list(&r),
         Op::Host => hosts::host(m).await,
+        Op::HostNics => hosts::nics(&r),
         Op::ListHosts => hosts::list_hosts(m, &r).await,
         Op::GetHost => hosts::get_host(m, &r).await,
         Op::RemoveHost => cluster::remove_host(m, &r).await,

@@ -3,6 +3,7 @@
 //! samples.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -70,6 +71,14 @@ pub async fn host(mgmt: &Mgmt) -> Result<Reply, ApiError> {
             })
             .collect(),
     })
+}
+
+/// `GET /api/v1/host/nics`.
+pub fn nics(r: &ApiRequest) -> Result<Reply, ApiError> {
+    let page = Page::from_query(&r.query)?;
+    let nics = crate::host::nics(Path::new("/sys/class/net"))
+        .map_err(|e| ApiError::internal(format!("Cannot list /sys/class/net: {e}")))?;
+    ok(page.of(nics))
 }
 
 /// Every host of the cluster, with what its VMs use of it.

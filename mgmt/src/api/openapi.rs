@@ -78,6 +78,7 @@ fn schemas() -> Map<String, Value> {
         .add::<auth::NewToken>()
         .add::<hosts::Host>()
         .listed::<crate::membership::ClusterHost>()
+        .listed::<crate::host::Nic>()
         .add::<crate::join::JoinToken>()
         .add::<crate::join::JoinAnswer>()
         .add::<hosts::MetricSeries>()

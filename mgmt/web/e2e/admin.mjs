@@ -18,6 +18,9 @@
 
 import { base, fail, log, openBrowser, password, run, until } from './common.mjs';
 
+/** sfera-vswitchd's default switch, which mgmtd makes at its first start. */
+const DEFAULT_SWITCH = 'vSwitch0';
+
 /** A request from this script, not the browser: no cookie, only the token given. */
 async function withToken(token, path) {
   const r = await fetch(new URL(path, base), { headers: { Authorization: `Bearer ${token}` } });
@@ -161,6 +164,23 @@ await run(session, async () => {
   await cluster.getByTestId('host-exit-maintenance').click();
   await cluster.locator('tr[data-host-state=connected]').waitFor();
   log('this host entered maintenance mode and exited it from the cluster card');
+
+  // A new switch's uplink is picked from the host's interfaces, as the API
+  // lists them (physical ones first); the form is left without making one.
+  const nics = await page.evaluate(async () => (await fetch('/api/v1/host/nics')).json());
+  if (!nics.items.length || nics.items.some((n) => n.name === 'lo')) fail(`the host's interfaces: ${JSON.stringify(nics)}`);
+  await page.goto(`${base}/#/switches/${DEFAULT_SWITCH}`);
+  await page.getByTestId('switch-new').click();
+  await page.getByTestId('uplink-add').and(page.locator(':enabled')).click();
+  const offered = await page.getByLabel('Uplink 1 interface').locator('option').allTextContents();
+  for (const n of nics.items) {
+    if (!offered.some((o) => o.startsWith(`${n.name} (`))) fail(`${n.name} is not offered: ${offered.join(' | ')}`);
+  }
+  await page.getByLabel('Uplink 1 type').selectOption('tap');
+  await page.getByLabel('Uplink 1 TAP name').waitFor();
+  await shot('switch-uplinks');
+  await page.getByTestId('switch-form').getByRole('button', { name: 'Cancel' }).click();
+  log(`a new switch's uplink offers the host's interfaces: ${nics.items.map((n) => n.name).join(', ')}`);
 
   await page.getByTestId('top-admin').click();
   await userRow(ops.name).getByTestId('user-delete-open').click();

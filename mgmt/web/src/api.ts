@@ -137,6 +137,16 @@ export interface ClusterHost {
   usage: { vms: number; vms_running: number; memory_allocated_bytes: number; memory_free_bytes: number; vcpus_allocated: number };
 }
 
+/** A network interface of the host (GET /host/nics). */
+export interface Nic {
+  name: string;
+  mac?: string;
+  mtu: number | null;
+  state: string;
+  speed_mbps?: number;
+  physical: boolean;
+}
+
 export interface Daemon {
   name: string;
   state: string;

@@ -6,8 +6,8 @@
 
 import { useState } from 'preact/hooks';
 import { ApiError, call, seg } from '../api';
-import type { PortGroup, Vlan, Volume } from '../api';
-import { ErrorBox } from '../components/common';
+import type { Nic, Page, PortGroup, Vlan, Volume } from '../api';
+import { ErrorBox, useFetch } from '../components/common';
 import { go } from '../router';
 import { refreshInventory } from '../store';
 import { bytes, parseVlans, vlanRanges } from '../format';
@@ -34,42 +34,71 @@ const text = (value: string, set: (v: string) => void, props: Record<string, unk
   <input value={value} onInput={(e) => set((e.target as HTMLInputElement).value)} {...props} />
 );
 
-/** A new switch with uplinks given as NAME:tap|af_packet:INTERFACE, comma-separated. */
+/** One uplink of a new switch, as the form holds it. */
+type UplinkRow = { name: string; type: 'af_packet' | 'tap'; iface: string };
+
+/** A new switch with its uplinks: an af_packet uplink on one of the host's
+ * interfaces (listed, physical ones first), or a TAP device it makes. */
 export function NewSwitch() {
   const [open, setOpen] = useState(false);
   const [name, setName] = useState('');
-  const [uplinks, setUplinks] = useState('');
+  const [rows, setRows] = useState<UplinkRow[]>([]);
   const [error, setError] = useState<string | null>(null);
+  const nics = useFetch<Page<Nic>>(open ? '/host/nics?limit=500' : null);
   if (!open)
     return (
       <button class="small" onClick={() => setOpen(true)} data-testid="switch-new">
         New switch…
       </button>
     );
+  const host = nics.data?.items ?? [];
+  const set = (i: number, change: Partial<UplinkRow>) => setRows(rows.map((r, j) => (j === i ? { ...r, ...change } : r)));
+  const add = () => setRows([...rows, { name: `u${rows.length}`, type: 'af_packet', iface: host[0]?.name ?? '' }]);
   const submit = (e: Event) => {
     e.preventDefault();
-    const list = uplinks.split(',').map((u) => u.trim()).filter(Boolean);
-    const parsed = list.map((u) => u.split(':'));
-    const bad = parsed.find((p) => p.length !== 3 || (p[1] !== 'tap' && p[1] !== 'af_packet'));
-    if (bad) {
-      setError(`Uplink ${bad.join(':')}: write NAME:tap:INTERFACE or NAME:af_packet:INTERFACE`);
-      return;
-    }
-    const body = { name, uplinks: parsed.map(([n, type, iface]) => ({ name: n, type, interface: iface })) };
+    const bad = rows.findIndex((r) => !r.name.trim() || !r.iface.trim());
+    if (bad >= 0) return setError(`Uplink ${bad + 1}: give it a name and an interface`);
+    const body = { name, uplinks: rows.map((r) => ({ name: r.name.trim(), type: r.type, interface: r.iface.trim() })) };
     change(setError, () => call('POST', '/switches', body), () => {
       setOpen(false);
       go({ page: 'switch', sw: name });
     });
   };
+  const nicLabel = (n: Nic) =>
+    `${n.name} (${n.physical ? 'NIC' : 'virtual'}, ${n.state}${n.speed_mbps ? `, ${n.speed_mbps} Mbit/s` : ''}${n.mac ? `, ${n.mac}` : ''})`;
   return (
-    <form class="inline-form" onSubmit={submit}>
+    <form class="inline-form" onSubmit={submit} data-testid="switch-form">
       {text(name, setName, { placeholder: 'name', required: true, 'data-testid': 'switch-name' })}
-      {text(uplinks, setUplinks, { placeholder: 'uplinks: u0:tap:sftap0, u1:af_packet:eth1', size: 36 })}
+      {rows.map((r, i) => (
+        <span class="uplink-row" key={i} data-testid={`uplink-${i}`}>
+          {text(r.name, (v) => set(i, { name: v }), { 'aria-label': `Uplink ${i + 1} name`, size: 6 })}
+          <select value={r.type} aria-label={`Uplink ${i + 1} type`} onChange={(e) => set(i, { type: (e.target as HTMLSelectElement).value as UplinkRow['type'], iface: '' })}>
+            <option value="af_packet">host interface (af_packet)</option>
+            <option value="tap">new TAP device</option>
+          </select>
+          {r.type === 'af_packet' ? (
+            <select value={r.iface} aria-label={`Uplink ${i + 1} interface`} onChange={(e) => set(i, { iface: (e.target as HTMLSelectElement).value })}>
+              <option value="">choose…</option>
+              {host.map((n) => (
+                <option value={n.name}>{nicLabel(n)}</option>
+              ))}
+            </select>
+          ) : (
+            text(r.iface, (v) => set(i, { iface: v }), { 'aria-label': `Uplink ${i + 1} TAP name`, placeholder: 'sftap0', size: 8 })
+          )}
+          <button type="button" class="small" onClick={() => setRows(rows.filter((_, j) => j !== i))}>
+            Remove
+          </button>
+        </span>
+      ))}
+      <button type="button" class="small" onClick={add} data-testid="uplink-add" disabled={!nics.data && !nics.error} title={!nics.data && !nics.error ? "Reading the host's interfaces…" : undefined}>
+        Add uplink
+      </button>
       <button class="primary small">Create</button>
       <button type="button" class="small" onClick={() => setOpen(false)}>
         Cancel
       </button>
-      <ErrorBox error={error} />
+      <ErrorBox error={error ?? nics.error ?? null} />
     </form>
   );
 }

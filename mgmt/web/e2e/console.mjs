@@ -510,6 +510,19 @@ await run(session, async () => {
     // A VM that boots the imported disk through firmware: QEMU prints the
     // boot sector's line on the serial console.
     const fwName = `${vmName}-fw`;
+    // The API's refusal of a boot ISO, in the wizard's words: "The ISO",
+    // not the API's field name boot.iso. Nothing is made.
+    await page.getByTestId('tree-new-vm').click();
+    await page.getByTestId('wizard-name').fill(`${vmName}-iso`);
+    await page.getByTestId('wizard-iso-boot').check();
+    await page.getByTestId('wizard-iso').fill('/nonexistent/installer.iso');
+    for (let i = 0; i < 4; i++) await page.getByTestId('wizard-next').click();
+    await page.getByTestId('wizard-finish').click();
+    await page.getByText('The ISO /nonexistent/installer.iso is not a file on the host').waitFor();
+    if (await page.getByText('boot.iso').count()) fail("the wizard shows the API's field name boot.iso");
+    if (await apiVm(`${vmName}-iso`)) fail('a VM was made with a refused ISO');
+    log("a refused ISO is reported in the wizard's words");
+    await page.goto(`${base}/#/host`);
     await page.getByTestId('tree-new-vm').click();
     await page.getByTestId('wizard-name').fill(fwName);
     await page.getByTestId('wizard-disk-boot').check();

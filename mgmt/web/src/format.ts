@@ -87,3 +87,26 @@ export function parseVlans(text: string): number[] | string {
   }
   return [...ids].sort((a, b) => a - b);
 }
+
+/** The API's field names in an error, in the words of the forms that fill
+ * them in ("disks[0].size_bytes must be …" is "Disk 0's size must be …" on
+ * a wizard whose disks are numbered from 0 and sized in GiB). */
+export function inFormWords(message: string): string {
+  const fields: [RegExp, (...m: string[]) => string][] = [
+    [/\b(add_)?disks\[(\d+)\]\.size_bytes\b/g, (_, add, i) => `${add ? 'New disk' : 'Disk'} ${i}'s size`],
+    [/\b(add_)?disks\[(\d+)\]\.datastore\b/g, (_, add, i) => `${add ? 'New disk' : 'Disk'} ${i}'s datastore`],
+    [/\b(add_)?disks\[(\d+)\]\.volume\b/g, (_, add, i) => `${add ? 'New disk' : 'Disk'} ${i}'s existing volume`],
+    [/\b(add_)?disks\[(\d+)\]/g, (_, add, i) => `${add ? 'New disk' : 'Disk'} ${i}`],
+    [/\b(add_)?nics\[(\d+)\]\.port_group\b/g, (_, add, i) => `${add ? 'New network adapter' : 'Network adapter'} ${i}'s port group`],
+    [/\b(add_)?nics\[(\d+)\]\.mac\b/g, (_, add, i) => `${add ? 'New network adapter' : 'Network adapter'} ${i}'s MAC address`],
+    [/\b(add_)?nics\[(\d+)\]/g, (_, add, i) => `${add ? 'New network adapter' : 'Network adapter'} ${i}`],
+    [/\bboot\.iso\b/g, () => 'The ISO'],
+    [/\bboot\.kernel\b/g, () => 'The kernel'],
+    [/\bboot\.initrd\b/g, () => 'The initrd'],
+    [/\bboot\.cmdline\b/g, () => 'The kernel command line'],
+    [/\bmemory_mib\b/g, () => 'Memory (MiB)'],
+    [/\bvcpus\b/g, () => 'vCPUs'],
+    [/\bsize_bytes\b/g, () => 'The size'],
+  ];
+  return fields.reduce((text, [re, words]) => text.replace(re, (...m) => words(...(m as string[]))), message);
+}

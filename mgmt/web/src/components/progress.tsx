@@ -16,6 +16,7 @@ export const taskTitle = (kind: string) =>
   ({
     'vm.create': 'Create VM',
     'vm.delete': 'Delete VM',
+    'vm.edit': 'Edit VM',
     'vm.power_on': 'Power on',
     'vm.power_off': 'Power off',
     'vm.reset': 'Reset',

@@ -10,7 +10,7 @@ import type { Task, Vm, VmEdit } from '../api';
 import { Card, ErrorBox, Facts } from '../components/common';
 import { TaskProgress } from '../components/progress';
 import { GIB, MAC, NAME, NAME_RULE, VOLUME, cpuMemoryProblem, firstProblem, sectors } from '../components/wizard';
-import { bytes } from '../format';
+import { bytes, inFormWords } from '../format';
 import { go } from '../router';
 import { refreshActivity, refreshAll, useStore } from '../store';
 
@@ -109,7 +109,7 @@ export function EditVmWizard({ vm, onClose }: { vm: Vm; onClose: () => void }) {
       onClose();
       go({ page: 'vm', vm: name, tab: 'summary' });
     } catch (e) {
-      setError(e instanceof ApiError ? e.message : String(e));
+      setError(e instanceof ApiError ? inFormWords(e.message) : String(e));
       setTask(null);
     } finally {
       setSubmitting(false);

@@ -10,12 +10,12 @@ import type { Nic, Page, PortGroup, Vlan, Volume } from '../api';
 import { ErrorBox, useFetch } from '../components/common';
 import { go } from '../router';
 import { refreshInventory } from '../store';
-import { bytes, parseVlans, vlanRanges } from '../format';
+import { bytes, inFormWords, parseVlans, vlanRanges } from '../format';
 
 const GIB = 1024 ** 3;
 
 function message(e: unknown): string {
-  return e instanceof ApiError ? e.message : String(e);
+  return e instanceof ApiError ? inFormWords(e.message) : String(e);
 }
 
 /** Runs a change; on success refreshes the inventory and calls `after`. */

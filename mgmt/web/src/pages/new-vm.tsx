@@ -9,7 +9,7 @@ import type { Driver, Page, Task, Template, VmCreate } from '../api';
 import { Card, ErrorBox, Facts, PageHeader } from '../components/common';
 import { TaskProgress } from '../components/progress';
 import { GIB, MAC, NAME, NAME_RULE, VOLUME, cpuMemoryProblem, firstProblem, sectors } from '../components/wizard';
-import { bytes } from '../format';
+import { bytes, inFormWords } from '../format';
 import { go } from '../router';
 import { refreshActivity, refreshAll, useStore } from '../store';
 
@@ -140,7 +140,7 @@ export function NewVmPage() {
       await refreshAll();
       go({ page: 'vm', vm: name, tab: 'summary' });
     } catch (e) {
-      setError(e instanceof ApiError ? e.message : String(e));
+      setError(e instanceof ApiError ? inFormWords(e.message) : String(e));
       setTask(null);
     } finally {
       setSubmitting(false);

@@ -284,8 +284,13 @@ await run(session, async () => {
   await page.getByTestId('tab-console').click();
   await until('the console to connect', 30_000, async () => (await page.getByTestId('console-status').innerText()) === 'connected');
   await page.getByTestId('console').click();
-  await page.keyboard.type('(setsid sh </dev/tty1 >/dev/tty1 2>&1 &)');
+  await page.keyboard.type('(setsid sh </dev/tty1 >/dev/tty1 2>&1 &); echo TTY1-$((40+2))');
   await page.keyboard.press('Enter');
+  // The next prompt first: busybox's shell asks the terminal where its
+  // cursor is after each prompt (ESC[6n), and an answer that reached the
+  // guest after the `read` below started would be read as part of its line.
+  await until('the prompt after starting the tty1 shell', 30_000, async () => /TTY1-42\s*\n\s*guest# /.test(await terminalText()), 200);
+  await new Promise((r) => setTimeout(r, 300));
   // A command reading a line waits while the console is reopened below:
   // what the reopened terminal says while it replays the history (its
   // answers to the old prompts' cursor-position queries) must not reach it.
